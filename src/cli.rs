@@ -1,0 +1,253 @@
+//! Command-line parsing only: every subcommand calls into the library.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::{Parser, Subcommand};
+
+use crate::data::{self, pack::Packed};
+use crate::error::{Error, Result};
+use crate::eval::evaluate;
+use crate::generate::{Sampling, generate};
+use crate::model::store;
+use crate::pipeline::{self, RunOptions, load_run_recipe};
+use crate::quant::int8::fake_quant_model;
+use crate::recipe::{ExportFormat, Recipe};
+
+#[derive(Parser)]
+#[command(name = "distill", version, about = "Distill a large language model into a small one from one TOML recipe",
+    after_help = "Exit codes: 0 success, 2 bad input (recipe, data, files), 1 runtime failure, 130 interrupted (resume with `distill resume`).")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Args)]
+struct RecipeArgs {
+    /// The recipe file (TOML).
+    recipe: PathBuf,
+    /// Override any recipe key, e.g. `--set optim.lr=3e-4 --set run.name=try2`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a recipe end to end: data, teacher, distillation, evaluation, export.
+    Run {
+        #[command(flatten)]
+        recipe: RecipeArgs,
+        /// No progress bars (log lines only).
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Continue a stopped or crashed run from its latest checkpoint.
+    Resume {
+        /// The run directory, e.g. runs/quickstart.
+        run_dir: PathBuf,
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Held-out perplexity of the teacher, the student and the int8 student of a finished run.
+    Eval {
+        run_dir: PathBuf,
+    },
+    /// Export the trained student of a run.
+    Export {
+        run_dir: PathBuf,
+        /// int8 (per-channel symmetric) or f32.
+        #[arg(long, value_enum, default_value = "int8")]
+        format: FormatArg,
+        /// Output directory (default: <run_dir>/export).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Sample text from a run's student (or teacher).
+    Generate {
+        run_dir: PathBuf,
+        #[arg(long, default_value = "")]
+        prompt: String,
+        #[arg(long, default_value_t = 64)]
+        max_tokens: usize,
+        /// 0 = greedy.
+        #[arg(long, default_value_t = 0.8)]
+        temperature: f64,
+        /// Keep the k most likely tokens (0 = all).
+        #[arg(long, default_value_t = 0)]
+        top_k: usize,
+        /// Keep the smallest set of tokens holding this probability mass.
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Sample from the teacher instead of the student.
+        #[arg(long)]
+        teacher: bool,
+    },
+    /// Prepare and filter a recipe's data into its run directory and print the filter report.
+    Data {
+        #[command(flatten)]
+        recipe: RecipeArgs,
+    },
+    /// Check a recipe and print it fully resolved (defaults, config files, overrides applied).
+    Validate {
+        #[command(flatten)]
+        recipe: RecipeArgs,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum FormatArg {
+    Int8,
+    F32,
+}
+
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    match dispatch(cli.cmd) {
+        Ok(()) => 0,
+        Err(e) => {
+            let kind = match e {
+                Error::Input(_) => "error",
+                Error::Runtime(_) => "runtime error",
+                Error::Interrupted(_) => "interrupted",
+            };
+            eprintln!("{kind}: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn stop_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let f = flag.clone();
+    // First Ctrl-C: finish the step and checkpoint. Second: leave at once.
+    let _ = ctrlc::set_handler(move || {
+        if f.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after this step (Ctrl-C again to quit now)...");
+    });
+    flag
+}
+
+fn say(s: String) {
+    println!("{s}");
+}
+
+fn dispatch(cmd: Cmd) -> Result<()> {
+    match cmd {
+        Cmd::Run { recipe, quiet } => {
+            let r = Recipe::load(&recipe.recipe, &recipe.set)?;
+            let stop = stop_flag();
+            println!("run directory: {}", r.run_dir().display());
+            let opts = RunOptions { stop: &stop, stop_after: None, quiet };
+            pipeline::run(&r, &opts, &mut say).map_err(|e| with_resume_hint(e, &r.run_dir()))?;
+            Ok(())
+        }
+        Cmd::Resume { run_dir, quiet } => {
+            let stop = stop_flag();
+            let opts = RunOptions { stop: &stop, stop_after: None, quiet };
+            pipeline::resume(&run_dir, &opts, &mut say).map_err(|e| with_resume_hint(e, &run_dir))?;
+            Ok(())
+        }
+        Cmd::Eval { run_dir } => {
+            let r = load_run_recipe(&run_dir)?;
+            let prepared = data::load_prepared(&run_dir)?;
+            let device = pipeline::device_for(r.run.backend);
+            let valid = Packed::new(prepared.valid, r.data.seq_len, prepared.tokenizer.eos_id);
+            println!("{:<16} {:>10} {:>12}", "model", "loss", "perplexity");
+            for (name, dir, q) in [("teacher", "teacher", false), ("student f32", "student", false), ("student int8", "student", true)] {
+                let m = load_final(&run_dir, dir, &device)?;
+                let m = if q { fake_quant_model(&m) } else { m };
+                let e = evaluate(&m, &valid, r.optim.batch_size, None, &device);
+                println!("{name:<16} {:>10.4} {:>12.3}", e.loss, e.ppl);
+            }
+            Ok(())
+        }
+        Cmd::Export { run_dir, format, out } => {
+            let r = load_run_recipe(&run_dir)?;
+            let device = pipeline::device_for(r.run.backend);
+            let m = load_final(&run_dir, "student", &device)?;
+            let f = match format {
+                FormatArg::Int8 => ExportFormat::Int8,
+                FormatArg::F32 => ExportFormat::F32,
+            };
+            let out = out.unwrap_or_else(|| run_dir.join("export"));
+            let (p, size) = crate::export::native::export(&m, f, &out, &run_dir.join("tokenizer.json"))?;
+            println!("wrote {} ({size} bytes)", p.display());
+            Ok(())
+        }
+        Cmd::Generate { run_dir, prompt, max_tokens, temperature, top_k, top_p, seed, teacher } => {
+            let r = load_run_recipe(&run_dir)?;
+            let device = pipeline::device_for(r.run.backend);
+            if !(0.0..=1.0).contains(&top_p) || top_p == 0.0 {
+                return Err(Error::input(format!("--top-p: expected a value in (0, 1], got {top_p}")));
+            }
+            let m = load_final(&run_dir, if teacher { "teacher" } else { "student" }, &device)?;
+            let tok = crate::data::tokenizer::Tokenizer::load(&run_dir.join("tokenizer.json"))?;
+            let ids = tok.encode(&prompt)?;
+            let s = Sampling { temperature, top_k, top_p, seed, max_tokens };
+            print!("{prompt}");
+            let mut shown = String::new();
+            let mut so_far = Vec::new();
+            generate(&m, &ids, tok.eos_id, &s, &device, |id| {
+                // Decode the whole continuation and print what is new, so multi-token
+                // characters appear whole.
+                so_far.push(id);
+                if let Ok(text) = tok.decode(&so_far) {
+                    if text.len() > shown.len() && text.starts_with(&shown) {
+                        print!("{}", &text[shown.len()..]);
+                        let _ = std::io::stdout().flush();
+                        shown = text;
+                    }
+                }
+            });
+            println!();
+            Ok(())
+        }
+        Cmd::Data { recipe } => {
+            let r = Recipe::load(&recipe.recipe, &recipe.set)?;
+            let dir = r.run_dir();
+            if dir.join("data/meta.json").is_file() {
+                println!("data already prepared in {}", dir.join("data").display());
+            }
+            let p = data::prepare(&r, &dir, &mut say)?;
+            println!("report: {}", dir.join("data/filter_report.json").display());
+            let _ = p;
+            Ok(())
+        }
+        Cmd::Validate { recipe } => {
+            let r = Recipe::load(&recipe.recipe, &recipe.set)?;
+            print!("{}", r.to_toml());
+            eprintln!("{}: ok", recipe.recipe.display());
+            Ok(())
+        }
+    }
+}
+
+fn load_final(run_dir: &Path, which: &str, device: &burn::tensor::Device) -> Result<crate::model::Decoder> {
+    let dir = run_dir.join(which).join("final");
+    if !dir.join("model.json").is_file() {
+        return Err(Error::input(format!(
+            "{}: the {which} has not finished training in this run; finish it with `distill resume {}`",
+            dir.display(), run_dir.display())));
+    }
+    Ok(store::load(&dir, device)?.0)
+}
+
+fn with_resume_hint(e: Error, dir: &Path) -> Error {
+    match e {
+        Error::Interrupted(m) => Error::Interrupted(format!("{m}; continue with `distill resume {}`", dir.display())),
+        Error::Runtime(m) => Error::Runtime(format!("{m}\n(the run can be continued with `distill resume {}`)", dir.display())),
+        other => other,
+    }
+}

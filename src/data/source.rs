@@ -1,0 +1,142 @@
+//! Where documents come from: our synthetic generator, plain text files (documents separated
+//! by blank lines) or JSONL (one object per line, text under `field`).
+//!
+//! A bad line (invalid UTF-8, broken JSON, missing field) is counted and reported with its file
+//! and line, then skipped, unless the recipe says `strict = true`.
+
+use std::io::BufRead;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::recipe::{DataSection, SourceKind};
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct BadLines {
+    pub count: usize,
+    /// The first few, as `file:line: reason`.
+    pub examples: Vec<String>,
+}
+
+impl BadLines {
+    fn push(&mut self, strict: bool, where_: String) -> Result<()> {
+        if strict {
+            return Err(Error::input(format!("{where_} (data.strict = true)")));
+        }
+        self.count += 1;
+        if self.examples.len() < 5 {
+            self.examples.push(where_);
+        }
+        Ok(())
+    }
+}
+
+pub fn load(data: &DataSection, seed: u64) -> Result<(Vec<String>, BadLines)> {
+    let mut bad = BadLines::default();
+    let docs = match data.source {
+        SourceKind::Synthetic => super::synth::generate(seed, data.synthetic_docs),
+        SourceKind::Text => {
+            let mut docs = Vec::new();
+            for p in &data.paths {
+                read_text(p, data.strict, &mut docs, &mut bad)?;
+            }
+            docs
+        }
+        SourceKind::Jsonl => {
+            let mut docs = Vec::new();
+            for p in &data.paths {
+                read_jsonl(p, &data.field, data.strict, &mut docs, &mut bad)?;
+            }
+            docs
+        }
+    };
+    Ok((docs, bad))
+}
+
+fn lines(path: &Path) -> Result<impl Iterator<Item = std::io::Result<Vec<u8>>>> {
+    let f = std::fs::File::open(path)
+        .map_err(|e| Error::input(format!("{}: cannot open: {e}", path.display())))?;
+    Ok(std::io::BufReader::new(f).split(b'\n'))
+}
+
+fn read_text(path: &Path, strict: bool, docs: &mut Vec<String>, bad: &mut BadLines) -> Result<()> {
+    let mut cur = String::new();
+    for (i, line) in lines(path)?.enumerate() {
+        let line = line.map_err(|e| Error::runtime(format!("{}: read error: {e}", path.display())))?;
+        let Ok(line) = String::from_utf8(line) else {
+            bad.push(strict, format!("{}:{}: invalid UTF-8", path.display(), i + 1))?;
+            continue;
+        };
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() {
+            if !cur.is_empty() {
+                docs.push(std::mem::take(&mut cur));
+            }
+        } else {
+            if !cur.is_empty() {
+                cur.push('\n');
+            }
+            cur.push_str(line);
+        }
+    }
+    if !cur.is_empty() {
+        docs.push(cur);
+    }
+    Ok(())
+}
+
+fn read_jsonl(path: &Path, field: &str, strict: bool, docs: &mut Vec<String>, bad: &mut BadLines) -> Result<()> {
+    for (i, line) in lines(path)?.enumerate() {
+        let line = line.map_err(|e| Error::runtime(format!("{}: read error: {e}", path.display())))?;
+        let at = || format!("{}:{}", path.display(), i + 1);
+        let Ok(line) = String::from_utf8(line) else {
+            bad.push(strict, format!("{}: invalid UTF-8", at()))?;
+            continue;
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<serde_json::Value>(&line) {
+            Err(e) => bad.push(strict, format!("{}: invalid JSON: {e}", at()))?,
+            Ok(v) => match v.get(field).and_then(|t| t.as_str()) {
+                Some(t) => docs.push(t.to_string()),
+                None => bad.push(strict, format!("{}: no string field `{field}`", at()))?,
+            },
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jsonl_and_text_sources_report_bad_lines_with_file_and_line() {
+        let dir = std::env::temp_dir().join(format!("distill-src-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let j = dir.join("c.jsonl");
+        let mut bytes = b"{\"text\": \"first doc\"}\n{broken\n{\"other\": 1}\n".to_vec();
+        bytes.extend_from_slice(b"{\"text\": \"\xff\xfe\"}\n{\"text\": \"second doc\"}\n");
+        std::fs::write(&j, bytes).unwrap();
+        let t = dir.join("c.txt");
+        std::fs::write(&t, "para one\nstill one\n\n\npara two\n").unwrap();
+        let mut d = DataSection { source: SourceKind::Jsonl, paths: vec![j.clone()], ..Default::default() };
+        let (docs, bad) = load(&d, 0).unwrap();
+        assert_eq!(docs, vec!["first doc", "second doc"]);
+        assert_eq!(bad.count, 3);
+        assert!(bad.examples[0].ends_with("c.jsonl:2: invalid JSON: key must be a string at line 1 column 2"), "{:?}", bad.examples);
+        assert!(bad.examples[1].contains("c.jsonl:3: no string field `text`"));
+        assert!(bad.examples[2].contains("c.jsonl:4: invalid UTF-8"));
+        d.strict = true;
+        let err = load(&d, 0).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("c.jsonl:2: invalid JSON"));
+        let d = DataSection { source: SourceKind::Text, paths: vec![t], ..Default::default() };
+        let (docs, bad) = load(&d, 0).unwrap();
+        assert_eq!(docs, vec!["para one\nstill one", "para two"]);
+        assert_eq!(bad.count, 0);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

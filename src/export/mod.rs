@@ -1,0 +1,3 @@
+//! Exports of a trained student. One file per format.
+
+pub mod native;

@@ -1,0 +1,21 @@
+//! `distill`: distill a large language model into a small one from one TOML recipe.
+//!
+//! Data flows one way: [`recipe`] -> [`data`] -> teacher ([`model`], frozen) -> student
+//! ([`model`]) -> [`kd_loss`] -> [`train`] -> [`eval`] / [`quant`] / [`export`]; [`pipeline`]
+//! runs the stages in that order.
+
+pub mod data;
+pub mod error;
+pub mod eval;
+pub mod export;
+pub mod generate;
+pub mod kd_loss;
+pub mod model;
+pub mod pipeline;
+pub mod quant;
+pub mod recipe;
+pub mod train;
+pub mod util;
+
+pub use error::{Error, Result};
+pub mod cli;

@@ -1,0 +1,77 @@
+//! Rotary position embedding in the "rotate half" layout used by Llama/Qwen2 checkpoints in
+//! Hugging Face format (dimension i pairs with i + head_dim/2), so imported weights need no
+//! permutation.
+
+use burn::tensor::{Device, Tensor, TensorData};
+
+/// cos/sin tables `[seq_len, head_dim]` for positions `start..start+seq_len`.
+pub fn tables(
+    seq_len: usize,
+    start: usize,
+    head_dim: usize,
+    theta: f64,
+    device: &Device,
+) -> (Tensor<2>, Tensor<2>) {
+    let half = head_dim / 2;
+    let mut cos = Vec::with_capacity(seq_len * head_dim);
+    let mut sin = Vec::with_capacity(seq_len * head_dim);
+    for pos in start..start + seq_len {
+        // Computed in f64 so long positions keep their precision before the cast.
+        for i in 0..head_dim {
+            let inv_freq = theta.powf(-((2 * (i % half)) as f64) / head_dim as f64);
+            let angle = pos as f64 * inv_freq;
+            cos.push(angle.cos() as f32);
+            sin.push(angle.sin() as f32);
+        }
+    }
+    let shape = [seq_len, head_dim];
+    (
+        Tensor::from_data(TensorData::new(cos, shape), device),
+        Tensor::from_data(TensorData::new(sin, shape), device),
+    )
+}
+
+/// Rotate `x` `[batch, heads, seq, head_dim]` by the tables from [`tables`].
+pub fn apply(x: Tensor<4>, cos: &Tensor<2>, sin: &Tensor<2>) -> Tensor<4> {
+    let [b, h, t, d] = x.dims();
+    let half = d / 2;
+    let x1 = x.clone().slice([0..b, 0..h, 0..t, 0..half]);
+    let x2 = x.clone().slice([0..b, 0..h, 0..t, half..d]);
+    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+    let cos = cos.clone().unsqueeze::<4>();
+    let sin = sin.clone().unsqueeze::<4>();
+    x * cos + rotated * sin
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rotation preserves the norm of each (i, i + d/2) pair and position 0 is the identity.
+    #[test]
+    fn rope_is_a_rotation() {
+        let dev = Device::flex();
+        let x = Tensor::<4>::random([1, 2, 5, 8], burn::tensor::Distribution::Normal(0.0, 1.0), &dev);
+        let (c, s) = tables(5, 0, 8, 10_000.0, &dev);
+        let y = apply(x.clone(), &c, &s);
+        let xs: Vec<f32> = x.into_data().try_to_vec::<f32>().unwrap();
+        let ys: Vec<f32> = y.into_data().try_to_vec::<f32>().unwrap();
+        for row in 0..10 {
+            let (xr, yr) = (&xs[row * 8..row * 8 + 8], &ys[row * 8..row * 8 + 8]);
+            for i in 0..4 {
+                let nx = xr[i].hypot(xr[i + 4]);
+                let ny = yr[i].hypot(yr[i + 4]);
+                assert!((nx - ny).abs() < 1e-5);
+            }
+            if row % 5 == 0 {
+                for i in 0..8 {
+                    assert!((xr[i] - yr[i]).abs() < 1e-6, "position 0 must be unchanged");
+                }
+            }
+        }
+        // Position 1, pair 0 rotates by exactly 1 radian (inv_freq = 1).
+        let (a, b) = (xs[8], xs[12]);
+        assert!((ys[8] - (a * 1f32.cos() - b * 1f32.sin())).abs() < 1e-5);
+        assert!((ys[12] - (b * 1f32.cos() + a * 1f32.sin())).abs() < 1e-5);
+    }
+}

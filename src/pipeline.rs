@@ -1,0 +1,198 @@
+//! The whole run, in pipeline order: data -> teacher -> student -> eval -> export. Every stage
+//! leaves a completion marker in the run directory (`data/meta.json`, `*/final/model.json`,
+//! `summary.json`), so `resume` re-enters the run at the first unfinished stage, and an
+//! unfinished training stage continues from its latest checkpoint.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use burn::tensor::Device;
+use serde::Serialize;
+
+use crate::data::{self, pack::Packed};
+use crate::error::{Error, Result};
+use crate::eval::{EvalResult, evaluate};
+use crate::kd_loss::KdConfig;
+use crate::model::{Decoder, DecoderConfig, store};
+use crate::quant::int8::fake_quant_model;
+use crate::recipe::{Backend, Recipe, TeacherKind};
+use crate::train::{Phase, TrainJob, metrics, train};
+
+pub struct RunOptions<'a> {
+    pub stop: &'a AtomicBool,
+    /// Simulated crash for tests: stop the given phase after this many steps.
+    pub stop_after: Option<(Phase, usize)>,
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub teacher: EvalResult,
+    pub student: EvalResult,
+    pub student_int8: EvalResult,
+    pub teacher_params: usize,
+    pub student_params: usize,
+    pub teacher_tok_per_s: f64,
+    pub student_tok_per_s: f64,
+    pub wall_s: f64,
+    pub exports: Vec<(String, u64)>,
+}
+
+pub const RESOLVED: &str = "recipe.resolved.toml";
+
+pub fn device_for(backend: Backend) -> Device {
+    match backend {
+        #[cfg(feature = "cuda")]
+        Backend::Cuda => Device::cuda(0),
+        #[cfg(feature = "wgpu")]
+        Backend::Wgpu => Device::wgpu_default(),
+        // Validation refuses backends that are not compiled in.
+        _ => Device::flex(),
+    }
+}
+
+/// Start a run (or continue it, when its directory holds the same resolved recipe).
+pub fn run(recipe: &Recipe, opts: &RunOptions, log: &mut dyn FnMut(String)) -> Result<Summary> {
+    let dir = recipe.run_dir();
+    let resolved = dir.join(RESOLVED);
+    let text = recipe.to_toml();
+    if resolved.is_file() {
+        let old = crate::error::read_to_string(&resolved)?;
+        if old != text {
+            return Err(Error::input(format!(
+                "{} already holds a run with a different recipe: continue it with `distill resume {}`, or choose another run.name (--set run.name=...)",
+                dir.display(), dir.display())));
+        }
+    } else {
+        std::fs::create_dir_all(&dir).map_err(|e| Error::runtime(format!("{}: {e}", dir.display())))?;
+        crate::util::write_atomic(&resolved, text.as_bytes())?;
+    }
+    execute(recipe, &dir, opts, log)
+}
+
+/// Continue the run in `dir` from its resolved recipe.
+pub fn resume(dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(String)) -> Result<Summary> {
+    let recipe = load_run_recipe(dir)?;
+    execute(&recipe, dir, opts, log)
+}
+
+pub fn load_run_recipe(dir: &Path) -> Result<Recipe> {
+    let p = dir.join(RESOLVED);
+    if !p.is_file() {
+        return Err(Error::input(format!("{}: not a run directory (no {RESOLVED})", dir.display())));
+    }
+    let mut recipe = Recipe::load(&p, &[])?;
+    // The directory may have been moved since: it is where the run lives now.
+    recipe.run.out_dir = dir.parent().map(Path::to_path_buf).unwrap_or_default();
+    recipe.run.name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+    Ok(recipe)
+}
+
+fn execute(recipe: &Recipe, dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(String)) -> Result<Summary> {
+    let wall = Instant::now();
+    let device = device_for(recipe.run.backend);
+    let prepared = data::prepare(recipe, dir, log)?;
+    let vocab = prepared.meta.vocab_size;
+    let seq = recipe.data.seq_len;
+    let train_data = Packed::new(prepared.train, seq, prepared.tokenizer.eos_id);
+    let valid_data = Packed::new(prepared.valid, seq, prepared.tokenizer.eos_id);
+    let metrics_path = dir.join("metrics.jsonl");
+    let tok_hash = prepared.meta.tokenizer_hash.clone();
+
+    let teacher_cfg = DecoderConfig { vocab_size: vocab, shape: recipe.teacher.shape() };
+    let teacher = match recipe.teacher.kind {
+        TeacherKind::Checkpoint => {
+            let p = recipe.teacher.path.as_ref().expect("validated");
+            let (t, hash) = store::load(p, &device)?;
+            if hash != tok_hash || t.config.vocab_size != vocab {
+                return Err(Error::input(format!(
+                    "teacher {} was trained with a different tokenizer (vocab {}) than the data (vocab {vocab}, {}): the vocabularies must be identical",
+                    p.display(), t.config.vocab_size, dir.join("tokenizer.json").display())));
+            }
+            t
+        }
+        TeacherKind::Pretrain => stage(dir, Phase::Teacher, &tok_hash, &device, log, |stop_after| {
+            let job = TrainJob {
+                phase: Phase::Teacher, dir: dir.join("teacher"), metrics: metrics_path.clone(),
+                model: teacher_cfg.clone(), optim: &recipe.teacher.optim, teacher: None,
+                kd: KdConfig { alpha: 1.0, temperature: 1.0, chunk_tokens: 2048 },
+                train: &train_data, valid: &valid_data, seed: recipe.run.seed,
+                checkpoint: &recipe.checkpoint, eval: &recipe.eval, stop: opts.stop, stop_after, quiet: opts.quiet,
+            };
+            train(&job, &device)
+        }, opts)?,
+    };
+    let student_cfg = DecoderConfig { vocab_size: vocab, shape: recipe.student.shape() };
+    let student = stage(dir, Phase::Student, &tok_hash, &device, log, |stop_after| {
+        let job = TrainJob {
+            phase: Phase::Student, dir: dir.join("student"), metrics: metrics_path.clone(),
+            model: student_cfg.clone(), optim: &recipe.optim, teacher: Some(&teacher),
+            kd: KdConfig { alpha: recipe.distill.alpha, temperature: recipe.distill.temperature, chunk_tokens: 2048 },
+            train: &train_data, valid: &valid_data, seed: recipe.run.seed,
+            checkpoint: &recipe.checkpoint, eval: &recipe.eval, stop: opts.stop, stop_after, quiet: opts.quiet,
+        };
+        train(&job, &device)
+    }, opts)?;
+    metrics::plot(&metrics_path, &dir.join("loss.svg"))?;
+
+    log("evaluating on the held-out split".into());
+    let bs = recipe.optim.batch_size;
+    let te = evaluate(&teacher, &valid_data, bs, None, &device);
+    let se = evaluate(&student, &valid_data, bs, None, &device);
+    let q8 = evaluate(&fake_quant_model(&student), &valid_data, bs, None, &device);
+    let mut exports = Vec::new();
+    for f in &recipe.export.formats {
+        let (p, size) = crate::export::native::export(&student, *f, &dir.join("export"), &dir.join("tokenizer.json"))?;
+        exports.push((p.display().to_string(), size));
+    }
+    let rows = metrics::read(&metrics_path);
+    let tok_s = |phase: &str| {
+        let last = rows.iter().rev().find(|v| v["phase"] == phase);
+        last.and_then(|v| Some(v["tokens"].as_f64()? / v["elapsed_s"].as_f64()?)).unwrap_or(0.0)
+    };
+    let summary = Summary {
+        teacher: te, student: se, student_int8: q8,
+        teacher_params: teacher.config.matmul_params(), student_params: student.config.matmul_params(),
+        teacher_tok_per_s: tok_s("teacher"), student_tok_per_s: tok_s("student"),
+        wall_s: wall.elapsed().as_secs_f64(), exports,
+    };
+    crate::util::write_json_atomic(&dir.join("summary.json"), &summary)?;
+    log(summary_table(&summary, &valid_data));
+    Ok(summary)
+}
+
+/// Load a finished model of `phase`, or train it and freeze it into `<phase>/final`.
+fn stage(
+    dir: &Path,
+    phase: Phase,
+    tok_hash: &str,
+    device: &Device,
+    log: &mut dyn FnMut(String),
+    train_fn: impl FnOnce(Option<usize>) -> Result<Decoder>,
+    opts: &RunOptions,
+) -> Result<Decoder> {
+    let fin: PathBuf = dir.join(phase.name()).join("final");
+    if fin.join("model.json").is_file() {
+        log(format!("{}: already trained, loading {}", phase.name(), fin.display()));
+        return Ok(store::load(&fin, device)?.0);
+    }
+    let stop_after = opts.stop_after.and_then(|(p, n)| (p == phase).then_some(n));
+    let model = train_fn(stop_after)?;
+    store::save(&fin, &model, tok_hash)?;
+    Ok(model)
+}
+
+pub fn summary_table(s: &Summary, valid: &Packed) -> String {
+    let mb = |n: u64| n as f64 / 1e6;
+    let mut t = format!("held-out split: {} tokens\n", valid.n_tokens());
+    t += &format!("{:<16} {:>12} {:>10} {:>12} {:>10}\n", "model", "params", "loss", "perplexity", "tok/s");
+    t += &format!("{:<16} {:>12} {:>10.4} {:>12.3} {:>10.0}\n", "teacher", s.teacher_params, s.teacher.loss, s.teacher.ppl, s.teacher_tok_per_s);
+    t += &format!("{:<16} {:>12} {:>10.4} {:>12.3} {:>10.0}\n", "student f32", s.student_params, s.student.loss, s.student.ppl, s.student_tok_per_s);
+    t += &format!("{:<16} {:>12} {:>10.4} {:>12.3}\n", "student int8", s.student_params, s.student_int8.loss, s.student_int8.ppl);
+    for (p, size) in &s.exports {
+        t += &format!("export: {p} ({:.2} MB)\n", mb(*size));
+    }
+    t += &format!("wall time: {:.1} s", s.wall_s);
+    t
+}

@@ -1,0 +1,4 @@
+//! Weight quantization shared by export and evaluation, so the perplexity we report for int8
+//! is the perplexity of exactly the weights we write.
+
+pub mod int8;

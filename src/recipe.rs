@@ -1,0 +1,727 @@
+//! The recipe: a TOML file parsed into plain serde data, with `--set` overrides, model shapes
+//! pulled in from `configs/`, and one validation pass. Everything downstream trusts a `Recipe`.
+//!
+//! Errors always say which file, which key, where (line:column) and what was expected, because
+//! a recipe error is the most common thing a user will ever see from us.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    pub run: RunSection,
+    #[serde(default)]
+    pub data: DataSection,
+    #[serde(default)]
+    pub tokenizer: TokenizerSection,
+    pub teacher: TeacherSection,
+    pub student: StudentSection,
+    #[serde(default)]
+    pub distill: DistillSection,
+    #[serde(default)]
+    pub optim: OptimSection,
+    #[serde(default)]
+    pub checkpoint: CheckpointSection,
+    #[serde(default)]
+    pub eval: EvalSection,
+    #[serde(default)]
+    pub export: ExportSection,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Cpu,
+    Cuda,
+    Wgpu,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSection {
+    pub name: String,
+    #[serde(default = "d_seed")]
+    pub seed: u64,
+    #[serde(default = "d_out_dir")]
+    pub out_dir: PathBuf,
+    #[serde(default = "d_backend")]
+    pub backend: Backend,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    Synthetic,
+    Text,
+    Jsonl,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    #[serde(default = "d_source")]
+    pub source: SourceKind,
+    /// Input files for `text` (one document per blank-line-separated paragraph) and `jsonl`.
+    #[serde(default)]
+    pub paths: Vec<PathBuf>,
+    /// JSONL field holding the document text.
+    #[serde(default = "d_field")]
+    pub field: String,
+    /// Number of documents the synthetic generator writes.
+    #[serde(default = "d_synthetic_docs")]
+    pub synthetic_docs: usize,
+    #[serde(default = "d_seq_len")]
+    pub seq_len: usize,
+    #[serde(default = "d_valid_fraction")]
+    pub valid_fraction: f64,
+    /// Fail on the first bad line instead of counting and skipping it.
+    #[serde(default)]
+    pub strict: bool,
+    #[serde(default)]
+    pub filter: FilterSection,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dedup {
+    None,
+    Exact,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterSection {
+    #[serde(default = "d_true")]
+    pub enabled: bool,
+    #[serde(default = "d_min_chars")]
+    pub min_chars: usize,
+    #[serde(default = "d_max_chars")]
+    pub max_chars: usize,
+    /// Largest share of characters that are neither letters, digits, whitespace nor common
+    /// punctuation; above it a document is mostly markup or noise.
+    #[serde(default = "d_max_symbol_ratio")]
+    pub max_symbol_ratio: f64,
+    #[serde(default = "d_dedup")]
+    pub dedup: Dedup,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenizerKind {
+    /// Train a byte-level BPE on the prepared training split.
+    Train,
+    /// Load an existing `tokenizer.json`.
+    File,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenizerSection {
+    #[serde(default = "d_tok_kind")]
+    pub kind: TokenizerKind,
+    #[serde(default = "d_vocab_size")]
+    pub vocab_size: usize,
+    #[serde(default = "d_min_frequency")]
+    pub min_frequency: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+}
+
+/// A model shape, as written in a recipe or a `configs/*.toml` file: every key optional so that
+/// inline keys can override a shared config file. `resolve` turns it into a [`ModelShape`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartialShape {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub d_model: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n_layers: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n_heads: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n_kv_heads: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub d_ff: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_seq_len: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rope_theta: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tie_embeddings: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub norm_eps: Option<f64>,
+}
+
+/// A fully specified decoder shape (vocabulary size comes from the tokenizer).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelShape {
+    pub d_model: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub d_ff: usize,
+    pub max_seq_len: usize,
+    pub rope_theta: f64,
+    pub tie_embeddings: bool,
+    pub norm_eps: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TeacherKind {
+    /// Pretrain a teacher from `model` on the prepared data, then freeze it.
+    Pretrain,
+    /// Load a frozen teacher exported by an earlier run (`<run>/teacher/final`).
+    Checkpoint,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogitsSource {
+    /// Teacher forward pass per batch, no autodiff graph.
+    Online,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeacherSection {
+    #[serde(default = "d_teacher_kind")]
+    pub kind: TeacherKind,
+    /// A model-shape file (`configs/teacher-*.toml`); keys under `[teacher.model]` override it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<PathBuf>,
+    #[serde(default)]
+    pub model: PartialShape,
+    /// Directory of a frozen teacher (`kind = "checkpoint"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    #[serde(default = "d_logits")]
+    pub logits: LogitsSource,
+    /// Optimizer and length of the teacher's pretraining (`kind = "pretrain"`).
+    #[serde(default = "d_teacher_optim")]
+    pub optim: OptimSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StudentSection {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<PathBuf>,
+    #[serde(default)]
+    pub model: PartialShape,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistillSection {
+    /// Weight of the hard-label cross-entropy; `1 - alpha` goes to the KL term.
+    #[serde(default = "d_alpha")]
+    pub alpha: f64,
+    /// Softmax temperature tau of the KL term (the KL is scaled by tau^2).
+    #[serde(default = "d_temperature")]
+    pub temperature: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimSection {
+    #[serde(default = "d_lr")]
+    pub lr: f64,
+    #[serde(default = "d_min_lr")]
+    pub min_lr: f64,
+    #[serde(default = "d_warmup")]
+    pub warmup_steps: usize,
+    #[serde(default = "d_weight_decay")]
+    pub weight_decay: f64,
+    #[serde(default = "d_beta1")]
+    pub beta1: f64,
+    #[serde(default = "d_beta2")]
+    pub beta2: f64,
+    #[serde(default = "d_eps")]
+    pub eps: f64,
+    /// Global gradient-norm clip; 0 disables it.
+    #[serde(default = "d_grad_clip")]
+    pub grad_clip: f64,
+    #[serde(default = "d_batch_size")]
+    pub batch_size: usize,
+    #[serde(default = "d_grad_accum")]
+    pub grad_accum: usize,
+    /// Optimizer steps (each of `batch_size * grad_accum` sequences).
+    #[serde(default = "d_steps")]
+    pub steps: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointSection {
+    #[serde(default = "d_ckpt_every")]
+    pub every_steps: usize,
+    #[serde(default = "d_keep_last")]
+    pub keep_last: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalSection {
+    #[serde(default = "d_eval_every")]
+    pub every_steps: usize,
+    /// Held-out batches per periodic evaluation (the final evaluation uses the whole split).
+    #[serde(default = "d_eval_batches")]
+    pub batches: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportFormat {
+    /// Symmetric per-output-channel int8 weights + f32 scales, in safetensors.
+    Int8,
+    /// Plain f32 safetensors.
+    F32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportSection {
+    #[serde(default = "d_formats")]
+    pub formats: Vec<ExportFormat>,
+}
+
+fn d_seed() -> u64 { 42 }
+fn d_out_dir() -> PathBuf { PathBuf::from("runs") }
+fn d_backend() -> Backend { Backend::Cpu }
+fn d_source() -> SourceKind { SourceKind::Synthetic }
+fn d_field() -> String { "text".into() }
+fn d_synthetic_docs() -> usize { 4000 }
+fn d_seq_len() -> usize { 128 }
+fn d_valid_fraction() -> f64 { 0.05 }
+fn d_true() -> bool { true }
+fn d_min_chars() -> usize { 32 }
+fn d_max_chars() -> usize { 100_000 }
+fn d_max_symbol_ratio() -> f64 { 0.2 }
+fn d_dedup() -> Dedup { Dedup::Exact }
+fn d_tok_kind() -> TokenizerKind { TokenizerKind::Train }
+fn d_vocab_size() -> usize { 1024 }
+fn d_min_frequency() -> u64 { 2 }
+fn d_teacher_kind() -> TeacherKind { TeacherKind::Pretrain }
+fn d_logits() -> LogitsSource { LogitsSource::Online }
+fn d_teacher_optim() -> OptimSection { OptimSection { lr: 2e-3, ..OptimSection::default() } }
+fn d_alpha() -> f64 { 0.5 }
+fn d_temperature() -> f64 { 2.0 }
+fn d_lr() -> f64 { 2e-3 }
+fn d_min_lr() -> f64 { 2e-4 }
+fn d_warmup() -> usize { 20 }
+fn d_weight_decay() -> f64 { 0.01 }
+fn d_beta1() -> f64 { 0.9 }
+fn d_beta2() -> f64 { 0.95 }
+fn d_eps() -> f64 { 1e-8 }
+fn d_grad_clip() -> f64 { 1.0 }
+fn d_batch_size() -> usize { 16 }
+fn d_grad_accum() -> usize { 1 }
+fn d_steps() -> usize { 300 }
+fn d_ckpt_every() -> usize { 50 }
+fn d_keep_last() -> usize { 2 }
+fn d_eval_every() -> usize { 50 }
+fn d_eval_batches() -> usize { 8 }
+fn d_formats() -> Vec<ExportFormat> { vec![ExportFormat::Int8] }
+
+macro_rules! default_from_serde {
+    ($($t:ty),*) => {$(
+        impl Default for $t {
+            fn default() -> Self {
+                toml::from_str("").expect("every field of this section has a default")
+            }
+        }
+    )*};
+}
+default_from_serde!(DataSection, FilterSection, TokenizerSection, DistillSection, OptimSection,
+    CheckpointSection, EvalSection, ExportSection);
+
+impl PartialShape {
+    /// Keys set here win over `base`.
+    fn over(&self, base: &PartialShape) -> PartialShape {
+        PartialShape {
+            d_model: self.d_model.or(base.d_model),
+            n_layers: self.n_layers.or(base.n_layers),
+            n_heads: self.n_heads.or(base.n_heads),
+            n_kv_heads: self.n_kv_heads.or(base.n_kv_heads),
+            d_ff: self.d_ff.or(base.d_ff),
+            max_seq_len: self.max_seq_len.or(base.max_seq_len),
+            rope_theta: self.rope_theta.or(base.rope_theta),
+            tie_embeddings: self.tie_embeddings.or(base.tie_embeddings),
+            norm_eps: self.norm_eps.or(base.norm_eps),
+        }
+    }
+
+    /// Missing optional keys take defaults; a missing required key is `Err(key name)`.
+    pub fn to_shape(&self) -> std::result::Result<ModelShape, &'static str> {
+        Ok(ModelShape {
+            d_model: self.d_model.ok_or("d_model")?,
+            n_layers: self.n_layers.ok_or("n_layers")?,
+            n_heads: self.n_heads.ok_or("n_heads")?,
+            n_kv_heads: self.n_kv_heads.or(self.n_heads).ok_or("n_kv_heads")?,
+            d_ff: self.d_ff.ok_or("d_ff")?,
+            max_seq_len: self.max_seq_len.unwrap_or(512),
+            rope_theta: self.rope_theta.unwrap_or(10_000.0),
+            tie_embeddings: self.tie_embeddings.unwrap_or(false),
+            norm_eps: self.norm_eps.unwrap_or(1e-5),
+        })
+    }
+
+    fn from_shape(s: &ModelShape) -> PartialShape {
+        PartialShape {
+            d_model: Some(s.d_model),
+            n_layers: Some(s.n_layers),
+            n_heads: Some(s.n_heads),
+            n_kv_heads: Some(s.n_kv_heads),
+            d_ff: Some(s.d_ff),
+            max_seq_len: Some(s.max_seq_len),
+            rope_theta: Some(s.rope_theta),
+            tie_embeddings: Some(s.tie_embeddings),
+            norm_eps: Some(s.norm_eps),
+        }
+    }
+}
+
+impl TeacherSection {
+    /// The resolved shape (only valid after [`Recipe::load`]).
+    pub fn shape(&self) -> ModelShape {
+        self.model.to_shape().expect("recipe was resolved at load")
+    }
+}
+
+impl StudentSection {
+    pub fn shape(&self) -> ModelShape {
+        self.model.to_shape().expect("recipe was resolved at load")
+    }
+}
+
+impl Recipe {
+    /// Read, override, resolve and validate a recipe file. `overrides` are `a.b.c=value`.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Recipe> {
+        let text = crate::error::read_to_string(path)?;
+        Recipe::from_str_with(&text, path, overrides)
+    }
+
+    pub fn from_str_with(text: &str, path: &Path, overrides: &[String]) -> Result<Recipe> {
+        let file = path.display().to_string();
+        // First pass on the text itself, so type and unknown-key errors carry a line/column.
+        let mut recipe: Recipe =
+            toml::from_str(text).map_err(|e| toml_error(&file, text, &e))?;
+        if !overrides.is_empty() {
+            let mut table: toml::Table =
+                toml::from_str(text).map_err(|e| toml_error(&file, text, &e))?;
+            for ov in overrides {
+                apply_override(&mut table, ov)?;
+                recipe = toml::Value::Table(table.clone())
+                    .try_into()
+                    .map_err(|e: toml::de::Error| {
+                        Error::input(format!("--set {ov}: {}", e.message().trim()))
+                    })?;
+            }
+        }
+        recipe.resolve_shapes(&file, text, overrides)?;
+        recipe.validate(&file, text, overrides)?;
+        Ok(recipe)
+    }
+
+    fn resolve_shapes(&mut self, file: &str, text: &str, ov: &[String]) -> Result<()> {
+        for (section, config, model) in [
+            ("teacher", self.teacher.config.take(), &mut self.teacher.model),
+            ("student", self.student.config.take(), &mut self.student.model),
+        ] {
+            let base = match &config {
+                Some(p) => {
+                    let t = crate::error::read_to_string(p).map_err(|e| {
+                        let loc = locate(file, text, ov, &format!("{section}.config"));
+                        Error::input(format!("{loc}: key `{section}.config`: {e}"))
+                    })?;
+                    toml::from_str::<PartialShape>(&t)
+                        .map_err(|e| toml_error(&p.display().to_string(), &t, &e))?
+                }
+                None => PartialShape::default(),
+            };
+            let merged = model.over(&base);
+            let shape = merged.to_shape().map_err(|missing| {
+                let loc = locate(file, text, ov, &format!("{section}.model"));
+                Error::input(format!(
+                    "{loc}: key `{section}.model.{missing}` is required: set it under [{section}.model] or in the file named by `{section}.config`"
+                ))
+            })?;
+            *model = PartialShape::from_shape(&shape);
+        }
+        Ok(())
+    }
+
+    /// Every semantic rule in one place. A failed rule names the key and where it is set.
+    fn validate(&self, file: &str, text: &str, ov: &[String]) -> Result<()> {
+        let fail = |key: &str, msg: String| -> Error {
+            let loc = locate(file, text, ov, key);
+            Error::input(format!("{loc}: key `{key}`: {msg}"))
+        };
+        let r = self;
+        if r.run.name.is_empty() || r.run.name.contains(['/', '\\']) || r.run.name.starts_with('.') {
+            return Err(fail("run.name", format!("expected a plain directory name, got {:?}", r.run.name)));
+        }
+        match r.run.backend {
+            Backend::Cpu => {}
+            Backend::Cuda if cfg!(feature = "cuda") => {}
+            Backend::Wgpu if cfg!(feature = "wgpu") => {}
+            b => {
+                return Err(fail("run.backend", format!(
+                    "backend {b:?} is not compiled into this binary; rebuild with `--features {}`",
+                    format!("{b:?}").to_lowercase()
+                )))
+            }
+        }
+        let d = &r.data;
+        if d.seq_len < 8 {
+            return Err(fail("data.seq_len", format!("expected at least 8 tokens, got {}", d.seq_len)));
+        }
+        if !(d.valid_fraction > 0.0 && d.valid_fraction < 0.5) {
+            return Err(fail("data.valid_fraction", format!("expected a value in (0, 0.5), got {}", d.valid_fraction)));
+        }
+        match d.source {
+            SourceKind::Synthetic if d.synthetic_docs < 20 => {
+                return Err(fail("data.synthetic_docs", format!("expected at least 20 documents, got {}", d.synthetic_docs)));
+            }
+            SourceKind::Text | SourceKind::Jsonl if d.paths.is_empty() => {
+                return Err(fail("data.paths", "expected at least one input file for this source".into()));
+            }
+            _ => {}
+        }
+        for p in &d.paths {
+            if !p.is_file() {
+                return Err(fail("data.paths", format!("file {} does not exist", p.display())));
+            }
+        }
+        let f = &d.filter;
+        if f.min_chars > f.max_chars {
+            return Err(fail("data.filter.min_chars", format!("min_chars ({}) is larger than max_chars ({})", f.min_chars, f.max_chars)));
+        }
+        if !(0.0..=1.0).contains(&f.max_symbol_ratio) {
+            return Err(fail("data.filter.max_symbol_ratio", format!("expected a value in [0, 1], got {}", f.max_symbol_ratio)));
+        }
+        let t = &r.tokenizer;
+        match t.kind {
+            TokenizerKind::Train if !(300..=1 << 20).contains(&t.vocab_size) => {
+                return Err(fail("tokenizer.vocab_size", format!(
+                    "expected at least 300 (256 byte symbols + specials + merges) and at most 1048576, got {}", t.vocab_size)));
+            }
+            TokenizerKind::File => match &t.path {
+                None => return Err(fail("tokenizer.path", "required when tokenizer.kind = \"file\"".into())),
+                Some(p) if !p.is_file() => {
+                    return Err(fail("tokenizer.path", format!("file {} does not exist", p.display())))
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+        if r.teacher.kind == TeacherKind::Checkpoint {
+            match &r.teacher.path {
+                None => return Err(fail("teacher.path", "required when teacher.kind = \"checkpoint\"".into())),
+                Some(p) if !p.join("model.json").is_file() => {
+                    return Err(fail("teacher.path", format!(
+                        "{} is not a teacher checkpoint directory (no model.json in it)", p.display())))
+                }
+                _ => {}
+            }
+            if t.kind != TokenizerKind::File {
+                return Err(fail("tokenizer.kind", "a checkpoint teacher brings its own vocabulary: set tokenizer.kind = \"file\" and tokenizer.path to the teacher's tokenizer.json".into()));
+            }
+        }
+        for (who, s) in [("teacher", r.teacher.shape()), ("student", r.student.shape())] {
+            let k = |name: &str| format!("{who}.model.{name}");
+            for (name, v) in [("d_model", s.d_model), ("n_layers", s.n_layers), ("n_heads", s.n_heads),
+                ("n_kv_heads", s.n_kv_heads), ("d_ff", s.d_ff)] {
+                if v == 0 {
+                    return Err(fail(&k(name), "expected a positive integer, got 0".into()));
+                }
+            }
+            if s.n_heads % s.n_kv_heads != 0 {
+                return Err(fail(&k("n_kv_heads"), format!(
+                    "n_heads ({}) must be divisible by n_kv_heads ({})", s.n_heads, s.n_kv_heads)));
+            }
+            if s.d_model % s.n_heads != 0 || (s.d_model / s.n_heads) % 2 != 0 {
+                return Err(fail(&k("n_heads"), format!(
+                    "d_model ({}) must split into n_heads ({}) heads of even size (RoPE rotates pairs)", s.d_model, s.n_heads)));
+            }
+            if d.seq_len > s.max_seq_len {
+                return Err(fail("data.seq_len", format!(
+                    "seq_len ({}) exceeds the {who}'s context {who}.model.max_seq_len ({})", d.seq_len, s.max_seq_len)));
+            }
+            if !(s.rope_theta > 0.0) {
+                return Err(fail(&k("rope_theta"), format!("expected > 0, got {}", s.rope_theta)));
+            }
+            if !(s.norm_eps > 0.0 && s.norm_eps < 1.0) {
+                return Err(fail(&k("norm_eps"), format!("expected a value in (0, 1), got {}", s.norm_eps)));
+            }
+        }
+        if !(0.0..=1.0).contains(&r.distill.alpha) {
+            return Err(fail("distill.alpha", format!("expected 0 <= alpha <= 1, got {}", r.distill.alpha)));
+        }
+        if !(r.distill.temperature > 0.0 && r.distill.temperature.is_finite()) {
+            return Err(fail("distill.temperature", format!("expected tau > 0, got {}", r.distill.temperature)));
+        }
+        for (prefix, o) in [("optim", &r.optim), ("teacher.optim", &r.teacher.optim)] {
+            let k = |name: &str| format!("{prefix}.{name}");
+            if !(o.lr > 0.0 && o.lr.is_finite()) {
+                return Err(fail(&k("lr"), format!("expected a learning rate > 0, got {}", o.lr)));
+            }
+            if !(o.min_lr >= 0.0 && o.min_lr <= o.lr) {
+                return Err(fail(&k("min_lr"), format!("expected 0 <= min_lr <= lr ({}), got {}", o.lr, o.min_lr)));
+            }
+            for (name, v) in [("beta1", o.beta1), ("beta2", o.beta2)] {
+                if !(0.0..1.0).contains(&v) {
+                    return Err(fail(&k(name), format!("expected a value in [0, 1), got {v}")));
+                }
+            }
+            if !(o.eps > 0.0) {
+                return Err(fail(&k("eps"), format!("expected > 0, got {}", o.eps)));
+            }
+            if !(o.weight_decay >= 0.0) || !(o.grad_clip >= 0.0) {
+                let name = if o.weight_decay >= 0.0 { "grad_clip" } else { "weight_decay" };
+                return Err(fail(&k(name), "expected a value >= 0".into()));
+            }
+            for (name, v) in [("batch_size", o.batch_size), ("grad_accum", o.grad_accum), ("steps", o.steps)] {
+                if v == 0 {
+                    return Err(fail(&k(name), "expected a positive integer, got 0".into()));
+                }
+            }
+            if o.warmup_steps > o.steps {
+                return Err(fail(&k("warmup_steps"), format!("warmup_steps ({}) exceeds steps ({})", o.warmup_steps, o.steps)));
+            }
+        }
+        if r.checkpoint.every_steps == 0 || r.checkpoint.keep_last == 0 {
+            let name = if r.checkpoint.every_steps == 0 { "every_steps" } else { "keep_last" };
+            return Err(fail(&format!("checkpoint.{name}"), "expected a positive integer, got 0".into()));
+        }
+        if r.eval.every_steps == 0 || r.eval.batches == 0 {
+            let name = if r.eval.every_steps == 0 { "every_steps" } else { "batches" };
+            return Err(fail(&format!("eval.{name}"), "expected a positive integer, got 0".into()));
+        }
+        Ok(())
+    }
+
+    /// The fully resolved recipe as TOML: what `validate` prints and the run directory keeps.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a recipe always serializes")
+    }
+
+    pub fn run_dir(&self) -> PathBuf {
+        self.run.out_dir.join(&self.run.name)
+    }
+}
+
+/// `a.b.c=value`: the value is read as a TOML value when it parses as one, else as a string,
+/// so `--set run.name=foo` works without quotes.
+fn apply_override(table: &mut toml::Table, ov: &str) -> Result<()> {
+    let (key, raw) = ov
+        .split_once('=')
+        .ok_or_else(|| Error::input(format!("--set {ov}: expected KEY=VALUE, e.g. optim.lr=3e-4")))?;
+    let key = key.trim();
+    let value = toml::from_str::<toml::Table>(&format!("v = {}", raw.trim()))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.trim().to_string()));
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(Error::input(format!("--set {ov}: `{key}` is not a key path like optim.lr")));
+    }
+    let mut cur = table;
+    for p in &parts[..parts.len() - 1] {
+        let entry = cur
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = entry.as_table_mut().ok_or_else(|| {
+            Error::input(format!("--set {ov}: `{p}` is a value, not a section"))
+        })?;
+    }
+    cur.insert(parts[parts.len() - 1].to_string(), value);
+    Ok(())
+}
+
+/// Where `key` is set: `file:line:col`, or the `--set` that set it, or the section it would
+/// belong to when it took its default.
+fn locate(file: &str, text: &str, overrides: &[String], key: &str) -> String {
+    if let Some(ov) = overrides.iter().rev().find(|o| {
+        o.split_once('=').map(|(k, _)| k.trim()) == Some(key)
+    }) {
+        return format!("--set {ov}");
+    }
+    let mut best: Option<(usize, usize)> = None;
+    let mut section_line: Option<usize> = None;
+    let mut section_len = 0;
+    let mut section = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim_start();
+        let indent = line.len() - t.len();
+        if let Some(h) = t.strip_prefix('[') {
+            section = h.split(']').next().unwrap_or("").trim_matches('[').trim().to_string();
+            // The deepest section enclosing the key is where its default applies.
+            if key.starts_with(&format!("{section}.")) && section.len() >= section_len {
+                section_len = section.len();
+                section_line = Some(i + 1);
+            }
+            if section == key {
+                best = Some((i + 1, indent + 1));
+            }
+            continue;
+        }
+        if let Some((k, _)) = t.split_once('=') {
+            let k = k.trim().trim_matches('"');
+            if k.is_empty() || k.starts_with('#') {
+                continue;
+            }
+            let full = if section.is_empty() { k.to_string() } else { format!("{section}.{k}") };
+            if full == key {
+                best = Some((i + 1, indent + 1));
+            }
+        }
+    }
+    match (best, section_line) {
+        (Some((l, c)), _) => format!("{file}:{l}:{c}"),
+        (None, Some(l)) => format!("{file}:{l} (default value in this section)"),
+        (None, None) => format!("{file} (default value, key not set)"),
+    }
+}
+
+/// The dotted key path of the key defined on 1-based line `line_no`, if any.
+fn key_at_line(text: &str, line_no: usize) -> Option<String> {
+    let mut section = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if let Some(h) = t.strip_prefix('[') {
+            section = h.split(']').next().unwrap_or("").trim_matches('[').trim().to_string();
+            if i + 1 == line_no {
+                return Some(section);
+            }
+            continue;
+        }
+        if i + 1 == line_no {
+            let k = t.split_once('=')?.0.trim().trim_matches('"');
+            return Some(if section.is_empty() { k.to_string() } else { format!("{section}.{k}") });
+        }
+    }
+    None
+}
+
+fn toml_error(file: &str, text: &str, e: &toml::de::Error) -> Error {
+    let msg = e.message().trim().to_string();
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            match key_at_line(text, line) {
+                Some(key) => Error::input(format!("{file}:{line}:{col}: key `{key}`: {msg}")),
+                None => Error::input(format!("{file}:{line}:{col}: {msg}")),
+            }
+        }
+        None => Error::input(format!("{file}: {msg}")),
+    }
+}

@@ -1,0 +1,124 @@
+//! Atomic checkpoints of a whole training state: model, optimizer, and `state.json` (step,
+//! data cursor, counters). Written into a temporary directory, fsynced, renamed into place,
+//! and only then pointed at by `LATEST`, so a crash at any moment leaves the previous
+//! checkpoint intact. A `MANIFEST` of SHA-256 sums catches a corrupted file on load.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::optim::ModuleOptimizer;
+use burn::store::ModuleRecord;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result, io_ctx};
+use crate::model::Decoder;
+use crate::util::{read_json, sha256_hex, write_atomic, write_json_atomic};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Optimizer steps completed.
+    pub step: usize,
+    /// Training rows drawn so far (the data position).
+    pub cursor: u64,
+    /// Target tokens trained on so far.
+    pub tokens: u64,
+    /// Wall-clock seconds spent training so far, across restarts.
+    pub elapsed_s: f64,
+}
+
+const FILES: [&str; 3] = ["model.bpk", "optimizer.bpk", "state.json"];
+
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        d.sync_all().ok();
+    }
+}
+
+pub fn save(dir: &Path, model: &Decoder, optim: &ModuleOptimizer, state: &TrainState, keep_last: usize) -> Result<()> {
+    let name = format!("step-{:08}", state.step);
+    let tmp = dir.join(format!(".tmp-{name}"));
+    let fin = dir.join(&name);
+    let ctx = |what: &str| format!("checkpoint {}: {what}", tmp.display());
+    if tmp.exists() {
+        io_ctx(std::fs::remove_dir_all(&tmp), || ctx("clear stale temp dir"))?;
+    }
+    io_ctx(std::fs::create_dir_all(&tmp), || ctx("create"))?;
+    model
+        .clone()
+        .save_file(tmp.join("model.bpk"))
+        .map_err(|e| Error::runtime(ctx(&format!("model: {e}"))))?;
+    optim.save(tmp.join("optimizer.bpk")).map_err(|e| Error::runtime(ctx(&format!("optimizer: {e}"))))?;
+    write_json_atomic(&tmp.join("state.json"), state)?;
+    let mut manifest = BTreeMap::new();
+    for f in FILES {
+        let p = tmp.join(f);
+        let bytes = io_ctx(std::fs::read(&p), || ctx(f))?;
+        // Re-open and fsync what burn wrote: its writers do not promise durability.
+        if let Ok(file) = std::fs::File::open(&p) {
+            file.sync_all().ok();
+        }
+        manifest.insert(f.to_string(), sha256_hex(&bytes));
+    }
+    write_json_atomic(&tmp.join("MANIFEST"), &manifest)?;
+    sync_dir(&tmp);
+    if fin.exists() {
+        io_ctx(std::fs::remove_dir_all(&fin), || ctx("replace"))?;
+    }
+    io_ctx(std::fs::rename(&tmp, &fin), || ctx("rename"))?;
+    sync_dir(dir);
+    write_atomic(&dir.join("LATEST"), name.as_bytes())?;
+    prune(dir, keep_last)
+}
+
+fn list(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    v.retain(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step-")));
+    v.sort();
+    v
+}
+
+fn prune(dir: &Path, keep_last: usize) -> Result<()> {
+    let all = list(dir);
+    for old in all.iter().take(all.len().saturating_sub(keep_last)) {
+        io_ctx(std::fs::remove_dir_all(old), || format!("prune {}", old.display()))?;
+    }
+    Ok(())
+}
+
+/// The checkpoint `LATEST` points at, if any.
+pub fn latest(dir: &Path) -> Result<Option<PathBuf>> {
+    let p = dir.join("LATEST");
+    if !p.is_file() {
+        return Ok(None);
+    }
+    let name = crate::error::read_to_string(&p)?;
+    let ck = dir.join(name.trim());
+    if !ck.is_dir() {
+        return Err(Error::input(format!("{}: points at {}, which does not exist", p.display(), ck.display())));
+    }
+    Ok(Some(ck))
+}
+
+/// Verify the manifest, then load model weights into `model` and the optimizer state.
+pub fn load(ck: &Path, model: Decoder, optim: ModuleOptimizer) -> Result<(Decoder, ModuleOptimizer, TrainState)> {
+    let manifest: BTreeMap<String, String> = read_json(&ck.join("MANIFEST"))?;
+    for f in FILES {
+        let p = ck.join(f);
+        let bytes = std::fs::read(&p).map_err(|e| Error::input(format!("{}: {e}", p.display())))?;
+        if manifest.get(f).map(|s| s.as_str()) != Some(sha256_hex(&bytes).as_str()) {
+            return Err(Error::input(format!(
+                "{}: checksum does not match MANIFEST: the checkpoint is corrupt", p.display())));
+        }
+    }
+    let record = ModuleRecord::load(ck.join("model.bpk"))
+        .map_err(|e| Error::input(format!("{}: {e}", ck.join("model.bpk").display())))?;
+    let model = model.load_record(record);
+    let optim = optim
+        .load(ck.join("optimizer.bpk"))
+        .map_err(|e| Error::input(format!("{}: {e}", ck.join("optimizer.bpk").display())))?;
+    let state: TrainState = read_json(&ck.join("state.json"))?;
+    Ok((model, optim, state))
+}

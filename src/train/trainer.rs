@@ -1,0 +1,205 @@
+//! The training loop. Reads top to bottom: restore or initialize, then per step: draw rows at
+//! the data cursor, forward student (and teacher), loss, backward, accumulate, clip, AdamW,
+//! log, evaluate, checkpoint.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams};
+use burn::tensor::{Device, Tensor};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use super::checkpoint::{self, TrainState};
+use super::metrics::MetricsLog;
+use super::schedule::lr_at;
+use crate::data::pack::Packed;
+use crate::error::{Error, Result};
+use crate::eval::evaluate;
+use crate::kd_loss::{KdConfig, kd_loss};
+use crate::model::{Decoder, DecoderConfig};
+use crate::recipe::{CheckpointSection, EvalSection, OptimSection};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Teacher,
+    Student,
+}
+
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Teacher => "teacher",
+            Phase::Student => "student",
+        }
+    }
+}
+
+pub struct TrainJob<'a> {
+    pub phase: Phase,
+    /// `<run>/teacher` or `<run>/student`: holds `checkpoints/`.
+    pub dir: PathBuf,
+    pub metrics: PathBuf,
+    pub model: DecoderConfig,
+    pub optim: &'a OptimSection,
+    /// The frozen teacher (on the plain device) and the loss settings; `None` = hard labels.
+    pub teacher: Option<&'a Decoder>,
+    pub kd: KdConfig,
+    pub train: &'a Packed,
+    pub valid: &'a Packed,
+    pub seed: u64,
+    pub checkpoint: &'a CheckpointSection,
+    pub eval: &'a EvalSection,
+    /// Set by Ctrl-C: finish the step, checkpoint, return `Error::Interrupted`.
+    pub stop: &'a AtomicBool,
+    /// Stop (as if interrupted) after this many steps: used by tests to simulate a crash.
+    pub stop_after: Option<usize>,
+    pub quiet: bool,
+}
+
+/// Train to `optim.steps` (continuing from the latest checkpoint if there is one) and return
+/// the trained model on the plain device.
+pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
+    let ad = device.clone().autodiff();
+    let o = job.optim;
+    let ck_dir = job.dir.join("checkpoints");
+    std::fs::create_dir_all(&ck_dir).map_err(|e| Error::runtime(format!("{}: {e}", ck_dir.display())))?;
+    device.seed(job.seed ^ phase_salt(job.phase));
+    let model = job.model.init(&ad);
+    let optim = AdamWConfig::new()
+        .with_beta_1(o.beta1 as f32)
+        .with_beta_2(o.beta2 as f32)
+        .with_epsilon(o.eps as f32)
+        .with_weight_decay(o.weight_decay as f32)
+        .init();
+    let (mut model, mut optim, mut st) = match checkpoint::latest(&ck_dir)? {
+        Some(ck) => checkpoint::load(&ck, model, optim)?,
+        None => (model, optim, TrainState { step: 0, cursor: 0, tokens: 0, elapsed_s: 0.0 }),
+    };
+    let mut log = MetricsLog::open(&job.metrics, job.phase.name(), st.step)?;
+    let pb = progress(job, st.step);
+    let started = Instant::now();
+    let elapsed_before = st.elapsed_s;
+    let phase = job.phase.name();
+    while st.step < o.steps {
+        let t0 = Instant::now();
+        let lr = lr_at(o, st.step);
+        let mut acc = GradientsAccumulator::<Decoder>::new();
+        let (mut loss_sum, mut ce_sum, mut kl_sum, mut step_tokens) = (0.0, 0.0, 0.0, 0usize);
+        for _ in 0..o.grad_accum {
+            let rows = job.train.rows_at(job.seed, st.cursor, o.batch_size);
+            st.cursor += o.batch_size as u64;
+            let batch = job.train.batch(&rows, &ad);
+            let [b, t] = batch.inputs.dims();
+            let v = job.model.vocab_size;
+            let teacher_logits = job
+                .teacher
+                .map(|tm| tm.forward(batch.inputs.clone().inner()).reshape([b * t, v]));
+            let logits = model.forward(batch.inputs).reshape([b * t, v]);
+            let out = kd_loss(logits, teacher_logits, batch.targets, batch.mask, job.kd);
+            let loss_val: f32 = out.total.clone().into_scalar();
+            if !loss_val.is_finite() {
+                return Err(Error::runtime(format!(
+                    "{phase}: the loss became {loss_val} at step {}; lower {phase} lr (now {lr:.2e}) or raise grad_clip. The last good checkpoint is in {}",
+                    st.step + 1, ck_dir.display())));
+            }
+            loss_sum += loss_val as f64;
+            ce_sum += out.ce.into_scalar::<f32>() as f64;
+            kl_sum += out.kl.into_scalar::<f32>() as f64;
+            step_tokens += batch.real_tokens;
+            let grads = (out.total / o.grad_accum as f64).backward();
+            acc.accumulate(&model, GradientsParams::from_grads(grads, &model));
+        }
+        let mut grads = acc.grads();
+        let grad_norm = clip_global_norm(&model, &mut grads, o.grad_clip);
+        model = optim.step(lr, model, grads);
+        st.step += 1;
+        st.tokens += step_tokens as u64;
+        st.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
+        let n = o.grad_accum as f64;
+        let tok_s = step_tokens as f64 / t0.elapsed().as_secs_f64();
+        let mut row = json!({"phase": phase, "step": st.step, "lr": lr, "loss": loss_sum / n, "ce": ce_sum / n,
+            "grad_norm": grad_norm, "tokens": st.tokens, "tok_per_s": tok_s, "elapsed_s": st.elapsed_s});
+        if job.teacher.is_some() {
+            row["kl"] = json!(kl_sum / n);
+        }
+        pb.set_position(st.step as u64);
+        pb.set_message(format!("loss {:.3} ce {:.3} kl {:.3} | {:.0} tok/s", loss_sum / n, ce_sum / n, kl_sum / n, tok_s));
+        if st.step % job.eval.every_steps == 0 || st.step == o.steps {
+            let r = evaluate(&model.valid(), job.valid, o.batch_size, Some(job.eval.batches), device);
+            row["eval_loss"] = json!(r.loss);
+            row["eval_ppl"] = json!(r.ppl);
+            pb.println(format!("{phase} step {:>5}: train loss {:.4}, held-out loss {:.4} (ppl {:.2})", st.step, loss_sum / n, r.loss, r.ppl));
+        }
+        log.write(row)?;
+        let interrupted = job.stop.load(Ordering::SeqCst) || job.stop_after == Some(st.step);
+        if st.step % job.checkpoint.every_steps == 0 || st.step == o.steps || interrupted {
+            checkpoint::save(&ck_dir, &model, &optim, &st, job.checkpoint.keep_last)?;
+        }
+        if interrupted && st.step < o.steps {
+            pb.abandon();
+            return Err(Error::Interrupted(format!("{phase} training stopped at step {} (checkpoint saved)", st.step)));
+        }
+    }
+    pb.finish_and_clear();
+    Ok(model.valid())
+}
+
+fn phase_salt(p: Phase) -> u64 {
+    match p {
+        Phase::Teacher => 0x7eac_4e00,
+        Phase::Student => 0x5747_de00,
+    }
+}
+
+fn progress(job: &TrainJob, start: usize) -> ProgressBar {
+    let pb = if job.quiet { ProgressBar::hidden() } else { ProgressBar::new(job.optim.steps as u64) };
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} {msg} | ETA {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    pb.set_prefix(job.phase.name());
+    pb.set_position(start as u64);
+    pb
+}
+
+/// Scale all gradients so that their joint L2 norm is at most `max_norm` (as torch's
+/// `clip_grad_norm_`; burn's own clipping is per tensor). Returns the norm before clipping.
+fn clip_global_norm(model: &Decoder, grads: &mut GradientsParams, max_norm: f64) -> f64 {
+    struct SumSquares<'a> {
+        grads: &'a GradientsParams,
+        sq: Option<Tensor<1>>,
+    }
+    impl ModuleVisitor for SumSquares<'_> {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            if let Some(g) = self.grads.get::<D>(p.id) {
+                let s = g.square().sum();
+                self.sq = Some(match self.sq.take() {
+                    Some(acc) => acc + s,
+                    None => s,
+                });
+            }
+        }
+    }
+    struct Scale<'a> {
+        grads: &'a mut GradientsParams,
+        factor: f64,
+    }
+    impl ModuleVisitor for Scale<'_> {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            if let Some(g) = self.grads.remove::<D>(p.id) {
+                self.grads.register(p.id, g * self.factor);
+            }
+        }
+    }
+    let mut v = SumSquares { grads, sq: None };
+    model.visit(&mut v);
+    let norm = v.sq.map_or(0.0, |s| (s.into_scalar::<f32>() as f64).sqrt());
+    if max_norm > 0.0 && norm > max_norm {
+        model.visit(&mut Scale { grads, factor: max_norm / (norm + 1e-6) });
+    }
+    norm
+}
