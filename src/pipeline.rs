@@ -46,7 +46,7 @@ pub fn device_for(backend: Backend) -> Device {
         #[cfg(feature = "cuda")]
         Backend::Cuda => Device::cuda(0),
         #[cfg(feature = "wgpu")]
-        Backend::Wgpu => Device::wgpu_default(),
+        Backend::Wgpu => Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
         // Validation refuses backends that are not compiled in.
         _ => Device::flex(),
     }

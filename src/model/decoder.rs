@@ -1,6 +1,7 @@
 //! The decoder stack used for both teacher and student.
 
 use burn::module::Module;
+use burn::module::Initializer;
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
 use burn::tensor::{Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
@@ -51,13 +52,24 @@ impl DecoderConfig {
             })
             .collect();
         Decoder {
-            embed: EmbeddingConfig::new(self.vocab_size, s.d_model).init(device),
+            embed: self.embedding_config().init(device),
             blocks,
             norm: norm(),
             lm_head: (!s.tie_embeddings).then(|| {
                 LinearConfig::new(s.d_model, self.vocab_size).with_bias(false).init(device)
             }),
             config: self.clone(),
+        }
+    }
+
+    /// A tied embedding is also the output projection: with burn's default N(0, 1) init the
+    /// initial logits would have a standard deviation of sqrt(d_model), so scale it to 1.
+    fn embedding_config(&self) -> EmbeddingConfig {
+        let c = EmbeddingConfig::new(self.vocab_size, self.shape.d_model);
+        if self.shape.tie_embeddings {
+            c.with_initializer(Initializer::Normal { mean: 0.0, std: (self.shape.d_model as f64).powf(-0.5) })
+        } else {
+            c
         }
     }
 

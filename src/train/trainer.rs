@@ -56,6 +56,7 @@ pub struct TrainJob<'a> {
     pub stop: &'a AtomicBool,
     /// Stop (as if interrupted) after this many steps: used by tests to simulate a crash.
     pub stop_after: Option<usize>,
+    /// No progress bar; evaluation lines are still printed.
     pub quiet: bool,
 }
 
@@ -131,7 +132,13 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
             let r = evaluate(&model.valid(), job.valid, o.batch_size, Some(job.eval.batches), device);
             row["eval_loss"] = json!(r.loss);
             row["eval_ppl"] = json!(r.ppl);
-            pb.println(format!("{phase} step {:>5}: train loss {:.4}, held-out loss {:.4} (ppl {:.2})", st.step, loss_sum / n, r.loss, r.ppl));
+            let line = format!("{phase} step {:>5}/{}: train loss {:.4}, held-out loss {:.4} (ppl {:.2}), {:.0} tok/s",
+                st.step, o.steps, loss_sum / n, r.loss, r.ppl, st.tokens as f64 / st.elapsed_s);
+            if pb.is_hidden() {
+                println!("{line}");
+            } else {
+                pb.println(line);
+            }
         }
         log.write(row)?;
         let interrupted = job.stop.load(Ordering::SeqCst) || job.stop_after == Some(st.step);
