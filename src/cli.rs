@@ -54,9 +54,11 @@ enum Cmd {
     Eval {
         run_dir: PathBuf,
     },
-    /// Export the trained student of a run.
+    /// Export the trained student (or, with --teacher, the teacher) of a run.
     Export {
         run_dir: PathBuf,
+        #[arg(long)]
+        teacher: bool,
         /// int8 (per-channel symmetric) or f32.
         #[arg(long, value_enum, default_value = "int8")]
         format: FormatArg,
@@ -85,6 +87,28 @@ enum Cmd {
         /// Sample from the teacher instead of the student.
         #[arg(long)]
         teacher: bool,
+    },
+    /// Print (as JSON) or save (as safetensors) a model's logits for given tokens: the
+    /// interface for parity checks against other implementations.
+    Logits {
+        /// A run directory (its student, or its teacher with --teacher) or a model directory
+        /// holding model.json.
+        #[arg(long)]
+        model: PathBuf,
+        /// Comma-separated token ids, e.g. "1,2,3".
+        #[arg(long, conflicts_with = "text")]
+        ids: Option<String>,
+        /// Text to tokenize with the run's tokenizer.json.
+        #[arg(long)]
+        text: Option<String>,
+        #[arg(long)]
+        teacher: bool,
+        /// Use the int8 round-trip of the weights (what the int8 export holds).
+        #[arg(long)]
+        int8: bool,
+        /// Write a safetensors file with `logits` (seq, vocab) f32 instead of printing JSON.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Prepare and filter a recipe's data into its run directory and print the filter report.
     Data {
@@ -173,10 +197,10 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Export { run_dir, format, out } => {
+        Cmd::Export { run_dir, teacher, format, out } => {
             let r = load_run_recipe(&run_dir)?;
             let device = pipeline::device_for(r.run.backend);
-            let m = load_final(&run_dir, "student", &device)?;
+            let m = load_final(&run_dir, if teacher { "teacher" } else { "student" }, &device)?;
             let f = match format {
                 FormatArg::Int8 => ExportFormat::Int8,
                 FormatArg::F32 => ExportFormat::F32,
@@ -212,6 +236,48 @@ fn dispatch(cmd: Cmd) -> Result<()> {
                 }
             });
             println!();
+            Ok(())
+        }
+        Cmd::Logits { model, ids, text, teacher, int8, out } => {
+            let device = burn::tensor::Device::flex();
+            let (m, tok_dir) = if model.join("model.json").is_file() {
+                (store::load(&model, &device)?.0, model.clone())
+            } else {
+                (load_final(&model, if teacher { "teacher" } else { "student" }, &device)?, model.clone())
+            };
+            let m = if int8 { fake_quant_model(&m) } else { m };
+            let ids: Vec<u32> = match (ids, text) {
+                (Some(s), _) => s
+                    .split(',')
+                    .map(|t| t.trim().parse::<u32>().map_err(|_| Error::input(format!("--ids: `{t}` is not a token id"))))
+                    .collect::<Result<_>>()?,
+                (None, Some(t)) => crate::data::tokenizer::Tokenizer::load(&tok_dir.join("tokenizer.json"))?.encode(&t)?,
+                (None, None) => return Err(Error::input("give --ids or --text")),
+            };
+            let v = m.config.vocab_size;
+            if ids.is_empty() {
+                return Err(Error::input("no tokens to run"));
+            }
+            if let Some(bad) = ids.iter().find(|&&i| i as usize >= v) {
+                return Err(Error::input(format!("--ids: token id {bad} is outside the model's vocabulary ({v})")));
+            }
+            let t = ids.len();
+            let x = burn::tensor::Tensor::<2, burn::tensor::Int>::from_data(
+                burn::tensor::TensorData::new(ids.iter().map(|i| *i as i64).collect::<Vec<_>>(), [1, t]), &device);
+            let logits: Vec<f32> = m.forward(x).into_data().convert::<f32>().try_to_vec::<f32>().expect("f32");
+            match out {
+                Some(p) => {
+                    let bytes: Vec<u8> = logits.iter().flat_map(|x| x.to_le_bytes()).collect();
+                    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![t, v], &bytes).expect("shape");
+                    let data = safetensors::serialize([("logits", view)], None).map_err(|e| Error::runtime(e.to_string()))?;
+                    crate::util::write_atomic(&p, &data)?;
+                    println!("wrote {} ({t} x {v})", p.display());
+                }
+                None => {
+                    let rows: Vec<&[f32]> = logits.chunks(v).collect();
+                    println!("{}", serde_json::json!({"ids": ids, "logits": rows}));
+                }
+            }
             Ok(())
         }
         Cmd::Data { recipe } => {

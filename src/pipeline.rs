@@ -179,6 +179,10 @@ fn stage(
     }
     let stop_after = opts.stop_after.and_then(|(p, n)| (p == phase).then_some(n));
     let model = train_fn(stop_after)?;
+    // The tokenizer travels with the weights, so a final directory is a usable teacher alone.
+    std::fs::create_dir_all(&fin).map_err(|e| Error::runtime(format!("{}: {e}", fin.display())))?;
+    std::fs::copy(dir.join("tokenizer.json"), fin.join("tokenizer.json"))
+        .map_err(|e| Error::runtime(format!("{}: {e}", fin.display())))?;
     store::save(&fin, &model, tok_hash)?;
     Ok(model)
 }

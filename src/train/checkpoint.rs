@@ -81,6 +81,12 @@ fn list(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn prune(dir: &Path, keep_last: usize) -> Result<()> {
+    // A crash in the middle of `save` leaves a temporary directory: never a checkpoint.
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_name().to_str().is_some_and(|n| n.starts_with(".tmp-")) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
     let all = list(dir);
     for old in all.iter().take(all.len().saturating_sub(keep_last)) {
         io_ctx(std::fs::remove_dir_all(old), || format!("prune {}", old.display()))?;

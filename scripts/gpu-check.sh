@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Checks that need PyTorch/transformers (and a GPU where present). CI has neither; run this by
+# hand on a machine that has them, with a distill binary and a finished run directory:
+#   scripts/gpu-check.sh target/release/distill runs/quickstart
+set -euo pipefail
+bin=${1:?distill binary}
+run=${2:?run directory}
+python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__, 'cuda', torch.cuda.is_available())"
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null || true
+PYTHONUNBUFFERED=1 python3 "$(dirname "$0")/hf_parity.py" "$bin" "$run"

@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Parity of distill's decoder and exports with Hugging Face transformers.
+
+For the teacher and the student of a finished run: export the weights with `distill export`
+(f32 and int8), load them into transformers' LlamaForCausalLM (int8 dequantized here, from
+the file, as w = q * scale[row]), and compare its logits with `distill logits` on the same
+tokens. An independent implementation of the same decoder (GQA, RoPE rotate-half, RMSNorm,
+SwiGLU, tied embeddings) must agree to float32 rounding.
+
+usage: hf_parity.py <distill binary> <run dir> [--device cuda|cpu]
+"""
+import json, os, subprocess, sys, tempfile
+
+import torch
+from safetensors.torch import load_file
+from transformers import LlamaConfig, LlamaForCausalLM
+
+
+def sh(*args):
+    return subprocess.run(args, check=True, capture_output=True, text=True).stdout
+
+
+def load_export(d, fmt):
+    cfg = LlamaConfig.from_json_file(os.path.join(d, "config.json"))
+    cfg.attention_bias = False
+    cfg.mlp_bias = False
+    model = LlamaForCausalLM(cfg).float()
+    raw = load_file(os.path.join(d, f"model.{fmt}.safetensors"))
+    sd = {}
+    for k, v in raw.items():
+        if k.endswith("_scale"):
+            continue
+        if v.dtype == torch.int8:
+            v = v.float() * raw[k + "_scale"].float()[:, None]
+        sd[k] = v
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    missing = [m for m in missing if not (cfg.tie_word_embeddings and m == "lm_head.weight")]
+    assert not missing and not unexpected, (missing, unexpected)
+    if cfg.tie_word_embeddings:
+        model.tie_weights()
+    return model.eval()
+
+
+def main():
+    binary, run = sys.argv[1], sys.argv[2]
+    device = sys.argv[4] if len(sys.argv) > 4 else ("cuda" if torch.cuda.is_available() else "cpu")
+    vocab = json.load(open(os.path.join(run, "student", "final", "model.json")))["config"]["vocab_size"]
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, vocab, (100,), generator=g).tolist()
+    worst = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for who in ["teacher", "student"]:
+            for fmt in ["f32", "int8"]:
+                out = os.path.join(tmp, f"{who}-{fmt}")
+                sh(binary, "export", run, "--format", fmt, "--out", out, *(["--teacher"] if who == "teacher" else []))
+                ref_model = load_export(out, fmt).to(device)
+                with torch.no_grad():
+                    ref = ref_model(torch.tensor([ids], device=device)).logits[0].float().cpu()
+                lp = os.path.join(tmp, f"{who}-{fmt}-logits.safetensors")
+                flags = (["--teacher"] if who == "teacher" else []) + (["--int8"] if fmt == "int8" else [])
+                sh(binary, "logits", "--model", run, "--ids", ",".join(map(str, ids)), "--out", lp, *flags)
+                ours = load_file(lp)["logits"]
+                err = (ours - ref).abs().max().item()
+                scale = ref.abs().max().item()
+                worst[f"{who}/{fmt}"] = err
+                print(f"{who:8s} {fmt:5s} max|distill - transformers| = {err:.3e} (logit scale {scale:.1f}) on {device}")
+    ok = all(v < 1e-4 for v in worst.values())
+    print("PASS" if ok else "FAIL", json.dumps(worst))
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
