@@ -154,6 +154,58 @@ pub struct PartialShape {
     pub tie_embeddings: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub norm_eps: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layer_pattern: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qkv_bias: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rope_scaling: Option<RopeScaling>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mamba: Option<MambaShape>,
+}
+
+/// Llama-3 RoPE frequency scaling (`rope_scaling` with `rope_type = "llama3"` in HF configs):
+/// long wavelengths are divided by `factor`, short ones kept, a smooth ramp in between.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RopeScaling {
+    pub factor: f64,
+    #[serde(default = "d_low_freq")]
+    pub low_freq_factor: f64,
+    #[serde(default = "d_high_freq")]
+    pub high_freq_factor: f64,
+    pub original_max_position_embeddings: usize,
+}
+
+/// The Mamba-2 mixer of `M` layers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MambaShape {
+    /// SSM state size N per head.
+    #[serde(default = "d_d_state")]
+    pub d_state: usize,
+    /// Channels P per SSM head; heads = expand * d_model / head_dim.
+    #[serde(default = "d_m_head_dim")]
+    pub head_dim: usize,
+    #[serde(default = "d_expand")]
+    pub expand: usize,
+    /// Width of the depthwise causal convolution.
+    #[serde(default = "d_d_conv")]
+    pub d_conv: usize,
+    /// Groups of heads sharing B and C (like KV groups in GQA).
+    #[serde(default = "d_n_groups")]
+    pub n_groups: usize,
+    /// Chunk length of the SSD training algorithm.
+    #[serde(default = "d_chunk")]
+    pub chunk_size: usize,
+}
+
+impl Default for MambaShape {
+    fn default() -> Self {
+        toml::from_str("").expect("every field has a default")
+    }
 }
 
 /// A fully specified decoder shape (vocabulary size comes from the tokenizer).
@@ -169,6 +221,27 @@ pub struct ModelShape {
     pub rope_theta: f64,
     pub tie_embeddings: bool,
     pub norm_eps: f64,
+    /// Layer kinds, repeated to `n_layers`: `A` = GQA attention, `M` = Mamba-2, e.g. "AAAM".
+    #[serde(default = "d_pattern")]
+    pub layer_pattern: String,
+    /// Sliding attention window in tokens (each token sees itself and `window - 1` before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<usize>,
+    /// Bias on the q/k/v projections (Qwen2).
+    #[serde(default)]
+    pub qkv_bias: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_scaling: Option<RopeScaling>,
+    #[serde(default)]
+    pub mamba: MambaShape,
+}
+
+impl ModelShape {
+    /// The kind of layer `i`: the pattern repeated.
+    pub fn layer_kind(&self, i: usize) -> char {
+        let p = self.layer_pattern.as_bytes();
+        p[i % p.len()] as char
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -328,6 +401,15 @@ fn d_keep_last() -> usize { 2 }
 fn d_eval_every() -> usize { 50 }
 fn d_eval_batches() -> usize { 8 }
 fn d_formats() -> Vec<ExportFormat> { vec![ExportFormat::Int8] }
+fn d_low_freq() -> f64 { 1.0 }
+fn d_high_freq() -> f64 { 4.0 }
+fn d_d_state() -> usize { 16 }
+fn d_m_head_dim() -> usize { 16 }
+fn d_expand() -> usize { 2 }
+fn d_d_conv() -> usize { 4 }
+fn d_n_groups() -> usize { 1 }
+fn d_chunk() -> usize { 32 }
+fn d_pattern() -> String { "A".into() }
 
 macro_rules! default_from_serde {
     ($($t:ty),*) => {$(
@@ -354,6 +436,11 @@ impl PartialShape {
             rope_theta: self.rope_theta.or(base.rope_theta),
             tie_embeddings: self.tie_embeddings.or(base.tie_embeddings),
             norm_eps: self.norm_eps.or(base.norm_eps),
+            layer_pattern: self.layer_pattern.clone().or_else(|| base.layer_pattern.clone()),
+            window: self.window.or(base.window),
+            qkv_bias: self.qkv_bias.or(base.qkv_bias),
+            rope_scaling: self.rope_scaling.clone().or_else(|| base.rope_scaling.clone()),
+            mamba: self.mamba.clone().or_else(|| base.mamba.clone()),
         }
     }
 
@@ -369,6 +456,11 @@ impl PartialShape {
             rope_theta: self.rope_theta.unwrap_or(10_000.0),
             tie_embeddings: self.tie_embeddings.unwrap_or(false),
             norm_eps: self.norm_eps.unwrap_or(1e-5),
+            layer_pattern: self.layer_pattern.clone().unwrap_or_else(d_pattern),
+            window: self.window,
+            qkv_bias: self.qkv_bias.unwrap_or(false),
+            rope_scaling: self.rope_scaling.clone(),
+            mamba: self.mamba.clone().unwrap_or_default(),
         })
     }
 
@@ -383,6 +475,11 @@ impl PartialShape {
             rope_theta: Some(s.rope_theta),
             tie_embeddings: Some(s.tie_embeddings),
             norm_eps: Some(s.norm_eps),
+            layer_pattern: Some(s.layer_pattern.clone()),
+            window: s.window,
+            qkv_bias: Some(s.qkv_bias),
+            rope_scaling: s.rope_scaling.clone(),
+            mamba: Some(s.mamba.clone()),
         }
     }
 }
@@ -559,6 +656,45 @@ impl Recipe {
             }
             if !(s.norm_eps > 0.0 && s.norm_eps < 1.0) {
                 return Err(fail(&k("norm_eps"), format!("expected a value in (0, 1), got {}", s.norm_eps)));
+            }
+            if s.layer_pattern.is_empty() || !s.layer_pattern.chars().all(|c| c == 'A' || c == 'M') {
+                return Err(fail(&k("layer_pattern"), format!(
+                    "expected a non-empty string of A (attention) and M (Mamba-2), got {:?}", s.layer_pattern)));
+            }
+            if s.window == Some(0) {
+                return Err(fail(&k("window"), "expected a window of at least 1 token".into()));
+            }
+            if let Some(rs) = &s.rope_scaling {
+                let kk = |n: &str| k(&format!("rope_scaling.{n}"));
+                if !(rs.factor >= 1.0) {
+                    return Err(fail(&kk("factor"), format!("expected >= 1, got {}", rs.factor)));
+                }
+                if !(rs.low_freq_factor > 0.0 && rs.low_freq_factor < rs.high_freq_factor) {
+                    return Err(fail(&kk("low_freq_factor"), format!(
+                        "expected 0 < low_freq_factor < high_freq_factor ({}), got {}", rs.high_freq_factor, rs.low_freq_factor)));
+                }
+                if rs.original_max_position_embeddings == 0 {
+                    return Err(fail(&kk("original_max_position_embeddings"), "expected a positive integer, got 0".into()));
+                }
+            }
+            if s.layer_pattern.contains('M') {
+                let m = &s.mamba;
+                let km = |n: &str| k(&format!("mamba.{n}"));
+                for (name, v) in [("d_state", m.d_state), ("head_dim", m.head_dim), ("expand", m.expand),
+                    ("d_conv", m.d_conv), ("n_groups", m.n_groups), ("chunk_size", m.chunk_size)] {
+                    if v == 0 {
+                        return Err(fail(&km(name), "expected a positive integer, got 0".into()));
+                    }
+                }
+                let d_inner = m.expand * s.d_model;
+                if d_inner % m.head_dim != 0 {
+                    return Err(fail(&km("head_dim"), format!(
+                        "expand * d_model ({d_inner}) must be divisible by head_dim ({})", m.head_dim)));
+                }
+                if (d_inner / m.head_dim) % m.n_groups != 0 {
+                    return Err(fail(&km("n_groups"), format!(
+                        "the {} SSM heads must split evenly into n_groups ({})", d_inner / m.head_dim, m.n_groups)));
+                }
             }
         }
         if !(0.0..=1.0).contains(&r.distill.alpha) {

@@ -11,6 +11,7 @@ use safetensors::{Dtype, tensor::TensorView};
 
 use crate::error::{Error, Result};
 use crate::model::Decoder;
+use crate::model::decoder::Mixer;
 use crate::quant::int8::{linear_out_in, quantize_rows};
 use crate::recipe::ExportFormat;
 use crate::util::write_json_atomic;
@@ -19,6 +20,8 @@ enum Weight {
     /// Row-major `[rows, cols]`, output channels as rows.
     Matrix(Vec<f32>, usize, usize),
     Vector(Vec<f32>),
+    /// A matrix that stays f32 in every format.
+    Dense(Vec<f32>, usize, usize),
 }
 
 fn vec_of(t: burn::tensor::Tensor<1>) -> Vec<f32> {
@@ -32,12 +35,25 @@ fn named_weights(m: &Decoder) -> Vec<(String, Weight)> {
     out.push(("model.embed_tokens.weight".into(), Weight::Matrix(e.into_data().convert::<f32>().try_to_vec::<f32>().unwrap(), v, d)));
     for (i, b) in m.blocks.iter().enumerate() {
         let p = format!("model.layers.{i}");
-        out.push((format!("{p}.input_layernorm.weight"), Weight::Vector(vec_of(b.attn_norm.gamma.val()))));
+        out.push((format!("{p}.input_layernorm.weight"), Weight::Vector(vec_of(b.mixer_norm.gamma.val()))));
         out.push((format!("{p}.post_attention_layernorm.weight"), Weight::Vector(vec_of(b.mlp_norm.gamma.val()))));
-        for (name, l) in [("self_attn.q_proj", &b.attn.wq), ("self_attn.k_proj", &b.attn.wk), ("self_attn.v_proj", &b.attn.wv),
-            ("self_attn.o_proj", &b.attn.wo), ("mlp.gate_proj", &b.mlp.w_gate), ("mlp.up_proj", &b.mlp.w_up), ("mlp.down_proj", &b.mlp.w_down)] {
+        for (name, l) in b.linears() {
             let (w, r, c) = linear_out_in(l);
             out.push((format!("{p}.{name}.weight"), Weight::Matrix(w, r, c)));
+            if let Some(bias) = &l.bias {
+                out.push((format!("{p}.{name}.bias"), Weight::Vector(vec_of(bias.val()))));
+            }
+        }
+        if let Mixer::Mamba(m) = &b.mixer {
+            // Small per-channel parameters stay f32 (as the norms): quantizing them saves
+            // nothing and the SSM dynamics are sensitive to them.
+            for (name, t) in [("mixer.conv1d.bias", m.conv_b.val()), ("mixer.dt_bias", m.dt_bias.val()),
+                ("mixer.A_log", m.a_log.val()), ("mixer.D", m.d.val()), ("mixer.norm.weight", m.norm_w.val())] {
+                out.push((format!("{p}.{name}"), Weight::Vector(vec_of(t))));
+            }
+            let cw = m.conv_w.val();
+            let [ch, k] = cw.dims();
+            out.push((format!("{p}.mixer.conv1d.weight"), Weight::Dense(cw.into_data().convert::<f32>().try_to_vec::<f32>().unwrap(), ch, k)));
         }
     }
     out.push(("model.norm.weight".into(), Weight::Vector(vec_of(m.norm.gamma.val()))));
@@ -59,6 +75,7 @@ pub fn export(model: &Decoder, format: ExportFormat, dir: &Path, tokenizer_json:
     for (name, w) in named_weights(model) {
         match (w, format) {
             (Weight::Vector(v), _) => buffers.push((name, Dtype::F32, vec![v.len()], bytes_f32(&v))),
+            (Weight::Dense(w, r, c), _) => buffers.push((name, Dtype::F32, vec![r, c], bytes_f32(&w))),
             (Weight::Matrix(w, r, c), ExportFormat::F32) => buffers.push((name, Dtype::F32, vec![r, c], bytes_f32(&w))),
             (Weight::Matrix(w, r, c), ExportFormat::Int8) => {
                 let (q, s) = quantize_rows(&w, r, c);
@@ -86,15 +103,33 @@ pub fn export(model: &Decoder, format: ExportFormat, dir: &Path, tokenizer_json:
     let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| Error::runtime(format!("{}: {e}", path.display())))?;
     crate::util::write_atomic(&path, &bytes)?;
     let c = &model.config;
-    write_json_atomic(&dir.join("config.json"), &serde_json::json!({
+    let hybrid = c.shape.layer_pattern.contains('M');
+    let mut config = serde_json::json!({
         "architectures": ["LlamaForCausalLM"], "model_type": "llama",
         "vocab_size": c.vocab_size, "hidden_size": c.shape.d_model, "intermediate_size": c.shape.d_ff,
         "num_hidden_layers": c.shape.n_layers, "num_attention_heads": c.shape.n_heads,
         "num_key_value_heads": c.shape.n_kv_heads, "head_dim": c.head_dim(),
         "max_position_embeddings": c.shape.max_seq_len, "rope_theta": c.shape.rope_theta,
         "rms_norm_eps": c.shape.norm_eps, "tie_word_embeddings": c.shape.tie_embeddings,
-        "hidden_act": "silu", "torch_dtype": "float32",
-    }))?;
+        "hidden_act": "silu", "torch_dtype": "float32", "attention_bias": c.shape.qkv_bias,
+    });
+    if let Some(rs) = &c.shape.rope_scaling {
+        config["rope_scaling"] = serde_json::json!({"rope_type": "llama3", "factor": rs.factor,
+            "low_freq_factor": rs.low_freq_factor, "high_freq_factor": rs.high_freq_factor,
+            "original_max_position_embeddings": rs.original_max_position_embeddings});
+    }
+    if let Some(w) = c.shape.window {
+        config["sliding_window"] = serde_json::json!(w);
+    }
+    if hybrid {
+        // No Hugging Face architecture mixes Llama attention and Mamba-2 layers this way:
+        // say so instead of claiming to be Llama.
+        config["architectures"] = serde_json::json!(["DistillHybrid"]);
+        config["model_type"] = serde_json::json!("distill_hybrid");
+        config["layer_pattern"] = serde_json::json!(c.shape.layer_pattern);
+        config["mamba"] = serde_json::to_value(&c.shape.mamba).expect("serializable");
+    }
+    write_json_atomic(&dir.join("config.json"), &config)?;
     std::fs::copy(tokenizer_json, dir.join("tokenizer.json"))
         .map_err(|e| Error::runtime(format!("{}: {e}", tokenizer_json.display())))?;
     Ok((path, bytes.len() as u64))

@@ -3,11 +3,12 @@
 //! training kernel can replace it without touching the model.
 
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig};
+use burn::nn::Linear;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Bool, Tensor};
 
+use super::init::Init;
 use super::rope;
 
 #[derive(Module, Debug)]
@@ -19,33 +20,63 @@ pub struct Attention {
     pub n_heads: usize,
     pub n_kv_heads: usize,
     pub head_dim: usize,
+    /// Sliding window (tokens seen, the current one included); `None` = full causal.
+    pub window: Option<usize>,
+}
+
+/// Keys and values of the tokens seen so far: (batch, n_kv_heads, seen, head_dim) each.
+#[derive(Clone, Debug, Default)]
+pub struct KvCache {
+    pub k: Option<Tensor<4>>,
+    pub v: Option<Tensor<4>>,
+}
+
+impl KvCache {
+    pub fn len(&self) -> usize {
+        self.k.as_ref().map_or(0, |k| k.dims()[2])
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl Attention {
-    pub fn new(d_model: usize, n_heads: usize, n_kv_heads: usize, device: &Device) -> Self {
+    pub fn new(d_model: usize, n_heads: usize, n_kv_heads: usize, qkv_bias: bool, window: Option<usize>, init: &mut Init) -> Self {
         let head_dim = d_model / n_heads;
-        let lin = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
+        let mut lin = |i, o, bias| init.linear(i, o, bias);
         Attention {
-            wq: lin(d_model, n_heads * head_dim),
-            wk: lin(d_model, n_kv_heads * head_dim),
-            wv: lin(d_model, n_kv_heads * head_dim),
-            wo: lin(n_heads * head_dim, d_model),
+            wq: lin(d_model, n_heads * head_dim, qkv_bias),
+            wk: lin(d_model, n_kv_heads * head_dim, qkv_bias),
+            wv: lin(d_model, n_kv_heads * head_dim, qkv_bias),
+            wo: lin(n_heads * head_dim, d_model, false),
             n_heads,
             n_kv_heads,
             head_dim,
+            window,
         }
     }
 
-    /// `x`: (batch, seq, d_model); `cos`/`sin`: RoPE tables (seq, head_dim).
-    pub fn forward(&self, x: Tensor<3>, cos: &Tensor<2>, sin: &Tensor<2>) -> Tensor<3> {
+    /// `x`: (batch, seq, d_model) at positions `cache.len()..`; `cos`/`sin`: RoPE tables for
+    /// those positions. With a cache, the new keys/values are appended to it.
+    pub fn forward(&self, x: Tensor<3>, cos: &Tensor<2>, sin: &Tensor<2>, cache: Option<&mut KvCache>) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let split = |y: Tensor<3>, heads: usize| {
             y.reshape([b, t, heads, self.head_dim]).swap_dims(1, 2)
         };
         let q = rope::apply(split(self.wq.forward(x.clone()), self.n_heads), cos, sin);
-        let k = rope::apply(split(self.wk.forward(x.clone()), self.n_kv_heads), cos, sin);
-        let v = split(self.wv.forward(x), self.n_kv_heads);
-        let y = causal_attention(q, k, v);
+        let mut k = rope::apply(split(self.wk.forward(x.clone()), self.n_kv_heads), cos, sin);
+        let mut v = split(self.wv.forward(x), self.n_kv_heads);
+        let mut start = 0;
+        if let Some(c) = cache {
+            start = c.len();
+            if let (Some(pk), Some(pv)) = (c.k.take(), c.v.take()) {
+                k = Tensor::cat(vec![pk, k], 2);
+                v = Tensor::cat(vec![pv, v], 2);
+            }
+            c.k = Some(k.clone());
+            c.v = Some(v.clone());
+        }
+        let y = grouped_attention(q, k, v, start, self.window);
         let y = y.swap_dims(1, 2).reshape([b, t, self.n_heads * self.head_dim]);
         self.wo.forward(y)
     }
@@ -64,18 +95,48 @@ pub fn repeat_kv(x: Tensor<4>, n_rep: usize) -> Tensor<4> {
 /// Causal scaled-dot-product attention with grouped KV heads.
 /// `q`: (b, n_heads, t, d); `k`, `v`: (b, n_kv_heads, t, d); returns (b, n_heads, t, d).
 pub fn causal_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
-    let n_rep = q.dims()[1] / k.dims()[1];
-    let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: true };
-    attention(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), None, None, options)
+    grouped_attention(q, k, v, 0, None)
+}
+
+/// The attention seam of the model. `q` holds the queries of positions `start..start + t`,
+/// `k`/`v` the keys and values of positions `0..start + t`. Query i sees key j when
+/// j <= start + i and, with a window w, j > start + i - w.
+pub fn grouped_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, start: usize, window: Option<usize>) -> Tensor<4> {
+    let [b, h, t, _] = q.dims();
+    let s = k.dims()[2];
+    let n_rep = h / k.dims()[1];
+    let (k, v) = (repeat_kv(k, n_rep), repeat_kv(v, n_rep));
+    let full_causal = start == 0 && window.is_none_or(|w| w >= s);
+    if full_causal {
+        let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: true };
+        return attention(q, k, v, None, None, options);
+    }
+    let device = q.device();
+    // Bottom-right aligned causal mask: row i is position start + i.
+    let mut mask = Tensor::<2, Bool>::tril_mask([t, s], start as i64, &device);
+    if let Some(w) = window {
+        // Also hide keys at or before position start + i - w.
+        let too_old = Tensor::<2, Bool>::tril_mask([t, s], start as i64 - w as i64, &device).bool_not();
+        mask = mask.bool_or(too_old);
+    }
+    let mask = mask.reshape([1, 1, t, s]).expand([b, h, t, s]);
+    let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: false };
+    attention(q, k, v, Some(mask), None, options)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::Distribution;
+    use burn::tensor::{Device, Distribution};
 
     /// softmax(q k^T / sqrt(d) + causal mask) v with KV head h / (H / KV), in plain f64 loops.
     fn naive(q: &[f32], k: &[f32], v: &[f32], b: usize, h: usize, kv: usize, t: usize, d: usize) -> Vec<f32> {
+        naive_window(q, k, v, b, h, kv, t, d, usize::MAX)
+    }
+
+    /// The same, with query i seeing only keys i - window < j <= i.
+    #[allow(clippy::too_many_arguments)]
+    fn naive_window(q: &[f32], k: &[f32], v: &[f32], b: usize, h: usize, kv: usize, t: usize, d: usize, window: usize) -> Vec<f32> {
         let mut out = vec![0f32; b * h * t * d];
         let scale = 1.0 / (d as f64).sqrt();
         for bi in 0..b {
@@ -83,15 +144,16 @@ mod tests {
                 let ki = hi / (h / kv);
                 for i in 0..t {
                     let qrow = &q[((bi * h + hi) * t + i) * d..][..d];
-                    let scores: Vec<f64> = (0..=i)
+                    let first = (i + 1).saturating_sub(window);
+                    let scores: Vec<(usize, f64)> = (first..=i)
                         .map(|j| {
                             let krow = &k[((bi * kv + ki) * t + j) * d..][..d];
-                            qrow.iter().zip(krow).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() * scale
+                            (j, qrow.iter().zip(krow).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() * scale)
                         })
                         .collect();
-                    let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                    let z: f64 = scores.iter().map(|s| (s - m).exp()).sum();
-                    for (j, s) in scores.iter().enumerate() {
+                    let m = scores.iter().map(|s| s.1).fold(f64::NEG_INFINITY, f64::max);
+                    let z: f64 = scores.iter().map(|s| (s.1 - m).exp()).sum();
+                    for &(j, s) in &scores {
                         let p = (s - m).exp() / z;
                         let vrow = &v[((bi * kv + ki) * t + j) * d..][..d];
                         for c in 0..d {
@@ -142,5 +204,28 @@ mod tests {
         let got = data(&causal_attention(q, k, v));
         let err = want.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
         assert!(err < 1e-5, "max abs error {err}");
+    }
+
+    /// Sliding window, and queries that start after cached keys (generation).
+    #[test]
+    fn windowed_and_offset_attention_match_naive() {
+        let dev = Device::flex();
+        let (b, h, kv, t, d) = (1, 4, 2, 9, 8);
+        let q = Tensor::<4>::random([b, h, t, d], Distribution::Normal(0.0, 1.0), &dev);
+        let k = Tensor::<4>::random([b, kv, t, d], Distribution::Normal(0.0, 1.0), &dev);
+        let v = Tensor::<4>::random([b, kv, t, d], Distribution::Normal(0.0, 1.0), &dev);
+        let data = |x: &Tensor<4>| -> Vec<f32> { x.clone().into_data().try_to_vec::<f32>().unwrap() };
+        for w in [1, 3, 9] {
+            let want = naive_window(&data(&q), &data(&k), &data(&v), b, h, kv, t, d, w);
+            let got = data(&grouped_attention(q.clone(), k.clone(), v.clone(), 0, Some(w)));
+            let err = want.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(err < 1e-5, "window {w}: {err}");
+            // The last 4 queries against all keys, as when decoding after a 5-token prompt.
+            let q_tail = q.clone().slice([0..b, 0..h, 5..t, 0..d]);
+            let got = data(&grouped_attention(q_tail, k.clone(), v.clone(), 5, Some(w)));
+            let want_tail: Vec<f32> = (0..h).flat_map(|hi| want[(hi * t + 5) * d..(hi * t + t) * d].to_vec()).collect();
+            let err = want_tail.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(err < 1e-5, "offset queries, window {w}: {err}");
+        }
     }
 }

@@ -1,12 +1,13 @@
 //! The decoder stack used for both teacher and student.
 
 use burn::module::Module;
-use burn::module::Initializer;
-use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
+use burn::nn::{Embedding, Linear, RmsNorm, RmsNormConfig};
 use burn::tensor::{Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::attention::Attention;
+use super::attention::{Attention, KvCache};
+use super::init::Init;
+use super::mamba::{Mamba2, MambaState};
 use super::mlp::SwiGlu;
 use super::rope;
 use crate::recipe::ModelShape;
@@ -19,12 +20,75 @@ pub struct DecoderConfig {
     pub shape: ModelShape,
 }
 
+/// The sequence mixer of a layer: `A` or `M` in the layer pattern.
+#[derive(Module, Debug)]
+pub enum Mixer {
+    Attention(Attention),
+    Mamba(Mamba2),
+}
+
 #[derive(Module, Debug)]
 pub struct Block {
-    pub attn_norm: RmsNorm,
-    pub attn: Attention,
+    pub mixer_norm: RmsNorm,
+    pub mixer: Mixer,
     pub mlp_norm: RmsNorm,
     pub mlp: SwiGlu,
+}
+
+/// What generation carries between steps, per layer.
+#[derive(Clone, Debug)]
+pub enum LayerCache {
+    Attention(KvCache),
+    Mamba(Option<MambaState>),
+}
+
+/// Generation state: one entry per layer and the number of positions already processed.
+#[derive(Clone, Debug)]
+pub struct Cache {
+    pub layers: Vec<LayerCache>,
+    pub pos: usize,
+}
+
+impl Block {
+    /// The block's matrices with their Hugging Face names (Llama attention and MLP, Mamba2
+    /// mixer), in a fixed order shared by export and quantization.
+    pub fn linears(&self) -> Vec<(&'static str, &Linear)> {
+        let mut v: Vec<(&'static str, &Linear)> = match &self.mixer {
+            Mixer::Attention(a) => vec![("self_attn.q_proj", &a.wq), ("self_attn.k_proj", &a.wk), ("self_attn.v_proj", &a.wv), ("self_attn.o_proj", &a.wo)],
+            Mixer::Mamba(m) => vec![("mixer.in_proj", &m.in_proj), ("mixer.out_proj", &m.out_proj)],
+        };
+        v.extend([("mlp.gate_proj", &self.mlp.w_gate), ("mlp.up_proj", &self.mlp.w_up), ("mlp.down_proj", &self.mlp.w_down)]);
+        v
+    }
+
+    pub fn linears_mut(&mut self) -> Vec<&mut Linear> {
+        let mut v: Vec<&mut Linear> = match &mut self.mixer {
+            Mixer::Attention(a) => vec![&mut a.wq, &mut a.wk, &mut a.wv, &mut a.wo],
+            Mixer::Mamba(m) => vec![&mut m.in_proj, &mut m.out_proj],
+        };
+        v.extend([&mut self.mlp.w_gate, &mut self.mlp.w_up, &mut self.mlp.w_down]);
+        v
+    }
+
+    /// `cos`/`sin`: RoPE tables for the positions of `x`.
+    fn forward(&self, x: Tensor<3>, cos: &Tensor<2>, sin: &Tensor<2>, cache: Option<&mut LayerCache>) -> Tensor<3> {
+        let h = self.mixer_norm.forward(x.clone());
+        let h = match (&self.mixer, cache) {
+            (Mixer::Attention(a), None) => a.forward(h, cos, sin, None),
+            (Mixer::Attention(a), Some(LayerCache::Attention(c))) => a.forward(h, cos, sin, Some(c)),
+            (Mixer::Mamba(m), None) => m.forward(h),
+            (Mixer::Mamba(m), Some(LayerCache::Mamba(state))) => {
+                // The recurrence, token by token: exact, and O(1) memory per token.
+                let [b, t, d] = h.dims();
+                let st = state.get_or_insert_with(|| m.empty_state(b, &h.device()));
+                let outs: Vec<Tensor<3>> = (0..t).map(|i| m.step(h.clone().slice([0..b, i..i + 1, 0..d]), st)).collect();
+                Tensor::cat(outs, 1)
+            }
+            _ => unreachable!("a cache is built from the same layer pattern"),
+        };
+        let x = x + h;
+        x.clone() + self.mlp.forward(self.mlp_norm.forward(x))
+    }
 }
 
 #[derive(Module, Debug)]
@@ -39,39 +103,36 @@ pub struct Decoder {
 }
 
 impl DecoderConfig {
-    /// Random initialization; call `device.seed(..)` first for a reproducible model.
-    pub fn init(&self, device: &Device) -> Decoder {
+    /// Random initialization, a function of `seed` alone.
+    pub fn init(&self, seed: u64, device: &Device) -> Decoder {
         let s = &self.shape;
+        let mut init = Init::new(seed, device);
         let norm = || RmsNormConfig::new(s.d_model).with_epsilon(s.norm_eps).init(device);
         let blocks = (0..s.n_layers)
-            .map(|_| Block {
-                attn_norm: norm(),
-                attn: Attention::new(s.d_model, s.n_heads, s.n_kv_heads, device),
+            .map(|i| Block {
+                mixer_norm: norm(),
+                mixer: match s.layer_kind(i) {
+                    'M' => Mixer::Mamba(Mamba2::new(s.d_model, &s.mamba, s.norm_eps, &mut init)),
+                    _ => Mixer::Attention(Attention::new(s.d_model, s.n_heads, s.n_kv_heads, s.qkv_bias, s.window, &mut init)),
+                },
                 mlp_norm: norm(),
-                mlp: SwiGlu::new(s.d_model, s.d_ff, device),
+                mlp: SwiGlu::new(s.d_model, s.d_ff, &mut init),
             })
             .collect();
+        // A tied embedding is also the output projection: N(0, 1) would give initial logits
+        // of standard deviation sqrt(d_model), so scale it to 1 there.
+        let std = if s.tie_embeddings { (s.d_model as f64).powf(-0.5) } else { 1.0 };
+        let embed = init.embedding(self.vocab_size, s.d_model, std);
+        let lm_head = (!s.tie_embeddings).then(|| init.linear(s.d_model, self.vocab_size, false));
         Decoder {
-            embed: self.embedding_config().init(device),
+            embed,
             blocks,
             norm: norm(),
-            lm_head: (!s.tie_embeddings).then(|| {
-                LinearConfig::new(s.d_model, self.vocab_size).with_bias(false).init(device)
-            }),
+            lm_head,
             config: self.clone(),
         }
     }
 
-    /// A tied embedding is also the output projection: with burn's default N(0, 1) init the
-    /// initial logits would have a standard deviation of sqrt(d_model), so scale it to 1.
-    fn embedding_config(&self) -> EmbeddingConfig {
-        let c = EmbeddingConfig::new(self.vocab_size, self.shape.d_model);
-        if self.shape.tie_embeddings {
-            c.with_initializer(Initializer::Normal { mean: 0.0, std: (self.shape.d_model as f64).powf(-0.5) })
-        } else {
-            c
-        }
-    }
 
     pub fn head_dim(&self) -> usize {
         self.shape.d_model / self.shape.n_heads
@@ -83,27 +144,71 @@ impl DecoderConfig {
         let s = &self.shape;
         let hd = self.head_dim();
         let attn = s.d_model * hd * (2 * s.n_heads + 2 * s.n_kv_heads);
+        let m = &s.mamba;
+        let di = m.expand * s.d_model;
+        let mamba = s.d_model * (2 * di + 2 * m.n_groups * m.d_state + di / m.head_dim) + di * s.d_model;
         let mlp = 3 * s.d_model * s.d_ff;
-        s.n_layers * (attn + mlp) + s.d_model * self.vocab_size
+        let mixers: usize = (0..s.n_layers).map(|i| if s.layer_kind(i) == 'M' { mamba } else { attn }).sum();
+        mixers + s.n_layers * mlp + s.d_model * self.vocab_size
     }
 
-    /// KV-cache bytes per token in f32 across all layers.
+    fn n_attention_layers(&self) -> usize {
+        (0..self.shape.n_layers).filter(|&i| self.shape.layer_kind(i) == 'A').count()
+    }
+
+    /// KV-cache bytes per generated token in f32 (attention layers only; a Mamba layer's
+    /// state does not grow with the sequence).
     pub fn kv_bytes_per_token(&self) -> usize {
-        2 * self.shape.n_layers * self.shape.n_kv_heads * self.head_dim() * 4
+        2 * self.n_attention_layers() * self.shape.n_kv_heads * self.head_dim() * 4
+    }
+
+    /// Fixed-size generation state of the Mamba layers, in f32 bytes per sequence.
+    pub fn ssm_state_bytes(&self) -> usize {
+        let s = &self.shape;
+        let m = &s.mamba;
+        let di = m.expand * s.d_model;
+        let per_layer = di * m.d_state + (m.d_conv - 1) * (di + 2 * m.n_groups * m.d_state);
+        (s.n_layers - self.n_attention_layers()) * per_layer * 4
     }
 }
 
 impl Decoder {
     /// `tokens`: (batch, seq) -> logits (batch, seq, vocab).
     pub fn forward(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
+        self.run(tokens, None)
+    }
+
+    pub fn new_cache(&self) -> Cache {
+        let layers = self
+            .blocks
+            .iter()
+            .map(|b| match b.mixer {
+                Mixer::Attention(_) => LayerCache::Attention(KvCache::default()),
+                Mixer::Mamba(_) => LayerCache::Mamba(None),
+            })
+            .collect();
+        Cache { layers, pos: 0 }
+    }
+
+    /// Logits of `tokens`, which follow the `cache.pos` tokens already in `cache`; the cache
+    /// is extended with them. Feeding a sequence in pieces gives the logits of one full pass.
+    pub fn forward_cached(&self, tokens: Tensor<2, Int>, cache: &mut Cache) -> Tensor<3> {
+        let t = tokens.dims()[1];
+        let out = self.run(tokens, Some(cache));
+        cache.pos += t;
+        out
+    }
+
+    fn run(&self, tokens: Tensor<2, Int>, mut cache: Option<&mut Cache>) -> Tensor<3> {
         let [_, t] = tokens.dims();
         let device = tokens.device();
         let c = &self.config;
-        let (cos, sin) = rope::tables(t, 0, c.head_dim(), c.shape.rope_theta, &device);
+        let start = cache.as_ref().map_or(0, |c| c.pos);
+        let (cos, sin) = rope::tables(t, start, c.head_dim(), c.shape.rope_theta, c.shape.rope_scaling.as_ref(), &device);
         let mut x = self.embed.forward(tokens);
-        for block in &self.blocks {
-            x = x.clone() + block.attn.forward(block.attn_norm.forward(x), &cos, &sin);
-            x = x.clone() + block.mlp.forward(block.mlp_norm.forward(x));
+        for (i, block) in self.blocks.iter().enumerate() {
+            let layer_cache = cache.as_mut().map(|c| &mut c.layers[i]);
+            x = block.forward(x, &cos, &sin, layer_cache);
         }
         let x = self.norm.forward(x);
         match &self.lm_head {
@@ -127,7 +232,8 @@ mod tests {
             vocab_size: 50,
             shape: ModelShape {
                 d_model: 16, n_layers: 2, n_heads: 4, n_kv_heads: 2, d_ff: 32, max_seq_len: 64,
-                rope_theta: 10_000.0, tie_embeddings: tie, norm_eps: 1e-5,
+                rope_theta: 10_000.0, tie_embeddings: tie, norm_eps: 1e-5, layer_pattern: "A".into(),
+                window: None, qkv_bias: false, rope_scaling: None, mamba: Default::default(),
             },
         }
     }
@@ -136,9 +242,8 @@ mod tests {
     #[test]
     fn decoder_is_causal() {
         let dev = Device::flex();
-        dev.seed(1);
         for tie in [false, true] {
-            let m = tiny(tie).init(&dev);
+            let m = tiny(tie).init(1, &dev);
             let a = Tensor::<2, Int>::from_data(TensorData::new(vec![1i64, 2, 3, 4, 5, 6], [1, 6]), &dev);
             let b = Tensor::<2, Int>::from_data(TensorData::new(vec![1i64, 2, 3, 4, 9, 7], [1, 6]), &dev);
             let la: Vec<f32> = m.forward(a).into_data().try_to_vec::<f32>().unwrap();
@@ -149,5 +254,57 @@ mod tests {
             }
             assert!((4 * 50..6 * 50).any(|i| (la[i] - lb[i]).abs() > 1e-4));
         }
+    }
+
+    /// Decoding in pieces through the cache (a prompt, then one token at a time) gives the
+    /// logits of one full forward pass, for attention, sliding-window, QKV-bias, Llama-3 RoPE
+    /// and Mamba-2 layers in one hybrid stack.
+    #[test]
+    fn cached_decoding_equals_full_forward() {
+        let dev = Device::flex();
+        let mut cfg = tiny(true);
+        cfg.shape.n_layers = 4;
+        cfg.shape.layer_pattern = "AMAM".into();
+        cfg.shape.window = Some(5);
+        cfg.shape.qkv_bias = true;
+        cfg.shape.rope_scaling = Some(crate::recipe::RopeScaling {
+            factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 16,
+        });
+        cfg.shape.mamba = crate::recipe::MambaShape { d_state: 4, head_dim: 8, expand: 2, d_conv: 4, n_groups: 1, chunk_size: 4 };
+        let m = cfg.init(5, &dev);
+        let ids: Vec<i64> = (0..13).map(|i| (i * 7 % 50) as i64).collect();
+        let t = ids.len();
+        let full: Vec<f32> = m
+            .forward(Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [1, t]), &dev))
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let mut cache = m.new_cache();
+        let mut got: Vec<f32> = Vec::new();
+        let prompt = 6;
+        let first = Tensor::<2, Int>::from_data(TensorData::new(ids[..prompt].to_vec(), [1, prompt]), &dev);
+        got.extend(m.forward_cached(first, &mut cache).into_data().try_to_vec::<f32>().unwrap());
+        for i in prompt..t {
+            let tok = Tensor::<2, Int>::from_data(TensorData::new(vec![ids[i]], [1, 1]), &dev);
+            got.extend(m.forward_cached(tok, &mut cache).into_data().try_to_vec::<f32>().unwrap());
+        }
+        assert_eq!(cache.pos, t);
+        let err = full.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(err < 1e-4, "max abs logit difference {err}");
+    }
+
+    #[test]
+    fn kv_cache_bytes_scale_with_kv_heads() {
+        let mut c = tiny(false);
+        c.shape.n_heads = 4;
+        let per = |kv: usize| {
+            let mut c = c.clone();
+            c.shape.n_kv_heads = kv;
+            c.kv_bytes_per_token()
+        };
+        // 2 (K and V) * 2 layers * kv heads * head_dim 4 * 4 bytes.
+        assert_eq!((per(4), per(2), per(1)), (256, 128, 64));
+        c.shape.layer_pattern = "AM".into();
+        assert_eq!(c.kv_bytes_per_token(), 2 * 1 * 2 * 4 * 4, "Mamba layers hold no KV cache");
     }
 }

@@ -1,9 +1,11 @@
 //! SwiGLU feed-forward: down(silu(gate(x)) * up(x)).
 
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig};
+use burn::nn::Linear;
 use burn::tensor::activation::silu;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Tensor;
+
+use super::init::Init;
 
 #[derive(Module, Debug)]
 pub struct SwiGlu {
@@ -13,9 +15,8 @@ pub struct SwiGlu {
 }
 
 impl SwiGlu {
-    pub fn new(d_model: usize, d_ff: usize, device: &Device) -> Self {
-        let lin = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
-        SwiGlu { w_gate: lin(d_model, d_ff), w_up: lin(d_model, d_ff), w_down: lin(d_ff, d_model) }
+    pub fn new(d_model: usize, d_ff: usize, init: &mut Init) -> Self {
+        SwiGlu { w_gate: init.linear(d_model, d_ff, false), w_up: init.linear(d_model, d_ff, false), w_down: init.linear(d_ff, d_model, false) }
     }
 
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {

@@ -2,6 +2,8 @@
 //! blocks (RMSNorm -> GQA attention with RoPE -> RMSNorm -> SwiGLU), final RMSNorm, LM head.
 
 pub mod attention;
+pub mod init;
+pub mod mamba;
 pub mod decoder;
 pub mod mlp;
 pub mod rope;

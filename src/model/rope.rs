@@ -4,22 +4,46 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 
+use crate::recipe::RopeScaling;
+
+/// The `head_dim / 2` rotation frequencies, with Llama-3 scaling when given (as in
+/// transformers' `_compute_llama3_parameters`).
+pub fn inv_freqs(head_dim: usize, theta: f64, scaling: Option<&RopeScaling>) -> Vec<f64> {
+    (0..head_dim / 2)
+        .map(|i| {
+            let f = theta.powf(-((2 * i) as f64) / head_dim as f64);
+            let Some(s) = scaling else { return f };
+            let old = s.original_max_position_embeddings as f64;
+            let wavelen = 2.0 * std::f64::consts::PI / f;
+            if wavelen < old / s.high_freq_factor {
+                f
+            } else if wavelen > old / s.low_freq_factor {
+                f / s.factor
+            } else {
+                let smooth = (old / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+                (1.0 - smooth) * f / s.factor + smooth * f
+            }
+        })
+        .collect()
+}
+
 /// cos/sin tables `[seq_len, head_dim]` for positions `start..start+seq_len`.
 pub fn tables(
     seq_len: usize,
     start: usize,
     head_dim: usize,
     theta: f64,
+    scaling: Option<&RopeScaling>,
     device: &Device,
 ) -> (Tensor<2>, Tensor<2>) {
     let half = head_dim / 2;
+    let freqs = inv_freqs(head_dim, theta, scaling);
     let mut cos = Vec::with_capacity(seq_len * head_dim);
     let mut sin = Vec::with_capacity(seq_len * head_dim);
     for pos in start..start + seq_len {
         // Computed in f64 so long positions keep their precision before the cast.
         for i in 0..head_dim {
-            let inv_freq = theta.powf(-((2 * (i % half)) as f64) / head_dim as f64);
-            let angle = pos as f64 * inv_freq;
+            let angle = pos as f64 * freqs[i % half];
             cos.push(angle.cos() as f32);
             sin.push(angle.sin() as f32);
         }
@@ -52,7 +76,7 @@ mod tests {
     fn rope_is_a_rotation() {
         let dev = Device::flex();
         let x = Tensor::<4>::random([1, 2, 5, 8], burn::tensor::Distribution::Normal(0.0, 1.0), &dev);
-        let (c, s) = tables(5, 0, 8, 10_000.0, &dev);
+        let (c, s) = tables(5, 0, 8, 10_000.0, None, &dev);
         let y = apply(x.clone(), &c, &s);
         let xs: Vec<f32> = x.into_data().try_to_vec::<f32>().unwrap();
         let ys: Vec<f32> = y.into_data().try_to_vec::<f32>().unwrap();
@@ -73,5 +97,31 @@ mod tests {
         let (a, b) = (xs[8], xs[12]);
         assert!((ys[8] - (a * 1f32.cos() - b * 1f32.sin())).abs() < 1e-5);
         assert!((ys[12] - (b * 1f32.cos() + a * 1f32.sin())).abs() < 1e-5);
+    }
+
+    /// Llama-3 scaling keeps short wavelengths, divides long ones by `factor`, and ramps
+    /// linearly in 1 / wavelength between them.
+    #[test]
+    fn llama3_scaling_bands() {
+        let s = RopeScaling { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 64 };
+        let base = inv_freqs(16, 10_000.0, None);
+        let scaled = inv_freqs(16, 10_000.0, Some(&s));
+        let mut seen = [false; 3];
+        for (f, g) in base.iter().zip(&scaled) {
+            let wavelen = 2.0 * std::f64::consts::PI / f;
+            if wavelen < 16.0 {
+                assert_eq!(f, g);
+                seen[0] = true;
+            } else if wavelen > 64.0 {
+                assert!((g - f / 8.0).abs() < 1e-15);
+                seen[1] = true;
+            } else {
+                let smooth = (64.0 / wavelen - 1.0) / 3.0;
+                assert!(g < f && *g > f / 8.0);
+                assert!((g - (f / 8.0 + smooth * (f - f / 8.0))).abs() < 1e-12);
+                seen[2] = true;
+            }
+        }
+        assert_eq!(seen, [true; 3], "the test frequencies cover all three bands");
     }
 }

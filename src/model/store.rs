@@ -41,6 +41,6 @@ pub fn load(dir: &Path, device: &Device) -> Result<(Decoder, String)> {
         return Err(Error::input(format!("{}: checksum does not match model.json: the file is corrupt", w.display())));
     }
     let record = ModuleRecord::load(&w).map_err(|e| Error::input(format!("{}: {e}", w.display())))?;
-    let model = meta.config.init(device).load_record(record);
+    let model = meta.config.init(0, device).load_record(record);
     Ok((model, meta.tokenizer_sha256))
 }

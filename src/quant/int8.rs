@@ -47,7 +47,7 @@ fn fake_quant_linear(l: &mut Linear) {
 pub fn fake_quant_model(model: &Decoder) -> Decoder {
     let mut m = model.clone();
     for b in &mut m.blocks {
-        for l in [&mut b.attn.wq, &mut b.attn.wk, &mut b.attn.wv, &mut b.attn.wo, &mut b.mlp.w_gate, &mut b.mlp.w_up, &mut b.mlp.w_down] {
+        for l in b.linears_mut() {
             fake_quant_linear(l);
         }
     }

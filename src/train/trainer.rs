@@ -67,8 +67,7 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
     let o = job.optim;
     let ck_dir = job.dir.join("checkpoints");
     std::fs::create_dir_all(&ck_dir).map_err(|e| Error::runtime(format!("{}: {e}", ck_dir.display())))?;
-    device.seed(job.seed ^ phase_salt(job.phase));
-    let model = job.model.init(&ad);
+    let model = job.model.init(job.seed ^ phase_salt(job.phase), &ad);
     let optim = AdamWConfig::new()
         .with_beta_1(o.beta1 as f32)
         .with_beta_2(o.beta2 as f32)
@@ -127,7 +126,10 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
             row["kl"] = json!(kl_sum / n);
         }
         pb.set_position(st.step as u64);
-        pb.set_message(format!("loss {:.3} ce {:.3} kl {:.3} | {:.0} tok/s", loss_sum / n, ce_sum / n, kl_sum / n, tok_s));
+        pb.set_message(match job.teacher {
+            Some(_) => format!("loss {:.3} ce {:.3} kl {:.3} | {:.0} tok/s", loss_sum / n, ce_sum / n, kl_sum / n, tok_s),
+            None => format!("loss {:.3} | {:.0} tok/s", loss_sum / n, tok_s),
+        });
         if st.step % job.eval.every_steps == 0 || st.step == o.steps {
             let r = evaluate(&model.valid(), job.valid, o.batch_size, Some(job.eval.batches), device);
             row["eval_loss"] = json!(r.loss);
