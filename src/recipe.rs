@@ -384,7 +384,7 @@ fn d_teacher_kind() -> TeacherKind { TeacherKind::Pretrain }
 fn d_logits() -> LogitsSource { LogitsSource::Online }
 fn d_teacher_optim() -> OptimSection { OptimSection { lr: 2e-3, ..OptimSection::default() } }
 fn d_alpha() -> f64 { 0.5 }
-fn d_temperature() -> f64 { 2.0 }
+fn d_temperature() -> f64 { 1.0 }
 fn d_lr() -> f64 { 2e-3 }
 fn d_min_lr() -> f64 { 2e-4 }
 fn d_warmup() -> usize { 20 }
