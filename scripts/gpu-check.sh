@@ -8,3 +8,5 @@ run=${2:?run directory}
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__, 'cuda', torch.cuda.is_available())"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null || true
 PYTHONUNBUFFERED=1 python3 "$(dirname "$0")/hf_parity.py" "$bin" "$run"
+# Regenerates the SSD fixture (compare with the committed one: `git diff --stat tests/fixtures`).
+PYTHONUNBUFFERED=1 python3 "$(dirname "$0")/ssd_reference.py" "${SSD_OUT:-/tmp/ssd_reference.safetensors}"

@@ -110,6 +110,30 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Benchmark forward+backward time and peak memory of an attention layer and a Mamba-2
+    /// layer against sequence length, and print KV-cache sizes of MHA, GQA and MQA.
+    Bench {
+        /// Sequence lengths.
+        #[arg(long, value_delimiter = ',', default_value = "256,512,1024,2048,4096,8192")]
+        seq: Vec<usize>,
+        #[arg(long, default_value_t = 256)]
+        d_model: usize,
+        #[arg(long, default_value_t = 4)]
+        n_heads: usize,
+        #[arg(long, default_value_t = 1)]
+        n_kv_heads: usize,
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Timed repetitions after one warm-up (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        /// Append results as JSON lines to this file.
+        #[arg(long)]
+        jsonl: Option<PathBuf>,
+        /// Internal: measure one `kind:seq` in this process.
+        #[arg(long, hide = true)]
+        one: Option<String>,
+    },
     /// Prepare and filter a recipe's data into its run directory and print the filter report.
     Data {
         #[command(flatten)]
@@ -277,6 +301,52 @@ fn dispatch(cmd: Cmd) -> Result<()> {
                     let rows: Vec<&[f32]> = logits.chunks(v).collect();
                     println!("{}", serde_json::json!({"ids": ids, "logits": rows}));
                 }
+            }
+            Ok(())
+        }
+        Cmd::Bench { seq, d_model, n_heads, n_kv_heads, batch, reps, jsonl, one } => {
+            if n_heads == 0 || n_kv_heads == 0 || n_heads % n_kv_heads != 0 || d_model % n_heads != 0 {
+                return Err(Error::input(format!(
+                    "--n-heads ({n_heads}) must divide --d-model ({d_model}) and be a multiple of --n-kv-heads ({n_kv_heads})")));
+            }
+            let cfg = crate::bench::LayerBench { d_model, n_heads, n_kv_heads, batch, reps: reps.max(1) };
+            if let Some(one) = one {
+                let (kind, t) = one.split_once(':').ok_or_else(|| Error::input("--one kind:seq"))?;
+                let t: usize = t.parse().map_err(|_| Error::input("--one kind:seq"))?;
+                let ms = crate::bench::time_layer(kind, t, cfg)?;
+                println!("{ms} {}", crate::bench::peak_rss_mib().unwrap_or(0.0));
+                return Ok(());
+            }
+            let exe = std::env::current_exe().map_err(|e| Error::runtime(e.to_string()))?;
+            println!("forward+backward of one layer, batch {batch}, d_model {d_model}, burn flex f32 (median of {reps})");
+            println!("{:<10} {:>7} {:>12} {:>12}", "layer", "seq", "ms", "peak MiB");
+            let mut lines = String::new();
+            crate::bench::sweep(&exe, &["attention", "mamba"], &seq, cfg, |kind, t, r| {
+                match r {
+                    Some((ms, mib)) => {
+                        println!("{kind:<10} {t:>7} {ms:>12.1} {mib:>12.0}");
+                        lines += &format!("{}\n", serde_json::json!({"layer": kind, "seq": t, "ms": ms, "peak_mib": mib,
+                            "d_model": d_model, "n_heads": n_heads, "n_kv_heads": n_kv_heads, "batch": batch}));
+                    }
+                    None => println!("{kind:<10} {t:>7} {:>12} {:>12}", "failed", "-"),
+                }
+            });
+            let shape = |kv: usize| crate::model::DecoderConfig {
+                vocab_size: 32000,
+                shape: crate::recipe::PartialShape {
+                    d_model: Some(4096), n_layers: Some(32), n_heads: Some(32), n_kv_heads: Some(kv), d_ff: Some(14336),
+                    ..Default::default()
+                }.to_shape().expect("complete shape"),
+            };
+            println!("\nKV cache per token, f32, a 32-layer d_model 4096 model with 32 query heads:");
+            for (name, kv) in [("MHA (32 KV heads)", 32), ("GQA (8 KV heads)", 8), ("MQA (1 KV head)", 1)] {
+                println!("  {name:<18} {:>8} KiB", shape(kv).kv_bytes_per_token() / 1024);
+            }
+            if let Some(p) = jsonl {
+                use std::io::Write;
+                let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&p)
+                    .map_err(|e| Error::input(format!("{}: {e}", p.display())))?;
+                f.write_all(lines.as_bytes()).map_err(|e| Error::runtime(format!("{}: {e}", p.display())))?;
             }
             Ok(())
         }

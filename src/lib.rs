@@ -4,6 +4,7 @@
 //! ([`model`]) -> [`kd_loss`] -> [`train`] -> [`eval`] / [`quant`] / [`export`]; [`pipeline`]
 //! runs the stages in that order.
 
+pub mod bench;
 pub mod data;
 pub mod error;
 pub mod eval;

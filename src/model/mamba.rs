@@ -425,4 +425,47 @@ mod tests {
             assert!((g[k] - fd).abs() < 2e-3 * (1.0 + fd.abs()), "input {k}: {} vs {fd}", g[k]);
         }
     }
+
+    /// Against PyTorch (scripts/ssd_reference.py, run on an H100 and saved): its float64
+    /// sequential recurrence and its float32 chunked SSD, at a length (45) that is not a
+    /// multiple of the chunk (16).
+    #[test]
+    fn ssd_matches_pytorch_fixture() {
+        let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ssd_reference.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let dev = Device::flex();
+        let get = |name: &str| -> (Vec<f32>, Vec<usize>) {
+            let v = st.tensor(name).unwrap();
+            let data = v.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            (data, v.shape().to_vec())
+        };
+        let t4 = |name: &str| {
+            let (d, s) = get(name);
+            Tensor::<4>::from_data(TensorData::new(d, [s[0], s[1], s[2], s[3]]), &dev)
+        };
+        let (dt, ds) = get("dt");
+        let (a, _) = get("a");
+        let x = t4("x");
+        let [b, t, h, p] = x.dims();
+        let dt = Tensor::<3>::from_data(TensorData::new(dt, [ds[0], ds[1], ds[2]]), &dev);
+        let a = Tensor::<1>::from_data(TensorData::new(a, [h]), &dev);
+        let (bm, cm) = (t4("b"), t4("c"));
+        let (y, state) = ssd_chunked(x.clone(), dt.clone(), a.clone(), bm.clone(), cm.clone(), 16);
+        let y = vec_of(y);
+        assert!(max_err(&y, &get("y_naive").0) < 1e-4, "vs torch recurrence");
+        assert!(max_err(&y, &get("y_chunked").0) < 1e-4, "vs torch chunked SSD");
+        assert!(max_err(&vec_of(state), &get("state_naive").0) < 1e-4, "final state");
+        let [_, _, g, n] = bm.dims();
+        let mut st_rec = Tensor::<4>::zeros([b, h, p, n], &dev);
+        let ys: Vec<Tensor<4>> = (0..t)
+            .map(|i| {
+                let xt = x.clone().slice([0..b, i..i + 1, 0..h, 0..p]).reshape([b, h, p]);
+                let dtt = dt.clone().slice([0..b, i..i + 1, 0..h]).reshape([b, h]);
+                let bt = bm.clone().slice([0..b, i..i + 1, 0..g, 0..n]).reshape([b, g, n]);
+                let ct = cm.clone().slice([0..b, i..i + 1, 0..g, 0..n]).reshape([b, g, n]);
+                ssd_step(xt, dtt, a.clone(), bt, ct, &mut st_rec).unsqueeze_dim::<4>(1)
+            })
+            .collect();
+        assert!(max_err(&vec_of(Tensor::cat(ys, 1)), &get("y_naive").0) < 1e-4, "recurrent vs torch");
+    }
 }
