@@ -109,6 +109,9 @@ enum Cmd {
         /// Write a safetensors file with `logits` (seq, vocab) f32 instead of printing JSON.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Backend to run on: cpu, or cuda / wgpu when compiled in.
+        #[arg(long, default_value = "cpu")]
+        backend: String,
     },
     /// Benchmark forward+backward time and peak memory of an attention layer and a Mamba-2
     /// layer against sequence length, and print KV-cache sizes of MHA, GQA and MQA.
@@ -262,8 +265,14 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             println!();
             Ok(())
         }
-        Cmd::Logits { model, ids, text, teacher, int8, out } => {
-            let device = burn::tensor::Device::flex();
+        Cmd::Logits { model, ids, text, teacher, int8, out, backend } => {
+            let b: crate::recipe::Backend = toml::Value::String(backend.clone())
+                .try_into()
+                .map_err(|_| Error::input(format!("--backend: expected cpu, cuda or wgpu, got {backend:?}")))?;
+            if (b == crate::recipe::Backend::Cuda && !cfg!(feature = "cuda")) || (b == crate::recipe::Backend::Wgpu && !cfg!(feature = "wgpu")) {
+                return Err(Error::input(format!("--backend {backend}: not compiled into this binary; rebuild with `--features {backend}`")));
+            }
+            let device = pipeline::device_for(b);
             let (m, tok_dir) = if model.join("model.json").is_file() {
                 (store::load(&model, &device)?.0, model.clone())
             } else {
