@@ -3,7 +3,7 @@
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use crate::data::pack::SplitMix;
+use crate::rng::SplitMix;
 use crate::model::Decoder;
 
 #[derive(Debug, Clone, Copy)]

@@ -15,6 +15,7 @@ pub mod model;
 pub mod pipeline;
 pub mod quant;
 pub mod recipe;
+pub mod rng;
 pub mod train;
 pub mod util;
 

@@ -4,20 +4,11 @@
 //! track state to predict the next token, and a teacher's soft distribution
 //! carries more than surface statistics.
 
-/// SplitMix64: tiny, fully specified, and identical on every platform, so a
-/// seed names the same corpus forever.
-struct Rng(u64);
+/// The project's SplitMix64 with the draws a grammar needs.
+struct Rng(crate::rng::SplitMix);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Multiply-shift instead of `%`: no modulo bias and no float rounding.
-    fn below(&mut self, n: usize) -> usize { ((self.next() as u128 * n as u128) >> 64) as usize }
+    fn below(&mut self, n: usize) -> usize { self.0.below(n) }
     fn range(&mut self, lo: usize, hi: usize) -> usize { lo + self.below(hi - lo + 1) }
     fn chance(&mut self, pct: usize) -> bool { self.below(100) < pct }
     fn pick<T: Copy>(&mut self, xs: &[T]) -> T { xs[self.below(xs.len())] }
@@ -417,7 +408,7 @@ pub struct StoryGen {
 
 impl StoryGen {
     pub fn new(seed: u64) -> Self {
-        StoryGen { rng: Rng(seed) }
+        StoryGen { rng: Rng(crate::rng::SplitMix(seed)) }
     }
 
     pub fn next_story(&mut self) -> String {

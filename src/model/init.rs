@@ -6,7 +6,7 @@ use burn::module::Param;
 use burn::nn::{Embedding, Linear};
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::data::pack::SplitMix;
+use crate::rng::SplitMix;
 
 pub struct Init<'a> {
     rng: SplitMix,

@@ -270,7 +270,7 @@ mod tests {
     }
 
     fn inputs(b: usize, t: usize, h: usize, p: usize, g: usize, n: usize, seed: u64) -> Inputs {
-        let mut rng = crate::data::pack::SplitMix(seed);
+        let mut rng = crate::rng::SplitMix(seed);
         let mut v = |k: usize, lo: f64, hi: f64| -> Vec<f32> { (0..k).map(|_| (lo + (hi - lo) * rng.uniform()) as f32).collect() };
         Inputs {
             x: v(b * t * h * p, -1.0, 1.0),
