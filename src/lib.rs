@@ -16,6 +16,7 @@ pub mod pipeline;
 pub mod quant;
 pub mod recipe;
 pub mod rng;
+pub mod teacher;
 pub mod train;
 pub mod util;
 

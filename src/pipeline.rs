@@ -102,6 +102,17 @@ fn execute(recipe: &Recipe, dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(S
 
     let teacher_cfg = DecoderConfig { vocab_size: vocab, shape: recipe.teacher.shape() };
     let teacher = match recipe.teacher.kind {
+        TeacherKind::Hf => {
+            let p = recipe.teacher.path.as_ref().expect("validated");
+            let (t, tok) = crate::teacher::hf::load(p, &device)?;
+            if tok.hash() != tok_hash {
+                return Err(Error::input(format!(
+                    "teacher {}: its tokenizer.json differs from the one the data in {} was prepared with: the vocabularies must be identical",
+                    p.display(), dir.display())));
+            }
+            log(format!("teacher: {} ({} parameters in matmuls)", p.display(), t.config.matmul_params()));
+            t
+        }
         TeacherKind::Checkpoint => {
             let p = recipe.teacher.path.as_ref().expect("validated");
             let (t, hash) = store::load(p, &device)?;
@@ -123,7 +134,9 @@ fn execute(recipe: &Recipe, dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(S
             train(&job, &device)
         }, opts)?,
     };
-    let student_cfg = DecoderConfig { vocab_size: vocab, shape: recipe.student.shape() };
+    // The student predicts over the teacher's output space (an HF model may pad its
+    // vocabulary beyond the tokenizer's).
+    let student_cfg = DecoderConfig { vocab_size: teacher.config.vocab_size, shape: recipe.student.shape() };
     let student = stage(dir, Phase::Student, &tok_hash, &device, log, |stop_after| {
         let job = TrainJob {
             phase: Phase::Student, dir: dir.join("student"), metrics: metrics_path.clone(),

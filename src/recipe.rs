@@ -116,6 +116,8 @@ pub enum TokenizerKind {
     Train,
     /// Load an existing `tokenizer.json`.
     File,
+    /// Use the teacher's `tokenizer.json` (`teacher.kind = "hf"` or `"checkpoint"`).
+    Teacher,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -251,6 +253,8 @@ pub enum TeacherKind {
     Pretrain,
     /// Load a frozen teacher exported by an earlier run (`<run>/teacher/final`).
     Checkpoint,
+    /// A Hugging Face Llama or Qwen2 folder: config.json, safetensors, tokenizer.json.
+    Hf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -618,18 +622,24 @@ impl Recipe {
             },
             _ => {}
         }
-        if r.teacher.kind == TeacherKind::Checkpoint {
+        if r.teacher.kind != TeacherKind::Pretrain {
+            let (kind, marker) = match r.teacher.kind {
+                TeacherKind::Hf => ("hf", "config.json"),
+                _ => ("checkpoint", "model.json"),
+            };
             match &r.teacher.path {
-                None => return Err(fail("teacher.path", "required when teacher.kind = \"checkpoint\"".into())),
-                Some(p) if !p.join("model.json").is_file() => {
+                None => return Err(fail("teacher.path", format!("required when teacher.kind = \"{kind}\""))),
+                Some(p) if !p.join(marker).is_file() => {
                     return Err(fail("teacher.path", format!(
-                        "{} is not a teacher checkpoint directory (no model.json in it)", p.display())))
+                        "{} is not a teacher directory for kind \"{kind}\" (no {marker} in it)", p.display())))
                 }
                 _ => {}
             }
-            if t.kind != TokenizerKind::File {
-                return Err(fail("tokenizer.kind", "a checkpoint teacher brings its own vocabulary: set tokenizer.kind = \"file\" and tokenizer.path to the teacher's tokenizer.json".into()));
+            if t.kind == TokenizerKind::Train {
+                return Err(fail("tokenizer.kind", "this teacher brings its own vocabulary: set tokenizer.kind = \"teacher\" (or \"file\" with the same tokenizer.json)".into()));
             }
+        } else if t.kind == TokenizerKind::Teacher {
+            return Err(fail("tokenizer.kind", "\"teacher\" needs teacher.kind = \"hf\" or \"checkpoint\"; a pretrained teacher uses the trained tokenizer".into()));
         }
         for (who, s) in [("teacher", r.teacher.shape()), ("student", r.student.shape())] {
             let k = |name: &str| format!("{who}.model.{name}");

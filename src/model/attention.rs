@@ -41,14 +41,15 @@ impl KvCache {
 }
 
 impl Attention {
-    pub fn new(d_model: usize, n_heads: usize, n_kv_heads: usize, qkv_bias: bool, window: Option<usize>, init: &mut Init) -> Self {
+    /// `prefix`: the Hugging Face name of the layer's attention, e.g. `model.layers.0.self_attn`.
+    pub fn new(prefix: &str, d_model: usize, n_heads: usize, n_kv_heads: usize, qkv_bias: bool, window: Option<usize>, init: &mut Init) -> Self {
         let head_dim = d_model / n_heads;
-        let mut lin = |i, o, bias| init.linear(i, o, bias);
+        let mut lin = |name: &str, i, o, bias| init.named_linear(&format!("{prefix}.{name}"), i, o, bias);
         Attention {
-            wq: lin(d_model, n_heads * head_dim, qkv_bias),
-            wk: lin(d_model, n_kv_heads * head_dim, qkv_bias),
-            wv: lin(d_model, n_kv_heads * head_dim, qkv_bias),
-            wo: lin(n_heads * head_dim, d_model, false),
+            wq: lin("q_proj", d_model, n_heads * head_dim, qkv_bias),
+            wk: lin("k_proj", d_model, n_kv_heads * head_dim, qkv_bias),
+            wv: lin("v_proj", d_model, n_kv_heads * head_dim, qkv_bias),
+            wo: lin("o_proj", n_heads * head_dim, d_model, false),
             n_heads,
             n_kv_heads,
             head_dim,

@@ -1,12 +1,12 @@
 //! The decoder stack used for both teacher and student.
 
 use burn::module::Module;
-use burn::nn::{Embedding, Linear, RmsNorm, RmsNormConfig};
+use burn::nn::{Embedding, Linear, RmsNorm};
 use burn::tensor::{Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::attention::{Attention, KvCache};
-use super::init::Init;
+use super::init::{Init, WeightSource};
 use super::mamba::{Mamba2, MambaState};
 use super::mlp::SwiGlu;
 use super::rope;
@@ -105,34 +105,49 @@ pub struct Decoder {
 impl DecoderConfig {
     /// Random initialization, a function of `seed` alone.
     pub fn init(&self, seed: u64, device: &Device) -> Decoder {
+        self.build(&mut Init::new(seed, device))
+    }
+
+    /// The model with its weights read from `source` (Hugging Face names).
+    pub fn load(&self, source: &dyn WeightSource, device: &Device) -> crate::Result<Decoder> {
+        if self.shape.layer_pattern.contains('M') {
+            return Err(crate::Error::input("loading Mamba-2 layers from Hugging Face weights is not supported"));
+        }
+        let mut init = Init::from_source(source, device);
+        let m = self.build(&mut init);
+        init.finish()?;
+        Ok(m)
+    }
+
+    fn build(&self, init: &mut Init) -> Decoder {
         let s = &self.shape;
-        let mut init = Init::new(seed, device);
-        let norm = || RmsNormConfig::new(s.d_model).with_epsilon(s.norm_eps).init(device);
         let blocks = (0..s.n_layers)
-            .map(|i| Block {
-                mixer_norm: norm(),
-                mixer: match s.layer_kind(i) {
-                    'M' => Mixer::Mamba(Mamba2::new(s.d_model, &s.mamba, s.norm_eps, &mut init)),
-                    _ => Mixer::Attention(Attention::new(s.d_model, s.n_heads, s.n_kv_heads, s.qkv_bias, s.window, &mut init)),
-                },
-                mlp_norm: norm(),
-                mlp: SwiGlu::new(s.d_model, s.d_ff, &mut init),
+            .map(|i| {
+                let p = format!("model.layers.{i}");
+                Block {
+                    mixer_norm: init.named_norm(&format!("{p}.input_layernorm"), s.d_model, s.norm_eps),
+                    mixer: match s.layer_kind(i) {
+                        'M' => Mixer::Mamba(Mamba2::new(s.d_model, &s.mamba, s.norm_eps, init)),
+                        _ => Mixer::Attention(Attention::new(&format!("{p}.self_attn"), s.d_model, s.n_heads, s.n_kv_heads, s.qkv_bias, s.window, init)),
+                    },
+                    mlp_norm: init.named_norm(&format!("{p}.post_attention_layernorm"), s.d_model, s.norm_eps),
+                    mlp: SwiGlu::new(&format!("{p}.mlp"), s.d_model, s.d_ff, init),
+                }
             })
             .collect();
         // A tied embedding is also the output projection: N(0, 1) would give initial logits
         // of standard deviation sqrt(d_model), so scale it to 1 there.
         let std = if s.tie_embeddings { (s.d_model as f64).powf(-0.5) } else { 1.0 };
-        let embed = init.embedding(self.vocab_size, s.d_model, std);
-        let lm_head = (!s.tie_embeddings).then(|| init.linear(s.d_model, self.vocab_size, false));
+        let embed = init.named_embedding("model.embed_tokens", self.vocab_size, s.d_model, std);
+        let lm_head = (!s.tie_embeddings).then(|| init.named_linear("lm_head", s.d_model, self.vocab_size, false));
         Decoder {
             embed,
             blocks,
-            norm: norm(),
+            norm: init.named_norm("model.norm", s.d_model, s.norm_eps),
             lm_head,
             config: self.clone(),
         }
     }
-
 
     pub fn head_dim(&self) -> usize {
         self.shape.d_model / self.shape.n_heads

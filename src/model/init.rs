@@ -1,21 +1,84 @@
-//! Parameter initialization from our own seeded generator instead of the backend's global
-//! RNG: a model built from a seed is the same whatever else the process draws at the same
-//! time (parallel tests, a second model), which is what makes runs reproducible.
+//! Where a new model's parameters come from: our own seeded generator (not the backend's
+//! global RNG, so a model built from a seed is the same whatever else the process draws), or a
+//! checkpoint's named tensors (Hugging Face names and `[out, in]` layout).
+//!
+//! Constructors take the Hugging Face name of each weight; the random source ignores it.
+//! A loading error is kept and reported once after the build (see [`Init::finish`]), so that
+//! module constructors stay free of `Result` plumbing.
 
 use burn::module::Param;
-use burn::nn::{Embedding, Linear};
+use burn::nn::{Embedding, Linear, RmsNorm, RmsNormConfig};
 use burn::tensor::{Device, Tensor, TensorData};
 
+use crate::error::{Error, Result};
 use crate::rng::SplitMix;
+
+/// Named tensors to load: `(data, shape)` in f32, row-major, as stored.
+pub trait WeightSource {
+    fn get(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)>;
+}
 
 pub struct Init<'a> {
     rng: SplitMix,
     pub device: &'a Device,
+    source: Option<&'a dyn WeightSource>,
+    error: Option<Error>,
 }
 
 impl<'a> Init<'a> {
     pub fn new(seed: u64, device: &'a Device) -> Self {
-        Init { rng: SplitMix(seed), device }
+        Init { rng: SplitMix(seed), device, source: None, error: None }
+    }
+
+    pub fn from_source(source: &'a dyn WeightSource, device: &'a Device) -> Self {
+        Init { rng: SplitMix(0), device, source: Some(source), error: None }
+    }
+
+    /// The first loading error, if any: call once the model is built.
+    pub fn finish(self) -> Result<()> {
+        self.error.map_or(Ok(()), Err)
+    }
+
+    /// Load `name` with `shape` (as stored) or, on error, remember it and return zeros.
+    fn load<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Option<Tensor<D>> {
+        let src = self.source?;
+        let t = src.get(name).and_then(|(data, got)| {
+            if got != shape {
+                return Err(Error::input(format!("tensor `{name}` has shape {got:?}, expected {shape:?}")));
+            }
+            Ok(Tensor::from_data(TensorData::new(data, shape), self.device))
+        });
+        Some(t.unwrap_or_else(|e| {
+            self.error.get_or_insert(e);
+            Tensor::zeros(shape, self.device)
+        }))
+    }
+
+    /// A linear layer named `name` (`name.weight` stored `[out, in]`, `name.bias`), held in
+    /// burn's `[in, out]` layout.
+    pub fn named_linear(&mut self, name: &str, d_in: usize, d_out: usize, bias: bool) -> Linear {
+        if self.source.is_some() {
+            let w = self.load(&format!("{name}.weight"), [d_out, d_in]).expect("source set").transpose();
+            let b = bias.then(|| Param::from_tensor(self.load(&format!("{name}.bias"), [d_out]).expect("source set")));
+            return Linear { weight: Param::from_tensor(w), bias: b };
+        }
+        self.linear(d_in, d_out, bias)
+    }
+
+    pub fn named_embedding(&mut self, name: &str, vocab: usize, d: usize, std: f64) -> Embedding {
+        match self.load(&format!("{name}.weight"), [vocab, d]) {
+            Some(w) => Embedding { weight: Param::from_tensor(w) },
+            None => self.embedding(vocab, d, std),
+        }
+    }
+
+    /// RMSNorm with weight `name.weight` (ones when random).
+    pub fn named_norm(&mut self, name: &str, d: usize, eps: f64) -> RmsNorm {
+        let mut n = RmsNormConfig::new(d).with_epsilon(eps).init(self.device);
+        if let Some(w) = self.load(&format!("{name}.weight"), [d]) {
+            n.gamma = Param::from_tensor(w);
+        }
+        n
     }
 
     fn draw_uniform(&mut self, n: usize, lo: f64, hi: f64) -> Vec<f32> {

@@ -15,8 +15,13 @@ pub struct SwiGlu {
 }
 
 impl SwiGlu {
-    pub fn new(d_model: usize, d_ff: usize, init: &mut Init) -> Self {
-        SwiGlu { w_gate: init.linear(d_model, d_ff, false), w_up: init.linear(d_model, d_ff, false), w_down: init.linear(d_ff, d_model, false) }
+    /// `prefix`: the Hugging Face name, e.g. `model.layers.0.mlp`.
+    pub fn new(prefix: &str, d_model: usize, d_ff: usize, init: &mut Init) -> Self {
+        SwiGlu {
+            w_gate: init.named_linear(&format!("{prefix}.gate_proj"), d_model, d_ff, false),
+            w_up: init.named_linear(&format!("{prefix}.up_proj"), d_model, d_ff, false),
+            w_down: init.named_linear(&format!("{prefix}.down_proj"), d_ff, d_model, false),
+        }
     }
 
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {

@@ -1,0 +1,3 @@
+//! Frozen teachers from outside our own runs.
+
+pub mod hf;
