@@ -100,7 +100,6 @@ fn execute(recipe: &Recipe, dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(S
     let metrics_path = dir.join("metrics.jsonl");
     let tok_hash = prepared.meta.tokenizer_hash.clone();
 
-    let teacher_cfg = DecoderConfig { vocab_size: vocab, shape: recipe.teacher.shape() };
     let teacher = match recipe.teacher.kind {
         TeacherKind::Hf => {
             let p = recipe.teacher.path.as_ref().expect("validated");
@@ -124,6 +123,7 @@ fn execute(recipe: &Recipe, dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(S
             t
         }
         TeacherKind::Pretrain => stage(dir, Phase::Teacher, &tok_hash, &device, log, |stop_after| {
+            let teacher_cfg = DecoderConfig { vocab_size: vocab, shape: recipe.teacher.shape() };
             let job = TrainJob {
                 phase: Phase::Teacher, dir: dir.join("teacher"), metrics: metrics_path.clone(),
                 model: teacher_cfg.clone(), optim: &recipe.teacher.optim, teacher: None,
@@ -134,6 +134,10 @@ fn execute(recipe: &Recipe, dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(S
             train(&job, &device)
         }, opts)?,
     };
+    if recipe.data.seq_len > teacher.config.shape.max_seq_len {
+        return Err(Error::input(format!(
+            "data.seq_len ({}) exceeds the teacher's context ({} tokens)", recipe.data.seq_len, teacher.config.shape.max_seq_len)));
+    }
     // The student predicts over the teacher's output space (an HF model may pad its
     // vocabulary beyond the tokenizer's).
     let student_cfg = DecoderConfig { vocab_size: teacher.config.vocab_size, shape: recipe.student.shape() };

@@ -531,10 +531,17 @@ impl Recipe {
     }
 
     fn resolve_shapes(&mut self, file: &str, text: &str, ov: &[String]) -> Result<()> {
+        // A loaded teacher brings its shape (model.json or config.json).
+        let teacher_shape = self.teacher.kind == TeacherKind::Pretrain;
         for (section, config, model) in [
             ("teacher", self.teacher.config.take(), &mut self.teacher.model),
             ("student", self.student.config.take(), &mut self.student.model),
         ] {
+            if section == "teacher" && !teacher_shape {
+                // Not used: the resolved recipe shows that by leaving them out.
+                *model = PartialShape::default();
+                continue;
+            }
             let base = match &config {
                 Some(p) => {
                     let t = crate::error::read_to_string(p).map_err(|e| {
@@ -641,7 +648,11 @@ impl Recipe {
         } else if t.kind == TokenizerKind::Teacher {
             return Err(fail("tokenizer.kind", "\"teacher\" needs teacher.kind = \"hf\" or \"checkpoint\"; a pretrained teacher uses the trained tokenizer".into()));
         }
-        for (who, s) in [("teacher", r.teacher.shape()), ("student", r.student.shape())] {
+        let mut shapes = vec![("student", r.student.shape())];
+        if r.teacher.kind == TeacherKind::Pretrain {
+            shapes.insert(0, ("teacher", r.teacher.shape()));
+        }
+        for (who, s) in shapes {
             let k = |name: &str| format!("{who}.model.{name}");
             for (name, v) in [("d_model", s.d_model), ("n_layers", s.n_layers), ("n_heads", s.n_heads),
                 ("n_kv_heads", s.n_kv_heads), ("d_ff", s.d_ff)] {
