@@ -1039,4 +1039,22 @@ steps = 100
         let m = err(&with("name = \"t\"", "name = \"t\"\nbackend = \"cuda\""), &[]);
         assert_eq!(m, "r.toml:3:1: key `run.backend`: backend Cuda is not compiled into this binary; rebuild with `--features cuda`");
     }
+
+    #[test]
+    fn loaded_teachers_bring_shape_and_vocabulary() {
+        let m = err(BASE, &["tokenizer.kind=teacher"]);
+        assert!(m.contains("key `tokenizer.kind`: \"teacher\" needs teacher.kind = \"hf\" or \"checkpoint\""), "{m}");
+        let m = err(BASE, &["teacher.kind=hf"]);
+        assert!(m.contains("key `teacher.path`: required when teacher.kind = \"hf\""), "{m}");
+        let m = err(BASE, &["teacher.kind=hf", "teacher.path=/no/such/dir"]);
+        assert!(m.contains("/no/such/dir is not a teacher directory for kind \"hf\" (no config.json in it)"), "{m}");
+        let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/hf/llama-gqa");
+        let ov = ["teacher.kind=hf".to_string(), format!("teacher.path={fixture}")];
+        let m = err(BASE, &[ov[0].as_str(), ov[1].as_str()]);
+        assert!(m.contains("key `tokenizer.kind`: this teacher brings its own vocabulary"), "{m}");
+        let mut ok = ov.to_vec();
+        ok.push("tokenizer.kind=teacher".into());
+        let r = Recipe::from_str_with(BASE, Path::new("r.toml"), &ok).unwrap();
+        assert_eq!(r.teacher.model, PartialShape::default(), "the recipe's teacher shape is not used");
+    }
 }
