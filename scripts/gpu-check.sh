@@ -10,3 +10,11 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null || 
 PYTHONUNBUFFERED=1 python3 "$(dirname "$0")/hf_parity.py" "$bin" "$run"
 # Regenerates the SSD fixture (compare with the committed one: `git diff --stat tests/fixtures`).
 PYTHONUNBUFFERED=1 python3 "$(dirname "$0")/ssd_reference.py" "${SSD_OUT:-/tmp/ssd_reference.safetensors}"
+# Attention kernel seam vs PyTorch SDPA (enable_gqa=True). BACKENDS lists the backends the
+# binary was built with, e.g. BACKENDS="cpu cuda" for a `--features cuda` build.
+for b in ${BACKENDS:-cpu}; do
+  for dt in f32 bf16; do
+    PYTHONUNBUFFERED=1 python3 "$(dirname "$0")/attention_parity.py" "$bin" --backend "$b" --dtype "$dt" || status=1
+  done
+done
+exit ${status:-0}

@@ -113,6 +113,22 @@ enum Cmd {
         #[arg(long, default_value = "cpu")]
         backend: String,
     },
+    /// Run the attention kernel on q/k/v read from a safetensors file (`q` (b, h, t, d), `k`
+    /// and `v` (b, kv, t, d), f32) and write `o`: the interface for attention parity checks
+    /// against PyTorch on each backend.
+    Attention {
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "cpu")]
+        backend: String,
+        /// f32 or bf16 (inputs are cast before the kernel, the output back to f32).
+        #[arg(long, default_value = "f32")]
+        dtype: String,
+        #[arg(long)]
+        window: Option<usize>,
+    },
     /// Benchmark forward+backward time and peak memory of an attention layer and a Mamba-2
     /// layer against sequence length, and print KV-cache sizes of MHA, GQA and MQA.
     Bench {
@@ -265,14 +281,40 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             println!();
             Ok(())
         }
-        Cmd::Logits { model, ids, text, teacher, int8, out, backend } => {
-            let b: crate::recipe::Backend = toml::Value::String(backend.clone())
-                .try_into()
-                .map_err(|_| Error::input(format!("--backend: expected cpu, cuda or wgpu, got {backend:?}")))?;
-            if (b == crate::recipe::Backend::Cuda && !cfg!(feature = "cuda")) || (b == crate::recipe::Backend::Wgpu && !cfg!(feature = "wgpu")) {
-                return Err(Error::input(format!("--backend {backend}: not compiled into this binary; rebuild with `--features {backend}`")));
+        Cmd::Attention { input, out, backend, dtype, window } => {
+            let device = backend_device(&backend)?;
+            let bytes = std::fs::read(&input).map_err(|e| Error::input(format!("{}: {e}", input.display())))?;
+            let st = safetensors::SafeTensors::deserialize(&bytes)
+                .map_err(|e| Error::input(format!("{}: {e}", input.display())))?;
+            let get = |n: &str| -> Result<burn::tensor::Tensor<4>> {
+                let v = st.tensor(n).map_err(|e| Error::input(format!("{}: `{n}`: {e}", input.display())))?;
+                let s = v.shape();
+                if v.dtype() != safetensors::Dtype::F32 || s.len() != 4 {
+                    return Err(Error::input(format!("{}: `{n}` must be a 4-d f32 tensor", input.display())));
+                }
+                let data: Vec<f32> = v.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+                Ok(burn::tensor::Tensor::from_data(burn::tensor::TensorData::new(data, [s[0], s[1], s[2], s[3]]), &device))
+            };
+            let (mut q, mut k, mut v) = (get("q")?, get("k")?, get("v")?);
+            match dtype.as_str() {
+                "f32" => {}
+                "bf16" => {
+                    let bf = burn::tensor::DType::BF16;
+                    (q, k, v) = (q.cast(bf), k.cast(bf), v.cast(bf));
+                }
+                other => return Err(Error::input(format!("--dtype: expected f32 or bf16, got {other:?}"))),
             }
-            let device = pipeline::device_for(b);
+            let o = crate::model::attention::grouped_attention(q, k, v, 0, window).cast(burn::tensor::DType::F32);
+            let shape = o.dims().to_vec();
+            let data: Vec<f32> = o.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32");
+            let raw: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
+            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, &raw).expect("shape");
+            let file = safetensors::serialize([("o", view)], None).map_err(|e| Error::runtime(e.to_string()))?;
+            crate::util::write_atomic(&out, &file)?;
+            Ok(())
+        }
+        Cmd::Logits { model, ids, text, teacher, int8, out, backend } => {
+            let device = backend_device(&backend)?;
             let (m, tok_dir) = if model.join("model.json").is_file() {
                 (store::load(&model, &device)?.0, model.clone())
             } else {
@@ -377,6 +419,17 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `--backend cpu|cuda|wgpu`, refusing a backend this binary was built without.
+fn backend_device(backend: &str) -> Result<burn::tensor::Device> {
+    let b: crate::recipe::Backend = toml::Value::String(backend.to_string())
+        .try_into()
+        .map_err(|_| Error::input(format!("--backend: expected cpu, cuda or wgpu, got {backend:?}")))?;
+    if (b == crate::recipe::Backend::Cuda && !cfg!(feature = "cuda")) || (b == crate::recipe::Backend::Wgpu && !cfg!(feature = "wgpu")) {
+        return Err(Error::input(format!("--backend {backend}: not compiled into this binary; rebuild with `--features {backend}`")));
+    }
+    Ok(pipeline::device_for(b))
 }
 
 fn load_final(run_dir: &Path, which: &str, device: &burn::tensor::Device) -> Result<crate::model::Decoder> {

@@ -195,7 +195,7 @@ fn cli_exit_codes_and_messages() {
     let (code, _, err) = distill_cmd(&["resume", dir.join("nothing").to_str().unwrap()]);
     assert_eq!(code, 2);
     assert!(err.contains("not a run directory"), "{err}");
-    for sub in ["run", "resume", "eval", "export", "generate", "logits", "bench", "data", "validate"] {
+    for sub in ["run", "resume", "eval", "export", "generate", "logits", "attention", "bench", "data", "validate"] {
         let (code, out, _) = distill_cmd(&[sub, "--help"]);
         assert_eq!(code, 0, "{sub} --help");
         assert!(out.contains("Usage: distill"), "{sub}");
