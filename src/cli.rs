@@ -91,8 +91,8 @@ enum Cmd {
     /// Print (as JSON) or save (as safetensors) a model's logits for given tokens: the
     /// interface for parity checks against other implementations.
     Logits {
-        /// A run directory (its student, or its teacher with --teacher) or a model directory
-        /// holding model.json.
+        /// A run directory (its student, or its teacher with --teacher), a model directory
+        /// holding model.json, or a Hugging Face folder (config.json + safetensors).
         #[arg(long)]
         model: PathBuf,
         /// Comma-separated token ids, e.g. "1,2,3".
@@ -317,6 +317,8 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             let device = backend_device(&backend)?;
             let (m, tok_dir) = if model.join("model.json").is_file() {
                 (store::load(&model, &device)?.0, model.clone())
+            } else if model.join("config.json").is_file() && !model.join(pipeline::RESOLVED).is_file() {
+                (crate::teacher::hf::load(&model, &device)?.0, model.clone())
             } else {
                 (load_final(&model, if teacher { "teacher" } else { "student" }, &device)?, model.clone())
             };
