@@ -26,29 +26,32 @@ def main():
     tol = 2e-2 if a.dtype == "bf16" else (1e-5 if a.backend == "cpu" else 1e-3)
     g = torch.Generator().manual_seed(0)
     ok = True
+    cases = [("MHA", 8, 8, 256, 64, None), ("GQA", 8, 2, 256, 64, None),
+             ("MQA", 8, 1, 256, 64, None), ("GQA window 64", 8, 2, 256, 64, 64)]
+    tensors, meta, refs = {}, {}, []
+    for i, (name, h, kv, t, d, window) in enumerate(cases):
+        q = torch.randn(2, h, t, d, generator=g)
+        k = torch.randn(2, kv, t, d, generator=g)
+        v = torch.randn(2, kv, t, d, generator=g)
+        tensors.update({f"q{i}": q, f"k{i}": k, f"v{i}": v})
+        qq, kk, vv = (x.to(dev, tdt) for x in (q, k, v))
+        if window is None:
+            ref = F.scaled_dot_product_attention(qq, kk, vv, is_causal=True, enable_gqa=True)
+        else:
+            meta[f"window{i}"] = str(window)
+            j = torch.arange(t, device=dev)
+            allowed = (j[None, :] <= j[:, None]) & (j[None, :] > j[:, None] - window)
+            ref = F.scaled_dot_product_attention(qq, kk, vv, attn_mask=allowed, enable_gqa=True)
+        refs.append(ref.float().cpu())
     with tempfile.TemporaryDirectory() as tmp:
-        for name, h, kv, t, d, window in [("MHA", 8, 8, 256, 64, None), ("GQA", 8, 2, 256, 64, None),
-                                          ("MQA", 8, 1, 256, 64, None), ("GQA window 64", 8, 2, 256, 64, 64)]:
-            q = torch.randn(2, h, t, d, generator=g)
-            k = torch.randn(2, kv, t, d, generator=g)
-            v = torch.randn(2, kv, t, d, generator=g)
-            qq, kk, vv = (x.to(dev, tdt) for x in (q, k, v))
-            if window is None:
-                ref = F.scaled_dot_product_attention(qq, kk, vv, is_causal=True, enable_gqa=True)
-            else:
-                i = torch.arange(t, device=dev)
-                allowed = (i[None, :] <= i[:, None]) & (i[None, :] > i[:, None] - window)
-                ref = F.scaled_dot_product_attention(qq, kk, vv, attn_mask=allowed, enable_gqa=True)
-            inp, out = os.path.join(tmp, "qkv.safetensors"), os.path.join(tmp, "o.safetensors")
-            save_file({"q": q.contiguous(), "k": k.contiguous(), "v": v.contiguous()}, inp)
-            cmd = [a.binary, "attention", "--input", inp, "--out", out, "--backend", a.backend, "--dtype", a.dtype]
-            if window:
-                cmd += ["--window", str(window)]
-            subprocess.run(cmd, check=True)
-            ours = load_file(out)["o"]
-            err = (ours - ref.float().cpu()).abs().max().item()
-            ok &= err < tol
-            print(f"{name:14s} h={h} kv={kv} t={t} d={d}: max|distill ({a.backend}, {a.dtype}) - torch SDPA ({dev}, {a.dtype})| = {err:.2e} (tol {tol:g})")
+        inp, out = os.path.join(tmp, "qkv.safetensors"), os.path.join(tmp, "o.safetensors")
+        save_file(tensors, inp, metadata=meta)
+        subprocess.run([a.binary, "attention", "--input", inp, "--out", out, "--backend", a.backend, "--dtype", a.dtype], check=True)
+        ours = load_file(out)
+    for i, (name, h, kv, t, d, window) in enumerate(cases):
+        err = (ours[f"o{i}"] - refs[i]).abs().max().item()
+        ok &= err < tol
+        print(f"{name:14s} h={h} kv={kv} t={t} d={d}: max|distill ({a.backend}, {a.dtype}) - torch SDPA ({dev}, {a.dtype})| = {err:.2e} (tol {tol:g})")
     print("PASS" if ok else "FAIL")
     raise SystemExit(0 if ok else 1)
 

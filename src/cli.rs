@@ -286,6 +286,9 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             let bytes = std::fs::read(&input).map_err(|e| Error::input(format!("{}: {e}", input.display())))?;
             let st = safetensors::SafeTensors::deserialize(&bytes)
                 .map_err(|e| Error::input(format!("{}: {e}", input.display())))?;
+            let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+                .map_err(|e| Error::input(format!("{}: {e}", input.display())))?;
+            let meta = meta.metadata().clone().unwrap_or_default();
             let get = |n: &str| -> Result<burn::tensor::Tensor<4>> {
                 let v = st.tensor(n).map_err(|e| Error::input(format!("{}: `{n}`: {e}", input.display())))?;
                 let s = v.shape();
@@ -295,21 +298,35 @@ fn dispatch(cmd: Cmd) -> Result<()> {
                 let data: Vec<f32> = v.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
                 Ok(burn::tensor::Tensor::from_data(burn::tensor::TensorData::new(data, [s[0], s[1], s[2], s[3]]), &device))
             };
-            let (mut q, mut k, mut v) = (get("q")?, get("k")?, get("v")?);
-            match dtype.as_str() {
-                "f32" => {}
-                "bf16" => {
-                    let bf = burn::tensor::DType::BF16;
-                    (q, k, v) = (q.cast(bf), k.cast(bf), v.cast(bf));
+            // Cases `q`/`k`/`v`, or `q0`/`k0`/`v0`, `q1`/... in one process, so that a GPU
+            // backend compiles and tunes its kernels once; metadata `window<i>` per case.
+            let suffixes: Vec<String> = if st.names().iter().any(|n| *n == "q") {
+                vec![String::new()]
+            } else {
+                (0..).map(|i: usize| i.to_string()).take_while(|i| st.names().iter().any(|n| **n == format!("q{i}"))).collect()
+            };
+            let mut outputs: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+            for sfx in &suffixes {
+                let (mut q, mut k, mut v) = (get(&format!("q{sfx}"))?, get(&format!("k{sfx}"))?, get(&format!("v{sfx}"))?);
+                match dtype.as_str() {
+                    "f32" => {}
+                    "bf16" => {
+                        let bf = burn::tensor::DType::BF16;
+                        (q, k, v) = (q.cast(bf), k.cast(bf), v.cast(bf));
+                    }
+                    other => return Err(Error::input(format!("--dtype: expected f32 or bf16, got {other:?}"))),
                 }
-                other => return Err(Error::input(format!("--dtype: expected f32 or bf16, got {other:?}"))),
+                let w = meta.get(&format!("window{sfx}")).and_then(|w| w.parse().ok()).or(window);
+                let o = crate::model::attention::grouped_attention(q, k, v, 0, w).cast(burn::tensor::DType::F32);
+                let shape = o.dims().to_vec();
+                let data: Vec<f32> = o.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32");
+                outputs.push((format!("o{sfx}"), shape, data.iter().flat_map(|x| x.to_le_bytes()).collect()));
             }
-            let o = crate::model::attention::grouped_attention(q, k, v, 0, window).cast(burn::tensor::DType::F32);
-            let shape = o.dims().to_vec();
-            let data: Vec<f32> = o.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32");
-            let raw: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
-            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, &raw).expect("shape");
-            let file = safetensors::serialize([("o", view)], None).map_err(|e| Error::runtime(e.to_string()))?;
+            let views: Vec<(String, safetensors::tensor::TensorView)> = outputs
+                .iter()
+                .map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).expect("shape")))
+                .collect();
+            let file = safetensors::serialize(views, None).map_err(|e| Error::runtime(e.to_string()))?;
             crate::util::write_atomic(&out, &file)?;
             Ok(())
         }
