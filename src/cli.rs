@@ -295,7 +295,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
                 if v.dtype() != safetensors::Dtype::F32 || s.len() != 4 {
                     return Err(Error::input(format!("{}: `{n}` must be a 4-d f32 tensor", input.display())));
                 }
-                let data: Vec<f32> = v.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+                let data: Vec<f32> = crate::util::f32s_from_le(v.data());
                 Ok(burn::tensor::Tensor::from_data(burn::tensor::TensorData::new(data, [s[0], s[1], s[2], s[3]]), &device))
             };
             // Cases `q`/`k`/`v`, or `q0`/`k0`/`v0`, `q1`/... in one process, so that a GPU
@@ -320,7 +320,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
                 let o = crate::model::attention::grouped_attention(q, k, v, 0, w).cast(burn::tensor::DType::F32);
                 let shape = o.dims().to_vec();
                 let data: Vec<f32> = o.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32");
-                outputs.push((format!("o{sfx}"), shape, data.iter().flat_map(|x| x.to_le_bytes()).collect()));
+                outputs.push((format!("o{sfx}"), shape, crate::util::f32s_to_le(&data)));
             }
             let views: Vec<(String, safetensors::tensor::TensorView)> = outputs
                 .iter()
@@ -361,7 +361,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             let logits: Vec<f32> = m.forward(x).into_data().convert::<f32>().try_to_vec::<f32>().expect("f32");
             match out {
                 Some(p) => {
-                    let bytes: Vec<u8> = logits.iter().flat_map(|x| x.to_le_bytes()).collect();
+                    let bytes: Vec<u8> = crate::util::f32s_to_le(&logits);
                     let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![t, v], &bytes).expect("shape");
                     let data = safetensors::serialize([("logits", view)], None).map_err(|e| Error::runtime(e.to_string()))?;
                     crate::util::write_atomic(&p, &data)?;

@@ -64,9 +64,6 @@ fn named_weights(m: &Decoder) -> Vec<(String, Weight)> {
     out
 }
 
-fn bytes_f32(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
 
 /// Write `dir/model.<format>.safetensors`; returns its path and size in bytes.
 pub fn export(model: &Decoder, format: ExportFormat, dir: &Path, tokenizer_json: &Path) -> Result<(PathBuf, u64)> {
@@ -74,12 +71,12 @@ pub fn export(model: &Decoder, format: ExportFormat, dir: &Path, tokenizer_json:
     let mut buffers: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     for (name, w) in named_weights(model) {
         match (w, format) {
-            (Weight::Vector(v), _) => buffers.push((name, Dtype::F32, vec![v.len()], bytes_f32(&v))),
-            (Weight::Dense(w, r, c), _) => buffers.push((name, Dtype::F32, vec![r, c], bytes_f32(&w))),
-            (Weight::Matrix(w, r, c), ExportFormat::F32) => buffers.push((name, Dtype::F32, vec![r, c], bytes_f32(&w))),
+            (Weight::Vector(v), _) => buffers.push((name, Dtype::F32, vec![v.len()], crate::util::f32s_to_le(&v))),
+            (Weight::Dense(w, r, c), _) => buffers.push((name, Dtype::F32, vec![r, c], crate::util::f32s_to_le(&w))),
+            (Weight::Matrix(w, r, c), ExportFormat::F32) => buffers.push((name, Dtype::F32, vec![r, c], crate::util::f32s_to_le(&w))),
             (Weight::Matrix(w, r, c), ExportFormat::Int8) => {
                 let (q, s) = quantize_rows(&w, r, c);
-                buffers.push((format!("{name}_scale"), Dtype::F32, vec![r], bytes_f32(&s)));
+                buffers.push((format!("{name}_scale"), Dtype::F32, vec![r], crate::util::f32s_to_le(&s)));
                 buffers.push((name, Dtype::I8, vec![r, c], q.into_iter().map(|x| x as u8).collect()));
             }
         }
@@ -147,10 +144,10 @@ pub fn read_int8(path: &Path) -> Result<HashMap<String, (Vec<f32>, Vec<usize>)>>
         }
         let shape = view.shape().to_vec();
         let data = match view.dtype() {
-            Dtype::F32 => view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            Dtype::F32 => crate::util::f32s_from_le(view.data()),
             Dtype::I8 => {
                 let s = st.tensor(&format!("{name}_scale")).map_err(|e| Error::input(format!("{}: {name}: {e}", path.display())))?;
-                let scales: Vec<f32> = s.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+                let scales: Vec<f32> = crate::util::f32s_from_le(s.data());
                 let q: Vec<i8> = view.data().iter().map(|b| *b as i8).collect();
                 crate::quant::int8::dequantize_rows(&q, &scales, shape[1])
             }

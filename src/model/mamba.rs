@@ -436,7 +436,7 @@ mod tests {
         let dev = Device::flex();
         let get = |name: &str| -> (Vec<f32>, Vec<usize>) {
             let v = st.tensor(name).unwrap();
-            let data = v.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let data = crate::util::f32s_from_le(v.data());
             (data, v.shape().to_vec())
         };
         let t4 = |name: &str| {

@@ -178,7 +178,7 @@ impl WeightSource for HfWeights {
         let view = st.tensor(name).map_err(|e| Error::input(format!("{}: `{name}`: {e}", path.display())))?;
         let bytes = view.data();
         let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            Dtype::F32 => crate::util::f32s_from_le(bytes),
             Dtype::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
             Dtype::BF16 => bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
             other => {
@@ -221,7 +221,7 @@ mod tests {
         let bytes = std::fs::read(dir.join("reference.safetensors")).unwrap();
         let st = SafeTensors::deserialize(&bytes).unwrap();
         let f = |n: &str| -> Vec<f32> {
-            st.tensor(n).unwrap().data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+            crate::util::f32s_from_le(st.tensor(n).unwrap().data())
         };
         let ids = st.tensor("ids").unwrap().data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
         (ids, f("logits_f32"), f("logits_native"))
