@@ -127,7 +127,7 @@ fn execute(recipe: &Recipe, dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(S
             let job = TrainJob {
                 phase: Phase::Teacher, dir: dir.join("teacher"), metrics: metrics_path.clone(),
                 model: teacher_cfg.clone(), optim: &recipe.teacher.optim, teacher: None,
-                kd: KdConfig { alpha: 1.0, temperature: 1.0, chunk_tokens: 2048 },
+                kd: KdConfig { alpha: 1.0, temperature: 1.0, chunk_tokens: 2048, divergence: crate::kd_loss::Divergence::ForwardKl },
                 train: &train_data, valid: &valid_data, seed: recipe.run.seed,
                 checkpoint: &recipe.checkpoint, eval: &recipe.eval, stop: opts.stop, stop_after, quiet: opts.quiet,
             };
@@ -145,7 +145,7 @@ fn execute(recipe: &Recipe, dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(S
         let job = TrainJob {
             phase: Phase::Student, dir: dir.join("student"), metrics: metrics_path.clone(),
             model: student_cfg.clone(), optim: &recipe.optim, teacher: Some(&teacher),
-            kd: KdConfig { alpha: recipe.distill.alpha, temperature: recipe.distill.temperature, chunk_tokens: 2048 },
+            kd: KdConfig { alpha: recipe.distill.alpha, temperature: recipe.distill.temperature, chunk_tokens: 2048, divergence: recipe.distill.divergence() },
             train: &train_data, valid: &valid_data, seed: recipe.run.seed,
             checkpoint: &recipe.checkpoint, eval: &recipe.eval, stop: opts.stop, stop_after, quiet: opts.quiet,
         };

@@ -302,6 +302,50 @@ pub struct DistillSection {
     /// Softmax temperature tau of the KL term (the KL is scaled by tau^2).
     #[serde(default = "d_temperature")]
     pub temperature: f64,
+    /// forward_kl | reverse_kl | jsd | skew_forward_kl | skew_reverse_kl | tv
+    #[serde(default = "d_divergence")]
+    pub divergence: DivergenceKind,
+    /// JSD mixture weight of the teacher (0 = forward KL, 1 = reverse KL).
+    #[serde(default = "d_half")]
+    pub jsd_beta: f64,
+    /// Skew KL mixture weight (0 = the plain KL).
+    #[serde(default = "d_skew")]
+    pub skew_lambda: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DivergenceKind {
+    ForwardKl,
+    ReverseKl,
+    Jsd,
+    SkewForwardKl,
+    SkewReverseKl,
+    Tv,
+}
+
+/// A divergence with its parameter, as the loss uses it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Divergence {
+    ForwardKl,
+    ReverseKl,
+    Jsd { beta: f64 },
+    SkewForwardKl { lambda: f64 },
+    SkewReverseKl { lambda: f64 },
+    Tv,
+}
+
+impl DistillSection {
+    pub fn divergence(&self) -> Divergence {
+        match self.divergence {
+            DivergenceKind::ForwardKl => Divergence::ForwardKl,
+            DivergenceKind::ReverseKl => Divergence::ReverseKl,
+            DivergenceKind::Jsd => Divergence::Jsd { beta: self.jsd_beta },
+            DivergenceKind::SkewForwardKl => Divergence::SkewForwardKl { lambda: self.skew_lambda },
+            DivergenceKind::SkewReverseKl => Divergence::SkewReverseKl { lambda: self.skew_lambda },
+            DivergenceKind::Tv => Divergence::Tv,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -389,6 +433,9 @@ fn d_logits() -> LogitsSource { LogitsSource::Online }
 fn d_teacher_optim() -> OptimSection { OptimSection { lr: 2e-3, ..OptimSection::default() } }
 fn d_alpha() -> f64 { 0.5 }
 fn d_temperature() -> f64 { 1.0 }
+fn d_divergence() -> DivergenceKind { DivergenceKind::ForwardKl }
+fn d_half() -> f64 { 0.5 }
+fn d_skew() -> f64 { 0.1 }
 fn d_lr() -> f64 { 2e-3 }
 fn d_min_lr() -> f64 { 2e-4 }
 fn d_warmup() -> usize { 20 }
@@ -720,6 +767,11 @@ impl Recipe {
         }
         if !(0.0..=1.0).contains(&r.distill.alpha) {
             return Err(fail("distill.alpha", format!("expected 0 <= alpha <= 1, got {}", r.distill.alpha)));
+        }
+        for (name, v) in [("jsd_beta", r.distill.jsd_beta), ("skew_lambda", r.distill.skew_lambda)] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(fail(&format!("distill.{name}"), format!("expected a value in [0, 1], got {v}")));
+            }
         }
         if !(r.distill.temperature > 0.0 && r.distill.temperature.is_finite()) {
             return Err(fail("distill.temperature", format!("expected tau > 0, got {}", r.distill.temperature)));
