@@ -997,7 +997,7 @@ steps = 100
     #[test]
     fn unknown_key_names_key_line_and_column() {
         let m = err(&with("alpha = 0.5", "alpah = 0.5"), &[]);
-        assert!(m.starts_with("r.toml:23:1: key `distill.alpah`: unknown field `alpah`, expected `alpha` or `temperature`"), "{m}");
+        assert!(m.starts_with("r.toml:23:1: key `distill.alpah`: unknown field `alpah`, expected one of `alpha`, `temperature`, `divergence`"), "{m}");
     }
 
     #[test]
