@@ -9,7 +9,6 @@ use clap::{Parser, Subcommand};
 
 use crate::data::{self, pack::Packed};
 use crate::error::{Error, Result};
-use crate::eval::evaluate;
 use crate::generate::{Sampling, generate};
 use crate::model::store;
 use crate::pipeline::{self, RunOptions, load_run_recipe};
@@ -231,11 +230,11 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             let prepared = data::load_prepared(&run_dir)?;
             let device = pipeline::device_for(r.run.backend);
             let valid = Packed::new(prepared.valid, r.data.seq_len, prepared.tokenizer.eos_id);
+            let teacher = load_final(&run_dir, "teacher", &device)?;
+            let student = load_final(&run_dir, "student", &device)?;
+            let [te, se, q8] = pipeline::evaluate_models(&teacher, &student, &valid, r.optim.batch_size, &device);
             println!("{:<16} {:>10} {:>12}", "model", "loss", "perplexity");
-            for (name, dir, q) in [("teacher", "teacher", false), ("student f32", "student", false), ("student int8", "student", true)] {
-                let m = load_final(&run_dir, dir, &device)?;
-                let m = if q { fake_quant_model(&m) } else { m };
-                let e = evaluate(&m, &valid, r.optim.batch_size, None, &device);
+            for (name, e) in [("teacher", te), ("student f32", se), ("student int8", q8)] {
                 println!("{name:<16} {:>10.4} {:>12.3}", e.loss, e.ppl);
             }
             Ok(())
@@ -305,7 +304,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             } else {
                 (0..).map(|i: usize| i.to_string()).take_while(|i| st.names().iter().any(|n| **n == format!("q{i}"))).collect()
             };
-            let mut outputs: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+            let mut outputs: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
             for sfx in &suffixes {
                 let (mut q, mut k, mut v) = (get(&format!("q{sfx}"))?, get(&format!("k{sfx}"))?, get(&format!("v{sfx}"))?);
                 match dtype.as_str() {
@@ -320,14 +319,9 @@ fn dispatch(cmd: Cmd) -> Result<()> {
                 let o = crate::model::attention::grouped_attention(q, k, v, 0, w).cast(burn::tensor::DType::F32);
                 let shape = o.dims().to_vec();
                 let data: Vec<f32> = o.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32");
-                outputs.push((format!("o{sfx}"), shape, crate::util::f32s_to_le(&data)));
+                outputs.push((format!("o{sfx}"), shape, data));
             }
-            let views: Vec<(String, safetensors::tensor::TensorView)> = outputs
-                .iter()
-                .map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).expect("shape")))
-                .collect();
-            let file = safetensors::serialize(views, None).map_err(|e| Error::runtime(e.to_string()))?;
-            crate::util::write_atomic(&out, &file)?;
+            crate::util::write_f32_safetensors(&out, outputs)?;
             Ok(())
         }
         Cmd::Logits { model, ids, text, teacher, int8, out, backend } => {
@@ -356,15 +350,10 @@ fn dispatch(cmd: Cmd) -> Result<()> {
                 return Err(Error::input(format!("--ids: token id {bad} is outside the model's vocabulary ({v})")));
             }
             let t = ids.len();
-            let x = burn::tensor::Tensor::<2, burn::tensor::Int>::from_data(
-                burn::tensor::TensorData::new(ids.iter().map(|i| *i as i64).collect::<Vec<_>>(), [1, t]), &device);
-            let logits: Vec<f32> = m.forward(x).into_data().convert::<f32>().try_to_vec::<f32>().expect("f32");
+            let logits: Vec<f32> = m.forward(crate::model::token_tensor(&ids, &device)).into_data().convert::<f32>().try_to_vec::<f32>().expect("f32");
             match out {
                 Some(p) => {
-                    let bytes: Vec<u8> = crate::util::f32s_to_le(&logits);
-                    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![t, v], &bytes).expect("shape");
-                    let data = safetensors::serialize([("logits", view)], None).map_err(|e| Error::runtime(e.to_string()))?;
-                    crate::util::write_atomic(&p, &data)?;
+                    crate::util::write_f32_safetensors(&p, vec![("logits".into(), vec![t, v], logits)])?;
                     println!("wrote {} ({t} x {v})", p.display());
                 }
                 None => {
@@ -426,9 +415,8 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             if dir.join("data/meta.json").is_file() {
                 println!("data already prepared in {}", dir.join("data").display());
             }
-            let p = data::prepare(&r, &dir, &mut say)?;
+            data::prepare(&r, &dir, &mut say)?;
             println!("report: {}", dir.join("data/filter_report.json").display());
-            let _ = p;
             Ok(())
         }
         Cmd::Validate { recipe } => {
@@ -445,7 +433,7 @@ fn backend_device(backend: &str) -> Result<burn::tensor::Device> {
     let b: crate::recipe::Backend = toml::Value::String(backend.to_string())
         .try_into()
         .map_err(|_| Error::input(format!("--backend: expected cpu, cuda or wgpu, got {backend:?}")))?;
-    if (b == crate::recipe::Backend::Cuda && !cfg!(feature = "cuda")) || (b == crate::recipe::Backend::Wgpu && !cfg!(feature = "wgpu")) {
+    if !b.compiled_in() {
         return Err(Error::input(format!("--backend {backend}: not compiled into this binary; rebuild with `--features {backend}`")));
     }
     Ok(pipeline::device_for(b))

@@ -1,7 +1,7 @@
 //! Sampling from a trained model: greedy, temperature, top-k and top-p, seeded; stops at EOS,
 //! after `max_tokens`, or at the model's context length.
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::Device;
 
 use crate::rng::SplitMix;
 use crate::model::Decoder;
@@ -67,8 +67,7 @@ pub fn generate(model: &Decoder, prompt: &[u32], eos: u32, s: &Sampling, device:
             break;
         }
         let t = next_input.len();
-        let x = Tensor::<2, Int>::from_data(TensorData::new(next_input.iter().map(|v| *v as i64).collect::<Vec<_>>(), [1, t]), device);
-        let logits = model.forward_cached(x, &mut cache).slice([0..1, t - 1..t]).reshape([model.config.vocab_size]);
+        let logits = model.forward_cached(crate::model::token_tensor(&next_input, device), &mut cache).slice([0..1, t - 1..t]).reshape([model.config.vocab_size]);
         let row: Vec<f32> = logits.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 logits");
         let next = sample(&row, s, &mut rng);
         if next == eos {
@@ -129,8 +128,7 @@ mod tests {
         let mut want = Vec::new();
         for _ in 0..12 {
             let t = ids.len();
-            let x = Tensor::<2, Int>::from_data(TensorData::new(ids.iter().map(|v| *v as i64).collect::<Vec<_>>(), [1, t]), &dev);
-            let row: Vec<f32> = m.forward(x).slice([0..1, t - 1..t]).reshape([40]).into_data().try_to_vec::<f32>().unwrap();
+            let row: Vec<f32> = m.forward(crate::model::token_tensor(&ids, &dev)).slice([0..1, t - 1..t]).reshape([40]).into_data().try_to_vec::<f32>().unwrap();
             let next = sample(&row, &s, &mut SplitMix(0));
             if next == 39 {
                 break;

@@ -154,10 +154,7 @@ fn execute(recipe: &Recipe, dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(S
     metrics::plot(&metrics_path, &dir.join("loss.svg"))?;
 
     log("evaluating on the held-out split".into());
-    let bs = recipe.optim.batch_size;
-    let te = evaluate(&teacher, &valid_data, bs, None, &device);
-    let se = evaluate(&student, &valid_data, bs, None, &device);
-    let q8 = evaluate(&fake_quant_model(&student), &valid_data, bs, None, &device);
+    let [te, se, q8] = evaluate_models(&teacher, &student, &valid_data, recipe.optim.batch_size, &device);
     let mut exports = Vec::new();
     for f in &recipe.export.formats {
         let (p, size) = crate::export::native::export(&student, *f, &dir.join("export"), &dir.join("tokenizer.json"))?;
@@ -177,6 +174,16 @@ fn execute(recipe: &Recipe, dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(S
     crate::util::write_json_atomic(&dir.join("summary.json"), &summary)?;
     log(summary_table(&summary, &valid_data));
     Ok(summary)
+}
+
+/// Held-out loss of the teacher, the student, and the student's int8 round trip (the weights
+/// the int8 export holds), each over the whole split.
+pub fn evaluate_models(teacher: &Decoder, student: &Decoder, valid: &Packed, batch_size: usize, device: &Device) -> [EvalResult; 3] {
+    [
+        evaluate(teacher, valid, batch_size, None, device),
+        evaluate(student, valid, batch_size, None, device),
+        evaluate(&fake_quant_model(student), valid, batch_size, None, device),
+    ]
 }
 
 /// Load a finished model of `phase`, or train it and freeze it into `<phase>/final`.

@@ -40,6 +40,17 @@ pub enum Backend {
     Wgpu,
 }
 
+impl Backend {
+    /// Whether this binary was built with the cargo feature the backend needs.
+    pub fn compiled_in(self) -> bool {
+        match self {
+            Backend::Cpu => true,
+            Backend::Cuda => cfg!(feature = "cuda"),
+            Backend::Wgpu => cfg!(feature = "wgpu"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunSection {
@@ -622,16 +633,12 @@ impl Recipe {
         if r.run.name.is_empty() || r.run.name.contains(['/', '\\']) || r.run.name.starts_with('.') {
             return Err(fail("run.name", format!("expected a plain directory name, got {:?}", r.run.name)));
         }
-        match r.run.backend {
-            Backend::Cpu => {}
-            Backend::Cuda if cfg!(feature = "cuda") => {}
-            Backend::Wgpu if cfg!(feature = "wgpu") => {}
-            b => {
-                return Err(fail("run.backend", format!(
-                    "backend {b:?} is not compiled into this binary; rebuild with `--features {}`",
-                    format!("{b:?}").to_lowercase()
-                )))
-            }
+        let b = r.run.backend;
+        if !b.compiled_in() {
+            return Err(fail("run.backend", format!(
+                "backend {b:?} is not compiled into this binary; rebuild with `--features {}`",
+                format!("{b:?}").to_lowercase()
+            )));
         }
         let d = &r.data;
         if d.seq_len < 8 {

@@ -54,3 +54,16 @@ pub fn f32s_from_le(bytes: &[u8]) -> Vec<f32> {
 pub fn f32s_to_le(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
+
+/// Write named f32 tensors `(name, shape, values)` as one safetensors file, atomically.
+pub fn write_f32_safetensors(path: &Path, tensors: Vec<(String, Vec<usize>, Vec<f32>)>) -> Result<()> {
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors.into_iter().map(|(n, s, v)| (n, s, f32s_to_le(&v))).collect();
+    let views = bytes.iter().map(|(n, s, b)| {
+        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+            .map_err(|e| Error::runtime(format!("{}: tensor `{n}`: {e}", path.display())))?;
+        Ok((n.clone(), view))
+    });
+    let views = views.collect::<Result<Vec<_>>>()?;
+    let data = safetensors::serialize(views, None).map_err(|e| Error::runtime(format!("{}: {e}", path.display())))?;
+    write_atomic(path, &data)
+}

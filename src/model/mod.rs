@@ -10,3 +10,10 @@ pub mod rope;
 pub mod store;
 
 pub use decoder::{Decoder, DecoderConfig};
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+/// Token ids as a (1, len) model input.
+pub fn token_tensor(ids: &[u32], device: &Device) -> Tensor<2, Int> {
+    Tensor::from_data(TensorData::new(ids.iter().map(|v| *v as i64).collect::<Vec<_>>(), [1, ids.len()]), device)
+}
