@@ -42,6 +42,14 @@ enum Cmd {
         #[arg(long)]
         quiet: bool,
     },
+    /// Run the teacher once over the prepared training data and write its top-k logits to an
+    /// on-disk cache (`[cache]` in the recipe) for `teacher.logits = "cache"`.
+    CacheTeacher {
+        #[command(flatten)]
+        recipe: RecipeArgs,
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Continue a stopped or crashed run from its latest checkpoint.
     Resume {
         /// The run directory, e.g. runs/quickstart.
@@ -217,6 +225,15 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             println!("run directory: {}", r.run_dir().display());
             let opts = RunOptions { stop: &stop, stop_after: None, quiet };
             pipeline::run(&r, &opts, &mut say).map_err(|e| with_resume_hint(e, &r.run_dir()))?;
+            Ok(())
+        }
+        Cmd::CacheTeacher { recipe, quiet } => {
+            let r = Recipe::load(&recipe.recipe, &recipe.set)?;
+            let stop = stop_flag();
+            let opts = RunOptions { stop: &stop, stop_after: None, quiet };
+            let m = pipeline::cache_teacher(&r, &opts, &mut say)?;
+            println!("teacher cache {}: {} shards, {} tokens, k = {}, {:?} values, {:.1} bytes/token ({:.2} MB)",
+                r.cache_dir().display(), m.shards.len(), m.tokens, m.id.k, m.id.values, m.bytes_per_token(), m.bytes as f64 / 1e6);
             Ok(())
         }
         Cmd::Resume { run_dir, quiet } => {

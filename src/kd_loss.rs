@@ -7,7 +7,7 @@
 //! built at a time in the forward pass (the vocabulary softmax is where memory goes).
 
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{IndexingUpdateOp, Int, Tensor};
 
 pub use crate::recipe::Divergence;
 
@@ -67,11 +67,40 @@ pub struct KdLoss {
     pub kl: Tensor<1>,
 }
 
+/// A teacher's top-k targets (from the offline cache): (tokens, k) ids and the teacher's
+/// log-probabilities of them at the training temperature, and with `tail` the log of the
+/// teacher's remaining mass, which becomes one extra "other" category. Without `tail` the
+/// kept entries were renormalized. The student's side always comes from its full-vocabulary
+/// log-sum-exp.
+pub struct TopK {
+    pub ids: Tensor<2, Int>,
+    pub logp: Tensor<2>,
+    pub tail: Option<Tensor<1>>,
+}
+
+/// What the student is distilled towards.
+pub enum Target {
+    /// Full teacher logits (tokens, vocab) (online teacher).
+    Full(Tensor<2>),
+    TopK(TopK),
+}
+
+/// log(sum(exp(x))) over dim 1, as (rows, 1).
+fn logsumexp_rows(x: Tensor<2>) -> Tensor<2> {
+    let m = x.clone().max_dim(1).detach();
+    m.clone() + (x - m).exp().sum_dim(1).log()
+}
+
 /// `student`, `teacher`: logits (tokens, vocab); `targets`: (tokens); `mask`: (tokens), 1 for
 /// a real token and 0 for padding. `teacher = None` trains on hard labels only (alpha = 1).
-pub fn kd_loss(
+pub fn kd_loss(student: Tensor<2>, teacher: Option<Tensor<2>>, targets: Tensor<1, Int>, mask: Tensor<1>, cfg: KdConfig) -> KdLoss {
+    kd_loss_to(student, teacher.map(Target::Full), targets, mask, cfg)
+}
+
+/// [`kd_loss`] towards full logits or top-k targets.
+pub fn kd_loss_to(
     student: Tensor<2>,
-    teacher: Option<Tensor<2>>,
+    teacher: Option<Target>,
     targets: Tensor<1, Int>,
     mask: Tensor<1>,
     cfg: KdConfig,
@@ -92,9 +121,35 @@ pub fn kd_loss(
         let logp = log_softmax(s.clone(), 1);
         let nll = logp.gather(1, tgt).squeeze_dim::<1>(1).neg();
         ce_sum = ce_sum + (nll * m.clone()).sum();
-        if let Some(t) = &teacher {
-            let t = t.clone().slice([start..end, 0..v]);
-            let per_row = divergence_rows(cfg.divergence, log_softmax(t / tau, 1), log_softmax(s / tau, 1));
+        let per_row = match &teacher {
+            None => None,
+            Some(Target::Full(t)) => {
+                let t = t.clone().slice([start..end, 0..v]);
+                Some(divergence_rows(cfg.divergence, log_softmax(t / tau, 1), log_softmax(s / tau, 1)))
+            }
+            Some(Target::TopK(tk)) => {
+                let k = tk.ids.dims()[1];
+                let ids = tk.ids.clone().slice([start..end, 0..k]);
+                let lt = tk.logp.clone().slice([start..end, 0..k]);
+                let s = s / tau;
+                let lse = logsumexp_rows(s.clone());
+                let ls = s.clone().gather(1, ids.clone()) - lse.clone();
+                let (lt, ls) = match &tk.tail {
+                    Some(tail) => {
+                        // The student's tail exactly: the log-sum-exp of the entries not kept.
+                        let dev = s.device();
+                        let kept = Tensor::<2>::zeros([end - start, v], &dev)
+                            .scatter(1, ids, Tensor::ones([end - start, k], &dev), IndexingUpdateOp::Add);
+                        let ls_other = logsumexp_rows(s - kept * 1e9) - lse;
+                        let lt_other = tail.clone().slice([start..end]).unsqueeze_dim::<2>(1);
+                        (Tensor::cat(vec![lt, lt_other], 1), Tensor::cat(vec![ls, ls_other], 1))
+                    }
+                    None => (lt, ls),
+                };
+                Some(divergence_rows(cfg.divergence, lt, ls))
+            }
+        };
+        if let Some(per_row) = per_row {
             kl_sum = kl_sum + (per_row * m).sum();
         }
         start = end;

@@ -4,6 +4,7 @@
 //! unfinished training stage continues from its latest checkpoint.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
@@ -16,8 +17,9 @@ use crate::eval::{EvalResult, evaluate};
 use crate::kd_loss::KdConfig;
 use crate::model::{Decoder, DecoderConfig, store};
 use crate::quant::int8::fake_quant_model;
-use crate::recipe::{Backend, Recipe, TeacherKind};
-use crate::train::{Phase, TrainJob, metrics, train};
+use crate::recipe::{Backend, LogitsSource, Recipe, TailMode, TeacherKind};
+use crate::teacher::cache::{self, CacheReader};
+use crate::train::{Phase, TeacherSource, TrainJob, metrics, train};
 
 pub struct RunOptions<'a> {
     pub stop: &'a AtomicBool,
@@ -55,6 +57,13 @@ pub fn device_for(backend: Backend) -> Device {
 /// Start a run (or continue it, when its directory holds the same resolved recipe).
 pub fn run(recipe: &Recipe, opts: &RunOptions, log: &mut dyn FnMut(String)) -> Result<Summary> {
     let dir = recipe.run_dir();
+    claim_run_dir(recipe, &dir)?;
+    execute(recipe, &dir, opts, log)
+}
+
+/// Write the resolved recipe into a new run directory, or check that an existing one holds
+/// the same recipe.
+fn claim_run_dir(recipe: &Recipe, dir: &Path) -> Result<()> {
     let resolved = dir.join(RESOLVED);
     let text = recipe.to_toml();
     if resolved.is_file() {
@@ -68,7 +77,7 @@ pub fn run(recipe: &Recipe, opts: &RunOptions, log: &mut dyn FnMut(String)) -> R
         std::fs::create_dir_all(&dir).map_err(|e| Error::runtime(format!("{}: {e}", dir.display())))?;
         crate::util::write_atomic(&resolved, text.as_bytes())?;
     }
-    execute(recipe, &dir, opts, log)
+    Ok(())
 }
 
 /// Continue the run in `dir` from its resolved recipe.
@@ -89,22 +98,34 @@ pub fn load_run_recipe(dir: &Path) -> Result<Recipe> {
     Ok(recipe)
 }
 
-fn execute(recipe: &Recipe, dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(String)) -> Result<Summary> {
-    let wall = Instant::now();
-    let device = device_for(recipe.run.backend);
-    let prepared = data::prepare(recipe, dir, log)?;
-    let vocab = prepared.meta.vocab_size;
-    let seq = recipe.data.seq_len;
-    let train_data = Packed::new(prepared.train, seq, prepared.tokenizer.eos_id);
-    let valid_data = Packed::new(prepared.valid, seq, prepared.tokenizer.eos_id);
-    let metrics_path = dir.join("metrics.jsonl");
-    let tok_hash = prepared.meta.tokenizer_hash.clone();
+/// The prepared data of a run, packed into rows.
+struct RunData {
+    train: Packed,
+    valid: Packed,
+    tok_hash: String,
+    vocab: usize,
+}
 
+fn prepare_data(recipe: &Recipe, dir: &Path, log: &mut dyn FnMut(String)) -> Result<RunData> {
+    let prepared = data::prepare(recipe, dir, log)?;
+    let seq = recipe.data.seq_len;
+    Ok(RunData {
+        train: Packed::new(prepared.train, seq, prepared.tokenizer.eos_id),
+        valid: Packed::new(prepared.valid, seq, prepared.tokenizer.eos_id),
+        tok_hash: prepared.meta.tokenizer_hash.clone(),
+        vocab: prepared.meta.vocab_size,
+    })
+}
+
+/// Load the frozen teacher, or pretrain it (resuming) when the recipe says so.
+fn obtain_teacher(recipe: &Recipe, dir: &Path, d: &RunData, device: &Device, opts: &RunOptions, log: &mut dyn FnMut(String)) -> Result<Decoder> {
+    let tok_hash = &d.tok_hash;
+    let vocab = d.vocab;
     let teacher = match recipe.teacher.kind {
         TeacherKind::Hf => {
             let p = recipe.teacher.path.as_ref().expect("validated");
-            let (t, tok) = crate::teacher::hf::load(p, &device)?;
-            if tok.hash() != tok_hash {
+            let (t, tok) = crate::teacher::hf::load(p, device)?;
+            if &tok.hash() != tok_hash {
                 return Err(Error::input(format!(
                     "teacher {}: its tokenizer.json differs from the one the data in {} was prepared with: the vocabularies must be identical",
                     p.display(), dir.display())));
@@ -114,47 +135,139 @@ fn execute(recipe: &Recipe, dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(S
         }
         TeacherKind::Checkpoint => {
             let p = recipe.teacher.path.as_ref().expect("validated");
-            let (t, hash) = store::load(p, &device)?;
-            if hash != tok_hash || t.config.vocab_size != vocab {
+            let (t, hash) = store::load(p, device)?;
+            if &hash != tok_hash || t.config.vocab_size != vocab {
                 return Err(Error::input(format!(
                     "teacher {} was trained with a different tokenizer (vocab {}) than the data (vocab {vocab}, {}): the vocabularies must be identical",
                     p.display(), t.config.vocab_size, dir.join("tokenizer.json").display())));
             }
             t
         }
-        TeacherKind::Pretrain => stage(dir, Phase::Teacher, &tok_hash, &device, log, |stop_after| {
+        TeacherKind::Pretrain => stage(dir, Phase::Teacher, tok_hash, device, log, |stop_after| {
             let teacher_cfg = DecoderConfig { vocab_size: vocab, shape: recipe.teacher.shape() };
             let job = TrainJob {
-                phase: Phase::Teacher, dir: dir.join("teacher"), metrics: metrics_path.clone(),
-                model: teacher_cfg.clone(), optim: &recipe.teacher.optim, teacher: None,
+                phase: Phase::Teacher, dir: dir.join("teacher"), metrics: dir.join("metrics.jsonl"),
+                model: teacher_cfg.clone(), optim: &recipe.teacher.optim, teacher: TeacherSource::None,
                 kd: KdConfig { alpha: 1.0, temperature: 1.0, chunk_tokens: 2048, divergence: crate::kd_loss::Divergence::ForwardKl },
-                train: &train_data, valid: &valid_data, seed: recipe.run.seed,
+                train: &d.train, valid: &d.valid, seed: recipe.run.seed,
                 checkpoint: &recipe.checkpoint, eval: &recipe.eval, stop: opts.stop, stop_after, quiet: opts.quiet,
             };
-            train(&job, &device)
+            train(&job, device)
         }, opts)?,
     };
     if recipe.data.seq_len > teacher.config.shape.max_seq_len {
         return Err(Error::input(format!(
             "data.seq_len ({}) exceeds the teacher's context ({} tokens)", recipe.data.seq_len, teacher.config.shape.max_seq_len)));
     }
+    Ok(teacher)
+}
+
+/// A digest of the teacher's weights and shape, as files on disk.
+fn teacher_hash(recipe: &Recipe, dir: &Path) -> Result<String> {
+    let files = match recipe.teacher.kind {
+        TeacherKind::Pretrain => vec![dir.join("teacher/final/model.json"), dir.join("teacher/final/model.bpk")],
+        TeacherKind::Checkpoint => {
+            let p = recipe.teacher.path.as_ref().expect("validated");
+            vec![p.join("model.json"), p.join("model.bpk")]
+        }
+        TeacherKind::Hf => {
+            let p = recipe.teacher.path.as_ref().expect("validated");
+            let mut w: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| Error::input(format!("{}: {e}", p.display())))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "safetensors"))
+                .collect();
+            w.sort();
+            w.insert(0, p.join("config.json"));
+            w
+        }
+    };
+    cache::hash_files(&files)
+}
+
+/// Open the run's teacher cache, building it first if it does not exist yet.
+fn teacher_cache(recipe: &Recipe, dir: &Path, teacher: &Decoder, d: &RunData, device: &Device, opts: &RunOptions, log: &mut dyn FnMut(String)) -> Result<CacheReader> {
+    let c = &recipe.cache;
+    let vocab = teacher.config.vocab_size;
+    if c.k > vocab {
+        return Err(Error::input(format!("cache.k ({}) exceeds the teacher's vocabulary ({vocab})", c.k)));
+    }
+    let mut temperatures = vec![1.0];
+    if recipe.distill.temperature != 1.0 {
+        temperatures.push(recipe.distill.temperature);
+    }
+    let t0 = Instant::now();
+    let th = teacher_hash(recipe, dir)?;
+    let id = cache::CacheIdentity {
+        format_version: cache::FORMAT_VERSION, vocab_size: vocab, k: c.k, values: c.values, temperatures,
+        seq_len: recipe.data.seq_len, n_rows: d.train.n_rows(), rows_per_shard: c.rows_per_shard,
+        tokenizer_hash: d.tok_hash.clone(), teacher_hash: th,
+        data_hash: cache::data_hash(&d.train.tokens_le(), recipe.data.seq_len),
+    };
+    let path = recipe.cache_dir();
+    let expect = cache::Expect {
+        vocab_size: vocab, seq_len: id.seq_len, n_rows: id.n_rows,
+        tokenizer_hash: &id.tokenizer_hash, teacher_hash: &id.teacher_hash, data_hash: &id.data_hash,
+    };
+    if !CacheReader::exists(&path) {
+        log(format!("caching the teacher's top-{} logits ({:?}) into {}", c.k, c.values, path.display()));
+        let m = cache::build(&path, &id, &d.train, cache::decoder_logits(teacher, &d.train, device),
+            &cache::BuildOptions { batch_size: recipe.optim.batch_size, quiet: opts.quiet, stop: opts.stop })?;
+        log(format!("teacher cache: {} tokens, {:.1} bytes/token ({:.2} MB) in {:.1} s",
+            m.tokens, m.bytes_per_token(), m.bytes as f64 / 1e6, t0.elapsed().as_secs_f64()));
+    }
+    let reader = CacheReader::open(&path, &expect)?;
+    let have = &reader.manifest.id;
+    if have.k != id.k || have.values != id.values || (c.tail == TailMode::Other && reader.temperature_index(recipe.distill.temperature).is_none()) {
+        return Err(Error::input(format!(
+            "teacher cache {} holds k = {} ({:?}, temperatures {:?}); the recipe asks for k = {} ({:?}, temperature {}): delete it or set cache.path to another directory",
+            path.display(), have.k, have.values, have.temperatures, c.k, c.values, recipe.distill.temperature)));
+    }
+    Ok(reader)
+}
+
+/// `distill cache-teacher`: prepare the data and the teacher of a recipe and write its cache.
+pub fn cache_teacher(recipe: &Recipe, opts: &RunOptions, log: &mut dyn FnMut(String)) -> Result<cache::Manifest> {
+    let dir = recipe.run_dir();
+    claim_run_dir(recipe, &dir)?;
+    let device = device_for(recipe.run.backend);
+    let d = prepare_data(recipe, &dir, log)?;
+    let teacher = obtain_teacher(recipe, &dir, &d, &device, opts, log)?;
+    Ok(teacher_cache(recipe, &dir, &teacher, &d, &device, opts, log)?.manifest)
+}
+
+fn execute(recipe: &Recipe, dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(String)) -> Result<Summary> {
+    let wall = Instant::now();
+    let device = device_for(recipe.run.backend);
+    let d = prepare_data(recipe, dir, log)?;
+    let metrics_path = dir.join("metrics.jsonl");
+    let teacher = obtain_teacher(recipe, dir, &d, &device, opts, log)?;
     // The student predicts over the teacher's output space (an HF model may pad its
     // vocabulary beyond the tokenizer's).
     let student_cfg = DecoderConfig { vocab_size: teacher.config.vocab_size, shape: recipe.student.shape() };
-    let student = stage(dir, Phase::Student, &tok_hash, &device, log, |stop_after| {
+    let student_done = dir.join("student/final/model.json").is_file();
+    let source = match recipe.teacher.logits {
+        LogitsSource::Cache if !student_done => TeacherSource::Cache {
+            reader: Arc::new(teacher_cache(recipe, dir, &teacher, &d, &device, opts, log)?),
+            tail: recipe.cache.tail,
+        },
+        _ => TeacherSource::Online(&teacher),
+    };
+    let student = stage(dir, Phase::Student, &d.tok_hash, &device, log, |stop_after| {
         let job = TrainJob {
             phase: Phase::Student, dir: dir.join("student"), metrics: metrics_path.clone(),
-            model: student_cfg.clone(), optim: &recipe.optim, teacher: Some(&teacher),
+            model: student_cfg.clone(), optim: &recipe.optim, teacher: source,
             kd: KdConfig { alpha: recipe.distill.alpha, temperature: recipe.distill.temperature, chunk_tokens: 2048, divergence: recipe.distill.divergence() },
-            train: &train_data, valid: &valid_data, seed: recipe.run.seed,
+            train: &d.train, valid: &d.valid, seed: recipe.run.seed,
             checkpoint: &recipe.checkpoint, eval: &recipe.eval, stop: opts.stop, stop_after, quiet: opts.quiet,
         };
         train(&job, &device)
     }, opts)?;
     metrics::plot(&metrics_path, &dir.join("loss.svg"))?;
+    let valid_data = &d.valid;
 
     log("evaluating on the held-out split".into());
-    let [te, se, q8] = evaluate_models(&teacher, &student, &valid_data, recipe.optim.batch_size, &device);
+    let [te, se, q8] = evaluate_models(&teacher, &student, valid_data, recipe.optim.batch_size, &device);
     let mut exports = Vec::new();
     for f in &recipe.export.formats {
         let (p, size) = crate::export::native::export(&student, *f, &dir.join("export"), &dir.join("tokenizer.json"))?;
@@ -172,7 +285,7 @@ fn execute(recipe: &Recipe, dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(S
         wall_s: wall.elapsed().as_secs_f64(), exports,
     };
     crate::util::write_json_atomic(&dir.join("summary.json"), &summary)?;
-    log(summary_table(&summary, &valid_data));
+    log(summary_table(&summary, valid_data));
     Ok(summary)
 }
 

@@ -30,6 +30,8 @@ pub struct Recipe {
     pub eval: EvalSection,
     #[serde(default)]
     pub export: ExportSection,
+    #[serde(default)]
+    pub cache: CacheSection,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -273,6 +275,67 @@ pub enum TeacherKind {
 pub enum LogitsSource {
     /// Teacher forward pass per batch, no autodiff graph.
     Online,
+    /// Top-k logits precomputed by `distill cache-teacher` (built by `run` if missing).
+    Cache,
+}
+
+/// How the top-k logits of a cache are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ValueCodec {
+    /// Raw logits in IEEE half precision.
+    F16,
+    /// Raw logits in bfloat16.
+    Bf16,
+    /// 8-, 6- or 4-bit codes of sqrt((top - z) / range) per token (top and range in f32).
+    Q8,
+    Q6,
+    Q4,
+}
+
+impl ValueCodec {
+    pub fn bits(self) -> u32 {
+        match self {
+            ValueCodec::F16 | ValueCodec::Bf16 => 16,
+            ValueCodec::Q8 => 8,
+            ValueCodec::Q6 => 6,
+            ValueCodec::Q4 => 4,
+        }
+    }
+    /// Highest code of a quantized codec.
+    pub fn levels(self) -> Option<u32> {
+        match self {
+            ValueCodec::F16 | ValueCodec::Bf16 => None,
+            q => Some((1 << q.bits()) - 1),
+        }
+    }
+}
+
+/// What the top-k KL does with the teacher's mass outside the kept entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TailMode {
+    /// Renormalize the teacher's kept entries to sum to one.
+    Renormalize,
+    /// One extra "other" category holding the teacher's and the student's remaining mass.
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSection {
+    /// Logits kept per token.
+    #[serde(default = "d_cache_k")]
+    pub k: usize,
+    #[serde(default = "d_codec")]
+    pub values: ValueCodec,
+    #[serde(default = "d_tail")]
+    pub tail: TailMode,
+    /// Cache directory (default `<run>/teacher_cache`); share one between student runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    #[serde(default = "d_rows_per_shard")]
+    pub rows_per_shard: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -462,6 +525,10 @@ fn d_ckpt_every() -> usize { 50 }
 fn d_keep_last() -> usize { 2 }
 fn d_eval_every() -> usize { 50 }
 fn d_eval_batches() -> usize { 8 }
+fn d_cache_k() -> usize { 32 }
+fn d_codec() -> ValueCodec { ValueCodec::Q8 }
+fn d_tail() -> TailMode { TailMode::Other }
+fn d_rows_per_shard() -> usize { 1024 }
 fn d_formats() -> Vec<ExportFormat> { vec![ExportFormat::Int8] }
 fn d_low_freq() -> f64 { 1.0 }
 fn d_high_freq() -> f64 { 4.0 }
@@ -483,7 +550,7 @@ macro_rules! default_from_serde {
     )*};
 }
 default_from_serde!(DataSection, FilterSection, TokenizerSection, DistillSection, OptimSection,
-    CheckpointSection, EvalSection, ExportSection);
+    CheckpointSection, EvalSection, ExportSection, CacheSection);
 
 impl PartialShape {
     /// Keys set here win over `base`.
@@ -812,6 +879,13 @@ impl Recipe {
                 return Err(fail(&k("warmup_steps"), format!("warmup_steps ({}) exceeds steps ({})", o.warmup_steps, o.steps)));
             }
         }
+        if r.cache.k == 0 || r.cache.rows_per_shard == 0 {
+            let name = if r.cache.k == 0 { "k" } else { "rows_per_shard" };
+            return Err(fail(&format!("cache.{name}"), "expected a positive integer, got 0".into()));
+        }
+        if r.cache.k > 1 << 20 {
+            return Err(fail("cache.k", format!("expected at most 1048576 (a whole vocabulary), got {}", r.cache.k)));
+        }
         if r.checkpoint.every_steps == 0 || r.checkpoint.keep_last == 0 {
             let name = if r.checkpoint.every_steps == 0 { "every_steps" } else { "keep_last" };
             return Err(fail(&format!("checkpoint.{name}"), "expected a positive integer, got 0".into()));
@@ -830,6 +904,11 @@ impl Recipe {
 
     pub fn run_dir(&self) -> PathBuf {
         self.run.out_dir.join(&self.run.name)
+    }
+
+    /// Where the teacher's top-k cache lives.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache.path.clone().unwrap_or_else(|| self.run_dir().join("teacher_cache"))
     }
 }
 

@@ -67,3 +67,15 @@ pub fn write_f32_safetensors(path: &Path, tensors: Vec<(String, Vec<usize>, Vec<
     let data = safetensors::serialize(views, None).map_err(|e| Error::runtime(format!("{}: {e}", path.display())))?;
     write_atomic(path, &data)
 }
+
+/// A progress bar over `len` units (hidden when `quiet`): position, rate and ETA.
+pub fn progress_bar(prefix: &str, len: u64, quiet: bool) -> indicatif::ProgressBar {
+    let pb = if quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(len) };
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{prefix:>8} [{bar:30}] {human_pos}/{human_len} tokens {per_sec} | ETA {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    pb.set_prefix(prefix.to_string());
+    pb
+}

@@ -36,6 +36,20 @@ impl Packed {
         self.tokens.len()
     }
 
+    /// Real (unpadded) positions of row `i`.
+    pub fn row_len(&self, i: usize) -> usize {
+        (self.tokens.len() - 1 - i * self.seq_len).min(self.seq_len)
+    }
+
+    pub fn seq_len(&self) -> usize {
+        self.seq_len
+    }
+
+    /// The token stream as little-endian bytes (what the data hash is computed over).
+    pub fn tokens_le(&self) -> Vec<u8> {
+        self.tokens.iter().flat_map(|t| t.to_le_bytes()).collect()
+    }
+
     /// Row `i` as (inputs, targets, mask), each `seq_len` long.
     pub fn row(&self, i: usize) -> (Vec<u32>, Vec<u32>, Vec<f32>) {
         let start = i * self.seq_len;

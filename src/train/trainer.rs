@@ -3,6 +3,7 @@
 //! log, evaluate, checkpoint.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -18,9 +19,49 @@ use super::schedule::lr_at;
 use crate::data::pack::Packed;
 use crate::error::{Error, Result};
 use crate::eval::evaluate;
-use crate::kd_loss::{KdConfig, kd_loss};
+use crate::kd_loss::{KdConfig, Target, kd_loss_to};
 use crate::model::{Decoder, DecoderConfig};
-use crate::recipe::{CheckpointSection, EvalSection, OptimSection};
+use crate::recipe::{CheckpointSection, EvalSection, OptimSection, TailMode};
+use crate::teacher::cache::{CacheReader, TopKHost};
+
+/// The teacher's side of the loss.
+pub enum TeacherSource<'a> {
+    /// Hard labels only.
+    None,
+    /// The frozen teacher (on the plain device), run per batch with no autodiff graph.
+    Online(&'a Decoder),
+    /// Top-k logits streamed from an offline cache, decoded one micro-batch ahead.
+    Cache { reader: Arc<CacheReader>, tail: TailMode },
+}
+
+impl TeacherSource<'_> {
+    fn is_some(&self) -> bool {
+        !matches!(self, TeacherSource::None)
+    }
+}
+
+/// Decodes the cache rows of the next micro-batch on another thread while this one trains.
+struct ReadAhead {
+    pending: Option<(Vec<usize>, std::thread::JoinHandle<Result<TopKHost>>)>,
+}
+
+impl ReadAhead {
+    fn start(reader: &Arc<CacheReader>, rows: Vec<usize>, tau: f64, tail: TailMode) -> (Vec<usize>, std::thread::JoinHandle<Result<TopKHost>>) {
+        let r = reader.clone();
+        let rows2 = rows.clone();
+        (rows, std::thread::spawn(move || r.batch(&rows2, tau, tail)))
+    }
+
+    /// The targets of `rows`, then start decoding `next`.
+    fn take(&mut self, reader: &Arc<CacheReader>, rows: &[usize], next: Vec<usize>, tau: f64, tail: TailMode) -> Result<TopKHost> {
+        let got = match self.pending.take() {
+            Some((r, h)) if r == rows => h.join().map_err(|_| Error::runtime("teacher-cache reader thread panicked"))?,
+            _ => reader.batch(rows, tau, tail),
+        };
+        self.pending = Some(Self::start(reader, next, tau, tail));
+        got
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -44,8 +85,8 @@ pub struct TrainJob<'a> {
     pub metrics: PathBuf,
     pub model: DecoderConfig,
     pub optim: &'a OptimSection,
-    /// The frozen teacher (on the plain device) and the loss settings; `None` = hard labels.
-    pub teacher: Option<&'a Decoder>,
+    /// Where the distillation targets come from, and the loss settings.
+    pub teacher: TeacherSource<'a>,
     pub kd: KdConfig,
     pub train: &'a Packed,
     pub valid: &'a Packed,
@@ -83,6 +124,7 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
     let started = Instant::now();
     let elapsed_before = st.elapsed_s;
     let phase = job.phase.name();
+    let mut read_ahead = ReadAhead { pending: None };
     while st.step < o.steps {
         let t0 = Instant::now();
         let lr = lr_at(o, st.step);
@@ -94,11 +136,17 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
             let batch = job.train.batch(&rows, &ad);
             let [b, t] = batch.inputs.dims();
             let v = job.model.vocab_size;
-            let teacher_logits = job
-                .teacher
-                .map(|tm| tm.forward(batch.inputs.clone().inner()).reshape([b * t, v]));
+            let target = match &job.teacher {
+                TeacherSource::None => None,
+                TeacherSource::Online(tm) => Some(Target::Full(tm.forward(batch.inputs.clone().inner()).reshape([b * t, v]))),
+                TeacherSource::Cache { reader, tail } => {
+                    let next = job.train.rows_at(job.seed, st.cursor, o.batch_size);
+                    let host = read_ahead.take(reader, &rows, next, job.kd.temperature, *tail)?;
+                    Some(Target::TopK(host.to_device(&ad)))
+                }
+            };
             let logits = model.forward(batch.inputs).reshape([b * t, v]);
-            let out = kd_loss(logits, teacher_logits, batch.targets, batch.mask, job.kd);
+            let out = kd_loss_to(logits, target, batch.targets, batch.mask, job.kd);
             let loss_val: f32 = out.total.clone().into_scalar();
             if !loss_val.is_finite() {
                 return Err(Error::runtime(format!(
@@ -126,9 +174,9 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
             row["kl"] = json!(kl_sum / n);
         }
         pb.set_position(st.step as u64);
-        pb.set_message(match job.teacher {
-            Some(_) => format!("loss {:.3} ce {:.3} kl {:.3} | {:.0} tok/s", loss_sum / n, ce_sum / n, kl_sum / n, tok_s),
-            None => format!("loss {:.3} | {:.0} tok/s", loss_sum / n, tok_s),
+        pb.set_message(match job.teacher.is_some() {
+            true => format!("loss {:.3} ce {:.3} kl {:.3} | {:.0} tok/s", loss_sum / n, ce_sum / n, kl_sum / n, tok_s),
+            false => format!("loss {:.3} | {:.0} tok/s", loss_sum / n, tok_s),
         });
         if st.step % job.eval.every_steps == 0 || st.step == o.steps {
             let r = evaluate(&model.valid(), job.valid, o.batch_size, Some(job.eval.batches), device);

@@ -1,0 +1,737 @@
+//! The offline teacher: its top-k logits per training token, computed once and streamed from
+//! disk for any number of student runs.
+//!
+//! Layout of a cache directory:
+//! - `shard-NNNNN.bin`: a fixed header (magic, version, identity digest, first row, rows), a
+//!   table of `rows + 1` little-endian u64 byte offsets, one bit-packed record per row, and a
+//!   SHA-256 of everything before it. A shard is written to a temporary name and renamed, so
+//!   one that exists is whole; an interrupted build keeps its finished shards.
+//! - `cache.json` (written last): the identity (format version, vocabulary, k, value codec,
+//!   temperatures, seq_len, rows, tokenizer / teacher / data hashes) and each shard's checksum.
+//!
+//! A row record holds its real token count (u32), then per token: at each stored temperature
+//! the log-sum-exp of the full vocabulary (f32) and the log of the teacher's mass outside the
+//! kept entries (f16, floored at -60), for quantized codecs the top logit and the
+//! range of the kept logits (f32), the Rice parameter (5 bits), the kept ids in ascending order
+//! as Rice-coded gaps, and their values: raw f16 / bf16 logits, or `q<b>`, b-bit codes of
+//! `sqrt((max - z) / range)` (finer near the top, where the probability mass is).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use super::bits::{BitReader, BitWriter, best_rice, get_rice, put_rice};
+use crate::data::pack::Packed;
+use crate::error::{Error, Result};
+use crate::model::Decoder;
+use crate::recipe::{TailMode, ValueCodec};
+use crate::util::{read_json, sha256_hex, write_atomic, write_json_atomic};
+
+pub const FORMAT_VERSION: u32 = 1;
+const MAGIC: &[u8; 8] = b"DSTLTOPK";
+const MANIFEST: &str = "cache.json";
+/// Log of the teacher's tail mass when the kept entries hold (numerically) all of it.
+const EMPTY_TAIL: f32 = -60.0;
+
+/// What a cache was made from and how; two caches with equal identities are interchangeable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CacheIdentity {
+    pub format_version: u32,
+    pub vocab_size: usize,
+    pub k: usize,
+    pub values: ValueCodec,
+    /// Temperatures whose full-vocabulary log-sum-exp is stored per token.
+    pub temperatures: Vec<f64>,
+    pub seq_len: usize,
+    pub n_rows: usize,
+    pub rows_per_shard: usize,
+    pub tokenizer_hash: String,
+    pub teacher_hash: String,
+    pub data_hash: String,
+}
+
+impl CacheIdentity {
+    fn digest(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        Sha256::digest(serde_json::to_string(self).expect("serializable").as_bytes()).into()
+    }
+    fn n_shards(&self) -> usize {
+        self.n_rows.div_ceil(self.rows_per_shard)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShardInfo {
+    pub file: String,
+    pub first_row: usize,
+    pub rows: usize,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    #[serde(flatten)]
+    pub id: CacheIdentity,
+    pub tokens: u64,
+    pub bytes: u64,
+    pub shards: Vec<ShardInfo>,
+}
+
+impl Manifest {
+    pub fn bytes_per_token(&self) -> f64 {
+        self.bytes as f64 / self.tokens.max(1) as f64
+    }
+}
+
+/// Hash of a data split as rows of `seq_len` see it.
+pub fn data_hash(tokens_le: &[u8], seq_len: usize) -> String {
+    let mut b = tokens_le.to_vec();
+    b.extend((seq_len as u64).to_le_bytes());
+    sha256_hex(&b)
+}
+
+/// SHA-256 over the contents of `files` (in the given order), streamed.
+pub fn hash_files(files: &[PathBuf]) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    for p in files {
+        let mut f = std::fs::File::open(p).map_err(|e| Error::input(format!("{}: {e}", p.display())))?;
+        loop {
+            let n = f.read(&mut buf).map_err(|e| Error::input(format!("{}: {e}", p.display())))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        h.update(b"\0file\0");
+    }
+    Ok(format!("{:x}", h.finalize()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// One token's record.
+
+/// One token's kept entries, as decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenTopK {
+    /// Ascending.
+    pub ids: Vec<u32>,
+    /// Raw teacher logits of `ids` (as stored: rounded or quantized).
+    pub logits: Vec<f32>,
+    /// Full-vocabulary log-sum-exp at each of the identity's temperatures.
+    pub lse: Vec<f32>,
+    /// Log of the teacher's probability mass outside `ids` at each temperature, computed from
+    /// the exact logits at write time (recomputing it from rounded kept logits would turn
+    /// their rounding error into tail mass).
+    pub log_tail: Vec<f32>,
+}
+
+/// Select, encode and append one token's record from its full logit row.
+pub fn encode_token(w: &mut BitWriter, z: &[f32], k: usize, codec: ValueCodec, temperatures: &[f64]) {
+    let v = z.len();
+    let k = k.min(v);
+    let mut idx: Vec<u32> = (0..v as u32).collect();
+    if k < v {
+        idx.select_nth_unstable_by(k - 1, |&a, &b| z[b as usize].total_cmp(&z[a as usize]));
+        idx.truncate(k);
+    }
+    idx.sort_unstable();
+    let max = z.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let kept: Vec<f32> = idx.iter().map(|&i| z[i as usize]).collect();
+    for &tau in temperatures {
+        let all: f64 = z.iter().map(|&x| ((x as f64 - max) / tau).exp()).sum();
+        w.put(((max / tau + all.ln()) as f32).to_bits(), 32);
+        // The tail's sum directly, not all - top, which cancels when the tail is small.
+        let tail: f64 = if k == v { 0.0 } else {
+            let mut in_top = vec![false; v];
+            idx.iter().for_each(|&i| in_top[i as usize] = true);
+            z.iter().zip(&in_top).filter(|(_, t)| !**t).map(|(&x, _)| ((x as f64 - max) / tau).exp()).sum()
+        };
+        w.put(half::f16::from_f64((tail / all).ln().max(-60.0)).to_bits() as u32, 16);
+    }
+    let lo = kept.iter().cloned().fold(f32::INFINITY, f32::min);
+    let top = max as f32;
+    let range = top - lo;
+    if let Some(_) = codec.levels() {
+        w.put(top.to_bits(), 32);
+        w.put(range.to_bits(), 32);
+    }
+    let mut gaps = Vec::with_capacity(k);
+    let mut prev: i64 = -1;
+    for &i in &idx {
+        gaps.push((i as i64 - prev - 1) as u32);
+        prev = i as i64;
+    }
+    let r = best_rice(&gaps);
+    w.put(r, 5);
+    for &g in &gaps {
+        put_rice(w, g, r);
+    }
+    for &x in &kept {
+        match codec {
+            ValueCodec::F16 => w.put(half::f16::from_f32(x).to_bits() as u32, 16),
+            ValueCodec::Bf16 => w.put(half::bf16::from_f32(x).to_bits() as u32, 16),
+            _ => {
+                let levels = codec.levels().expect("quantized");
+                let q = if range > 0.0 { (((top - x) / range).clamp(0.0, 1.0).sqrt() * levels as f32).round() as u32 } else { 0 };
+                w.put(q, codec.bits());
+            }
+        }
+    }
+}
+
+pub fn decode_token(rd: &mut BitReader, k: usize, codec: ValueCodec, n_temps: usize, vocab: usize) -> Option<TokenTopK> {
+    let (mut lse, mut log_tail) = (Vec::with_capacity(n_temps), Vec::with_capacity(n_temps));
+    for _ in 0..n_temps {
+        lse.push(f32::from_bits(rd.get(32)?));
+        log_tail.push(half::f16::from_bits(rd.get(16)? as u16).to_f32());
+    }
+    let (top, range) = match codec.levels() {
+        Some(_) => (f32::from_bits(rd.get(32)?), f32::from_bits(rd.get(32)?)),
+        None => (0.0, 0.0),
+    };
+    let r = rd.get(5)?;
+    let mut ids = Vec::with_capacity(k);
+    let mut prev: i64 = -1;
+    for _ in 0..k {
+        let id = prev + 1 + get_rice(rd, r)? as i64;
+        if id as usize >= vocab {
+            return None;
+        }
+        ids.push(id as u32);
+        prev = id;
+    }
+    let mut logits = Vec::with_capacity(k);
+    for _ in 0..k {
+        logits.push(match codec {
+            ValueCodec::F16 => half::f16::from_bits(rd.get(16)? as u16).to_f32(),
+            ValueCodec::Bf16 => half::bf16::from_bits(rd.get(16)? as u16).to_f32(),
+            _ => {
+                let u = rd.get(codec.bits())? as f32 / codec.levels().expect("quantized") as f32;
+                top - range * u * u
+            }
+        });
+    }
+    Some(TokenTopK { ids, logits, lse, log_tail })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing.
+
+fn shard_name(i: usize) -> String {
+    format!("shard-{i:05}.bin")
+}
+
+fn shard_bytes(id: &CacheIdentity, first_row: usize, rows: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend(MAGIC);
+    out.extend(FORMAT_VERSION.to_le_bytes());
+    out.extend(id.digest());
+    out.extend((first_row as u64).to_le_bytes());
+    out.extend((rows.len() as u64).to_le_bytes());
+    let mut off = 0u64;
+    for r in rows {
+        out.extend(off.to_le_bytes());
+        off += r.len() as u64;
+    }
+    out.extend(off.to_le_bytes());
+    for r in rows {
+        out.extend(r);
+    }
+    let sum: [u8; 32] = {
+        use sha2::{Digest, Sha256};
+        Sha256::digest(&out).into()
+    };
+    out.extend(sum);
+    out
+}
+
+const HEADER: usize = 8 + 4 + 32 + 8 + 8;
+
+/// Parse and verify one shard's bytes; returns (first row, row count, offsets table start).
+fn check_shard(bytes: &[u8], id: &CacheIdentity, path: &Path) -> Result<(usize, usize)> {
+    let bad = |why: &str| Error::input(format!(
+        "{}: corrupt teacher-cache shard ({why}); delete the cache directory and rebuild it with `distill cache-teacher`",
+        path.display()));
+    if bytes.len() < HEADER + 8 + 32 || &bytes[..8] != MAGIC {
+        return Err(bad("not a shard file or truncated"));
+    }
+    let (body, sum) = bytes.split_at(bytes.len() - 32);
+    let want: [u8; 32] = {
+        use sha2::{Digest, Sha256};
+        Sha256::digest(body).into()
+    };
+    if sum != want {
+        return Err(bad("checksum mismatch"));
+    }
+    let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().expect("8 bytes")) as usize;
+    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if version != FORMAT_VERSION {
+        return Err(bad(&format!("format version {version}, this build reads {FORMAT_VERSION}")));
+    }
+    if bytes[12..44] != id.digest() {
+        return Err(bad("it belongs to a different cache"));
+    }
+    let (first, rows) = (u64_at(44), u64_at(52));
+    if body.len() < HEADER + 8 * (rows + 1) || HEADER + 8 * (rows + 1) + u64_at(HEADER + 8 * rows) != body.len() {
+        return Err(bad("offset table does not match its size"));
+    }
+    Ok((first, rows))
+}
+
+/// Options of a cache build that are not part of its identity.
+pub struct BuildOptions<'a> {
+    pub batch_size: usize,
+    pub quiet: bool,
+    pub stop: &'a AtomicBool,
+}
+
+/// The teacher as the cache sees it: logits (rows x seq_len x vocab, flat) of given rows.
+pub fn decoder_logits<'a>(teacher: &'a Decoder, data: &'a Packed, device: &'a Device) -> impl FnMut(&[usize]) -> Vec<f32> + 'a {
+    move |rows| {
+        let batch = data.batch(rows, device);
+        teacher.forward(batch.inputs).into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 logits")
+    }
+}
+
+/// Run the teacher (`logits_of`) over every row of `data` and write the cache into `dir`
+/// (keeping shards a previous, interrupted build finished). Returns the manifest.
+pub fn build(dir: &Path, id: &CacheIdentity, data: &Packed, mut logits_of: impl FnMut(&[usize]) -> Vec<f32>, opts: &BuildOptions) -> Result<Manifest> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::runtime(format!("{}: {e}", dir.display())))?;
+    let v = id.vocab_size;
+    let total_tokens: u64 = (0..data.n_rows()).map(|r| data.row_len(r) as u64).sum();
+    let pb = crate::util::progress_bar("cache", total_tokens, opts.quiet);
+    let mut shards = Vec::new();
+    let mut tokens = 0u64;
+    for s in 0..id.n_shards() {
+        let first = s * id.rows_per_shard;
+        let rows: Vec<usize> = (first..((s + 1) * id.rows_per_shard).min(id.n_rows)).collect();
+        let shard_tokens: u64 = rows.iter().map(|&r| data.row_len(r) as u64).sum();
+        let path = dir.join(shard_name(s));
+        let existing = std::fs::read(&path).ok().filter(|b| check_shard(b, id, &path).is_ok());
+        let bytes = match existing {
+            Some(b) => b,
+            None => {
+                let mut records = Vec::with_capacity(rows.len());
+                for chunk in rows.chunks(opts.batch_size.max(1)) {
+                    if opts.stop.load(Ordering::SeqCst) {
+                        pb.abandon();
+                        return Err(Error::Interrupted(format!(
+                            "teacher cache stopped after {s} of {} shards (finished shards are kept)", id.n_shards())));
+                    }
+                    let t = id.seq_len;
+                    let logits = logits_of(chunk);
+                    for (j, &r) in chunk.iter().enumerate() {
+                        let n = data.row_len(r);
+                        let mut w = BitWriter::default();
+                        w.put(n as u32, 32);
+                        for p in 0..n {
+                            let row = &logits[(j * t + p) * v..(j * t + p + 1) * v];
+                            if let Some(bad) = row.iter().find(|x| !x.is_finite()) {
+                                return Err(Error::runtime(format!(
+                                    "teacher logit {bad} at row {r}, position {p}: the teacher produced a non-finite value")));
+                            }
+                            encode_token(&mut w, row, id.k, id.values, &id.temperatures);
+                        }
+                        w.align();
+                        records.push(w.bytes);
+                        pb.inc(n as u64);
+                    }
+                }
+                let b = shard_bytes(id, first, &records);
+                write_atomic(&path, &b)?;
+                b
+            }
+        };
+        if pb.position() < tokens + shard_tokens {
+            pb.set_position(tokens + shard_tokens);
+        }
+        tokens += shard_tokens;
+        shards.push(ShardInfo { file: shard_name(s), first_row: first, rows: rows.len(), bytes: bytes.len() as u64, sha256: sha256_hex(&bytes) });
+    }
+    pb.finish_and_clear();
+    let bytes = shards.iter().map(|s| s.bytes).sum();
+    let m = Manifest { id: id.clone(), tokens, bytes, shards };
+    write_json_atomic(&dir.join(MANIFEST), &m)?;
+    Ok(m)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading.
+
+/// Teacher targets of a batch on the host: `n` positions x `k` entries, ready for the loss.
+pub struct TopKHost {
+    pub n: usize,
+    pub k: usize,
+    pub ids: Vec<i64>,
+    /// Teacher log-probabilities of the kept ids at the training temperature.
+    pub logp: Vec<f32>,
+    /// Log of the teacher's remaining mass per position (`tail = "other"` only).
+    pub tail: Option<Vec<f32>>,
+}
+
+impl TopKHost {
+    pub fn to_device(&self, device: &Device) -> crate::kd_loss::TopK {
+        crate::kd_loss::TopK {
+            ids: Tensor::<2, Int>::from_data(TensorData::new(self.ids.clone(), [self.n, self.k]), device),
+            logp: Tensor::from_data(TensorData::new(self.logp.clone(), [self.n, self.k]), device),
+            tail: self.tail.as_ref().map(|t| Tensor::from_data(TensorData::new(t.clone(), [self.n]), device)),
+        }
+    }
+}
+
+pub struct CacheReader {
+    pub manifest: Manifest,
+    dir: PathBuf,
+    shards: Vec<memmap2::Mmap>,
+}
+
+/// What a cache must match to be used for a run.
+pub struct Expect<'a> {
+    pub vocab_size: usize,
+    pub seq_len: usize,
+    pub n_rows: usize,
+    pub tokenizer_hash: &'a str,
+    pub teacher_hash: &'a str,
+    pub data_hash: &'a str,
+}
+
+impl CacheReader {
+    /// Whether `dir` holds a finished cache.
+    pub fn exists(dir: &Path) -> bool {
+        dir.join(MANIFEST).is_file()
+    }
+
+    /// Open a cache, refusing one made from other data, tokenizer or teacher, and verifying
+    /// every shard's checksum.
+    pub fn open(dir: &Path, expect: &Expect) -> Result<CacheReader> {
+        let manifest: Manifest = read_json(&dir.join(MANIFEST))?;
+        let id = &manifest.id;
+        let refuse = |what: &str, have: String, want: String| Error::input(format!(
+            "teacher cache {}: made for {what} {have}, but this run has {want}; rebuild it with `distill cache-teacher` (or point cache.path elsewhere)",
+            dir.display()));
+        if id.format_version != FORMAT_VERSION {
+            return Err(refuse("format version", id.format_version.to_string(), FORMAT_VERSION.to_string()));
+        }
+        if id.vocab_size != expect.vocab_size {
+            return Err(refuse("a vocabulary of", id.vocab_size.to_string(), expect.vocab_size.to_string()));
+        }
+        if id.tokenizer_hash != expect.tokenizer_hash {
+            return Err(refuse("tokenizer", short(&id.tokenizer_hash), short(expect.tokenizer_hash)));
+        }
+        if id.teacher_hash != expect.teacher_hash {
+            return Err(refuse("teacher", short(&id.teacher_hash), short(expect.teacher_hash)));
+        }
+        if id.data_hash != expect.data_hash || id.seq_len != expect.seq_len || id.n_rows != expect.n_rows {
+            return Err(refuse("data", format!("{} ({} rows of {})", short(&id.data_hash), id.n_rows, id.seq_len),
+                format!("{} ({} rows of {})", short(expect.data_hash), expect.n_rows, expect.seq_len)));
+        }
+        if manifest.shards.len() != id.n_shards() {
+            return Err(Error::input(format!("{}: lists {} shards, expected {}", dir.join(MANIFEST).display(), manifest.shards.len(), id.n_shards())));
+        }
+        let mut shards = Vec::new();
+        for (i, s) in manifest.shards.iter().enumerate() {
+            let p = dir.join(&s.file);
+            let f = std::fs::File::open(&p).map_err(|e| Error::input(format!("{}: missing teacher-cache shard: {e}", p.display())))?;
+            // SAFETY: the file is opened read-only and we never write through the map; a
+            // concurrent writer could change what we read, which the checksum below catches
+            // for the state at open time.
+            let map = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| Error::input(format!("{}: {e}", p.display())))?;
+            let (first, rows) = check_shard(&map, id, &p)?;
+            if first != i * id.rows_per_shard || rows != s.rows || sha256_hex(&map) != s.sha256 {
+                return Err(Error::input(format!("{}: does not match {} (shard {i})", p.display(), dir.join(MANIFEST).display())));
+            }
+            shards.push(map);
+        }
+        Ok(CacheReader { manifest, dir: dir.to_path_buf(), shards })
+    }
+
+    /// The decoded record of row `r`.
+    pub fn row(&self, r: usize) -> Result<Vec<TokenTopK>> {
+        let id = &self.manifest.id;
+        let s = r / id.rows_per_shard;
+        let local = r % id.rows_per_shard;
+        let map = &self.shards[s];
+        let off = |i: usize| u64::from_le_bytes(map[HEADER + 8 * i..HEADER + 8 * i + 8].try_into().expect("8 bytes")) as usize;
+        let rows = self.manifest.shards[s].rows;
+        let base = HEADER + 8 * (rows + 1);
+        let bytes = &map[base + off(local)..base + off(local + 1)];
+        let mut rd = BitReader::new(bytes);
+        let corrupt = || Error::input(format!("{}: row {r} does not decode", self.dir.join(shard_name(s)).display()));
+        let n = rd.get(32).ok_or_else(corrupt)? as usize;
+        if n > id.seq_len {
+            return Err(corrupt());
+        }
+        (0..n)
+            .map(|_| decode_token(&mut rd, id.k.min(id.vocab_size), id.values, id.temperatures.len(), id.vocab_size).ok_or_else(corrupt))
+            .collect()
+    }
+
+    /// The stored temperature index for `tau`, if its log-sum-exp is in the cache.
+    pub fn temperature_index(&self, tau: f64) -> Option<usize> {
+        self.manifest.id.temperatures.iter().position(|&t| (t - tau).abs() < 1e-9)
+    }
+
+    /// Teacher targets for `rows` (each `seq_len` positions; padding gets a harmless uniform
+    /// target that the loss mask removes) at temperature `tau`.
+    pub fn batch(&self, rows: &[usize], tau: f64, tail: TailMode) -> Result<TopKHost> {
+        let id = &self.manifest.id;
+        let (t, k) = (id.seq_len, id.k.min(id.vocab_size));
+        let n = rows.len() * t;
+        let mut ids = Vec::with_capacity(n * k);
+        let mut logp = Vec::with_capacity(n * k);
+        let mut tails = Vec::with_capacity(n);
+        let ti = match tail {
+            TailMode::Other => Some(self.temperature_index(tau).ok_or_else(|| Error::input(format!(
+                "teacher cache {}: holds full-vocabulary log-sum-exps for temperatures {:?}, not {tau}; rebuild it with this distill.temperature, or use cache.tail = \"renormalize\"",
+                self.dir.display(), id.temperatures)))?),
+            TailMode::Renormalize => None,
+        };
+        for &r in rows {
+            let toks = self.row(r)?;
+            for tok in &toks {
+                ids.extend(tok.ids.iter().map(|&i| i as i64));
+                let scaled: Vec<f64> = tok.logits.iter().map(|&z| z as f64 / tau).collect();
+                let m = scaled.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let norm = m + scaled.iter().map(|x| (x - m).exp()).sum::<f64>().ln();
+                // With the other bucket the kept entries share 1 - tail; renormalized, all of it.
+                let (shift, tail) = match ti {
+                    Some(j) if tok.log_tail[j] > EMPTY_TAIL => {
+                        let lt = tok.log_tail[j] as f64;
+                        ((-lt.exp()).ln_1p(), lt as f32)
+                    }
+                    _ => (0.0, EMPTY_TAIL),
+                };
+                logp.extend(scaled.iter().map(|x| (x - norm + shift) as f32));
+                tails.push(tail);
+            }
+            for _ in toks.len()..t {
+                ids.extend(0..k as i64);
+                logp.extend(std::iter::repeat_n(-(k as f32).ln(), k));
+                tails.push(EMPTY_TAIL);
+            }
+        }
+        Ok(TopKHost { n, k, ids, logp, tail: ti.map(|_| tails) })
+    }
+}
+
+fn short(h: &str) -> String {
+    h.chars().take(12).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::SplitMix;
+
+    #[test]
+    fn token_records_round_trip_for_every_codec() {
+        let mut rng = SplitMix(3);
+        let v = 700;
+        let z: Vec<f32> = (0..v).map(|_| (rng.uniform() * 20.0 - 8.0) as f32).collect();
+        for codec in [ValueCodec::F16, ValueCodec::Bf16, ValueCodec::Q8, ValueCodec::Q6, ValueCodec::Q4] {
+            for k in [1, 8, 64, v] {
+                let mut w = BitWriter::default();
+                encode_token(&mut w, &z, k, codec, &[1.0, 2.0]);
+                w.align();
+                let t = decode_token(&mut BitReader::new(&w.bytes), k, codec, 2, v).expect("decodes");
+                // The k largest, in id order.
+                let mut order: Vec<usize> = (0..v).collect();
+                order.sort_by(|&a, &b| z[b].total_cmp(&z[a]));
+                let mut want: Vec<u32> = order[..k].iter().map(|&i| i as u32).collect();
+                want.sort();
+                assert_eq!(t.ids, want, "{codec:?} k={k}");
+                let top = z[order[0]];
+                let range = top - z[order[k - 1]];
+                for (&i, &x) in t.ids.iter().zip(&t.logits) {
+                    let err = (x - z[i as usize]).abs();
+                    // f16: 11 significant bits; bf16: 8; q<b>: the largest step of the sqrt
+                    // code, 2 * range / levels, halved.
+                    let bound = match codec {
+                        ValueCodec::F16 => z[i as usize].abs() / 2048.0,
+                        ValueCodec::Bf16 => z[i as usize].abs() / 256.0,
+                        _ => range / codec.levels().unwrap() as f32 + 1e-6,
+                    };
+                    assert!(err <= bound + 1e-6, "{codec:?} k={k}: {x} vs {} (bound {bound})", z[i as usize]);
+                }
+                for (j, tau) in [1.0f64, 2.0].iter().enumerate() {
+                    let want = {
+                        let m = z.iter().map(|&x| x as f64 / tau).fold(f64::NEG_INFINITY, f64::max);
+                        m + z.iter().map(|&x| (x as f64 / tau - m).exp()).sum::<f64>().ln()
+                    };
+                    assert!((t.lse[j] as f64 - want).abs() < 1e-5);
+                    let tail: f64 = (0..v).filter(|i| !t.ids.contains(&(*i as u32))).map(|i| (z[i] as f64 / tau - want).exp()).sum();
+                    if k == v {
+                        assert_eq!(t.log_tail[j], -60.0);
+                    } else {
+                        assert!((t.log_tail[j] as f64 - tail.ln()).abs() < 2e-3 * tail.ln().abs(), "tail {} vs {}", t.log_tail[j], tail.ln());
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod round_trip {
+    use super::*;
+    use crate::kd_loss::{Divergence, KdConfig, Target, kd_loss, kd_loss_to};
+    use crate::rng::SplitMix;
+
+    const V: usize = 300;
+    const T: usize = 16;
+
+    /// Peaked, LM-like logits: a few strong candidates over a Gaussian-ish background.
+    fn logits(seed: u64, rows: usize) -> Vec<f32> {
+        let mut rng = SplitMix(seed);
+        let mut out = Vec::with_capacity(rows * T * V);
+        for _ in 0..rows * T {
+            let hot: Vec<usize> = (0..4).map(|_| rng.below(V)).collect();
+            for j in 0..V {
+                let g = (rng.uniform() + rng.uniform() + rng.uniform() - 1.5) * 2.0;
+                let boost = if hot.contains(&j) { 6.0 + rng.uniform() * 3.0 } else { 0.0 };
+                out.push((g + boost) as f32);
+            }
+        }
+        out
+    }
+
+    fn ident(k: usize, values: ValueCodec, n_rows: usize, data_hash: &str) -> CacheIdentity {
+        CacheIdentity {
+            format_version: FORMAT_VERSION, vocab_size: V, k, values, temperatures: vec![1.0, 2.0], seq_len: T,
+            n_rows, rows_per_shard: 3, tokenizer_hash: "tok".into(), teacher_hash: "teacher".into(), data_hash: data_hash.into(),
+        }
+    }
+
+    fn expect(id: &CacheIdentity) -> Expect<'_> {
+        Expect { vocab_size: V, seq_len: T, n_rows: id.n_rows, tokenizer_hash: &id.tokenizer_hash, teacher_hash: &id.teacher_hash, data_hash: &id.data_hash }
+    }
+
+    struct Fixture {
+        data: Packed,
+        teacher: Vec<f32>,
+        student: Vec<f32>,
+        rows: Vec<usize>,
+    }
+
+    fn fixture() -> Fixture {
+        // 7 rows, the last one short (padded).
+        let n_tokens = 6 * T + 9 + 1;
+        let mut rng = SplitMix(1);
+        let data = Packed::new((0..n_tokens).map(|_| rng.below(V) as u32).collect(), T, 0);
+        let rows: Vec<usize> = (0..data.n_rows()).collect();
+        Fixture { teacher: logits(11, rows.len()), student: logits(12, rows.len()), data, rows }
+    }
+
+    fn build_cache(f: &Fixture, dir: &Path, k: usize, values: ValueCodec) -> Manifest {
+        let id = ident(k, values, f.data.n_rows(), "data");
+        let stop = AtomicBool::new(false);
+        let teacher = f.teacher.clone();
+        let logits_of = move |rows: &[usize]| rows.iter().flat_map(|&r| teacher[r * T * V..(r + 1) * T * V].to_vec()).collect();
+        build(dir, &id, &f.data, logits_of, &BuildOptions { batch_size: 2, quiet: true, stop: &stop }).expect("build")
+    }
+
+    /// Mean divergence over the real tokens: online (full teacher logits) and from the cache.
+    fn kl_pair(f: &Fixture, reader: &CacheReader, tau: f64, tail: TailMode, d: Divergence) -> (f64, f64) {
+        let dev = burn::tensor::Device::flex();
+        let n = f.rows.len() * T;
+        let batch = f.data.batch(&f.rows, &dev);
+        let st = || Tensor::<2>::from_data(TensorData::new(f.student.clone(), [n, V]), &dev);
+        let cfg = KdConfig { alpha: 0.0, temperature: tau, chunk_tokens: 40, divergence: d };
+        let online = kd_loss(st(), Some(Tensor::from_data(TensorData::new(f.teacher.clone(), [n, V]), &dev)),
+            batch.targets.clone(), batch.mask.clone(), cfg);
+        let host = reader.batch(&f.rows, tau, tail).expect("decode");
+        let cached = kd_loss_to(st(), Some(Target::TopK(host.to_device(&dev))), batch.targets, batch.mask, cfg);
+        (online.kl.into_scalar::<f32>() as f64, cached.kl.into_scalar::<f32>() as f64)
+    }
+
+    fn tmp(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("distill-cache-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn full_vocabulary_cache_reproduces_the_online_divergences() {
+        let f = fixture();
+        let dir = tmp("full");
+        let m = build_cache(&f, &dir, V, ValueCodec::F16);
+        assert_eq!(m.tokens as usize, f.data.n_tokens() - 1);
+        let id = m.id.clone();
+        let reader = CacheReader::open(&dir, &expect(&id)).unwrap();
+        for tau in [1.0, 2.0] {
+            for d in [Divergence::ForwardKl, Divergence::ReverseKl, Divergence::Jsd { beta: 0.5 }, Divergence::Tv] {
+                for tail in [TailMode::Other, TailMode::Renormalize] {
+                    let (on, ca) = kl_pair(&f, &reader, tau, tail, d);
+                    // f16 keeps 11 significant bits of logits of size ~10: about 5e-3 absolute.
+                    assert!((on - ca).abs() < 2e-3 * on.max(0.1), "{d:?} tau {tau} {tail:?}: online {on}, cache {ca}");
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The top-k approximation error, measured (printed with `--nocapture`): it shrinks as k
+    /// grows, the "other" bucket beats renormalizing, and quantized values cost little.
+    #[test]
+    fn top_k_error_shrinks_with_k() {
+        let f = fixture();
+        let mut last = f64::INFINITY;
+        for k in [8, 32, 128] {
+            let mut errs = Vec::new();
+            for values in [ValueCodec::F16, ValueCodec::Q8] {
+                let dir = tmp(&format!("k{k}-{values:?}"));
+                let m = build_cache(&f, &dir, k, values);
+                let reader = CacheReader::open(&dir, &expect(&m.id)).unwrap();
+                let (on, other) = kl_pair(&f, &reader, 1.0, TailMode::Other, Divergence::ForwardKl);
+                let (_, renorm) = kl_pair(&f, &reader, 1.0, TailMode::Renormalize, Divergence::ForwardKl);
+                let (eo, er) = ((other - on).abs() / on, (renorm - on).abs() / on);
+                println!("k {k:>4} {values:?}: {:.1} bytes/token, KL online {on:.4}, other-bucket rel. error {eo:.4}, renormalized {er:.4}", m.bytes_per_token());
+                errs.push(eo);
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            assert!(errs[0] < last, "k = {k}: error {} did not shrink from {last}", errs[0]);
+            assert!((errs[1] - errs[0]).abs() < 0.02, "q8 adds at most 2% relative KL error at k = {k}: {errs:?}");
+            last = errs[0];
+        }
+    }
+
+    #[test]
+    fn mismatched_or_corrupt_caches_are_refused() {
+        let f = fixture();
+        let dir = tmp("bad");
+        let m = build_cache(&f, &dir, 8, ValueCodec::Q8);
+        let mut id = m.id.clone();
+        for (field, msg) in [("teacher", "teacher"), ("data", "data"), ("tokenizer", "tokenizer")] {
+            let mut other = id.clone();
+            match field {
+                "teacher" => other.teacher_hash = "other".into(),
+                "data" => other.data_hash = "other".into(),
+                _ => other.tokenizer_hash = "other".into(),
+            }
+            let e = CacheReader::open(&dir, &expect(&other)).err().expect("refused").to_string();
+            assert!(e.contains(&format!("made for {msg}")) && e.contains("distill cache-teacher"), "{e}");
+        }
+        id.vocab_size += 1;
+        let e = CacheReader::open(&dir, &Expect { vocab_size: id.vocab_size, ..expect(&m.id) }).err().unwrap().to_string();
+        assert!(e.contains("vocabulary"), "{e}");
+        // Flip one bit in the middle of a shard: its checksum catches it, naming the file.
+        let shard = dir.join("shard-00001.bin");
+        let mut b = std::fs::read(&shard).unwrap();
+        let mid = b.len() / 2;
+        b[mid] ^= 0x10;
+        std::fs::write(&shard, &b).unwrap();
+        let e = CacheReader::open(&dir, &expect(&m.id)).err().unwrap().to_string();
+        assert!(e.contains("shard-00001.bin") && e.contains("checksum"), "{e}");
+        // A rebuild keeps the good shards and replaces the corrupt one.
+        let m2 = build_cache(&f, &dir, 8, ValueCodec::Q8);
+        assert_eq!(m2.shards[1].sha256, m.shards[1].sha256);
+        assert!(CacheReader::open(&dir, &expect(&m2.id)).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
