@@ -160,6 +160,23 @@ enum Cmd {
         #[arg(long, hide = true)]
         one: Option<String>,
     },
+    /// Benchmark the top-k teacher cache on a finished run: bytes per token, the KL error
+    /// against the full teacher for each k and value codec, and the reader's tokens/s against
+    /// the student trainer's consumption.
+    BenchCache {
+        run_dir: PathBuf,
+        #[arg(long, value_delimiter = ',', default_value = "8,32,128")]
+        k: Vec<usize>,
+        /// Value codecs: f16, bf16, q8, q6, q4.
+        #[arg(long, value_delimiter = ',', default_value = "f16,bf16,q8,q6,q4")]
+        values: Vec<String>,
+        /// Training rows to cache.
+        #[arg(long, default_value_t = 64)]
+        rows: usize,
+        /// Append results as JSON lines to this file.
+        #[arg(long)]
+        jsonl: Option<PathBuf>,
+    },
     /// Prepare and filter a recipe's data into its run directory and print the filter report.
     Data {
         #[command(flatten)]
@@ -417,6 +434,40 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             println!("\nKV cache per token, f32, a 32-layer d_model 4096 model with 32 query heads:");
             for (name, kv) in [("MHA (32 KV heads)", 32), ("GQA (8 KV heads)", 8), ("MQA (1 KV head)", 1)] {
                 println!("  {name:<18} {:>8} KiB", shape(kv).kv_bytes_per_token() / 1024);
+            }
+            if let Some(p) = jsonl {
+                use std::io::Write;
+                let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&p)
+                    .map_err(|e| Error::input(format!("{}: {e}", p.display())))?;
+                f.write_all(lines.as_bytes()).map_err(|e| Error::runtime(format!("{}: {e}", p.display())))?;
+            }
+            Ok(())
+        }
+        Cmd::BenchCache { run_dir, k, values, rows, jsonl } => {
+            let codecs = values.iter().map(|v| toml::Value::String(v.clone()).try_into()
+                .map_err(|_| Error::input(format!("--values: expected f16, bf16, q8, q6 or q4, got {v:?}"))))
+                .collect::<Result<Vec<crate::recipe::ValueCodec>>>()?;
+            if k.contains(&0) || rows == 0 {
+                return Err(Error::input("--k and --rows must be positive"));
+            }
+            let trainer = crate::train::metrics::read(&run_dir.join("metrics.jsonl")).into_iter()
+                .filter(|v| v["phase"] == "student").filter_map(|v| v["tok_per_s"].as_f64()).collect::<Vec<_>>();
+            let trainer = trainer.iter().sum::<f64>() / trainer.len().max(1) as f64;
+            println!("top-k teacher cache on {} ({rows} training rows): forward KL(teacher || student) error vs the full teacher", run_dir.display());
+            println!("{:>5} {:>6} {:>11} {:>10} {:>14} {:>14} {:>12}", "k", "values", "bytes/tok", "KL", "err (other)", "err (renorm)", "read tok/s");
+            let mut lines = String::new();
+            crate::bench::cache_sweep(&run_dir, &k, &codecs, rows, |r| {
+                println!("{:>5} {:>6} {:>11.1} {:>10.4} {:>13.3}% {:>13.3}% {:>12.0}", r.k, format!("{:?}", r.values).to_lowercase(),
+                    r.bytes_per_token, r.kl_online, 100.0 * r.rel_err_other, 100.0 * r.rel_err_renormalize, r.read_tok_per_s);
+                lines += &format!("{}\n", serde_json::json!(r));
+            })?;
+            println!("student trainer consumption in this run: {trainer:.0} tok/s (one reader thread decodes ahead of it)");
+            println!("\nrecord size at large vocabularies (synthetic logits, k = 128, one temperature):");
+            for v in [32_000usize, 128_256] {
+                let sizes: Vec<String> = codecs.iter()
+                    .map(|&c| format!("{:?} {:.1}", c, crate::bench::cache_record_bytes(v, 128, c, 200)).to_lowercase())
+                    .collect();
+                println!("  vocab {v:>7}: {} bytes/token", sizes.join(", "));
             }
             if let Some(p) = jsonl {
                 use std::io::Write;

@@ -195,7 +195,7 @@ fn cli_exit_codes_and_messages() {
     let (code, _, err) = distill_cmd(&["resume", dir.join("nothing").to_str().unwrap()]);
     assert_eq!(code, 2);
     assert!(err.contains("not a run directory"), "{err}");
-    for sub in ["run", "resume", "eval", "export", "generate", "logits", "attention", "bench", "data", "validate"] {
+    for sub in ["run", "cache-teacher", "resume", "eval", "export", "generate", "logits", "attention", "bench", "data", "validate"] {
         let (code, out, _) = distill_cmd(&[sub, "--help"]);
         assert_eq!(code, 0, "{sub} --help");
         assert!(out.contains("Usage: distill"), "{sub}");
@@ -244,5 +244,40 @@ fn hybrid_patterns_train_and_generate() {
         let got = distill::generate::generate(&student, &prompt, u32::MAX, &sampling, &Device::flex(), |_| {});
         assert_eq!(got.len(), 20, "{pattern}: greedy generation runs to max_tokens");
     }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Training from a full-vocabulary cache (f16 values) follows the online run step by step (same
+/// rows in the same order, targets within f16 rounding); a cache shared through `cache.path`
+/// is refused by a run whose data or teacher differ.
+#[test]
+fn cached_teacher_matches_online_teacher() {
+    let dir = tmp("cache");
+    let stop = AtomicBool::new(false);
+    let steps = 24;
+    let online = load(&tiny_recipe(&dir, "online", steps), &dir);
+    let a = pipeline::run(&online, &opts(&stop, None), &mut |_| {}).unwrap();
+    let cache_dir = dir.join("shared-cache");
+    let cached_text = tiny_recipe(&dir, "cached", steps).replace("[student.model]",
+        &format!("[cache]\nk = 320\nvalues = \"f16\"\nrows_per_shard = 16\npath = \"{}\"\n\n[student.model]", cache_dir.display()))
+        .replace("[teacher.optim]", "[teacher]\nlogits = \"cache\"\n\n[teacher.optim]");
+    let cached = load(&cached_text, &dir);
+    let m = pipeline::cache_teacher(&cached, &opts(&stop, None), &mut |_| {}).unwrap();
+    assert!(m.shards.len() > 1 && m.tokens > 0);
+    let b = pipeline::run(&cached, &opts(&stop, None), &mut |_| {}).unwrap();
+    let (ra, rb) = (rows(&dir.join("online"), "student"), rows(&dir.join("cached"), "student"));
+    assert_eq!(ra.len(), steps);
+    for (x, y) in ra.iter().zip(&rb).take(5) {
+        for key in ["kl", "ce", "loss"] {
+            let (x, y) = (x[key].as_f64().unwrap(), y[key].as_f64().unwrap());
+            assert!((x - y).abs() < 2e-3 * x.abs().max(1.0), "step {key}: online {x} vs cache {y}");
+        }
+    }
+    assert!((a.student.loss - b.student.loss).abs() < 0.01 * a.student.loss, "{} vs {}", a.student.loss, b.student.loss);
+    // Other data (another seed) with the same cache path: refused, nothing trained.
+    let other = load(&cached_text.replace("seed = 7", "seed = 8").replace("name = \"cached\"", "name = \"other\""), &dir);
+    let e = pipeline::run(&other, &opts(&stop, None), &mut |_| {}).unwrap_err().to_string();
+    assert!(e.contains("made for") && e.contains("distill cache-teacher"), "{e}");
+    assert!(!dir.join("other/student/checkpoints/LATEST").exists());
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -36,6 +36,12 @@ impl Packed {
         self.tokens.len()
     }
 
+    /// The first `rows` rows alone.
+    pub fn prefix(&self, rows: usize) -> Packed {
+        let end = (rows * self.seq_len + 1).min(self.tokens.len());
+        Packed::new(self.tokens[..end].to_vec(), self.seq_len, self.pad_id)
+    }
+
     /// Real (unpadded) positions of row `i`.
     pub fn row_len(&self, i: usize) -> usize {
         (self.tokens.len() - 1 - i * self.seq_len).min(self.seq_len)

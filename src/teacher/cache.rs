@@ -520,6 +520,34 @@ impl CacheReader {
     }
 }
 
+/// The mean divergence over the real tokens of `rows`, computed from full teacher logits and
+/// from the cache: how much the cache changes the objective. `teacher`, `student`: logits of
+/// those rows, (rows x seq_len x vocab) flat.
+#[allow(clippy::too_many_arguments)]
+pub fn divergence_online_and_cached(reader: &CacheReader, data: &Packed, rows: &[usize], teacher: &[f32], student: &[f32],
+    tau: f64, tail: TailMode, divergence: crate::kd_loss::Divergence) -> Result<(f64, f64)> {
+    use crate::kd_loss::{KdConfig, Target, kd_loss, kd_loss_to};
+    let dev = Device::flex();
+    let (t, v) = (reader.manifest.id.seq_len, reader.manifest.id.vocab_size);
+    let cfg = KdConfig { alpha: 0.0, temperature: tau, chunk_tokens: 256, divergence };
+    let (mut on, mut ca, mut n) = (0.0, 0.0, 0.0);
+    for (ci, chunk) in rows.chunks(16).enumerate() {
+        let nt = chunk.len() * t;
+        let span = ci * 16 * t * v..(ci * 16 * t + nt) * v;
+        let batch = data.batch(chunk, &dev);
+        let st = || Tensor::<2>::from_data(TensorData::new(student[span.clone()].to_vec(), [nt, v]), &dev);
+        let te = Tensor::<2>::from_data(TensorData::new(teacher[span.clone()].to_vec(), [nt, v]), &dev);
+        let a = kd_loss(st(), Some(te), batch.targets.clone(), batch.mask.clone(), cfg);
+        let host = reader.batch(chunk, tau, tail)?;
+        let b = kd_loss_to(st(), Some(Target::TopK(host.to_device(&dev))), batch.targets, batch.mask, cfg);
+        let w = batch.real_tokens as f64;
+        on += a.kl.into_scalar::<f32>() as f64 * w;
+        ca += b.kl.into_scalar::<f32>() as f64 * w;
+        n += w;
+    }
+    Ok((on / n, ca / n))
+}
+
 fn short(h: &str) -> String {
     h.chars().take(12).collect()
 }
@@ -580,7 +608,7 @@ mod tests {
 #[cfg(test)]
 mod round_trip {
     use super::*;
-    use crate::kd_loss::{Divergence, KdConfig, Target, kd_loss, kd_loss_to};
+    use crate::kd_loss::Divergence;
     use crate::rng::SplitMix;
 
     const V: usize = 300;
@@ -636,18 +664,8 @@ mod round_trip {
         build(dir, &id, &f.data, logits_of, &BuildOptions { batch_size: 2, quiet: true, stop: &stop }).expect("build")
     }
 
-    /// Mean divergence over the real tokens: online (full teacher logits) and from the cache.
     fn kl_pair(f: &Fixture, reader: &CacheReader, tau: f64, tail: TailMode, d: Divergence) -> (f64, f64) {
-        let dev = burn::tensor::Device::flex();
-        let n = f.rows.len() * T;
-        let batch = f.data.batch(&f.rows, &dev);
-        let st = || Tensor::<2>::from_data(TensorData::new(f.student.clone(), [n, V]), &dev);
-        let cfg = KdConfig { alpha: 0.0, temperature: tau, chunk_tokens: 40, divergence: d };
-        let online = kd_loss(st(), Some(Tensor::from_data(TensorData::new(f.teacher.clone(), [n, V]), &dev)),
-            batch.targets.clone(), batch.mask.clone(), cfg);
-        let host = reader.batch(&f.rows, tau, tail).expect("decode");
-        let cached = kd_loss_to(st(), Some(Target::TopK(host.to_device(&dev))), batch.targets, batch.mask, cfg);
-        (online.kl.into_scalar::<f32>() as f64, cached.kl.into_scalar::<f32>() as f64)
+        divergence_online_and_cached(reader, &f.data, &f.rows, &f.teacher, &f.student, tau, tail, d).unwrap()
     }
 
     fn tmp(name: &str) -> std::path::PathBuf {
