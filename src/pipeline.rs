@@ -17,7 +17,7 @@ use crate::eval::{EvalResult, evaluate};
 use crate::kd_loss::KdConfig;
 use crate::model::{Decoder, DecoderConfig, store};
 use crate::quant::int8::fake_quant_model;
-use crate::recipe::{Backend, LogitsSource, Recipe, TailMode, TeacherKind};
+use crate::recipe::{Backend, LogitsSource, Recipe, TailMode, TeacherDtype, TeacherKind};
 use crate::teacher::cache::{self, CacheReader};
 use crate::train::{Phase, TeacherSource, TrainJob, metrics, train};
 
@@ -159,7 +159,14 @@ fn obtain_teacher(recipe: &Recipe, dir: &Path, d: &RunData, device: &Device, opt
         return Err(Error::input(format!(
             "data.seq_len ({}) exceeds the teacher's context ({} tokens)", recipe.data.seq_len, teacher.config.shape.max_seq_len)));
     }
-    Ok(teacher)
+    Ok(match recipe.teacher.dtype {
+        TeacherDtype::F32 => teacher,
+        _ if teacher.config.shape.layer_pattern.contains('M') => {
+            return Err(Error::input("teacher.dtype: half precision is supported for attention-only teachers; this teacher has Mamba-2 layers"));
+        }
+        TeacherDtype::Bf16 => teacher.cast(burn::tensor::DType::BF16),
+        TeacherDtype::F16 => teacher.cast(burn::tensor::DType::F16),
+    })
 }
 
 /// A digest of the teacher's weights and shape, as files on disk.

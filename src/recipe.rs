@@ -279,6 +279,14 @@ pub enum LogitsSource {
     Cache,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TeacherDtype {
+    F32,
+    Bf16,
+    F16,
+}
+
 /// How the top-k logits of a cache are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -353,6 +361,9 @@ pub struct TeacherSection {
     pub path: Option<PathBuf>,
     #[serde(default = "d_logits")]
     pub logits: LogitsSource,
+    /// Precision of the frozen teacher's weights and activations: f32, bf16 or f16.
+    #[serde(default = "d_teacher_dtype")]
+    pub dtype: TeacherDtype,
     /// Optimizer and length of the teacher's pretraining (`kind = "pretrain"`).
     #[serde(default = "d_teacher_optim")]
     pub optim: OptimSection,
@@ -525,6 +536,7 @@ fn d_ckpt_every() -> usize { 50 }
 fn d_keep_last() -> usize { 2 }
 fn d_eval_every() -> usize { 50 }
 fn d_eval_batches() -> usize { 8 }
+fn d_teacher_dtype() -> TeacherDtype { TeacherDtype::F32 }
 fn d_cache_k() -> usize { 32 }
 fn d_codec() -> ValueCodec { ValueCodec::Q8 }
 fn d_tail() -> TailMode { TailMode::Other }
@@ -878,6 +890,9 @@ impl Recipe {
             if o.warmup_steps > o.steps {
                 return Err(fail(&k("warmup_steps"), format!("warmup_steps ({}) exceeds steps ({})", o.warmup_steps, o.steps)));
             }
+        }
+        if r.teacher.dtype != TeacherDtype::F32 && r.teacher.kind == TeacherKind::Pretrain && r.teacher.shape().layer_pattern.contains('M') {
+            return Err(fail("teacher.dtype", "half precision is supported for attention-only teachers; this teacher has Mamba-2 layers".into()));
         }
         if r.cache.k == 0 || r.cache.rows_per_shard == 0 {
             let name = if r.cache.k == 0 { "k" } else { "rows_per_shard" };

@@ -1,8 +1,8 @@
 //! The decoder stack used for both teacher and student.
 
-use burn::module::Module;
+use burn::module::{Module, ModuleMapper, Param};
 use burn::nn::{Embedding, Linear, RmsNorm};
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{DType, Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::attention::{Attention, KvCache};
@@ -188,6 +188,20 @@ impl DecoderConfig {
 }
 
 impl Decoder {
+    /// The same model with every float parameter in `dtype`. A frozen teacher in bf16/f16
+    /// needs half the memory (and on GPUs runs its matmuls at half-precision speed); RMSNorm
+    /// statistics are still taken in f32 (burn's RmsNorm, as transformers), logits come out f32.
+    pub fn cast(self, dtype: DType) -> Decoder {
+        struct Cast(DType);
+        impl ModuleMapper for Cast {
+            fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
+                let dtype = self.0;
+                p.map(|t| t.cast(dtype))
+            }
+        }
+        self.map(&mut Cast(dtype))
+    }
+
     /// `tokens`: (batch, seq) -> logits (batch, seq, vocab).
     pub fn forward(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
         self.run(tokens, None)
@@ -221,19 +235,21 @@ impl Decoder {
         let start = cache.as_ref().map_or(0, |c| c.pos);
         let (cos, sin) = rope::tables(t, start, c.head_dim(), c.shape.rope_theta, c.shape.rope_scaling.as_ref(), &device);
         let mut x = self.embed.forward(tokens);
+        let (cos, sin) = (cos.cast(x.dtype()), sin.cast(x.dtype()));
         for (i, block) in self.blocks.iter().enumerate() {
             let layer_cache = cache.as_mut().map(|c| &mut c.layers[i]);
             x = block.forward(x, &cos, &sin, layer_cache);
         }
         let x = self.norm.forward(x);
-        match &self.lm_head {
+        let logits = match &self.lm_head {
             Some(head) => head.forward(x),
             None => {
                 let [b, t, d] = x.dims();
                 let w = self.embed.weight.val().transpose();
                 x.reshape([b * t, d]).matmul(w).reshape([b, t, c.vocab_size])
             }
-        }
+        };
+        if logits.dtype() == DType::F32 { logits } else { logits.cast(DType::F32) }
     }
 }
 
