@@ -375,4 +375,25 @@ mod tests {
             assert!(worst < 1e-6, "{key}: gradient differs from PyTorch by {worst}");
         }
     }
+
+    /// Curriculum weights ride on the mask: a weighted mask gives sum_i w_i L_i / sum_i w_i
+    /// over tokens, L_i the per-token loss.
+    #[test]
+    fn weighted_mask_is_the_weighted_mean() {
+        let dev = Device::flex();
+        let s = vec![0.3f32, -1.2, 2.0, 0.1, 0.7, 0.0, 9.0, -9.0, 5.0];
+        let t = vec![1.0f32, 0.2, -0.3, 0.4, -1.0, 2.5, -7.0, 8.0, 1.0];
+        let tg = || Tensor::<1, Int>::from_data(TensorData::new(vec![2i64, 1, 0], [3]), &dev);
+        let one = |i: usize| {
+            let mut m = vec![0f32; 3];
+            m[i] = 1.0;
+            let out = kd_loss(t2(s.clone(), 3, &dev), Some(t2(t.clone(), 3, &dev)), tg(), Tensor::from_data(TensorData::new(m, [3]), &dev), cfg(0.4, 2.0));
+            scalar(out.total)
+        };
+        let w = [1.0f32, 0.1, 0.5];
+        let want = (0..3).map(|i| w[i] as f64 * one(i)).sum::<f64>() / w.iter().map(|x| *x as f64).sum::<f64>();
+        let got = kd_loss(t2(s.clone(), 3, &dev), Some(t2(t.clone(), 3, &dev)), tg(), Tensor::from_data(TensorData::new(w.to_vec(), [3]), &dev), cfg(0.4, 2.0));
+        let got = scalar(got.total);
+        assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+    }
 }

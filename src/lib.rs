@@ -5,6 +5,7 @@
 //! runs the stages in that order.
 
 pub mod bench;
+pub mod curriculum;
 pub mod data;
 pub mod error;
 pub mod eval;

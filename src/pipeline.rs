@@ -17,9 +17,9 @@ use crate::eval::{EvalResult, evaluate};
 use crate::kd_loss::KdConfig;
 use crate::model::{Decoder, DecoderConfig, store};
 use crate::quant::int8::fake_quant_model;
-use crate::recipe::{Backend, LogitsSource, Recipe, TailMode, TeacherDtype, TeacherKind};
+use crate::recipe::{Backend, LogitsSource, Recipe, RowOrder, Schedule, TailMode, TeacherDtype, TeacherKind};
 use crate::teacher::cache::{self, CacheReader};
-use crate::train::{Phase, TeacherSource, TrainJob, metrics, train};
+use crate::train::{CurriculumRun, Phase, TeacherSource, TrainJob, metrics, train};
 
 pub struct RunOptions<'a> {
     pub stop: &'a AtomicBool,
@@ -149,6 +149,7 @@ fn obtain_teacher(recipe: &Recipe, dir: &Path, d: &RunData, device: &Device, opt
                 phase: Phase::Teacher, dir: dir.join("teacher"), metrics: dir.join("metrics.jsonl"),
                 model: teacher_cfg.clone(), optim: &recipe.teacher.optim, teacher: TeacherSource::None,
                 kd: KdConfig { alpha: 1.0, temperature: 1.0, chunk_tokens: 2048, divergence: crate::kd_loss::Divergence::ForwardKl },
+                alpha_end: None, temperature_end: None, curriculum: None,
                 train: &d.train, valid: &d.valid, seed: recipe.run.seed,
                 checkpoint: &recipe.checkpoint, eval: &recipe.eval, stop: opts.stop, stop_after, quiet: opts.quiet,
             };
@@ -260,11 +261,30 @@ fn execute(recipe: &Recipe, dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(S
         },
         _ => TeacherSource::Online(&teacher),
     };
+    let c = &recipe.curriculum;
+    let curriculum = if student_done || (c.schedule == Schedule::None && c.order == RowOrder::Random) {
+        None
+    } else if c.schedule == Schedule::SelfPaced {
+        Some(CurriculumRun { cfg: c.clone(), pct: None, first_epoch: None })
+    } else {
+        let th = teacher_hash(recipe, dir)?;
+        let scores = crate::curriculum::scores(dir, c.score, &d.train, &teacher, &th, recipe.optim.batch_size, &device)?;
+        let pct = crate::curriculum::percentiles(&scores);
+        let first_epoch = (c.order == RowOrder::EasyToHard).then(|| {
+            let mut order: Vec<usize> = (0..pct.len()).collect();
+            order.sort_by(|&a, &b| pct[a].total_cmp(&pct[b]));
+            order
+        });
+        log(format!("curriculum: {:?} schedule on {:?} scores of {} rows ({} order)", c.schedule, c.score, pct.len(),
+            if first_epoch.is_some() { "easy-to-hard" } else { "random" }));
+        Some(CurriculumRun { cfg: c.clone(), pct: Some(pct), first_epoch })
+    };
     let student = stage(dir, Phase::Student, &d.tok_hash, &device, log, |stop_after| {
         let job = TrainJob {
             phase: Phase::Student, dir: dir.join("student"), metrics: metrics_path.clone(),
             model: student_cfg.clone(), optim: &recipe.optim, teacher: source,
             kd: KdConfig { alpha: recipe.distill.alpha, temperature: recipe.distill.temperature, chunk_tokens: 2048, divergence: recipe.distill.divergence() },
+            alpha_end: recipe.distill.alpha_end, temperature_end: recipe.distill.temperature_end, curriculum,
             train: &d.train, valid: &d.valid, seed: recipe.run.seed,
             checkpoint: &recipe.checkpoint, eval: &recipe.eval, stop: opts.stop, stop_after, quiet: opts.quiet,
         };

@@ -32,6 +32,8 @@ pub struct Recipe {
     pub export: ExportSection,
     #[serde(default)]
     pub cache: CacheSection,
+    #[serde(default)]
+    pub curriculum: CurriculumSection,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -396,6 +398,68 @@ pub struct DistillSection {
     /// Skew KL mixture weight (0 = the plain KL).
     #[serde(default = "d_skew")]
     pub skew_lambda: f64,
+    /// If set, alpha moves linearly from `alpha` to `alpha_end` over training.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha_end: Option<f64>,
+    /// If set, tau moves linearly from `temperature` to `temperature_end` over training.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature_end: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Schedule {
+    None,
+    Linear,
+    Root,
+    Step,
+    SelfPaced,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DifficultyScore {
+    /// Mean teacher cross-entropy of the row's tokens.
+    TeacherCe,
+    /// Mean entropy of the teacher's next-token distribution.
+    TeacherEntropy,
+    /// Token-weighted mean length of the documents in the row.
+    Length,
+    /// Share of the row's token trigrams seen earlier in the row (the repetition filter's score).
+    Repetition,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RowOrder {
+    /// A seeded permutation per epoch.
+    Random,
+    /// The first epoch from easiest to hardest by the difficulty score, then random.
+    EasyToHard,
+}
+
+/// Curriculum sample weighting (see src/curriculum.rs and the README for the formulas).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CurriculumSection {
+    #[serde(default = "d_schedule")]
+    pub schedule: Schedule,
+    #[serde(default = "d_score")]
+    pub score: DifficultyScore,
+    /// Competence c0 at the start: the share of the data at full weight.
+    #[serde(default = "d_c0")]
+    pub start: f64,
+    /// Fraction of training over which competence grows to 1.
+    #[serde(default = "d_ramp")]
+    pub ramp: f64,
+    /// Stages of the `step` schedule.
+    #[serde(default = "d_stages")]
+    pub stages: usize,
+    /// Weight of the rows beyond the current competence.
+    #[serde(default = "d_min_weight")]
+    pub min_weight: f64,
+    #[serde(default = "d_order")]
+    pub order: RowOrder,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -536,6 +600,13 @@ fn d_ckpt_every() -> usize { 50 }
 fn d_keep_last() -> usize { 2 }
 fn d_eval_every() -> usize { 50 }
 fn d_eval_batches() -> usize { 8 }
+fn d_schedule() -> Schedule { Schedule::None }
+fn d_score() -> DifficultyScore { DifficultyScore::TeacherCe }
+fn d_c0() -> f64 { 0.2 }
+fn d_ramp() -> f64 { 0.5 }
+fn d_stages() -> usize { 4 }
+fn d_min_weight() -> f64 { 0.1 }
+fn d_order() -> RowOrder { RowOrder::Random }
 fn d_teacher_dtype() -> TeacherDtype { TeacherDtype::F32 }
 fn d_cache_k() -> usize { 32 }
 fn d_codec() -> ValueCodec { ValueCodec::Q8 }
@@ -562,7 +633,7 @@ macro_rules! default_from_serde {
     )*};
 }
 default_from_serde!(DataSection, FilterSection, TokenizerSection, DistillSection, OptimSection,
-    CheckpointSection, EvalSection, ExportSection, CacheSection);
+    CheckpointSection, EvalSection, ExportSection, CacheSection, CurriculumSection);
 
 impl PartialShape {
     /// Keys set here win over `base`.
@@ -893,6 +964,35 @@ impl Recipe {
         }
         if r.teacher.dtype != TeacherDtype::F32 && r.teacher.kind == TeacherKind::Pretrain && r.teacher.shape().layer_pattern.contains('M') {
             return Err(fail("teacher.dtype", "half precision is supported for attention-only teachers; this teacher has Mamba-2 layers".into()));
+        }
+        if let Some(a) = r.distill.alpha_end {
+            if !(0.0..=1.0).contains(&a) {
+                return Err(fail("distill.alpha_end", format!("expected 0 <= alpha_end <= 1, got {a}")));
+            }
+        }
+        if let Some(t) = r.distill.temperature_end {
+            if !(t > 0.0 && t.is_finite()) {
+                return Err(fail("distill.temperature_end", format!("expected tau > 0, got {t}")));
+            }
+            if r.teacher.logits == LogitsSource::Cache && r.cache.tail == TailMode::Other && t != r.distill.temperature {
+                return Err(fail("distill.temperature_end", "a temperature schedule with the teacher cache needs cache.tail = \"renormalize\" (the cache stores the tail mass at fixed temperatures only)".into()));
+            }
+        }
+        let c = &r.curriculum;
+        if !(0.0..=1.0).contains(&c.start) {
+            return Err(fail("curriculum.start", format!("expected a competence in [0, 1], got {}", c.start)));
+        }
+        if !(c.ramp > 0.0 && c.ramp <= 1.0) {
+            return Err(fail("curriculum.ramp", format!("expected a fraction of training in (0, 1], got {}", c.ramp)));
+        }
+        if !(0.0..=1.0).contains(&c.min_weight) {
+            return Err(fail("curriculum.min_weight", format!("expected a weight in [0, 1], got {}", c.min_weight)));
+        }
+        if c.stages == 0 {
+            return Err(fail("curriculum.stages", "expected a positive integer, got 0".into()));
+        }
+        if c.schedule == Schedule::SelfPaced && c.order == RowOrder::EasyToHard {
+            return Err(fail("curriculum.order", "easy_to_hard needs a stored difficulty score; self_paced ranks by the student's loss".into()));
         }
         if r.cache.k == 0 || r.cache.rows_per_shard == 0 {
             let name = if r.cache.k == 0 { "k" } else { "rows_per_shard" };

@@ -281,3 +281,31 @@ fn cached_teacher_matches_online_teacher() {
     assert!(!dir.join("other/student/checkpoints/LATEST").exists());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A curriculum (root schedule on teacher cross-entropy, easy-to-hard first epoch) with alpha
+/// and tau schedules trains, stores its scores with the data, and logs its weights.
+#[test]
+fn curriculum_and_schedules_train_and_log() {
+    let dir = tmp("curriculum");
+    let stop = AtomicBool::new(false);
+    let text = tiny_recipe(&dir, "cur", 12).replace("[optim]", "[distill]\nalpha = 0.5\nalpha_end = 0.1\ntemperature = 2.0\ntemperature_end = 1.0\n\n[curriculum]\nschedule = \"root\"\nscore = \"teacher_ce\"\norder = \"easy_to_hard\"\nstart = 0.3\nramp = 0.5\n\n[optim]");
+    let recipe = load(&text, &dir);
+    let s = pipeline::run(&recipe, &opts(&stop, None), &mut |_| {}).unwrap();
+    assert!(s.student.loss < (320f64).ln() - 1.0);
+    let run = dir.join("cur");
+    let stored: Value = serde_json::from_str(&std::fs::read_to_string(run.join("data/difficulty-teacher_ce.json")).unwrap()).unwrap();
+    let n_rows = stored["scores"].as_array().unwrap().len();
+    assert_eq!(stored["rows"].as_u64().unwrap() as usize, n_rows);
+    let r = rows(&run, "student");
+    let first = &r[0];
+    assert_eq!(first["alpha"].as_f64().unwrap(), 0.5);
+    assert_eq!(first["temperature"].as_f64().unwrap(), 2.0);
+    assert!((first["competence"].as_f64().unwrap() - 0.3).abs() < 1e-12);
+    // The first batch of an easy-to-hard epoch is the easiest 8 rows: all at full weight.
+    assert_eq!(first["w_min"].as_f64().unwrap(), 1.0);
+    assert_eq!(first["hard_share"].as_f64().unwrap(), 0.0);
+    let last = r.last().unwrap();
+    assert!((last["alpha"].as_f64().unwrap() - (0.5 - 0.4 * 11.0 / 12.0)).abs() < 1e-9);
+    assert_eq!(last["competence"].as_f64().unwrap(), 1.0);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -42,6 +42,44 @@ impl Packed {
         Packed::new(self.tokens[..end].to_vec(), self.seq_len, self.pad_id)
     }
 
+    /// Token-weighted mean length (in tokens, EOS included) of the documents that row `i`'s
+    /// inputs belong to, whole documents counted even where they leave the row.
+    pub fn mean_doc_len(&self, i: usize) -> f64 {
+        let start = i * self.seq_len;
+        let end = start + self.row_len(i);
+        let eos = self.pad_id;
+        let mut total = 0.0;
+        let mut p = start;
+        while p < end {
+            // The document around p: back to the previous EOS, forward to the next.
+            let mut a = p;
+            while a > 0 && self.tokens[a - 1] != eos {
+                a -= 1;
+            }
+            let mut b = p;
+            while b < self.tokens.len() && self.tokens[b] != eos {
+                b += 1;
+            }
+            let doc_len = (b + 1).min(self.tokens.len()) - a;
+            let in_row = (b + 1).min(end) - p;
+            total += (doc_len * in_row) as f64;
+            p += in_row;
+        }
+        total / (end - start).max(1) as f64
+    }
+
+    /// Share of row `i`'s input trigrams that already occurred earlier in the row.
+    pub fn repeated_trigram_share(&self, i: usize) -> f64 {
+        let start = i * self.seq_len;
+        let toks = &self.tokens[start..start + self.row_len(i)];
+        if toks.len() < 3 {
+            return 0.0;
+        }
+        let mut seen = std::collections::HashSet::new();
+        let repeats = toks.windows(3).filter(|w| !seen.insert((w[0], w[1], w[2]))).count();
+        repeats as f64 / (toks.len() - 2) as f64
+    }
+
     /// Real (unpadded) positions of row `i`.
     pub fn row_len(&self, i: usize) -> usize {
         (self.tokens.len() - 1 - i * self.seq_len).min(self.seq_len)
@@ -89,6 +127,17 @@ impl Packed {
         }
     }
 
+    /// As [`Packed::rows_at`], but the first epoch visits rows in `first_epoch`'s order.
+    pub fn rows_at_ordered(&self, seed: u64, cursor: u64, n: usize, first_epoch: Option<&[usize]>) -> Vec<usize> {
+        let rows = self.n_rows() as u64;
+        match first_epoch {
+            Some(order) => (cursor..cursor + n as u64)
+                .map(|pos| if pos < rows { order[pos as usize] } else { self.rows_at(seed, pos, 1)[0] })
+                .collect(),
+            None => self.rows_at(seed, cursor, n),
+        }
+    }
+
     /// The row indices of global draw positions `cursor..cursor + n`: epoch `e` is a
     /// permutation of all rows seeded by (seed, e).
     pub fn rows_at(&self, seed: u64, cursor: u64, n: usize) -> Vec<usize> {
@@ -130,6 +179,19 @@ mod tests {
         // Every target token appears exactly once across rows.
         let total: f32 = (0..3).map(|r| p.row(r).2.iter().sum::<f32>()).sum();
         assert_eq!(total as usize, 9);
+    }
+
+    #[test]
+    fn row_scores_count_documents_and_repeats() {
+        // EOS = 0: documents [1 2 3 0], [4 5 0], [6 6 6 6 6 6 0]; rows of 4.
+        let p = Packed::new(vec![1, 2, 3, 0, 4, 5, 0, 6, 6, 6, 6, 6, 6, 0], 4, 0);
+        // Row 0 = 1 2 3 0: one document of 4 tokens.
+        assert_eq!(p.mean_doc_len(0), 4.0);
+        // Row 1 = 4 5 0 6: three tokens of a 3-token document, one of a 7-token one.
+        assert_eq!(p.mean_doc_len(1), (3.0 * 3.0 + 7.0) / 4.0);
+        // Row 2 = 6 6 6 6: trigrams (6,6,6) twice, the second a repeat.
+        assert_eq!(p.repeated_trigram_share(2), 0.5);
+        assert_eq!(p.repeated_trigram_share(0), 0.0);
     }
 
     #[test]

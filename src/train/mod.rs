@@ -12,4 +12,4 @@ pub mod metrics;
 pub mod schedule;
 pub mod trainer;
 
-pub use trainer::{Phase, TeacherSource, TrainJob, train};
+pub use trainer::{CurriculumRun, Phase, TeacherSource, TrainJob, train};

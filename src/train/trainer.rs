@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -21,7 +22,8 @@ use crate::error::{Error, Result};
 use crate::eval::evaluate;
 use crate::kd_loss::{KdConfig, Target, kd_loss_to};
 use crate::model::{Decoder, DecoderConfig};
-use crate::recipe::{CheckpointSection, EvalSection, OptimSection, TailMode};
+use crate::curriculum;
+use crate::recipe::{CheckpointSection, CurriculumSection, EvalSection, OptimSection, Schedule, TailMode};
 use crate::teacher::cache::{CacheReader, TopKHost};
 
 /// The teacher's side of the loss.
@@ -40,22 +42,42 @@ impl TeacherSource<'_> {
     }
 }
 
+/// A curriculum as the trainer uses it.
+pub struct CurriculumRun {
+    pub cfg: CurriculumSection,
+    /// Difficulty percentile of each training row (absent for self_paced).
+    pub pct: Option<Vec<f32>>,
+    /// The first epoch's row order (easy_to_hard), else a random permutation per epoch.
+    pub first_epoch: Option<Vec<usize>>,
+}
+
+/// The student's mean loss of each row (no graph): what self-paced learning ranks by.
+fn row_losses(logits: Tensor<2>, targets: Tensor<1, Int>, mask: Tensor<1>, b: usize, t: usize) -> Vec<f64> {
+    let nll = log_softmax(logits.detach(), 1).gather(1, targets.unsqueeze_dim::<2>(1)).squeeze_dim::<1>(1).neg() * mask.clone();
+    let per = nll.reshape([b, t]).sum_dim(1) / mask.reshape([b, t]).sum_dim(1).clamp_min(1.0);
+    per.into_data().convert::<f64>().try_to_vec::<f64>().expect("f64")
+}
+
 /// Decodes the cache rows of the next micro-batch on another thread while this one trains.
+type Pending = ((Vec<usize>, u64), std::thread::JoinHandle<Result<TopKHost>>);
+
 struct ReadAhead {
-    pending: Option<(Vec<usize>, std::thread::JoinHandle<Result<TopKHost>>)>,
+    pending: Option<Pending>,
 }
 
 impl ReadAhead {
-    fn start(reader: &Arc<CacheReader>, rows: Vec<usize>, tau: f64, tail: TailMode) -> (Vec<usize>, std::thread::JoinHandle<Result<TopKHost>>) {
+    fn start(reader: &Arc<CacheReader>, rows: Vec<usize>, tau: f64, tail: TailMode) -> Pending {
         let r = reader.clone();
         let rows2 = rows.clone();
-        (rows, std::thread::spawn(move || r.batch(&rows2, tau, tail)))
+        ((rows, tau.to_bits()), std::thread::spawn(move || r.batch(&rows2, tau, tail)))
     }
 
-    /// The targets of `rows`, then start decoding `next`.
+    /// The targets of `rows` at `tau`, then start decoding `next`.
     fn take(&mut self, reader: &Arc<CacheReader>, rows: &[usize], next: Vec<usize>, tau: f64, tail: TailMode) -> Result<TopKHost> {
         let got = match self.pending.take() {
-            Some((r, h)) if r == rows => h.join().map_err(|_| Error::runtime("teacher-cache reader thread panicked"))?,
+            Some(((r, t), h)) if r == rows && t == tau.to_bits() => {
+                h.join().map_err(|_| Error::runtime("teacher-cache reader thread panicked"))?
+            }
             _ => reader.batch(rows, tau, tail),
         };
         self.pending = Some(Self::start(reader, next, tau, tail));
@@ -88,6 +110,10 @@ pub struct TrainJob<'a> {
     /// Where the distillation targets come from, and the loss settings.
     pub teacher: TeacherSource<'a>,
     pub kd: KdConfig,
+    /// Linear schedules of alpha and tau from `kd`'s values to these by the last step.
+    pub alpha_end: Option<f64>,
+    pub temperature_end: Option<f64>,
+    pub curriculum: Option<CurriculumRun>,
     pub train: &'a Packed,
     pub valid: &'a Packed,
     pub seed: u64,
@@ -128,10 +154,20 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
     while st.step < o.steps {
         let t0 = Instant::now();
         let lr = lr_at(o, st.step);
+        let progress = st.step as f64 / o.steps as f64;
+        let mut kd = job.kd;
+        if let Some(a) = job.alpha_end {
+            kd.alpha += (a - job.kd.alpha) * progress;
+        }
+        if let Some(tau) = job.temperature_end {
+            kd.temperature += (tau - job.kd.temperature) * progress;
+        }
+        let first_epoch = job.curriculum.as_ref().and_then(|c| c.first_epoch.as_deref());
         let mut acc = GradientsAccumulator::<Decoder>::new();
         let (mut loss_sum, mut ce_sum, mut kl_sum, mut step_tokens) = (0.0, 0.0, 0.0, 0usize);
+        let mut wsum = [0.0f64; 4];
         for _ in 0..o.grad_accum {
-            let rows = job.train.rows_at(job.seed, st.cursor, o.batch_size);
+            let rows = job.train.rows_at_ordered(job.seed, st.cursor, o.batch_size, first_epoch);
             st.cursor += o.batch_size as u64;
             let batch = job.train.batch(&rows, &ad);
             let [b, t] = batch.inputs.dims();
@@ -140,13 +176,38 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
                 TeacherSource::None => None,
                 TeacherSource::Online(tm) => Some(Target::Full(tm.forward(batch.inputs.clone().inner()).reshape([b * t, v]))),
                 TeacherSource::Cache { reader, tail } => {
-                    let next = job.train.rows_at(job.seed, st.cursor, o.batch_size);
-                    let host = read_ahead.take(reader, &rows, next, job.kd.temperature, *tail)?;
+                    let next = job.train.rows_at_ordered(job.seed, st.cursor, o.batch_size, first_epoch);
+                    let host = read_ahead.take(reader, &rows, next, kd.temperature, *tail)?;
                     Some(Target::TopK(host.to_device(&ad)))
                 }
             };
             let logits = model.forward(batch.inputs).reshape([b * t, v]);
-            let out = kd_loss_to(logits, target, batch.targets, batch.mask, job.kd);
+            // Curriculum weights ride on the loss mask: sum_i w_i L_i / sum_i w_i over tokens.
+            let mask = match &job.curriculum {
+                Some(c) if c.cfg.schedule != Schedule::None => {
+                    let losses = (c.cfg.schedule == Schedule::SelfPaced)
+                        .then(|| row_losses(logits.clone(), batch.targets.clone(), batch.mask.clone(), b, t));
+                    let w = curriculum::weights(&c.cfg, &rows, progress, c.pct.as_deref(), losses.as_deref());
+                    let hard: Vec<bool> = match (&c.pct, &losses) {
+                        (Some(p), _) => rows.iter().map(|&r| p[r] > 0.5).collect(),
+                        (None, Some(l)) => {
+                            let mut sorted = l.clone();
+                            sorted.sort_by(f64::total_cmp);
+                            let median = sorted[sorted.len() / 2];
+                            l.iter().map(|x| *x > median).collect()
+                        }
+                        _ => vec![false; rows.len()],
+                    };
+                    let (mean, min, max, share) = curriculum::weight_stats(&w, &hard);
+                    for (acc, x) in wsum.iter_mut().zip([mean, min, max, share]) {
+                        *acc += x / o.grad_accum as f64;
+                    }
+                    let wt: Vec<f32> = w.iter().flat_map(|&x| std::iter::repeat_n(x as f32, t)).collect();
+                    batch.mask * Tensor::<1>::from_data(TensorData::new(wt, [b * t]), &ad)
+                }
+                _ => batch.mask,
+            };
+            let out = kd_loss_to(logits, target, batch.targets, mask, kd);
             let loss_val: f32 = out.total.clone().into_scalar();
             if !loss_val.is_finite() {
                 return Err(Error::runtime(format!(
@@ -172,6 +233,16 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
             "grad_norm": grad_norm, "tokens": st.tokens, "tok_per_s": tok_s, "elapsed_s": st.elapsed_s});
         if job.teacher.is_some() {
             row["kl"] = json!(kl_sum / n);
+        }
+        if job.alpha_end.is_some() || job.temperature_end.is_some() {
+            row["alpha"] = json!(kd.alpha);
+            row["temperature"] = json!(kd.temperature);
+        }
+        if let Some(c) = job.curriculum.as_ref().filter(|c| c.cfg.schedule != Schedule::None) {
+            row["competence"] = json!(curriculum::competence(&c.cfg, progress));
+            for (k, v) in ["w_mean", "w_min", "w_max", "hard_share"].iter().zip(wsum) {
+                row[*k] = json!(v);
+            }
         }
         pb.set_position(st.step as u64);
         pb.set_message(match job.teacher.is_some() {

@@ -1,0 +1,186 @@
+//! Curriculum sample weighting: per-row difficulty scores, computed once and stored with the
+//! prepared data, turned into per-row loss weights by a competence schedule.
+//!
+//! With difficulty percentiles d_i in [0, 1] (rank among all training rows, 0 = easiest) and
+//! training progress t in [0, 1], the competence c(t) is the share of the data at full weight:
+//!
+//! - linear: c(t) = min(1, c0 + (1 - c0) t / ramp)
+//! - root:   c(t) = min(1, sqrt(c0^2 + (1 - c0^2) t / ramp))      (Platanios et al., 2019)
+//! - step:   c(t) = min(1, c0 + (1 - c0) floor(stages t / ramp) / stages)
+//!
+//! and w_i(t) = 1 if d_i <= c(t), else `min_weight`. self_paced (Kumar et al., 2010) ranks the
+//! rows of each batch by the student's current loss instead of a stored score: the easiest
+//! c(t) share gets weight 1, the rest `min_weight`. The loss is sum_i w_i L_i / sum_i w_i over
+//! the real tokens of the batch (each token carries its row's weight).
+
+use std::path::Path;
+
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+use crate::data::pack::Packed;
+use crate::error::Result;
+use crate::model::Decoder;
+use crate::recipe::{CurriculumSection, DifficultyScore, Schedule};
+use crate::util::{read_json, write_json_atomic};
+
+/// Competence c(t) of a schedule (1 for none and outside the ramp).
+pub fn competence(cfg: &CurriculumSection, t: f64) -> f64 {
+    let c0 = cfg.start;
+    let x = (t / cfg.ramp).clamp(0.0, 1.0);
+    match cfg.schedule {
+        Schedule::None => 1.0,
+        Schedule::Linear | Schedule::SelfPaced => (c0 + (1.0 - c0) * x).min(1.0),
+        Schedule::Root => (c0 * c0 + (1.0 - c0 * c0) * x).sqrt().min(1.0),
+        Schedule::Step => {
+            let s = cfg.stages as f64;
+            (c0 + (1.0 - c0) * (s * x).floor() / s).min(1.0)
+        }
+    }
+}
+
+/// Ranks of `scores` scaled to [0, 1] (ties broken by row index, so the order is total).
+pub fn percentiles(scores: &[f32]) -> Vec<f32> {
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    idx.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]).then(a.cmp(&b)));
+    let mut p = vec![0f32; scores.len()];
+    let denom = (scores.len().max(2) - 1) as f32;
+    for (rank, &i) in idx.iter().enumerate() {
+        p[i] = rank as f32 / denom;
+    }
+    p
+}
+
+/// Per-row weights at progress `t`. `pct`: difficulty percentile of each training row (stored
+/// scores); `batch_loss`: the student's current loss of each row of this batch (self_paced).
+pub fn weights(cfg: &CurriculumSection, rows: &[usize], t: f64, pct: Option<&[f32]>, batch_loss: Option<&[f64]>) -> Vec<f64> {
+    let c = competence(cfg, t);
+    match cfg.schedule {
+        Schedule::None => vec![1.0; rows.len()],
+        Schedule::SelfPaced => {
+            let loss = batch_loss.expect("self_paced needs the batch's losses");
+            let keep = ((c * rows.len() as f64 - 1e-9).ceil() as usize).clamp(1, rows.len());
+            let mut order: Vec<usize> = (0..rows.len()).collect();
+            order.sort_by(|&a, &b| loss[a].total_cmp(&loss[b]).then(a.cmp(&b)));
+            let mut w = vec![cfg.min_weight; rows.len()];
+            for &i in &order[..keep] {
+                w[i] = 1.0;
+            }
+            w
+        }
+        _ => {
+            let pct = pct.expect("scheduled curricula need difficulty scores");
+            rows.iter().map(|&r| if (pct[r] as f64) <= c + 1e-12 { 1.0 } else { cfg.min_weight }).collect()
+        }
+    }
+}
+
+/// Summary of a step's weights for the metrics: mean, min, max, and the weighted share of rows
+/// in the harder half (percentile > 0.5; for self_paced, the harder half of the batch).
+pub fn weight_stats(w: &[f64], hard: &[bool]) -> (f64, f64, f64, f64) {
+    let sum: f64 = w.iter().sum();
+    let mean = sum / w.len().max(1) as f64;
+    let min = w.iter().cloned().fold(f64::INFINITY, f64::min);
+    let max = w.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let hard_w: f64 = w.iter().zip(hard).filter(|(_, h)| **h).map(|(w, _)| w).sum();
+    (mean, min, max, if sum > 0.0 { hard_w / sum } else { 0.0 })
+}
+
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    score: DifficultyScore,
+    /// The teacher the scores were computed with (empty for data-only scores).
+    teacher_hash: String,
+    rows: usize,
+    scores: Vec<f32>,
+}
+
+/// The difficulty score of every training row, computed once and stored in
+/// `<run>/data/difficulty-<score>.json` (recomputed if the teacher or the data changed).
+pub fn scores(run_dir: &Path, score: DifficultyScore, data: &Packed, teacher: &Decoder, teacher_hash: &str, batch: usize, device: &Device) -> Result<Vec<f32>> {
+    let name = serde_json::to_value(score).expect("serializable");
+    let path = run_dir.join("data").join(format!("difficulty-{}.json", name.as_str().unwrap_or("score")));
+    let needs_teacher = matches!(score, DifficultyScore::TeacherCe | DifficultyScore::TeacherEntropy);
+    let th = if needs_teacher { teacher_hash.to_string() } else { String::new() };
+    if path.is_file() {
+        let s: Stored = read_json(&path)?;
+        if s.teacher_hash == th && s.rows == data.n_rows() {
+            return Ok(s.scores);
+        }
+    }
+    let rows: Vec<usize> = (0..data.n_rows()).collect();
+    let mut out = Vec::with_capacity(rows.len());
+    match score {
+        DifficultyScore::Length => out.extend(rows.iter().map(|&r| data.mean_doc_len(r) as f32)),
+        DifficultyScore::Repetition => out.extend(rows.iter().map(|&r| data.repeated_trigram_share(r) as f32)),
+        DifficultyScore::TeacherCe | DifficultyScore::TeacherEntropy => {
+            let v = teacher.config.vocab_size;
+            for chunk in rows.chunks(batch.max(1)) {
+                let b = data.batch(chunk, device);
+                let [nb, t] = b.inputs.dims();
+                let logits: Vec<f32> = teacher.forward(b.inputs).into_data().convert::<f32>().try_to_vec::<f32>().expect("f32");
+                let targets: Vec<i64> = b.targets.into_data().convert::<i64>().try_to_vec::<i64>().expect("i64");
+                for j in 0..nb {
+                    let n = data.row_len(chunk[j]);
+                    let mut acc = 0.0f64;
+                    for p in 0..n {
+                        let z = &logits[(j * t + p) * v..(j * t + p + 1) * v];
+                        let m = z.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+                        let lse = m + z.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln();
+                        acc += match score {
+                            DifficultyScore::TeacherCe => lse - z[targets[j * t + p] as usize] as f64,
+                            _ => -z.iter().map(|&x| { let lp = x as f64 - lse; lp.exp() * lp }).sum::<f64>(),
+                        };
+                    }
+                    out.push((acc / n.max(1) as f64) as f32);
+                }
+            }
+        }
+    }
+    write_json_atomic(&path, &Stored { score, teacher_hash: th, rows: out.len(), scores: out.clone() })?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(schedule: Schedule) -> CurriculumSection {
+        CurriculumSection { schedule, start: 0.2, ramp: 0.5, stages: 4, min_weight: 0.1, ..Default::default() }
+    }
+
+    #[test]
+    fn competence_schedules_match_their_formulas() {
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+        assert!(close(competence(&cfg(Schedule::None), 0.0), 1.0));
+        assert!(close(competence(&cfg(Schedule::Linear), 0.0), 0.2));
+        assert!(close(competence(&cfg(Schedule::Linear), 0.25), 0.6));
+        assert!(close(competence(&cfg(Schedule::Linear), 0.9), 1.0));
+        assert!(close(competence(&cfg(Schedule::Root), 0.25), (0.04f64 + 0.96 * 0.5).sqrt()));
+        assert!(close(competence(&cfg(Schedule::Root), 0.5), 1.0));
+        // Four stages over the ramp: 0.2 until t = 1/8, then 0.4, ...
+        assert!(close(competence(&cfg(Schedule::Step), 0.1), 0.2));
+        assert!(close(competence(&cfg(Schedule::Step), 0.2), 0.4));
+        assert!(close(competence(&cfg(Schedule::Step), 0.49), 0.8));
+        // Root reaches high competence sooner than linear (its point: hard data early enough).
+        assert!(competence(&cfg(Schedule::Root), 0.1) > competence(&cfg(Schedule::Linear), 0.1));
+    }
+
+    #[test]
+    fn weights_follow_competence_and_percentiles() {
+        let pct = percentiles(&[5.0, 1.0, 3.0, 2.0, 4.0]);
+        assert_eq!(pct, vec![1.0, 0.0, 0.5, 0.25, 0.75]);
+        let c = cfg(Schedule::Linear);
+        // t = 0: competence 0.2 -> only the easiest row (percentile 0) at full weight.
+        assert_eq!(weights(&c, &[0, 1, 2, 3, 4], 0.0, Some(&pct), None), vec![0.1, 1.0, 0.1, 0.1, 0.1]);
+        // t = 0.25: competence 0.6 -> percentiles 0, 0.25, 0.5.
+        assert_eq!(weights(&c, &[0, 1, 2, 3, 4], 0.25, Some(&pct), None), vec![0.1, 1.0, 1.0, 1.0, 0.1]);
+        assert_eq!(weights(&c, &[0, 4], 0.5, Some(&pct), None), vec![1.0, 1.0]);
+        // Self-paced: the easiest share of the batch by the student's loss.
+        let sp = cfg(Schedule::SelfPaced);
+        assert_eq!(weights(&sp, &[7, 8, 9, 10, 11], 0.25, None, Some(&[3.0, 0.5, 2.0, 9.0, 1.0])), vec![0.1, 1.0, 1.0, 0.1, 1.0]);
+        let (mean, min, max, hard) = weight_stats(&[1.0, 0.1, 1.0], &[false, true, true]);
+        assert!((mean - 0.7).abs() < 1e-12 && min == 0.1 && max == 1.0);
+        assert!((hard - 1.1 / 2.1).abs() < 1e-12);
+    }
+}
