@@ -113,7 +113,7 @@ pub fn cache_sweep(run_dir: &std::path::Path, ks: &[usize], codecs: &[crate::rec
     let recipe = crate::pipeline::load_run_recipe(run_dir)?;
     let prepared = crate::data::load_prepared(run_dir)?;
     let seq = recipe.data.seq_len;
-    let data = crate::data::pack::Packed::new(prepared.train, seq, prepared.tokenizer.eos_id);
+    let data = crate::data::pack::Packed::build(prepared.train, seq, prepared.tokenizer.eos_id, recipe.data.packing);
     let data = data.prefix(rows.min(data.n_rows()));
     let dev = Device::flex();
     let load = |w: &str| crate::model::store::load(&run_dir.join(w).join("final"), &dev).map(|m| m.0);

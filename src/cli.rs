@@ -263,7 +263,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             let r = load_run_recipe(&run_dir)?;
             let prepared = data::load_prepared(&run_dir)?;
             let device = pipeline::device_for(r.run.backend);
-            let valid = Packed::new(prepared.valid, r.data.seq_len, prepared.tokenizer.eos_id);
+            let valid = Packed::build(prepared.valid, r.data.seq_len, prepared.tokenizer.eos_id, r.data.packing);
             let teacher = load_final(&run_dir, "teacher", &device)?;
             let student = load_final(&run_dir, "student", &device)?;
             let [te, se, q8] = pipeline::evaluate_models(&teacher, &student, &valid, r.optim.batch_size, &device);

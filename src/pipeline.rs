@@ -110,8 +110,8 @@ fn prepare_data(recipe: &Recipe, dir: &Path, log: &mut dyn FnMut(String)) -> Res
     let prepared = data::prepare(recipe, dir, log)?;
     let seq = recipe.data.seq_len;
     Ok(RunData {
-        train: Packed::new(prepared.train, seq, prepared.tokenizer.eos_id),
-        valid: Packed::new(prepared.valid, seq, prepared.tokenizer.eos_id),
+        train: Packed::build(prepared.train, seq, prepared.tokenizer.eos_id, recipe.data.packing),
+        valid: Packed::build(prepared.valid, seq, prepared.tokenizer.eos_id, recipe.data.packing),
         tok_hash: prepared.meta.tokenizer_hash.clone(),
         vocab: prepared.meta.vocab_size,
     })

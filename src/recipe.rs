@@ -98,13 +98,32 @@ pub struct DataSection {
     pub strict: bool,
     #[serde(default)]
     pub filter: FilterSection,
+    /// `concat`: documents joined with EOS and cut into rows; `doc_per_row`: one document per
+    /// row, padded (and masked).
+    #[serde(default = "d_packing")]
+    pub packing: Packing,
+    /// Extra junk documents mixed into the training split (synthetic source), as a share of
+    /// it: exact and near duplicates, repeated phrases, symbol noise, shouting, word salad.
+    /// What the filters are for; the held-out split stays clean.
+    #[serde(default)]
+    pub synthetic_noise: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Packing {
+    Concat,
+    DocPerRow,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Dedup {
     None,
+    /// Identical up to case and whitespace (SHA-256 of the normalized text).
     Exact,
+    /// Exact, then near-duplicates by MinHash-LSH at `minhash_threshold` Jaccard similarity.
+    Minhash,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,8 +139,34 @@ pub struct FilterSection {
     /// punctuation; above it a document is mostly markup or noise.
     #[serde(default = "d_max_symbol_ratio")]
     pub max_symbol_ratio: f64,
+    /// Smallest share of letters among all characters (0 disables).
+    #[serde(default = "d_min_alpha")]
+    pub min_alpha_ratio: f64,
+    /// Largest share of upper-case letters among letters (1 disables).
+    #[serde(default = "d_max_upper")]
+    pub max_upper_ratio: f64,
+    /// Largest share of word n-grams (n = `ngram_words`) that repeat an earlier one in the
+    /// same document (1 disables): boilerplate, spam, generation loops.
+    #[serde(default = "d_max_repeat")]
+    pub max_repeated_ngram_share: f64,
+    #[serde(default = "d_ngram_words")]
+    pub ngram_words: usize,
     #[serde(default = "d_dedup")]
     pub dedup: Dedup,
+    /// Jaccard similarity of word-n-gram sets at which two documents are near-duplicates.
+    #[serde(default = "d_minhash_threshold")]
+    pub minhash_threshold: f64,
+    /// MinHash permutations, split into `minhash_bands` LSH bands.
+    #[serde(default = "d_minhash_perms")]
+    pub minhash_perms: usize,
+    #[serde(default = "d_minhash_bands")]
+    pub minhash_bands: usize,
+    /// Keep training documents whose teacher perplexity lies in [min, max] (the
+    /// "textbook-like" band); needs a loaded teacher (`teacher.kind = "hf"` or `"checkpoint"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher_ppl_min: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher_ppl_max: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -574,6 +619,14 @@ fn d_min_chars() -> usize { 32 }
 fn d_max_chars() -> usize { 100_000 }
 fn d_max_symbol_ratio() -> f64 { 0.2 }
 fn d_dedup() -> Dedup { Dedup::Exact }
+fn d_packing() -> Packing { Packing::Concat }
+fn d_min_alpha() -> f64 { 0.5 }
+fn d_max_upper() -> f64 { 0.3 }
+fn d_max_repeat() -> f64 { 0.3 }
+fn d_ngram_words() -> usize { 3 }
+fn d_minhash_threshold() -> f64 { 0.8 }
+fn d_minhash_perms() -> usize { 128 }
+fn d_minhash_bands() -> usize { 16 }
 fn d_tok_kind() -> TokenizerKind { TokenizerKind::Train }
 fn d_vocab_size() -> usize { 1024 }
 fn d_min_frequency() -> u64 { 2 }
@@ -794,6 +847,9 @@ impl Recipe {
         if d.seq_len < 8 {
             return Err(fail("data.seq_len", format!("expected at least 8 tokens, got {}", d.seq_len)));
         }
+        if !(0.0..=4.0).contains(&d.synthetic_noise) {
+            return Err(fail("data.synthetic_noise", format!("expected a share in [0, 4], got {}", d.synthetic_noise)));
+        }
         if !(d.valid_fraction > 0.0 && d.valid_fraction < 0.5) {
             return Err(fail("data.valid_fraction", format!("expected a value in (0, 0.5), got {}", d.valid_fraction)));
         }
@@ -815,8 +871,28 @@ impl Recipe {
         if f.min_chars > f.max_chars {
             return Err(fail("data.filter.min_chars", format!("min_chars ({}) is larger than max_chars ({})", f.min_chars, f.max_chars)));
         }
-        if !(0.0..=1.0).contains(&f.max_symbol_ratio) {
-            return Err(fail("data.filter.max_symbol_ratio", format!("expected a value in [0, 1], got {}", f.max_symbol_ratio)));
+        for (name, v) in [("max_symbol_ratio", f.max_symbol_ratio), ("min_alpha_ratio", f.min_alpha_ratio),
+            ("max_upper_ratio", f.max_upper_ratio), ("max_repeated_ngram_share", f.max_repeated_ngram_share),
+            ("minhash_threshold", f.minhash_threshold)] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(fail(&format!("data.filter.{name}"), format!("expected a value in [0, 1], got {v}")));
+            }
+        }
+        if f.ngram_words == 0 {
+            return Err(fail("data.filter.ngram_words", "expected a positive integer, got 0".into()));
+        }
+        if f.minhash_bands == 0 || f.minhash_perms % f.minhash_bands != 0 {
+            return Err(fail("data.filter.minhash_bands", format!(
+                "expected a positive divisor of minhash_perms ({}), got {}", f.minhash_perms, f.minhash_bands)));
+        }
+        if f.teacher_ppl_min.is_some() || f.teacher_ppl_max.is_some() {
+            let (lo, hi) = (f.teacher_ppl_min.unwrap_or(1.0), f.teacher_ppl_max.unwrap_or(f64::INFINITY));
+            if !(lo >= 1.0 && lo < hi) {
+                return Err(fail("data.filter.teacher_ppl_min", format!("expected 1 <= teacher_ppl_min < teacher_ppl_max, got {lo} and {hi}")));
+            }
+            if r.teacher.kind == TeacherKind::Pretrain {
+                return Err(fail("data.filter.teacher_ppl_min", "the teacher-perplexity filter needs a teacher before the data: teacher.kind = \"hf\" or \"checkpoint\"".into()));
+            }
         }
         let t = &r.tokenizer;
         match t.kind {

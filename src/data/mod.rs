@@ -35,6 +35,42 @@ pub struct Prepared {
     pub meta: DataMeta,
 }
 
+/// Perplexity of each document (its first `max_seq_len` tokens) under a loaded teacher.
+fn teacher_ppl(recipe: &Recipe, docs: &[Vec<u32>], eos: u32) -> Result<Vec<f64>> {
+    let device = crate::pipeline::device_for(recipe.run.backend);
+    let p = recipe.teacher.path.as_ref().expect("validated");
+    let teacher = match recipe.teacher.kind {
+        crate::recipe::TeacherKind::Hf => crate::teacher::hf::load(p, &device)?.0,
+        _ => crate::model::store::load(p, &device)?.0,
+    };
+    let ctx = teacher.config.shape.max_seq_len;
+    let v = teacher.config.vocab_size;
+    let mut out = Vec::with_capacity(docs.len());
+    for chunk in docs.chunks(16) {
+        // Right padding: a causal model's earlier positions never see it; its targets are masked.
+        let len = chunk.iter().map(|d| (d.len() + 1).min(ctx + 1)).max().unwrap_or(2).max(2);
+        let (mut inp, mut tgt, mut msk) = (Vec::new(), Vec::new(), Vec::new());
+        for d in chunk {
+            let mut seq: Vec<u32> = d.iter().copied().chain(std::iter::once(eos)).take(ctx + 1).collect();
+            let real = seq.len() - 1;
+            seq.resize(len, eos);
+            inp.extend(seq[..len - 1].iter().map(|&x| x as i64));
+            tgt.extend(seq[1..].iter().map(|&x| x as i64));
+            msk.extend((0..len - 1).map(|j| if j < real { 1f32 } else { 0.0 }));
+        }
+        let (b, t) = (chunk.len(), len - 1);
+        use burn::tensor::{Int, Tensor, TensorData};
+        let logits = teacher.forward(Tensor::<2, Int>::from_data(TensorData::new(inp, [b, t]), &device)).reshape([b * t, v]);
+        let nll = burn::tensor::activation::log_softmax(logits, 1)
+            .gather(1, Tensor::<1, Int>::from_data(TensorData::new(tgt, [b * t]), &device).unsqueeze_dim::<2>(1))
+            .reshape([b, t]).neg();
+        let m = Tensor::<2>::from_data(TensorData::new(msk, [b, t]), &device);
+        let per = (nll * m.clone()).sum_dim(1) / m.sum_dim(1).clamp_min(1.0);
+        out.extend(per.into_data().convert::<f64>().try_to_vec::<f64>().expect("f64").into_iter().map(f64::exp));
+    }
+    Ok(out)
+}
+
 /// Prepare the data into `run_dir`, or load it if an earlier (possibly interrupted) run
 /// finished this stage. `log` receives the human-readable report.
 pub fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> Result<Prepared> {
@@ -48,18 +84,38 @@ pub fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> 
     if bad.count > 0 {
         log(format!("skipped {} bad lines, e.g. {}", bad.count, bad.examples.join("; ")));
     }
-    let (docs, report) = filter::apply(docs, &recipe.data.filter);
-    log(report.table());
-    write_json_atomic(&dir.join("filter_report.json"), &serde_json::json!({"filter": report, "bad_lines": bad}))?;
     if docs.len() < 2 {
-        return Err(Error::input(format!("only {} documents left after filtering; need at least 2", docs.len())));
+        return Err(Error::input(format!("only {} documents in the input; need at least 2", docs.len())));
     }
-    // Hold out whole documents, so no held-out text was seen in training.
+    // Hold out whole documents before filtering: the held-out split is the same text whatever
+    // the filters and noise settings, so such runs are compared on equal terms, and no
+    // held-out document (or an exact copy of one) is trained on.
     let order = permutation(docs.len(), recipe.run.seed ^ 0x5eed_da7a);
     let n_valid = ((docs.len() as f64 * recipe.data.valid_fraction).round() as usize).clamp(1, docs.len() - 1);
-    let (mut train_docs, mut valid_docs) = (Vec::new(), Vec::new());
+    let (mut train_raw, mut valid_docs) = (Vec::new(), Vec::new());
     for (rank, &i) in order.iter().enumerate() {
-        if rank < n_valid { valid_docs.push(&docs[i]) } else { train_docs.push(&docs[i]) }
+        if rank < n_valid { valid_docs.push(docs[i].clone()) } else { train_raw.push(docs[i].clone()) }
+    }
+    drop(docs);
+    if recipe.data.synthetic_noise > 0.0 {
+        let n = (train_raw.len() as f64 * recipe.data.synthetic_noise).round() as usize;
+        let junk = synth::noise(recipe.run.seed, &train_raw, n);
+        let mut rng = crate::rng::SplitMix(recipe.run.seed ^ 0x0015_e5ed);
+        for j in junk {
+            let at = rng.below(train_raw.len() + 1);
+            train_raw.insert(at, j);
+        }
+        log(format!("mixed {n} junk documents into the training split (data.synthetic_noise = {})", recipe.data.synthetic_noise));
+    }
+    let held_out: std::collections::HashSet<[u8; 32]> = valid_docs.iter().map(|d| filter::dedup_key(d)).collect();
+    let before = train_raw.len();
+    train_raw.retain(|d| !held_out.contains(&filter::dedup_key(d)));
+    if train_raw.len() < before {
+        log(format!("dropped {} training documents identical to held-out ones", before - train_raw.len()));
+    }
+    let (train_docs, mut report, removed) = filter::apply(train_raw, &recipe.data.filter);
+    if train_docs.is_empty() {
+        return Err(Error::input("no training documents left after filtering; loosen [data.filter]"));
     }
     let t = &recipe.tokenizer;
     let tokenizer = match t.kind {
@@ -67,6 +123,31 @@ pub fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> 
         TokenizerKind::File => Tokenizer::load(t.path.as_ref().expect("validated"))?,
         TokenizerKind::Teacher => Tokenizer::load(&recipe.teacher.path.as_ref().expect("validated").join("tokenizer.json"))?,
     };
+    let mut train_tok: Vec<Vec<u32>> = train_docs.iter().map(|d| tokenizer.encode(d)).collect::<Result<_>>()?;
+    for (rule, doc) in &removed {
+        report.rules[*rule].removed_tokens += tokenizer.encode(doc)?.len() + 1;
+    }
+    let mut train_docs = train_docs;
+    if let (lo, hi) = (recipe.data.filter.teacher_ppl_min, recipe.data.filter.teacher_ppl_max) && (lo.is_some() || hi.is_some()) {
+        let ppl = teacher_ppl(recipe, &train_tok, tokenizer.eos_id)?;
+        let (lo, hi) = (lo.unwrap_or(1.0), hi.unwrap_or(f64::INFINITY));
+        let mut keep_docs = Vec::new();
+        let mut keep_tok = Vec::new();
+        for ((d, tk), p) in train_docs.into_iter().zip(train_tok).zip(ppl) {
+            if (lo..=hi).contains(&p) {
+                keep_docs.push(d);
+                keep_tok.push(tk);
+            } else {
+                report.remove_by_teacher_ppl(&d, tk.len() + 1);
+            }
+        }
+        (train_docs, train_tok) = (keep_docs, keep_tok);
+    }
+    report.tokens_kept = train_tok.iter().map(|t| t.len() + 1).sum();
+    report.tokens_in = report.tokens_kept + report.rules.iter().map(|r| r.removed_tokens).sum::<usize>();
+    log(report.table());
+    write_json_atomic(&dir.join("filter_report.json"), &serde_json::json!({"filter": report, "bad_lines": bad}))?;
+    let valid_refs: Vec<&String> = valid_docs.iter().collect();
     let encode = |ds: &[&String]| -> Result<Vec<u32>> {
         let mut out = Vec::new();
         for d in ds {
@@ -75,8 +156,8 @@ pub fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> 
         }
         Ok(out)
     };
-    let train = encode(&train_docs)?;
-    let valid = encode(&valid_docs)?;
+    let train: Vec<u32> = train_tok.into_iter().flat_map(|mut t| { t.push(tokenizer.eos_id); t }).collect();
+    let valid = encode(&valid_refs)?;
     if valid.len() < recipe.data.seq_len + 1 {
         return Err(Error::input(format!(
             "the held-out split has {} tokens, fewer than one row of data.seq_len + 1 = {}; raise data.valid_fraction or add data",

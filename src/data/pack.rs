@@ -21,15 +21,61 @@ pub struct Packed {
     tokens: Vec<u32>,
     seq_len: usize,
     pad_id: u32,
+    /// One document per row: each row's (start, length) in `tokens`, length <= seq_len + 1
+    /// (inputs and the shifted targets). `None`: rows cut the stream every seq_len tokens.
+    spans: Option<Vec<(usize, usize)>>,
 }
 
 impl Packed {
+    /// Documents joined with EOS into one stream, cut into rows of `seq_len`.
     pub fn new(tokens: Vec<u32>, seq_len: usize, pad_id: u32) -> Self {
-        Packed { tokens, seq_len, pad_id }
+        Packed { tokens, seq_len, pad_id, spans: None }
+    }
+
+    /// One document per row (a document longer than a row continues in the next rows, never
+    /// sharing a row with another document); `eos` ends each document in `tokens`.
+    pub fn per_document(tokens: Vec<u32>, seq_len: usize, eos: u32) -> Self {
+        let mut spans = Vec::new();
+        let mut doc_start = 0;
+        for (i, &t) in tokens.iter().enumerate() {
+            if t == eos || i + 1 == tokens.len() {
+                let end = i + 1;
+                let mut s = doc_start;
+                // Rows overlap by one token so that every next-token target is predicted once.
+                while end - s >= 2 {
+                    let len = (seq_len + 1).min(end - s);
+                    spans.push((s, len));
+                    s += len - 1;
+                }
+                doc_start = end;
+            }
+        }
+        Packed { tokens, seq_len, pad_id: eos, spans: Some(spans) }
+    }
+
+    pub fn build(tokens: Vec<u32>, seq_len: usize, eos: u32, packing: crate::recipe::Packing) -> Self {
+        match packing {
+            crate::recipe::Packing::Concat => Packed::new(tokens, seq_len, eos),
+            crate::recipe::Packing::DocPerRow => Packed::per_document(tokens, seq_len, eos),
+        }
     }
 
     pub fn n_rows(&self) -> usize {
-        (self.tokens.len().saturating_sub(1)).div_ceil(self.seq_len)
+        match &self.spans {
+            Some(s) => s.len(),
+            None => (self.tokens.len().saturating_sub(1)).div_ceil(self.seq_len),
+        }
+    }
+
+    /// (start, length) of row `i` in the token stream, targets included.
+    fn span(&self, i: usize) -> (usize, usize) {
+        match &self.spans {
+            Some(s) => s[i],
+            None => {
+                let start = i * self.seq_len;
+                (start, (self.seq_len + 1).min(self.tokens.len() - start))
+            }
+        }
     }
 
     pub fn n_tokens(&self) -> usize {
@@ -38,14 +84,21 @@ impl Packed {
 
     /// The first `rows` rows alone.
     pub fn prefix(&self, rows: usize) -> Packed {
-        let end = (rows * self.seq_len + 1).min(self.tokens.len());
-        Packed::new(self.tokens[..end].to_vec(), self.seq_len, self.pad_id)
+        let rows = rows.min(self.n_rows());
+        let (s, l) = self.span(rows - 1);
+        let end = s + l;
+        Packed {
+            tokens: self.tokens[..end].to_vec(),
+            seq_len: self.seq_len,
+            pad_id: self.pad_id,
+            spans: self.spans.as_ref().map(|sp| sp[..rows].to_vec()),
+        }
     }
 
     /// Token-weighted mean length (in tokens, EOS included) of the documents that row `i`'s
     /// inputs belong to, whole documents counted even where they leave the row.
     pub fn mean_doc_len(&self, i: usize) -> f64 {
-        let start = i * self.seq_len;
+        let start = self.span(i).0;
         let end = start + self.row_len(i);
         let eos = self.pad_id;
         let mut total = 0.0;
@@ -70,7 +123,7 @@ impl Packed {
 
     /// Share of row `i`'s input trigrams that already occurred earlier in the row.
     pub fn repeated_trigram_share(&self, i: usize) -> f64 {
-        let start = i * self.seq_len;
+        let start = self.span(i).0;
         let toks = &self.tokens[start..start + self.row_len(i)];
         if toks.len() < 3 {
             return 0.0;
@@ -82,23 +135,27 @@ impl Packed {
 
     /// Real (unpadded) positions of row `i`.
     pub fn row_len(&self, i: usize) -> usize {
-        (self.tokens.len() - 1 - i * self.seq_len).min(self.seq_len)
+        self.span(i).1 - 1
     }
 
     pub fn seq_len(&self) -> usize {
         self.seq_len
     }
 
-    /// The token stream as little-endian bytes (what the data hash is computed over).
+    /// The token stream and the row layout as bytes (what the data hash is computed over).
     pub fn tokens_le(&self) -> Vec<u8> {
-        self.tokens.iter().flat_map(|t| t.to_le_bytes()).collect()
+        let mut b: Vec<u8> = self.tokens.iter().flat_map(|t| t.to_le_bytes()).collect();
+        for (s, l) in self.spans.iter().flatten() {
+            b.extend((*s as u64).to_le_bytes());
+            b.extend((*l as u64).to_le_bytes());
+        }
+        b
     }
 
     /// Row `i` as (inputs, targets, mask), each `seq_len` long.
     pub fn row(&self, i: usize) -> (Vec<u32>, Vec<u32>, Vec<f32>) {
-        let start = i * self.seq_len;
-        let end = (start + self.seq_len + 1).min(self.tokens.len());
-        let chunk = &self.tokens[start..end];
+        let (start, len) = self.span(i);
+        let chunk = &self.tokens[start..start + len];
         let real = chunk.len() - 1;
         let mut inputs = chunk[..real].to_vec();
         let mut targets = chunk[1..].to_vec();
@@ -179,6 +236,32 @@ mod tests {
         // Every target token appears exactly once across rows.
         let total: f32 = (0..3).map(|r| p.row(r).2.iter().sum::<f32>()).sum();
         assert_eq!(total as usize, 9);
+    }
+
+    #[test]
+    fn one_document_per_row_masks_padding_and_covers_every_target_once() {
+        // EOS = 0: documents [1 2 3 0], [4 5 0], [6 7 8 9 10 11 0]; rows of 4.
+        let toks = vec![1, 2, 3, 0, 4, 5, 0, 6, 7, 8, 9, 10, 11, 0];
+        let p = Packed::per_document(toks.clone(), 4, 0);
+        assert_eq!(p.n_rows(), 4);
+        assert_eq!(p.row(0), (vec![1, 2, 3, 0], vec![2, 3, 0, 0], vec![1.0, 1.0, 1.0, 0.0]));
+        assert_eq!(p.row(1), (vec![4, 5, 0, 0], vec![5, 0, 0, 0], vec![1.0, 1.0, 0.0, 0.0]));
+        // A long document continues in the next row, alone.
+        assert_eq!(p.row(2), (vec![6, 7, 8, 9], vec![7, 8, 9, 10], vec![1.0; 4]));
+        assert_eq!(p.row(3), (vec![10, 11, 0, 0], vec![11, 0, 0, 0], vec![1.0, 1.0, 0.0, 0.0]));
+        // Every within-document next-token target appears exactly once.
+        let mut targets = Vec::new();
+        for r in 0..p.n_rows() {
+            let (i, o, m) = p.row(r);
+            for j in 0..4 {
+                if m[j] > 0.0 {
+                    targets.push((i[j], o[j]));
+                }
+            }
+        }
+        let want: Vec<(u32, u32)> = toks.windows(2).filter(|w| w[0] != 0).map(|w| (w[0], w[1])).collect();
+        assert_eq!(targets, want);
+        assert_eq!((0..4).map(|r| p.row_len(r)).sum::<usize>(), want.len());
     }
 
     #[test]

@@ -423,6 +423,39 @@ impl StoryGen {
     }
 }
 
+/// `n` junk documents made from `docs` (seeded): exact and near duplicates, one phrase
+/// repeated, symbol noise, upper-case shouting and word salad, in equal shares. They stand in
+/// for the web's boilerplate, spam and scraping debris, so that filters have work to do.
+pub fn noise(seed: u64, docs: &[String], n: usize) -> Vec<String> {
+    let mut rng = crate::rng::SplitMix(seed ^ 0x9015_e000);
+    let vocab: Vec<&str> = docs.iter().take(200).flat_map(|d| d.split(' ')).collect();
+    (0..n)
+        .map(|i| {
+            let src = &docs[rng.below(docs.len())];
+            let mut w: Vec<String> = src.split(' ').map(str::to_string).collect();
+            match i % 6 {
+                0 => src.clone(),
+                1 => {
+                    for _ in 0..1 + rng.below(2) {
+                        let j = rng.below(w.len());
+                        w[j] = vocab[rng.below(vocab.len())].to_string();
+                    }
+                    w.join(" ")
+                }
+                2 => {
+                    let s = rng.below(w.len().saturating_sub(6).max(1));
+                    let phrase = w[s..(s + 6).min(w.len())].join(" ");
+                    vec![phrase; 8].join(" ")
+                }
+                3 => w.iter().map(|x| if rng.below(2) == 0 { "#$%&*@<>{}|~^".chars().cycle().skip(rng.below(13)).take(4).collect() } else { x.clone() })
+                    .collect::<Vec<_>>().join(" "),
+                4 => src.to_uppercase(),
+                _ => (0..w.len()).map(|_| vocab[rng.below(vocab.len())]).collect::<Vec<_>>().join(" "),
+            }
+        })
+        .collect()
+}
+
 /// Deterministic generator: the same seed gives the same documents.
 pub fn generate(seed: u64, n_docs: usize) -> Vec<String> {
     let mut g = StoryGen::new(seed);
