@@ -309,3 +309,31 @@ fn curriculum_and_schedules_train_and_log() {
     assert_eq!(last["competence"].as_f64().unwrap(), 1.0);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// One document per row trains; a checkpoint teacher's perplexity band removes the junk that
+/// passes the text rules (word salad) and keeps the stories.
+#[test]
+fn doc_per_row_packing_and_teacher_ppl_filter() {
+    let dir = tmp("docrow");
+    let stop = AtomicBool::new(false);
+    let text = tiny_recipe(&dir, "rows", 30).replace("valid_fraction = 0.1", "valid_fraction = 0.1\npacking = \"doc_per_row\"");
+    let s = pipeline::run(&load(&text, &dir), &opts(&stop, None), &mut |_| {}).unwrap();
+    assert!(s.student.loss < (320f64).ln() - 1.0, "{}", s.student.loss);
+    let teacher = dir.join("rows/teacher/final");
+    let text = tiny_recipe(&dir, "ppl", 8)
+        .replace("valid_fraction = 0.1", &format!("valid_fraction = 0.1\nsynthetic_noise = 0.6\n\n[data.filter]\nteacher_ppl_max = 30.0"))
+        .replace("[tokenizer]\nvocab_size = 320", &format!("[tokenizer]\nkind = \"teacher\""))
+        .replace("[teacher.optim]", &format!("[teacher]\nkind = \"checkpoint\"\npath = \"{}\"\n\n[teacher.optim]", teacher.display()));
+    let r = load(&text, &dir);
+    distill::data::prepare(&r, &dir.join("ppl"), &mut |_| {}).unwrap();
+    let rep: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("ppl/data/filter_report.json")).unwrap()).unwrap();
+    let rules = rep["filter"]["rules"].as_array().unwrap();
+    let ppl = rules.iter().find(|x| x["rule"] == "teacher_ppl").unwrap();
+    let removed = ppl["removed_docs"].as_u64().unwrap();
+    // 0.6 x 360 training stories = 216 junk documents, a sixth of them word salad (36).
+    assert!(removed >= 30, "teacher_ppl removed {removed}");
+    for ex in ppl["examples"].as_array().unwrap() {
+        assert!(!ex.as_str().unwrap().starts_with("Once upon a time"), "a story was removed: {ex}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
