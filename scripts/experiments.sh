@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The objective / curriculum / filtering experiment of BENCHMARKS.md: the quickstart corpus and
+# budget (300 steps x 16 x 128 tokens), one frozen teacher for every variant, held-out
+# perplexity of the student per variant and seed. Variants run in parallel, one CPU thread each.
+#
+# usage: scripts/experiments.sh <distill binary> <teacher dir> <work dir> <seed> [variant...]
+# e.g.   scripts/experiments.sh target/debug/distill runs/quickstart/teacher/final /tmp/exp 1
+# Prints one JSON line per finished run: {"variant", "seed", "student_ppl", ...}.
+set -euo pipefail
+BIN=$1; TEACHER=$2; WORK=$3; SEED=$4; shift 4
+ALL="ce fkl rkl jsd sfkl srkl tv fkl_curriculum fkl_cache noise_nofilter noise_filter"
+VARIANTS=${*:-$ALL}
+mkdir -p "$WORK"
+
+overrides() {
+  case $1 in
+    ce) echo "--set distill.alpha=1.0" ;;
+    fkl) echo "" ;;
+    rkl) echo "--set distill.divergence=reverse_kl" ;;
+    jsd) echo "--set distill.divergence=jsd" ;;
+    sfkl) echo "--set distill.divergence=skew_forward_kl" ;;
+    srkl) echo "--set distill.divergence=skew_reverse_kl" ;;
+    tv) echo "--set distill.divergence=tv" ;;
+    fkl_curriculum) echo "--set curriculum.schedule=root" ;;
+    fkl_cache) echo "--set teacher.logits=cache --set cache.k=32" ;;
+    noise_nofilter) echo "--set data.synthetic_noise=0.3 --set data.filter.enabled=false" ;;
+    noise_filter) echo "--set data.synthetic_noise=0.3 --set data.filter.dedup=minhash --set data.filter.teacher_ppl_max=6" ;;
+    *) echo "unknown variant $1" >&2; exit 2 ;;
+  esac
+}
+
+run_one() {
+  local v=$1 name="$1-s$SEED"
+  # shellcheck disable=SC2046
+  RAYON_NUM_THREADS=${THREADS:-1} "$BIN" run recipes/quickstart.toml --quiet \
+    --set run.name="$name" --set run.out_dir="$WORK" --set run.seed="$SEED" \
+    --set teacher.kind=checkpoint --set teacher.path="$TEACHER" --set tokenizer.kind=teacher \
+    $(overrides "$v") > "$WORK/$name.log" 2>&1 || { echo "{\"variant\":\"$v\",\"seed\":$SEED,\"failed\":true}"; return; }
+  python3 - "$WORK/$name" "$v" "$SEED" <<'EOF'
+import json, sys
+d, v, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+s = json.load(open(f"{d}/summary.json"))
+print(json.dumps({"variant": v, "seed": seed, "student_ppl": s["student"]["ppl"], "student_loss": s["student"]["loss"],
+                  "teacher_ppl": s["teacher"]["ppl"], "int8_ppl": s["student_int8"]["ppl"],
+                  "held_out_tokens": s["student"]["tokens"], "wall_s": s["wall_s"], "student_tok_per_s": s["student_tok_per_s"]}))
+EOF
+}
+
+for v in $VARIANTS; do run_one "$v" & done
+wait
