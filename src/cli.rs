@@ -177,6 +177,20 @@ enum Cmd {
         #[arg(long)]
         jsonl: Option<PathBuf>,
     },
+    /// Benchmark the distillation loss's forward+backward time and peak memory at large
+    /// vocabularies: one chunk (naive), forward-only chunks, and the streamed loss the trainer
+    /// uses (one chunk's graph at a time). Each measurement runs in a child process.
+    BenchLoss {
+        #[arg(long, value_delimiter = ',', default_value = "32000,128256")]
+        vocab: Vec<usize>,
+        #[arg(long, default_value_t = 1024)]
+        tokens: usize,
+        #[arg(long, default_value_t = 128)]
+        chunk: usize,
+        /// Internal: measure one `mode:vocab` in this process.
+        #[arg(long, hide = true)]
+        one: Option<String>,
+    },
     /// Prepare and filter a recipe's data into its run directory and print the filter report.
     Data {
         #[command(flatten)]
@@ -474,6 +488,39 @@ fn dispatch(cmd: Cmd) -> Result<()> {
                 let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&p)
                     .map_err(|e| Error::input(format!("{}: {e}", p.display())))?;
                 f.write_all(lines.as_bytes()).map_err(|e| Error::runtime(format!("{}: {e}", p.display())))?;
+            }
+            Ok(())
+        }
+        Cmd::BenchLoss { vocab, tokens, chunk, one } => {
+            if tokens == 0 || chunk == 0 || vocab.contains(&0) {
+                return Err(Error::input("--tokens, --chunk and --vocab must be positive"));
+            }
+            if let Some(one) = one {
+                let (mode, v) = one.split_once(':').ok_or_else(|| Error::input("--one mode:vocab"))?;
+                let v: usize = v.parse().map_err(|_| Error::input("--one mode:vocab"))?;
+                let (ms, mib) = crate::bench::time_loss(mode, v, tokens, chunk)?;
+                println!("{ms} {mib}");
+                return Ok(());
+            }
+            let exe = std::env::current_exe().map_err(|e| Error::runtime(e.to_string()))?;
+            println!("distillation loss forward+backward, {tokens} tokens, forward KL, chunks of {chunk} (burn flex f32, one run each)");
+            println!("{:>8} {:>10} {:>10} {:>16} {:>14}", "vocab", "mode", "ms", "peak MiB (+)", "[tokens,vocab]");
+            for &v in &vocab {
+                for mode in ["naive", "chunked", "streamed"] {
+                    let out = std::process::Command::new(&exe)
+                        .args(["bench-loss", "--one", &format!("{mode}:{v}"), "--tokens", &tokens.to_string(), "--chunk", &chunk.to_string()])
+                        .output();
+                    let parsed = out.ok().filter(|o| o.status.success()).and_then(|o| {
+                        let s = String::from_utf8_lossy(&o.stdout).to_string();
+                        let mut it = s.split_whitespace().map(|x| x.parse::<f64>());
+                        Some((it.next()?.ok()?, it.next()?.ok()?))
+                    });
+                    let one = (tokens * v * 4) as f64 / (1 << 20) as f64;
+                    match parsed {
+                        Some((ms, mib)) => println!("{v:>8} {mode:>10} {ms:>10.0} {mib:>16.0} {one:>13.0}M"),
+                        None => println!("{v:>8} {mode:>10} {:>10} {:>16}", "failed", "-"),
+                    }
+                }
             }
             Ok(())
         }

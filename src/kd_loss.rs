@@ -163,6 +163,63 @@ pub fn kd_loss_to(
     KdLoss { total, ce, kl }
 }
 
+impl Target {
+    /// Rows `start..end` of the targets.
+    fn rows(&self, start: usize, end: usize) -> Target {
+        match self {
+            Target::Full(t) => {
+                let v = t.dims()[1];
+                Target::Full(t.clone().slice([start..end, 0..v]))
+            }
+            Target::TopK(tk) => {
+                let k = tk.ids.dims()[1];
+                Target::TopK(TopK {
+                    ids: tk.ids.clone().slice([start..end, 0..k]),
+                    logp: tk.logp.clone().slice([start..end, 0..k]),
+                    tail: tk.tail.as_ref().map(|t| t.clone().slice([start..end])),
+                })
+            }
+        }
+    }
+}
+
+/// [`kd_loss_to`] holding one chunk's intermediates at a time, also through backward: each
+/// chunk's loss and its gradient with respect to the student logits are computed on a small
+/// graph of their own, and one surrogate, sum(logits * G), carries the stitched gradient G into
+/// the model's graph. The value and the gradient equal [`kd_loss_to`]'s; the peak memory is the
+/// logits, G and one chunk instead of every chunk's softmax intermediates, which autodiff
+/// otherwise keeps until backward.
+pub fn kd_loss_streamed(student: Tensor<2>, teacher: Option<Target>, targets: Tensor<1, Int>, mask: Tensor<1>, cfg: KdConfig) -> KdLoss {
+    let [n, v] = student.dims();
+    let device = student.device();
+    let plain = student.clone().inner();
+    let count = (mask.clone().inner().sum().into_scalar::<f32>() as f64).max(1.0);
+    let chunk = cfg.chunk_tokens.max(1);
+    let whole = KdConfig { chunk_tokens: usize::MAX, ..cfg };
+    let (mut total, mut ce, mut kl) = (0.0f64, 0.0f64, 0.0f64);
+    let mut grads = Vec::new();
+    let mut start = 0;
+    while start < n {
+        let end = (start + chunk).min(n);
+        let s = plain.clone().slice([start..end, 0..v]).autodiff().require_grad();
+        let m = mask.clone().slice([start..end]);
+        // kd_loss_to averages over the chunk's real tokens; rescale to the batch's.
+        let share = m.clone().inner().sum().into_scalar::<f32>() as f64 / count;
+        let out = kd_loss_to(s.clone(), teacher.as_ref().map(|t| t.rows(start, end)), targets.clone().slice([start..end]), m, whole);
+        let g = (out.total.clone() * share).backward();
+        grads.push(s.grad(&g).unwrap_or_else(|| Tensor::zeros([end - start, v], &plain.device())));
+        total += out.total.into_scalar::<f32>() as f64 * share;
+        ce += out.ce.into_scalar::<f32>() as f64 * share;
+        kl += out.kl.into_scalar::<f32>() as f64 * share;
+        start = end;
+    }
+    let g = Tensor::cat(grads, 0).autodiff();
+    let surrogate = (student * g).sum();
+    let offset = total - surrogate.clone().inner().into_scalar::<f32>() as f64;
+    let value = |x: f64| Tensor::<1>::from_floats([x as f32], &device);
+    KdLoss { total: surrogate + offset, ce: value(ce), kl: value(kl) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -395,5 +452,47 @@ mod tests {
         let got = kd_loss(t2(s.clone(), 3, &dev), Some(t2(t.clone(), 3, &dev)), tg(), Tensor::from_data(TensorData::new(w.to_vec(), [3]), &dev), cfg(0.4, 2.0));
         let got = scalar(got.total);
         assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+    }
+
+    /// The streamed loss has the value and the gradient of the plain one, for full and top-k
+    /// targets, with chunks that split padded and real rows unevenly.
+    #[test]
+    fn streamed_loss_equals_plain_loss() {
+        let dev = Device::flex().autodiff();
+        let (n, v, k) = (7, 11, 4);
+        let mut rng = crate::rng::SplitMix(4);
+        let mut r = |m: usize| -> Vec<f32> { (0..m).map(|_| (rng.uniform() * 6.0 - 3.0) as f32).collect() };
+        let (sv, tv) = (r(n * v), r(n * v));
+        let ids: Vec<i64> = (0..n).flat_map(|i| (0..k).map(move |j| ((i + 3 * j) % v) as i64)).collect();
+        let logp: Vec<f32> = r(n * k).iter().map(|x| x - 3.0).collect();
+        let tail: Vec<f32> = r(n).iter().map(|x| x - 2.0).collect();
+        let targets = || Tensor::<1, Int>::from_data(TensorData::new((0..n as i64).map(|i| i % v as i64).collect::<Vec<_>>(), [n]), &dev);
+        let mask = || Tensor::<1>::from_data(TensorData::new(vec![1f32, 1.0, 0.0, 1.0, 0.5, 0.0, 1.0], [n]), &dev);
+        let topk = || Target::TopK(TopK {
+            ids: Tensor::from_data(TensorData::new(ids.clone(), [n, k]), &dev),
+            logp: Tensor::from_data(TensorData::new(logp.clone(), [n, k]), &dev),
+            tail: Some(Tensor::from_data(TensorData::new(tail.clone(), [n]), &dev)),
+        });
+        for d in [Divergence::ForwardKl, Divergence::Jsd { beta: 0.3 }, Divergence::Tv] {
+            for which in 0..2 {
+                let target = || if which == 0 { Target::Full(t2(tv.clone(), n, &dev)) } else { topk() };
+                let c = KdConfig { alpha: 0.3, temperature: 2.0, chunk_tokens: 3, divergence: d };
+                let run = |streamed: bool| {
+                    let s = t2(sv.clone(), n, &dev).require_grad();
+                    let out = if streamed {
+                        kd_loss_streamed(s.clone(), Some(target()), targets(), mask(), c)
+                    } else {
+                        kd_loss_to(s.clone(), Some(target()), targets(), mask(), c)
+                    };
+                    let (total, ce, kl) = (scalar(out.total.clone()), scalar(out.ce), scalar(out.kl));
+                    let g: Vec<f32> = s.grad(&out.total.backward()).unwrap().into_data().try_to_vec::<f32>().unwrap();
+                    (total, ce, kl, g)
+                };
+                let (a, b) = (run(false), run(true));
+                assert!((a.0 - b.0).abs() < 1e-5 && (a.1 - b.1).abs() < 1e-5 && (a.2 - b.2).abs() < 1e-5, "{d:?}/{which}: {a:?} vs {b:?}");
+                let worst = a.3.iter().zip(&b.3).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+                assert!(worst < 1e-6, "{d:?}/{which}: gradients differ by {worst}");
+            }
+        }
     }
 }

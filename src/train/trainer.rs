@@ -20,7 +20,7 @@ use super::schedule::lr_at;
 use crate::data::pack::Packed;
 use crate::error::{Error, Result};
 use crate::eval::evaluate;
-use crate::kd_loss::{KdConfig, Target, kd_loss_to};
+use crate::kd_loss::{KdConfig, Target, kd_loss_streamed};
 use crate::model::{Decoder, DecoderConfig};
 use crate::curriculum;
 use crate::recipe::{CheckpointSection, CurriculumSection, EvalSection, OptimSection, Schedule, TailMode};
@@ -207,7 +207,7 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
                 }
                 _ => batch.mask,
             };
-            let out = kd_loss_to(logits, target, batch.targets, mask, kd);
+            let out = kd_loss_streamed(logits, target, batch.targets, mask, kd);
             let loss_val: f32 = out.total.clone().into_scalar();
             if !loss_val.is_finite() {
                 return Err(Error::runtime(format!(
