@@ -17,4 +17,8 @@ for b in ${BACKENDS:-cpu}; do
     PYTHONUNBUFFERED=1 python3 "$(dirname "$0")/attention_parity.py" "$bin" --backend "$b" --dtype "$dt" || status=1
   done
 done
+# Half-precision teacher (teacher.dtype = bf16 / f16) vs transformers in that dtype.
+for b in ${BACKENDS:-cpu}; do
+  PYTHONUNBUFFERED=1 python3 "$(dirname "$0")/half_parity.py" "$bin" --backend "$b" || status=1
+done
 exit ${status:-0}

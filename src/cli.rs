@@ -119,6 +119,9 @@ enum Cmd {
         /// Backend to run on: cpu, or cuda / wgpu when compiled in.
         #[arg(long, default_value = "cpu")]
         backend: String,
+        /// Run the model in f32, bf16 or f16 (what `teacher.dtype` does); logits come out f32.
+        #[arg(long, default_value = "f32")]
+        dtype: String,
     },
     /// Run the attention kernel on q/k/v read from a safetensors file (`q` (b, h, t, d), `k`
     /// and `v` (b, kv, t, d), f32) and write `o`: the interface for attention parity checks
@@ -372,7 +375,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             crate::util::write_f32_safetensors(&out, outputs)?;
             Ok(())
         }
-        Cmd::Logits { model, ids, text, teacher, int8, out, backend } => {
+        Cmd::Logits { model, ids, text, teacher, int8, out, backend, dtype } => {
             let device = backend_device(&backend)?;
             let (m, tok_dir) = if model.join("model.json").is_file() {
                 (store::load(&model, &device)?.0, model.clone())
@@ -382,6 +385,12 @@ fn dispatch(cmd: Cmd) -> Result<()> {
                 (load_final(&model, if teacher { "teacher" } else { "student" }, &device)?, model.clone())
             };
             let m = if int8 { fake_quant_model(&m) } else { m };
+            let m = match dtype.as_str() {
+                "f32" => m,
+                "bf16" => m.cast(burn::tensor::DType::BF16),
+                "f16" => m.cast(burn::tensor::DType::F16),
+                other => return Err(Error::input(format!("--dtype: expected f32, bf16 or f16, got {other:?}"))),
+            };
             let ids: Vec<u32> = match (ids, text) {
                 (Some(s), _) => s
                     .split(',')
