@@ -539,7 +539,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             if dir.join("data/meta.json").is_file() {
                 println!("data already prepared in {}", dir.join("data").display());
             }
-            data::prepare(&r, &dir, &mut say)?;
+            data::prepare_to_disk(&r, &dir, &mut say)?;
             println!("report: {}", dir.join("data/filter_report.json").display());
             Ok(())
         }

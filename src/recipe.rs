@@ -107,6 +107,13 @@ pub struct DataSection {
     /// What the filters are for; the held-out split stays clean.
     #[serde(default)]
     pub synthetic_noise: f64,
+    /// Prepare in bounded memory: two passes over the source (filter + tokenizer sample, then
+    /// encode straight to disk); held-out documents by a seeded hash, not a permutation.
+    #[serde(default)]
+    pub streaming: bool,
+    /// Megabytes of kept training text the tokenizer is trained on when streaming.
+    #[serde(default = "d_tok_sample")]
+    pub tokenizer_sample_mb: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -620,6 +627,7 @@ fn d_max_chars() -> usize { 100_000 }
 fn d_max_symbol_ratio() -> f64 { 0.2 }
 fn d_dedup() -> Dedup { Dedup::Exact }
 fn d_packing() -> Packing { Packing::Concat }
+fn d_tok_sample() -> usize { 64 }
 fn d_min_alpha() -> f64 { 0.5 }
 fn d_max_upper() -> f64 { 0.3 }
 fn d_max_repeat() -> f64 { 0.3 }
@@ -846,6 +854,12 @@ impl Recipe {
         let d = &r.data;
         if d.seq_len < 8 {
             return Err(fail("data.seq_len", format!("expected at least 8 tokens, got {}", d.seq_len)));
+        }
+        if d.streaming && d.synthetic_noise > 0.0 {
+            return Err(fail("data.synthetic_noise", "needs the in-memory path: set data.streaming = false".into()));
+        }
+        if d.streaming && (d.filter.teacher_ppl_min.is_some() || d.filter.teacher_ppl_max.is_some()) {
+            return Err(fail("data.filter.teacher_ppl_max", "the teacher-perplexity filter is not available with data.streaming = true yet".into()));
         }
         if !(0.0..=4.0).contains(&d.synthetic_noise) {
             return Err(fail("data.synthetic_noise", format!("expected a share in [0, 4], got {}", d.synthetic_noise)));

@@ -151,41 +151,60 @@ impl MinHashLsh {
     }
 }
 
+/// The text rules with their state (dedup hashes, the LSH index) and the running report, one
+/// document at a time.
+pub struct Filter<'a> {
+    cfg: &'a FilterSection,
+    seen: HashSet<[u8; 32]>,
+    lsh: MinHashLsh,
+    pub report: FilterReport,
+}
+
+impl<'a> Filter<'a> {
+    pub fn new(cfg: &'a FilterSection) -> Self {
+        let rules = RULES
+            .iter()
+            .map(|r| RuleReport { rule: r.to_string(), removed_docs: 0, removed_chars: 0, removed_tokens: 0, examples: vec![] })
+            .collect();
+        Filter {
+            cfg,
+            seen: HashSet::new(),
+            lsh: MinHashLsh::new(cfg.minhash_perms, cfg.minhash_bands, cfg.minhash_threshold),
+            report: FilterReport { docs_in: 0, chars_in: 0, tokens_in: 0, rules, docs_kept: 0, chars_kept: 0, tokens_kept: 0 },
+        }
+    }
+
+    /// The index of the rule that removes `doc` (charged in the report), or `None` to keep it.
+    pub fn check(&mut self, doc: &str) -> Option<usize> {
+        let chars = doc.chars().count();
+        self.report.docs_in += 1;
+        self.report.chars_in += chars;
+        let removed_by = if !self.cfg.enabled { None } else { first_rule(doc, chars, self.cfg, &mut self.seen, &mut self.lsh) };
+        match removed_by {
+            Some(r) => note(&mut self.report.rules[r], doc, chars),
+            None => {
+                self.report.docs_kept += 1;
+                self.report.chars_kept += chars;
+            }
+        }
+        removed_by
+    }
+}
+
 /// Apply the text rules in order; a document is charged to the first rule that removes it.
 /// Returns the kept documents, the report, and the removed ones with their rule index (for
 /// token counts once a tokenizer exists).
 pub fn apply(docs: Vec<String>, cfg: &FilterSection) -> (Vec<String>, FilterReport, Vec<(usize, String)>) {
-    let mut rules: Vec<RuleReport> = RULES
-        .iter()
-        .map(|r| RuleReport { rule: r.to_string(), removed_docs: 0, removed_chars: 0, removed_tokens: 0, examples: vec![] })
-        .collect();
-    let docs_in = docs.len();
-    let chars_in = docs.iter().map(|d| d.chars().count()).sum();
-    let mut seen = HashSet::new();
-    let mut lsh = MinHashLsh::new(cfg.minhash_perms, cfg.minhash_bands, cfg.minhash_threshold);
+    let mut f = Filter::new(cfg);
     let mut kept = Vec::with_capacity(docs.len());
     let mut removed = Vec::new();
     for doc in docs {
-        let chars = doc.chars().count();
-        let removed_by = if !cfg.enabled { None } else { first_rule(&doc, chars, cfg, &mut seen, &mut lsh) };
-        match removed_by {
-            Some(r) => {
-                note(&mut rules[r], &doc, chars);
-                removed.push((r, doc));
-            }
+        match f.check(&doc) {
+            Some(r) => removed.push((r, doc)),
             None => kept.push(doc),
         }
     }
-    let report = FilterReport {
-        docs_in,
-        chars_in,
-        tokens_in: 0,
-        rules,
-        docs_kept: kept.len(),
-        chars_kept: kept.iter().map(|d| d.chars().count()).sum(),
-        tokens_kept: 0,
-    };
-    (kept, report, removed)
+    (kept, f.report, removed)
 }
 
 fn note(rep: &mut RuleReport, doc: &str, chars: usize) {

@@ -4,6 +4,7 @@
 pub mod filter;
 pub mod pack;
 pub mod source;
+pub mod stream;
 pub mod synth;
 pub mod tokenizer;
 
@@ -77,6 +78,10 @@ pub fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> 
     let dir = run_dir.join("data");
     let meta_path = dir.join("meta.json");
     if meta_path.is_file() {
+        return load_prepared(run_dir);
+    }
+    if recipe.data.streaming {
+        prepare_to_disk(recipe, run_dir, log)?;
         return load_prepared(run_dir);
     }
     std::fs::create_dir_all(&dir).map_err(|e| Error::runtime(format!("{}: {e}", dir.display())))?;
@@ -182,6 +187,26 @@ pub fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> 
         meta.train_docs, meta.train_tokens, meta.valid_docs, meta.valid_tokens, meta.vocab_size
     ));
     Ok(Prepared { tokenizer, train, valid, meta })
+}
+
+/// Prepare the data files without loading the token streams afterwards (`distill data`): with
+/// `data.streaming` the whole stage runs in bounded memory.
+pub fn prepare_to_disk(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> Result<()> {
+    let meta_path = run_dir.join("data").join("meta.json");
+    if meta_path.is_file() {
+        return Ok(());
+    }
+    if !recipe.data.streaming {
+        return prepare(recipe, run_dir, log).map(|_| ());
+    }
+    let meta = stream::prepare(recipe, run_dir, log)?;
+    // meta.json last: its presence marks the stage as complete.
+    write_json_atomic(&meta_path, &meta)?;
+    log(format!(
+        "data: {} train docs ({} tokens), {} held-out docs ({} tokens), vocab {}",
+        meta.train_docs, meta.train_tokens, meta.valid_docs, meta.valid_tokens, meta.vocab_size
+    ));
+    Ok(())
 }
 
 pub fn load_prepared(run_dir: &Path) -> Result<Prepared> {

@@ -33,25 +33,37 @@ impl BadLines {
 }
 
 pub fn load(data: &DataSection, seed: u64) -> Result<(Vec<String>, BadLines)> {
+    let mut docs = Vec::new();
+    let bad = for_each(data, seed, &mut |d| {
+        docs.push(d);
+        Ok(())
+    })?;
+    Ok((docs, bad))
+}
+
+/// Hand every document to `sink` in source order, one at a time (what streaming preparation
+/// reads with); returns the bad lines skipped.
+pub fn for_each(data: &DataSection, seed: u64, sink: &mut dyn FnMut(String) -> Result<()>) -> Result<BadLines> {
     let mut bad = BadLines::default();
-    let docs = match data.source {
-        SourceKind::Synthetic => super::synth::generate(seed, data.synthetic_docs),
-        SourceKind::Text => {
-            let mut docs = Vec::new();
-            for p in &data.paths {
-                read_text(p, data.strict, &mut docs, &mut bad)?;
+    match data.source {
+        SourceKind::Synthetic => {
+            let mut g = super::synth::StoryGen::new(seed);
+            for _ in 0..data.synthetic_docs {
+                sink(g.next_story())?;
             }
-            docs
+        }
+        SourceKind::Text => {
+            for p in &data.paths {
+                read_text(p, data.strict, sink, &mut bad)?;
+            }
         }
         SourceKind::Jsonl => {
-            let mut docs = Vec::new();
             for p in &data.paths {
-                read_jsonl(p, &data.field, data.strict, &mut docs, &mut bad)?;
+                read_jsonl(p, &data.field, data.strict, sink, &mut bad)?;
             }
-            docs
         }
-    };
-    Ok((docs, bad))
+    }
+    Ok(bad)
 }
 
 fn lines(path: &Path) -> Result<impl Iterator<Item = std::io::Result<Vec<u8>>>> {
@@ -60,7 +72,7 @@ fn lines(path: &Path) -> Result<impl Iterator<Item = std::io::Result<Vec<u8>>>> 
     Ok(std::io::BufReader::new(f).split(b'\n'))
 }
 
-fn read_text(path: &Path, strict: bool, docs: &mut Vec<String>, bad: &mut BadLines) -> Result<()> {
+fn read_text(path: &Path, strict: bool, docs: &mut dyn FnMut(String) -> Result<()>, bad: &mut BadLines) -> Result<()> {
     let mut cur = String::new();
     for (i, line) in lines(path)?.enumerate() {
         let line = line.map_err(|e| Error::runtime(format!("{}: read error: {e}", path.display())))?;
@@ -71,7 +83,7 @@ fn read_text(path: &Path, strict: bool, docs: &mut Vec<String>, bad: &mut BadLin
         let line = line.trim_end_matches('\r');
         if line.trim().is_empty() {
             if !cur.is_empty() {
-                docs.push(std::mem::take(&mut cur));
+                docs(std::mem::take(&mut cur))?;
             }
         } else {
             if !cur.is_empty() {
@@ -81,12 +93,12 @@ fn read_text(path: &Path, strict: bool, docs: &mut Vec<String>, bad: &mut BadLin
         }
     }
     if !cur.is_empty() {
-        docs.push(cur);
+        docs(cur)?;
     }
     Ok(())
 }
 
-fn read_jsonl(path: &Path, field: &str, strict: bool, docs: &mut Vec<String>, bad: &mut BadLines) -> Result<()> {
+fn read_jsonl(path: &Path, field: &str, strict: bool, docs: &mut dyn FnMut(String) -> Result<()>, bad: &mut BadLines) -> Result<()> {
     for (i, line) in lines(path)?.enumerate() {
         let line = line.map_err(|e| Error::runtime(format!("{}: read error: {e}", path.display())))?;
         let at = || format!("{}:{}", path.display(), i + 1);
@@ -100,7 +112,7 @@ fn read_jsonl(path: &Path, field: &str, strict: bool, docs: &mut Vec<String>, ba
         match serde_json::from_str::<serde_json::Value>(&line) {
             Err(e) => bad.push(strict, format!("{}: invalid JSON: {e}", at()))?,
             Ok(v) => match v.get(field).and_then(|t| t.as_str()) {
-                Some(t) => docs.push(t.to_string()),
+                Some(t) => docs(t.to_string())?,
                 None => bad.push(strict, format!("{}: no string field `{field}`", at()))?,
             },
         }

@@ -1,0 +1,257 @@
+//! Data preparation in bounded memory (`data.streaming = true`), for corpora larger than RAM.
+//!
+//! Two passes over the source, one document in memory at a time:
+//! 1. each document is assigned to the held-out split by a seeded hash of its index (about
+//!    `valid_fraction` of them), training documents go through the filters (whose state is
+//!    one hash per document kept, plus the MinHash index when enabled), and the first
+//!    `tokenizer_sample_mb` of kept training text is kept as the tokenizer's sample;
+//! 2. the same documents again, encoded and appended straight to `train.u32` / `valid.u32`.
+//!
+//! What stays in memory grows with the number of documents (a bit of decision and 32 bytes of
+//! dedup hash each), not with their text.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::filter::{self, Filter};
+use super::tokenizer::Tokenizer;
+use super::{DataMeta, source};
+use crate::error::{Error, Result};
+use crate::recipe::{Recipe, TokenizerKind};
+use crate::rng::SplitMix;
+use crate::util::write_json_atomic;
+
+/// Whether document `i` is held out: a seeded hash, so both passes agree without a list.
+fn held_out(seed: u64, i: u64, fraction: f64) -> bool {
+    let mut r = SplitMix(seed ^ 0x5eed_da7a ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    r.uniform() < fraction
+}
+
+/// Appends u32 tokens to `<path>.tmp`; `finish` syncs and renames it into place.
+struct TokenFile {
+    path: PathBuf,
+    tmp: PathBuf,
+    w: std::io::BufWriter<std::fs::File>,
+    n: usize,
+}
+
+impl TokenFile {
+    fn create(path: PathBuf) -> Result<Self> {
+        let tmp = path.with_extension("u32.tmp");
+        let f = std::fs::File::create(&tmp).map_err(|e| Error::runtime(format!("{}: {e}", tmp.display())))?;
+        Ok(TokenFile { path, tmp, w: std::io::BufWriter::with_capacity(1 << 20, f), n: 0 })
+    }
+    fn push(&mut self, toks: &[u32]) -> Result<()> {
+        for t in toks {
+            self.w.write_all(&t.to_le_bytes()).map_err(|e| Error::runtime(format!("{}: {e}", self.tmp.display())))?;
+        }
+        self.n += toks.len();
+        Ok(())
+    }
+    fn finish(self) -> Result<usize> {
+        let f = self.w.into_inner().map_err(|e| Error::runtime(format!("{}: {e}", self.tmp.display())))?;
+        f.sync_all().map_err(|e| Error::runtime(format!("{}: {e}", self.tmp.display())))?;
+        std::fs::rename(&self.tmp, &self.path).map_err(|e| Error::runtime(format!("{}: {e}", self.path.display())))?;
+        Ok(self.n)
+    }
+}
+
+/// Prepare `recipe`'s data into `<run_dir>/data` in two streaming passes (see the module doc).
+pub fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> Result<DataMeta> {
+    let d = &recipe.data;
+    let dir = run_dir.join("data");
+    std::fs::create_dir_all(&dir).map_err(|e| Error::runtime(format!("{}: {e}", dir.display())))?;
+    let seed = recipe.run.seed;
+    let started = std::time::Instant::now();
+
+    // Pass 1: split, filter, tokenizer sample.
+    let mut f = Filter::new(&d.filter);
+    let mut keep_bits: Vec<u8> = Vec::new();
+    let mut held_keys: HashSet<[u8; 32]> = HashSet::new();
+    let mut sample: Vec<String> = Vec::new();
+    let (mut sample_bytes, mut bytes_in, mut i) = (0usize, 0u64, 0u64);
+    let cap = d.tokenizer_sample_mb << 20;
+    let pb = crate::util::progress_bar("scan", 0, false);
+    pb.set_style(indicatif::ProgressStyle::with_template("{prefix:>8} {human_pos} docs {per_sec} | {msg}").expect("valid template"));
+    let bad = source::for_each(d, seed, &mut |doc| {
+        bytes_in += doc.len() as u64;
+        let keep = if held_out(seed, i, d.valid_fraction) {
+            held_keys.insert(filter::dedup_key(&doc));
+            false
+        } else {
+            let keep = f.check(&doc).is_none();
+            if keep && sample_bytes < cap {
+                sample_bytes += doc.len();
+                sample.push(doc);
+            }
+            keep
+        };
+        if i % 8 == 0 {
+            keep_bits.push(0);
+        }
+        if keep {
+            *keep_bits.last_mut().expect("pushed") |= 1 << (i % 8);
+        }
+        i += 1;
+        if i % 4096 == 0 {
+            pb.set_position(i);
+            pb.set_message(format!("{:.0} MB", bytes_in as f64 / 1e6));
+        }
+        Ok(())
+    })?;
+    pb.finish_and_clear();
+    let n_docs = i;
+    if bad.count > 0 {
+        log(format!("skipped {} bad lines, e.g. {}", bad.count, bad.examples.join("; ")));
+    }
+    let t = &recipe.tokenizer;
+    let tokenizer = match t.kind {
+        TokenizerKind::Train => Tokenizer::train(sample.iter().map(|s| s.as_str()), t.vocab_size, t.min_frequency)?,
+        TokenizerKind::File => Tokenizer::load(t.path.as_ref().expect("validated"))?,
+        TokenizerKind::Teacher => Tokenizer::load(&recipe.teacher.path.as_ref().expect("validated").join("tokenizer.json"))?,
+    };
+    drop(sample);
+
+    // Pass 2: encode straight to disk.
+    let mut train = TokenFile::create(dir.join("train.u32"))?;
+    let mut valid = TokenFile::create(dir.join("valid.u32"))?;
+    let (mut train_docs, mut valid_docs, mut copies, mut j) = (0usize, 0usize, 0usize, 0u64);
+    let pb = crate::util::progress_bar("encode", n_docs, false);
+    pb.set_style(indicatif::ProgressStyle::with_template("{prefix:>8} [{bar:30}] {human_pos}/{human_len} docs {per_sec} | ETA {eta}")
+        .expect("valid template").progress_chars("=> "));
+    let eos = tokenizer.eos_id;
+    source::for_each(d, seed, &mut |doc| {
+        let idx = j;
+        j += 1;
+        if idx % 4096 == 0 {
+            pb.set_position(idx);
+        }
+        if idx >= n_docs {
+            return Err(Error::input("the data source changed between the two streaming passes"));
+        }
+        let mut toks = if held_out(seed, idx, d.valid_fraction) {
+            valid_docs += 1;
+            tokenizer.encode(&doc)?
+        } else if keep_bits[(idx / 8) as usize] >> (idx % 8) & 1 == 1 {
+            if held_keys.contains(&filter::dedup_key(&doc)) {
+                copies += 1;
+                return Ok(());
+            }
+            train_docs += 1;
+            let toks = tokenizer.encode(&doc)?;
+            train.push(&toks)?;
+            train.push(&[eos])?;
+            return Ok(());
+        } else {
+            return Ok(());
+        };
+        toks.push(eos);
+        valid.push(&toks)
+    })?;
+    pb.finish_and_clear();
+    if j != n_docs {
+        return Err(Error::input("the data source changed between the two streaming passes"));
+    }
+    if copies > 0 {
+        log(format!("dropped {copies} training documents identical to held-out ones"));
+    }
+    let (train_tokens, valid_tokens) = (train.finish()?, valid.finish()?);
+    if train_tokens < 2 || valid_tokens < d.seq_len + 1 {
+        return Err(Error::input(format!(
+            "streaming preparation left {train_tokens} training and {valid_tokens} held-out tokens; need at least 2 and data.seq_len + 1 = {}",
+            d.seq_len + 1)));
+    }
+    let mut report = f.report;
+    report.tokens_kept = train_tokens;
+    log(report.table());
+    log(format!("streamed {:.1} MB in {:.1} s ({:.1} MB/s)", bytes_in as f64 / 1e6, started.elapsed().as_secs_f64(),
+        bytes_in as f64 / 1e6 / started.elapsed().as_secs_f64()));
+    write_json_atomic(&dir.join("filter_report.json"), &serde_json::json!({"filter": report, "bad_lines": bad}))?;
+    tokenizer.save(&run_dir.join("tokenizer.json"))?;
+    Ok(DataMeta {
+        train_docs,
+        valid_docs,
+        train_tokens,
+        valid_tokens,
+        bad_lines: bad.count,
+        tokenizer_hash: tokenizer.hash(),
+        vocab_size: tokenizer.vocab_size(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The streamed split, filters and token files equal what the in-memory filter and the
+    /// saved tokenizer give for the same documents.
+    #[test]
+    fn streaming_preparation_matches_the_definition() {
+        let dir = std::env::temp_dir().join(format!("distill-stream-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut docs = crate::data::synth::generate(3, 400);
+        for k in 0..6 {
+            let dup = docs[10 + k].clone();
+            docs.insert(50 + 20 * k, dup); // exact duplicates
+            docs.insert(60 + 20 * k, "@@@ ### $$$ %%% ^^^ &&& *** !!! ((( )))".into()); // symbol noise
+        }
+        let mut text: Vec<u8> = docs.join("\n\n").into_bytes();
+        text.extend(b"\n\nbroken \xff line\n");
+        let corpus = dir.join("corpus.txt");
+        std::fs::write(&corpus, &text).unwrap();
+        let recipe_text = format!(r#"
+[run]
+name = "s"
+seed = 5
+out_dir = "{out}"
+[data]
+source = "text"
+paths = ["{corpus}"]
+seq_len = 16
+valid_fraction = 0.1
+streaming = true
+[tokenizer]
+vocab_size = 300
+[teacher.model]
+d_model = 32
+n_layers = 1
+n_heads = 2
+d_ff = 64
+[student.model]
+d_model = 32
+n_layers = 1
+n_heads = 2
+d_ff = 64
+"#, out = dir.display(), corpus = corpus.display());
+        let p = dir.join("r.toml");
+        std::fs::write(&p, recipe_text).unwrap();
+        let recipe = crate::recipe::Recipe::load(&p, &[]).unwrap();
+        let run = dir.join("s");
+        let prepared = crate::data::prepare(&recipe, &run, &mut |_| {}).unwrap();
+        assert_eq!(prepared.meta.bad_lines, 1, "the invalid UTF-8 line is reported and skipped");
+        // The reference: read the same documents, split by the same hash, filter in memory.
+        let (all, _) = source::load(&recipe.data, 5).unwrap();
+        let (mut train, mut valid) = (Vec::new(), Vec::new());
+        for (i, d) in all.into_iter().enumerate() {
+            if held_out(5, i as u64, 0.1) { valid.push(d) } else { train.push(d) }
+        }
+        let held: HashSet<[u8; 32]> = valid.iter().map(|d| filter::dedup_key(d)).collect();
+        let (kept, report, _) = filter::apply(train, &recipe.data.filter);
+        let streamed: serde_json::Value = crate::util::read_json(&run.join("data/filter_report.json")).unwrap();
+        for (a, b) in report.rules.iter().zip(streamed["filter"]["rules"].as_array().unwrap()) {
+            assert_eq!(a.removed_docs as u64, b["removed_docs"].as_u64().unwrap(), "rule {}", a.rule);
+        }
+        assert!(report.rules.iter().map(|r| r.removed_docs).sum::<usize>() >= 1, "the noise is removed");
+        let kept: Vec<String> = kept.into_iter().filter(|d| !held.contains(&filter::dedup_key(d))).collect();
+        let tok = &prepared.tokenizer;
+        let stream = |ds: &[String]| -> Vec<u32> { ds.iter().flat_map(|d| { let mut t = tok.encode(d).unwrap(); t.push(tok.eos_id); t }).collect() };
+        assert_eq!(prepared.meta.train_docs, kept.len());
+        assert_eq!(prepared.meta.valid_docs, valid.len());
+        assert!(valid.len() > 20 && valid.len() < 70, "about 10% held out: {}", valid.len());
+        assert_eq!(prepared.train, stream(&kept));
+        assert_eq!(prepared.valid, stream(&valid));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
