@@ -148,7 +148,7 @@ fn obtain_teacher(recipe: &Recipe, dir: &Path, d: &RunData, device: &Device, opt
             let job = TrainJob {
                 phase: Phase::Teacher, dir: dir.join("teacher"), metrics: dir.join("metrics.jsonl"),
                 model: teacher_cfg.clone(), optim: &recipe.teacher.optim, teacher: TeacherSource::None,
-                kd: KdConfig { alpha: 1.0, temperature: 1.0, chunk_tokens: 2048, divergence: crate::kd_loss::Divergence::ForwardKl },
+                kd: KdConfig { alpha: 1.0, temperature: 1.0, chunk_tokens: recipe.distill.chunk_tokens, divergence: crate::kd_loss::Divergence::ForwardKl },
                 alpha_end: None, temperature_end: None, curriculum: None,
                 train: &d.train, valid: &d.valid, seed: recipe.run.seed,
                 checkpoint: &recipe.checkpoint, eval: &recipe.eval, stop: opts.stop, stop_after, quiet: opts.quiet,
@@ -283,7 +283,7 @@ fn execute(recipe: &Recipe, dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(S
         let job = TrainJob {
             phase: Phase::Student, dir: dir.join("student"), metrics: metrics_path.clone(),
             model: student_cfg.clone(), optim: &recipe.optim, teacher: source,
-            kd: KdConfig { alpha: recipe.distill.alpha, temperature: recipe.distill.temperature, chunk_tokens: 2048, divergence: recipe.distill.divergence() },
+            kd: KdConfig { alpha: recipe.distill.alpha, temperature: recipe.distill.temperature, chunk_tokens: recipe.distill.chunk_tokens, divergence: recipe.distill.divergence() },
             alpha_end: recipe.distill.alpha_end, temperature_end: recipe.distill.temperature_end, curriculum,
             train: &d.train, valid: &d.valid, seed: recipe.run.seed,
             checkpoint: &recipe.checkpoint, eval: &recipe.eval, stop: opts.stop, stop_after, quiet: opts.quiet,

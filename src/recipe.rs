@@ -450,6 +450,10 @@ pub struct DistillSection {
     /// Skew KL mixture weight (0 = the plain KL).
     #[serde(default = "d_skew")]
     pub skew_lambda: f64,
+    /// Rows (tokens) per chunk of the loss: at most one chunk of [tokens, vocab] probabilities
+    /// exists at a time.
+    #[serde(default = "d_chunk_tokens")]
+    pub chunk_tokens: usize,
     /// If set, alpha moves linearly from `alpha` to `alpha_end` over training.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alpha_end: Option<f64>,
@@ -627,6 +631,7 @@ fn d_max_chars() -> usize { 100_000 }
 fn d_max_symbol_ratio() -> f64 { 0.2 }
 fn d_dedup() -> Dedup { Dedup::Exact }
 fn d_packing() -> Packing { Packing::Concat }
+fn d_chunk_tokens() -> usize { 1024 }
 fn d_tok_sample() -> usize { 64 }
 fn d_min_alpha() -> f64 { 0.5 }
 fn d_max_upper() -> f64 { 0.3 }
@@ -1054,6 +1059,9 @@ impl Recipe {
         }
         if r.teacher.dtype != TeacherDtype::F32 && r.teacher.kind == TeacherKind::Pretrain && r.teacher.shape().layer_pattern.contains('M') {
             return Err(fail("teacher.dtype", "half precision is supported for attention-only teachers; this teacher has Mamba-2 layers".into()));
+        }
+        if r.distill.chunk_tokens == 0 {
+            return Err(fail("distill.chunk_tokens", "expected a positive integer, got 0".into()));
         }
         if let Some(a) = r.distill.alpha_end {
             if !(0.0..=1.0).contains(&a) {

@@ -7,8 +7,8 @@
 //!    `tokenizer_sample_mb` of kept training text is kept as the tokenizer's sample;
 //! 2. the same documents again, encoded and appended straight to `train.u32` / `valid.u32`.
 //!
-//! What stays in memory grows with the number of documents (a bit of decision and 32 bytes of
-//! dedup hash each), not with their text.
+//! What stays in memory grows with the number of documents (one byte of decision and 32 bytes
+//! of dedup hash each), not with their text.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -21,6 +21,8 @@ use crate::error::{Error, Result};
 use crate::recipe::{Recipe, TokenizerKind};
 use crate::rng::SplitMix;
 use crate::util::write_json_atomic;
+
+const HELD: u8 = u8::MAX;
 
 /// Whether document `i` is held out: a seeded hash, so both passes agree without a list.
 fn held_out(seed: u64, i: u64, fraction: f64) -> bool {
@@ -67,7 +69,8 @@ pub fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> 
 
     // Pass 1: split, filter, tokenizer sample.
     let mut f = Filter::new(&d.filter);
-    let mut keep_bits: Vec<u8> = Vec::new();
+    // Per document: 0 kept, 1 + rule index when a filter removed it, HELD for held-out.
+    let mut fate: Vec<u8> = Vec::new();
     let mut held_keys: HashSet<[u8; 32]> = HashSet::new();
     let mut sample: Vec<String> = Vec::new();
     let (mut sample_bytes, mut bytes_in, mut i) = (0usize, 0u64, 0u64);
@@ -76,22 +79,20 @@ pub fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> 
     pb.set_style(indicatif::ProgressStyle::with_template("{prefix:>8} {human_pos} docs {per_sec} | {msg}").expect("valid template"));
     let bad = source::for_each(d, seed, &mut |doc| {
         bytes_in += doc.len() as u64;
-        let keep = if held_out(seed, i, d.valid_fraction) {
+        if held_out(seed, i, d.valid_fraction) {
             held_keys.insert(filter::dedup_key(&doc));
-            false
+            fate.push(HELD);
         } else {
-            let keep = f.check(&doc).is_none();
-            if keep && sample_bytes < cap {
-                sample_bytes += doc.len();
-                sample.push(doc);
+            match f.check(&doc) {
+                Some(rule) => fate.push(1 + rule as u8),
+                None => {
+                    fate.push(0);
+                    if sample_bytes < cap {
+                        sample_bytes += doc.len();
+                        sample.push(doc);
+                    }
+                }
             }
-            keep
-        };
-        if i % 8 == 0 {
-            keep_bits.push(0);
-        }
-        if keep {
-            *keep_bits.last_mut().expect("pushed") |= 1 << (i % 8);
         }
         i += 1;
         if i % 4096 == 0 {
@@ -117,6 +118,7 @@ pub fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> 
     let mut train = TokenFile::create(dir.join("train.u32"))?;
     let mut valid = TokenFile::create(dir.join("valid.u32"))?;
     let (mut train_docs, mut valid_docs, mut copies, mut j) = (0usize, 0usize, 0usize, 0u64);
+    let mut report = f.report;
     let pb = crate::util::progress_bar("encode", n_docs, false);
     pb.set_style(indicatif::ProgressStyle::with_template("{prefix:>8} [{bar:30}] {human_pos}/{human_len} docs {per_sec} | ETA {eta}")
         .expect("valid template").progress_chars("=> "));
@@ -130,10 +132,11 @@ pub fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> 
         if idx >= n_docs {
             return Err(Error::input("the data source changed between the two streaming passes"));
         }
-        let mut toks = if held_out(seed, idx, d.valid_fraction) {
+        let rule = fate[idx as usize];
+        let mut toks = if rule == HELD {
             valid_docs += 1;
             tokenizer.encode(&doc)?
-        } else if keep_bits[(idx / 8) as usize] >> (idx % 8) & 1 == 1 {
+        } else if rule == 0 {
             if held_keys.contains(&filter::dedup_key(&doc)) {
                 copies += 1;
                 return Ok(());
@@ -144,6 +147,8 @@ pub fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> 
             train.push(&[eos])?;
             return Ok(());
         } else {
+            // Removed by a filter: counted in its rule's tokens for the report.
+            report.rules[rule as usize - 1].removed_tokens += tokenizer.encode(&doc)?.len() + 1;
             return Ok(());
         };
         toks.push(eos);
@@ -162,8 +167,8 @@ pub fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> 
             "streaming preparation left {train_tokens} training and {valid_tokens} held-out tokens; need at least 2 and data.seq_len + 1 = {}",
             d.seq_len + 1)));
     }
-    let mut report = f.report;
     report.tokens_kept = train_tokens;
+    report.tokens_in = train_tokens + report.rules.iter().map(|r| r.removed_tokens).sum::<usize>();
     log(report.table());
     log(format!("streamed {:.1} MB in {:.1} s ({:.1} MB/s)", bytes_in as f64 / 1e6, started.elapsed().as_secs_f64(),
         bytes_in as f64 / 1e6 / started.elapsed().as_secs_f64()));
