@@ -157,7 +157,7 @@ pub fn encode_token(w: &mut BitWriter, z: &[f32], k: usize, codec: ValueCodec, t
     let lo = kept.iter().cloned().fold(f32::INFINITY, f32::min);
     let top = max as f32;
     let range = top - lo;
-    if let Some(_) = codec.levels() {
+    if codec.levels().is_some() {
         w.put(top.to_bits(), 32);
         w.put(range.to_bits(), 32);
     }
