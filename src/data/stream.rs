@@ -23,6 +23,8 @@ use crate::rng::SplitMix;
 use crate::util::write_json_atomic;
 
 const HELD: u8 = u8::MAX;
+/// Documents encoded together (split across the cores) in the second pass.
+const BATCH: usize = 2048;
 
 /// Whether document `i` is held out: a seeded hash, so both passes agree without a list.
 fn held_out(seed: u64, i: u64, fraction: f64) -> bool {
@@ -123,6 +125,41 @@ pub fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> 
     pb.set_style(indicatif::ProgressStyle::with_template("{prefix:>8} [{bar:30}] {human_pos}/{human_len} docs {per_sec} | ETA {eta}")
         .expect("valid template").progress_chars("=> "));
     let eos = tokenizer.eos_id;
+    // Documents are encoded in batches across the cores, then written in source order.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut batch: Vec<(u8, String)> = Vec::with_capacity(BATCH);
+    let mut flush = |batch: &mut Vec<(u8, String)>, report: &mut filter::FilterReport| -> Result<()> {
+        let per = batch.len().div_ceil(threads).max(1);
+        let encoded: Vec<Result<Vec<Vec<u32>>>> = std::thread::scope(|sc| {
+            let handles: Vec<_> = batch
+                .chunks(per)
+                .map(|part| sc.spawn(|| part.iter().map(|(_, doc)| tokenizer.encode(doc)).collect::<Result<Vec<_>>>()))
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("encoder thread")).collect()
+        });
+        let mut toks_iter = Vec::with_capacity(batch.len());
+        for part in encoded {
+            toks_iter.extend(part?);
+        }
+        for ((rule, doc), mut toks) in batch.drain(..).zip(toks_iter) {
+            toks.push(eos);
+            if rule == HELD {
+                valid_docs += 1;
+                valid.push(&toks)?;
+            } else if rule == 0 {
+                if held_keys.contains(&filter::dedup_key(&doc)) {
+                    copies += 1;
+                } else {
+                    train_docs += 1;
+                    train.push(&toks)?;
+                }
+            } else {
+                // Removed by a filter: counted in its rule's tokens for the report.
+                report.rules[rule as usize - 1].removed_tokens += toks.len();
+            }
+        }
+        Ok(())
+    };
     source::for_each(d, seed, &mut |doc| {
         let idx = j;
         j += 1;
@@ -132,28 +169,14 @@ pub fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> 
         if idx >= n_docs {
             return Err(Error::input("the data source changed between the two streaming passes"));
         }
-        let rule = fate[idx as usize];
-        let mut toks = if rule == HELD {
-            valid_docs += 1;
-            tokenizer.encode(&doc)?
-        } else if rule == 0 {
-            if held_keys.contains(&filter::dedup_key(&doc)) {
-                copies += 1;
-                return Ok(());
-            }
-            train_docs += 1;
-            let toks = tokenizer.encode(&doc)?;
-            train.push(&toks)?;
-            train.push(&[eos])?;
-            return Ok(());
-        } else {
-            // Removed by a filter: counted in its rule's tokens for the report.
-            report.rules[rule as usize - 1].removed_tokens += tokenizer.encode(&doc)?.len() + 1;
-            return Ok(());
-        };
-        toks.push(eos);
-        valid.push(&toks)
+        batch.push((fate[idx as usize], doc));
+        if batch.len() == BATCH {
+            flush(&mut batch, &mut report)?;
+        }
+        Ok(())
     })?;
+    flush(&mut batch, &mut report)?;
+    drop(flush);
     pb.finish_and_clear();
     if j != n_docs {
         return Err(Error::input("the data source changed between the two streaming passes"));
