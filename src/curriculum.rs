@@ -22,6 +22,7 @@ use crate::data::pack::Packed;
 use crate::error::Result;
 use crate::model::Decoder;
 use crate::recipe::{CurriculumSection, DifficultyScore, Schedule};
+use crate::teacher::cache::{CacheReader, TokenTopK};
 use crate::util::{read_json, write_json_atomic};
 
 /// Competence c(t) of a schedule (1 for none and outside the ramp).
@@ -95,13 +96,52 @@ struct Stored {
     scores: Vec<f32>,
 }
 
+/// Where teacher-based scores come from: a forward pass of the teacher, or its top-k cache
+/// (no teacher pass; what a large teacher's user wants once the cache exists).
+pub enum TeacherScores<'a> {
+    Online { teacher: &'a Decoder, batch: usize, device: &'a Device },
+    Cache(&'a CacheReader),
+}
+
+/// One token's teacher cross-entropy on `target` and entropy, from its full logit row.
+pub(crate) fn token_scores_full(z: &[f32], target: usize) -> (f64, f64) {
+    let m = z.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let lse = m + z.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln();
+    let ent = -z.iter().map(|&x| { let lp = x as f64 - lse; lp.exp() * lp }).sum::<f64>();
+    (lse - z[target] as f64, ent)
+}
+
+/// The same from a cache record (temperature 1, always stored first). The mass outside the kept
+/// ids counts as one "other" category, as the top-k loss treats it: a target outside them
+/// costs -log(tail mass), and the tail adds -tail log tail to the entropy. Both are exact at
+/// k = vocabulary and lower bounds below it.
+fn token_scores_cached(tok: &TokenTopK, target: usize) -> (f64, f64) {
+    let lse = tok.lse[0] as f64;
+    let log_tail = tok.log_tail[0] as f64;
+    let tail = log_tail.exp();
+    let mut ent = if tail > 0.0 { -tail * log_tail } else { 0.0 };
+    for &z in &tok.logits {
+        let lp = z as f64 - lse;
+        ent -= lp.exp() * lp;
+    }
+    let ce = match tok.ids.binary_search(&(target as u32)) {
+        Ok(j) => lse - tok.logits[j] as f64,
+        Err(_) => -log_tail,
+    };
+    (ce, ent)
+}
+
 /// The difficulty score of every training row, computed once and stored in
-/// `<run>/data/difficulty-<score>.json` (recomputed if the teacher or the data changed).
-pub fn scores(run_dir: &Path, score: DifficultyScore, data: &Packed, teacher: &Decoder, teacher_hash: &str, batch: usize, device: &Device) -> Result<Vec<f32>> {
+/// `<run>/data/difficulty-<score>.json` (recomputed if the teacher, its cache or the data changed).
+pub fn scores(run_dir: &Path, score: DifficultyScore, data: &Packed, teacher: &TeacherScores, teacher_hash: &str) -> Result<Vec<f32>> {
     let name = serde_json::to_value(score).expect("serializable");
     let path = run_dir.join("data").join(format!("difficulty-{}.json", name.as_str().unwrap_or("score")));
     let needs_teacher = matches!(score, DifficultyScore::TeacherCe | DifficultyScore::TeacherEntropy);
-    let th = if needs_teacher { teacher_hash.to_string() } else { String::new() };
+    let th = match teacher {
+        _ if !needs_teacher => String::new(),
+        TeacherScores::Online { .. } => teacher_hash.to_string(),
+        TeacherScores::Cache(r) => format!("{teacher_hash} cache k={} {:?}", r.manifest.id.k, r.manifest.id.values),
+    };
     if path.is_file() {
         let s: Stored = read_json(&path)?;
         if s.teacher_hash == th && s.rows == data.n_rows() {
@@ -110,30 +150,32 @@ pub fn scores(run_dir: &Path, score: DifficultyScore, data: &Packed, teacher: &D
     }
     let rows: Vec<usize> = (0..data.n_rows()).collect();
     let mut out = Vec::with_capacity(rows.len());
-    match score {
-        DifficultyScore::Length => out.extend(rows.iter().map(|&r| data.mean_doc_len(r) as f32)),
-        DifficultyScore::Repetition => out.extend(rows.iter().map(|&r| data.repeated_trigram_share(r) as f32)),
-        DifficultyScore::TeacherCe | DifficultyScore::TeacherEntropy => {
+    let pick = |(ce, ent): (f64, f64)| if score == DifficultyScore::TeacherCe { ce } else { ent };
+    match (score, teacher) {
+        (DifficultyScore::Length, _) => out.extend(rows.iter().map(|&r| data.mean_doc_len(r) as f32)),
+        (DifficultyScore::Repetition, _) => out.extend(rows.iter().map(|&r| data.repeated_trigram_share(r) as f32)),
+        (_, TeacherScores::Online { teacher, batch, device }) => {
             let v = teacher.config.vocab_size;
-            for chunk in rows.chunks(batch.max(1)) {
+            for chunk in rows.chunks((*batch).max(1)) {
                 let b = data.batch(chunk, device);
                 let [nb, t] = b.inputs.dims();
                 let logits: Vec<f32> = teacher.forward(b.inputs).into_data().convert::<f32>().try_to_vec::<f32>().expect("f32");
                 let targets: Vec<i64> = b.targets.into_data().convert::<i64>().try_to_vec::<i64>().expect("i64");
                 for j in 0..nb {
                     let n = data.row_len(chunk[j]);
-                    let mut acc = 0.0f64;
-                    for p in 0..n {
-                        let z = &logits[(j * t + p) * v..(j * t + p + 1) * v];
-                        let m = z.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
-                        let lse = m + z.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln();
-                        acc += match score {
-                            DifficultyScore::TeacherCe => lse - z[targets[j * t + p] as usize] as f64,
-                            _ => -z.iter().map(|&x| { let lp = x as f64 - lse; lp.exp() * lp }).sum::<f64>(),
-                        };
-                    }
+                    let acc: f64 = (0..n)
+                        .map(|p| pick(token_scores_full(&logits[(j * t + p) * v..(j * t + p + 1) * v], targets[j * t + p] as usize)))
+                        .sum();
                     out.push((acc / n.max(1) as f64) as f32);
                 }
+            }
+        }
+        (_, TeacherScores::Cache(reader)) => {
+            for &r in &rows {
+                let toks = reader.row(r)?;
+                let (_, targets, _) = data.row(r);
+                let acc: f64 = toks.iter().zip(&targets).map(|(tok, &y)| pick(token_scores_cached(tok, y as usize))).sum();
+                out.push((acc / toks.len().max(1) as f64) as f32);
             }
         }
     }

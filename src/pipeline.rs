@@ -18,6 +18,7 @@ use crate::kd_loss::KdConfig;
 use crate::model::{Decoder, DecoderConfig, store};
 use crate::quant::int8::fake_quant_model;
 use crate::recipe::{Backend, LogitsSource, Recipe, RowOrder, Schedule, TailMode, TeacherDtype, TeacherKind};
+use crate::curriculum::TeacherScores;
 use crate::teacher::cache::{self, CacheReader};
 use crate::train::{CurriculumRun, Phase, TeacherSource, TrainJob, metrics, train};
 
@@ -268,7 +269,11 @@ fn execute(recipe: &Recipe, dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(S
         Some(CurriculumRun { cfg: c.clone(), pct: None, first_epoch: None })
     } else {
         let th = teacher_hash(recipe, dir)?;
-        let scores = crate::curriculum::scores(dir, c.score, &d.train, &teacher, &th, recipe.optim.batch_size, &device)?;
+        let from = match &source {
+            TeacherSource::Cache { reader, .. } => TeacherScores::Cache(reader),
+            _ => TeacherScores::Online { teacher: &teacher, batch: recipe.optim.batch_size, device: &device },
+        };
+        let scores = crate::curriculum::scores(dir, c.score, &d.train, &from, &th)?;
         let pct = crate::curriculum::percentiles(&scores);
         let first_epoch = (c.order == RowOrder::EasyToHard).then(|| {
             let mut order: Vec<usize> = (0..pct.len()).collect();

@@ -611,8 +611,8 @@ mod round_trip {
     use crate::kd_loss::Divergence;
     use crate::rng::SplitMix;
 
-    const V: usize = 300;
-    const T: usize = 16;
+    pub const V: usize = 300;
+    pub const T: usize = 16;
 
     /// Peaked, LM-like logits: a few strong candidates over a Gaussian-ish background.
     fn logits(seed: u64, rows: usize) -> Vec<f32> {
@@ -629,25 +629,25 @@ mod round_trip {
         out
     }
 
-    fn ident(k: usize, values: ValueCodec, n_rows: usize, data_hash: &str) -> CacheIdentity {
+    pub fn ident(k: usize, values: ValueCodec, n_rows: usize, data_hash: &str) -> CacheIdentity {
         CacheIdentity {
             format_version: FORMAT_VERSION, vocab_size: V, k, values, temperatures: vec![1.0, 2.0], seq_len: T,
             n_rows, rows_per_shard: 3, tokenizer_hash: "tok".into(), teacher_hash: "teacher".into(), data_hash: data_hash.into(),
         }
     }
 
-    fn expect(id: &CacheIdentity) -> Expect<'_> {
+    pub fn expect(id: &CacheIdentity) -> Expect<'_> {
         Expect { vocab_size: V, seq_len: T, n_rows: id.n_rows, tokenizer_hash: &id.tokenizer_hash, teacher_hash: &id.teacher_hash, data_hash: &id.data_hash }
     }
 
-    struct Fixture {
-        data: Packed,
-        teacher: Vec<f32>,
-        student: Vec<f32>,
-        rows: Vec<usize>,
+    pub struct Fixture {
+        pub data: Packed,
+        pub teacher: Vec<f32>,
+        pub student: Vec<f32>,
+        pub rows: Vec<usize>,
     }
 
-    fn fixture() -> Fixture {
+    pub fn fixture() -> Fixture {
         // 7 rows, the last one short (padded).
         let n_tokens = 6 * T + 9 + 1;
         let mut rng = SplitMix(1);
@@ -656,7 +656,7 @@ mod round_trip {
         Fixture { teacher: logits(11, rows.len()), student: logits(12, rows.len()), data, rows }
     }
 
-    fn build_cache(f: &Fixture, dir: &Path, k: usize, values: ValueCodec) -> Manifest {
+    pub fn build_cache(f: &Fixture, dir: &Path, k: usize, values: ValueCodec) -> Manifest {
         let id = ident(k, values, f.data.n_rows(), "data");
         let stop = AtomicBool::new(false);
         let teacher = f.teacher.clone();
@@ -668,7 +668,7 @@ mod round_trip {
         divergence_online_and_cached(reader, &f.data, &f.rows, &f.teacher, &f.student, tau, tail, d).unwrap()
     }
 
-    fn tmp(name: &str) -> std::path::PathBuf {
+    pub fn tmp(name: &str) -> std::path::PathBuf {
         let d = std::env::temp_dir().join(format!("distill-cache-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         d
@@ -751,5 +751,57 @@ mod round_trip {
         assert_eq!(m2.shards[1].sha256, m.shards[1].sha256);
         assert!(CacheReader::open(&dir, &expect(&m2.id)).is_ok());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[cfg(test)]
+mod curriculum_scores {
+    use super::round_trip::*;
+    use super::*;
+    use crate::curriculum::{TeacherScores, scores, token_scores_full};
+    use crate::recipe::DifficultyScore;
+
+    /// Per-row mean teacher CE and entropy from the full logits: the reference.
+    fn reference(f: &Fixture) -> (Vec<f64>, Vec<f64>) {
+        let (mut ce, mut ent) = (vec![], vec![]);
+        for &r in &f.rows {
+            let (_, targets, _) = f.data.row(r);
+            let n = f.data.row_len(r);
+            let s: Vec<(f64, f64)> = (0..n).map(|p| token_scores_full(&f.teacher[(r * T + p) * V..(r * T + p + 1) * V], targets[p] as usize)).collect();
+            ce.push(s.iter().map(|x| x.0).sum::<f64>() / n as f64);
+            ent.push(s.iter().map(|x| x.1).sum::<f64>() / n as f64);
+        }
+        (ce, ent)
+    }
+
+    /// Curriculum scores read from the cache equal the teacher's at k = vocabulary (to f16
+    /// rounding) and are lower bounds below it (the tail counted as one category).
+    #[test]
+    fn cache_scores_match_the_teacher_at_full_k_and_bound_it_below() {
+        let f = fixture();
+        let (ce, ent) = reference(&f);
+        for (k, exact) in [(V, true), (8, false)] {
+            let dir = tmp(&format!("scores-{k}"));
+            let m = build_cache(&f, &dir, k, ValueCodec::F16);
+            let reader = CacheReader::open(&dir, &expect(&m.id)).unwrap();
+            let run = dir.join("run");
+            std::fs::create_dir_all(run.join("data")).unwrap();
+            let src = TeacherScores::Cache(&reader);
+            let got_ce = scores(&run, DifficultyScore::TeacherCe, &f.data, &src, "t").unwrap();
+            let got_ent = scores(&run, DifficultyScore::TeacherEntropy, &f.data, &src, "t").unwrap();
+            for r in 0..ce.len() {
+                let (c, e) = (got_ce[r] as f64, got_ent[r] as f64);
+                if exact {
+                    assert!((c - ce[r]).abs() < 1e-2 && (e - ent[r]).abs() < 1e-2, "row {r}: cache ({c}, {e}) vs teacher ({}, {})", ce[r], ent[r]);
+                } else {
+                    assert!(c <= ce[r] + 1e-2 && e <= ent[r] + 1e-2, "row {r}: cache ({c}, {e}) above teacher ({}, {})", ce[r], ent[r]);
+                }
+            }
+            if !exact {
+                // Random targets mostly fall outside the top 8: the bound is far from tight.
+                assert!(got_ce.iter().zip(&ce).any(|(&c, &t)| (c as f64) < t - 0.5));
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
 }
