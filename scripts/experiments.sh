@@ -6,11 +6,17 @@
 # usage: scripts/experiments.sh <distill binary> <teacher dir> <work dir> <seed> [variant...]
 # e.g.   scripts/experiments.sh target/debug/distill runs/quickstart/teacher/final /tmp/exp 1
 # Prints one JSON line per finished run: {"variant", "seed", "student_ppl", ...}.
+#
+# The cur_* variants (curriculum sweep) and fkl_cache train from one shared top-32 q8 teacher
+# cache per seed ($WORK/cache-s<seed>): build it first with the variant `cache`, alone, e.g.
+#   scripts/experiments.sh <bin> <teacher> /tmp/exp 1 cache && scripts/experiments.sh ... 1 fkl_cache cur_root_ce
+# (their curriculum scores are then read from the cache too).
 set -euo pipefail
 BIN=$1; TEACHER=$2; WORK=$3; SEED=$4; shift 4
 ALL="ce fkl rkl jsd sfkl srkl tv fkl_curriculum fkl_cache noise_nofilter noise_filter"
 VARIANTS=${*:-$ALL}
 mkdir -p "$WORK"
+CACHED="--set teacher.logits=cache --set cache.k=32 --set cache.values=q8 --set cache.path=$WORK/cache-s$SEED"
 
 overrides() {
   case $1 in
@@ -22,7 +28,14 @@ overrides() {
     srkl) echo "--set distill.divergence=skew_reverse_kl" ;;
     tv) echo "--set distill.divergence=tv" ;;
     fkl_curriculum) echo "--set curriculum.schedule=root" ;;
-    fkl_cache) echo "--set teacher.logits=cache --set cache.k=32" ;;
+    fkl_cache) echo "$CACHED" ;;
+    cur_root_ce) echo "$CACHED --set curriculum.schedule=root" ;;
+    cur_root_ce_soft) echo "$CACHED --set curriculum.schedule=root --set curriculum.min_weight=0.5" ;;
+    cur_linear_entropy) echo "$CACHED --set curriculum.schedule=linear --set curriculum.score=teacher_entropy" ;;
+    cur_step_length) echo "$CACHED --set curriculum.schedule=step --set curriculum.score=length" ;;
+    cur_self_paced) echo "$CACHED --set curriculum.schedule=self_paced" ;;
+    cur_order) echo "$CACHED --set curriculum.order=easy_to_hard" ;;
+    cur_order_root) echo "$CACHED --set curriculum.order=easy_to_hard --set curriculum.schedule=root --set curriculum.min_weight=0.5" ;;
     noise_nofilter) echo "--set data.synthetic_noise=0.3 --set data.filter.enabled=false" ;;
     noise_filter) echo "--set data.synthetic_noise=0.3 --set data.filter.dedup=minhash --set data.filter.teacher_ppl_max=6" ;;
     *) echo "unknown variant $1" >&2; exit 2 ;;
@@ -31,6 +44,15 @@ overrides() {
 
 run_one() {
   local v=$1 name="$1-s$SEED"
+  if [ "$v" = cache ]; then
+    # shellcheck disable=SC2086
+    RAYON_NUM_THREADS=${THREADS:-1} "$BIN" cache-teacher recipes/quickstart.toml --quiet \
+      --set run.name="cachebuild-s$SEED" --set run.out_dir="$WORK" --set run.seed="$SEED" \
+      --set teacher.kind=checkpoint --set teacher.path="$TEACHER" --set tokenizer.kind=teacher \
+      $CACHED > "$WORK/cachebuild-s$SEED.log" 2>&1 || { echo "{\"variant\":\"cache\",\"seed\":$SEED,\"failed\":true}"; return; }
+    echo "{\"variant\":\"cache\",\"seed\":$SEED,\"built\":true}"
+    return
+  fi
   # shellcheck disable=SC2046
   RAYON_NUM_THREADS=${THREADS:-1} "$BIN" run recipes/quickstart.toml --quiet \
     --set run.name="$name" --set run.out_dir="$WORK" --set run.seed="$SEED" \

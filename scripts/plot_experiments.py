@@ -3,16 +3,20 @@
 held-out student perplexity per variant, one dot per seed, a bar at the mean, the CE-only mean
 as a dashed line. Standard library only.
 
-usage: python3 scripts/plot_experiments.py results.jsonl out.svg
+usage: python3 scripts/plot_experiments.py results.jsonl out.svg [baseline variant, default ce]
 """
 import json
 import statistics
 import sys
 
-ORDER = ["ce", "fkl", "rkl", "jsd", "sfkl", "srkl", "tv", "fkl_curriculum", "fkl_cache", "noise_nofilter", "noise_filter"]
+ORDER = ["ce", "fkl", "rkl", "jsd", "sfkl", "srkl", "tv", "fkl_curriculum", "fkl_cache", "noise_nofilter", "noise_filter",
+         "cur_root_ce", "cur_root_ce_soft", "cur_linear_entropy", "cur_step_length", "cur_self_paced", "cur_order", "cur_order_root"]
 LABEL = {"ce": "CE only", "fkl": "forward KL", "rkl": "reverse KL", "jsd": "JSD(0.5)", "sfkl": "skew fwd KL",
          "srkl": "skew rev KL", "tv": "total var.", "fkl_curriculum": "fKL + curric.", "fkl_cache": "fKL, top-32 cache",
-         "noise_nofilter": "30% junk, no filter", "noise_filter": "30% junk, filtered"}
+         "noise_nofilter": "30% junk, no filter", "noise_filter": "30% junk, filtered",
+         "cur_root_ce": "root, teacher CE", "cur_root_ce_soft": "root, CE, w 0.5", "cur_linear_entropy": "linear, entropy",
+         "cur_step_length": "step, length", "cur_self_paced": "self-paced", "cur_order": "easy-to-hard order",
+         "cur_order_root": "order + root 0.5"}
 SEED_COLOR = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"]
 
 
@@ -37,7 +41,8 @@ def main():
         out.append(f'<line x1="{left}" x2="{w-20}" y1="{y(t):.1f}" y2="{y(t):.1f}" stroke="#ddd"/>')
         out.append(f'<text x="{left-6}" y="{y(t)+4:.1f}" text-anchor="end">{t:.2f}</text>')
         t += 0.05
-    ce = statistics.mean(by["ce"].values()) if "ce" in by else None
+    base = sys.argv[3] if len(sys.argv) > 3 else "ce"
+    ce = statistics.mean(by[base].values()) if base in by else None
     if ce:
         out.append(f'<line x1="{left}" x2="{w-20}" y1="{y(ce):.1f}" y2="{y(ce):.1f}" stroke="#555" stroke-dasharray="5,4"/>')
     for i, v in enumerate(variants):
@@ -50,7 +55,7 @@ def main():
         out.append(f'<text transform="translate({cx:.1f},{h-bottom+12}) rotate(40)" font-size="12">{LABEL.get(v, v)}</text>')
     for j, s in enumerate(seeds):
         out.append(f'<circle cx="{left+10+70*j}" cy="{h-12}" r="4" fill="{SEED_COLOR[j % 5]}"/><text x="{left+18+70*j}" y="{h-8}">seed {s}</text>')
-    out.append(f'<text x="{left+250}" y="{h-8}">bar: mean; dashed: CE-only mean</text>')
+    out.append(f'<text x="{left+250}" y="{h-8}">bar: mean; dashed: {LABEL.get(base, base)} mean</text>')
     out.append("</svg>")
     open(sys.argv[2], "w").write("\n".join(out))
 
