@@ -359,9 +359,11 @@ fn stage(
 pub fn summary_table(s: &Summary, valid: &Packed) -> String {
     let mb = |n: u64| n as f64 / 1e6;
     let mut t = format!("held-out split: {} tokens\n", valid.n_tokens());
-    t += &format!("{:<16} {:>12} {:>10} {:>12} {:>10}\n", "model", "params", "loss", "perplexity", "tok/s");
-    t += &format!("{:<16} {:>12} {:>10.4} {:>12.3} {:>10.0}\n", "teacher", s.teacher_params, s.teacher.loss, s.teacher.ppl, s.teacher_tok_per_s);
-    t += &format!("{:<16} {:>12} {:>10.4} {:>12.3} {:>10.0}\n", "student f32", s.student_params, s.student.loss, s.student.ppl, s.student_tok_per_s);
+    // Training throughput; a loaded teacher was not trained in this run.
+    let rate = |r: f64| if r > 0.0 { format!("{r:.0}") } else { "-".into() };
+    t += &format!("{:<16} {:>12} {:>10} {:>12} {:>10}\n", "model", "params", "loss", "perplexity", "train tok/s");
+    t += &format!("{:<16} {:>12} {:>10.4} {:>12.3} {:>10}\n", "teacher", s.teacher_params, s.teacher.loss, s.teacher.ppl, rate(s.teacher_tok_per_s));
+    t += &format!("{:<16} {:>12} {:>10.4} {:>12.3} {:>10}\n", "student f32", s.student_params, s.student.loss, s.student.ppl, rate(s.student_tok_per_s));
     t += &format!("{:<16} {:>12} {:>10.4} {:>12.3}\n", "student int8", s.student_params, s.student_int8.loss, s.student_int8.ppl);
     for (p, size) in &s.exports {
         t += &format!("export: {p} ({:.2} MB)\n", mb(*size));

@@ -186,6 +186,12 @@ impl WeightSource for HfWeights {
                     "{}: tensor `{name}` has dtype {other:?}; supported: F32, F16, BF16", path.display())))
             }
         };
+        // A NaN or infinity in a teacher's weights would surface as a NaN loss much later.
+        if let Some(j) = data.iter().position(|x| !x.is_finite()) {
+            return Err(Error::input(format!(
+                "{}: tensor `{name}` holds a non-finite value ({}) at flat index {j}: the checkpoint is damaged",
+                path.display(), data[j])));
+        }
         Ok((data, view.shape().to_vec()))
     }
 }
@@ -330,6 +336,20 @@ mod tests {
         all.push(("model.norm.weight".into(), view));
         std::fs::write(d.join("model.safetensors"), safetensors::serialize(all, None).unwrap()).unwrap();
         assert!(msg(&d).contains("tensor `model.norm.weight` has dtype I32; supported: F32, F16, BF16"), "{}", msg(&d));
+        // A non-finite weight is named with its tensor.
+        let d = copy_fixture("llama-gqa", "nan");
+        let bytes = std::fs::read(d.join("model.safetensors")).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let norm = st.tensor("model.norm.weight").unwrap();
+        let mut vals = crate::util::f32s_from_le(norm.data());
+        vals[5] = f32::NAN;
+        let raw: Vec<u8> = vals.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let view = safetensors::tensor::TensorView::new(norm.dtype(), norm.shape().to_vec(), &raw).unwrap();
+        let mut all: Vec<(String, safetensors::tensor::TensorView)> =
+            st.tensors().into_iter().filter(|(n, _)| n != "model.norm.weight").collect();
+        all.push(("model.norm.weight".into(), view));
+        std::fs::write(d.join("model.safetensors"), safetensors::serialize(all, None).unwrap()).unwrap();
+        assert!(msg(&d).contains("tensor `model.norm.weight` holds a non-finite value (NaN) at flat index 5"), "{}", msg(&d));
         // No weights at all.
         let d = copy_fixture("llama-gqa", "noweights");
         std::fs::remove_file(d.join("model.safetensors")).unwrap();
