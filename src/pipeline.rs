@@ -211,7 +211,7 @@ fn teacher_cache(recipe: &Recipe, dir: &Path, teacher: &Decoder, d: &RunData, de
         format_version: cache::FORMAT_VERSION, vocab_size: vocab, k: c.k, values: c.values, temperatures,
         seq_len: recipe.data.seq_len, n_rows: d.train.n_rows(), rows_per_shard: c.rows_per_shard,
         tokenizer_hash: d.tok_hash.clone(), teacher_hash: th,
-        data_hash: cache::data_hash(&d.train.tokens_le(), recipe.data.seq_len),
+        data_hash: cache::data_hash(&d.train, recipe.data.seq_len),
     };
     let path = recipe.cache_dir();
     let expect = cache::Expect {
@@ -361,9 +361,9 @@ pub fn summary_table(s: &Summary, valid: &Packed) -> String {
     let mut t = format!("held-out split: {} tokens\n", valid.n_tokens());
     // Training throughput; a loaded teacher was not trained in this run.
     let rate = |r: f64| if r > 0.0 { format!("{r:.0}") } else { "-".into() };
-    t += &format!("{:<16} {:>12} {:>10} {:>12} {:>10}\n", "model", "params", "loss", "perplexity", "train tok/s");
-    t += &format!("{:<16} {:>12} {:>10.4} {:>12.3} {:>10}\n", "teacher", s.teacher_params, s.teacher.loss, s.teacher.ppl, rate(s.teacher_tok_per_s));
-    t += &format!("{:<16} {:>12} {:>10.4} {:>12.3} {:>10}\n", "student f32", s.student_params, s.student.loss, s.student.ppl, rate(s.student_tok_per_s));
+    t += &format!("{:<16} {:>12} {:>10} {:>12} {:>12}\n", "model", "params", "loss", "perplexity", "train tok/s");
+    t += &format!("{:<16} {:>12} {:>10.4} {:>12.3} {:>12}\n", "teacher", s.teacher_params, s.teacher.loss, s.teacher.ppl, rate(s.teacher_tok_per_s));
+    t += &format!("{:<16} {:>12} {:>10.4} {:>12.3} {:>12}\n", "student f32", s.student_params, s.student.loss, s.student.ppl, rate(s.student_tok_per_s));
     t += &format!("{:<16} {:>12} {:>10.4} {:>12.3}\n", "student int8", s.student_params, s.student_int8.loss, s.student_int8.ppl);
     for (p, size) in &s.exports {
         t += &format!("export: {p} ({:.2} MB)\n", mb(*size));

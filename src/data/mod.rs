@@ -7,6 +7,7 @@ pub mod source;
 pub mod stream;
 pub mod synth;
 pub mod tokenizer;
+pub mod tokens;
 
 use std::path::Path;
 
@@ -17,6 +18,7 @@ use crate::recipe::{Recipe, TokenizerKind};
 use crate::util::{read_json, write_atomic, write_json_atomic};
 use pack::permutation;
 use tokenizer::Tokenizer;
+use tokens::Tokens;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DataMeta {
@@ -31,8 +33,8 @@ pub struct DataMeta {
 
 pub struct Prepared {
     pub tokenizer: Tokenizer,
-    pub train: Vec<u32>,
-    pub valid: Vec<u32>,
+    pub train: Tokens,
+    pub valid: Tokens,
     pub meta: DataMeta,
 }
 
@@ -186,7 +188,7 @@ pub fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> 
         "data: {} train docs ({} tokens), {} held-out docs ({} tokens), vocab {}",
         meta.train_docs, meta.train_tokens, meta.valid_docs, meta.valid_tokens, meta.vocab_size
     ));
-    Ok(Prepared { tokenizer, train, valid, meta })
+    Ok(Prepared { tokenizer, train: train.into(), valid: valid.into(), meta })
 }
 
 /// Prepare the data files without loading the token streams afterwards (`distill data`): with
@@ -217,21 +219,9 @@ pub fn load_prepared(run_dir: &Path) -> Result<Prepared> {
         return Err(Error::input(format!(
             "{}: tokenizer.json does not match the one the data was prepared with", run_dir.display())));
     }
-    let read = |name: &str, expect: usize| -> Result<Vec<u32>> {
-        let p = dir.join(name);
-        let bytes = std::fs::read(&p).map_err(|e| Error::input(format!("{}: {e}", p.display())))?;
-        let toks = from_bytes(&bytes);
-        if bytes.len() % 4 != 0 || toks.len() != expect {
-            return Err(Error::input(format!("{}: corrupt token file (expected {expect} tokens)", p.display())));
-        }
-        if let Some(bad) = toks.iter().find(|&&t| t as usize >= meta.vocab_size) {
-            return Err(Error::input(format!("{}: token id {bad} is outside the vocabulary ({})", p.display(), meta.vocab_size)));
-        }
-        Ok(toks)
-    };
     Ok(Prepared {
-        train: read("train.u32", meta.train_tokens)?,
-        valid: read("valid.u32", meta.valid_tokens)?,
+        train: Tokens::open(&dir.join("train.u32"), meta.train_tokens, meta.vocab_size)?,
+        valid: Tokens::open(&dir.join("valid.u32"), meta.valid_tokens, meta.vocab_size)?,
         tokenizer,
         meta,
     })
@@ -239,8 +229,4 @@ pub fn load_prepared(run_dir: &Path) -> Result<Prepared> {
 
 fn to_bytes(t: &[u32]) -> Vec<u8> {
     t.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-fn from_bytes(b: &[u8]) -> Vec<u32> {
-    b.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }

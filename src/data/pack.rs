@@ -6,6 +6,7 @@
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 pub use crate::rng::SplitMix;
+use crate::data::tokens::Tokens;
 
 pub struct Batch {
     /// (batch, seq_len)
@@ -18,7 +19,7 @@ pub struct Batch {
 }
 
 pub struct Packed {
-    tokens: Vec<u32>,
+    tokens: Tokens,
     seq_len: usize,
     pad_id: u32,
     /// One document per row: each row's (start, length) in `tokens`, length <= seq_len + 1
@@ -28,13 +29,14 @@ pub struct Packed {
 
 impl Packed {
     /// Documents joined with EOS into one stream, cut into rows of `seq_len`.
-    pub fn new(tokens: Vec<u32>, seq_len: usize, pad_id: u32) -> Self {
-        Packed { tokens, seq_len, pad_id, spans: None }
+    pub fn new(tokens: impl Into<Tokens>, seq_len: usize, pad_id: u32) -> Self {
+        Packed { tokens: tokens.into(), seq_len, pad_id, spans: None }
     }
 
     /// One document per row (a document longer than a row continues in the next rows, never
     /// sharing a row with another document); `eos` ends each document in `tokens`.
-    pub fn per_document(tokens: Vec<u32>, seq_len: usize, eos: u32) -> Self {
+    pub fn per_document(tokens: impl Into<Tokens>, seq_len: usize, eos: u32) -> Self {
+        let tokens = tokens.into();
         let mut spans = Vec::new();
         let mut doc_start = 0;
         for (i, &t) in tokens.iter().enumerate() {
@@ -53,7 +55,7 @@ impl Packed {
         Packed { tokens, seq_len, pad_id: eos, spans: Some(spans) }
     }
 
-    pub fn build(tokens: Vec<u32>, seq_len: usize, eos: u32, packing: crate::recipe::Packing) -> Self {
+    pub fn build(tokens: impl Into<Tokens>, seq_len: usize, eos: u32, packing: crate::recipe::Packing) -> Self {
         match packing {
             crate::recipe::Packing::Concat => Packed::new(tokens, seq_len, eos),
             crate::recipe::Packing::DocPerRow => Packed::per_document(tokens, seq_len, eos),
@@ -88,7 +90,7 @@ impl Packed {
         let (s, l) = self.span(rows - 1);
         let end = s + l;
         Packed {
-            tokens: self.tokens[..end].to_vec(),
+            tokens: self.tokens[..end].to_vec().into(),
             seq_len: self.seq_len,
             pad_id: self.pad_id,
             spans: self.spans.as_ref().map(|sp| sp[..rows].to_vec()),
@@ -142,14 +144,20 @@ impl Packed {
         self.seq_len
     }
 
-    /// The token stream and the row layout as bytes (what the data hash is computed over).
-    pub fn tokens_le(&self) -> Vec<u8> {
-        let mut b: Vec<u8> = self.tokens.iter().flat_map(|t| t.to_le_bytes()).collect();
-        for (s, l) in self.spans.iter().flatten() {
-            b.extend((*s as u64).to_le_bytes());
-            b.extend((*l as u64).to_le_bytes());
+    /// Feed the token stream (little-endian u32s) and the row layout to `h`, in pieces: the
+    /// data hash of a teacher cache, without a byte copy of a corpus that may be mapped.
+    pub fn hash_into(&self, h: &mut sha2::Sha256) {
+        use sha2::Digest;
+        let mut buf = Vec::with_capacity(1 << 16);
+        for part in self.tokens.chunks(1 << 14) {
+            buf.clear();
+            buf.extend(part.iter().flat_map(|t| t.to_le_bytes()));
+            h.update(&buf);
         }
-        b
+        for (s, l) in self.spans.iter().flatten() {
+            h.update((*s as u64).to_le_bytes());
+            h.update((*l as u64).to_le_bytes());
+        }
     }
 
     /// Row `i` as (inputs, targets, mask), each `seq_len` long.
@@ -228,7 +236,7 @@ mod tests {
 
     #[test]
     fn rows_shift_targets_and_mask_the_padded_tail() {
-        let p = Packed::new((0..10).collect(), 4, 99);
+        let p = Packed::new((0..10).collect::<Vec<u32>>(), 4, 99);
         assert_eq!(p.n_rows(), 3);
         assert_eq!(p.row(0), (vec![0, 1, 2, 3], vec![1, 2, 3, 4], vec![1.0; 4]));
         assert_eq!(p.row(1), (vec![4, 5, 6, 7], vec![5, 6, 7, 8], vec![1.0; 4]));
@@ -279,7 +287,7 @@ mod tests {
 
     #[test]
     fn epochs_are_permutations_and_cursor_addressable() {
-        let p = Packed::new((0..101).collect(), 10, 0);
+        let p = Packed::new((0..101).collect::<Vec<u32>>(), 10, 0);
         let all = p.rows_at(5, 0, 20);
         let mut e0 = all[..10].to_vec();
         e0.sort();

@@ -278,8 +278,8 @@ d_ff = 64
         assert_eq!(prepared.meta.train_docs, kept.len());
         assert_eq!(prepared.meta.valid_docs, valid.len());
         assert!(valid.len() > 20 && valid.len() < 70, "about 10% held out: {}", valid.len());
-        assert_eq!(prepared.train, stream(&kept));
-        assert_eq!(prepared.valid, stream(&valid));
+        assert_eq!(&prepared.train[..], &stream(&kept)[..]);
+        assert_eq!(&prepared.valid[..], &stream(&valid)[..]);
         std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -88,10 +88,12 @@ impl Manifest {
 }
 
 /// Hash of a data split as rows of `seq_len` see it.
-pub fn data_hash(tokens_le: &[u8], seq_len: usize) -> String {
-    let mut b = tokens_le.to_vec();
-    b.extend((seq_len as u64).to_le_bytes());
-    sha256_hex(&b)
+pub fn data_hash(data: &Packed, seq_len: usize) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    data.hash_into(&mut h);
+    h.update((seq_len as u64).to_le_bytes());
+    format!("{:x}", h.finalize())
 }
 
 /// SHA-256 over the contents of `files` (in the given order), streamed.
@@ -651,7 +653,7 @@ mod round_trip {
         // 7 rows, the last one short (padded).
         let n_tokens = 6 * T + 9 + 1;
         let mut rng = SplitMix(1);
-        let data = Packed::new((0..n_tokens).map(|_| rng.below(V) as u32).collect(), T, 0);
+        let data = Packed::new((0..n_tokens).map(|_| rng.below(V) as u32).collect::<Vec<u32>>(), T, 0);
         let rows: Vec<usize> = (0..data.n_rows()).collect();
         Fixture { teacher: logits(11, rows.len()), student: logits(12, rows.len()), data, rows }
     }
