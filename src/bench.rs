@@ -120,8 +120,8 @@ pub fn cache_sweep(run_dir: &std::path::Path, ks: &[usize], codecs: &[crate::rec
     let (teacher, student) = (load("teacher")?, load("student")?);
     let all: Vec<usize> = (0..data.n_rows()).collect();
     let logits_of = |m: &crate::model::Decoder| -> Vec<f32> {
-        let mut f = cache::decoder_logits(m, &data, &dev);
-        all.chunks(16).flat_map(|c| f(c)).collect()
+        let f = cache::decoder_logits(m, &data, &dev);
+        all.chunks(16).flat_map(f).collect()
     };
     let (tl, sl) = (logits_of(&teacher), logits_of(&student));
     let tau = recipe.distill.temperature;

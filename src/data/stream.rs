@@ -176,7 +176,6 @@ pub fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> 
         Ok(())
     })?;
     flush(&mut batch, &mut report)?;
-    drop(flush);
     pb.finish_and_clear();
     if j != n_docs {
         return Err(Error::input("the data source changed between the two streaming passes"));

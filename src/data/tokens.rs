@@ -19,7 +19,7 @@ impl Tokens {
         let err = |what: String| Error::input(format!("{}: {what}", path.display()));
         let f = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
         let len = f.metadata().map_err(|e| err(e.to_string()))?.len() as usize;
-        if len % 4 != 0 || len / 4 != expect {
+        if !len.is_multiple_of(4) || len / 4 != expect {
             return Err(err(format!("corrupt token file ({len} bytes; expected {expect} tokens)")));
         }
         let toks = if cfg!(target_endian = "little") && len > 0 {
