@@ -377,20 +377,21 @@ fn dispatch(cmd: Cmd) -> Result<()> {
         }
         Cmd::Logits { model, ids, text, teacher, int8, out, backend, dtype } => {
             let device = backend_device(&backend)?;
+            let dtype = match dtype.as_str() {
+                "f32" => burn::tensor::DType::F32,
+                "bf16" => burn::tensor::DType::BF16,
+                "f16" => burn::tensor::DType::F16,
+                other => return Err(Error::input(format!("--dtype: expected f32, bf16 or f16, got {other:?}"))),
+            };
             let (m, tok_dir) = if model.join("model.json").is_file() {
                 (store::load(&model, &device)?.0, model.clone())
             } else if model.join("config.json").is_file() && !model.join(pipeline::RESOLVED).is_file() {
-                (crate::teacher::hf::load(&model, &device)?.0, model.clone())
+                (crate::teacher::hf::load(&model, &device, dtype)?.0, model.clone())
             } else {
                 (load_final(&model, if teacher { "teacher" } else { "student" }, &device)?, model.clone())
             };
             let m = if int8 { fake_quant_model(&m) } else { m };
-            let m = match dtype.as_str() {
-                "f32" => m,
-                "bf16" => m.cast(burn::tensor::DType::BF16),
-                "f16" => m.cast(burn::tensor::DType::F16),
-                other => return Err(Error::input(format!("--dtype: expected f32, bf16 or f16, got {other:?}"))),
-            };
+            let m = m.cast(dtype);
             let ids: Vec<u32> = match (ids, text) {
                 (Some(s), _) => s
                     .split(',')

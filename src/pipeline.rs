@@ -125,7 +125,7 @@ fn obtain_teacher(recipe: &Recipe, dir: &Path, d: &RunData, device: &Device, opt
     let teacher = match recipe.teacher.kind {
         TeacherKind::Hf => {
             let p = recipe.teacher.path.as_ref().expect("validated");
-            let (t, tok) = crate::teacher::hf::load(p, device)?;
+            let (t, tok) = crate::teacher::hf::load(p, device, recipe.teacher.dtype.dtype())?;
             if &tok.hash() != tok_hash {
                 return Err(Error::input(format!(
                     "teacher {}: its tokenizer.json differs from the one the data in {} was prepared with: the vocabularies must be identical",
@@ -166,8 +166,7 @@ fn obtain_teacher(recipe: &Recipe, dir: &Path, d: &RunData, device: &Device, opt
         _ if teacher.config.shape.layer_pattern.contains('M') => {
             return Err(Error::input("teacher.dtype: half precision is supported for attention-only teachers; this teacher has Mamba-2 layers"));
         }
-        TeacherDtype::Bf16 => teacher.cast(burn::tensor::DType::BF16),
-        TeacherDtype::F16 => teacher.cast(burn::tensor::DType::F16),
+        half => teacher.cast(half.dtype()),
     })
 }
 

@@ -341,6 +341,16 @@ pub enum TeacherDtype {
     F16,
 }
 
+impl TeacherDtype {
+    pub fn dtype(self) -> burn::tensor::DType {
+        match self {
+            TeacherDtype::F32 => burn::tensor::DType::F32,
+            TeacherDtype::Bf16 => burn::tensor::DType::BF16,
+            TeacherDtype::F16 => burn::tensor::DType::F16,
+        }
+    }
+}
+
 /// How the top-k logits of a cache are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

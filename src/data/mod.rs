@@ -43,8 +43,8 @@ fn teacher_ppl(recipe: &Recipe, docs: &[Vec<u32>], eos: u32) -> Result<Vec<f64>>
     let device = crate::pipeline::device_for(recipe.run.backend);
     let p = recipe.teacher.path.as_ref().expect("validated");
     let teacher = match recipe.teacher.kind {
-        crate::recipe::TeacherKind::Hf => crate::teacher::hf::load(p, &device)?.0,
-        _ => crate::model::store::load(p, &device)?.0,
+        crate::recipe::TeacherKind::Hf => crate::teacher::hf::load(p, &device, recipe.teacher.dtype.dtype())?.0,
+        _ => crate::model::store::load(p, &device)?.0.cast(recipe.teacher.dtype.dtype()),
     };
     let ctx = teacher.config.shape.max_seq_len;
     let v = teacher.config.vocab_size;

@@ -108,12 +108,12 @@ impl DecoderConfig {
         self.build(&mut Init::new(seed, device))
     }
 
-    /// The model with its weights read from `source` (Hugging Face names).
-    pub fn load(&self, source: &dyn WeightSource, device: &Device) -> crate::Result<Decoder> {
+    /// The model with its weights read from `source` (Hugging Face names), held in `dtype`.
+    pub fn load(&self, source: &dyn WeightSource, device: &Device, dtype: DType) -> crate::Result<Decoder> {
         if self.shape.layer_pattern.contains('M') {
             return Err(crate::Error::input("loading Mamba-2 layers from Hugging Face weights is not supported"));
         }
-        let mut init = Init::from_source(source, device);
+        let mut init = Init::from_source(source, device, dtype);
         let m = self.build(&mut init);
         init.finish()?;
         Ok(m)
@@ -196,7 +196,7 @@ impl Decoder {
         impl ModuleMapper for Cast {
             fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
                 let dtype = self.0;
-                p.map(|t| t.cast(dtype))
+                p.map(|t| if t.dtype() == dtype { t } else { t.cast(dtype) })
             }
         }
         self.map(&mut Cast(dtype))

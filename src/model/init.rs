@@ -8,7 +8,7 @@
 
 use burn::module::Param;
 use burn::nn::{Embedding, Linear, RmsNorm, RmsNormConfig};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{DType, Device, Tensor, TensorData};
 
 use crate::error::{Error, Result};
 use crate::rng::SplitMix;
@@ -22,16 +22,19 @@ pub struct Init<'a> {
     rng: SplitMix,
     pub device: &'a Device,
     source: Option<&'a dyn WeightSource>,
+    /// The dtype loaded tensors are created in: each is converted as it arrives, so a half-
+    /// precision teacher never exists in f32 as a whole.
+    dtype: DType,
     error: Option<Error>,
 }
 
 impl<'a> Init<'a> {
     pub fn new(seed: u64, device: &'a Device) -> Self {
-        Init { rng: SplitMix(seed), device, source: None, error: None }
+        Init { rng: SplitMix(seed), device, source: None, dtype: DType::F32, error: None }
     }
 
-    pub fn from_source(source: &'a dyn WeightSource, device: &'a Device) -> Self {
-        Init { rng: SplitMix(0), device, source: Some(source), error: None }
+    pub fn from_source(source: &'a dyn WeightSource, device: &'a Device, dtype: DType) -> Self {
+        Init { rng: SplitMix(0), device, source: Some(source), dtype, error: None }
     }
 
     /// The first loading error, if any: call once the model is built.
@@ -46,7 +49,7 @@ impl<'a> Init<'a> {
             if got != shape {
                 return Err(Error::input(format!("tensor `{name}` has shape {got:?}, expected {shape:?}")));
             }
-            Ok(Tensor::from_data(TensorData::new(data, shape), self.device))
+            Ok(Tensor::from_data(TensorData::new(data, shape).convert_dtype(self.dtype), (self.device, self.dtype)))
         });
         Some(t.unwrap_or_else(|e| {
             self.error.get_or_insert(e);

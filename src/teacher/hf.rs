@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use burn::tensor::Device;
+use burn::tensor::{DType, Device};
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 use serde::Deserialize;
@@ -196,15 +196,16 @@ impl WeightSource for HfWeights {
     }
 }
 
-/// Load a Hugging Face folder: the model (frozen, on `device`) and its tokenizer.
-pub fn load(dir: &Path, device: &Device) -> Result<(Decoder, Tokenizer)> {
+/// Load a Hugging Face folder: the model (frozen, on `device`, its weights in `dtype`, each
+/// converted as it is read) and its tokenizer.
+pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<(Decoder, Tokenizer)> {
     let cfg_path = dir.join("config.json");
     let text = crate::error::read_to_string(&cfg_path)?;
     let hf: HfConfig = serde_json::from_str(&text)
         .map_err(|e| Error::input(format!("{}: {e}", cfg_path.display())))?;
     let config = hf.into_config(&cfg_path)?;
     let weights = HfWeights::open(dir)?;
-    let model = config.load(&weights, device).map_err(|e| Error::input(format!("{}: {e}", dir.display())))?;
+    let model = config.load(&weights, device, dtype).map_err(|e| Error::input(format!("{}: {e}", dir.display())))?;
     let tokenizer = Tokenizer::load(&dir.join("tokenizer.json"))?;
     if tokenizer.vocab_size() > config.vocab_size {
         return Err(Error::input(format!(
@@ -241,7 +242,7 @@ mod tests {
         let dev = Device::flex();
         for (name, native_tol) in [("llama-gqa", 1e-4), ("llama-mqa-rope3", 2e-2), ("qwen2-tied", 2e-2)] {
             let dir = fixture(name);
-            let (model, _) = load(&dir, &dev).unwrap();
+            let (model, _) = load(&dir, &dev, DType::F32).unwrap();
             let (ids, want_f32, want_native) = reference(&dir);
             let t = ids.len();
             let got: Vec<f32> = model
@@ -256,18 +257,24 @@ mod tests {
         // Run in the stored precision (what `teacher.dtype` does), against transformers run in it.
         for (name, dtype) in [("llama-mqa-rope3", burn::tensor::DType::BF16), ("qwen2-tied", burn::tensor::DType::F16)] {
             let dir = fixture(name);
-            let model = load(&dir, &dev).unwrap().0.cast(dtype);
+            // Loaded straight into the half dtype, tensor by tensor: the same model as loading
+            // in f32 and casting the whole.
+            let model = load(&dir, &dev, dtype).unwrap().0;
+            assert_eq!(model.embed.weight.val().dtype(), dtype);
             let (ids, want_f32, want_native) = reference(&dir);
             let t = ids.len();
-            let got: Vec<f32> = model.forward(Tensor::<2, Int>::from_data(TensorData::new(ids, [1, t]), &dev))
-                .into_data().try_to_vec::<f32>().unwrap();
+            let run = |m: &Decoder| -> Vec<f32> {
+                m.forward(Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [1, t]), &dev)).into_data().try_to_vec::<f32>().unwrap()
+            };
+            let got = run(&model);
+            assert_eq!(got, run(&load(&dir, &dev, DType::F32).unwrap().0.cast(dtype)), "{name}: direct vs cast");
             let err = |w: &[f32]| got.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
             println!("{name} in {dtype:?}: max abs diff {} vs transformers in {dtype:?}, {} vs f32", err(&want_native), err(&want_f32));
             assert!(err(&want_native) < 2e-2 && err(&want_f32) < 5e-2, "{name} in {dtype:?}: {} / {}", err(&want_native), err(&want_f32));
         }
-        let (m, _) = load(&fixture("qwen2-tied"), &dev).unwrap();
+        let (m, _) = load(&fixture("qwen2-tied"), &dev, DType::F32).unwrap();
         assert!(m.lm_head.is_none() && m.config.shape.qkv_bias);
-        let (m, _) = load(&fixture("llama-mqa-rope3"), &dev).unwrap();
+        let (m, _) = load(&fixture("llama-mqa-rope3"), &dev, DType::F32).unwrap();
         assert_eq!(m.config.shape.rope_scaling.as_ref().unwrap().factor, 8.0);
         assert_eq!(m.config.shape.rope_theta, 500000.0);
     }
@@ -300,7 +307,7 @@ mod tests {
     #[test]
     fn errors_name_the_problem() {
         let dev = Device::flex();
-        let msg = |dir: &Path| match load(dir, &dev) {
+        let msg = |dir: &Path| match load(dir, &dev, DType::F32) {
             Err(e) => {
                 assert_eq!(e.exit_code(), 2);
                 e.to_string()
