@@ -124,6 +124,11 @@ impl MinHashLsh {
     /// True if the document is a near-duplicate of one kept before; otherwise keep it.
     pub fn is_duplicate(&mut self, sh: &HashSet<u64>) -> bool {
         let sig = self.signature(sh);
+        self.is_duplicate_sig(sig)
+    }
+
+    /// `is_duplicate` on a signature computed beforehand (possibly on another thread).
+    fn is_duplicate_sig(&mut self, sig: Vec<u64>) -> bool {
         let r = sig.len() / self.bands;
         let keys: Vec<(usize, u64)> = (0..self.bands)
             .map(|b| {
@@ -176,19 +181,52 @@ impl<'a> Filter<'a> {
 
     /// The index of the rule that removes `doc` (charged in the report), or `None` to keep it.
     pub fn check(&mut self, doc: &str) -> Option<usize> {
+        let v = self.inspect(doc);
+        self.decide(doc, v)
+    }
+
+    /// What can be computed from `doc` alone (the stateless rules, its dedup key and MinHash
+    /// signature): safe to run on many documents in parallel before `decide`.
+    pub fn inspect(&self, doc: &str) -> Inspection {
+        let cfg = self.cfg;
         let chars = doc.chars().count();
+        let rule = if cfg.enabled { text_rule(doc, chars, cfg) } else { None };
+        let pending = cfg.enabled && rule.is_none() && cfg.dedup != Dedup::None;
+        Inspection {
+            chars,
+            rule,
+            key: pending.then(|| dedup_key(doc)),
+            sig: (pending && cfg.dedup == Dedup::Minhash).then(|| self.lsh.signature(&shingles(doc, cfg.ngram_words))),
+        }
+    }
+
+    /// Apply the dedup state to an inspected document, in source order, and charge the report.
+    pub fn decide(&mut self, doc: &str, v: Inspection) -> Option<usize> {
         self.report.docs_in += 1;
-        self.report.chars_in += chars;
-        let removed_by = if !self.cfg.enabled { None } else { first_rule(doc, chars, self.cfg, &mut self.seen, &mut self.lsh) };
+        self.report.chars_in += v.chars;
+        let removed_by = v.rule.or_else(|| {
+            if v.key.is_some_and(|k| !self.seen.insert(k)) {
+                return Some(6);
+            }
+            v.sig.and_then(|sig| self.lsh.is_duplicate_sig(sig).then_some(7))
+        });
         match removed_by {
-            Some(r) => note(&mut self.report.rules[r], doc, chars),
+            Some(r) => note(&mut self.report.rules[r], doc, v.chars),
             None => {
                 self.report.docs_kept += 1;
-                self.report.chars_kept += chars;
+                self.report.chars_kept += v.chars;
             }
         }
         removed_by
     }
+}
+
+/// A document's verdict under the rules that need no other document (see [`Filter::inspect`]).
+pub struct Inspection {
+    chars: usize,
+    rule: Option<usize>,
+    key: Option<[u8; 32]>,
+    sig: Option<Vec<u64>>,
 }
 
 /// Apply the text rules in order; a document is charged to the first rule that removes it.
@@ -215,7 +253,8 @@ fn note(rep: &mut RuleReport, doc: &str, chars: usize) {
     }
 }
 
-fn first_rule(doc: &str, chars: usize, cfg: &FilterSection, seen: &mut HashSet<[u8; 32]>, lsh: &mut MinHashLsh) -> Option<usize> {
+/// The first of the text rules that removes `doc` (length, character classes, repetition).
+fn text_rule(doc: &str, chars: usize, cfg: &FilterSection) -> Option<usize> {
     if chars < cfg.min_chars {
         return Some(0);
     }
@@ -234,12 +273,6 @@ fn first_rule(doc: &str, chars: usize, cfg: &FilterSection, seen: &mut HashSet<[
     }
     if cfg.max_repeated_ngram_share < 1.0 && repeated_ngram_share(doc, cfg.ngram_words) > cfg.max_repeated_ngram_share {
         return Some(5);
-    }
-    if cfg.dedup != Dedup::None && !seen.insert(dedup_key(doc)) {
-        return Some(6);
-    }
-    if cfg.dedup == Dedup::Minhash && lsh.is_duplicate(&shingles(doc, cfg.ngram_words)) {
-        return Some(7);
     }
     None
 }

@@ -23,8 +23,9 @@ use crate::rng::SplitMix;
 use crate::util::write_json_atomic;
 
 const HELD: u8 = u8::MAX;
-/// Documents encoded together (split across the cores) in the second pass.
-const BATCH: usize = 2048;
+/// Documents inspected or encoded together (split across the cores) in each pass; small in
+/// tests so that they cross batch boundaries.
+const BATCH: usize = if cfg!(test) { 64 } else { 2048 };
 
 /// Whether document `i` is held out: a seeded hash, so both passes agree without a list.
 fn held_out(seed: u64, i: u64, fraction: f64) -> bool {
@@ -79,22 +80,52 @@ pub fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> 
     let cap = d.tokenizer_sample_mb << 20;
     let pb = crate::util::progress_bar("scan", 0, false);
     pb.set_style(indicatif::ProgressStyle::with_template("{prefix:>8} {human_pos} docs {per_sec} | {msg}").expect("valid template"));
+    // Documents are inspected in batches across the cores (the rules that need no other
+    // document, dedup keys, MinHash signatures), then decided in source order.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    enum Seen {
+        Held([u8; 32]),
+        Train(filter::Inspection),
+    }
+    let mut batch: Vec<(bool, String)> = Vec::with_capacity(BATCH);
+    let mut decide = |batch: &mut Vec<(bool, String)>, f: &mut Filter| {
+        let per = batch.len().div_ceil(threads).max(1);
+        let fr: &Filter = f;
+        let seen: Vec<Seen> = std::thread::scope(|sc| {
+            let handles: Vec<_> = batch
+                .chunks(per)
+                .map(|part| sc.spawn(move || {
+                    part.iter()
+                        .map(|(held, doc)| if *held { Seen::Held(filter::dedup_key(doc)) } else { Seen::Train(fr.inspect(doc)) })
+                        .collect::<Vec<_>>()
+                }))
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().expect("filter thread")).collect()
+        });
+        for ((_, doc), v) in batch.drain(..).zip(seen) {
+            match v {
+                Seen::Held(key) => {
+                    held_keys.insert(key);
+                    fate.push(HELD);
+                }
+                Seen::Train(v) => match f.decide(&doc, v) {
+                    Some(rule) => fate.push(1 + rule as u8),
+                    None => {
+                        fate.push(0);
+                        if sample_bytes < cap {
+                            sample_bytes += doc.len();
+                            sample.push(doc);
+                        }
+                    }
+                },
+            }
+        }
+    };
     let bad = source::for_each(d, seed, &mut |doc| {
         bytes_in += doc.len() as u64;
-        if held_out(seed, i, d.valid_fraction) {
-            held_keys.insert(filter::dedup_key(&doc));
-            fate.push(HELD);
-        } else {
-            match f.check(&doc) {
-                Some(rule) => fate.push(1 + rule as u8),
-                None => {
-                    fate.push(0);
-                    if sample_bytes < cap {
-                        sample_bytes += doc.len();
-                        sample.push(doc);
-                    }
-                }
-            }
+        batch.push((held_out(seed, i, d.valid_fraction), doc));
+        if batch.len() == BATCH {
+            decide(&mut batch, &mut f);
         }
         i += 1;
         if i % 4096 == 0 {
@@ -103,11 +134,13 @@ pub fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> 
         }
         Ok(())
     })?;
+    decide(&mut batch, &mut f);
     pb.finish_and_clear();
     let n_docs = i;
     if bad.count > 0 {
         log(format!("skipped {} bad lines, e.g. {}", bad.count, bad.examples.join("; ")));
     }
+    let t_scan = started.elapsed().as_secs_f64();
     let t = &recipe.tokenizer;
     let tokenizer = match t.kind {
         TokenizerKind::Train => Tokenizer::train(sample.iter().map(|s| s.as_str()), t.vocab_size, t.min_frequency)?,
@@ -115,6 +148,7 @@ pub fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> 
         TokenizerKind::Teacher => Tokenizer::load(&recipe.teacher.path.as_ref().expect("validated").join("tokenizer.json"))?,
     };
     drop(sample);
+    let t_tok = started.elapsed().as_secs_f64() - t_scan;
 
     // Pass 2: encode straight to disk.
     let mut train = TokenFile::create(dir.join("train.u32"))?;
@@ -192,8 +226,9 @@ pub fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> 
     report.tokens_kept = train_tokens;
     report.tokens_in = train_tokens + report.rules.iter().map(|r| r.removed_tokens).sum::<usize>();
     log(report.table());
-    log(format!("streamed {:.1} MB in {:.1} s ({:.1} MB/s)", bytes_in as f64 / 1e6, started.elapsed().as_secs_f64(),
-        bytes_in as f64 / 1e6 / started.elapsed().as_secs_f64()));
+    let total = started.elapsed().as_secs_f64();
+    log(format!("streamed {:.1} MB in {total:.1} s ({:.1} MB/s): scan + filters {t_scan:.1} s, tokenizer {t_tok:.1} s, encoding {:.1} s",
+        bytes_in as f64 / 1e6, bytes_in as f64 / 1e6 / total, total - t_scan - t_tok));
     write_json_atomic(&dir.join("filter_report.json"), &serde_json::json!({"filter": report, "bad_lines": bad}))?;
     tokenizer.save(&run_dir.join("tokenizer.json"))?;
     Ok(DataMeta {
@@ -239,6 +274,8 @@ paths = ["{corpus}"]
 seq_len = 16
 valid_fraction = 0.1
 streaming = true
+[data.filter]
+dedup = "minhash"
 [tokenizer]
 vocab_size = 300
 [teacher.model]
