@@ -377,12 +377,9 @@ fn dispatch(cmd: Cmd) -> Result<()> {
         }
         Cmd::Logits { model, ids, text, teacher, int8, out, backend, dtype } => {
             let device = backend_device(&backend)?;
-            let dtype = match dtype.as_str() {
-                "f32" => burn::tensor::DType::F32,
-                "bf16" => burn::tensor::DType::BF16,
-                "f16" => burn::tensor::DType::F16,
-                other => return Err(Error::input(format!("--dtype: expected f32, bf16 or f16, got {other:?}"))),
-            };
+            let dtype = serde_json::from_value::<crate::recipe::TeacherDtype>(dtype.as_str().into())
+                .map_err(|_| Error::input(format!("--dtype: expected f32, bf16 or f16, got {dtype:?}")))?
+                .dtype();
             let (m, tok_dir) = if model.join("model.json").is_file() {
                 (store::load(&model, &device)?.0, model.clone())
             } else if model.join("config.json").is_file() && !model.join(pipeline::RESOLVED).is_file() {

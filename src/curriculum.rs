@@ -99,7 +99,8 @@ struct Stored {
 /// Where teacher-based scores come from: a forward pass of the teacher, or its top-k cache
 /// (no teacher pass; what a large teacher's user wants once the cache exists).
 pub enum TeacherScores<'a> {
-    Online { teacher: &'a Decoder, batch: usize, device: &'a Device },
+    /// `hash`: the teacher's identity (stored with the scores; unused by data-only scores).
+    Online { teacher: &'a Decoder, hash: String, batch: usize, device: &'a Device },
     Cache(&'a CacheReader),
 }
 
@@ -133,14 +134,13 @@ fn token_scores_cached(tok: &TokenTopK, target: usize) -> (f64, f64) {
 
 /// The difficulty score of every training row, computed once and stored in
 /// `<run>/data/difficulty-<score>.json` (recomputed if the teacher, its cache or the data changed).
-pub fn scores(run_dir: &Path, score: DifficultyScore, data: &Packed, teacher: &TeacherScores, teacher_hash: &str) -> Result<Vec<f32>> {
+pub fn scores(run_dir: &Path, score: DifficultyScore, data: &Packed, teacher: &TeacherScores) -> Result<Vec<f32>> {
     let name = serde_json::to_value(score).expect("serializable");
     let path = run_dir.join("data").join(format!("difficulty-{}.json", name.as_str().unwrap_or("score")));
-    let needs_teacher = matches!(score, DifficultyScore::TeacherCe | DifficultyScore::TeacherEntropy);
     let th = match teacher {
-        _ if !needs_teacher => String::new(),
-        TeacherScores::Online { .. } => teacher_hash.to_string(),
-        TeacherScores::Cache(r) => format!("{teacher_hash} cache k={} {:?}", r.manifest.id.k, r.manifest.id.values),
+        _ if !score.needs_teacher() => String::new(),
+        TeacherScores::Online { hash, .. } => hash.clone(),
+        TeacherScores::Cache(r) => format!("{} cache k={} {:?}", r.manifest.id.teacher_hash, r.manifest.id.k, r.manifest.id.values),
     };
     if path.is_file() {
         let s: Stored = read_json(&path)?;
@@ -154,7 +154,7 @@ pub fn scores(run_dir: &Path, score: DifficultyScore, data: &Packed, teacher: &T
     match (score, teacher) {
         (DifficultyScore::Length, _) => out.extend(rows.iter().map(|&r| data.mean_doc_len(r) as f32)),
         (DifficultyScore::Repetition, _) => out.extend(rows.iter().map(|&r| data.repeated_trigram_share(r) as f32)),
-        (_, TeacherScores::Online { teacher, batch, device }) => {
+        (_, TeacherScores::Online { teacher, batch, device, .. }) => {
             let v = teacher.config.vocab_size;
             for chunk in rows.chunks((*batch).max(1)) {
                 let b = data.batch(chunk, device);

@@ -267,12 +267,18 @@ fn execute(recipe: &Recipe, dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(S
     } else if c.schedule == Schedule::SelfPaced {
         Some(CurriculumRun { cfg: c.clone(), pct: None, first_epoch: None })
     } else {
-        let th = teacher_hash(recipe, dir)?;
+        // The cache carries the teacher's identity; hashing the teacher's files again (gigabytes
+        // for a real model) is only needed for an online teacher's scores.
         let from = match &source {
             TeacherSource::Cache { reader, .. } => TeacherScores::Cache(reader),
-            _ => TeacherScores::Online { teacher: &teacher, batch: recipe.optim.batch_size, device: &device },
+            _ => TeacherScores::Online {
+                teacher: &teacher,
+                hash: if c.score.needs_teacher() { teacher_hash(recipe, dir)? } else { String::new() },
+                batch: recipe.optim.batch_size,
+                device: &device,
+            },
         };
-        let scores = crate::curriculum::scores(dir, c.score, &d.train, &from, &th)?;
+        let scores = crate::curriculum::scores(dir, c.score, &d.train, &from)?;
         let pct = crate::curriculum::percentiles(&scores);
         let first_epoch = (c.order == RowOrder::EasyToHard).then(|| {
             let mut order: Vec<usize> = (0..pct.len()).collect();

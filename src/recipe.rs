@@ -495,6 +495,13 @@ pub enum DifficultyScore {
     Repetition,
 }
 
+impl DifficultyScore {
+    /// Whether the score is computed from the teacher's distribution.
+    pub fn needs_teacher(self) -> bool {
+        matches!(self, DifficultyScore::TeacherCe | DifficultyScore::TeacherEntropy)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RowOrder {

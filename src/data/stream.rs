@@ -27,6 +27,17 @@ const HELD: u8 = u8::MAX;
 /// tests so that they cross batch boundaries.
 const BATCH: usize = if cfg!(test) { 64 } else { 2048 };
 
+/// `f` over `items` on all cores (contiguous parts, one thread each), results in input order.
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per = items.len().div_ceil(threads).max(1);
+    let f = &f;
+    std::thread::scope(|sc| {
+        let handles: Vec<_> = items.chunks(per).map(|part| sc.spawn(move || part.iter().map(f).collect::<Vec<R>>())).collect();
+        handles.into_iter().flat_map(|h| h.join().expect("worker thread")).collect()
+    })
+}
+
 /// Whether document `i` is held out: a seeded hash, so both passes agree without a list.
 fn held_out(seed: u64, i: u64, fraction: f64) -> bool {
     let mut r = SplitMix(seed ^ 0x5eed_da7a ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
@@ -82,26 +93,14 @@ pub fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> 
     pb.set_style(indicatif::ProgressStyle::with_template("{prefix:>8} {human_pos} docs {per_sec} | {msg}").expect("valid template"));
     // Documents are inspected in batches across the cores (the rules that need no other
     // document, dedup keys, MinHash signatures), then decided in source order.
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     enum Seen {
         Held([u8; 32]),
         Train(filter::Inspection),
     }
     let mut batch: Vec<(bool, String)> = Vec::with_capacity(BATCH);
     let mut decide = |batch: &mut Vec<(bool, String)>, f: &mut Filter| {
-        let per = batch.len().div_ceil(threads).max(1);
         let fr: &Filter = f;
-        let seen: Vec<Seen> = std::thread::scope(|sc| {
-            let handles: Vec<_> = batch
-                .chunks(per)
-                .map(|part| sc.spawn(move || {
-                    part.iter()
-                        .map(|(held, doc)| if *held { Seen::Held(filter::dedup_key(doc)) } else { Seen::Train(fr.inspect(doc)) })
-                        .collect::<Vec<_>>()
-                }))
-                .collect();
-            handles.into_iter().flat_map(|h| h.join().expect("filter thread")).collect()
-        });
+        let seen = par_map(batch, |(held, doc)| if *held { Seen::Held(filter::dedup_key(doc)) } else { Seen::Train(fr.inspect(doc)) });
         for ((_, doc), v) in batch.drain(..).zip(seen) {
             match v {
                 Seen::Held(key) => {
@@ -160,22 +159,10 @@ pub fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> 
         .expect("valid template").progress_chars("=> "));
     let eos = tokenizer.eos_id;
     // Documents are encoded in batches across the cores, then written in source order.
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut batch: Vec<(u8, String)> = Vec::with_capacity(BATCH);
     let mut flush = |batch: &mut Vec<(u8, String)>, report: &mut filter::FilterReport| -> Result<()> {
-        let per = batch.len().div_ceil(threads).max(1);
-        let encoded: Vec<Result<Vec<Vec<u32>>>> = std::thread::scope(|sc| {
-            let handles: Vec<_> = batch
-                .chunks(per)
-                .map(|part| sc.spawn(|| part.iter().map(|(_, doc)| tokenizer.encode(doc)).collect::<Result<Vec<_>>>()))
-                .collect();
-            handles.into_iter().map(|h| h.join().expect("encoder thread")).collect()
-        });
-        let mut toks_iter = Vec::with_capacity(batch.len());
-        for part in encoded {
-            toks_iter.extend(part?);
-        }
-        for ((rule, doc), mut toks) in batch.drain(..).zip(toks_iter) {
+        let encoded = par_map(batch, |(_, doc)| tokenizer.encode(doc)).into_iter().collect::<Result<Vec<_>>>()?;
+        for ((rule, doc), mut toks) in batch.drain(..).zip(encoded) {
             toks.push(eos);
             if rule == HELD {
                 valid_docs += 1;

@@ -789,8 +789,8 @@ mod curriculum_scores {
             let run = dir.join("run");
             std::fs::create_dir_all(run.join("data")).unwrap();
             let src = TeacherScores::Cache(&reader);
-            let got_ce = scores(&run, DifficultyScore::TeacherCe, &f.data, &src, "t").unwrap();
-            let got_ent = scores(&run, DifficultyScore::TeacherEntropy, &f.data, &src, "t").unwrap();
+            let got_ce = scores(&run, DifficultyScore::TeacherCe, &f.data, &src).unwrap();
+            let got_ent = scores(&run, DifficultyScore::TeacherEntropy, &f.data, &src).unwrap();
             for r in 0..ce.len() {
                 let (c, e) = (got_ce[r] as f64, got_ent[r] as f64);
                 if exact {
