@@ -105,10 +105,36 @@ pub fn kd_loss_to(
     mask: Tensor<1>,
     cfg: KdConfig,
 ) -> KdLoss {
+    // The weighted mean over real tokens: sum_i w_i L_i / sum_i w_i. The denominator is only
+    // kept away from zero (an all-padding batch has a zero numerator too), never clamped to 1:
+    // curriculum weights below 1 can make a batch's weight sum lie in (0, 1).
+    let count = mask.clone().sum().clamp_min(f32::MIN_POSITIVE as f64);
+    let sums = kd_sums(student, teacher.as_ref(), targets, mask, cfg);
+    let ce = sums.ce / count.clone();
+    let kl = sums.kl / count;
+    let total = combine(ce.clone(), kl.clone(), teacher.is_some(), cfg);
+    KdLoss { total, ce, kl }
+}
+
+/// `alpha * CE + (1 - alpha) * tau^2 * D`, or CE alone without a teacher.
+fn combine(ce: Tensor<1>, kl: Tensor<1>, has_teacher: bool, cfg: KdConfig) -> Tensor<1> {
+    let tau = cfg.temperature;
+    match has_teacher {
+        true => ce * cfg.alpha + kl * ((1.0 - cfg.alpha) * tau * tau),
+        false => ce,
+    }
+}
+
+/// The mask-weighted sums of the per-token CE and divergence (not yet divided by the weight).
+struct Sums {
+    ce: Tensor<1>,
+    kl: Tensor<1>,
+}
+
+fn kd_sums(student: Tensor<2>, teacher: Option<&Target>, targets: Tensor<1, Int>, mask: Tensor<1>, cfg: KdConfig) -> Sums {
     let [n, v] = student.dims();
     let tau = cfg.temperature;
     let device = student.device();
-    let count = mask.clone().sum().clamp_min(1.0);
     let mut ce_sum = Tensor::<1>::zeros([1], &device);
     let mut kl_sum = Tensor::<1>::zeros([1], &device);
     let chunk = cfg.chunk_tokens.max(1);
@@ -121,7 +147,7 @@ pub fn kd_loss_to(
         let logp = log_softmax(s.clone(), 1);
         let nll = logp.gather(1, tgt).squeeze_dim::<1>(1).neg();
         ce_sum = ce_sum + (nll * m.clone()).sum();
-        let per_row = match &teacher {
+        let per_row = match teacher {
             None => None,
             Some(Target::Full(t)) => {
                 let t = t.clone().slice([start..end, 0..v]);
@@ -132,19 +158,26 @@ pub fn kd_loss_to(
                 let ids = tk.ids.clone().slice([start..end, 0..k]);
                 let lt = tk.logp.clone().slice([start..end, 0..k]);
                 let s = s / tau;
-                let lse = logsumexp_rows(s.clone());
-                let ls = s.clone().gather(1, ids.clone()) - lse.clone();
+                let kept = s.clone().gather(1, ids.clone());
                 let (lt, ls) = match &tk.tail {
                     Some(tail) => {
                         // The student's tail exactly: the log-sum-exp of the entries not kept.
+                        let lse = logsumexp_rows(s.clone());
                         let dev = s.device();
-                        let kept = Tensor::<2>::zeros([end - start, v], &dev)
+                        let kept_mask = Tensor::<2>::zeros([end - start, v], &dev)
                             .scatter(1, ids, Tensor::ones([end - start, k], &dev), IndexingUpdateOp::Add);
-                        let ls_other = logsumexp_rows(s - kept * 1e9) - lse;
+                        let ls_other = logsumexp_rows(s - kept_mask * 1e9) - lse.clone();
                         let lt_other = tail.clone().slice([start..end]).unsqueeze_dim::<2>(1);
-                        (Tensor::cat(vec![lt, lt_other], 1), Tensor::cat(vec![ls, ls_other], 1))
+                        (Tensor::cat(vec![lt, lt_other], 1), Tensor::cat(vec![kept - lse, ls_other], 1))
                     }
-                    None => (lt, ls),
+                    // The teacher's kept entries were renormalized to sum to one: renormalize the
+                    // student's over the same ids, so both are distributions on the kept set.
+                    // (With the full-vocabulary log-sum-exp the student's side sums to Z < 1, and
+                    // reverse KL / JSD reward pushing mass outside the kept ids.)
+                    None => {
+                        let lse_kept = logsumexp_rows(kept.clone());
+                        (lt, kept - lse_kept)
+                    }
                 };
                 Some(divergence_rows(cfg.divergence, lt, ls))
             }
@@ -154,13 +187,7 @@ pub fn kd_loss_to(
         }
         start = end;
     }
-    let ce = ce_sum / count.clone();
-    let kl = kl_sum / count;
-    let total = match teacher {
-        Some(_) => ce.clone() * cfg.alpha + kl.clone() * ((1.0 - cfg.alpha) * tau * tau),
-        None => ce.clone(),
-    };
-    KdLoss { total, ce, kl }
+    Sums { ce: ce_sum, kl: kl_sum }
 }
 
 impl Target {
@@ -193,7 +220,8 @@ pub fn kd_loss_streamed(student: Tensor<2>, teacher: Option<Target>, targets: Te
     let [n, v] = student.dims();
     let device = student.device();
     let plain = student.clone().inner();
-    let count = (mask.clone().inner().sum().into_scalar::<f32>() as f64).max(1.0);
+    // Every chunk's sums are divided by the whole batch's weight (see kd_loss_to).
+    let count = (mask.clone().inner().sum().into_scalar::<f32>() as f64).max(f32::MIN_POSITIVE as f64);
     let chunk = cfg.chunk_tokens.max(1);
     let whole = KdConfig { chunk_tokens: usize::MAX, ..cfg };
     let (mut total, mut ce, mut kl) = (0.0f64, 0.0f64, 0.0f64);
@@ -203,14 +231,15 @@ pub fn kd_loss_streamed(student: Tensor<2>, teacher: Option<Target>, targets: Te
         let end = (start + chunk).min(n);
         let s = plain.clone().slice([start..end, 0..v]).autodiff().require_grad();
         let m = mask.clone().slice([start..end]);
-        // kd_loss_to averages over the chunk's real tokens; rescale to the batch's.
-        let share = m.clone().inner().sum().into_scalar::<f32>() as f64 / count;
-        let out = kd_loss_to(s.clone(), teacher.as_ref().map(|t| t.rows(start, end)), targets.clone().slice([start..end]), m, whole);
-        let g = (out.total.clone() * share).backward();
+        let target = teacher.as_ref().map(|t| t.rows(start, end));
+        let sums = kd_sums(s.clone(), target.as_ref(), targets.clone().slice([start..end]), m, whole);
+        let (c, k) = (sums.ce / count, sums.kl / count);
+        let part = combine(c.clone(), k.clone(), teacher.is_some(), cfg);
+        let g = part.clone().backward();
         grads.push(s.grad(&g).unwrap_or_else(|| Tensor::zeros([end - start, v], &plain.device())));
-        total += out.total.into_scalar::<f32>() as f64 * share;
-        ce += out.ce.into_scalar::<f32>() as f64 * share;
-        kl += out.kl.into_scalar::<f32>() as f64 * share;
+        total += part.into_scalar::<f32>() as f64;
+        ce += c.into_scalar::<f32>() as f64;
+        kl += k.into_scalar::<f32>() as f64;
         start = end;
     }
     let g = Tensor::cat(grads, 0).autodiff();
@@ -241,6 +270,113 @@ mod tests {
         let e: Vec<f64> = z.iter().map(|x| ((x - m) / tau).exp()).collect();
         let s: f64 = e.iter().sum();
         e.iter().map(|x| x / s).collect()
+    }
+
+    type Reference = Box<dyn Fn(&[f64], &[f64]) -> f64>;
+
+    /// Each divergence and its f64 definition D(p_teacher, p_student).
+    fn reference_divergences() -> Vec<(Divergence, Reference)> {
+        fn kl(p: &[f64], q: &[f64]) -> f64 {
+            p.iter().zip(q).filter(|(a, _)| **a > 0.0).map(|(a, b)| a * (a / b).ln()).sum::<f64>()
+        }
+        fn mix(p: &[f64], w: f64, q: &[f64]) -> Vec<f64> {
+            p.iter().zip(q).map(|(a, b)| w * a + (1.0 - w) * b).collect()
+        }
+        vec![
+            (Divergence::ForwardKl, Box::new(kl)),
+            (Divergence::ReverseKl, Box::new(|p, q| kl(q, p))),
+            (Divergence::Jsd { beta: 0.3 }, Box::new(|p, q| { let m = mix(p, 0.3, q); 0.3 * kl(p, &m) + 0.7 * kl(q, &m) })),
+            (Divergence::Jsd { beta: 0.0 }, Box::new(kl)),
+            (Divergence::Jsd { beta: 1.0 }, Box::new(|p, q| kl(q, p))),
+            (Divergence::SkewForwardKl { lambda: 0.1 }, Box::new(|p, q| kl(p, &mix(p, 0.1, q)))),
+            (Divergence::SkewForwardKl { lambda: 0.0 }, Box::new(kl)),
+            (Divergence::SkewReverseKl { lambda: 0.1 }, Box::new(|p, q| kl(q, &mix(q, 0.1, p)))),
+            (Divergence::Tv, Box::new(|p, q| 0.5 * p.iter().zip(q).map(|(a, b)| (a - b).abs()).sum::<f64>())),
+        ]
+    }
+
+    /// Top-k targets with k < vocabulary, against f64 references built from the dense logits:
+    /// `renormalize` is the divergence between teacher and student each renormalized over the
+    /// kept ids; `other` adds one category holding each side's remaining mass. Every divergence,
+    /// tau = 2, a padded row, chunks that split the rows.
+    #[test]
+    fn top_k_targets_match_restricted_dense_reference() {
+        let (n, v, k, tau) = (4, 9, 3, 2.0);
+        let mut rng = crate::rng::SplitMix(11);
+        let mut r = |m: usize| -> Vec<f64> { (0..m).map(|_| rng.uniform() * 6.0 - 3.0).collect() };
+        let (s, t) = (r(n * v), r(n * v));
+        let mask = [1.0f64, 1.0, 0.0, 1.0];
+        // The teacher's k largest logits per row (ids in ascending order, as the cache stores them).
+        let ids: Vec<Vec<usize>> = (0..n)
+            .map(|i| {
+                let row = &t[i * v..(i + 1) * v];
+                let mut order: Vec<usize> = (0..v).collect();
+                order.sort_by(|a, b| row[*b].total_cmp(&row[*a]));
+                let mut top = order[..k].to_vec();
+                top.sort();
+                top
+            })
+            .collect();
+        let dev = Device::flex().autodiff();
+        for renormalize in [true, false] {
+            for (d, reference) in reference_divergences() {
+                let (mut want, mut logp, mut tail) = (0.0, Vec::new(), Vec::new());
+                for i in 0..n {
+                    let (pt, ps) = (softmax(&t[i * v..(i + 1) * v], tau), softmax(&s[i * v..(i + 1) * v], tau));
+                    let (kt, ks): (Vec<f64>, Vec<f64>) = ids[i].iter().map(|&j| (pt[j], ps[j])).unzip();
+                    let (mt, ms) = (kt.iter().sum::<f64>(), ks.iter().sum::<f64>());
+                    let (p, q) = if renormalize {
+                        logp.extend(kt.iter().map(|x| (x / mt).ln() as f32));
+                        (kt.iter().map(|x| x / mt).collect::<Vec<_>>(), ks.iter().map(|x| x / ms).collect::<Vec<_>>())
+                    } else {
+                        logp.extend(kt.iter().map(|x| x.ln() as f32));
+                        tail.push((1.0 - mt).ln() as f32);
+                        ([kt.clone(), vec![1.0 - mt]].concat(), [ks.clone(), vec![1.0 - ms]].concat())
+                    };
+                    want += mask[i] * reference(&p, &q);
+                }
+                let want = tau * tau * want / mask.iter().sum::<f64>();
+                let target = Target::TopK(TopK {
+                    ids: Tensor::from_data(TensorData::new(ids.concat().iter().map(|&x| x as i64).collect::<Vec<_>>(), [n, k]), &dev),
+                    logp: Tensor::from_data(TensorData::new(logp, [n, k]), &dev),
+                    tail: (!renormalize).then(|| Tensor::from_data(TensorData::new(tail, [n]), &dev)),
+                });
+                let c = KdConfig { alpha: 0.0, temperature: tau, chunk_tokens: 3, divergence: d };
+                let out = kd_loss_to(
+                    t2(s.iter().map(|x| *x as f32).collect(), n, &dev),
+                    Some(target),
+                    Tensor::<1, Int>::from_data(TensorData::new(vec![0i64; n], [n]), &dev),
+                    Tensor::from_data(TensorData::new(mask.iter().map(|x| *x as f32).collect::<Vec<_>>(), [n]), &dev),
+                    c,
+                );
+                let got = scalar(out.total);
+                assert!((got - want).abs() < 2e-5 * want.abs().max(1.0), "{d:?} renormalize={renormalize}: {got} vs {want}");
+            }
+        }
+    }
+
+    /// Weights whose sum lies in (0, 1), and a chunk holding one mostly padded row: the plain
+    /// and the streamed loss are both sum_i w_i L_i / sum_i w_i, L_i from single-token calls.
+    #[test]
+    fn fractional_weights_give_the_weighted_mean() {
+        let dev = Device::flex().autodiff();
+        let (n, v) = (7, 5);
+        let mut rng = crate::rng::SplitMix(9);
+        let mut r = |m: usize| -> Vec<f32> { (0..m).map(|_| (rng.uniform() * 4.0 - 2.0) as f32).collect() };
+        let (sv, tv) = (r(n * v), r(n * v));
+        let w = [0.1f32, 0.0, 0.0, 0.3, 0.2, 0.0, 0.05];
+        let targets = || Tensor::<1, Int>::from_data(TensorData::new((0..n as i64).map(|i| (2 * i) % v as i64).collect::<Vec<_>>(), [n]), &dev);
+        let c = KdConfig { alpha: 0.4, temperature: 2.0, chunk_tokens: 3, divergence: Divergence::ForwardKl };
+        let with_mask = |m: Vec<f32>, streamed: bool| {
+            let (s, t, m) = (t2(sv.clone(), n, &dev), Some(Target::Full(t2(tv.clone(), n, &dev))), Tensor::from_data(TensorData::new(m, [n]), &dev));
+            scalar(if streamed { kd_loss_streamed(s, t, targets(), m, c).total } else { kd_loss_to(s, t, targets(), m, c).total })
+        };
+        let one = |i: usize| with_mask((0..n).map(|j| if i == j { 1.0 } else { 0.0 }).collect(), false);
+        let want = (0..n).map(|i| w[i] as f64 * one(i)).sum::<f64>() / w.iter().map(|x| *x as f64).sum::<f64>();
+        for streamed in [false, true] {
+            let got = with_mask(w.to_vec(), streamed);
+            assert!((got - want).abs() < 1e-5, "streamed={streamed}: {got} vs {want}");
+        }
     }
 
     #[test]
@@ -347,19 +483,7 @@ mod tests {
         let tau = 2.0;
         let s = vec![0.3f32, -1.2, 2.0, 0.1, 0.7, 0.0, -0.5, 1.5, 4.0, -3.0, 0.0, 1.0];
         let t = vec![1.0f32, 0.2, -0.3, 0.4, -1.0, 2.5, 0.0, 0.3, -2.0, 2.0, 1.0, 0.0];
-        let kl = |p: &[f64], q: &[f64]| p.iter().zip(q).map(|(a, b)| a * (a / b).ln()).sum::<f64>();
-        let mix = |p: &[f64], w: f64, q: &[f64]| -> Vec<f64> { p.iter().zip(q).map(|(a, b)| w * a + (1.0 - w) * b).collect() };
-        let cases: Vec<(Divergence, Box<dyn Fn(&[f64], &[f64]) -> f64>)> = vec![
-            (Divergence::ForwardKl, Box::new(move |p, q| kl(p, q))),
-            (Divergence::ReverseKl, Box::new(move |p, q| kl(q, p))),
-            (Divergence::Jsd { beta: 0.3 }, Box::new(move |p, q| { let m = mix(p, 0.3, q); 0.3 * kl(p, &m) + 0.7 * kl(q, &m) })),
-            (Divergence::Jsd { beta: 0.0 }, Box::new(move |p, q| kl(p, q))),
-            (Divergence::Jsd { beta: 1.0 }, Box::new(move |p, q| kl(q, p))),
-            (Divergence::SkewForwardKl { lambda: 0.1 }, Box::new(move |p, q| kl(p, &mix(p, 0.1, q)))),
-            (Divergence::SkewForwardKl { lambda: 0.0 }, Box::new(move |p, q| kl(p, q))),
-            (Divergence::SkewReverseKl { lambda: 0.1 }, Box::new(move |p, q| kl(q, &mix(q, 0.1, p)))),
-            (Divergence::Tv, Box::new(move |p, q| 0.5 * p.iter().zip(q).map(|(a, b)| (a - b).abs()).sum::<f64>())),
-        ];
+        let cases = reference_divergences();
         let dev = Device::flex().autodiff();
         for (d, reference) in cases {
             // Rows 0 and 1 are real, row 2 is padding.
