@@ -383,6 +383,20 @@ impl ValueCodec {
     }
 }
 
+/// Parameter groups exempt from weight decay (`optim.no_decay`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NoDecay {
+    /// RMSNorm gains (and Mamba-2's gated norm).
+    Norm,
+    /// Linear and convolution biases.
+    Bias,
+    /// The token embedding (also the output head when tied).
+    Embedding,
+    /// Mamba-2's `A_log`, `D` and `dt_bias`.
+    Ssm,
+}
+
 /// What the top-k KL does with the teacher's mass outside the kept entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -581,6 +595,9 @@ pub struct OptimSection {
     pub warmup_steps: usize,
     #[serde(default = "d_weight_decay")]
     pub weight_decay: f64,
+    /// Parameter groups that weight decay leaves alone (the matrices are always decayed).
+    #[serde(default = "d_no_decay")]
+    pub no_decay: Vec<NoDecay>,
     #[serde(default = "d_beta1")]
     pub beta1: f64,
     #[serde(default = "d_beta2")]
@@ -672,6 +689,7 @@ fn d_lr() -> f64 { 2e-3 }
 fn d_min_lr() -> f64 { 2e-4 }
 fn d_warmup() -> usize { 20 }
 fn d_weight_decay() -> f64 { 0.01 }
+fn d_no_decay() -> Vec<NoDecay> { vec![NoDecay::Norm, NoDecay::Bias, NoDecay::Embedding, NoDecay::Ssm] }
 fn d_beta1() -> f64 { 0.9 }
 fn d_beta2() -> f64 { 0.95 }
 fn d_eps() -> f64 { 1e-8 }

@@ -15,6 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use super::checkpoint::{self, TrainState};
+use super::decay;
 use super::metrics::MetricsLog;
 use super::schedule::lr_at;
 use crate::data::pack::Packed;
@@ -139,7 +140,8 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
         .with_beta_1(o.beta1 as f32)
         .with_beta_2(o.beta2 as f32)
         .with_epsilon(o.eps as f32)
-        .with_weight_decay(o.weight_decay as f32)
+        // Weight decay is applied by parameter group before each step (train/decay.rs).
+        .with_weight_decay(0.0)
         .init();
     let (mut model, mut optim, mut st) = match checkpoint::latest(&ck_dir)? {
         Some(ck) => checkpoint::load(&ck, model, optim)?,
@@ -164,7 +166,12 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
         }
         let first_epoch = job.curriculum.as_ref().and_then(|c| c.first_epoch.as_deref());
         let mut acc = GradientsAccumulator::<Decoder>::new();
+        // The step's loss is the weighted mean over the real tokens of all its micro-batches:
+        // each micro-batch contributes its weighted sum (its mean times its weight W_m), and
+        // the accumulated gradient is divided by W = sum_m W_m at the end. Averaging the
+        // micro-batch means instead over-weights the tokens of sparsely filled micro-batches.
         let (mut loss_sum, mut ce_sum, mut kl_sum, mut step_tokens) = (0.0, 0.0, 0.0, 0usize);
+        let mut weight_sum = 0.0f64;
         let mut wsum = [0.0f64; 4];
         for _ in 0..o.grad_accum {
             let rows = job.train.rows_at_ordered(job.seed, st.cursor, o.batch_size, first_epoch);
@@ -207,6 +214,7 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
                 }
                 _ => batch.mask,
             };
+            let w_m = mask.clone().inner().sum().into_scalar::<f32>() as f64;
             let out = kd_loss_streamed(logits, target, batch.targets, mask, kd);
             let loss_val: f32 = out.total.clone().into_scalar();
             if !loss_val.is_finite() {
@@ -214,25 +222,29 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
                     "{phase}: the loss became {loss_val} at step {}; lower {phase} lr (now {lr:.2e}) or raise grad_clip. The last good checkpoint is in {}",
                     st.step + 1, ck_dir.display())));
             }
-            loss_sum += loss_val as f64;
-            ce_sum += out.ce.into_scalar::<f32>() as f64;
-            kl_sum += out.kl.into_scalar::<f32>() as f64;
+            loss_sum += loss_val as f64 * w_m;
+            ce_sum += out.ce.into_scalar::<f32>() as f64 * w_m;
+            kl_sum += out.kl.into_scalar::<f32>() as f64 * w_m;
+            weight_sum += w_m;
             step_tokens += batch.real_tokens;
-            let grads = (out.total / o.grad_accum as f64).backward();
+            let grads = (out.total * w_m).backward();
             acc.accumulate(&model, GradientsParams::from_grads(grads, &model));
         }
         let mut grads = acc.grads();
+        let w = weight_sum.max(f32::MIN_POSITIVE as f64);
+        scale_grads(&model, &mut grads, 1.0 / w);
+        let (loss_sum, ce_sum, kl_sum) = (loss_sum / w, ce_sum / w, kl_sum / w);
         let grad_norm = clip_global_norm(&model, &mut grads, o.grad_clip);
+        model = decay::apply(model, 1.0 - lr * o.weight_decay, &o.no_decay);
         model = optim.step(lr, model, grads);
         st.step += 1;
         st.tokens += step_tokens as u64;
         st.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
-        let n = o.grad_accum as f64;
         let tok_s = step_tokens as f64 / t0.elapsed().as_secs_f64();
-        let mut row = json!({"phase": phase, "step": st.step, "lr": lr, "loss": loss_sum / n, "ce": ce_sum / n,
+        let mut row = json!({"phase": phase, "step": st.step, "lr": lr, "loss": loss_sum, "ce": ce_sum,
             "grad_norm": grad_norm, "tokens": st.tokens, "tok_per_s": tok_s, "elapsed_s": st.elapsed_s});
         if job.teacher.is_some() {
-            row["kl"] = json!(kl_sum / n);
+            row["kl"] = json!(kl_sum);
         }
         if job.alpha_end.is_some() || job.temperature_end.is_some() {
             row["alpha"] = json!(kd.alpha);
@@ -246,15 +258,15 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
         }
         pb.set_position(st.step as u64);
         pb.set_message(match job.teacher.is_some() {
-            true => format!("loss {:.3} ce {:.3} kl {:.3} | {:.0} tok/s", loss_sum / n, ce_sum / n, kl_sum / n, tok_s),
-            false => format!("loss {:.3} | {:.0} tok/s", loss_sum / n, tok_s),
+            true => format!("loss {:.3} ce {:.3} kl {:.3} | {:.0} tok/s", loss_sum, ce_sum, kl_sum, tok_s),
+            false => format!("loss {:.3} | {:.0} tok/s", loss_sum, tok_s),
         });
         if st.step % job.eval.every_steps == 0 || st.step == o.steps {
             let r = evaluate(&model.valid(), job.valid, o.batch_size, Some(job.eval.batches), device);
             row["eval_loss"] = json!(r.loss);
             row["eval_ppl"] = json!(r.ppl);
             let line = format!("{phase} step {:>5}/{}: train loss {:.4}, held-out loss {:.4} (ppl {:.2}), {:.0} tok/s",
-                st.step, o.steps, loss_sum / n, r.loss, r.ppl, st.tokens as f64 / st.elapsed_s);
+                st.step, o.steps, loss_sum, r.loss, r.ppl, st.tokens as f64 / st.elapsed_s);
             if pb.is_hidden() {
                 println!("{line}");
             } else {
@@ -312,6 +324,17 @@ fn clip_global_norm(model: &Decoder, grads: &mut GradientsParams, max_norm: f64)
             }
         }
     }
+    let mut v = SumSquares { grads, sq: None };
+    model.visit(&mut v);
+    let norm = v.sq.map_or(0.0, |s| (s.into_scalar::<f32>() as f64).sqrt());
+    if max_norm > 0.0 && norm > max_norm {
+        scale_grads(model, grads, max_norm / (norm + 1e-6));
+    }
+    norm
+}
+
+/// Multiply every gradient by `factor`.
+fn scale_grads(model: &Decoder, grads: &mut GradientsParams, factor: f64) {
     struct Scale<'a> {
         grads: &'a mut GradientsParams,
         factor: f64,
@@ -323,11 +346,110 @@ fn clip_global_norm(model: &Decoder, grads: &mut GradientsParams, max_norm: f64)
             }
         }
     }
-    let mut v = SumSquares { grads, sq: None };
-    model.visit(&mut v);
-    let norm = v.sq.map_or(0.0, |s| (s.into_scalar::<f32>() as f64).sqrt());
-    if max_norm > 0.0 && norm > max_norm {
-        model.visit(&mut Scale { grads, factor: max_norm / (norm + 1e-6) });
+    model.visit(&mut Scale { grads, factor });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recipe::{CheckpointSection, EvalSection, OptimSection, PartialShape};
+    use serde_json::Value;
+
+    /// The loss and gradient norm of one step over rows with `batch * accum` = 4 (with
+    /// `decay` = weight_decay), no teacher.
+    fn first_step(name: &str, batch: usize, accum: usize, train: &Packed) -> Value {
+        let dir = std::env::temp_dir().join(format!("distill-accum-{}-{name}", std::process::id()));
+        std::fs::remove_dir_all(&dir).ok();
+        let model = DecoderConfig {
+            vocab_size: 16,
+            shape: PartialShape { d_model: Some(16), n_layers: Some(1), n_heads: Some(2), d_ff: Some(32), ..Default::default() }
+                .to_shape()
+                .unwrap(),
+        };
+        let optim = OptimSection { batch_size: batch, grad_accum: accum, steps: 1, warmup_steps: 0, ..Default::default() };
+        let stop = AtomicBool::new(false);
+        let job = TrainJob {
+            phase: Phase::Student, dir: dir.clone(), metrics: dir.join("metrics.jsonl"), model, optim: &optim,
+            teacher: TeacherSource::None,
+            kd: KdConfig { alpha: 1.0, temperature: 1.0, chunk_tokens: 64, divergence: crate::recipe::Divergence::ForwardKl },
+            alpha_end: None, temperature_end: None, curriculum: None, train, valid: train, seed: 3,
+            checkpoint: &CheckpointSection::default(), eval: &EvalSection::default(), stop: &stop, stop_after: None, quiet: true,
+        };
+        train_model(&job);
+        let row = super::super::metrics::read(&dir.join("metrics.jsonl")).remove(0);
+        std::fs::remove_dir_all(&dir).ok();
+        row
     }
-    norm
+
+    fn train_model(job: &TrainJob) {
+        train(job, &Device::flex()).unwrap();
+    }
+
+    /// Gradient accumulation weights micro-batches by their real tokens: 2 x 2 and 4 x 1
+    /// micro-batches over the same 4 one-document rows of very different lengths give the loss
+    /// and gradient norm of one batch of those rows.
+    #[test]
+    fn accumulation_weights_micro_batches_by_tokens() {
+        // EOS = 0; documents of 2 to 15 tokens in rows of 16: padding varies from row to row.
+        let lens = [15usize, 2, 11, 3, 14, 2, 9, 4];
+        let toks: Vec<u32> = lens.iter().enumerate().flat_map(|(d, &n)| (0..n).map(move |j| 1 + ((d * 5 + j * 3) % 15) as u32).chain([0])).collect();
+        let train = Packed::per_document(toks, 16, 0);
+        let whole = first_step("whole", 4, 1, &train);
+        for (batch, accum) in [(2, 2), (1, 4)] {
+            let acc = first_step(&format!("{batch}x{accum}"), batch, accum, &train);
+            for key in ["loss", "grad_norm"] {
+                let (a, b) = (whole[key].as_f64().unwrap(), acc[key].as_f64().unwrap());
+                assert!((a - b).abs() < 1e-5 * a.abs(), "{batch} x {accum}: {key} {b} vs one batch {a}");
+            }
+        }
+    }
+
+    /// Weight decay leaves norms, biases, embeddings and Mamba's A_log, D and dt_bias alone and
+    /// scales every matrix by exactly (1 - lr wd); `no_decay = []` decays everything.
+    #[test]
+    fn weight_decay_skips_the_usual_groups() {
+        use crate::recipe::{MambaShape, NoDecay};
+        let dev = Device::flex();
+        let cfg = DecoderConfig {
+            vocab_size: 24,
+            shape: PartialShape {
+                d_model: Some(16), n_layers: Some(2), n_heads: Some(2), d_ff: Some(32), layer_pattern: Some("AM".into()),
+                qkv_bias: Some(true), tie_embeddings: Some(false),
+                mamba: Some(MambaShape { d_state: 4, head_dim: 8, chunk_size: 4, ..Default::default() }),
+                ..Default::default()
+            }
+            .to_shape()
+            .unwrap(),
+        };
+        let m = cfg.init(5, &dev.clone().autodiff());
+        let flat = |m: &Decoder| -> Vec<(String, Vec<f32>)> {
+            struct Collect(Vec<Vec<f32>>);
+            impl ModuleVisitor for Collect {
+                fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+                    // Still a leaf of the autodiff graph: it gets a gradient in the next step.
+                    assert!(p.val().is_require_grad(), "a decayed parameter must stay trainable");
+                    self.0.push(p.val().into_data().convert::<f32>().try_to_vec::<f32>().unwrap());
+                }
+            }
+            let mut c = Collect(Vec::new());
+            m.visit(&mut c);
+            decay::groups(m).into_iter().map(|(p, _)| p).zip(c.0).collect()
+        };
+        let before = flat(&m);
+        let all = [NoDecay::Norm, NoDecay::Bias, NoDecay::Embedding, NoDecay::Ssm];
+        let after = flat(&decay::apply(m.clone(), 0.5, &all));
+        let everything = flat(&decay::apply(m, 0.5, &[]));
+        let exempt = |p: &str| {
+            let leaf = p.rsplit('.').next().unwrap();
+            p.starts_with("embed.") || ["gamma", "norm_w", "bias", "conv_b", "a_log", "d", "dt_bias"].contains(&leaf)
+        };
+        let mut seen = [0usize; 2];
+        for (((path, b), (_, a)), (_, e)) in before.iter().zip(&after).zip(&everything) {
+            let want = if exempt(path) { 1.0 } else { 0.5 };
+            seen[exempt(path) as usize] += 1;
+            assert!(b.iter().zip(a).all(|(x, y)| *y == *x * want), "{path}: expected a factor {want}");
+            assert!(b.iter().zip(e).all(|(x, y)| *y == *x * 0.5), "{path}: no_decay = [] decays it");
+        }
+        assert!(seen[0] >= 8 && seen[1] >= 10, "matrices and exempt parameters both seen: {seen:?} in {:?}", before.iter().map(|p| &p.0).collect::<Vec<_>>());
+    }
 }
