@@ -3,6 +3,9 @@
 //! masked out of the loss. Rows are visited in a seeded per-epoch permutation addressed by a
 //! single counter, so the data position of a run is one integer.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 pub use crate::rng::SplitMix;
@@ -25,12 +28,23 @@ pub struct Packed {
     /// One document per row: each row's (start, length) in `tokens`, length <= seq_len + 1
     /// (inputs and the shifted targets). `None`: rows cut the stream every seq_len tokens.
     spans: Option<Vec<(usize, usize)>>,
+    /// The last epoch permutation drawn from, keyed by (seed, epoch): a step draws its rows
+    /// from it instead of shuffling all rows again (O(rows) per call on a large corpus).
+    order: Mutex<Option<EpochOrder>>,
+    /// How many permutations were built (what the memo saves is observable in tests).
+    builds: AtomicUsize,
+}
+
+struct EpochOrder {
+    seed: u64,
+    epoch: u64,
+    perm: Arc<Vec<usize>>,
 }
 
 impl Packed {
     /// Documents joined with EOS into one stream, cut into rows of `seq_len`.
     pub fn new(tokens: impl Into<Tokens>, seq_len: usize, pad_id: u32) -> Self {
-        Packed { tokens: tokens.into(), seq_len, pad_id, spans: None }
+        Packed::from_parts(tokens.into(), seq_len, pad_id, None)
     }
 
     /// One document per row (a document longer than a row continues in the next rows, never
@@ -52,7 +66,7 @@ impl Packed {
                 doc_start = end;
             }
         }
-        Packed { tokens, seq_len, pad_id: eos, spans: Some(spans) }
+        Packed::from_parts(tokens, seq_len, eos, Some(spans))
     }
 
     pub fn build(tokens: impl Into<Tokens>, seq_len: usize, eos: u32, packing: crate::recipe::Packing) -> Self {
@@ -89,11 +103,25 @@ impl Packed {
         let rows = rows.min(self.n_rows());
         let (s, l) = self.span(rows - 1);
         let end = s + l;
-        Packed {
-            tokens: self.tokens[..end].to_vec().into(),
-            seq_len: self.seq_len,
-            pad_id: self.pad_id,
-            spans: self.spans.as_ref().map(|sp| sp[..rows].to_vec()),
+        Packed::from_parts(self.tokens[..end].to_vec().into(), self.seq_len, self.pad_id, self.spans.as_ref().map(|sp| sp[..rows].to_vec()))
+    }
+
+    fn from_parts(tokens: Tokens, seq_len: usize, pad_id: u32, spans: Option<Vec<(usize, usize)>>) -> Self {
+        Packed { tokens, seq_len, pad_id, spans, order: Mutex::new(None), builds: AtomicUsize::new(0) }
+    }
+
+    /// The permutation of epoch `epoch` (memoized: the same Fisher-Yates shuffle as before,
+    /// so runs and resumes are unchanged).
+    fn epoch_order(&self, seed: u64, epoch: u64) -> Arc<Vec<usize>> {
+        let mut memo = self.order.lock().unwrap_or_else(|e| e.into_inner());
+        match memo.as_ref() {
+            Some(o) if o.seed == seed && o.epoch == epoch => o.perm.clone(),
+            _ => {
+                self.builds.fetch_add(1, Ordering::Relaxed);
+                let perm = Arc::new(permutation(self.n_rows(), seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+                *memo = Some(EpochOrder { seed, epoch, perm: perm.clone() });
+                perm
+            }
         }
     }
 
@@ -208,13 +236,13 @@ impl Packed {
     pub fn rows_at(&self, seed: u64, cursor: u64, n: usize) -> Vec<usize> {
         let rows = self.n_rows() as u64;
         let mut out = Vec::with_capacity(n);
-        let mut perm: Option<(u64, Vec<usize>)> = None;
+        let mut perm: Option<(u64, Arc<Vec<usize>>)> = None;
         for pos in cursor..cursor + n as u64 {
             let epoch = pos / rows;
             if perm.as_ref().is_none_or(|(e, _)| *e != epoch) {
-                perm = Some((epoch, permutation(rows as usize, seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15))));
+                perm = Some((epoch, self.epoch_order(seed, epoch)));
             }
-            out.push(perm.as_ref().unwrap().1[(pos % rows) as usize]);
+            out.push(perm.as_ref().expect("set above").1[(pos % rows) as usize]);
         }
         out
     }
@@ -233,6 +261,21 @@ pub fn permutation(n: usize, seed: u64) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A step's rows come from the epoch's memoized permutation: drawing a whole epoch batch by
+    /// batch shuffles once (not once per call), crossing into the next epoch once more, and the
+    /// rows are the same as one Fisher-Yates shuffle per epoch.
+    #[test]
+    fn each_epoch_is_shuffled_once() {
+        let p = Packed::new((0..1001).collect::<Vec<u32>>(), 10, 0);
+        let rows = p.n_rows() as u64;
+        let drawn: Vec<usize> = (0..30).flat_map(|i| p.rows_at(7, i * 4, 4)).collect();
+        assert_eq!(p.builds.load(Ordering::Relaxed), 2, "epochs 0 and 1, each shuffled once");
+        let want: Vec<usize> = (0..120u64)
+            .map(|pos| permutation(rows as usize, 7 ^ (pos / rows).wrapping_mul(0x9E37_79B9_7F4A_7C15))[(pos % rows) as usize])
+            .collect();
+        assert_eq!(drawn, want);
+    }
 
     #[test]
     fn rows_shift_targets_and_mask_the_padded_tail() {
