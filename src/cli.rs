@@ -311,7 +311,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             }
             let m = load_final(&run_dir, if teacher { "teacher" } else { "student" }, &device)?;
             let tok = crate::data::tokenizer::Tokenizer::load(&run_dir.join("tokenizer.json"))?;
-            let ids = tok.encode(&prompt)?;
+            let ids = tok.encode_prompt(&prompt)?;
             let s = Sampling { temperature, top_k, top_p, seed, max_tokens };
             print!("{prompt}");
             let mut shown = String::new();
@@ -394,7 +394,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
                     .split(',')
                     .map(|t| t.trim().parse::<u32>().map_err(|_| Error::input(format!("--ids: `{t}` is not a token id"))))
                     .collect::<Result<_>>()?,
-                (None, Some(t)) => crate::data::tokenizer::Tokenizer::load(&tok_dir.join("tokenizer.json"))?.encode(&t)?,
+                (None, Some(t)) => crate::data::tokenizer::Tokenizer::load(&tok_dir.join("tokenizer.json"))?.encode_prompt(&t)?,
                 (None, None) => return Err(Error::input("give --ids or --text")),
             };
             let v = m.config.vocab_size;

@@ -51,10 +51,11 @@ fn teacher_ppl(recipe: &Recipe, docs: &[Vec<u32>], eos: u32) -> Result<Vec<f64>>
     let mut out = Vec::with_capacity(docs.len());
     for chunk in docs.chunks(16) {
         // Right padding: a causal model's earlier positions never see it; its targets are masked.
-        let len = chunk.iter().map(|d| (d.len() + 1).min(ctx + 1)).max().unwrap_or(2).max(2);
+        let len = chunk.iter().map(|d| d.len().min(ctx + 1)).max().unwrap_or(2).max(2);
         let (mut inp, mut tgt, mut msk) = (Vec::new(), Vec::new(), Vec::new());
         for d in chunk {
-            let mut seq: Vec<u32> = d.iter().copied().chain(std::iter::once(eos)).take(ctx + 1).collect();
+            // `d` already ends with EOS (and starts with BOS where the tokenizer adds one).
+            let mut seq: Vec<u32> = d.iter().copied().take(ctx + 1).collect();
             let real = seq.len() - 1;
             seq.resize(len, eos);
             inp.extend(seq[..len - 1].iter().map(|&x| x as i64));
@@ -130,9 +131,9 @@ pub fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> 
         TokenizerKind::File => Tokenizer::load(t.path.as_ref().expect("validated"))?,
         TokenizerKind::Teacher => Tokenizer::load(&recipe.teacher.path.as_ref().expect("validated").join("tokenizer.json"))?,
     };
-    let mut train_tok: Vec<Vec<u32>> = train_docs.iter().map(|d| tokenizer.encode(d)).collect::<Result<_>>()?;
+    let mut train_tok: Vec<Vec<u32>> = train_docs.iter().map(|d| tokenizer.encode_doc(d)).collect::<Result<_>>()?;
     for (rule, doc) in &removed {
-        report.rules[*rule].removed_tokens += tokenizer.encode(doc)?.len() + 1;
+        report.rules[*rule].removed_tokens += tokenizer.encode_doc(doc)?.len();
     }
     let mut train_docs = train_docs;
     if let (lo, hi) = (recipe.data.filter.teacher_ppl_min, recipe.data.filter.teacher_ppl_max) && (lo.is_some() || hi.is_some()) {
@@ -145,12 +146,12 @@ pub fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> 
                 keep_docs.push(d);
                 keep_tok.push(tk);
             } else {
-                report.remove_by_teacher_ppl(&d, tk.len() + 1);
+                report.remove_by_teacher_ppl(&d, tk.len());
             }
         }
         (train_docs, train_tok) = (keep_docs, keep_tok);
     }
-    report.tokens_kept = train_tok.iter().map(|t| t.len() + 1).sum();
+    report.tokens_kept = train_tok.iter().map(Vec::len).sum();
     report.tokens_in = report.tokens_kept + report.rules.iter().map(|r| r.removed_tokens).sum::<usize>();
     log(report.table());
     write_json_atomic(&dir.join("filter_report.json"), &serde_json::json!({"filter": report, "bad_lines": bad}))?;
@@ -158,18 +159,13 @@ pub fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> 
     let encode = |ds: &[&String]| -> Result<Vec<u32>> {
         let mut out = Vec::new();
         for d in ds {
-            out.extend(tokenizer.encode(d)?);
-            out.push(tokenizer.eos_id);
+            out.extend(tokenizer.encode_doc(d)?);
         }
         Ok(out)
     };
-    let train: Vec<u32> = train_tok.into_iter().flat_map(|mut t| { t.push(tokenizer.eos_id); t }).collect();
+    let train: Vec<u32> = train_tok.into_iter().flatten().collect();
     let valid = encode(&valid_refs)?;
-    if valid.len() < recipe.data.seq_len + 1 {
-        return Err(Error::input(format!(
-            "the held-out split has {} tokens, fewer than one row of data.seq_len + 1 = {}; raise data.valid_fraction or add data",
-            valid.len(), recipe.data.seq_len + 1)));
-    }
+    check_split_sizes(train.len(), valid.len(), recipe.data.seq_len)?;
     tokenizer.save(&run_dir.join("tokenizer.json"))?;
     write_atomic(&dir.join("train.u32"), &to_bytes(&train))?;
     write_atomic(&dir.join("valid.u32"), &to_bytes(&valid))?;
@@ -225,6 +221,18 @@ pub fn load_prepared(run_dir: &Path) -> Result<Prepared> {
         tokenizer,
         meta,
     })
+}
+
+/// Both splits must fill at least one row of `seq_len` inputs and their shifted targets: a
+/// smaller one has nothing to train or evaluate on (and no rows to draw from).
+pub fn check_split_sizes(train: usize, valid: usize, seq_len: usize) -> Result<()> {
+    for (name, n, fix) in [("training", train, "add data or loosen [data.filter]"), ("held-out", valid, "raise data.valid_fraction or add data")] {
+        if n < seq_len + 1 {
+            return Err(Error::input(format!(
+                "the {name} split has {n} tokens, fewer than one row of data.seq_len + 1 = {}; {fix} (or lower data.seq_len)", seq_len + 1)));
+        }
+    }
+    Ok(())
 }
 
 fn to_bytes(t: &[u32]) -> Vec<u8> {

@@ -157,13 +157,11 @@ pub fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> 
     let pb = crate::util::progress_bar("encode", n_docs, false);
     pb.set_style(indicatif::ProgressStyle::with_template("{prefix:>8} [{bar:30}] {human_pos}/{human_len} docs {per_sec} | ETA {eta}")
         .expect("valid template").progress_chars("=> "));
-    let eos = tokenizer.eos_id;
     // Documents are encoded in batches across the cores, then written in source order.
     let mut batch: Vec<(u8, String)> = Vec::with_capacity(BATCH);
     let mut flush = |batch: &mut Vec<(u8, String)>, report: &mut filter::FilterReport| -> Result<()> {
-        let encoded = par_map(batch, |(_, doc)| tokenizer.encode(doc)).into_iter().collect::<Result<Vec<_>>>()?;
-        for ((rule, doc), mut toks) in batch.drain(..).zip(encoded) {
-            toks.push(eos);
+        let encoded = par_map(batch, |(_, doc)| tokenizer.encode_doc(doc)).into_iter().collect::<Result<Vec<_>>>()?;
+        for ((rule, doc), toks) in batch.drain(..).zip(encoded) {
             if rule == HELD {
                 valid_docs += 1;
                 valid.push(&toks)?;
@@ -205,11 +203,7 @@ pub fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> 
         log(format!("dropped {copies} training documents identical to held-out ones"));
     }
     let (train_tokens, valid_tokens) = (train.finish()?, valid.finish()?);
-    if train_tokens < 2 || valid_tokens < d.seq_len + 1 {
-        return Err(Error::input(format!(
-            "streaming preparation left {train_tokens} training and {valid_tokens} held-out tokens; need at least 2 and data.seq_len + 1 = {}",
-            d.seq_len + 1)));
-    }
+    super::check_split_sizes(train_tokens, valid_tokens, d.seq_len)?;
     report.tokens_kept = train_tokens;
     report.tokens_in = train_tokens + report.rules.iter().map(|r| r.removed_tokens).sum::<usize>();
     log(report.table());
@@ -297,7 +291,7 @@ d_ff = 64
         assert!(report.rules.iter().map(|r| r.removed_docs).sum::<usize>() >= 1, "the noise is removed");
         let kept: Vec<String> = kept.into_iter().filter(|d| !held.contains(&filter::dedup_key(d))).collect();
         let tok = &prepared.tokenizer;
-        let stream = |ds: &[String]| -> Vec<u32> { ds.iter().flat_map(|d| { let mut t = tok.encode(d).unwrap(); t.push(tok.eos_id); t }).collect() };
+        let stream = |ds: &[String]| -> Vec<u32> { ds.iter().flat_map(|d| tok.encode_doc(d).unwrap()).collect() };
         assert_eq!(prepared.meta.train_docs, kept.len());
         assert_eq!(prepared.meta.valid_docs, valid.len());
         assert!(valid.len() > 20 && valid.len() < 70, "about 10% held out: {}", valid.len());

@@ -601,11 +601,4 @@ mod tests {
         let vocab: HashSet<String> = d.iter().flat_map(|s| words(s)).collect();
         assert!(vocab.len() >= 300, "vocab {}", vocab.len());
     }
-
-    #[test]
-    fn samples() {
-        for s in generate(1, 6) {
-            println!("{s}\n");
-        }
-    }
 }

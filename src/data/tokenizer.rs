@@ -17,6 +17,10 @@ const EOS_CANDIDATES: [&str; 5] = [EOS, "<|end_of_text|>", "</s>", "<eos>", "<|i
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     pub eos_id: u32,
+    /// The beginning-of-sequence token the tokenizer puts before a text, if it does (Llama's
+    /// `<s>` / `<|begin_of_text|>`): a model trained with it expects it at position 0, and its
+    /// logits without it are degraded.
+    pub bos_id: Option<u32>,
 }
 
 impl Tokenizer {
@@ -41,10 +45,27 @@ impl Tokenizer {
         Self::wrap(builder.into(), "trained tokenizer")
     }
 
+    /// A `tokenizer.json`; an `add_bos_token` in the `tokenizer_config.json` beside it
+    /// overrides its post-processor, as transformers does.
     pub fn load(path: &Path) -> Result<Self> {
         let inner = tokenizers::Tokenizer::from_file(path)
             .map_err(|e| Error::input(format!("{}: not a valid tokenizer.json: {e}", path.display())))?;
-        Self::wrap(inner, &path.display().to_string())
+        let mut tok = Self::wrap(inner, &path.display().to_string())?;
+        let config = path.with_file_name("tokenizer_config.json");
+        if config.is_file() {
+            let v: serde_json::Value = crate::util::read_json(&config)?;
+            match v.get("add_bos_token").and_then(|b| b.as_bool()) {
+                Some(false) => tok.bos_id = None,
+                Some(true) if tok.bos_id.is_none() => {
+                    let name = v.get("bos_token").and_then(|b| b.as_str().or_else(|| b.get("content")?.as_str()));
+                    tok.bos_id = Some(name.and_then(|n| tok.inner.token_to_id(n)).ok_or_else(|| {
+                        Error::input(format!("{}: add_bos_token = true but bos_token {name:?} is not in the vocabulary", config.display()))
+                    })?);
+                }
+                _ => {}
+            }
+        }
+        Ok(tok)
     }
 
     fn wrap(inner: tokenizers::Tokenizer, what: &str) -> Result<Self> {
@@ -52,13 +73,34 @@ impl Tokenizer {
             .iter()
             .find_map(|t| inner.token_to_id(t))
             .ok_or_else(|| Error::input(format!("{what}: no end-of-sequence token (looked for {EOS_CANDIDATES:?})")))?;
-        Ok(Tokenizer { inner, eos_id })
+        // What the post-processor puts before a text: encode one with and without special
+        // tokens and compare (a template may also append EOS, which documents get anyway).
+        let ids = |special: bool| inner.encode("a", special).map(|e| e.get_ids().to_vec()).map_err(|e| Error::input(format!("{what}: {e}")));
+        let (with, without) = (ids(true)?, ids(false)?);
+        let bos_id = (with.len() > without.len() && with[1..].starts_with(&without)).then(|| with[0]);
+        Ok(Tokenizer { inner, eos_id, bos_id })
     }
 
+    /// Written atomically (temporary file, fsync, rename): a crash never leaves half a file.
     pub fn save(&self, path: &Path) -> Result<()> {
-        self.inner
-            .save(path, false)
-            .map_err(|e| Error::runtime(format!("{}: cannot write tokenizer: {e}", path.display())))
+        let json = self.inner.to_string(false).map_err(|e| Error::runtime(format!("{}: cannot write tokenizer: {e}", path.display())))?;
+        crate::util::write_atomic(path, json.as_bytes())
+    }
+
+    /// A document as the model sees it in training: BOS (when the tokenizer adds one), its
+    /// tokens, then EOS, which separates it from the next document in the packed stream.
+    pub fn encode_doc(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids: Vec<u32> = self.bos_id.into_iter().collect();
+        ids.extend(self.encode(text)?);
+        ids.push(self.eos_id);
+        Ok(ids)
+    }
+
+    /// A prompt: BOS (when the tokenizer adds one) and its tokens.
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids: Vec<u32> = self.bos_id.into_iter().collect();
+        ids.extend(self.encode(text)?);
+        Ok(ids)
     }
 
     pub fn vocab_size(&self) -> usize {
