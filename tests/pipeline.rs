@@ -77,6 +77,19 @@ batches = 2
 "#, out = out.display())
 }
 
+/// The entropy (nats) of the training split's token frequencies: the held-out loss of a model
+/// that knows the unigram distribution and nothing else. A student that learned anything of
+/// the context must be below it (ln V - 1 is not enough: unigram statistics nearly pass it).
+fn unigram_entropy(run: &Path) -> f64 {
+    let p = distill::data::load_prepared(run).unwrap();
+    let mut counts = vec![0usize; p.meta.vocab_size];
+    for &t in p.train.iter() {
+        counts[t as usize] += 1;
+    }
+    let n = counts.iter().sum::<usize>() as f64;
+    counts.iter().filter(|&&c| c > 0).map(|&c| { let q = c as f64 / n; -q * q.ln() }).sum()
+}
+
 fn load(text: &str, dir: &Path) -> Recipe {
     let p = dir.join("recipe.toml");
     std::fs::write(&p, text).unwrap();
@@ -101,8 +114,8 @@ fn tiny_end_to_end_run_learns_and_exports() {
     let dev = Device::flex();
     let init = DecoderConfig { vocab_size: vocab, shape: recipe.student.shape() }.init(1, &dev);
     let start = evaluate(&init, &valid, 8, None, &dev).loss;
-    let uniform = (vocab as f64).ln();
-    assert!(s.student.loss < uniform - 1.0, "student {} vs ln(V) {uniform}", s.student.loss);
+    let h1 = unigram_entropy(&run);
+    assert!(s.student.loss < h1 - 0.2, "student {} vs unigram entropy {h1}", s.student.loss);
     assert!(s.student.loss < 0.7 * start, "student {} vs start {start}", s.student.loss);
     assert!(s.teacher.loss < s.student.loss, "the larger teacher fits better");
     // int8 weights cost little: within 2% of the f32 loss.
@@ -235,14 +248,30 @@ fn hybrid_patterns_train_and_generate() {
         let recipe = load(&text, &dir);
         assert_eq!(recipe.student.shape().layer_pattern, *pattern);
         let s = pipeline::run(&recipe, &opts(&stop, None), &mut |_| {}).unwrap();
-        let uniform = (320f64).ln();
-        assert!(s.student.loss < uniform - 1.0, "{pattern}: held-out loss {} vs ln(V) {uniform}", s.student.loss);
         let run = dir.join(&name);
+        let h1 = unigram_entropy(&run);
+        assert!(s.student.loss < h1 - 0.5, "{pattern}: held-out loss {} vs unigram entropy {h1}", s.student.loss);
         let student = distill::model::store::load(&run.join("student/final"), &Device::flex()).unwrap().0;
+        // Greedy generation through the caches equals argmax of a full forward pass over the
+        // whole sequence at every step (no cache), up to EOS or max_tokens.
+        let eos = distill::data::load_prepared(&run).unwrap().tokenizer.eos_id;
         let sampling = distill::generate::Sampling { temperature: 0.0, top_k: 0, top_p: 1.0, seed: 0, max_tokens: 20 };
         let prompt = [5u32, 9, 12];
-        let got = distill::generate::generate(&student, &prompt, u32::MAX, &sampling, &Device::flex(), |_| {});
-        assert_eq!(got.len(), 20, "{pattern}: greedy generation runs to max_tokens");
+        let got = distill::generate::generate(&student, &prompt, eos, &sampling, &Device::flex(), |_| {});
+        let mut seq: Vec<u32> = prompt.to_vec();
+        let mut want = Vec::new();
+        while want.len() < 20 {
+            let ids = burn::tensor::Tensor::<2, burn::tensor::Int>::from_data(
+                burn::tensor::TensorData::new(seq.iter().map(|&x| x as i64).collect::<Vec<_>>(), [1, seq.len()]), &Device::flex());
+            let logits: Vec<f32> = student.forward(ids).slice([0..1, seq.len() - 1..seq.len()]).into_data().try_to_vec::<f32>().unwrap();
+            let next = (0..logits.len()).max_by(|&a, &b| logits[a].total_cmp(&logits[b]).then(b.cmp(&a))).unwrap() as u32;
+            if next == eos {
+                break;
+            }
+            want.push(next);
+            seq.push(next);
+        }
+        assert_eq!(got, want, "{pattern}: cached greedy generation vs full recomputation");
     }
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -291,7 +320,8 @@ fn curriculum_and_schedules_train_and_log() {
     let text = tiny_recipe(&dir, "cur", 12).replace("[optim]", "[distill]\nalpha = 0.5\nalpha_end = 0.1\ntemperature = 2.0\ntemperature_end = 1.0\n\n[curriculum]\nschedule = \"root\"\nscore = \"teacher_ce\"\norder = \"easy_to_hard\"\nstart = 0.3\nramp = 0.5\n\n[optim]");
     let recipe = load(&text, &dir);
     let s = pipeline::run(&recipe, &opts(&stop, None), &mut |_| {}).unwrap();
-    assert!(s.student.loss < (320f64).ln() - 1.0);
+    // 12 steps test the curriculum's bookkeeping, not learning (other tests assert that).
+    assert!(s.student.loss.is_finite());
     let run = dir.join("cur");
     let stored: Value = serde_json::from_str(&std::fs::read_to_string(run.join("data/difficulty-teacher_ce.json")).unwrap()).unwrap();
     let n_rows = stored["scores"].as_array().unwrap().len();
@@ -316,9 +346,13 @@ fn curriculum_and_schedules_train_and_log() {
 fn doc_per_row_packing_and_teacher_ppl_filter() {
     let dir = tmp("docrow");
     let stop = AtomicBool::new(false);
-    let text = tiny_recipe(&dir, "rows", 30).replace("valid_fraction = 0.1", "valid_fraction = 0.1\npacking = \"doc_per_row\"");
+    // The student trains 60 steps (enough to beat unigram statistics), the teacher 30.
+    let text = tiny_recipe(&dir, "rows", 30).replace("valid_fraction = 0.1", "valid_fraction = 0.1\npacking = \"doc_per_row\"")
+        .replace("[optim]\nlr = 1e-2\nmin_lr = 1e-3\nwarmup_steps = 5\nbatch_size = 8\nsteps = 30", "[optim]\nlr = 1e-2\nmin_lr = 1e-3\nwarmup_steps = 5\nbatch_size = 8\nsteps = 60");
+    assert!(text.contains("steps = 60"));
     let s = pipeline::run(&load(&text, &dir), &opts(&stop, None), &mut |_| {}).unwrap();
-    assert!(s.student.loss < (320f64).ln() - 1.0, "{}", s.student.loss);
+    let h1 = unigram_entropy(&dir.join("rows"));
+    assert!(s.student.loss < h1 - 0.2, "{} vs unigram entropy {h1}", s.student.loss);
     let teacher = dir.join("rows/teacher/final");
     let text = tiny_recipe(&dir, "ppl", 8)
         .replace("valid_fraction = 0.1", &format!("valid_fraction = 0.1\nsynthetic_noise = 0.6\n\n[data.filter]\nteacher_ppl_max = 30.0"))
