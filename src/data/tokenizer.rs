@@ -56,9 +56,9 @@ impl Tokenizer {
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
-        self.inner
-            .save(path, false)
-            .map_err(|e| Error::runtime(format!("{}: cannot write tokenizer: {e}", path.display())))
+        // Atomically (tokenizers' own save writes in place).
+        let json = self.inner.to_string(false).map_err(|e| Error::runtime(format!("{}: cannot write tokenizer: {e}", path.display())))?;
+        crate::util::write_atomic(path, json.as_bytes())
     }
 
     pub fn vocab_size(&self) -> usize {
