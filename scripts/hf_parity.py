@@ -2,7 +2,8 @@
 """Parity of distill's decoder and exports with Hugging Face transformers.
 
 For the teacher and the student of a finished run: export the weights with `distill export`
-(f32 and int8), load them into transformers' LlamaForCausalLM (int8 dequantized here, from
+(f32 and int8), load them into the transformers architecture their config.json names (Llama,
+Qwen2 or Mistral; int8 dequantized here, from
 the file, as w = q * scale[row]), and compare its logits with `distill logits` on the same
 tokens. An independent implementation of the same decoder (GQA, RoPE rotate-half, RMSNorm,
 SwiGLU, tied embeddings) must agree to float32 rounding.
@@ -16,7 +17,7 @@ import argparse, json, os, subprocess, sys, tempfile
 
 import torch
 from safetensors.torch import load_file
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM
 
 
 def sh(*args):
@@ -24,10 +25,9 @@ def sh(*args):
 
 
 def load_export(d, fmt):
-    cfg = LlamaConfig.from_json_file(os.path.join(d, "config.json"))
-    cfg.attention_bias = False
-    cfg.mlp_bias = False
-    model = LlamaForCausalLM(cfg).float()
+    # The class config.json names, as a user's from_pretrained would pick it.
+    cfg = AutoConfig.from_pretrained(d)
+    model = AutoModelForCausalLM.from_config(cfg).float()
     raw = load_file(os.path.join(d, f"model.{fmt}.safetensors"))
     sd = {}
     for k, v in raw.items():

@@ -31,7 +31,7 @@ pub fn time_layer(kind: &str, seq: usize, cfg: LayerBench) -> Result<f64> {
     let x = init.normal([cfg.batch, seq, d], 1.0);
     let run: Box<dyn Fn(Tensor<3>) -> Tensor<3>> = match kind {
         "attention" => {
-            let a = Attention::new("bench", d, cfg.n_heads, cfg.n_kv_heads, false, None, &mut init);
+            let a = Attention::new("bench", d, cfg.n_heads, cfg.n_kv_heads, false, false, None, &mut init);
             let (cos, sin) = rope::tables(seq, 0, d / cfg.n_heads, 10_000.0, None, &device);
             Box::new(move |x| a.forward(x, &cos, &sin, None))
         }

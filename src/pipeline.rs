@@ -355,8 +355,7 @@ fn stage(
     let model = train_fn(stop_after)?;
     // The tokenizer travels with the weights, so a final directory is a usable teacher alone.
     std::fs::create_dir_all(&fin).map_err(|e| Error::runtime(format!("{}: {e}", fin.display())))?;
-    std::fs::copy(dir.join("tokenizer.json"), fin.join("tokenizer.json"))
-        .map_err(|e| Error::runtime(format!("{}: {e}", fin.display())))?;
+    crate::util::copy_atomic(&dir.join("tokenizer.json"), &fin.join("tokenizer.json"))?;
     store::save(&fin, &model, tok_hash)?;
     Ok(model)
 }

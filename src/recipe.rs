@@ -299,10 +299,22 @@ pub struct ModelShape {
     /// Bias on the q/k/v projections (Qwen2).
     #[serde(default)]
     pub qkv_bias: bool,
+    /// Bias on the attention output projection too (HF Llama `attention_bias`: q, k, v and o).
+    /// Set only by loaded teachers; skipped when false so existing model.json files stay as they are.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub o_bias: bool,
+    /// `window` applies to layers `window_from_layer..` only; lower ones attend fully
+    /// (Qwen2's `max_window_layers`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub window_from_layer: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rope_scaling: Option<RopeScaling>,
     #[serde(default)]
     pub mamba: MambaShape,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl ModelShape {
@@ -310,6 +322,11 @@ impl ModelShape {
     pub fn layer_kind(&self, i: usize) -> char {
         let p = self.layer_pattern.as_bytes();
         p[i % p.len()] as char
+    }
+
+    /// The attention window of layer `i`, if it has one.
+    pub fn window_of(&self, i: usize) -> Option<usize> {
+        self.window.filter(|_| i >= self.window_from_layer)
     }
 }
 
@@ -772,6 +789,8 @@ impl PartialShape {
             layer_pattern: self.layer_pattern.clone().unwrap_or_else(d_pattern),
             window: self.window,
             qkv_bias: self.qkv_bias.unwrap_or(false),
+            o_bias: false,
+            window_from_layer: 0,
             rope_scaling: self.rope_scaling.clone(),
             mamba: self.mamba.clone().unwrap_or_default(),
         })

@@ -30,6 +30,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     run().map_err(|e| Error::runtime(format!("{}: cannot write: {e}", path.display())))
 }
 
+/// Copy `src` to `dst` through [`write_atomic`] (std::fs::copy would overwrite `dst` in place).
+pub fn copy_atomic(src: &Path, dst: &Path) -> Result<()> {
+    let bytes = std::fs::read(src).map_err(|e| Error::input(format!("{}: {e}", src.display())))?;
+    write_atomic(dst, &bytes)
+}
+
 pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let s = serde_json::to_string_pretty(value).expect("serializable");
     write_atomic(path, s.as_bytes())

@@ -42,14 +42,16 @@ impl KvCache {
 
 impl Attention {
     /// `prefix`: the Hugging Face name of the layer's attention, e.g. `model.layers.0.self_attn`.
-    pub fn new(prefix: &str, d_model: usize, n_heads: usize, n_kv_heads: usize, qkv_bias: bool, window: Option<usize>, init: &mut Init) -> Self {
+    /// `o_bias`: a bias on the output projection too (HF Llama with `attention_bias`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(prefix: &str, d_model: usize, n_heads: usize, n_kv_heads: usize, qkv_bias: bool, o_bias: bool, window: Option<usize>, init: &mut Init) -> Self {
         let head_dim = d_model / n_heads;
         let mut lin = |name: &str, i, o, bias| init.named_linear(&format!("{prefix}.{name}"), i, o, bias);
         Attention {
             wq: lin("q_proj", d_model, n_heads * head_dim, qkv_bias),
             wk: lin("k_proj", d_model, n_kv_heads * head_dim, qkv_bias),
             wv: lin("v_proj", d_model, n_kv_heads * head_dim, qkv_bias),
-            wo: lin("o_proj", n_heads * head_dim, d_model, false),
+            wo: lin("o_proj", n_heads * head_dim, d_model, o_bias),
             n_heads,
             n_kv_heads,
             head_dim,

@@ -113,6 +113,14 @@ impl DecoderConfig {
         if self.shape.layer_pattern.contains('M') {
             return Err(crate::Error::input("loading Mamba-2 layers from Hugging Face weights is not supported"));
         }
+        self.validate().map_err(crate::Error::input)?;
+        // Names and shapes first, from the files' headers: the first mismatch (a config.json
+        // that does not describe these weights) stops before any tensor of its sizes exists,
+        // and a stored tensor the model would not use is refused rather than dropped.
+        let mut check = Init::checking(source, device);
+        self.build(&mut check);
+        check.finish()?;
+        source.check_all_used()?;
         let mut init = Init::from_source(source, device, dtype);
         let m = self.build(&mut init);
         init.finish()?;
@@ -128,7 +136,7 @@ impl DecoderConfig {
                     mixer_norm: init.named_norm(&format!("{p}.input_layernorm"), s.d_model, s.norm_eps),
                     mixer: match s.layer_kind(i) {
                         'M' => Mixer::Mamba(Mamba2::new(s.d_model, &s.mamba, s.norm_eps, init)),
-                        _ => Mixer::Attention(Attention::new(&format!("{p}.self_attn"), s.d_model, s.n_heads, s.n_kv_heads, s.qkv_bias, s.window, init)),
+                        _ => Mixer::Attention(Attention::new(&format!("{p}.self_attn"), s.d_model, s.n_heads, s.n_kv_heads, s.qkv_bias, s.o_bias, s.window_of(i), init)),
                     },
                     mlp_norm: init.named_norm(&format!("{p}.post_attention_layernorm"), s.d_model, s.norm_eps),
                     mlp: SwiGlu::new(&format!("{p}.mlp"), s.d_model, s.d_ff, init),
@@ -147,6 +155,68 @@ impl DecoderConfig {
             lm_head,
             config: self.clone(),
         }
+    }
+
+    /// The rules a shape must satisfy to be built (those of the recipe's validation), for
+    /// shapes that come from files: model.json, a converted config.json. `Err` names the key
+    /// and what was expected, instead of a division by zero or a shape panic in the build.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let s = &self.shape;
+        let fail = |key: &str, msg: String| Err(format!("key `{key}`: {msg}"));
+        for (name, v) in [("vocab_size", self.vocab_size), ("d_model", s.d_model), ("n_layers", s.n_layers),
+            ("n_heads", s.n_heads), ("n_kv_heads", s.n_kv_heads), ("d_ff", s.d_ff), ("max_seq_len", s.max_seq_len)] {
+            if v == 0 {
+                return fail(name, "expected a positive integer, got 0".into());
+            }
+        }
+        if s.n_heads % s.n_kv_heads != 0 {
+            return fail("n_kv_heads", format!("n_heads ({}) must be divisible by n_kv_heads ({})", s.n_heads, s.n_kv_heads));
+        }
+        if s.d_model % s.n_heads != 0 || (s.d_model / s.n_heads) % 2 != 0 {
+            return fail("n_heads", format!(
+                "d_model ({}) must split into n_heads ({}) heads of even size (RoPE rotates pairs)", s.d_model, s.n_heads));
+        }
+        if !(s.rope_theta > 0.0 && s.rope_theta.is_finite()) {
+            return fail("rope_theta", format!("expected a finite value > 0, got {}", s.rope_theta));
+        }
+        if !(s.norm_eps > 0.0 && s.norm_eps < 1.0) {
+            return fail("norm_eps", format!("expected a value in (0, 1), got {}", s.norm_eps));
+        }
+        if s.layer_pattern.is_empty() || !s.layer_pattern.chars().all(|c| c == 'A' || c == 'M') {
+            return fail("layer_pattern", format!("expected a non-empty string of A (attention) and M (Mamba-2), got {:?}", s.layer_pattern));
+        }
+        if s.window == Some(0) {
+            return fail("window", "expected a window of at least 1 token".into());
+        }
+        if let Some(rs) = &s.rope_scaling {
+            if !(rs.factor >= 1.0) {
+                return fail("rope_scaling.factor", format!("expected >= 1, got {}", rs.factor));
+            }
+            if !(rs.low_freq_factor > 0.0 && rs.low_freq_factor < rs.high_freq_factor) {
+                return fail("rope_scaling.low_freq_factor", format!(
+                    "expected 0 < low_freq_factor < high_freq_factor ({}), got {}", rs.high_freq_factor, rs.low_freq_factor));
+            }
+            if rs.original_max_position_embeddings == 0 {
+                return fail("rope_scaling.original_max_position_embeddings", "expected a positive integer, got 0".into());
+            }
+        }
+        if s.layer_pattern.contains('M') {
+            let m = &s.mamba;
+            for (name, v) in [("d_state", m.d_state), ("head_dim", m.head_dim), ("expand", m.expand),
+                ("d_conv", m.d_conv), ("n_groups", m.n_groups), ("chunk_size", m.chunk_size)] {
+                if v == 0 {
+                    return fail(&format!("mamba.{name}"), "expected a positive integer, got 0".into());
+                }
+            }
+            let d_inner = m.expand * s.d_model;
+            if d_inner % m.head_dim != 0 {
+                return fail("mamba.head_dim", format!("expand * d_model ({d_inner}) must be divisible by head_dim ({})", m.head_dim));
+            }
+            if (d_inner / m.head_dim) % m.n_groups != 0 {
+                return fail("mamba.n_groups", format!("the {} SSM heads must split evenly into n_groups ({})", d_inner / m.head_dim, m.n_groups));
+            }
+        }
+        Ok(())
     }
 
     pub fn head_dim(&self) -> usize {
@@ -264,7 +334,7 @@ mod tests {
             shape: ModelShape {
                 d_model: 16, n_layers: 2, n_heads: 4, n_kv_heads: 2, d_ff: 32, max_seq_len: 64,
                 rope_theta: 10_000.0, tie_embeddings: tie, norm_eps: 1e-5, layer_pattern: "A".into(),
-                window: None, qkv_bias: false, rope_scaling: None, mamba: Default::default(),
+                window: None, qkv_bias: false, o_bias: false, window_from_layer: 0, rope_scaling: None, mamba: Default::default(),
             },
         }
     }

@@ -4,7 +4,10 @@
 //!
 //! Constructors take the Hugging Face name of each weight; the random source ignores it.
 //! A loading error is kept and reported once after the build (see [`Init::finish`]), so that
-//! module constructors stay free of `Result` plumbing.
+//! module constructors stay free of `Result` plumbing; after it nothing more is read, and a
+//! one-element placeholder stands in for each remaining tensor. Loading first runs the build
+//! in checking mode ([`Init::checking`]): every name and shape against the files' headers,
+//! nothing read or allocated at the configured sizes.
 
 use burn::module::Param;
 use burn::nn::{Embedding, Linear, RmsNorm, RmsNormConfig};
@@ -15,7 +18,15 @@ use crate::rng::SplitMix;
 
 /// Named tensors to load: `(data, shape)` in f32, row-major, as stored.
 pub trait WeightSource {
+    /// The stored shape of `name`, from the header alone (no data read); an error if the
+    /// tensor is missing or cannot be loaded (its dtype).
+    fn shape(&self, name: &str) -> Result<Vec<usize>>;
     fn get(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)>;
+    /// Once a checking build has asked for every tensor the model needs: an error naming a
+    /// stored tensor that was never asked for (it would be silently dropped).
+    fn check_all_used(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 pub struct Init<'a> {
@@ -25,16 +36,23 @@ pub struct Init<'a> {
     /// The dtype loaded tensors are created in: each is converted as it arrives, so a half-
     /// precision teacher never exists in f32 as a whole.
     dtype: DType,
+    /// Only compare names and shapes with the source; every tensor is a placeholder.
+    check_only: bool,
     error: Option<Error>,
 }
 
 impl<'a> Init<'a> {
     pub fn new(seed: u64, device: &'a Device) -> Self {
-        Init { rng: SplitMix(seed), device, source: None, dtype: DType::F32, error: None }
+        Init { rng: SplitMix(seed), device, source: None, dtype: DType::F32, check_only: false, error: None }
     }
 
     pub fn from_source(source: &'a dyn WeightSource, device: &'a Device, dtype: DType) -> Self {
-        Init { rng: SplitMix(0), device, source: Some(source), dtype, error: None }
+        Init { rng: SplitMix(0), device, source: Some(source), dtype, check_only: false, error: None }
+    }
+
+    /// A build against `source` that reads only shapes: the model it returns is placeholders.
+    pub fn checking(source: &'a dyn WeightSource, device: &'a Device) -> Self {
+        Init { check_only: true, ..Self::from_source(source, device, DType::F32) }
     }
 
     /// The first loading error, if any: call once the model is built.
@@ -42,19 +60,33 @@ impl<'a> Init<'a> {
         self.error.map_or(Ok(()), Err)
     }
 
-    /// Load `name` with `shape` (as stored) or, on error, remember it and return zeros.
+    /// Load `name` with `shape` (as stored). On the first error, remember it; from then on
+    /// (and when only checking) return a one-element placeholder without reading anything,
+    /// so that a config that does not match the weights never allocates its own sizes.
     fn load<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Option<Tensor<D>> {
         let src = self.source?;
-        let t = src.get(name).and_then(|(data, got)| {
-            if got != shape {
+        let expect = |got: &[usize]| {
+            if got != shape.as_slice() {
                 return Err(Error::input(format!("tensor `{name}` has shape {got:?}, expected {shape:?}")));
             }
-            Ok(Tensor::from_data(TensorData::new(data, shape).convert_dtype(self.dtype), (self.device, self.dtype)))
-        });
-        Some(t.unwrap_or_else(|e| {
-            self.error.get_or_insert(e);
-            Tensor::zeros(shape, self.device)
-        }))
+            Ok(())
+        };
+        if self.error.is_none() {
+            let t = if self.check_only {
+                src.shape(name).and_then(|got| expect(&got)).map(|_| None)
+            } else {
+                src.get(name).and_then(|(data, got)| {
+                    expect(&got)?;
+                    Ok(Some(Tensor::from_data(TensorData::new(data, shape).convert_dtype(self.dtype), (self.device, self.dtype))))
+                })
+            };
+            match t {
+                Ok(Some(t)) => return Some(t),
+                Ok(None) => {}
+                Err(e) => self.error = Some(e),
+            }
+        }
+        Some(Tensor::zeros([1; D], self.device))
     }
 
     /// A linear layer named `name` (`name.weight` stored `[out, in]`, `name.bias`), held in
@@ -77,11 +109,11 @@ impl<'a> Init<'a> {
 
     /// RMSNorm with weight `name.weight` (ones when random).
     pub fn named_norm(&mut self, name: &str, d: usize, eps: f64) -> RmsNorm {
-        let mut n = RmsNormConfig::new(d).with_epsilon(eps).init(self.device);
-        if let Some(w) = self.load(&format!("{name}.weight"), [d]) {
-            n.gamma = Param::from_tensor(w);
+        match self.load(&format!("{name}.weight"), [d]) {
+            // Built directly: RmsNormConfig::init would first allocate `d` ones.
+            Some(w) => RmsNorm { gamma: Param::from_tensor(w), epsilon: eps },
+            None => RmsNormConfig::new(d).with_epsilon(eps).init(self.device),
         }
-        n
     }
 
     fn draw_uniform(&mut self, n: usize, lo: f64, hi: f64) -> Vec<f32> {

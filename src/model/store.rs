@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Decoder, DecoderConfig};
 use crate::error::{Error, Result};
-use crate::util::{read_json, sha256_hex, write_json_atomic};
+use crate::util::{read_json, sha256_hex, write_atomic, write_json_atomic};
 
 #[derive(Serialize, Deserialize)]
 struct ModelJson {
@@ -22,8 +22,10 @@ struct ModelJson {
 pub fn save(dir: &Path, model: &Decoder, tokenizer_hash: &str) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::runtime(format!("{}: {e}", dir.display())))?;
     let w = dir.join("model.bpk");
-    model.clone().save_file(&w).map_err(|e| Error::runtime(format!("{}: {e}", w.display())))?;
-    let bytes = std::fs::read(&w).map_err(|e| Error::runtime(format!("{}: {e}", w.display())))?;
+    // Serialized in memory and written like every other file (temporary file, fsync, rename):
+    // burn's save_file writes in place, so a crash could leave a torn model.bpk.
+    let bytes = model.clone().into_record().into_bytes().map_err(|e| Error::runtime(format!("{}: {e}", w.display())))?;
+    write_atomic(&w, &bytes)?;
     // model.json last: its presence marks a complete directory.
     write_json_atomic(&dir.join("model.json"), &ModelJson {
         config: model.config.clone(),
@@ -34,13 +36,84 @@ pub fn save(dir: &Path, model: &Decoder, tokenizer_hash: &str) -> Result<()> {
 
 /// Load a frozen model; returns it with the hash of the tokenizer it was trained with.
 pub fn load(dir: &Path, device: &Device) -> Result<(Decoder, String)> {
-    let meta: ModelJson = read_json(&dir.join("model.json"))?;
+    let json = dir.join("model.json");
+    let meta: ModelJson = read_json(&json)?;
+    // A hand-edited or damaged model.json must fail here, not divide by zero while building.
+    meta.config.validate().map_err(|e| Error::input(format!("{}: {e}", json.display())))?;
     let w = dir.join("model.bpk");
     let bytes = std::fs::read(&w).map_err(|e| Error::input(format!("{}: {e}", w.display())))?;
     if sha256_hex(&bytes) != meta.weights_sha256 {
         return Err(Error::input(format!("{}: checksum does not match model.json: the file is corrupt", w.display())));
     }
     let record = ModuleRecord::load(&w).map_err(|e| Error::input(format!("{}: {e}", w.display())))?;
-    let model = meta.config.init(0, device).load_record(record);
+    let model = meta.config.init(0, device).try_load_record(record).map_err(|e| {
+        Error::input(format!("{}: does not hold the model {} describes: {e}", w.display(), json.display()))
+    })?;
     Ok((model, meta.tokenizer_sha256))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recipe::ModelShape;
+
+    fn tiny() -> DecoderConfig {
+        DecoderConfig {
+            vocab_size: 40,
+            shape: ModelShape {
+                d_model: 16, n_layers: 2, n_heads: 4, n_kv_heads: 2, d_ff: 32, max_seq_len: 64,
+                rope_theta: 10_000.0, tie_embeddings: false, norm_eps: 1e-5, layer_pattern: "A".into(),
+                window: None, qkv_bias: false, o_bias: false, window_from_layer: 0, rope_scaling: None, mamba: Default::default(),
+            },
+        }
+    }
+
+    fn tmp(tag: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("distill-store-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// model.bpk replaces the old file (a new inode, via a temporary file and a rename) rather
+    /// than overwriting it in place: a second link to the old file keeps the old bytes, as
+    /// a reader holding it open would.
+    #[test]
+    fn weights_are_written_atomically() {
+        let d = tmp("atomic");
+        let other = d.join("other");
+        std::fs::write(&other, b"old weights").unwrap();
+        std::fs::hard_link(&other, d.join("model.bpk")).unwrap();
+        save(&d, &tiny().init(1, &Device::flex()), "tok").unwrap();
+        assert_eq!(std::fs::read(&other).unwrap(), b"old weights");
+        assert!(load(&d, &Device::flex()).is_ok());
+        let leftovers: Vec<_> = std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n.to_string_lossy().contains("tmp")).collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    /// A hand-edited or damaged model.json is refused with the key and what was expected,
+    /// instead of a division by zero or a shape panic while building the model.
+    #[test]
+    fn model_json_is_validated() {
+        let dev = Device::flex();
+        let d = tmp("json");
+        save(&d, &tiny().init(1, &dev), "tok").unwrap();
+        let good = std::fs::read_to_string(d.join("model.json")).unwrap();
+        for (from, to, want) in [
+            ("\"n_heads\": 4", "\"n_heads\": 0", "key `n_heads`: expected a positive integer, got 0"),
+            ("\"n_kv_heads\": 2", "\"n_kv_heads\": 3", "n_heads (4) must be divisible by n_kv_heads (3)"),
+            ("\"d_model\": 16", "\"d_model\": 18", "d_model (18) must split into n_heads (4) heads of even size"),
+            ("\"layer_pattern\": \"A\"", "\"layer_pattern\": \"\"", "key `layer_pattern`: expected a non-empty string of A"),
+            ("\"vocab_size\": 40", "\"vocab_size\": 0", "key `vocab_size`: expected a positive integer, got 0"),
+            // Valid on its own, but not the shape of the weights beside it.
+            ("\"d_ff\": 32", "\"d_ff\": 48", "model.bpk"),
+        ] {
+            assert!(good.contains(from), "{from}");
+            std::fs::write(d.join("model.json"), good.replace(from, to)).unwrap();
+            let e = load(&d, &dev).err().unwrap_or_else(|| panic!("{to}: expected an error"));
+            assert_eq!(e.exit_code(), 2, "{e}");
+            let msg = e.to_string();
+            assert!(msg.contains(want) && msg.contains("model."), "{to}: {msg}");
+        }
+    }
 }
