@@ -130,6 +130,29 @@ mod tests {
         assert_eq!(rd.get(8), None);
     }
 
+    /// A crafted Rice parameter (the 5-bit field allows up to 31) with a quotient whose bits
+    /// would be shifted out of 32: the code cannot be valid, so it must not decode (today's
+    /// `q << r` silently wrapped to a small, plausible id).
+    #[test]
+    fn rice_codes_that_overflow_32_bits_do_not_decode() {
+        for (q, r) in [(2u32, 31u32), (1, 32), (1 << 9, 23), (3, 30)] {
+            let mut w = BitWriter::default();
+            w.unary(q);
+            if r < 32 {
+                w.put(5, r);
+            }
+            w.put(0, 32);
+            w.align();
+            let mut rd = BitReader::new(&w.bytes);
+            assert_eq!(get_rice(&mut rd, r), None, "q = {q}, r = {r}");
+        }
+        // The largest value that fits still decodes.
+        let mut w = BitWriter::default();
+        put_rice(&mut w, u32::MAX, 23);
+        w.align();
+        assert_eq!(get_rice(&mut BitReader::new(&w.bytes), 23), Some(u32::MAX));
+    }
+
     #[test]
     fn best_rice_is_near_log2_of_the_mean_gap() {
         let gaps: Vec<u32> = (0..128).map(|i| 200 + (i * 37) % 100).collect();

@@ -255,6 +255,17 @@ fn shard_bytes(id: &CacheIdentity, first_row: usize, rows: &[Vec<u8>]) -> Vec<u8
 
 const HEADER: usize = 8 + 4 + 32 + 8 + 8;
 
+#[cfg(test)]
+thread_local! {
+    /// Bytes this thread has put through SHA-256 while opening shards (tests count passes).
+    pub(crate) static HASHED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+fn count_hashed(_n: usize) {
+    #[cfg(test)]
+    HASHED.with(|h| h.set(h.get() + _n as u64));
+}
+
 /// Parse and verify one shard's bytes; returns (first row, row count, offsets table start).
 fn check_shard(bytes: &[u8], id: &CacheIdentity, path: &Path) -> Result<(usize, usize)> {
     let bad = |why: &str| Error::input(format!(
@@ -264,6 +275,7 @@ fn check_shard(bytes: &[u8], id: &CacheIdentity, path: &Path) -> Result<(usize, 
         return Err(bad("not a shard file or truncated"));
     }
     let (body, sum) = bytes.split_at(bytes.len() - 32);
+    count_hashed(body.len());
     let want: [u8; 32] = {
         use sha2::{Digest, Sha256};
         Sha256::digest(body).into()
@@ -445,6 +457,7 @@ impl CacheReader {
             // for the state at open time.
             let map = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| Error::input(format!("{}: {e}", p.display())))?;
             let (first, rows) = check_shard(&map, id, &p)?;
+            count_hashed(map.len());
             if first != i * id.rows_per_shard || rows != s.rows || sha256_hex(&map) != s.sha256 {
                 return Err(Error::input(format!("{}: does not match {} (shard {i})", p.display(), dir.join(MANIFEST).display())));
             }
@@ -608,6 +621,34 @@ mod tests {
 }
 
 #[cfg(test)]
+mod ties {
+    use super::*;
+    use crate::rng::SplitMix;
+
+    /// Ties at the k-th largest value keep the lowest ids (the documented rule), so a cache
+    /// does not depend on a selection algorithm's internals (or a device's sort).
+    #[test]
+    fn ties_at_the_boundary_keep_the_lowest_ids() {
+        let mut rng = SplitMix(5);
+        let v = 200;
+        for levels in [2usize, 4, 16] {
+            let z: Vec<f32> = (0..v).map(|_| rng.below(levels) as f32).collect();
+            for k in [1, 7, 50, 150] {
+                let mut w = BitWriter::default();
+                encode_token(&mut w, &z, k, ValueCodec::F16, &[1.0]);
+                w.align();
+                let t = decode_token(&mut BitReader::new(&w.bytes), k, ValueCodec::F16, 1, v).expect("decodes");
+                let mut order: Vec<usize> = (0..v).collect();
+                order.sort_by(|&a, &b| z[b].partial_cmp(&z[a]).unwrap().then(a.cmp(&b)));
+                let mut want: Vec<u32> = order[..k].iter().map(|&i| i as u32).collect();
+                want.sort();
+                assert_eq!(t.ids, want, "levels {levels}, k {k}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
 mod round_trip {
     use super::*;
     use crate::kd_loss::Divergence;
@@ -752,6 +793,114 @@ mod round_trip {
         let m2 = build_cache(&f, &dir, 8, ValueCodec::Q8);
         assert_eq!(m2.shards[1].sha256, m.shards[1].sha256);
         assert!(CacheReader::open(&dir, &expect(&m2.id)).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[cfg(test)]
+mod crafted {
+    use super::round_trip::*;
+    use super::*;
+
+    /// Replace shard `i`'s body by `edit(body)`, then make it self-consistent again (its own
+    /// SHA-256 trailer and the manifest's entry), so only the structural checks can catch it.
+    fn rewrite_shard(dir: &Path, i: usize, edit: impl FnOnce(&mut Vec<u8>)) {
+        use sha2::{Digest, Sha256};
+        let p = dir.join(shard_name(i));
+        let b = std::fs::read(&p).unwrap();
+        let mut body = b[..b.len() - 32].to_vec();
+        edit(&mut body);
+        let sum: [u8; 32] = Sha256::digest(&body).into();
+        body.extend(sum);
+        std::fs::write(&p, &body).unwrap();
+        let mp = dir.join(MANIFEST);
+        let mut m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&mp).unwrap()).unwrap();
+        m["shards"][i]["sha256"] = sha256_hex(&body).into();
+        m["shards"][i]["bytes"] = (body.len() as u64).into();
+        std::fs::write(&mp, serde_json::to_string(&m).unwrap()).unwrap();
+    }
+
+    fn set_u64(body: &mut [u8], at: usize, v: u64) {
+        body[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    }
+
+    /// Open the cache and read every row: crafted files must give an input error naming the
+    /// shard, never a panic.
+    fn open_and_read(dir: &Path, id: &CacheIdentity) -> std::result::Result<(), Error> {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<()> {
+            let reader = CacheReader::open(dir, &expect(id))?;
+            for row in 0..id.n_rows {
+                reader.row(row)?;
+            }
+            Ok(())
+        }));
+        r.unwrap_or_else(|p| panic!("panicked instead of refusing: {:?}", p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))))
+    }
+
+    fn refused(dir: &Path, id: &CacheIdentity, what: &str) -> String {
+        let e = open_and_read(dir, id).err().unwrap_or_else(|| panic!("{what}: accepted"));
+        assert_eq!(e.exit_code(), 2, "{what}: {e}");
+        e.to_string()
+    }
+
+    #[test]
+    fn crafted_shard_headers_and_offsets_are_refused() {
+        let f = fixture();
+        let rows_at = 8 + 4 + 32 + 8;
+        let table = HEADER;
+        for (case, edit) in [
+            // 8 * (rows + 1) overflows usize.
+            ("rows overflow", Box::new(move |b: &mut Vec<u8>| set_u64(b, rows_at, u64::MAX / 4)) as Box<dyn FnOnce(&mut Vec<u8>)>),
+            ("rows huge", Box::new(move |b: &mut Vec<u8>| set_u64(b, rows_at, 1 << 40))),
+            // Row 1 starts after row 2 (non-monotone), the total still adds up.
+            ("non-monotone", Box::new(move |b: &mut Vec<u8>| {
+                let end = u64::from_le_bytes(b[table + 16..table + 24].try_into().unwrap());
+                set_u64(b, table + 8, end + 5);
+            })),
+            // Row 1 starts beyond the file.
+            ("beyond the file", Box::new(move |b: &mut Vec<u8>| set_u64(b, table + 8, 1 << 50))),
+            // The first offset is not 0.
+            ("first offset", Box::new(move |b: &mut Vec<u8>| set_u64(b, table, 3))),
+        ] {
+            let dir = tmp(&format!("crafted-{}", case.replace(' ', "-")));
+            let m = build_cache(&f, &dir, 8, ValueCodec::Q8);
+            rewrite_shard(&dir, 0, edit);
+            let e = refused(&dir, &m.id, case);
+            assert!(e.contains("shard-00000.bin") && e.contains("offset"), "{case}: {e}");
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+
+    #[test]
+    fn zero_rows_per_shard_in_a_manifest_is_refused() {
+        let f = fixture();
+        let dir = tmp("crafted-rps0");
+        let m = build_cache(&f, &dir, 8, ValueCodec::Q8);
+        let mp = dir.join(MANIFEST);
+        let mut j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&mp).unwrap()).unwrap();
+        j["rows_per_shard"] = 0.into();
+        std::fs::write(&mp, serde_json::to_string(&j).unwrap()).unwrap();
+        let e = refused(&dir, &m.id, "rows_per_shard = 0");
+        assert!(e.contains("cache.json") && e.contains("rows_per_shard"), "{e}");
+        // A k beyond the vocabulary would size allocations from the file.
+        j["rows_per_shard"] = 3.into();
+        j["k"] = (1u64 << 60).into();
+        std::fs::write(&mp, serde_json::to_string(&j).unwrap()).unwrap();
+        let e = refused(&dir, &m.id, "k huge");
+        assert!(e.contains("cache.json") && e.contains("k"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Opening a cache reads each shard through SHA-256 once (its trailer and the manifest's
+    /// digest come from one pass).
+    #[test]
+    fn opening_hashes_each_shard_once() {
+        let f = fixture();
+        let dir = tmp("hash-once");
+        let m = build_cache(&f, &dir, 8, ValueCodec::Q8);
+        HASHED.with(|h| h.set(0));
+        CacheReader::open(&dir, &expect(&m.id)).unwrap();
+        assert_eq!(HASHED.with(|h| h.get()), m.bytes, "bytes hashed on open vs shard bytes");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
