@@ -94,8 +94,17 @@ pub fn put_rice(w: &mut BitWriter, g: u32, r: u32) {
     }
 }
 
+/// The next Rice-coded value, or `None` for a code that does not fit in 32 bits: `q << r`
+/// would drop the quotient's high bits and yield a small, plausible (wrong) value. The writer
+/// never uses r >= 24, so only a corrupt or crafted record gets here.
 pub fn get_rice(rd: &mut BitReader, r: u32) -> Option<u32> {
+    if r >= 32 {
+        return None;
+    }
     let q = rd.unary()?;
+    if r > 0 && q >> (32 - r) != 0 {
+        return None;
+    }
     let low = if r > 0 { rd.get(r)? } else { 0 };
     Some((q << r) | low)
 }
@@ -135,7 +144,7 @@ mod tests {
     /// `q << r` silently wrapped to a small, plausible id).
     #[test]
     fn rice_codes_that_overflow_32_bits_do_not_decode() {
-        for (q, r) in [(2u32, 31u32), (1, 32), (1 << 9, 23), (3, 30)] {
+        for (q, r) in [(2u32, 31u32), (1, 32), (1 << 9, 23), (4, 30)] {
             let mut w = BitWriter::default();
             w.unary(q);
             if r < 32 {
