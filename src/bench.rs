@@ -133,14 +133,15 @@ pub fn cache_sweep(run_dir: &std::path::Path, ks: &[usize], codecs: &[crate::rec
             let id = CacheIdentity {
                 format_version: cache::FORMAT_VERSION, vocab_size: teacher.config.vocab_size, k: k.min(teacher.config.vocab_size),
                 values, temperatures: vec![tau], seq_len: seq, n_rows: data.n_rows(), rows_per_shard: 1024,
-                tokenizer_hash: String::new(), teacher_hash: String::new(), data_hash: String::new(),
+                tokenizer_hash: String::new(), teacher_hash: String::new(), teacher_dtype: String::new(), data_hash: String::new(),
             };
             let v = id.vocab_size;
             let stop = std::sync::atomic::AtomicBool::new(false);
             let tl_ref = &tl;
-            let m = cache::build(&scratch, &id, &data, |rs: &[usize]| rs.iter().flat_map(|&r| tl_ref[r * seq * v..(r + 1) * seq * v].to_vec()).collect(),
-                &cache::BuildOptions { batch_size: 16, quiet: true, stop: &stop })?;
-            let expect = cache::Expect { vocab_size: v, seq_len: seq, n_rows: id.n_rows, tokenizer_hash: "", teacher_hash: "", data_hash: "" };
+            let logits_of = |rs: &[usize]| rs.iter().flat_map(|&r| tl_ref[r * seq * v..(r + 1) * seq * v].to_vec()).collect();
+            let m = cache::build(&scratch, &id, &data, cache::host_select(logits_of, &data, &id),
+                &cache::BuildOptions { batch_size: 16, quiet: true, stop: &stop, teacher: Default::default() })?;
+            let expect = cache::Expect { vocab_size: v, seq_len: seq, n_rows: id.n_rows, tokenizer_hash: "", teacher_hash: "", teacher_dtype: "", data_hash: "" };
             let reader = CacheReader::open(&scratch, &expect)?;
             let d = crate::kd_loss::Divergence::ForwardKl;
             let (on, other) = cache::divergence_online_and_cached(&reader, &data, &all, &tl, &sl, tau, TailMode::Other, d)?;

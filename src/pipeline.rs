@@ -170,9 +170,9 @@ fn obtain_teacher(recipe: &Recipe, dir: &Path, d: &RunData, device: &Device, opt
     })
 }
 
-/// A digest of the teacher's weights and shape, as files on disk.
-fn teacher_hash(recipe: &Recipe, dir: &Path) -> Result<String> {
-    let files = match recipe.teacher.kind {
+/// The files that make the teacher (weights and shape), in hashing order.
+fn teacher_files(recipe: &Recipe, dir: &Path) -> Result<Vec<PathBuf>> {
+    Ok(match recipe.teacher.kind {
         TeacherKind::Pretrain => vec![dir.join("teacher/final/model.json"), dir.join("teacher/final/model.bpk")],
         TeacherKind::Checkpoint => {
             let p = recipe.teacher.path.as_ref().expect("validated");
@@ -189,8 +189,83 @@ fn teacher_hash(recipe: &Recipe, dir: &Path) -> Result<String> {
             w.insert(0, p.join("config.json"));
             w
         }
-    };
-    cache::hash_files(&files)
+    })
+}
+
+/// A digest of the teacher's weights and shape, as files on disk.
+fn teacher_hash(recipe: &Recipe, dir: &Path) -> Result<String> {
+    cache::hash_files(&teacher_files(recipe, dir)?)
+}
+
+/// The teacher as the recipe names it (recorded in its cache).
+fn teacher_source(recipe: &Recipe, dir: &Path) -> String {
+    match (recipe.teacher.kind, &recipe.teacher.path) {
+        (TeacherKind::Hf, Some(p)) => format!("hf {}", p.display()),
+        (TeacherKind::Checkpoint, Some(p)) => format!("checkpoint {}", p.display()),
+        _ => format!("pretrain {}", dir.join("teacher/final").display()),
+    }
+}
+
+fn dtype_name(d: TeacherDtype) -> String {
+    format!("{d:?}").to_lowercase()
+}
+
+/// The teacher's held-out loss as its cache recorded it, when it was evaluated on this run's
+/// held-out split (same tokens and seq_len, by hash).
+fn cached_held_out(m: &cache::Manifest, valid: &Packed, seq_len: usize) -> Option<EvalResult> {
+    let h = m.teacher.held_out.as_ref()?;
+    (h.valid_hash == cache::data_hash(valid, seq_len)).then(|| EvalResult { loss: h.loss, ppl: h.loss.exp(), tokens: h.tokens })
+}
+
+/// The run's cache manifest when the teacher need not be loaded nor hashed: teacher.logits =
+/// "cache", the cache exists, it was made from the teacher the recipe names (kind and path,
+/// and its files, where they still exist, have the sizes and modification times recorded at
+/// build time; otherwise the teacher is hashed as before), and it holds the teacher's loss on
+/// this run's held-out split. Data, tokenizer and dtype are checked when it is opened.
+fn offline_cache(recipe: &Recipe, dir: &Path, d: &RunData) -> Result<Option<cache::Manifest>> {
+    let path = recipe.cache_dir();
+    if recipe.teacher.logits != LogitsSource::Cache || !CacheReader::exists(&path) {
+        return Ok(None);
+    }
+    let m = cache::read_manifest(&path)?;
+    if m.teacher.source != teacher_source(recipe, dir) || cached_held_out(&m, &d.valid, recipe.data.seq_len).is_none() {
+        return Ok(None);
+    }
+    // A folder that is gone is trusted to be the recorded teacher; one that is there but
+    // changed is hashed (the long way), which refuses the cache if the weights differ.
+    let now = teacher_files(recipe, dir).ok().and_then(|f| cache::stamps(&f));
+    Ok(match now {
+        Some(s) if s != m.teacher.files => None,
+        _ => Some(m),
+    })
+}
+
+fn cache_expect<'a>(recipe: &Recipe, d: &'a RunData, vocab: usize, teacher_hash: &'a str, teacher_dtype: &'a str, data_hash: &'a str) -> cache::Expect<'a> {
+    cache::Expect {
+        vocab_size: vocab, seq_len: recipe.data.seq_len, n_rows: d.train.n_rows(),
+        tokenizer_hash: &d.tok_hash, teacher_hash, teacher_dtype, data_hash,
+    }
+}
+
+/// Open the cache of an offline teacher (see `offline_cache`).
+fn open_offline(recipe: &Recipe, d: &RunData, m: &cache::Manifest) -> Result<CacheReader> {
+    let dh = cache::data_hash(&d.train, recipe.data.seq_len);
+    let dt = dtype_name(recipe.teacher.dtype);
+    let reader = CacheReader::open(&recipe.cache_dir(), &cache_expect(recipe, d, m.id.vocab_size, &m.id.teacher_hash, &dt, &dh))?;
+    check_cache_settings(recipe, &reader)?;
+    Ok(reader)
+}
+
+/// The cache holds what the recipe's loss needs (k, codec, temperature).
+fn check_cache_settings(recipe: &Recipe, reader: &CacheReader) -> Result<()> {
+    let c = &recipe.cache;
+    let have = &reader.manifest.id;
+    if have.k != c.k || have.values != c.values || (c.tail == TailMode::Other && reader.temperature_index(recipe.distill.temperature).is_none()) {
+        return Err(Error::input(format!(
+            "teacher cache {} holds k = {} ({:?}, temperatures {:?}); the recipe asks for k = {} ({:?}, temperature {}): delete it or set cache.path to another directory",
+            recipe.cache_dir().display(), have.k, have.values, have.temperatures, c.k, c.values, recipe.distill.temperature)));
+    }
+    Ok(())
 }
 
 /// Open the run's teacher cache, building it first if it does not exist yet.
@@ -205,32 +280,36 @@ fn teacher_cache(recipe: &Recipe, dir: &Path, teacher: &Decoder, d: &RunData, de
         temperatures.push(recipe.distill.temperature);
     }
     let t0 = Instant::now();
-    let th = teacher_hash(recipe, dir)?;
+    let files = teacher_files(recipe, dir)?;
+    let th = cache::hash_files(&files)?;
     let id = cache::CacheIdentity {
         format_version: cache::FORMAT_VERSION, vocab_size: vocab, k: c.k, values: c.values, temperatures,
         seq_len: recipe.data.seq_len, n_rows: d.train.n_rows(), rows_per_shard: c.rows_per_shard,
-        tokenizer_hash: d.tok_hash.clone(), teacher_hash: th,
+        tokenizer_hash: d.tok_hash.clone(), teacher_hash: th, teacher_dtype: dtype_name(recipe.teacher.dtype),
         data_hash: cache::data_hash(&d.train, recipe.data.seq_len),
     };
     let path = recipe.cache_dir();
-    let expect = cache::Expect {
-        vocab_size: vocab, seq_len: id.seq_len, n_rows: id.n_rows,
-        tokenizer_hash: &id.tokenizer_hash, teacher_hash: &id.teacher_hash, data_hash: &id.data_hash,
-    };
+    let expect = cache_expect(recipe, d, vocab, &id.teacher_hash, &id.teacher_dtype, &id.data_hash);
     if !CacheReader::exists(&path) {
         log(format!("caching the teacher's top-{} logits ({:?}) into {}", c.k, c.values, path.display()));
-        let m = cache::build(&path, &id, &d.train, cache::decoder_logits(teacher, &d.train, device),
-            &cache::BuildOptions { batch_size: recipe.optim.batch_size, quiet: opts.quiet, stop: opts.stop })?;
+        // What a run needs later without the teacher: its tokenizer (data preparation with
+        // tokenizer.kind = "teacher"), size and held-out loss (the summary).
+        std::fs::create_dir_all(&path).map_err(|e| Error::runtime(format!("{}: {e}", path.display())))?;
+        std::fs::copy(dir.join("tokenizer.json"), path.join("tokenizer.json"))
+            .map_err(|e| Error::runtime(format!("{}: {e}", path.join("tokenizer.json").display())))?;
+        let ev = evaluate(teacher, &d.valid, recipe.optim.batch_size, None, device);
+        let record = cache::TeacherRecord {
+            source: teacher_source(recipe, dir), files: cache::stamps(&files).unwrap_or_default(),
+            matmul_params: teacher.config.matmul_params(),
+            held_out: Some(cache::HeldOut { valid_hash: cache::data_hash(&d.valid, recipe.data.seq_len), batch_size: recipe.optim.batch_size, loss: ev.loss, tokens: ev.tokens }),
+        };
+        let m = cache::build(&path, &id, &d.train, cache::decoder_select(teacher, &d.train, device, &id),
+            &cache::BuildOptions { batch_size: recipe.optim.batch_size, quiet: opts.quiet, stop: opts.stop, teacher: record })?;
         log(format!("teacher cache: {} tokens, {:.1} bytes/token ({:.2} MB) in {:.1} s",
             m.tokens, m.bytes_per_token(), m.bytes as f64 / 1e6, t0.elapsed().as_secs_f64()));
     }
     let reader = CacheReader::open(&path, &expect)?;
-    let have = &reader.manifest.id;
-    if have.k != id.k || have.values != id.values || (c.tail == TailMode::Other && reader.temperature_index(recipe.distill.temperature).is_none()) {
-        return Err(Error::input(format!(
-            "teacher cache {} holds k = {} ({:?}, temperatures {:?}); the recipe asks for k = {} ({:?}, temperature {}): delete it or set cache.path to another directory",
-            path.display(), have.k, have.values, have.temperatures, c.k, c.values, recipe.distill.temperature)));
-    }
+    check_cache_settings(recipe, &reader)?;
     Ok(reader)
 }
 
@@ -240,6 +319,9 @@ pub fn cache_teacher(recipe: &Recipe, opts: &RunOptions, log: &mut dyn FnMut(Str
     claim_run_dir(recipe, &dir)?;
     let device = device_for(recipe.run.backend);
     let d = prepare_data(recipe, &dir, log)?;
+    if let Some(m) = offline_cache(recipe, &dir, &d)? {
+        return Ok(open_offline(recipe, &d, &m)?.manifest);
+    }
     let teacher = obtain_teacher(recipe, &dir, &d, &device, opts, log)?;
     Ok(teacher_cache(recipe, &dir, &teacher, &d, &device, opts, log)?.manifest)
 }
@@ -249,17 +331,31 @@ fn execute(recipe: &Recipe, dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(S
     let device = device_for(recipe.run.backend);
     let d = prepare_data(recipe, dir, log)?;
     let metrics_path = dir.join("metrics.jsonl");
-    let teacher = obtain_teacher(recipe, dir, &d, &device, opts, log)?;
+    let student_done = dir.join("student/final/model.json").is_file();
+    // A cached teacher is offline: with a matching cache it is neither loaded nor hashed.
+    let offline = offline_cache(recipe, dir, &d)?;
+    let teacher = match &offline {
+        Some(_) => None,
+        None => Some(obtain_teacher(recipe, dir, &d, &device, opts, log)?),
+    };
     // The student predicts over the teacher's output space (an HF model may pad its
     // vocabulary beyond the tokenizer's).
-    let student_cfg = DecoderConfig { vocab_size: teacher.config.vocab_size, shape: recipe.student.shape() };
-    let student_done = dir.join("student/final/model.json").is_file();
-    let source = match recipe.teacher.logits {
-        LogitsSource::Cache if !student_done => TeacherSource::Cache {
-            reader: Arc::new(teacher_cache(recipe, dir, &teacher, &d, &device, opts, log)?),
-            tail: recipe.cache.tail,
-        },
-        _ => TeacherSource::Online(&teacher),
+    let (vocab, teacher_params) = match (&teacher, &offline) {
+        (Some(t), _) => (t.config.vocab_size, t.config.matmul_params()),
+        (None, Some(m)) => (m.id.vocab_size, m.teacher.matmul_params),
+        (None, None) => unreachable!("the teacher is loaded unless its cache is offline"),
+    };
+    let student_cfg = DecoderConfig { vocab_size: vocab, shape: recipe.student.shape() };
+    let reader = match (recipe.teacher.logits, &teacher, &offline) {
+        (LogitsSource::Cache, _, _) if student_done => None,
+        (LogitsSource::Cache, Some(t), _) => Some(Arc::new(teacher_cache(recipe, dir, t, &d, &device, opts, log)?)),
+        (LogitsSource::Cache, None, Some(m)) => Some(Arc::new(open_offline(recipe, &d, m)?)),
+        _ => None,
+    };
+    let source = match (&reader, &teacher) {
+        (Some(r), _) => TeacherSource::Cache { reader: r.clone(), tail: recipe.cache.tail },
+        (None, Some(t)) if !student_done => TeacherSource::Online(t),
+        _ => TeacherSource::None,
     };
     let c = &recipe.curriculum;
     let curriculum = if student_done || (c.schedule == Schedule::None && c.order == RowOrder::Random) {
@@ -272,7 +368,7 @@ fn execute(recipe: &Recipe, dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(S
         let from = match &source {
             TeacherSource::Cache { reader, .. } => TeacherScores::Cache(reader),
             _ => TeacherScores::Online {
-                teacher: &teacher,
+                teacher: teacher.as_ref().expect("an online teacher is loaded"),
                 hash: if c.score.needs_teacher() { teacher_hash(recipe, dir)? } else { String::new() },
                 batch: recipe.optim.batch_size,
                 device: &device,
@@ -304,7 +400,15 @@ fn execute(recipe: &Recipe, dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(S
     let valid_data = &d.valid;
 
     log("evaluating on the held-out split".into());
-    let [te, se, q8] = evaluate_models(&teacher, &student, valid_data, recipe.optim.batch_size, &device);
+    // The teacher's held-out loss was evaluated when its cache was built (on these tokens).
+    let cached = offline.as_ref().or(reader.as_ref().map(|r| &r.manifest)).and_then(|m| cached_held_out(m, valid_data, recipe.data.seq_len));
+    let te = match (cached, &teacher) {
+        (Some(e), _) => e,
+        (None, Some(t)) => evaluate(t, valid_data, recipe.optim.batch_size, None, &device),
+        (None, None) => unreachable!("an offline cache holds the held-out loss"),
+    };
+    let se = evaluate(&student, valid_data, recipe.optim.batch_size, None, &device);
+    let q8 = evaluate(&fake_quant_model(&student), valid_data, recipe.optim.batch_size, None, &device);
     let mut exports = Vec::new();
     for f in &recipe.export.formats {
         let (p, size) = crate::export::native::export(&student, *f, &dir.join("export"), &dir.join("tokenizer.json"))?;
@@ -317,7 +421,7 @@ fn execute(recipe: &Recipe, dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(S
     };
     let summary = Summary {
         teacher: te, student: se, student_int8: q8,
-        teacher_params: teacher.config.matmul_params(), student_params: student.config.matmul_params(),
+        teacher_params, student_params: student.config.matmul_params(),
         teacher_tok_per_s: tok_s("teacher"), student_tok_per_s: tok_s("student"),
         wall_s: wall.elapsed().as_secs_f64(), exports,
     };

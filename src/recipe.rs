@@ -989,7 +989,8 @@ impl Recipe {
             };
             match &r.teacher.path {
                 None => return Err(fail("teacher.path", format!("required when teacher.kind = \"{kind}\""))),
-                Some(p) if !p.join(marker).is_file() => {
+                // A cached teacher is offline: its cache stands in for a folder that is gone.
+                Some(p) if !p.join(marker).is_file() && !(r.teacher.logits == LogitsSource::Cache && r.cache_dir().join("cache.json").is_file()) => {
                     return Err(fail("teacher.path", format!(
                         "{} is not a teacher directory for kind \"{kind}\" (no {marker} in it)", p.display())))
                 }

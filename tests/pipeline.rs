@@ -371,3 +371,127 @@ fn doc_per_row_packing_and_teacher_ppl_filter() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A student run on a Hugging Face teacher's top-k cache (the fixture folder at `teacher`).
+fn hf_cached_recipe(out: &Path, name: &str, teacher: &Path, cache: &Path, steps: usize) -> String {
+    format!(r#"
+[run]
+name = "{name}"
+seed = 7
+out_dir = "{out}"
+
+[data]
+synthetic_docs = 200
+seq_len = 32
+valid_fraction = 0.1
+
+[tokenizer]
+kind = "teacher"
+
+[teacher]
+kind = "hf"
+path = "{teacher}"
+logits = "cache"
+
+[cache]
+k = 16
+values = "q8"
+rows_per_shard = 16
+path = "{cache}"
+
+[student.model]
+d_model = 32
+n_layers = 1
+n_heads = 4
+n_kv_heads = 1
+d_ff = 64
+max_seq_len = 64
+tie_embeddings = true
+
+[optim]
+lr = 1e-2
+min_lr = 1e-3
+warmup_steps = 2
+batch_size = 8
+steps = {steps}
+
+[checkpoint]
+every_steps = 4
+
+[eval]
+every_steps = 4
+batches = 2
+"#, out = out.display(), teacher = teacher.display(), cache = cache.display())
+}
+
+/// A temporary copy of the llama-gqa fixture (so a test may delete it).
+fn copy_hf_fixture(to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(Path::new("tests/fixtures/hf/llama-gqa").join(f), to.join(f)).unwrap();
+    }
+}
+
+/// A cached teacher is offline: once the cache exists, a student run needs neither the
+/// teacher's folder (weights, config, tokenizer) nor a pass of the teacher, and it trains and
+/// reports exactly as a run with the folder present, including the teacher's held-out loss
+/// (checked against an evaluation of the loaded teacher).
+#[test]
+fn cached_hf_teacher_runs_without_its_folder() {
+    let dir = tmp("offline");
+    let teacher = dir.join("teacher-copy");
+    copy_hf_fixture(&teacher);
+    let cache = dir.join("cache");
+    let stop = AtomicBool::new(false);
+    let a = load(&hf_cached_recipe(&dir, "a", &teacher, &cache, 8), &dir);
+    pipeline::cache_teacher(&a, &opts(&stop, None), &mut |_| {}).unwrap();
+    let sa = pipeline::run(&a, &opts(&stop, None), &mut |_| {}).unwrap();
+    // The reference: the teacher itself, loaded and evaluated on run a's held-out split.
+    let dev = Device::flex();
+    let (t, _) = distill::teacher::hf::load(&teacher, &dev, burn::tensor::DType::F32).unwrap();
+    let prepared = distill::data::load_prepared(&dir.join("a")).unwrap();
+    let valid = Packed::build(prepared.valid, 32, prepared.tokenizer.eos_id, a.data.packing);
+    let want = evaluate(&t, &valid, 8, None, &dev);
+    assert!((sa.teacher.loss - want.loss).abs() < 1e-9, "teacher loss {} vs {}", sa.teacher.loss, want.loss);
+    assert_eq!(sa.teacher.tokens, want.tokens);
+    assert_eq!(sa.teacher_params, t.config.matmul_params());
+
+    std::fs::remove_dir_all(&teacher).unwrap();
+    let b = load(&hf_cached_recipe(&dir, "b", &teacher, &cache, 8), &dir);
+    let mut logs = Vec::new();
+    let sb = pipeline::run(&b, &opts(&stop, None), &mut |l| logs.push(l)).unwrap();
+    let (ra, rb) = (rows(&dir.join("a"), "student"), rows(&dir.join("b"), "student"));
+    assert_eq!(ra.len(), 8);
+    assert_eq!(rb.len(), ra.len());
+    for (x, y) in ra.iter().zip(&rb) {
+        for key in ["step", "loss", "ce", "kl", "grad_norm", "lr", "tokens", "eval_loss"] {
+            assert_eq!(x[key], y[key], "step {}: {key}", x["step"]);
+        }
+    }
+    assert_eq!(sa.student.loss, sb.student.loss);
+    assert_eq!(sa.student_int8.loss, sb.student_int8.loss);
+    assert_eq!((sa.teacher.loss, sa.teacher.ppl, sa.teacher.tokens), (sb.teacher.loss, sb.teacher.ppl, sb.teacher.tokens));
+    assert_eq!(sa.teacher_params, sb.teacher_params);
+    let table = logs.last().unwrap();
+    assert!(table.contains(&format!("{:.4}", want.loss)), "the summary shows the teacher's held-out loss: {table}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The teacher's dtype changes its logits, so it is part of the cache's identity: a cache
+/// built with the f32 teacher is refused for a bf16 run (exit 2, nothing trained).
+#[test]
+fn a_cache_from_an_f32_teacher_is_refused_for_a_bf16_run() {
+    let dir = tmp("dtype");
+    let teacher = PathBuf::from("tests/fixtures/hf/llama-gqa");
+    let cache = dir.join("cache");
+    let stop = AtomicBool::new(false);
+    let text = hf_cached_recipe(&dir, "f32", &teacher, &cache, 4);
+    pipeline::cache_teacher(&load(&text, &dir), &opts(&stop, None), &mut |_| {}).unwrap();
+    let half = text.replace("name = \"f32\"", "name = \"bf16\"").replace("logits = \"cache\"", "logits = \"cache\"\ndtype = \"bf16\"");
+    let e = pipeline::run(&load(&half, &dir), &opts(&stop, None), &mut |_| {}).unwrap_err();
+    assert_eq!(e.exit_code(), 2, "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("dtype") && msg.contains("bf16") && msg.contains("f32") && msg.contains("distill cache-teacher"), "{msg}");
+    assert!(!dir.join("bf16/student/checkpoints/LATEST").exists());
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -129,7 +129,7 @@ pub fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> 
     let tokenizer = match t.kind {
         TokenizerKind::Train => Tokenizer::train(train_docs.iter().map(|s| s.as_str()), t.vocab_size, t.min_frequency)?,
         TokenizerKind::File => Tokenizer::load(t.path.as_ref().expect("validated"))?,
-        TokenizerKind::Teacher => Tokenizer::load(&recipe.teacher.path.as_ref().expect("validated").join("tokenizer.json"))?,
+        TokenizerKind::Teacher => Tokenizer::load(&crate::teacher::cache::teacher_tokenizer(recipe))?,
     };
     let mut train_tok: Vec<Vec<u32>> = train_docs.iter().map(|d| tokenizer.encode_doc(d)).collect::<Result<_>>()?;
     for (rule, doc) in &removed {

@@ -144,7 +144,7 @@ pub fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> 
     let tokenizer = match t.kind {
         TokenizerKind::Train => Tokenizer::train(sample.iter().map(|s| s.as_str()), t.vocab_size, t.min_frequency)?,
         TokenizerKind::File => Tokenizer::load(t.path.as_ref().expect("validated"))?,
-        TokenizerKind::Teacher => Tokenizer::load(&recipe.teacher.path.as_ref().expect("validated").join("tokenizer.json"))?,
+        TokenizerKind::Teacher => Tokenizer::load(&crate::teacher::cache::teacher_tokenizer(recipe))?,
     };
     drop(sample);
     let t_tok = started.elapsed().as_secs_f64() - t_scan;

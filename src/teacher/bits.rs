@@ -94,8 +94,17 @@ pub fn put_rice(w: &mut BitWriter, g: u32, r: u32) {
     }
 }
 
+/// The next Rice-coded value, or `None` for a code that does not fit in 32 bits: `q << r`
+/// would drop the quotient's high bits and yield a small, plausible (wrong) value. The writer
+/// never uses r >= 24, so only a corrupt or crafted record gets here.
 pub fn get_rice(rd: &mut BitReader, r: u32) -> Option<u32> {
+    if r >= 32 {
+        return None;
+    }
     let q = rd.unary()?;
+    if r > 0 && q >> (32 - r) != 0 {
+        return None;
+    }
     let low = if r > 0 { rd.get(r)? } else { 0 };
     Some((q << r) | low)
 }
@@ -128,6 +137,29 @@ mod tests {
         // Reading past the end is an error, not a panic.
         while rd.get(8).is_some() {}
         assert_eq!(rd.get(8), None);
+    }
+
+    /// A crafted Rice parameter (the 5-bit field allows up to 31) with a quotient whose bits
+    /// would be shifted out of 32: the code cannot be valid, so it must not decode (today's
+    /// `q << r` silently wrapped to a small, plausible id).
+    #[test]
+    fn rice_codes_that_overflow_32_bits_do_not_decode() {
+        for (q, r) in [(2u32, 31u32), (1, 32), (1 << 9, 23), (4, 30)] {
+            let mut w = BitWriter::default();
+            w.unary(q);
+            if r < 32 {
+                w.put(5, r);
+            }
+            w.put(0, 32);
+            w.align();
+            let mut rd = BitReader::new(&w.bytes);
+            assert_eq!(get_rice(&mut rd, r), None, "q = {q}, r = {r}");
+        }
+        // The largest value that fits still decodes.
+        let mut w = BitWriter::default();
+        put_rice(&mut w, u32::MAX, 23);
+        w.align();
+        assert_eq!(get_rice(&mut BitReader::new(&w.bytes), 23), Some(u32::MAX));
     }
 
     #[test]

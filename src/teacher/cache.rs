@@ -7,7 +7,10 @@
 //!   SHA-256 of everything before it. A shard is written to a temporary name and renamed, so
 //!   one that exists is whole; an interrupted build keeps its finished shards.
 //! - `cache.json` (written last): the identity (format version, vocabulary, k, value codec,
-//!   temperatures, seq_len, rows, tokenizer / teacher / data hashes) and each shard's checksum.
+//!   temperatures, seq_len, rows, tokenizer / teacher / teacher dtype / data hashes), each
+//!   shard's checksum, and the teacher's record (how the recipe named it, its files' sizes and
+//!   times, its size and held-out loss), so a run on the cache needs no teacher.
+//! - `tokenizer.json`: the teacher's, for data preparation when its folder is gone.
 //!
 //! A row record holds its real token count (u32), then per token: at each stored temperature
 //! the log-sum-exp of the full vocabulary (f32) and the log of the teacher's mass outside the
@@ -30,7 +33,8 @@ use crate::model::Decoder;
 use crate::recipe::{TailMode, ValueCodec};
 use crate::util::{read_json, sha256_hex, write_atomic, write_json_atomic};
 
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: the teacher's dtype in the identity; ties at the k-th value keep the lower ids.
+pub const FORMAT_VERSION: u32 = 2;
 const MAGIC: &[u8; 8] = b"DSTLTOPK";
 const MANIFEST: &str = "cache.json";
 /// Log of the teacher's tail mass when the kept entries hold (numerically) all of it.
@@ -50,6 +54,8 @@ pub struct CacheIdentity {
     pub rows_per_shard: usize,
     pub tokenizer_hash: String,
     pub teacher_hash: String,
+    /// `teacher.dtype`: a half-precision teacher's logits differ from its f32 ones.
+    pub teacher_dtype: String,
     pub data_hash: String,
 }
 
@@ -72,6 +78,47 @@ pub struct ShardInfo {
     pub sha256: String,
 }
 
+/// Size and modification time of one of the teacher's files, as hashed into `teacher_hash`: a
+/// cheap check that a teacher still on disk is the one the cache was made from (a run hashes
+/// the files again only when these differ).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct FileStamp {
+    pub file: String,
+    pub bytes: u64,
+    pub modified_ns: u64,
+}
+
+/// Stamps of `files`, or `None` if one of them cannot be read (the teacher is gone).
+pub fn stamps(files: &[PathBuf]) -> Option<Vec<FileStamp>> {
+    files.iter().map(|p| {
+        let m = std::fs::metadata(p).ok()?;
+        let t = m.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?;
+        Some(FileStamp { file: p.display().to_string(), bytes: m.len(), modified_ns: t.as_nanos() as u64 })
+    }).collect()
+}
+
+/// The teacher's loss over the held-out split, evaluated when the cache was built (with the
+/// run's batch size then; another batch size sums the same per-token losses in another f32
+/// order), so a cached run reports it without the teacher.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeldOut {
+    /// `data_hash` of the held-out split it was evaluated on.
+    pub valid_hash: String,
+    pub batch_size: usize,
+    pub loss: f64,
+    pub tokens: usize,
+}
+
+/// What a run needs of the teacher besides its logits, recorded at build time.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct TeacherRecord {
+    /// The teacher as the recipe named it: kind and path.
+    pub source: String,
+    pub files: Vec<FileStamp>,
+    pub matmul_params: usize,
+    pub held_out: Option<HeldOut>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
     #[serde(flatten)]
@@ -79,6 +126,21 @@ pub struct Manifest {
     pub tokens: u64,
     pub bytes: u64,
     pub shards: Vec<ShardInfo>,
+    #[serde(default)]
+    pub teacher: TeacherRecord,
+}
+
+/// A cache's manifest, unchecked (`CacheReader::open` checks it against a run).
+pub fn read_manifest(dir: &Path) -> Result<Manifest> {
+    read_json(&dir.join(MANIFEST))
+}
+
+/// The teacher's tokenizer.json: in its folder, or, for a cached teacher whose folder is gone,
+/// the copy its cache keeps (so such a run can still prepare its data).
+pub fn teacher_tokenizer(recipe: &crate::recipe::Recipe) -> PathBuf {
+    let own = recipe.teacher.path.as_ref().expect("validated").join("tokenizer.json");
+    let copy = recipe.cache_dir().join("tokenizer.json");
+    if !own.is_file() && recipe.teacher.logits == crate::recipe::LogitsSource::Cache && copy.is_file() { copy } else { own }
 }
 
 impl Manifest {
@@ -133,39 +195,76 @@ pub struct TokenTopK {
     pub log_tail: Vec<f32>,
 }
 
-/// Select, encode and append one token's record from its full logit row.
-pub fn encode_token(w: &mut BitWriter, z: &[f32], k: usize, codec: ValueCodec, temperatures: &[f64]) {
+/// One token's selection, before coding: everything its record stores.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Selected {
+    /// The kept ids, ascending.
+    pub ids: Vec<u32>,
+    /// Their exact logits.
+    pub kept: Vec<f32>,
+    /// The largest logit.
+    pub top: f32,
+    /// Per stored temperature: the full-vocabulary log-sum-exp of z / tau, and the log of the
+    /// teacher's probability outside `ids` (f64 until coded).
+    pub lse: Vec<f64>,
+    pub log_tail: Vec<f64>,
+}
+
+/// The kept set is the k largest logits; ties at the k-th value keep the lower ids. Values
+/// compare as IEEE numbers (-0 and +0 tie). A rule, not an algorithm's accident: the device
+/// path (any backend's sort) and this host reference agree on it.
+fn rank(z: &[f32], a: u32, b: u32) -> std::cmp::Ordering {
+    z[b as usize].partial_cmp(&z[a as usize]).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b))
+}
+
+/// Select one token's record from its full logit row, on the host: the reference the device
+/// path is tested against (and what `bench-cache` uses on logits it already holds).
+pub fn select_host(z: &[f32], k: usize, temperatures: &[f64]) -> Selected {
     let v = z.len();
     let k = k.min(v);
     let mut idx: Vec<u32> = (0..v as u32).collect();
     if k < v {
-        idx.select_nth_unstable_by(k - 1, |&a, &b| z[b as usize].total_cmp(&z[a as usize]));
+        idx.select_nth_unstable_by(k - 1, |&a, &b| rank(z, a, b));
         idx.truncate(k);
     }
     idx.sort_unstable();
-    let max = z.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let max = z.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
     let kept: Vec<f32> = idx.iter().map(|&i| z[i as usize]).collect();
+    let mut in_top = vec![false; v];
+    idx.iter().for_each(|&i| in_top[i as usize] = true);
+    let (mut lse, mut log_tail) = (Vec::new(), Vec::new());
     for &tau in temperatures {
-        let all: f64 = z.iter().map(|&x| ((x as f64 - max) / tau).exp()).sum();
-        w.put(((max / tau + all.ln()) as f32).to_bits(), 32);
+        let e = |x: f32| ((x as f64 - max as f64) / tau).exp();
+        let all: f64 = z.iter().map(|&x| e(x)).sum();
+        lse.push(max as f64 / tau + all.ln());
         // The tail's sum directly, not all - top, which cancels when the tail is small.
-        let tail: f64 = if k == v { 0.0 } else {
-            let mut in_top = vec![false; v];
-            idx.iter().for_each(|&i| in_top[i as usize] = true);
-            z.iter().zip(&in_top).filter(|(_, t)| !**t).map(|(&x, _)| ((x as f64 - max) / tau).exp()).sum()
-        };
-        w.put(half::f16::from_f64((tail / all).ln().max(-60.0)).to_bits() as u32, 16);
+        let tail: f64 = z.iter().zip(&in_top).filter(|(_, t)| !**t).map(|(&x, _)| e(x)).sum();
+        log_tail.push((tail / all).ln());
     }
-    let lo = kept.iter().cloned().fold(f32::INFINITY, f32::min);
-    let top = max as f32;
+    Selected { ids: idx, kept, top: max, lse, log_tail }
+}
+
+/// Select, encode and append one token's record from its full logit row.
+pub fn encode_token(w: &mut BitWriter, z: &[f32], k: usize, codec: ValueCodec, temperatures: &[f64]) {
+    encode_selected(w, &select_host(z, k, temperatures), codec)
+}
+
+/// Append one token's record.
+pub fn encode_selected(w: &mut BitWriter, s: &Selected, codec: ValueCodec) {
+    for (&lse, &lt) in s.lse.iter().zip(&s.log_tail) {
+        w.put((lse as f32).to_bits(), 32);
+        w.put(half::f16::from_f64(lt.max(EMPTY_TAIL as f64)).to_bits() as u32, 16);
+    }
+    let lo = s.kept.iter().cloned().fold(f32::INFINITY, f32::min);
+    let top = s.top;
     let range = top - lo;
     if codec.levels().is_some() {
         w.put(top.to_bits(), 32);
         w.put(range.to_bits(), 32);
     }
-    let mut gaps = Vec::with_capacity(k);
+    let mut gaps = Vec::with_capacity(s.ids.len());
     let mut prev: i64 = -1;
-    for &i in &idx {
+    for &i in &s.ids {
         gaps.push((i as i64 - prev - 1) as u32);
         prev = i as i64;
     }
@@ -174,7 +273,7 @@ pub fn encode_token(w: &mut BitWriter, z: &[f32], k: usize, codec: ValueCodec, t
     for &g in &gaps {
         put_rice(w, g, r);
     }
-    for &x in &kept {
+    for &x in &s.kept {
         match codec {
             ValueCodec::F16 => w.put(half::f16::from_f32(x).to_bits() as u32, 16),
             ValueCodec::Bf16 => w.put(half::bf16::from_f32(x).to_bits() as u32, 16),
@@ -255,8 +354,22 @@ fn shard_bytes(id: &CacheIdentity, first_row: usize, rows: &[Vec<u8>]) -> Vec<u8
 
 const HEADER: usize = 8 + 4 + 32 + 8 + 8;
 
-/// Parse and verify one shard's bytes; returns (first row, row count, offsets table start).
-fn check_shard(bytes: &[u8], id: &CacheIdentity, path: &Path) -> Result<(usize, usize)> {
+#[cfg(test)]
+thread_local! {
+    /// Bytes this thread has put through SHA-256 while opening shards (tests count passes).
+    pub(crate) static HASHED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+fn count_hashed(_n: usize) {
+    #[cfg(test)]
+    HASHED.with(|h| h.set(h.get() + _n as u64));
+}
+
+/// Parse and verify one shard's bytes in one SHA-256 pass; returns (first row, row count, the
+/// SHA-256 of the whole file, which the manifest lists). Every size and offset read from the
+/// file is checked against the file's length before anything is computed or sliced from it.
+fn check_shard(bytes: &[u8], id: &CacheIdentity, path: &Path) -> Result<(u64, usize, String)> {
+    use sha2::{Digest, Sha256};
     let bad = |why: &str| Error::input(format!(
         "{}: corrupt teacher-cache shard ({why}); delete the cache directory and rebuild it with `distill cache-teacher`",
         path.display()));
@@ -264,14 +377,18 @@ fn check_shard(bytes: &[u8], id: &CacheIdentity, path: &Path) -> Result<(usize, 
         return Err(bad("not a shard file or truncated"));
     }
     let (body, sum) = bytes.split_at(bytes.len() - 32);
-    let want: [u8; 32] = {
-        use sha2::{Digest, Sha256};
-        Sha256::digest(body).into()
-    };
+    count_hashed(bytes.len());
+    // The trailer covers the body; the manifest's digest covers body + trailer: one pass
+    // gives both (the hasher's state is cloned at the end of the body).
+    let mut h = Sha256::new();
+    h.update(body);
+    let want: [u8; 32] = h.clone().finalize().into();
     if sum != want {
         return Err(bad("checksum mismatch"));
     }
-    let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().expect("8 bytes")) as usize;
+    h.update(sum);
+    let file_sha = format!("{:x}", h.finalize());
+    let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().expect("8 bytes"));
     let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
     if version != FORMAT_VERSION {
         return Err(bad(&format!("format version {version}, this build reads {FORMAT_VERSION}")));
@@ -280,10 +397,26 @@ fn check_shard(bytes: &[u8], id: &CacheIdentity, path: &Path) -> Result<(usize, 
         return Err(bad("it belongs to a different cache"));
     }
     let (first, rows) = (u64_at(44), u64_at(52));
-    if body.len() < HEADER + 8 * (rows + 1) || HEADER + 8 * (rows + 1) + u64_at(HEADER + 8 * rows) != body.len() {
-        return Err(bad("offset table does not match its size"));
+    // rows + 1 offsets must fit in the body (compared in u64, before any arithmetic on rows
+    // that could overflow).
+    let fit = ((body.len() - HEADER) / 8) as u64;
+    if rows >= fit {
+        return Err(bad(&format!("an offset table of {rows} + 1 entries does not fit in {} bytes", body.len())));
     }
-    Ok((first, rows))
+    let rows = rows as usize;
+    let base = HEADER + 8 * (rows + 1);
+    let records = (body.len() - base) as u64;
+    // Offsets start at 0, never decrease, and the last one ends the records exactly.
+    let mut prev = 0u64;
+    for i in 0..=rows {
+        let o = u64_at(HEADER + 8 * i);
+        if (i == 0 && o != 0) || o < prev || o > records || (i == rows && o != records) {
+            return Err(bad(&format!(
+                "row offset {i} is {o}; expected offsets from 0, non-decreasing, ending at the records' size {records}")));
+        }
+        prev = o;
+    }
+    Ok((first, rows, file_sha))
 }
 
 /// Options of a cache build that are not part of its identity.
@@ -291,9 +424,13 @@ pub struct BuildOptions<'a> {
     pub batch_size: usize,
     pub quiet: bool,
     pub stop: &'a AtomicBool,
+    /// Written into the manifest.
+    pub teacher: TeacherRecord,
 }
 
-/// The teacher as the cache sees it: logits (rows x seq_len x vocab, flat) of given rows.
+/// The teacher's full logits (rows x seq_len x vocab, flat) of given rows, on the host: for
+/// `bench-cache`, which compares the cache against them. A cache build never holds these
+/// (`decoder_select`).
 pub fn decoder_logits<'a>(teacher: &'a Decoder, data: &'a Packed, device: &'a Device) -> impl FnMut(&[usize]) -> Vec<f32> + 'a {
     move |rows| {
         let batch = data.batch(rows, device);
@@ -301,11 +438,128 @@ pub fn decoder_logits<'a>(teacher: &'a Decoder, data: &'a Packed, device: &'a De
     }
 }
 
-/// Run the teacher (`logits_of`) over every row of `data` and write the cache into `dir`
-/// (keeping shards a previous, interrupted build finished). Returns the manifest.
-pub fn build(dir: &Path, id: &CacheIdentity, data: &Packed, mut logits_of: impl FnMut(&[usize]) -> Vec<f32>, opts: &BuildOptions) -> Result<Manifest> {
+/// Per training row, the selection of each of its real tokens.
+pub type Selections = Vec<Vec<Selected>>;
+
+fn non_finite(x: f32, r: usize, p: usize) -> Error {
+    Error::runtime(format!("teacher logit {x} at row {r}, position {p}: the teacher produced a non-finite value"))
+}
+
+/// The naive way: full logits of the given rows on the host (rows x seq_len x vocab, flat),
+/// each token selected there by `select_host`. For logits already on the host (bench-cache)
+/// and as the tests' reference.
+pub fn host_select<'a>(mut logits_of: impl FnMut(&[usize]) -> Vec<f32> + 'a, data: &'a Packed, id: &CacheIdentity) -> impl FnMut(&[usize]) -> Result<Selections> + 'a {
+    let (t, v, k, temps) = (id.seq_len, id.vocab_size, id.k, id.temperatures.clone());
+    move |rows| {
+        let logits = logits_of(rows);
+        rows.iter().enumerate().map(|(j, &r)| (0..data.row_len(r)).map(|p| {
+            let z = &logits[(j * t + p) * v..(j * t + p + 1) * v];
+            match z.iter().find(|x| !x.is_finite()) {
+                Some(&bad) => Err(non_finite(bad, r, p)),
+                None => Ok(select_host(z, k, &temps)),
+            }
+        }).collect()).collect()
+    }
+}
+
+/// Candidates beyond k pulled from the device, so that ties at the k-th value can be resolved
+/// by id on the host; a token whose tie run is longer falls back to its full row.
+const TIE_SLACK: usize = 16;
+
+/// The teacher as the cache sees it: it runs on the device, which also takes each token's top
+/// k (+ `TIE_SLACK`) and its log-sum-exps; only those come to the host, never the
+/// `[batch, seq, vocab]` logits.
+pub fn decoder_select<'a>(teacher: &'a Decoder, data: &'a Packed, device: &'a Device, id: &CacheIdentity) -> impl FnMut(&[usize]) -> Result<Selections> + 'a {
+    device_select(move |rows: &[usize]| teacher.forward(data.batch(rows, device).inputs), data, id, TIE_SLACK)
+}
+
+fn device_select<'a>(mut forward: impl FnMut(&[usize]) -> Tensor<3> + 'a, data: &'a Packed, id: &CacheIdentity, slack: usize) -> impl FnMut(&[usize]) -> Result<Selections> + 'a {
+    let (v, k, temps) = (id.vocab_size, id.k.min(id.vocab_size), id.temperatures.clone());
+    move |rows| {
+        let logits = forward(rows);
+        let [b, t, _] = logits.dims();
+        let flat = logits.reshape([b * t, v]);
+        // Positions per device pass: bounds the f64 copy of their logits to 256 MiB.
+        let chunk = ((32usize << 20) / v).max(1);
+        let mut out: Selections = rows.iter().map(|&r| Vec::with_capacity(data.row_len(r))).collect();
+        let n_real = |j: usize| data.row_len(rows[j]);
+        let mut c0 = 0;
+        while c0 < b * t {
+            let c1 = (c0 + chunk).min(b * t);
+            let sel = select_on_device(flat.clone().slice([c0..c1, 0..v]), k, slack, &temps, |i| (rows[(c0 + i) / t], (c0 + i) % t))?;
+            for (i, s) in sel.into_iter().enumerate() {
+                let (j, p) = ((c0 + i) / t, (c0 + i) % t);
+                if p < n_real(j) {
+                    out[j].push(s);
+                }
+            }
+            c0 = c1;
+        }
+        Ok(out)
+    }
+}
+
+/// Select the records of `n` tokens from their logits `[n, vocab]` on the device.
+fn select_on_device(z: Tensor<2>, k: usize, slack: usize, temps: &[f64], at: impl Fn(usize) -> (usize, usize)) -> Result<Vec<Selected>> {
+    use burn::tensor::DType;
+    let [n, v] = z.dims();
+    let kk = (k + slack).min(v);
+    let (vals, idx) = z.clone().topk_with_indices(kk, 1);
+    let top = vals.clone().slice([0..n, 0..1]);
+    let kth = vals.clone().slice([0..n, k - 1..k]).expand([n, v]);
+    // The mass strictly below the k-th value is outside the kept set whatever the ties; of
+    // the entries equal to it, those not kept are added on the host.
+    let below = z.clone().lower(kth.clone());
+    let n_eq: Vec<i64> = z.clone().equal(kth).int().sum_dim(1).into_data().convert::<i64>().try_to_vec::<i64>().expect("i64");
+    let zd = z.clone().cast(DType::F64) - top.cast(DType::F64).expand([n, v]);
+    let (mut all, mut low) = (Vec::new(), Vec::new());
+    for &tau in temps {
+        let e = zd.clone().div_scalar(tau).exp();
+        all.push(e.clone().sum_dim(1).into_data().convert::<f64>().try_to_vec::<f64>().expect("f64"));
+        low.push(e.mask_fill(below.clone().bool_not(), 0.0).sum_dim(1).into_data().convert::<f64>().try_to_vec::<f64>().expect("f64"));
+    }
+    let vals: Vec<f32> = vals.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32");
+    let idx: Vec<i64> = idx.into_data().convert::<i64>().try_to_vec::<i64>().expect("i64");
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let (cv, ci) = (&vals[i * kk..(i + 1) * kk], &idx[i * kk..(i + 1) * kk]);
+        let vk = cv[k - 1];
+        // The candidates hold every entry >= the k-th value when one of them is below it.
+        if kk < v && cv[kk - 1].partial_cmp(&vk) != Some(std::cmp::Ordering::Less) {
+            let row: Vec<f32> = z.clone().slice([i..i + 1, 0..v]).into_data().convert::<f32>().try_to_vec::<f32>().expect("f32");
+            if let Some(&bad) = row.iter().find(|x| !x.is_finite()) {
+                let (r, p) = at(i);
+                return Err(non_finite(bad, r, p));
+            }
+            out.push(select_host(&row, k, temps));
+            continue;
+        }
+        let mut c: Vec<(f32, u32)> = cv.iter().cloned().zip(ci.iter().map(|&x| x as u32)).collect();
+        c.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap_or(std::cmp::Ordering::Equal).then(a.1.cmp(&b.1)));
+        c.truncate(k);
+        let top = c[0].0;
+        let not_kept_eq = (n_eq[i] as usize).saturating_sub(c.iter().filter(|x| x.0 == vk).count()) as f64;
+        if let Some(bad) = c.iter().map(|x| x.0).find(|x| !x.is_finite()).or((!all.iter().all(|a| a[i].is_finite())).then_some(f32::NAN)) {
+            let (r, p) = at(i);
+            return Err(non_finite(bad, r, p));
+        }
+        c.sort_by_key(|x| x.1);
+        let (mut lse, mut log_tail) = (Vec::new(), Vec::new());
+        for (j, &tau) in temps.iter().enumerate() {
+            lse.push(top as f64 / tau + all[j][i].ln());
+            let tail = low[j][i] + not_kept_eq * ((vk as f64 - top as f64) / tau).exp();
+            log_tail.push((tail / all[j][i]).ln());
+        }
+        out.push(Selected { ids: c.iter().map(|x| x.1).collect(), kept: c.iter().map(|x| x.0).collect(), top, lse, log_tail });
+    }
+    Ok(out)
+}
+
+/// Run the teacher (`select`: the selections of given rows) over every row of `data` and write
+/// the cache into `dir` (keeping shards a previous, interrupted build finished). Returns the
+/// manifest.
+pub fn build(dir: &Path, id: &CacheIdentity, data: &Packed, mut select: impl FnMut(&[usize]) -> Result<Selections>, opts: &BuildOptions) -> Result<Manifest> {
     std::fs::create_dir_all(dir).map_err(|e| Error::runtime(format!("{}: {e}", dir.display())))?;
-    let v = id.vocab_size;
     let total_tokens: u64 = (0..data.n_rows()).map(|r| data.row_len(r) as u64).sum();
     let pb = crate::util::progress_bar("cache", total_tokens, opts.quiet);
     let mut shards = Vec::new();
@@ -315,7 +569,7 @@ pub fn build(dir: &Path, id: &CacheIdentity, data: &Packed, mut logits_of: impl 
         let rows: Vec<usize> = (first..((s + 1) * id.rows_per_shard).min(id.n_rows)).collect();
         let shard_tokens: u64 = rows.iter().map(|&r| data.row_len(r) as u64).sum();
         let path = dir.join(shard_name(s));
-        let existing = std::fs::read(&path).ok().filter(|b| check_shard(b, id, &path).is_ok());
+        let existing = std::fs::read(&path).ok().filter(|b| check_shard(b, id, &path).is_ok_and(|(f, n, _)| f == first as u64 && n == rows.len()));
         let bytes = match existing {
             Some(b) => b,
             None => {
@@ -326,19 +580,14 @@ pub fn build(dir: &Path, id: &CacheIdentity, data: &Packed, mut logits_of: impl 
                         return Err(Error::Interrupted(format!(
                             "teacher cache stopped after {s} of {} shards (finished shards are kept)", id.n_shards())));
                     }
-                    let t = id.seq_len;
-                    let logits = logits_of(chunk);
-                    for (j, &r) in chunk.iter().enumerate() {
+                    let sel = select(chunk)?;
+                    for (toks, &r) in sel.iter().zip(chunk) {
                         let n = data.row_len(r);
+                        debug_assert_eq!(toks.len(), n);
                         let mut w = BitWriter::default();
                         w.put(n as u32, 32);
-                        for p in 0..n {
-                            let row = &logits[(j * t + p) * v..(j * t + p + 1) * v];
-                            if let Some(bad) = row.iter().find(|x| !x.is_finite()) {
-                                return Err(Error::runtime(format!(
-                                    "teacher logit {bad} at row {r}, position {p}: the teacher produced a non-finite value")));
-                            }
-                            encode_token(&mut w, row, id.k, id.values, &id.temperatures);
+                        for s in toks {
+                            encode_selected(&mut w, s, id.values);
                         }
                         w.align();
                         records.push(w.bytes);
@@ -358,7 +607,7 @@ pub fn build(dir: &Path, id: &CacheIdentity, data: &Packed, mut logits_of: impl 
     }
     pb.finish_and_clear();
     let bytes = shards.iter().map(|s| s.bytes).sum();
-    let m = Manifest { id: id.clone(), tokens, bytes, shards };
+    let m = Manifest { id: id.clone(), tokens, bytes, shards, teacher: opts.teacher.clone() };
     write_json_atomic(&dir.join(MANIFEST), &m)?;
     Ok(m)
 }
@@ -400,6 +649,7 @@ pub struct Expect<'a> {
     pub n_rows: usize,
     pub tokenizer_hash: &'a str,
     pub teacher_hash: &'a str,
+    pub teacher_dtype: &'a str,
     pub data_hash: &'a str,
 }
 
@@ -412,7 +662,7 @@ impl CacheReader {
     /// Open a cache, refusing one made from other data, tokenizer or teacher, and verifying
     /// every shard's checksum.
     pub fn open(dir: &Path, expect: &Expect) -> Result<CacheReader> {
-        let manifest: Manifest = read_json(&dir.join(MANIFEST))?;
+        let manifest = read_manifest(dir)?;
         let id = &manifest.id;
         let refuse = |what: &str, have: String, want: String| Error::input(format!(
             "teacher cache {}: made for {what} {have}, but this run has {want}; rebuild it with `distill cache-teacher` (or point cache.path elsewhere)",
@@ -426,12 +676,23 @@ impl CacheReader {
         if id.tokenizer_hash != expect.tokenizer_hash {
             return Err(refuse("tokenizer", short(&id.tokenizer_hash), short(expect.tokenizer_hash)));
         }
+        if id.teacher_dtype != expect.teacher_dtype {
+            return Err(refuse("teacher dtype", id.teacher_dtype.clone(), expect.teacher_dtype.to_string()));
+        }
         if id.teacher_hash != expect.teacher_hash {
             return Err(refuse("teacher", short(&id.teacher_hash), short(expect.teacher_hash)));
         }
         if id.data_hash != expect.data_hash || id.seq_len != expect.seq_len || id.n_rows != expect.n_rows {
             return Err(refuse("data", format!("{} ({} rows of {})", short(&id.data_hash), id.n_rows, id.seq_len),
                 format!("{} ({} rows of {})", short(expect.data_hash), expect.n_rows, expect.seq_len)));
+        }
+        // Sizes from the file, checked before anything is divided by or sized from them.
+        let mpath = dir.join(MANIFEST);
+        if id.rows_per_shard == 0 {
+            return Err(Error::input(format!("{}: rows_per_shard is 0; expected a positive integer (a corrupt manifest: rebuild the cache with `distill cache-teacher`)", mpath.display())));
+        }
+        if id.k == 0 || id.k > id.vocab_size {
+            return Err(Error::input(format!("{}: k = {}; expected 1 to the vocabulary ({}) (a corrupt manifest: rebuild the cache with `distill cache-teacher`)", mpath.display(), id.k, id.vocab_size)));
         }
         if manifest.shards.len() != id.n_shards() {
             return Err(Error::input(format!("{}: lists {} shards, expected {}", dir.join(MANIFEST).display(), manifest.shards.len(), id.n_shards())));
@@ -444,8 +705,8 @@ impl CacheReader {
             // concurrent writer could change what we read, which the checksum below catches
             // for the state at open time.
             let map = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| Error::input(format!("{}: {e}", p.display())))?;
-            let (first, rows) = check_shard(&map, id, &p)?;
-            if first != i * id.rows_per_shard || rows != s.rows || sha256_hex(&map) != s.sha256 {
+            let (first, rows, sha) = check_shard(&map, id, &p)?;
+            if first != (i * id.rows_per_shard) as u64 || rows != s.rows || sha != s.sha256 {
                 return Err(Error::input(format!("{}: does not match {} (shard {i})", p.display(), dir.join(MANIFEST).display())));
             }
             shards.push(map);
@@ -608,6 +869,34 @@ mod tests {
 }
 
 #[cfg(test)]
+mod ties {
+    use super::*;
+    use crate::rng::SplitMix;
+
+    /// Ties at the k-th largest value keep the lowest ids (the documented rule), so a cache
+    /// does not depend on a selection algorithm's internals (or a device's sort).
+    #[test]
+    fn ties_at_the_boundary_keep_the_lowest_ids() {
+        let mut rng = SplitMix(5);
+        let v = 200;
+        for levels in [2usize, 4, 16] {
+            let z: Vec<f32> = (0..v).map(|_| rng.below(levels) as f32).collect();
+            for k in [1, 7, 50, 150] {
+                let mut w = BitWriter::default();
+                encode_token(&mut w, &z, k, ValueCodec::F16, &[1.0]);
+                w.align();
+                let t = decode_token(&mut BitReader::new(&w.bytes), k, ValueCodec::F16, 1, v).expect("decodes");
+                let mut order: Vec<usize> = (0..v).collect();
+                order.sort_by(|&a, &b| z[b].partial_cmp(&z[a]).unwrap().then(a.cmp(&b)));
+                let mut want: Vec<u32> = order[..k].iter().map(|&i| i as u32).collect();
+                want.sort();
+                assert_eq!(t.ids, want, "levels {levels}, k {k}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
 mod round_trip {
     use super::*;
     use crate::kd_loss::Divergence;
@@ -634,12 +923,12 @@ mod round_trip {
     pub fn ident(k: usize, values: ValueCodec, n_rows: usize, data_hash: &str) -> CacheIdentity {
         CacheIdentity {
             format_version: FORMAT_VERSION, vocab_size: V, k, values, temperatures: vec![1.0, 2.0], seq_len: T,
-            n_rows, rows_per_shard: 3, tokenizer_hash: "tok".into(), teacher_hash: "teacher".into(), data_hash: data_hash.into(),
+            n_rows, rows_per_shard: 3, tokenizer_hash: "tok".into(), teacher_hash: "teacher".into(), teacher_dtype: "f32".into(), data_hash: data_hash.into(),
         }
     }
 
     pub fn expect(id: &CacheIdentity) -> Expect<'_> {
-        Expect { vocab_size: V, seq_len: T, n_rows: id.n_rows, tokenizer_hash: &id.tokenizer_hash, teacher_hash: &id.teacher_hash, data_hash: &id.data_hash }
+        Expect { vocab_size: V, seq_len: T, n_rows: id.n_rows, tokenizer_hash: &id.tokenizer_hash, teacher_hash: &id.teacher_hash, teacher_dtype: &id.teacher_dtype, data_hash: &id.data_hash }
     }
 
     pub struct Fixture {
@@ -663,7 +952,7 @@ mod round_trip {
         let stop = AtomicBool::new(false);
         let teacher = f.teacher.clone();
         let logits_of = move |rows: &[usize]| rows.iter().flat_map(|&r| teacher[r * T * V..(r + 1) * T * V].to_vec()).collect();
-        build(dir, &id, &f.data, logits_of, &BuildOptions { batch_size: 2, quiet: true, stop: &stop }).expect("build")
+        build(dir, &id, &f.data, host_select(logits_of, &f.data, &id), &BuildOptions { batch_size: 2, quiet: true, stop: &stop, teacher: Default::default() }).expect("build")
     }
 
     fn kl_pair(f: &Fixture, reader: &CacheReader, tau: f64, tail: TailMode, d: Divergence) -> (f64, f64) {
@@ -727,10 +1016,11 @@ mod round_trip {
         let dir = tmp("bad");
         let m = build_cache(&f, &dir, 8, ValueCodec::Q8);
         let mut id = m.id.clone();
-        for (field, msg) in [("teacher", "teacher"), ("data", "data"), ("tokenizer", "tokenizer")] {
+        for (field, msg) in [("teacher", "teacher"), ("data", "data"), ("tokenizer", "tokenizer"), ("dtype", "teacher dtype")] {
             let mut other = id.clone();
             match field {
                 "teacher" => other.teacher_hash = "other".into(),
+                "dtype" => other.teacher_dtype = "bf16".into(),
                 "data" => other.data_hash = "other".into(),
                 _ => other.tokenizer_hash = "other".into(),
             }
@@ -752,6 +1042,187 @@ mod round_trip {
         let m2 = build_cache(&f, &dir, 8, ValueCodec::Q8);
         assert_eq!(m2.shards[1].sha256, m.shards[1].sha256);
         assert!(CacheReader::open(&dir, &expect(&m2.id)).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[cfg(test)]
+mod device_path {
+    use super::round_trip::*;
+    use super::*;
+    use crate::model::DecoderConfig;
+    use crate::recipe::ModelShape;
+    use burn::tensor::DType;
+
+    fn teacher(dev: &Device) -> Decoder {
+        let shape = ModelShape {
+            d_model: 16, n_layers: 1, n_heads: 2, n_kv_heads: 1, d_ff: 32, max_seq_len: 64, rope_theta: 10_000.0,
+            tie_embeddings: false, norm_eps: 1e-5, layer_pattern: "A".into(), window: None, qkv_bias: false,
+            rope_scaling: None, mamba: Default::default(),
+        };
+        DecoderConfig { vocab_size: V, shape }.init(3, dev)
+    }
+
+    /// A cache built on the device (top-k and log-sum-exps there; only k + slack candidates per
+    /// token come to the host) decodes to the records of the naive host-side reference (full
+    /// logits on the host, `select_host`): ids and values exactly, the log-sum-exps and tail
+    /// masses to one unit in the last place of their f32 / f16 codes (the f64 sums run in
+    /// another order). A bf16 teacher's logits tie often; slack 0 sends every token with a
+    /// tie across the k-th value through the full-row fallback.
+    #[test]
+    fn device_selection_equals_the_host_reference() {
+        let f = fixture();
+        let dev = Device::flex();
+        for (name, t) in [("f32", teacher(&dev)), ("bf16", teacher(&dev).cast(DType::BF16))] {
+            let full = |rows: &[usize]| t.forward(f.data.batch(rows, &dev).inputs).into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+            for k in [8, 40] {
+                let id = ident(k, ValueCodec::F16, f.data.n_rows(), "data");
+                let stop = AtomicBool::new(false);
+                let opts = || BuildOptions { batch_size: 3, quiet: true, stop: &stop, teacher: Default::default() };
+                let ref_dir = tmp(&format!("dev-ref-{name}-{k}"));
+                build(&ref_dir, &id, &f.data, host_select(full, &f.data, &id), &opts()).unwrap();
+                let want = CacheReader::open(&ref_dir, &expect(&id)).unwrap();
+                // Ties across the boundary in the reference's logits (the case the rule is for).
+                let all = full(&f.rows);
+                let ties = (0..f.rows.len() * T).filter(|&i| {
+                    let mut z = all[i * V..(i + 1) * V].to_vec();
+                    z.sort_by(|a, b| b.total_cmp(a));
+                    z[k - 1] == z[k]
+                }).count();
+                if name == "bf16" {
+                    assert!(ties > 0, "bf16 logits should tie at the boundary somewhere");
+                }
+                for slack in [TIE_SLACK, 0] {
+                    let dir = tmp(&format!("dev-{name}-{k}-{slack}"));
+                    let fwd = |rows: &[usize]| t.forward(f.data.batch(rows, &dev).inputs);
+                    build(&dir, &id, &f.data, device_select(fwd, &f.data, &id, slack), &opts()).unwrap();
+                    let got = CacheReader::open(&dir, &expect(&id)).unwrap();
+                    for r in 0..f.data.n_rows() {
+                        let (a, b) = (got.row(r).unwrap(), want.row(r).unwrap());
+                        assert_eq!(a.len(), b.len());
+                        for (p, (x, y)) in a.iter().zip(&b).enumerate() {
+                            let at = format!("{name} k {k} slack {slack} row {r} pos {p}");
+                            assert_eq!(x.ids, y.ids, "{at}");
+                            assert_eq!(x.logits, y.logits, "{at}");
+                            for j in 0..2 {
+                                assert!((x.lse[j].to_bits() as i64 - y.lse[j].to_bits() as i64).abs() <= 1, "{at}: lse {} vs {}", x.lse[j], y.lse[j]);
+                                let (hx, hy) = (half::f16::from_f32(x.log_tail[j]).to_bits() as i64, half::f16::from_f32(y.log_tail[j]).to_bits() as i64);
+                                assert!((hx - hy).abs() <= 1, "{at}: log tail {} vs {}", x.log_tail[j], y.log_tail[j]);
+                            }
+                        }
+                    }
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+                let _ = std::fs::remove_dir_all(&ref_dir);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod crafted {
+    use super::round_trip::*;
+    use super::*;
+
+    /// Replace shard `i`'s body by `edit(body)`, then make it self-consistent again (its own
+    /// SHA-256 trailer and the manifest's entry), so only the structural checks can catch it.
+    fn rewrite_shard(dir: &Path, i: usize, edit: impl FnOnce(&mut Vec<u8>)) {
+        use sha2::{Digest, Sha256};
+        let p = dir.join(shard_name(i));
+        let b = std::fs::read(&p).unwrap();
+        let mut body = b[..b.len() - 32].to_vec();
+        edit(&mut body);
+        let sum: [u8; 32] = Sha256::digest(&body).into();
+        body.extend(sum);
+        std::fs::write(&p, &body).unwrap();
+        let mp = dir.join(MANIFEST);
+        let mut m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&mp).unwrap()).unwrap();
+        m["shards"][i]["sha256"] = sha256_hex(&body).into();
+        m["shards"][i]["bytes"] = (body.len() as u64).into();
+        std::fs::write(&mp, serde_json::to_string(&m).unwrap()).unwrap();
+    }
+
+    fn set_u64(body: &mut [u8], at: usize, v: u64) {
+        body[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    }
+
+    /// Open the cache and read every row: crafted files must give an input error naming the
+    /// shard, never a panic.
+    fn open_and_read(dir: &Path, id: &CacheIdentity) -> std::result::Result<(), Error> {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<()> {
+            let reader = CacheReader::open(dir, &expect(id))?;
+            for row in 0..id.n_rows {
+                reader.row(row)?;
+            }
+            Ok(())
+        }));
+        r.unwrap_or_else(|p| panic!("panicked instead of refusing: {:?}", p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))))
+    }
+
+    fn refused(dir: &Path, id: &CacheIdentity, what: &str) -> String {
+        let e = open_and_read(dir, id).err().unwrap_or_else(|| panic!("{what}: accepted"));
+        assert_eq!(e.exit_code(), 2, "{what}: {e}");
+        e.to_string()
+    }
+
+    #[test]
+    fn crafted_shard_headers_and_offsets_are_refused() {
+        let f = fixture();
+        let rows_at = 8 + 4 + 32 + 8;
+        let table = HEADER;
+        for (case, edit) in [
+            // 8 * (rows + 1) overflows usize.
+            ("rows overflow", Box::new(move |b: &mut Vec<u8>| set_u64(b, rows_at, u64::MAX / 4)) as Box<dyn FnOnce(&mut Vec<u8>)>),
+            ("rows huge", Box::new(move |b: &mut Vec<u8>| set_u64(b, rows_at, 1 << 40))),
+            // Row 1 starts after row 2 (non-monotone), the total still adds up.
+            ("non-monotone", Box::new(move |b: &mut Vec<u8>| {
+                let end = u64::from_le_bytes(b[table + 16..table + 24].try_into().unwrap());
+                set_u64(b, table + 8, end + 5);
+            })),
+            // Row 1 starts beyond the file.
+            ("beyond the file", Box::new(move |b: &mut Vec<u8>| set_u64(b, table + 8, 1 << 50))),
+            // The first offset is not 0.
+            ("first offset", Box::new(move |b: &mut Vec<u8>| set_u64(b, table, 3))),
+        ] {
+            let dir = tmp(&format!("crafted-{}", case.replace(' ', "-")));
+            let m = build_cache(&f, &dir, 8, ValueCodec::Q8);
+            rewrite_shard(&dir, 0, edit);
+            let e = refused(&dir, &m.id, case);
+            assert!(e.contains("shard-00000.bin") && e.contains("offset"), "{case}: {e}");
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+
+    #[test]
+    fn zero_rows_per_shard_in_a_manifest_is_refused() {
+        let f = fixture();
+        let dir = tmp("crafted-rps0");
+        let m = build_cache(&f, &dir, 8, ValueCodec::Q8);
+        let mp = dir.join(MANIFEST);
+        let mut j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&mp).unwrap()).unwrap();
+        j["rows_per_shard"] = 0.into();
+        std::fs::write(&mp, serde_json::to_string(&j).unwrap()).unwrap();
+        let e = refused(&dir, &m.id, "rows_per_shard = 0");
+        assert!(e.contains("cache.json") && e.contains("rows_per_shard"), "{e}");
+        // A k beyond the vocabulary would size allocations from the file.
+        j["rows_per_shard"] = 3.into();
+        j["k"] = (1u64 << 60).into();
+        std::fs::write(&mp, serde_json::to_string(&j).unwrap()).unwrap();
+        let e = refused(&dir, &m.id, "k huge");
+        assert!(e.contains("cache.json") && e.contains("k"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Opening a cache reads each shard through SHA-256 once (its trailer and the manifest's
+    /// digest come from one pass).
+    #[test]
+    fn opening_hashes_each_shard_once() {
+        let f = fixture();
+        let dir = tmp("hash-once");
+        let m = build_cache(&f, &dir, 8, ValueCodec::Q8);
+        HASHED.with(|h| h.set(0));
+        CacheReader::open(&dir, &expect(&m.id)).unwrap();
+        assert_eq!(HASHED.with(|h| h.get()), m.bytes, "bytes hashed on open vs shard bytes");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
