@@ -495,3 +495,53 @@ fn a_cache_from_an_f32_teacher_is_refused_for_a_bf16_run() {
     assert!(!dir.join("bf16/student/checkpoints/LATEST").exists());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Documents start with the BOS the teacher's tokenizer adds (Llama's post-processor), in both
+/// preparation engines: the prepared stream holds exactly transformers' `tok(text)` ids
+/// (scripts/make_hf_fixtures.py, add_special_tokens=True) followed by EOS, and the teacher's
+/// logits on them, BOS first, equal transformers'.
+#[test]
+fn documents_start_with_the_teachers_bos() {
+    let dir = tmp("bos");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf/llama-bos");
+    let bos: Value = serde_json::from_str(&std::fs::read_to_string(fixture.join("bos.json")).unwrap()).unwrap();
+    let text = bos["text"].as_str().unwrap();
+    let want: Vec<u32> = bos["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+    assert_eq!(want[0], bos["bos_id"].as_u64().unwrap() as u32);
+    // The fixture's text among other documents; wherever the split puts it, it is encoded alone.
+    let mut docs = vec![text.to_string()];
+    docs.extend((0..30).map(|i| format!("Story number {i}: a small cat walked to the market and bought {} red apples.", i + 2)));
+    let src = dir.join("docs.txt");
+    std::fs::write(&src, docs.join("\n\n")).unwrap();
+    for streaming in [false, true] {
+        let name = format!("bos{streaming}");
+        let recipe = format!(
+            "[run]\nname = \"{name}\"\nout_dir = \"{out}\"\n\n[data]\nsource = \"text\"\npaths = [\"{src}\"]\nseq_len = 16\nvalid_fraction = 0.2\nstreaming = {streaming}\n\n[data.filter]\ndedup = \"none\"\n\n[tokenizer]\nkind = \"teacher\"\n\n[teacher]\nkind = \"hf\"\npath = \"{fx}\"\n\n[student.model]\nd_model = 32\nn_layers = 1\nn_heads = 4\nd_ff = 64\n",
+            out = dir.display(), src = src.display(), fx = fixture.display());
+        let r = load(&recipe, &dir);
+        let p = distill::data::prepare(&r, &dir.join(&name), &mut |_| {}).unwrap();
+        let eos = p.tokenizer.eos_id;
+        let mut with_eos = want.clone();
+        with_eos.push(eos);
+        let found = [&*p.train, &*p.valid].iter().any(|s| s.windows(with_eos.len()).any(|w| w == with_eos.as_slice()));
+        assert!(found, "streaming = {streaming}: the prepared tokens hold transformers' ids {want:?} + EOS");
+        // Every document starts with BOS: BOS follows each EOS and opens each split.
+        for s in [&*p.train, &*p.valid] {
+            assert_eq!(s[0], want[0], "streaming = {streaming}: a split opens with BOS");
+            assert!(s.windows(2).filter(|w| w[0] == eos).all(|w| w[1] == want[0]), "streaming = {streaming}: BOS after every EOS");
+        }
+    }
+    // The teacher on those ids: its logits equal transformers' (f32 model, f32 tolerance).
+    let dev = Device::flex();
+    let (teacher, _) = distill::teacher::hf::load(&fixture, &dev, burn::tensor::DType::F32).unwrap();
+    let ids = burn::tensor::Tensor::<2, burn::tensor::Int>::from_data(
+        burn::tensor::TensorData::new(want.iter().map(|&x| x as i64).collect::<Vec<_>>(), [1, want.len()]), &dev);
+    let got: Vec<f32> = teacher.forward(ids).into_data().try_to_vec::<f32>().unwrap();
+    let bytes = std::fs::read(fixture.join("reference.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let reference: Vec<f32> = st.tensor("logits_f32").unwrap().data().chunks(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    assert_eq!(got.len(), reference.len());
+    let worst = got.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(worst < 2e-5, "logits differ from transformers' by {worst}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -987,6 +987,33 @@ mod round_trip {
 
     /// The top-k approximation error, measured (printed with `--nocapture`): it shrinks as k
     /// grows, the "other" bucket beats renormalizing, and quantized values cost little.
+    /// Mean over real tokens of KL(p_t|K || p_s|K) at tau = 1, K the teacher's k largest
+    /// logits, both distributions renormalized over K.
+    fn restricted_kl(f: &Fixture, k: usize) -> f64 {
+        let (mut sum, mut n) = (0.0, 0.0);
+        for &r in &f.rows {
+            let mask = f.data.row(r).2;
+            for (j, m) in mask.iter().enumerate() {
+                if *m == 0.0 {
+                    continue;
+                }
+                let at = (r * T + j) * V;
+                let (t, s) = (&f.teacher[at..at + V], &f.student[at..at + V]);
+                let mut ids: Vec<usize> = (0..V).collect();
+                ids.sort_by(|a, b| t[*b].total_cmp(&t[*a]));
+                let dist = |z: &[f32]| -> Vec<f64> {
+                    let e: Vec<f64> = ids[..k].iter().map(|&i| (z[i] as f64).exp()).collect();
+                    let tot: f64 = e.iter().sum();
+                    e.iter().map(|x| x / tot).collect()
+                };
+                let (p, q) = (dist(t), dist(s));
+                sum += p.iter().zip(&q).map(|(a, b)| a * (a / b).ln()).sum::<f64>();
+                n += 1.0;
+            }
+        }
+        sum / n
+    }
+
     #[test]
     fn top_k_error_shrinks_with_k() {
         let f = fixture();
@@ -1001,6 +1028,11 @@ mod round_trip {
                 let (_, renorm) = kl_pair(&f, &reader, 1.0, TailMode::Renormalize, Divergence::ForwardKl);
                 let (eo, er) = ((other - on).abs() / on, (renorm - on).abs() / on);
                 println!("k {k:>4} {values:?}: {:.1} bytes/token, KL online {on:.4}, other-bucket rel. error {eo:.4}, renormalized {er:.4}", m.bytes_per_token());
+                // Renormalized, the cache gives KL between teacher and student each restricted
+                // to the teacher's top k: computed here in f64 from the dense logits.
+                let want = restricted_kl(&f, k);
+                let tol = if values == ValueCodec::F16 { 2e-3 } else { 2e-2 };
+                assert!((renorm - want).abs() < tol * want.max(0.1), "k = {k} {values:?}: renormalized {renorm} vs restricted reference {want}");
                 errs.push(eo);
                 let _ = std::fs::remove_dir_all(&dir);
             }
