@@ -295,8 +295,7 @@ fn teacher_cache(recipe: &Recipe, dir: &Path, teacher: &Decoder, d: &RunData, de
         // What a run needs later without the teacher: its tokenizer (data preparation with
         // tokenizer.kind = "teacher"), size and held-out loss (the summary).
         std::fs::create_dir_all(&path).map_err(|e| Error::runtime(format!("{}: {e}", path.display())))?;
-        std::fs::copy(dir.join("tokenizer.json"), path.join("tokenizer.json"))
-            .map_err(|e| Error::runtime(format!("{}: {e}", path.join("tokenizer.json").display())))?;
+        crate::util::copy_atomic(&dir.join("tokenizer.json"), &path.join("tokenizer.json"))?;
         let ev = evaluate(teacher, &d.valid, recipe.optim.batch_size, None, device);
         let record = cache::TeacherRecord {
             source: teacher_source(recipe, dir), files: cache::stamps(&files).unwrap_or_default(),
