@@ -423,11 +423,11 @@ fn dispatch(cmd: Cmd) -> Result<()> {
                 return Err(Error::input(format!(
                     "--n-heads ({n_heads}) must divide --d-model ({d_model}) and be a multiple of --n-kv-heads ({n_kv_heads})")));
             }
-            let cfg = crate::bench::LayerBench { d_model, n_heads, n_kv_heads, batch, reps: reps.max(1) };
+            let cfg = crate::bench::layers::LayerBench { d_model, n_heads, n_kv_heads, batch, reps: reps.max(1) };
             if let Some(one) = one {
                 let (kind, t) = one.split_once(':').ok_or_else(|| Error::input("--one kind:seq"))?;
                 let t: usize = t.parse().map_err(|_| Error::input("--one kind:seq"))?;
-                let ms = crate::bench::time_layer(kind, t, cfg)?;
+                let ms = crate::bench::layers::time_layer(kind, t, cfg)?;
                 println!("{ms} {}", crate::bench::peak_rss_mib().unwrap_or(0.0));
                 return Ok(());
             }
@@ -435,7 +435,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             println!("forward+backward of one layer, batch {batch}, d_model {d_model}, burn flex f32 (median of {reps})");
             println!("{:<10} {:>7} {:>12} {:>12}", "layer", "seq", "ms", "peak MiB");
             let mut lines = String::new();
-            crate::bench::sweep(&exe, &["attention", "mamba"], &seq, cfg, |kind, t, r| {
+            crate::bench::layers::sweep(&exe, &["attention", "mamba"], &seq, cfg, |kind, t, r| {
                 match r {
                     Some((ms, mib)) => {
                         println!("{kind:<10} {t:>7} {ms:>12.1} {mib:>12.0}");
@@ -477,7 +477,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             println!("top-k teacher cache on {} ({rows} training rows): forward KL(teacher || student) error vs the full teacher", run_dir.display());
             println!("{:>5} {:>6} {:>11} {:>10} {:>14} {:>14} {:>12}", "k", "values", "bytes/tok", "KL", "err (other)", "err (renorm)", "read tok/s");
             let mut lines = String::new();
-            crate::bench::cache_sweep(&run_dir, &k, &codecs, rows, |r| {
+            crate::bench::cache::cache_sweep(&run_dir, &k, &codecs, rows, |r| {
                 println!("{:>5} {:>6} {:>11.1} {:>10.4} {:>13.3}% {:>13.3}% {:>12.0}", r.k, format!("{:?}", r.values).to_lowercase(),
                     r.bytes_per_token, r.kl_online, 100.0 * r.rel_err_other, 100.0 * r.rel_err_renormalize, r.read_tok_per_s);
                 lines += &format!("{}\n", serde_json::json!(r));
@@ -486,7 +486,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             println!("\nrecord size at large vocabularies (synthetic logits, k = 128, one temperature):");
             for v in [32_000usize, 128_256] {
                 let sizes: Vec<String> = codecs.iter()
-                    .map(|&c| format!("{:?} {:.1}", c, crate::bench::cache_record_bytes(v, 128, c, 200)).to_lowercase())
+                    .map(|&c| format!("{:?} {:.1}", c, crate::bench::cache::cache_record_bytes(v, 128, c, 200)).to_lowercase())
                     .collect();
                 println!("  vocab {v:>7}: {} bytes/token", sizes.join(", "));
             }
@@ -505,7 +505,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
             if let Some(one) = one {
                 let (mode, v) = one.split_once(':').ok_or_else(|| Error::input("--one mode:vocab"))?;
                 let v: usize = v.parse().map_err(|_| Error::input("--one mode:vocab"))?;
-                let (ms, mib) = crate::bench::time_loss(mode, v, tokens, chunk)?;
+                let (ms, mib) = crate::bench::loss::time_loss(mode, v, tokens, chunk)?;
                 println!("{ms} {mib}");
                 return Ok(());
             }
