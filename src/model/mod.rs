@@ -6,6 +6,7 @@ pub mod init;
 pub mod mamba;
 pub mod decoder;
 pub mod mlp;
+pub mod qkv_file;
 pub mod rope;
 pub mod store;
 

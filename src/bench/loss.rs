@@ -1,0 +1,63 @@
+//! `distill bench-loss`: forward+backward time and peak memory of the distillation loss at
+//! large vocabularies, for the three ways of computing it (one chunk, forward-only chunks, the
+//! trainer's streamed loss).
+
+use std::path::Path;
+use std::time::Instant;
+
+use burn::tensor::{Device, Tensor};
+
+use super::{peak_rss_mib, reset_peak_rss, rss_mib};
+use crate::error::{Error, Result};
+use crate::model::init::Init;
+
+/// The loss modes `distill bench-loss` compares, in the order it prints them.
+pub const MODES: [&str; 3] = ["naive", "chunked", "streamed"];
+
+/// One distillation-loss forward+backward over `tokens` x `vocab` logits (forward KL, alpha
+/// 0.5, tau 1) in this process: `naive` (one chunk), `chunked` (chunks of the forward only;
+/// autodiff keeps them all until backward) or `streamed` ([`crate::kd_loss::kd_loss_streamed`]).
+/// Returns (milliseconds, MiB above the inputs at peak).
+pub fn time_loss(mode: &str, vocab: usize, tokens: usize, chunk: usize) -> Result<(f64, f64)> {
+    use crate::kd_loss::{Divergence, KdConfig, Target, kd_loss_streamed, kd_loss_to};
+    use burn::tensor::{Int, TensorData};
+    let dev = Device::flex().autodiff();
+    let mut init = Init::new(1, &dev);
+    let student = init.normal([tokens, vocab], 2.0).inner();
+    let teacher = init.normal([tokens, vocab], 3.0).inner();
+    let targets = Tensor::<1, Int>::from_data(TensorData::new((0..tokens as i64).map(|i| (i * 7919) % vocab as i64).collect::<Vec<_>>(), [tokens]), &dev);
+    let mask = Tensor::<1>::ones([tokens], &dev);
+    let chunk_tokens = if mode == "naive" { tokens } else { chunk };
+    let cfg = KdConfig { alpha: 0.5, temperature: 1.0, chunk_tokens, divergence: Divergence::ForwardKl };
+    let s = student.autodiff().require_grad();
+    let t = teacher.autodiff();
+    let before = rss_mib().unwrap_or(0.0);
+    if !reset_peak_rss() {
+        return Err(Error::runtime("cannot reset the peak RSS (/proc/self/clear_refs)"));
+    }
+    let t0 = Instant::now();
+    let out = match mode {
+        "naive" | "chunked" => kd_loss_to(s.clone(), Some(Target::Full(t)), targets, mask, cfg),
+        "streamed" => kd_loss_streamed(s.clone(), Some(Target::Full(t)), targets, mask, cfg),
+        other => return Err(Error::input(format!("unknown loss mode `{other}` (naive, chunked or streamed)"))),
+    };
+    let g = s.grad(&out.total.backward()).expect("student gradient");
+    let check: f32 = g.sum().into_scalar();
+    let ms = t0.elapsed().as_secs_f64() * 1e3;
+    if !check.is_finite() {
+        return Err(Error::runtime("non-finite gradient"));
+    }
+    Ok((ms, peak_rss_mib().unwrap_or(0.0) - before))
+}
+
+/// Run each (vocab, mode) of [`MODES`] in a child process `exe bench-loss --one mode:vocab` and
+/// report `(vocab, mode, Some((ms, MiB above the inputs)))`; a failed child gives `None`.
+pub fn sweep(exe: &Path, vocabs: &[usize], tokens: usize, chunk: usize, mut report: impl FnMut(usize, &str, Option<(f64, f64)>)) {
+    for &v in vocabs {
+        for mode in MODES {
+            let args = ["bench-loss", "--one", &format!("{mode}:{v}"), "--tokens", &tokens.to_string(), "--chunk", &chunk.to_string()]
+                .map(String::from);
+            report(v, mode, super::measure_in_child(exe, &args));
+        }
+    }
+}

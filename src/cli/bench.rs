@@ -1,0 +1,102 @@
+//! The benchmark commands: `bench` (layers), `bench-cache` (the teacher cache) and
+//! `bench-loss` (the distillation loss). The measurements live in [`crate::bench`]; here are
+//! the flag checks and the printed tables.
+
+use super::flags::flag;
+use super::{BenchArgs, BenchCacheArgs, BenchLossArgs};
+use crate::bench::{self, cache::{cache_record_bytes, cache_sweep, trainer_tok_per_s}, layers::LayerBench};
+use crate::error::{Error, Result};
+use crate::recipe::ValueCodec;
+
+pub(super) fn layers(a: BenchArgs) -> Result<()> {
+    let BenchArgs { seq, d_model, n_heads, n_kv_heads, batch, reps, jsonl, one } = a;
+    if n_heads == 0 || n_kv_heads == 0 || n_heads % n_kv_heads != 0 || d_model % n_heads != 0 {
+        return Err(Error::input(format!(
+            "--n-heads ({n_heads}) must divide --d-model ({d_model}) and be a multiple of --n-kv-heads ({n_kv_heads})")));
+    }
+    let cfg = LayerBench { d_model, n_heads, n_kv_heads, batch, reps: reps.max(1) };
+    if let Some(one) = one {
+        // The measuring child of `sweep`: one number pair on stdout.
+        let (kind, t) = one.split_once(':').ok_or_else(|| Error::input("--one kind:seq"))?;
+        let t: usize = t.parse().map_err(|_| Error::input("--one kind:seq"))?;
+        let ms = bench::layers::time_layer(kind, t, cfg)?;
+        println!("{ms} {}", bench::peak_rss_mib().unwrap_or(0.0));
+        return Ok(());
+    }
+    let exe = bench::current_exe()?;
+    println!("forward+backward of one layer, batch {batch}, d_model {d_model}, burn flex f32 (median of {reps})");
+    println!("{:<10} {:>7} {:>12} {:>12}", "layer", "seq", "ms", "peak MiB");
+    let mut lines = String::new();
+    bench::layers::sweep(&exe, &bench::layers::KINDS, &seq, cfg, |kind, t, r| match r {
+        Some((ms, mib)) => {
+            println!("{kind:<10} {t:>7} {ms:>12.1} {mib:>12.0}");
+            lines += &format!("{}\n", serde_json::json!({"layer": kind, "seq": t, "ms": ms, "peak_mib": mib,
+                "d_model": d_model, "n_heads": n_heads, "n_kv_heads": n_kv_heads, "batch": batch}));
+        }
+        None => println!("{kind:<10} {t:>7} {:>12} {:>12}", "failed", "-"),
+    });
+    println!("\nKV cache per token, f32, a 32-layer d_model 4096 model with 32 query heads:");
+    for (name, bytes) in bench::layers::kv_cache_table() {
+        println!("  {name:<18} {:>8} KiB", bytes / 1024);
+    }
+    if let Some(p) = jsonl {
+        bench::append_jsonl(&p, &lines)?;
+    }
+    Ok(())
+}
+
+pub(super) fn cache(a: BenchCacheArgs) -> Result<()> {
+    let BenchCacheArgs { run_dir, k, values, rows, jsonl } = a;
+    let codecs = values.iter().map(|v| flag::<ValueCodec>("--values", v)).collect::<Result<Vec<_>>>()?;
+    if k.contains(&0) || rows == 0 {
+        return Err(Error::input("--k and --rows must be positive"));
+    }
+    let trainer = trainer_tok_per_s(&run_dir);
+    println!("top-k teacher cache on {} ({rows} training rows): forward KL(teacher || student) error vs the full teacher", run_dir.display());
+    println!("{:>5} {:>6} {:>11} {:>10} {:>14} {:>14} {:>12}", "k", "values", "bytes/tok", "KL", "err (other)", "err (renorm)", "read tok/s");
+    let mut lines = String::new();
+    cache_sweep(&run_dir, &k, &codecs, rows, |r| {
+        println!("{:>5} {:>6} {:>11.1} {:>10.4} {:>13.3}% {:>13.3}% {:>12.0}", r.k, format!("{:?}", r.values).to_lowercase(),
+            r.bytes_per_token, r.kl_online, 100.0 * r.rel_err_other, 100.0 * r.rel_err_renormalize, r.read_tok_per_s);
+        lines += &format!("{}\n", serde_json::json!(r));
+    })?;
+    println!("student trainer consumption in this run: {trainer:.0} tok/s (one reader thread decodes ahead of it)");
+    println!("\nrecord size at large vocabularies (synthetic logits, k = 128, one temperature):");
+    for v in [32_000usize, 128_256] {
+        let sizes: Vec<String> = codecs.iter()
+            .map(|&c| format!("{:?} {:.1}", c, cache_record_bytes(v, 128, c, 200)).to_lowercase())
+            .collect();
+        println!("  vocab {v:>7}: {} bytes/token", sizes.join(", "));
+    }
+    if let Some(p) = jsonl {
+        bench::append_jsonl(&p, &lines)?;
+    }
+    Ok(())
+}
+
+pub(super) fn loss(a: BenchLossArgs) -> Result<()> {
+    let BenchLossArgs { vocab, tokens, chunk, one } = a;
+    if tokens == 0 || chunk == 0 || vocab.contains(&0) {
+        return Err(Error::input("--tokens, --chunk and --vocab must be positive"));
+    }
+    if let Some(one) = one {
+        // The measuring child of `sweep`: one number pair on stdout.
+        let (mode, v) = one.split_once(':').ok_or_else(|| Error::input("--one mode:vocab"))?;
+        let v: usize = v.parse().map_err(|_| Error::input("--one mode:vocab"))?;
+        let (ms, mib) = bench::loss::time_loss(mode, v, tokens, chunk)?;
+        println!("{ms} {mib}");
+        return Ok(());
+    }
+    let exe = bench::current_exe()?;
+    println!("distillation loss forward+backward, {tokens} tokens, forward KL, chunks of {chunk} (burn flex f32, one run each)");
+    println!("{:>8} {:>10} {:>10} {:>16} {:>14}", "vocab", "mode", "ms", "peak MiB (+)", "[tokens,vocab]");
+    bench::loss::sweep(&exe, &vocab, tokens, chunk, |v, mode, r| {
+        // The size of one [tokens, vocab] f32 tensor, to read the peaks against.
+        let one = (tokens * v * 4) as f64 / (1 << 20) as f64;
+        match r {
+            Some((ms, mib)) => println!("{v:>8} {mode:>10} {ms:>10.0} {mib:>16.0} {one:>13.0}M"),
+            None => println!("{v:>8} {mode:>10} {:>10} {:>16}", "failed", "-"),
+        }
+    });
+    Ok(())
+}

@@ -1,0 +1,82 @@
+//! The one way the CLI parses an enum-valued flag: `FromStr` on the recipe's serde enum, so
+//! that `--backend cuda` and `run.backend = "cuda"` accept the same words, spelled once (by
+//! serde). The impls live here rather than beside the enums only because `recipe.rs` is being
+//! split in parallel; they can move next to the types afterwards.
+
+use std::str::FromStr;
+
+use serde::de::{DeserializeOwned, IntoDeserializer, value};
+
+use crate::error::{Error, Result};
+use crate::recipe::{Backend, ExportFormat, TeacherDtype, ValueCodec};
+
+/// `FromStr` for unit-variant serde enums; `$names` is the list an error message offers (a
+/// test checks that it matches what serde accepts).
+macro_rules! from_serde_name {
+    ($($ty:ty => [$($name:literal),+];)+) => {$(
+        impl FromStr for $ty {
+            type Err = String;
+            fn from_str(s: &str) -> std::result::Result<Self, String> {
+                by_serde_name(s).ok_or_else(|| expected(&[$($name),+], s))
+            }
+        }
+    )+};
+}
+
+from_serde_name! {
+    Backend => ["cpu", "cuda", "wgpu"];
+    TeacherDtype => ["f32", "bf16", "f16"];
+    ValueCodec => ["f16", "bf16", "q8", "q6", "q4"];
+    ExportFormat => ["int8", "f32"];
+}
+
+fn by_serde_name<T: DeserializeOwned>(s: &str) -> Option<T> {
+    T::deserialize(IntoDeserializer::<value::Error>::into_deserializer(s)).ok()
+}
+
+/// `expected a, b or c, got "x"`.
+pub(super) fn expected(names: &[&str], got: &str) -> String {
+    let list = match names {
+        [one] => one.to_string(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+        [] => String::new(),
+    };
+    format!("expected {list}, got {got:?}")
+}
+
+/// Parse the value of `--<name>`: a bad one is an input error naming the flag.
+pub(super) fn flag<T: FromStr<Err = String>>(name: &str, value: &str) -> Result<T> {
+    value.parse().map_err(|e| Error::input(format!("{name}: {e}")))
+}
+
+/// `--backend cpu|cuda|wgpu`, refusing a backend this binary was built without.
+pub(super) fn backend_device(backend: &str) -> Result<burn::tensor::Device> {
+    let b: Backend = flag("--backend", backend)?;
+    if !b.compiled_in() {
+        return Err(Error::input(format!("--backend {backend}: not compiled into this binary; rebuild with `--features {backend}`")));
+    }
+    Ok(crate::pipeline::device_for(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every name offered parses, and serializes back to itself; one that is not offered fails.
+    fn round_trip<T: FromStr<Err = String> + serde::Serialize>(names: &[&str]) {
+        for n in names {
+            let v: T = n.parse().unwrap_or_else(|e| panic!("{n}: {e}"));
+            assert_eq!(serde_json::to_value(&v).unwrap(), *n);
+        }
+        assert_eq!(T::from_str("nope").err().unwrap(), expected(names, "nope"));
+    }
+
+    #[test]
+    fn flag_names_are_the_serde_names() {
+        round_trip::<Backend>(&["cpu", "cuda", "wgpu"]);
+        round_trip::<TeacherDtype>(&["f32", "bf16", "f16"]);
+        round_trip::<ValueCodec>(&["f16", "bf16", "q8", "q6", "q4"]);
+        round_trip::<ExportFormat>(&["int8", "f32"]);
+        assert_eq!(expected(&["f32", "bf16"], "x"), "expected f32 or bf16, got \"x\"");
+    }
+}

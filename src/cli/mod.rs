@@ -1,0 +1,315 @@
+//! Command-line parsing only: the clap definitions of every subcommand, and a dispatch that
+//! hands each one to its handler. Handlers ([`run`], [`generate`], [`probes`], [`bench`]) turn
+//! flags into library calls and print the results; the work itself lives in the library.
+
+mod bench;
+mod flags;
+mod generate;
+mod probes;
+mod run;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::{Parser, Subcommand};
+
+use crate::error::{Error, Result};
+use crate::model::{Decoder, store};
+
+#[derive(Parser)]
+#[command(name = "distill", version, about = "Distill a large language model into a small one from one TOML recipe",
+    after_help = "Exit codes: 0 success, 2 bad input (recipe, data, files), 1 runtime failure, 130 interrupted (resume with `distill resume`).")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+// The doc comment of each variant is its `--help` text; the argument structs below carry
+// none, so that clap does not prefer theirs.
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a recipe end to end: data, teacher, distillation, evaluation, export.
+    Run(RunArgs),
+    /// Run the teacher once over the prepared training data and write its top-k logits to an
+    /// on-disk cache (`[cache]` in the recipe) for `teacher.logits = "cache"`.
+    CacheTeacher(CacheTeacherArgs),
+    /// Continue a stopped or crashed run from its latest checkpoint.
+    Resume(ResumeArgs),
+    /// Held-out perplexity of the teacher, the student and the int8 student of a finished run.
+    Eval(EvalArgs),
+    /// Export the trained student (or, with --teacher, the teacher) of a run.
+    Export(ExportArgs),
+    /// Sample text from a run's student (or teacher).
+    Generate(GenerateArgs),
+    /// Print (as JSON) or save (as safetensors) a model's logits for given tokens: the
+    /// interface for parity checks against other implementations.
+    Logits(LogitsArgs),
+    /// Run the attention kernel on q/k/v read from a safetensors file (`q` (b, h, t, d), `k`
+    /// and `v` (b, kv, t, d), f32) and write `o`: the interface for attention parity checks
+    /// against PyTorch on each backend.
+    Attention(AttentionArgs),
+    /// Benchmark forward+backward time and peak memory of an attention layer and a Mamba-2
+    /// layer against sequence length, and print KV-cache sizes of MHA, GQA and MQA.
+    Bench(BenchArgs),
+    /// Benchmark the top-k teacher cache on a finished run: bytes per token, the KL error
+    /// against the full teacher for each k and value codec, and the reader's tokens/s against
+    /// the student trainer's consumption.
+    BenchCache(BenchCacheArgs),
+    /// Benchmark the distillation loss's forward+backward time and peak memory at large
+    /// vocabularies: one chunk (naive), forward-only chunks, and the streamed loss the trainer
+    /// uses (one chunk's graph at a time). Each measurement runs in a child process.
+    BenchLoss(BenchLossArgs),
+    /// Prepare and filter a recipe's data into its run directory and print the filter report.
+    Data(RecipeArgs),
+    /// Check a recipe and print it fully resolved (defaults, config files, overrides applied).
+    Validate(RecipeArgs),
+}
+
+#[derive(clap::Args)]
+struct RecipeArgs {
+    /// The recipe file (TOML).
+    recipe: PathBuf,
+    /// Override any recipe key, e.g. `--set optim.lr=3e-4 --set run.name=try2`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    #[command(flatten)]
+    recipe: RecipeArgs,
+    /// No progress bars (log lines only).
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(clap::Args)]
+struct CacheTeacherArgs {
+    #[command(flatten)]
+    recipe: RecipeArgs,
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(clap::Args)]
+struct ResumeArgs {
+    /// The run directory, e.g. runs/quickstart.
+    run_dir: PathBuf,
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(clap::Args)]
+struct EvalArgs {
+    run_dir: PathBuf,
+}
+
+// Enum-valued flags are `String`s parsed by the handler through the enum's `FromStr` (see
+// `flags`), so that a bad value gets the same `error: --flag: expected ...` as `--set` does.
+#[derive(clap::Args)]
+struct ExportArgs {
+    run_dir: PathBuf,
+    #[arg(long)]
+    teacher: bool,
+    /// int8 (per-channel symmetric) or f32.
+    #[arg(long, default_value = "int8")]
+    format: String,
+    /// Output directory (default: <run_dir>/export).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct GenerateArgs {
+    run_dir: PathBuf,
+    #[arg(long, default_value = "")]
+    prompt: String,
+    #[arg(long, default_value_t = 64)]
+    max_tokens: usize,
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f64,
+    /// Keep the k most likely tokens (0 = all).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Keep the smallest set of tokens holding this probability mass.
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Sample from the teacher instead of the student.
+    #[arg(long)]
+    teacher: bool,
+}
+
+#[derive(clap::Args)]
+struct LogitsArgs {
+    /// A run directory (its student, or its teacher with --teacher), a model directory
+    /// holding model.json, or a Hugging Face folder (config.json + safetensors).
+    #[arg(long)]
+    model: PathBuf,
+    /// Comma-separated token ids, e.g. "1,2,3".
+    #[arg(long, conflicts_with = "text")]
+    ids: Option<String>,
+    /// Text to tokenize with the run's tokenizer.json.
+    #[arg(long)]
+    text: Option<String>,
+    #[arg(long)]
+    teacher: bool,
+    /// Use the int8 round-trip of the weights (what the int8 export holds).
+    #[arg(long)]
+    int8: bool,
+    /// Write a safetensors file with `logits` (seq, vocab) f32 instead of printing JSON.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Backend to run on: cpu, or cuda / wgpu when compiled in.
+    #[arg(long, default_value = "cpu")]
+    backend: String,
+    /// Run the model in f32, bf16 or f16 (what `teacher.dtype` does); logits come out f32.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+}
+
+#[derive(clap::Args)]
+struct AttentionArgs {
+    #[arg(long)]
+    input: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value = "cpu")]
+    backend: String,
+    /// f32 or bf16 (inputs are cast before the kernel, the output back to f32).
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    #[arg(long)]
+    window: Option<usize>,
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Sequence lengths.
+    #[arg(long, value_delimiter = ',', default_value = "256,512,1024,2048,4096,8192")]
+    seq: Vec<usize>,
+    #[arg(long, default_value_t = 256)]
+    d_model: usize,
+    #[arg(long, default_value_t = 4)]
+    n_heads: usize,
+    #[arg(long, default_value_t = 1)]
+    n_kv_heads: usize,
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Timed repetitions after one warm-up (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// Append results as JSON lines to this file.
+    #[arg(long)]
+    jsonl: Option<PathBuf>,
+    /// Internal: measure one `kind:seq` in this process.
+    #[arg(long, hide = true)]
+    one: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct BenchCacheArgs {
+    run_dir: PathBuf,
+    #[arg(long, value_delimiter = ',', default_value = "8,32,128")]
+    k: Vec<usize>,
+    /// Value codecs: f16, bf16, q8, q6, q4.
+    #[arg(long, value_delimiter = ',', default_value = "f16,bf16,q8,q6,q4")]
+    values: Vec<String>,
+    /// Training rows to cache.
+    #[arg(long, default_value_t = 64)]
+    rows: usize,
+    /// Append results as JSON lines to this file.
+    #[arg(long)]
+    jsonl: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct BenchLossArgs {
+    #[arg(long, value_delimiter = ',', default_value = "32000,128256")]
+    vocab: Vec<usize>,
+    #[arg(long, default_value_t = 1024)]
+    tokens: usize,
+    #[arg(long, default_value_t = 128)]
+    chunk: usize,
+    /// Internal: measure one `mode:vocab` in this process.
+    #[arg(long, hide = true)]
+    one: Option<String>,
+}
+
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    match dispatch(cli.cmd) {
+        Ok(()) => 0,
+        Err(e) => {
+            let kind = match e {
+                Error::Input(_) => "error",
+                Error::Runtime(_) => "runtime error",
+                Error::Interrupted(_) => "interrupted",
+            };
+            eprintln!("{kind}: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn dispatch(cmd: Cmd) -> Result<()> {
+    match cmd {
+        Cmd::Run(a) => run::run(a),
+        Cmd::CacheTeacher(a) => run::cache_teacher(a),
+        Cmd::Resume(a) => run::resume(a),
+        Cmd::Eval(a) => run::eval(a),
+        Cmd::Export(a) => run::export(a),
+        Cmd::Generate(a) => generate::generate(a),
+        Cmd::Logits(a) => probes::logits(a),
+        Cmd::Attention(a) => probes::attention(a),
+        Cmd::Bench(a) => bench::layers(a),
+        Cmd::BenchCache(a) => bench::cache(a),
+        Cmd::BenchLoss(a) => bench::loss(a),
+        Cmd::Data(a) => run::data(a),
+        Cmd::Validate(a) => run::validate(a),
+    }
+}
+
+/// Progress lines of a long command go to stdout, one per line.
+fn say(s: String) {
+    println!("{s}");
+}
+
+fn stop_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let f = flag.clone();
+    // First Ctrl-C: finish the step and checkpoint. Second: leave at once.
+    let _ = ctrlc::set_handler(move || {
+        if f.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after this step (Ctrl-C again to quit now)...");
+    });
+    flag
+}
+
+/// The finished teacher or student (`which`) of a run, or an input error that says how to
+/// finish it.
+fn load_final(run_dir: &Path, which: &str, device: &burn::tensor::Device) -> Result<Decoder> {
+    let dir = run_dir.join(which).join("final");
+    if !dir.join("model.json").is_file() {
+        return Err(Error::input(format!(
+            "{}: the {which} has not finished training in this run; finish it with `distill resume {}`",
+            dir.display(), run_dir.display())));
+    }
+    Ok(store::load(&dir, device)?.0)
+}
+
+/// Which model of a run a command works on.
+fn which(teacher: bool) -> &'static str {
+    if teacher { "teacher" } else { "student" }
+}

@@ -1,0 +1,91 @@
+//! The pipeline's commands: `run`, `cache-teacher`, `resume`, `eval`, `export`, `data` and
+//! `validate`.
+
+use std::path::Path;
+
+use super::flags::flag;
+use super::{CacheTeacherArgs, EvalArgs, ExportArgs, RecipeArgs, ResumeArgs, RunArgs, load_final, say, stop_flag, which};
+use crate::data::{self, pack::Packed};
+use crate::error::{Error, Result};
+use crate::pipeline::{self, RunOptions, load_run_recipe};
+use crate::recipe::{ExportFormat, Recipe};
+
+pub(super) fn run(a: RunArgs) -> Result<()> {
+    let r = Recipe::load(&a.recipe.recipe, &a.recipe.set)?;
+    let stop = stop_flag();
+    println!("run directory: {}", r.run_dir().display());
+    let opts = RunOptions { stop: &stop, stop_after: None, quiet: a.quiet };
+    pipeline::run(&r, &opts, &mut say).map_err(|e| with_resume_hint(e, &r.run_dir()))?;
+    Ok(())
+}
+
+pub(super) fn cache_teacher(a: CacheTeacherArgs) -> Result<()> {
+    let r = Recipe::load(&a.recipe.recipe, &a.recipe.set)?;
+    let stop = stop_flag();
+    let opts = RunOptions { stop: &stop, stop_after: None, quiet: a.quiet };
+    let m = pipeline::cache_teacher(&r, &opts, &mut say)?;
+    println!("teacher cache {}: {} shards, {} tokens, k = {}, {:?} values, {:.1} bytes/token ({:.2} MB)",
+        r.cache_dir().display(), m.shards.len(), m.tokens, m.id.k, m.id.values, m.bytes_per_token(), m.bytes as f64 / 1e6);
+    Ok(())
+}
+
+pub(super) fn resume(a: ResumeArgs) -> Result<()> {
+    let stop = stop_flag();
+    let opts = RunOptions { stop: &stop, stop_after: None, quiet: a.quiet };
+    pipeline::resume(&a.run_dir, &opts, &mut say).map_err(|e| with_resume_hint(e, &a.run_dir))?;
+    Ok(())
+}
+
+pub(super) fn eval(a: EvalArgs) -> Result<()> {
+    let run_dir = &a.run_dir;
+    let r = load_run_recipe(run_dir)?;
+    let prepared = data::load_prepared(run_dir)?;
+    let device = pipeline::device_for(r.run.backend);
+    let valid = Packed::build(prepared.valid, r.data.seq_len, prepared.tokenizer.eos_id, r.data.packing);
+    let teacher = load_final(run_dir, "teacher", &device)?;
+    let student = load_final(run_dir, "student", &device)?;
+    let [te, se, q8] = pipeline::evaluate_models(&teacher, &student, &valid, r.optim.batch_size, &device);
+    println!("{:<16} {:>10} {:>12}", "model", "loss", "perplexity");
+    for (name, e) in [("teacher", te), ("student f32", se), ("student int8", q8)] {
+        println!("{name:<16} {:>10.4} {:>12.3}", e.loss, e.ppl);
+    }
+    Ok(())
+}
+
+pub(super) fn export(a: ExportArgs) -> Result<()> {
+    let format: ExportFormat = flag("--format", &a.format)?;
+    let r = load_run_recipe(&a.run_dir)?;
+    let device = pipeline::device_for(r.run.backend);
+    let m = load_final(&a.run_dir, which(a.teacher), &device)?;
+    let out = a.out.unwrap_or_else(|| a.run_dir.join("export"));
+    let (p, size) = crate::export::native::export(&m, format, &out, &a.run_dir.join("tokenizer.json"))?;
+    println!("wrote {} ({size} bytes)", p.display());
+    Ok(())
+}
+
+pub(super) fn data(a: RecipeArgs) -> Result<()> {
+    let r = Recipe::load(&a.recipe, &a.set)?;
+    let dir = r.run_dir();
+    if dir.join("data/meta.json").is_file() {
+        println!("data already prepared in {}", dir.join("data").display());
+    }
+    data::prepare_to_disk(&r, &dir, &mut say)?;
+    println!("report: {}", dir.join("data/filter_report.json").display());
+    Ok(())
+}
+
+pub(super) fn validate(a: RecipeArgs) -> Result<()> {
+    let r = Recipe::load(&a.recipe, &a.set)?;
+    print!("{}", r.to_toml());
+    eprintln!("{}: ok", a.recipe.display());
+    Ok(())
+}
+
+/// A stopped or failed run can always be continued: say how.
+fn with_resume_hint(e: Error, dir: &Path) -> Error {
+    match e {
+        Error::Interrupted(m) => Error::Interrupted(format!("{m}; continue with `distill resume {}`", dir.display())),
+        Error::Runtime(m) => Error::Runtime(format!("{m}\n(the run can be continued with `distill resume {}`)", dir.display())),
+        other => other,
+    }
+}
