@@ -9,6 +9,14 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::model::config::default_layer_pattern;
+
+// These types live with the code they configure; the recipe only names them. Re-exported
+// because files outside this refactor still import them from here.
+pub use crate::kd_loss::Divergence;
+pub use crate::model::config::{MambaShape, ModelShape, RopeScaling};
+pub use crate::teacher::codec::{TailMode, ValueCodec};
+pub use crate::train::decay::NoDecay;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -235,101 +243,6 @@ pub struct PartialShape {
     pub mamba: Option<MambaShape>,
 }
 
-/// Llama-3 RoPE frequency scaling (`rope_scaling` with `rope_type = "llama3"` in HF configs):
-/// long wavelengths are divided by `factor`, short ones kept, a smooth ramp in between.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RopeScaling {
-    pub factor: f64,
-    #[serde(default = "d_low_freq")]
-    pub low_freq_factor: f64,
-    #[serde(default = "d_high_freq")]
-    pub high_freq_factor: f64,
-    pub original_max_position_embeddings: usize,
-}
-
-/// The Mamba-2 mixer of `M` layers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MambaShape {
-    /// SSM state size N per head.
-    #[serde(default = "d_d_state")]
-    pub d_state: usize,
-    /// Channels P per SSM head; heads = expand * d_model / head_dim.
-    #[serde(default = "d_m_head_dim")]
-    pub head_dim: usize,
-    #[serde(default = "d_expand")]
-    pub expand: usize,
-    /// Width of the depthwise causal convolution.
-    #[serde(default = "d_d_conv")]
-    pub d_conv: usize,
-    /// Groups of heads sharing B and C (like KV groups in GQA).
-    #[serde(default = "d_n_groups")]
-    pub n_groups: usize,
-    /// Chunk length of the SSD training algorithm.
-    #[serde(default = "d_chunk")]
-    pub chunk_size: usize,
-}
-
-impl Default for MambaShape {
-    fn default() -> Self {
-        toml::from_str("").expect("every field has a default")
-    }
-}
-
-/// A fully specified decoder shape (vocabulary size comes from the tokenizer).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelShape {
-    pub d_model: usize,
-    pub n_layers: usize,
-    pub n_heads: usize,
-    pub n_kv_heads: usize,
-    pub d_ff: usize,
-    pub max_seq_len: usize,
-    pub rope_theta: f64,
-    pub tie_embeddings: bool,
-    pub norm_eps: f64,
-    /// Layer kinds, repeated to `n_layers`: `A` = GQA attention, `M` = Mamba-2, e.g. "AAAM".
-    #[serde(default = "d_pattern")]
-    pub layer_pattern: String,
-    /// Sliding attention window in tokens (each token sees itself and `window - 1` before it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub window: Option<usize>,
-    /// Bias on the q/k/v projections (Qwen2).
-    #[serde(default)]
-    pub qkv_bias: bool,
-    /// Bias on the attention output projection too (HF Llama `attention_bias`: q, k, v and o).
-    /// Set only by loaded teachers; skipped when false so existing model.json files stay as they are.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub o_bias: bool,
-    /// `window` applies to layers `window_from_layer..` only; lower ones attend fully
-    /// (Qwen2's `max_window_layers`).
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub window_from_layer: usize,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rope_scaling: Option<RopeScaling>,
-    #[serde(default)]
-    pub mamba: MambaShape,
-}
-
-fn is_zero(n: &usize) -> bool {
-    *n == 0
-}
-
-impl ModelShape {
-    /// The kind of layer `i`: the pattern repeated.
-    pub fn layer_kind(&self, i: usize) -> char {
-        let p = self.layer_pattern.as_bytes();
-        p[i % p.len()] as char
-    }
-
-    /// The attention window of layer `i`, if it has one.
-    pub fn window_of(&self, i: usize) -> Option<usize> {
-        self.window.filter(|_| i >= self.window_from_layer)
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TeacherKind {
@@ -366,62 +279,6 @@ impl TeacherDtype {
             TeacherDtype::F16 => burn::tensor::DType::F16,
         }
     }
-}
-
-/// How the top-k logits of a cache are stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ValueCodec {
-    /// Raw logits in IEEE half precision.
-    F16,
-    /// Raw logits in bfloat16.
-    Bf16,
-    /// 8-, 6- or 4-bit codes of sqrt((top - z) / range) per token (top and range in f32).
-    Q8,
-    Q6,
-    Q4,
-}
-
-impl ValueCodec {
-    pub fn bits(self) -> u32 {
-        match self {
-            ValueCodec::F16 | ValueCodec::Bf16 => 16,
-            ValueCodec::Q8 => 8,
-            ValueCodec::Q6 => 6,
-            ValueCodec::Q4 => 4,
-        }
-    }
-    /// Highest code of a quantized codec.
-    pub fn levels(self) -> Option<u32> {
-        match self {
-            ValueCodec::F16 | ValueCodec::Bf16 => None,
-            q => Some((1 << q.bits()) - 1),
-        }
-    }
-}
-
-/// Parameter groups exempt from weight decay (`optim.no_decay`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NoDecay {
-    /// RMSNorm gains (and Mamba-2's gated norm).
-    Norm,
-    /// Linear and convolution biases.
-    Bias,
-    /// The token embedding (also the output head when tied).
-    Embedding,
-    /// Mamba-2's `A_log`, `D` and `dt_bias`.
-    Ssm,
-}
-
-/// What the top-k KL does with the teacher's mass outside the kept entries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TailMode {
-    /// Renormalize the teacher's kept entries to sum to one.
-    Renormalize,
-    /// One extra "other" category holding the teacher's and the student's remaining mass.
-    Other,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -577,17 +434,6 @@ pub enum DivergenceKind {
     Tv,
 }
 
-/// A divergence with its parameter, as the loss uses it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Divergence {
-    ForwardKl,
-    ReverseKl,
-    Jsd { beta: f64 },
-    SkewForwardKl { lambda: f64 },
-    SkewReverseKl { lambda: f64 },
-    Tv,
-}
-
 impl DistillSection {
     pub fn divergence(&self) -> Divergence {
         match self.divergence {
@@ -731,15 +577,6 @@ fn d_codec() -> ValueCodec { ValueCodec::Q8 }
 fn d_tail() -> TailMode { TailMode::Other }
 fn d_rows_per_shard() -> usize { 1024 }
 fn d_formats() -> Vec<ExportFormat> { vec![ExportFormat::Int8] }
-fn d_low_freq() -> f64 { 1.0 }
-fn d_high_freq() -> f64 { 4.0 }
-fn d_d_state() -> usize { 16 }
-fn d_m_head_dim() -> usize { 16 }
-fn d_expand() -> usize { 2 }
-fn d_d_conv() -> usize { 4 }
-fn d_n_groups() -> usize { 1 }
-fn d_chunk() -> usize { 32 }
-fn d_pattern() -> String { "A".into() }
 
 macro_rules! default_from_serde {
     ($($t:ty),*) => {$(
@@ -786,7 +623,7 @@ impl PartialShape {
             rope_theta: self.rope_theta.unwrap_or(10_000.0),
             tie_embeddings: self.tie_embeddings.unwrap_or(false),
             norm_eps: self.norm_eps.unwrap_or(1e-5),
-            layer_pattern: self.layer_pattern.clone().unwrap_or_else(d_pattern),
+            layer_pattern: self.layer_pattern.clone().unwrap_or_else(default_layer_pattern),
             window: self.window,
             qkv_bias: self.qkv_bias.unwrap_or(false),
             o_bias: false,
