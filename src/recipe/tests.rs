@@ -172,3 +172,19 @@ fn loaded_teachers_bring_shape_and_vocabulary() {
     let r = Recipe::from_str_with(BASE, Path::new("r.toml"), &ok).unwrap();
     assert_eq!(r.teacher.model, PartialShape::default(), "the recipe's teacher shape is not used");
 }
+
+#[test]
+fn keys_are_located_as_toml_reads_them() {
+    // An element of a multi-line array names the array's key.
+    let m = err(&with("[data]\n", "[data]\npaths = [\n  \"a\",\n  3,\n]\n"), &[]);
+    assert!(m.starts_with("r.toml:7:3: key `data.paths`: invalid type: integer `3`"), "{m}");
+    // A syntax error past its key still names it.
+    let m = err(&with("alpha = 0.5", "alpha = "), &[]);
+    assert!(m.starts_with("r.toml:23:") && m.contains("key `distill.alpha`"), "{m}");
+    // A key left out of a written section points at the section's header.
+    let m = err(&with("warmup_steps = 10\nsteps = 100", "steps = 10"), &[]);
+    assert_eq!(m, "r.toml:26 (default value in this section): key `optim.warmup_steps`: warmup_steps (20) exceeds steps (10)");
+    // `[teacher.model]` implies `teacher` without writing it.
+    let m = err(BASE, &["teacher.kind=hf"]);
+    assert!(m.starts_with("r.toml (default value, key not set): key `teacher.path`"), "{m}");
+}
