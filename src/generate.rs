@@ -114,7 +114,7 @@ mod tests {
             shape: crate::recipe::PartialShape {
                 d_model: Some(16), n_layers: Some(3), n_heads: Some(4), n_kv_heads: Some(2), d_ff: Some(32),
                 layer_pattern: Some("AMA".into()),
-                mamba: Some(crate::recipe::MambaShape { d_state: 4, head_dim: 8, chunk_size: 4, ..Default::default() }),
+                mamba: Some(crate::model::MambaShape { d_state: 4, head_dim: 8, chunk_size: 4, ..Default::default() }),
                 ..Default::default()
             }
             .to_shape()

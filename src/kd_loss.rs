@@ -9,7 +9,17 @@
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{IndexingUpdateOp, Int, Tensor};
 
-pub use crate::recipe::Divergence;
+/// A divergence with its parameter, as the loss uses it (the recipe's `[distill]` section
+/// names the kind and its parameter separately; `DistillSection::divergence` joins them).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Divergence {
+    ForwardKl,
+    ReverseKl,
+    Jsd { beta: f64 },
+    SkewForwardKl { lambda: f64 },
+    SkewReverseKl { lambda: f64 },
+    Tv,
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct KdConfig {

@@ -215,7 +215,7 @@ pub fn read_int8(path: &Path) -> Result<HashMap<String, (Vec<f32>, Vec<usize>)>>
 mod tests {
     use super::*;
     use crate::model::DecoderConfig;
-    use crate::recipe::ModelShape;
+    use crate::model::ModelShape;
     use burn::tensor::Device;
 
     fn tiny() -> DecoderConfig {

@@ -10,7 +10,7 @@ use super::init::{Init, WeightSource};
 use super::mamba::{Mamba2, MambaState};
 use super::mlp::SwiGlu;
 use super::rope;
-use crate::recipe::ModelShape;
+use super::config::ModelShape;
 
 /// A shape plus the vocabulary size: everything needed to rebuild the model from disk.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -368,10 +368,10 @@ mod tests {
         cfg.shape.layer_pattern = "AMAM".into();
         cfg.shape.window = Some(5);
         cfg.shape.qkv_bias = true;
-        cfg.shape.rope_scaling = Some(crate::recipe::RopeScaling {
+        cfg.shape.rope_scaling = Some(crate::model::config::RopeScaling {
             factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 16,
         });
-        cfg.shape.mamba = crate::recipe::MambaShape { d_state: 4, head_dim: 8, expand: 2, d_conv: 4, n_groups: 1, chunk_size: 4 };
+        cfg.shape.mamba = crate::model::config::MambaShape { d_state: 4, head_dim: 8, expand: 2, d_conv: 4, n_groups: 1, chunk_size: 4 };
         let m = cfg.init(5, &dev);
         let ids: Vec<i64> = (0..13).map(|i| (i * 7 % 50) as i64).collect();
         let t = ids.len();

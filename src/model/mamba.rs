@@ -15,7 +15,7 @@ use burn::tensor::activation::{silu, softplus};
 use burn::tensor::{Bool, Device, Tensor};
 
 use super::init::Init;
-use crate::recipe::MambaShape;
+use super::config::MambaShape;
 
 #[derive(Module, Debug)]
 pub struct Mamba2 {

@@ -2,6 +2,7 @@
 //! blocks (RMSNorm -> GQA attention with RoPE -> RMSNorm -> SwiGLU), final RMSNorm, LM head.
 
 pub mod attention;
+pub mod config;
 pub mod init;
 pub mod mamba;
 pub mod decoder;
@@ -10,6 +11,7 @@ pub mod qkv_file;
 pub mod rope;
 pub mod store;
 
+pub use config::{MambaShape, ModelShape, RopeScaling};
 pub use decoder::{Decoder, DecoderConfig};
 
 use burn::tensor::{Device, Int, Tensor, TensorData};

@@ -4,7 +4,7 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::recipe::RopeScaling;
+use super::config::RopeScaling;
 
 /// The `head_dim / 2` rotation frequencies, with Llama-3 scaling when given (as in
 /// transformers' `_compute_llama3_parameters`).

@@ -55,7 +55,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<(Decoder, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::recipe::ModelShape;
+    use crate::model::config::ModelShape;
 
     fn tiny() -> DecoderConfig {
         DecoderConfig {

@@ -3,3 +3,4 @@
 pub mod hf;
 pub mod bits;
 pub mod cache;
+pub mod codec;

@@ -8,8 +8,23 @@
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::Tensor;
 
+use serde::{Deserialize, Serialize};
+
 use crate::model::Decoder;
-use crate::recipe::NoDecay;
+
+/// Parameter groups exempt from weight decay (`optim.no_decay`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NoDecay {
+    /// RMSNorm gains (and Mamba-2's gated norm).
+    Norm,
+    /// Linear and convolution biases.
+    Bias,
+    /// The token embedding (also the output head when tied).
+    Embedding,
+    /// Mamba-2's `A_log`, `D` and `dt_bias`.
+    Ssm,
+}
 
 /// The group of a parameter from its path of field names (e.g. `blocks.0.mixer_norm.gamma`),
 /// or `None` for a matrix that is decayed.

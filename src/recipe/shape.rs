@@ -1,0 +1,160 @@
+//! Model shapes as a recipe writes them: `[teacher.model]` / `[student.model]` keys over an
+//! optional shared `configs/*.toml` file, merged and completed into a [`ModelShape`] at load.
+//! The model itself only ever sees the complete [`ModelShape`].
+
+use serde::{Deserialize, Serialize};
+
+use super::locate::{locate, toml_error};
+use super::{Recipe, StudentSection, TeacherKind, TeacherSection};
+use crate::error::{Error, Result};
+use crate::model::config::{MambaShape, ModelShape, RopeScaling, default_layer_pattern};
+
+/// A model shape, as written in a recipe or a `configs/*.toml` file: every key optional so that
+/// inline keys can override a shared config file. `to_shape` turns it into a [`ModelShape`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartialShape {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub d_model: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n_layers: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n_heads: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n_kv_heads: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub d_ff: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_seq_len: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rope_theta: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tie_embeddings: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub norm_eps: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layer_pattern: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qkv_bias: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rope_scaling: Option<RopeScaling>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mamba: Option<MambaShape>,
+}
+
+impl PartialShape {
+    /// Keys set here win over `base`.
+    fn over(&self, base: &PartialShape) -> PartialShape {
+        PartialShape {
+            d_model: self.d_model.or(base.d_model),
+            n_layers: self.n_layers.or(base.n_layers),
+            n_heads: self.n_heads.or(base.n_heads),
+            n_kv_heads: self.n_kv_heads.or(base.n_kv_heads),
+            d_ff: self.d_ff.or(base.d_ff),
+            max_seq_len: self.max_seq_len.or(base.max_seq_len),
+            rope_theta: self.rope_theta.or(base.rope_theta),
+            tie_embeddings: self.tie_embeddings.or(base.tie_embeddings),
+            norm_eps: self.norm_eps.or(base.norm_eps),
+            layer_pattern: self.layer_pattern.clone().or_else(|| base.layer_pattern.clone()),
+            window: self.window.or(base.window),
+            qkv_bias: self.qkv_bias.or(base.qkv_bias),
+            rope_scaling: self.rope_scaling.clone().or_else(|| base.rope_scaling.clone()),
+            mamba: self.mamba.clone().or_else(|| base.mamba.clone()),
+        }
+    }
+
+    /// Missing optional keys take defaults; a missing required key is `Err(key name)`.
+    pub fn to_shape(&self) -> std::result::Result<ModelShape, &'static str> {
+        Ok(ModelShape {
+            d_model: self.d_model.ok_or("d_model")?,
+            n_layers: self.n_layers.ok_or("n_layers")?,
+            n_heads: self.n_heads.ok_or("n_heads")?,
+            n_kv_heads: self.n_kv_heads.or(self.n_heads).ok_or("n_kv_heads")?,
+            d_ff: self.d_ff.ok_or("d_ff")?,
+            max_seq_len: self.max_seq_len.unwrap_or(512),
+            rope_theta: self.rope_theta.unwrap_or(10_000.0),
+            tie_embeddings: self.tie_embeddings.unwrap_or(false),
+            norm_eps: self.norm_eps.unwrap_or(1e-5),
+            layer_pattern: self.layer_pattern.clone().unwrap_or_else(default_layer_pattern),
+            window: self.window,
+            qkv_bias: self.qkv_bias.unwrap_or(false),
+            o_bias: false,
+            window_from_layer: 0,
+            rope_scaling: self.rope_scaling.clone(),
+            mamba: self.mamba.clone().unwrap_or_default(),
+        })
+    }
+
+    fn from_shape(s: &ModelShape) -> PartialShape {
+        PartialShape {
+            d_model: Some(s.d_model),
+            n_layers: Some(s.n_layers),
+            n_heads: Some(s.n_heads),
+            n_kv_heads: Some(s.n_kv_heads),
+            d_ff: Some(s.d_ff),
+            max_seq_len: Some(s.max_seq_len),
+            rope_theta: Some(s.rope_theta),
+            tie_embeddings: Some(s.tie_embeddings),
+            norm_eps: Some(s.norm_eps),
+            layer_pattern: Some(s.layer_pattern.clone()),
+            window: s.window,
+            qkv_bias: Some(s.qkv_bias),
+            rope_scaling: s.rope_scaling.clone(),
+            mamba: Some(s.mamba.clone()),
+        }
+    }
+}
+
+impl TeacherSection {
+    /// The resolved shape (only valid after [`Recipe::load`]).
+    pub fn shape(&self) -> ModelShape {
+        self.model.to_shape().expect("recipe was resolved at load")
+    }
+}
+
+impl StudentSection {
+    pub fn shape(&self) -> ModelShape {
+        self.model.to_shape().expect("recipe was resolved at load")
+    }
+}
+
+impl Recipe {
+    /// Merges each `[x.model]` over the file named by `x.config` and completes it, so that
+    /// `shape()` cannot fail afterwards; a missing required key is an error naming it.
+    pub(super) fn resolve_shapes(&mut self, file: &str, text: &str, ov: &[String]) -> Result<()> {
+        // A loaded teacher brings its shape (model.json or config.json).
+        let teacher_shape = self.teacher.kind == TeacherKind::Pretrain;
+        for (section, config, model) in [
+            ("teacher", self.teacher.config.take(), &mut self.teacher.model),
+            ("student", self.student.config.take(), &mut self.student.model),
+        ] {
+            if section == "teacher" && !teacher_shape {
+                // Not used: the resolved recipe shows that by leaving them out.
+                *model = PartialShape::default();
+                continue;
+            }
+            let base = match &config {
+                Some(p) => {
+                    let t = crate::error::read_to_string(p).map_err(|e| {
+                        let loc = locate(file, text, ov, &format!("{section}.config"));
+                        Error::input(format!("{loc}: key `{section}.config`: {e}"))
+                    })?;
+                    toml::from_str::<PartialShape>(&t)
+                        .map_err(|e| toml_error(&p.display().to_string(), &t, &e))?
+                }
+                None => PartialShape::default(),
+            };
+            let merged = model.over(&base);
+            let shape = merged.to_shape().map_err(|missing| {
+                let loc = locate(file, text, ov, &format!("{section}.model"));
+                Error::input(format!(
+                    "{loc}: key `{section}.model.{missing}` is required: set it under [{section}.model] or in the file named by `{section}.config`"
+                ))
+            })?;
+            *model = PartialShape::from_shape(&shape);
+        }
+        Ok(())
+    }
+}

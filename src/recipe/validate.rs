@@ -1,0 +1,379 @@
+//! The semantic rules of a recipe, one function per section, run once at load. A rule names
+//! the key it is about; `Recipe::validate` adds where that key is set (line:column, `--set`
+//! or default), so the rules themselves never see the file.
+//!
+//! The first broken rule is the one reported, so `check` runs the sections in a fixed order
+//! (the order of the single function these rules were split out of).
+
+use super::locate::locate;
+use super::{
+    CacheSection, CheckpointSection, CurriculumSection, DataSection, DistillSection, EvalSection,
+    FilterSection, LogitsSource, OptimSection, Recipe, RowOrder, RunSection, Schedule, SourceKind,
+    TeacherDtype, TeacherKind, TeacherSection, TokenizerKind, TokenizerSection,
+};
+use crate::error::{Error, Result};
+use crate::model::config::{MambaShape, ModelShape, RopeScaling};
+use crate::teacher::codec::TailMode;
+
+/// A broken rule: the dotted key it is about and what is wrong with its value.
+struct Broken {
+    key: String,
+    msg: String,
+}
+
+type Rule = std::result::Result<(), Broken>;
+
+fn fail(key: impl Into<String>, msg: impl Into<String>) -> Rule {
+    Err(Broken { key: key.into(), msg: msg.into() })
+}
+
+impl Recipe {
+    /// Every semantic rule; a failed one names the key and where it is set.
+    pub(super) fn validate(&self, file: &str, text: &str, ov: &[String]) -> Result<()> {
+        check(self).map_err(|b| {
+            let loc = locate(file, text, ov, &b.key);
+            Error::input(format!("{loc}: key `{}`: {}", b.key, b.msg))
+        })
+    }
+}
+
+fn check(r: &Recipe) -> Rule {
+    run(&r.run)?;
+    data(&r.data)?;
+    filter(&r.data.filter, r.teacher.kind)?;
+    tokenizer(&r.tokenizer)?;
+    teacher_source(r)?;
+    if r.teacher.kind == TeacherKind::Pretrain {
+        shape("teacher", &r.teacher.shape(), r.data.seq_len)?;
+    }
+    shape("student", &r.student.shape(), r.data.seq_len)?;
+    distill_loss(&r.distill)?;
+    optim("optim", &r.optim)?;
+    optim("teacher.optim", &r.teacher.optim)?;
+    teacher_dtype(&r.teacher)?;
+    distill_chunks_and_schedules(r)?;
+    curriculum(&r.curriculum)?;
+    cache(&r.cache)?;
+    checkpoint(&r.checkpoint)?;
+    eval(&r.eval)
+}
+
+fn run(r: &RunSection) -> Rule {
+    if r.name.is_empty() || r.name.contains(['/', '\\']) || r.name.starts_with('.') {
+        return fail("run.name", format!("expected a plain directory name, got {:?}", r.name));
+    }
+    let b = r.backend;
+    if !b.compiled_in() {
+        return fail("run.backend", format!(
+            "backend {b:?} is not compiled into this binary; rebuild with `--features {}`",
+            format!("{b:?}").to_lowercase()
+        ));
+    }
+    Ok(())
+}
+
+fn data(d: &DataSection) -> Rule {
+    if d.seq_len < 8 {
+        return fail("data.seq_len", format!("expected at least 8 tokens, got {}", d.seq_len));
+    }
+    if d.streaming && d.synthetic_noise > 0.0 {
+        return fail("data.synthetic_noise", "needs the in-memory path: set data.streaming = false");
+    }
+    if d.streaming && (d.filter.teacher_ppl_min.is_some() || d.filter.teacher_ppl_max.is_some()) {
+        return fail("data.filter.teacher_ppl_max", "the teacher-perplexity filter is not available with data.streaming = true yet");
+    }
+    if !(0.0..=4.0).contains(&d.synthetic_noise) {
+        return fail("data.synthetic_noise", format!("expected a share in [0, 4], got {}", d.synthetic_noise));
+    }
+    if !(d.valid_fraction > 0.0 && d.valid_fraction < 0.5) {
+        return fail("data.valid_fraction", format!("expected a value in (0, 0.5), got {}", d.valid_fraction));
+    }
+    match d.source {
+        SourceKind::Synthetic if d.synthetic_docs < 20 => {
+            return fail("data.synthetic_docs", format!("expected at least 20 documents, got {}", d.synthetic_docs));
+        }
+        SourceKind::Text | SourceKind::Jsonl if d.paths.is_empty() => {
+            return fail("data.paths", "expected at least one input file for this source");
+        }
+        _ => {}
+    }
+    for p in &d.paths {
+        if !p.is_file() {
+            return fail("data.paths", format!("file {} does not exist", p.display()));
+        }
+    }
+    Ok(())
+}
+
+fn filter(f: &FilterSection, teacher: TeacherKind) -> Rule {
+    if f.min_chars > f.max_chars {
+        return fail("data.filter.min_chars", format!("min_chars ({}) is larger than max_chars ({})", f.min_chars, f.max_chars));
+    }
+    for (name, v) in [("max_symbol_ratio", f.max_symbol_ratio), ("min_alpha_ratio", f.min_alpha_ratio),
+        ("max_upper_ratio", f.max_upper_ratio), ("max_repeated_ngram_share", f.max_repeated_ngram_share),
+        ("minhash_threshold", f.minhash_threshold)] {
+        if !(0.0..=1.0).contains(&v) {
+            return fail(format!("data.filter.{name}"), format!("expected a value in [0, 1], got {v}"));
+        }
+    }
+    if f.ngram_words == 0 {
+        return fail("data.filter.ngram_words", "expected a positive integer, got 0");
+    }
+    if f.minhash_bands == 0 || f.minhash_perms % f.minhash_bands != 0 {
+        return fail("data.filter.minhash_bands", format!(
+            "expected a positive divisor of minhash_perms ({}), got {}", f.minhash_perms, f.minhash_bands));
+    }
+    if f.teacher_ppl_min.is_some() || f.teacher_ppl_max.is_some() {
+        let (lo, hi) = (f.teacher_ppl_min.unwrap_or(1.0), f.teacher_ppl_max.unwrap_or(f64::INFINITY));
+        if !(lo >= 1.0 && lo < hi) {
+            return fail("data.filter.teacher_ppl_min", format!("expected 1 <= teacher_ppl_min < teacher_ppl_max, got {lo} and {hi}"));
+        }
+        if teacher == TeacherKind::Pretrain {
+            return fail("data.filter.teacher_ppl_min", "the teacher-perplexity filter needs a teacher before the data: teacher.kind = \"hf\" or \"checkpoint\"");
+        }
+    }
+    Ok(())
+}
+
+fn tokenizer(t: &TokenizerSection) -> Rule {
+    match t.kind {
+        TokenizerKind::Train if !(300..=1 << 20).contains(&t.vocab_size) => fail("tokenizer.vocab_size", format!(
+            "expected at least 300 (256 byte symbols + specials + merges) and at most 1048576, got {}", t.vocab_size)),
+        TokenizerKind::File => match &t.path {
+            None => fail("tokenizer.path", "required when tokenizer.kind = \"file\""),
+            Some(p) if !p.is_file() => fail("tokenizer.path", format!("file {} does not exist", p.display())),
+            _ => Ok(()),
+        },
+        _ => Ok(()),
+    }
+}
+
+/// Where the teacher comes from, and the vocabulary that implies.
+fn teacher_source(r: &Recipe) -> Rule {
+    let tok = r.tokenizer.kind;
+    if r.teacher.kind == TeacherKind::Pretrain {
+        if tok == TokenizerKind::Teacher {
+            return fail("tokenizer.kind", "\"teacher\" needs teacher.kind = \"hf\" or \"checkpoint\"; a pretrained teacher uses the trained tokenizer");
+        }
+        return Ok(());
+    }
+    let (kind, marker) = match r.teacher.kind {
+        TeacherKind::Hf => ("hf", "config.json"),
+        _ => ("checkpoint", "model.json"),
+    };
+    match &r.teacher.path {
+        None => return fail("teacher.path", format!("required when teacher.kind = \"{kind}\"")),
+        // A cached teacher is offline: its cache stands in for a folder that is gone.
+        Some(p) if !p.join(marker).is_file() && !(r.teacher.logits == LogitsSource::Cache && r.cache_dir().join("cache.json").is_file()) => {
+            return fail("teacher.path", format!(
+                "{} is not a teacher directory for kind \"{kind}\" (no {marker} in it)", p.display()));
+        }
+        _ => {}
+    }
+    if tok == TokenizerKind::Train {
+        return fail("tokenizer.kind", "this teacher brings its own vocabulary: set tokenizer.kind = \"teacher\" (or \"file\" with the same tokenizer.json)");
+    }
+    Ok(())
+}
+
+/// The resolved shape of `who` ("teacher" or "student"), which must also hold `seq_len` tokens.
+fn shape(who: &str, s: &ModelShape, seq_len: usize) -> Rule {
+    let k = |name: &str| format!("{who}.model.{name}");
+    for (name, v) in [("d_model", s.d_model), ("n_layers", s.n_layers), ("n_heads", s.n_heads),
+        ("n_kv_heads", s.n_kv_heads), ("d_ff", s.d_ff)] {
+        if v == 0 {
+            return fail(k(name), "expected a positive integer, got 0");
+        }
+    }
+    if s.n_heads % s.n_kv_heads != 0 {
+        return fail(k("n_kv_heads"), format!(
+            "n_heads ({}) must be divisible by n_kv_heads ({})", s.n_heads, s.n_kv_heads));
+    }
+    if s.d_model % s.n_heads != 0 || (s.d_model / s.n_heads) % 2 != 0 {
+        return fail(k("n_heads"), format!(
+            "d_model ({}) must split into n_heads ({}) heads of even size (RoPE rotates pairs)", s.d_model, s.n_heads));
+    }
+    if seq_len > s.max_seq_len {
+        return fail("data.seq_len", format!(
+            "seq_len ({}) exceeds the {who}'s context {who}.model.max_seq_len ({})", seq_len, s.max_seq_len));
+    }
+    if !(s.rope_theta > 0.0) {
+        return fail(k("rope_theta"), format!("expected > 0, got {}", s.rope_theta));
+    }
+    if !(s.norm_eps > 0.0 && s.norm_eps < 1.0) {
+        return fail(k("norm_eps"), format!("expected a value in (0, 1), got {}", s.norm_eps));
+    }
+    if s.layer_pattern.is_empty() || !s.layer_pattern.chars().all(|c| c == 'A' || c == 'M') {
+        return fail(k("layer_pattern"), format!(
+            "expected a non-empty string of A (attention) and M (Mamba-2), got {:?}", s.layer_pattern));
+    }
+    if s.window == Some(0) {
+        return fail(k("window"), "expected a window of at least 1 token");
+    }
+    if let Some(rs) = &s.rope_scaling {
+        rope_scaling(&k("rope_scaling"), rs)?;
+    }
+    if s.layer_pattern.contains('M') {
+        mamba(&k("mamba"), &s.mamba, s.d_model)?;
+    }
+    Ok(())
+}
+
+fn rope_scaling(prefix: &str, rs: &RopeScaling) -> Rule {
+    let k = |n: &str| format!("{prefix}.{n}");
+    if !(rs.factor >= 1.0) {
+        return fail(k("factor"), format!("expected >= 1, got {}", rs.factor));
+    }
+    if !(rs.low_freq_factor > 0.0 && rs.low_freq_factor < rs.high_freq_factor) {
+        return fail(k("low_freq_factor"), format!(
+            "expected 0 < low_freq_factor < high_freq_factor ({}), got {}", rs.high_freq_factor, rs.low_freq_factor));
+    }
+    if rs.original_max_position_embeddings == 0 {
+        return fail(k("original_max_position_embeddings"), "expected a positive integer, got 0");
+    }
+    Ok(())
+}
+
+fn mamba(prefix: &str, m: &MambaShape, d_model: usize) -> Rule {
+    let k = |n: &str| format!("{prefix}.{n}");
+    for (name, v) in [("d_state", m.d_state), ("head_dim", m.head_dim), ("expand", m.expand),
+        ("d_conv", m.d_conv), ("n_groups", m.n_groups), ("chunk_size", m.chunk_size)] {
+        if v == 0 {
+            return fail(k(name), "expected a positive integer, got 0");
+        }
+    }
+    let d_inner = m.expand * d_model;
+    if d_inner % m.head_dim != 0 {
+        return fail(k("head_dim"), format!(
+            "expand * d_model ({d_inner}) must be divisible by head_dim ({})", m.head_dim));
+    }
+    if (d_inner / m.head_dim) % m.n_groups != 0 {
+        return fail(k("n_groups"), format!(
+            "the {} SSM heads must split evenly into n_groups ({})", d_inner / m.head_dim, m.n_groups));
+    }
+    Ok(())
+}
+
+/// The loss weights and temperature.
+fn distill_loss(d: &DistillSection) -> Rule {
+    if !(0.0..=1.0).contains(&d.alpha) {
+        return fail("distill.alpha", format!("expected 0 <= alpha <= 1, got {}", d.alpha));
+    }
+    for (name, v) in [("jsd_beta", d.jsd_beta), ("skew_lambda", d.skew_lambda)] {
+        if !(0.0..=1.0).contains(&v) {
+            return fail(format!("distill.{name}"), format!("expected a value in [0, 1], got {v}"));
+        }
+    }
+    if !(d.temperature > 0.0 && d.temperature.is_finite()) {
+        return fail("distill.temperature", format!("expected tau > 0, got {}", d.temperature));
+    }
+    Ok(())
+}
+
+/// The student's `[optim]` or the teacher's `[teacher.optim]` (`prefix`).
+fn optim(prefix: &str, o: &OptimSection) -> Rule {
+    let k = |name: &str| format!("{prefix}.{name}");
+    if !(o.lr > 0.0 && o.lr.is_finite()) {
+        return fail(k("lr"), format!("expected a learning rate > 0, got {}", o.lr));
+    }
+    if !(o.min_lr >= 0.0 && o.min_lr <= o.lr) {
+        return fail(k("min_lr"), format!("expected 0 <= min_lr <= lr ({}), got {}", o.lr, o.min_lr));
+    }
+    for (name, v) in [("beta1", o.beta1), ("beta2", o.beta2)] {
+        if !(0.0..1.0).contains(&v) {
+            return fail(k(name), format!("expected a value in [0, 1), got {v}"));
+        }
+    }
+    if !(o.eps > 0.0) {
+        return fail(k("eps"), format!("expected > 0, got {}", o.eps));
+    }
+    if !(o.weight_decay >= 0.0) || !(o.grad_clip >= 0.0) {
+        let name = if o.weight_decay >= 0.0 { "grad_clip" } else { "weight_decay" };
+        return fail(k(name), "expected a value >= 0");
+    }
+    for (name, v) in [("batch_size", o.batch_size), ("grad_accum", o.grad_accum), ("steps", o.steps)] {
+        if v == 0 {
+            return fail(k(name), "expected a positive integer, got 0");
+        }
+    }
+    if o.warmup_steps > o.steps {
+        return fail(k("warmup_steps"), format!("warmup_steps ({}) exceeds steps ({})", o.warmup_steps, o.steps));
+    }
+    Ok(())
+}
+
+fn teacher_dtype(t: &TeacherSection) -> Rule {
+    if t.dtype != TeacherDtype::F32 && t.kind == TeacherKind::Pretrain && t.shape().layer_pattern.contains('M') {
+        return fail("teacher.dtype", "half precision is supported for attention-only teachers; this teacher has Mamba-2 layers");
+    }
+    Ok(())
+}
+
+/// The loss's chunking and the alpha / temperature schedules (the latter constrained by the
+/// teacher cache's tail mode).
+fn distill_chunks_and_schedules(r: &Recipe) -> Rule {
+    let d = &r.distill;
+    if d.chunk_tokens == 0 {
+        return fail("distill.chunk_tokens", "expected a positive integer, got 0");
+    }
+    if let Some(a) = d.alpha_end {
+        if !(0.0..=1.0).contains(&a) {
+            return fail("distill.alpha_end", format!("expected 0 <= alpha_end <= 1, got {a}"));
+        }
+    }
+    if let Some(t) = d.temperature_end {
+        if !(t > 0.0 && t.is_finite()) {
+            return fail("distill.temperature_end", format!("expected tau > 0, got {t}"));
+        }
+        if r.teacher.logits == LogitsSource::Cache && r.cache.tail == TailMode::Other && t != d.temperature {
+            return fail("distill.temperature_end", "a temperature schedule with the teacher cache needs cache.tail = \"renormalize\" (the cache stores the tail mass at fixed temperatures only)");
+        }
+    }
+    Ok(())
+}
+
+fn curriculum(c: &CurriculumSection) -> Rule {
+    if !(0.0..=1.0).contains(&c.start) {
+        return fail("curriculum.start", format!("expected a competence in [0, 1], got {}", c.start));
+    }
+    if !(c.ramp > 0.0 && c.ramp <= 1.0) {
+        return fail("curriculum.ramp", format!("expected a fraction of training in (0, 1], got {}", c.ramp));
+    }
+    if !(0.0..=1.0).contains(&c.min_weight) {
+        return fail("curriculum.min_weight", format!("expected a weight in [0, 1], got {}", c.min_weight));
+    }
+    if c.stages == 0 {
+        return fail("curriculum.stages", "expected a positive integer, got 0");
+    }
+    if c.schedule == Schedule::SelfPaced && c.order == RowOrder::EasyToHard {
+        return fail("curriculum.order", "easy_to_hard needs a stored difficulty score; self_paced ranks by the student's loss");
+    }
+    Ok(())
+}
+
+fn cache(c: &CacheSection) -> Rule {
+    if c.k == 0 || c.rows_per_shard == 0 {
+        let name = if c.k == 0 { "k" } else { "rows_per_shard" };
+        return fail(format!("cache.{name}"), "expected a positive integer, got 0");
+    }
+    if c.k > 1 << 20 {
+        return fail("cache.k", format!("expected at most 1048576 (a whole vocabulary), got {}", c.k));
+    }
+    Ok(())
+}
+
+fn checkpoint(c: &CheckpointSection) -> Rule {
+    if c.every_steps == 0 || c.keep_last == 0 {
+        let name = if c.every_steps == 0 { "every_steps" } else { "keep_last" };
+        return fail(format!("checkpoint.{name}"), "expected a positive integer, got 0");
+    }
+    Ok(())
+}
+
+fn eval(e: &EvalSection) -> Rule {
+    if e.every_steps == 0 || e.batches == 0 {
+        let name = if e.every_steps == 0 { "every_steps" } else { "batches" };
+        return fail(format!("eval.{name}"), "expected a positive integer, got 0");
+    }
+    Ok(())
+}
