@@ -226,3 +226,54 @@ mod tests {
         assert!((hard - 1.1 / 2.1).abs() < 1e-12);
     }
 }
+
+#[cfg(test)]
+mod curriculum_scores {
+    use super::*;
+    use crate::recipe::ValueCodec;
+    use crate::teacher::cache::test_fixture::*;
+
+    /// Per-row mean teacher CE and entropy from the full logits: the reference.
+    fn reference(f: &Fixture) -> (Vec<f64>, Vec<f64>) {
+        let (mut ce, mut ent) = (vec![], vec![]);
+        for &r in &f.rows {
+            let (_, targets, _) = f.data.row(r);
+            let n = f.data.row_len(r);
+            let s: Vec<(f64, f64)> = (0..n).map(|p| token_scores_full(&f.teacher[(r * T + p) * V..(r * T + p + 1) * V], targets[p] as usize)).collect();
+            ce.push(s.iter().map(|x| x.0).sum::<f64>() / n as f64);
+            ent.push(s.iter().map(|x| x.1).sum::<f64>() / n as f64);
+        }
+        (ce, ent)
+    }
+
+    /// Curriculum scores read from the cache equal the teacher's at k = vocabulary (to f16
+    /// rounding) and are lower bounds below it (the tail counted as one category).
+    #[test]
+    fn cache_scores_match_the_teacher_at_full_k_and_bound_it_below() {
+        let f = fixture();
+        let (ce, ent) = reference(&f);
+        for (k, exact) in [(V, true), (8, false)] {
+            let dir = tmp(&format!("scores-{k}"));
+            let m = build_cache(&f, &dir, k, ValueCodec::F16);
+            let reader = CacheReader::open(&dir, &expect(&m.id)).unwrap();
+            let run = dir.join("run");
+            std::fs::create_dir_all(run.join("data")).unwrap();
+            let src = TeacherScores::Cache(&reader);
+            let got_ce = scores(&run, DifficultyScore::TeacherCe, &f.data, &src).unwrap();
+            let got_ent = scores(&run, DifficultyScore::TeacherEntropy, &f.data, &src).unwrap();
+            for r in 0..ce.len() {
+                let (c, e) = (got_ce[r] as f64, got_ent[r] as f64);
+                if exact {
+                    assert!((c - ce[r]).abs() < 1e-2 && (e - ent[r]).abs() < 1e-2, "row {r}: cache ({c}, {e}) vs teacher ({}, {})", ce[r], ent[r]);
+                } else {
+                    assert!(c <= ce[r] + 1e-2 && e <= ent[r] + 1e-2, "row {r}: cache ({c}, {e}) above teacher ({}, {})", ce[r], ent[r]);
+                }
+            }
+            if !exact {
+                // Random targets mostly fall outside the top 8: the bound is far from tight.
+                assert!(got_ce.iter().zip(&ce).any(|(&c, &t)| (c as f64) < t - 0.5));
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+}
