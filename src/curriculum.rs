@@ -23,6 +23,7 @@ use crate::error::Result;
 use crate::model::Decoder;
 use crate::recipe::{CurriculumSection, DifficultyScore, Schedule};
 use crate::teacher::cache::{CacheReader, TokenTopK};
+use crate::teacher::row_nll;
 use crate::util::{read_json, write_json_atomic};
 
 /// Competence c(t) of a schedule (1 for none and outside the ramp).
@@ -159,7 +160,14 @@ pub fn scores(run_dir: &Path, score: DifficultyScore, data: &Packed, teacher: &T
             for chunk in rows.chunks((*batch).max(1)) {
                 let b = data.batch(chunk, device);
                 let [nb, t] = b.inputs.dims();
-                let logits: Vec<f32> = teacher.forward(b.inputs).into_data().convert::<f32>().try_to_vec::<f32>().expect("f32");
+                let logits = teacher.forward(b.inputs);
+                if score == DifficultyScore::TeacherCe {
+                    // The per-row loss every row scorer shares; the logits stay on the device.
+                    let ce = row_nll(logits.reshape([nb * t, v]), b.targets, b.mask, nb, t);
+                    out.extend(ce.into_iter().map(|x| x as f32));
+                    continue;
+                }
+                let logits: Vec<f32> = logits.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32");
                 let targets: Vec<i64> = b.targets.into_data().convert::<i64>().try_to_vec::<i64>().expect("i64");
                 for j in 0..nb {
                     let n = data.row_len(chunk[j]);

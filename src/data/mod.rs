@@ -14,9 +14,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::recipe::{Recipe, TokenizerKind};
+use crate::recipe::{Packing, Recipe, TokenizerKind};
 use crate::util::{read_json, write_atomic, write_json_atomic};
-use pack::permutation;
+use pack::{Packed, permutation};
 use tokenizer::Tokenizer;
 use tokens::Tokens;
 
@@ -38,41 +38,23 @@ pub struct Prepared {
     pub meta: DataMeta,
 }
 
-/// Perplexity of each document (its first `max_seq_len` tokens) under a loaded teacher.
-fn teacher_ppl(recipe: &Recipe, docs: &[Vec<u32>], eos: u32) -> Result<Vec<f64>> {
-    let device = crate::pipeline::device_for(recipe.run.backend);
-    let p = recipe.teacher.path.as_ref().expect("validated");
-    let teacher = match recipe.teacher.kind {
-        crate::recipe::TeacherKind::Hf => crate::teacher::hf::load(p, &device, recipe.teacher.dtype.dtype())?.0,
-        _ => crate::model::store::load(p, &device)?.0.cast(recipe.teacher.dtype.dtype()),
-    };
-    let ctx = teacher.config.shape.max_seq_len;
-    let v = teacher.config.vocab_size;
-    let mut out = Vec::with_capacity(docs.len());
-    for chunk in docs.chunks(16) {
-        // Right padding: a causal model's earlier positions never see it; its targets are masked.
-        let len = chunk.iter().map(|d| d.len().min(ctx + 1)).max().unwrap_or(2).max(2);
-        let (mut inp, mut tgt, mut msk) = (Vec::new(), Vec::new(), Vec::new());
-        for d in chunk {
-            // `d` already ends with EOS (and starts with BOS where the tokenizer adds one).
-            let mut seq: Vec<u32> = d.iter().copied().take(ctx + 1).collect();
-            let real = seq.len() - 1;
-            seq.resize(len, eos);
-            inp.extend(seq[..len - 1].iter().map(|&x| x as i64));
-            tgt.extend(seq[1..].iter().map(|&x| x as i64));
-            msk.extend((0..len - 1).map(|j| if j < real { 1f32 } else { 0.0 }));
+/// The prepared data of a run, packed into rows: what training, the teacher and its cache read.
+pub struct RunData {
+    pub train: Packed,
+    pub valid: Packed,
+    pub tok_hash: String,
+    pub vocab: usize,
+}
+
+impl Prepared {
+    pub fn pack(self, seq_len: usize, packing: Packing) -> RunData {
+        RunData {
+            train: Packed::build(self.train, seq_len, self.tokenizer.eos_id, packing),
+            valid: Packed::build(self.valid, seq_len, self.tokenizer.eos_id, packing),
+            tok_hash: self.meta.tokenizer_hash.clone(),
+            vocab: self.meta.vocab_size,
         }
-        let (b, t) = (chunk.len(), len - 1);
-        use burn::tensor::{Int, Tensor, TensorData};
-        let logits = teacher.forward(Tensor::<2, Int>::from_data(TensorData::new(inp, [b, t]), &device)).reshape([b * t, v]);
-        let nll = burn::tensor::activation::log_softmax(logits, 1)
-            .gather(1, Tensor::<1, Int>::from_data(TensorData::new(tgt, [b * t]), &device).unsqueeze_dim::<2>(1))
-            .reshape([b, t]).neg();
-        let m = Tensor::<2>::from_data(TensorData::new(msk, [b, t]), &device);
-        let per = (nll * m.clone()).sum_dim(1) / m.sum_dim(1).clamp_min(1.0);
-        out.extend(per.into_data().convert::<f64>().try_to_vec::<f64>().expect("f64").into_iter().map(f64::exp));
     }
-    Ok(out)
 }
 
 /// Prepare the data into `run_dir`, or load it if an earlier (possibly interrupted) run
@@ -137,7 +119,9 @@ pub fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> 
     }
     let mut train_docs = train_docs;
     if let (lo, hi) = (recipe.data.filter.teacher_ppl_min, recipe.data.filter.teacher_ppl_max) && (lo.is_some() || hi.is_some()) {
-        let ppl = teacher_ppl(recipe, &train_tok, tokenizer.eos_id)?;
+        let device = crate::device::device_for(recipe.run.backend);
+        let teacher = crate::teacher::Teacher::of(recipe, run_dir).load_before_data(&device)?;
+        let ppl = crate::teacher::doc_ppl(&teacher, &train_tok, tokenizer.eos_id, &device);
         let (lo, hi) = (lo.unwrap_or(1.0), hi.unwrap_or(f64::INFINITY));
         let mut keep_docs = Vec::new();
         let mut keep_tok = Vec::new();
