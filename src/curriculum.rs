@@ -23,6 +23,7 @@ use crate::error::Result;
 use crate::model::Decoder;
 use crate::recipe::{CurriculumSection, DifficultyScore, Schedule};
 use crate::teacher::cache::{CacheReader, TokenTopK};
+use crate::teacher::row_nll;
 use crate::util::{read_json, write_json_atomic};
 
 /// Competence c(t) of a schedule (1 for none and outside the ramp).
@@ -159,7 +160,14 @@ pub fn scores(run_dir: &Path, score: DifficultyScore, data: &Packed, teacher: &T
             for chunk in rows.chunks((*batch).max(1)) {
                 let b = data.batch(chunk, device);
                 let [nb, t] = b.inputs.dims();
-                let logits: Vec<f32> = teacher.forward(b.inputs).into_data().convert::<f32>().try_to_vec::<f32>().expect("f32");
+                let logits = teacher.forward(b.inputs);
+                if score == DifficultyScore::TeacherCe {
+                    // The per-row loss every row scorer shares; the logits stay on the device.
+                    let ce = row_nll(logits.reshape([nb * t, v]), b.targets, b.mask, nb, t);
+                    out.extend(ce.into_iter().map(|x| x as f32));
+                    continue;
+                }
+                let logits: Vec<f32> = logits.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32");
                 let targets: Vec<i64> = b.targets.into_data().convert::<i64>().try_to_vec::<i64>().expect("i64");
                 for j in 0..nb {
                     let n = data.row_len(chunk[j]);
@@ -224,5 +232,56 @@ mod tests {
         let (mean, min, max, hard) = weight_stats(&[1.0, 0.1, 1.0], &[false, true, true]);
         assert!((mean - 0.7).abs() < 1e-12 && min == 0.1 && max == 1.0);
         assert!((hard - 1.1 / 2.1).abs() < 1e-12);
+    }
+}
+
+#[cfg(test)]
+mod curriculum_scores {
+    use super::*;
+    use crate::recipe::ValueCodec;
+    use crate::teacher::cache::test_fixture::*;
+
+    /// Per-row mean teacher CE and entropy from the full logits: the reference.
+    fn reference(f: &Fixture) -> (Vec<f64>, Vec<f64>) {
+        let (mut ce, mut ent) = (vec![], vec![]);
+        for &r in &f.rows {
+            let (_, targets, _) = f.data.row(r);
+            let n = f.data.row_len(r);
+            let s: Vec<(f64, f64)> = (0..n).map(|p| token_scores_full(&f.teacher[(r * T + p) * V..(r * T + p + 1) * V], targets[p] as usize)).collect();
+            ce.push(s.iter().map(|x| x.0).sum::<f64>() / n as f64);
+            ent.push(s.iter().map(|x| x.1).sum::<f64>() / n as f64);
+        }
+        (ce, ent)
+    }
+
+    /// Curriculum scores read from the cache equal the teacher's at k = vocabulary (to f16
+    /// rounding) and are lower bounds below it (the tail counted as one category).
+    #[test]
+    fn cache_scores_match_the_teacher_at_full_k_and_bound_it_below() {
+        let f = fixture();
+        let (ce, ent) = reference(&f);
+        for (k, exact) in [(V, true), (8, false)] {
+            let dir = tmp(&format!("scores-{k}"));
+            let m = build_cache(&f, &dir, k, ValueCodec::F16);
+            let reader = CacheReader::open(&dir, &expect(&m.id)).unwrap();
+            let run = dir.join("run");
+            std::fs::create_dir_all(run.join("data")).unwrap();
+            let src = TeacherScores::Cache(&reader);
+            let got_ce = scores(&run, DifficultyScore::TeacherCe, &f.data, &src).unwrap();
+            let got_ent = scores(&run, DifficultyScore::TeacherEntropy, &f.data, &src).unwrap();
+            for r in 0..ce.len() {
+                let (c, e) = (got_ce[r] as f64, got_ent[r] as f64);
+                if exact {
+                    assert!((c - ce[r]).abs() < 1e-2 && (e - ent[r]).abs() < 1e-2, "row {r}: cache ({c}, {e}) vs teacher ({}, {})", ce[r], ent[r]);
+                } else {
+                    assert!(c <= ce[r] + 1e-2 && e <= ent[r] + 1e-2, "row {r}: cache ({c}, {e}) above teacher ({}, {})", ce[r], ent[r]);
+                }
+            }
+            if !exact {
+                // Random targets mostly fall outside the top 8: the bound is far from tight.
+                assert!(got_ce.iter().zip(&ce).any(|(&c, &t)| (c as f64) < t - 0.5));
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
 }

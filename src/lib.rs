@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod curriculum;
 pub mod data;
+pub mod device;
 pub mod error;
 pub mod eval;
 pub mod export;

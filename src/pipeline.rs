@@ -11,16 +11,16 @@ use std::time::Instant;
 use burn::tensor::Device;
 use serde::Serialize;
 
-use crate::data::{self, pack::Packed};
+use crate::data::{self, RunData, pack::Packed};
 use crate::error::{Error, Result};
 use crate::eval::{EvalResult, evaluate};
 use crate::kd_loss::KdConfig;
 use crate::model::{Decoder, DecoderConfig, store};
 use crate::quant::int8::fake_quant_model;
-use crate::recipe::{Backend, LogitsSource, Recipe, RowOrder, Schedule, TailMode, TeacherDtype, TeacherKind};
+use crate::recipe::{LogitsSource, Recipe, RowOrder, Schedule};
 use crate::curriculum::TeacherScores;
-use crate::teacher::cache::{self, CacheReader};
-use crate::train::{CurriculumRun, Phase, TeacherSource, TrainJob, metrics, train};
+use crate::teacher::{Teacher, TeacherSource, cache, cached};
+use crate::train::{CurriculumRun, Phase, TrainJob, metrics, train};
 
 pub struct RunOptions<'a> {
     pub stop: &'a AtomicBool,
@@ -44,16 +44,8 @@ pub struct Summary {
 
 pub const RESOLVED: &str = "recipe.resolved.toml";
 
-pub fn device_for(backend: Backend) -> Device {
-    match backend {
-        #[cfg(feature = "cuda")]
-        Backend::Cuda => Device::cuda(0),
-        #[cfg(feature = "wgpu")]
-        Backend::Wgpu => Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
-        // Validation refuses backends that are not compiled in.
-        _ => Device::flex(),
-    }
-}
+/// Kept here too: the CLI reaches the device through the pipeline.
+pub use crate::device::device_for;
 
 /// Start a run (or continue it, when its directory holds the same resolved recipe).
 pub fn run(recipe: &Recipe, opts: &RunOptions, log: &mut dyn FnMut(String)) -> Result<Summary> {
@@ -99,217 +91,24 @@ pub fn load_run_recipe(dir: &Path) -> Result<Recipe> {
     Ok(recipe)
 }
 
-/// The prepared data of a run, packed into rows.
-struct RunData {
-    train: Packed,
-    valid: Packed,
-    tok_hash: String,
-    vocab: usize,
-}
-
 fn prepare_data(recipe: &Recipe, dir: &Path, log: &mut dyn FnMut(String)) -> Result<RunData> {
-    let prepared = data::prepare(recipe, dir, log)?;
-    let seq = recipe.data.seq_len;
-    Ok(RunData {
-        train: Packed::build(prepared.train, seq, prepared.tokenizer.eos_id, recipe.data.packing),
-        valid: Packed::build(prepared.valid, seq, prepared.tokenizer.eos_id, recipe.data.packing),
-        tok_hash: prepared.meta.tokenizer_hash.clone(),
-        vocab: prepared.meta.vocab_size,
-    })
+    Ok(data::prepare(recipe, dir, log)?.pack(recipe.data.seq_len, recipe.data.packing))
 }
 
 /// Load the frozen teacher, or pretrain it (resuming) when the recipe says so.
 fn obtain_teacher(recipe: &Recipe, dir: &Path, d: &RunData, device: &Device, opts: &RunOptions, log: &mut dyn FnMut(String)) -> Result<Decoder> {
-    let tok_hash = &d.tok_hash;
-    let vocab = d.vocab;
-    let teacher = match recipe.teacher.kind {
-        TeacherKind::Hf => {
-            let p = recipe.teacher.path.as_ref().expect("validated");
-            let (t, tok) = crate::teacher::hf::load(p, device, recipe.teacher.dtype.dtype())?;
-            if &tok.hash() != tok_hash {
-                return Err(Error::input(format!(
-                    "teacher {}: its tokenizer.json differs from the one the data in {} was prepared with: the vocabularies must be identical",
-                    p.display(), dir.display())));
-            }
-            log(format!("teacher: {} ({} parameters in matmuls)", p.display(), t.config.matmul_params()));
-            t
-        }
-        TeacherKind::Checkpoint => {
-            let p = recipe.teacher.path.as_ref().expect("validated");
-            let (t, hash) = store::load(p, device)?;
-            if &hash != tok_hash || t.config.vocab_size != vocab {
-                return Err(Error::input(format!(
-                    "teacher {} was trained with a different tokenizer (vocab {}) than the data (vocab {vocab}, {}): the vocabularies must be identical",
-                    p.display(), t.config.vocab_size, dir.join("tokenizer.json").display())));
-            }
-            t
-        }
-        TeacherKind::Pretrain => stage(dir, Phase::Teacher, tok_hash, device, log, |stop_after| {
-            let teacher_cfg = DecoderConfig { vocab_size: vocab, shape: recipe.teacher.shape() };
-            let job = TrainJob {
-                phase: Phase::Teacher, dir: dir.join("teacher"), metrics: dir.join("metrics.jsonl"),
-                model: teacher_cfg.clone(), optim: &recipe.teacher.optim, teacher: TeacherSource::None,
-                kd: KdConfig { alpha: 1.0, temperature: 1.0, chunk_tokens: recipe.distill.chunk_tokens, divergence: crate::kd_loss::Divergence::ForwardKl },
-                alpha_end: None, temperature_end: None, curriculum: None,
-                train: &d.train, valid: &d.valid, seed: recipe.run.seed,
-                checkpoint: &recipe.checkpoint, eval: &recipe.eval, stop: opts.stop, stop_after, quiet: opts.quiet,
-            };
-            train(&job, device)
-        }, opts)?,
-    };
-    if recipe.data.seq_len > teacher.config.shape.max_seq_len {
-        return Err(Error::input(format!(
-            "data.seq_len ({}) exceeds the teacher's context ({} tokens)", recipe.data.seq_len, teacher.config.shape.max_seq_len)));
-    }
-    Ok(match recipe.teacher.dtype {
-        TeacherDtype::F32 => teacher,
-        _ if teacher.config.shape.layer_pattern.contains('M') => {
-            return Err(Error::input("teacher.dtype: half precision is supported for attention-only teachers; this teacher has Mamba-2 layers"));
-        }
-        half => teacher.cast(half.dtype()),
-    })
-}
-
-/// The files that make the teacher (weights and shape), in hashing order.
-fn teacher_files(recipe: &Recipe, dir: &Path) -> Result<Vec<PathBuf>> {
-    Ok(match recipe.teacher.kind {
-        TeacherKind::Pretrain => vec![dir.join("teacher/final/model.json"), dir.join("teacher/final/model.bpk")],
-        TeacherKind::Checkpoint => {
-            let p = recipe.teacher.path.as_ref().expect("validated");
-            vec![p.join("model.json"), p.join("model.bpk")]
-        }
-        TeacherKind::Hf => {
-            let p = recipe.teacher.path.as_ref().expect("validated");
-            let mut w: Vec<PathBuf> = std::fs::read_dir(p)
-                .map_err(|e| Error::input(format!("{}: {e}", p.display())))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|f| f.extension().is_some_and(|x| x == "safetensors"))
-                .collect();
-            w.sort();
-            w.insert(0, p.join("config.json"));
-            w
-        }
-    })
-}
-
-/// A digest of the teacher's weights and shape, as files on disk.
-fn teacher_hash(recipe: &Recipe, dir: &Path) -> Result<String> {
-    cache::hash_files(&teacher_files(recipe, dir)?)
-}
-
-/// The teacher as the recipe names it (recorded in its cache).
-fn teacher_source(recipe: &Recipe, dir: &Path) -> String {
-    match (recipe.teacher.kind, &recipe.teacher.path) {
-        (TeacherKind::Hf, Some(p)) => format!("hf {}", p.display()),
-        (TeacherKind::Checkpoint, Some(p)) => format!("checkpoint {}", p.display()),
-        _ => format!("pretrain {}", dir.join("teacher/final").display()),
-    }
-}
-
-fn dtype_name(d: TeacherDtype) -> String {
-    format!("{d:?}").to_lowercase()
-}
-
-/// The teacher's held-out loss as its cache recorded it, when it was evaluated on this run's
-/// held-out split (same tokens and seq_len, by hash).
-fn cached_held_out(m: &cache::Manifest, valid: &Packed, seq_len: usize) -> Option<EvalResult> {
-    let h = m.teacher.held_out.as_ref()?;
-    (h.valid_hash == cache::data_hash(valid, seq_len)).then(|| EvalResult { loss: h.loss, ppl: h.loss.exp(), tokens: h.tokens })
-}
-
-/// The run's cache manifest when the teacher need not be loaded nor hashed: teacher.logits =
-/// "cache", the cache exists, it was made from the teacher the recipe names (kind and path,
-/// and its files, where they still exist, have the sizes and modification times recorded at
-/// build time; otherwise the teacher is hashed as before), and it holds the teacher's loss on
-/// this run's held-out split. Data, tokenizer and dtype are checked when it is opened.
-fn offline_cache(recipe: &Recipe, dir: &Path, d: &RunData) -> Result<Option<cache::Manifest>> {
-    let path = recipe.cache_dir();
-    if recipe.teacher.logits != LogitsSource::Cache || !CacheReader::exists(&path) {
-        return Ok(None);
-    }
-    let m = cache::read_manifest(&path)?;
-    if m.teacher.source != teacher_source(recipe, dir) || cached_held_out(&m, &d.valid, recipe.data.seq_len).is_none() {
-        return Ok(None);
-    }
-    // A folder that is gone is trusted to be the recorded teacher; one that is there but
-    // changed is hashed (the long way), which refuses the cache if the weights differ.
-    let now = teacher_files(recipe, dir).ok().and_then(|f| cache::stamps(&f));
-    Ok(match now {
-        Some(s) if s != m.teacher.files => None,
-        _ => Some(m),
-    })
-}
-
-fn cache_expect<'a>(recipe: &Recipe, d: &'a RunData, vocab: usize, teacher_hash: &'a str, teacher_dtype: &'a str, data_hash: &'a str) -> cache::Expect<'a> {
-    cache::Expect {
-        vocab_size: vocab, seq_len: recipe.data.seq_len, n_rows: d.train.n_rows(),
-        tokenizer_hash: &d.tok_hash, teacher_hash, teacher_dtype, data_hash,
-    }
-}
-
-/// Open the cache of an offline teacher (see `offline_cache`).
-fn open_offline(recipe: &Recipe, d: &RunData, m: &cache::Manifest) -> Result<CacheReader> {
-    let dh = cache::data_hash(&d.train, recipe.data.seq_len);
-    let dt = dtype_name(recipe.teacher.dtype);
-    let reader = CacheReader::open(&recipe.cache_dir(), &cache_expect(recipe, d, m.id.vocab_size, &m.id.teacher_hash, &dt, &dh))?;
-    check_cache_settings(recipe, &reader)?;
-    Ok(reader)
-}
-
-/// The cache holds what the recipe's loss needs (k, codec, temperature).
-fn check_cache_settings(recipe: &Recipe, reader: &CacheReader) -> Result<()> {
-    let c = &recipe.cache;
-    let have = &reader.manifest.id;
-    if have.k != c.k || have.values != c.values || (c.tail == TailMode::Other && reader.temperature_index(recipe.distill.temperature).is_none()) {
-        return Err(Error::input(format!(
-            "teacher cache {} holds k = {} ({:?}, temperatures {:?}); the recipe asks for k = {} ({:?}, temperature {}): delete it or set cache.path to another directory",
-            recipe.cache_dir().display(), have.k, have.values, have.temperatures, c.k, c.values, recipe.distill.temperature)));
-    }
-    Ok(())
-}
-
-/// Open the run's teacher cache, building it first if it does not exist yet.
-fn teacher_cache(recipe: &Recipe, dir: &Path, teacher: &Decoder, d: &RunData, device: &Device, opts: &RunOptions, log: &mut dyn FnMut(String)) -> Result<CacheReader> {
-    let c = &recipe.cache;
-    let vocab = teacher.config.vocab_size;
-    if c.k > vocab {
-        return Err(Error::input(format!("cache.k ({}) exceeds the teacher's vocabulary ({vocab})", c.k)));
-    }
-    let mut temperatures = vec![1.0];
-    if recipe.distill.temperature != 1.0 {
-        temperatures.push(recipe.distill.temperature);
-    }
-    let t0 = Instant::now();
-    let files = teacher_files(recipe, dir)?;
-    let th = cache::hash_files(&files)?;
-    let id = cache::CacheIdentity {
-        format_version: cache::FORMAT_VERSION, vocab_size: vocab, k: c.k, values: c.values, temperatures,
-        seq_len: recipe.data.seq_len, n_rows: d.train.n_rows(), rows_per_shard: c.rows_per_shard,
-        tokenizer_hash: d.tok_hash.clone(), teacher_hash: th, teacher_dtype: dtype_name(recipe.teacher.dtype),
-        data_hash: cache::data_hash(&d.train, recipe.data.seq_len),
-    };
-    let path = recipe.cache_dir();
-    let expect = cache_expect(recipe, d, vocab, &id.teacher_hash, &id.teacher_dtype, &id.data_hash);
-    if !CacheReader::exists(&path) {
-        log(format!("caching the teacher's top-{} logits ({:?}) into {}", c.k, c.values, path.display()));
-        // What a run needs later without the teacher: its tokenizer (data preparation with
-        // tokenizer.kind = "teacher"), size and held-out loss (the summary).
-        std::fs::create_dir_all(&path).map_err(|e| Error::runtime(format!("{}: {e}", path.display())))?;
-        crate::util::copy_atomic(&dir.join("tokenizer.json"), &path.join("tokenizer.json"))?;
-        let ev = evaluate(teacher, &d.valid, recipe.optim.batch_size, None, device);
-        let record = cache::TeacherRecord {
-            source: teacher_source(recipe, dir), files: cache::stamps(&files).unwrap_or_default(),
-            matmul_params: teacher.config.matmul_params(),
-            held_out: Some(cache::HeldOut { valid_hash: cache::data_hash(&d.valid, recipe.data.seq_len), batch_size: recipe.optim.batch_size, loss: ev.loss, tokens: ev.tokens }),
+    Teacher::of(recipe, dir).obtain(d, device, log, |log| stage(dir, Phase::Teacher, &d.tok_hash, device, log, |stop_after| {
+        let teacher_cfg = DecoderConfig { vocab_size: d.vocab, shape: recipe.teacher.shape() };
+        let job = TrainJob {
+            phase: Phase::Teacher, dir: dir.join("teacher"), metrics: dir.join("metrics.jsonl"),
+            model: teacher_cfg.clone(), optim: &recipe.teacher.optim, teacher: TeacherSource::None,
+            kd: KdConfig { alpha: 1.0, temperature: 1.0, chunk_tokens: recipe.distill.chunk_tokens, divergence: crate::kd_loss::Divergence::ForwardKl },
+            alpha_end: None, temperature_end: None, curriculum: None,
+            train: &d.train, valid: &d.valid, seed: recipe.run.seed,
+            checkpoint: &recipe.checkpoint, eval: &recipe.eval, stop: opts.stop, stop_after, quiet: opts.quiet,
         };
-        let m = cache::build(&path, &id, &d.train, cache::decoder_select(teacher, &d.train, device, &id),
-            &cache::BuildOptions { batch_size: recipe.optim.batch_size, quiet: opts.quiet, stop: opts.stop, teacher: record })?;
-        log(format!("teacher cache: {} tokens, {:.1} bytes/token ({:.2} MB) in {:.1} s",
-            m.tokens, m.bytes_per_token(), m.bytes as f64 / 1e6, t0.elapsed().as_secs_f64()));
-    }
-    let reader = CacheReader::open(&path, &expect)?;
-    check_cache_settings(recipe, &reader)?;
-    Ok(reader)
+        train(&job, device)
+    }, opts))
 }
 
 /// `distill cache-teacher`: prepare the data and the teacher of a recipe and write its cache.
@@ -318,11 +117,11 @@ pub fn cache_teacher(recipe: &Recipe, opts: &RunOptions, log: &mut dyn FnMut(Str
     claim_run_dir(recipe, &dir)?;
     let device = device_for(recipe.run.backend);
     let d = prepare_data(recipe, &dir, log)?;
-    if let Some(m) = offline_cache(recipe, &dir, &d)? {
-        return Ok(open_offline(recipe, &d, &m)?.manifest);
+    if let Some(m) = cached::offline(recipe, &dir, &d)? {
+        return Ok(cached::open_offline(recipe, &d, &m)?.manifest);
     }
     let teacher = obtain_teacher(recipe, &dir, &d, &device, opts, log)?;
-    Ok(teacher_cache(recipe, &dir, &teacher, &d, &device, opts, log)?.manifest)
+    Ok(cached::open_or_build(recipe, &dir, &teacher, &d, &device, opts.quiet, opts.stop, log)?.manifest)
 }
 
 fn execute(recipe: &Recipe, dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(String)) -> Result<Summary> {
@@ -332,7 +131,7 @@ fn execute(recipe: &Recipe, dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(S
     let metrics_path = dir.join("metrics.jsonl");
     let student_done = dir.join("student/final/model.json").is_file();
     // A cached teacher is offline: with a matching cache it is neither loaded nor hashed.
-    let offline = offline_cache(recipe, dir, &d)?;
+    let offline = cached::offline(recipe, dir, &d)?;
     let teacher = match &offline {
         Some(_) => None,
         None => Some(obtain_teacher(recipe, dir, &d, &device, opts, log)?),
@@ -347,8 +146,8 @@ fn execute(recipe: &Recipe, dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(S
     let student_cfg = DecoderConfig { vocab_size: vocab, shape: recipe.student.shape() };
     let reader = match (recipe.teacher.logits, &teacher, &offline) {
         (LogitsSource::Cache, _, _) if student_done => None,
-        (LogitsSource::Cache, Some(t), _) => Some(Arc::new(teacher_cache(recipe, dir, t, &d, &device, opts, log)?)),
-        (LogitsSource::Cache, None, Some(m)) => Some(Arc::new(open_offline(recipe, &d, m)?)),
+        (LogitsSource::Cache, Some(t), _) => Some(Arc::new(cached::open_or_build(recipe, dir, t, &d, &device, opts.quiet, opts.stop, log)?)),
+        (LogitsSource::Cache, None, Some(m)) => Some(Arc::new(cached::open_offline(recipe, &d, m)?)),
         _ => None,
     };
     let source = match (&reader, &teacher) {
@@ -368,7 +167,7 @@ fn execute(recipe: &Recipe, dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(S
             TeacherSource::Cache { reader, .. } => TeacherScores::Cache(reader),
             _ => TeacherScores::Online {
                 teacher: teacher.as_ref().expect("an online teacher is loaded"),
-                hash: if c.score.needs_teacher() { teacher_hash(recipe, dir)? } else { String::new() },
+                hash: if c.score.needs_teacher() { Teacher::of(recipe, dir).hash()? } else { String::new() },
                 batch: recipe.optim.batch_size,
                 device: &device,
             },
@@ -400,7 +199,7 @@ fn execute(recipe: &Recipe, dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(S
 
     log("evaluating on the held-out split".into());
     // The teacher's held-out loss was evaluated when its cache was built (on these tokens).
-    let cached = offline.as_ref().or(reader.as_ref().map(|r| &r.manifest)).and_then(|m| cached_held_out(m, valid_data, recipe.data.seq_len));
+    let cached = offline.as_ref().or(reader.as_ref().map(|r| &r.manifest)).and_then(|m| cached::cached_held_out(m, valid_data, recipe.data.seq_len));
     let te = match (cached, &teacher) {
         (Some(e), _) => e,
         (None, Some(t)) => evaluate(t, valid_data, recipe.optim.batch_size, None, &device),

@@ -21,6 +21,7 @@ pub struct Batch {
     pub real_tokens: usize,
 }
 
+// Not burn-dataset's `Dataset`: rows are drawn by a cursor-addressed permutation over memory-mapped token files and batched straight into tensors, which `get(i) -> item` adds nothing to, and it would add burn's `dataset` feature (new crates, a new Cargo.lock).
 pub struct Packed {
     tokens: Tokens,
     seq_len: usize,

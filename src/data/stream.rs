@@ -15,12 +15,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::filter::{self, Filter};
-use super::tokenizer::Tokenizer;
+use super::stages::{self, Counts};
 use super::{DataMeta, source};
 use crate::error::{Error, Result};
-use crate::recipe::{Recipe, TokenizerKind};
+use crate::recipe::Recipe;
 use crate::rng::SplitMix;
-use crate::util::write_json_atomic;
 
 const HELD: u8 = u8::MAX;
 /// Documents inspected or encoded together (split across the cores) in each pass; small in
@@ -73,7 +72,8 @@ impl TokenFile {
     }
 }
 
-/// Prepare `recipe`'s data into `<run_dir>/data` in two streaming passes (see the module doc).
+/// Prepare `recipe`'s data into `<run_dir>/data` in two streaming passes (see the module doc);
+/// the shared stages (`stages`) write the report, the tokenizer and `meta.json`.
 pub fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> Result<DataMeta> {
     let d = &recipe.data;
     let dir = run_dir.join("data");
@@ -136,16 +136,9 @@ pub fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> 
     decide(&mut batch, &mut f);
     pb.finish_and_clear();
     let n_docs = i;
-    if bad.count > 0 {
-        log(format!("skipped {} bad lines, e.g. {}", bad.count, bad.examples.join("; ")));
-    }
+    stages::log_bad_lines(&bad, log);
     let t_scan = started.elapsed().as_secs_f64();
-    let t = &recipe.tokenizer;
-    let tokenizer = match t.kind {
-        TokenizerKind::Train => Tokenizer::train(sample.iter().map(|s| s.as_str()), t.vocab_size, t.min_frequency)?,
-        TokenizerKind::File => Tokenizer::load(t.path.as_ref().expect("validated"))?,
-        TokenizerKind::Teacher => Tokenizer::load(&crate::teacher::cache::teacher_tokenizer(recipe))?,
-    };
+    let tokenizer = stages::tokenizer(recipe, sample.iter().map(|s| s.as_str()))?;
     drop(sample);
     let t_tok = started.elapsed().as_secs_f64() - t_scan;
 
@@ -199,28 +192,14 @@ pub fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> 
     if j != n_docs {
         return Err(Error::input("the data source changed between the two streaming passes"));
     }
-    if copies > 0 {
-        log(format!("dropped {copies} training documents identical to held-out ones"));
-    }
+    stages::log_held_out_copies(copies, log);
     let (train_tokens, valid_tokens) = (train.finish()?, valid.finish()?);
-    super::check_split_sizes(train_tokens, valid_tokens, d.seq_len)?;
-    report.tokens_kept = train_tokens;
-    report.tokens_in = train_tokens + report.rules.iter().map(|r| r.removed_tokens).sum::<usize>();
-    log(report.table());
+    stages::report(recipe, &mut report, train_tokens, valid_tokens, log)?;
     let total = started.elapsed().as_secs_f64();
     log(format!("streamed {:.1} MB in {total:.1} s ({:.1} MB/s): scan + filters {t_scan:.1} s, tokenizer {t_tok:.1} s, encoding {:.1} s",
         bytes_in as f64 / 1e6, bytes_in as f64 / 1e6 / total, total - t_scan - t_tok));
-    write_json_atomic(&dir.join("filter_report.json"), &serde_json::json!({"filter": report, "bad_lines": bad}))?;
-    tokenizer.save(&run_dir.join("tokenizer.json"))?;
-    Ok(DataMeta {
-        train_docs,
-        valid_docs,
-        train_tokens,
-        valid_tokens,
-        bad_lines: bad.count,
-        tokenizer_hash: tokenizer.hash(),
-        vocab_size: tokenizer.vocab_size(),
-    })
+    let n = Counts { train_docs, valid_docs, train_tokens, valid_tokens };
+    stages::commit(run_dir, &report, &bad, &tokenizer, n, log)
 }
 
 #[cfg(test)]

@@ -13,4 +13,4 @@ pub mod metrics;
 pub mod schedule;
 pub mod trainer;
 
-pub use trainer::{CurriculumRun, Phase, TeacherSource, TrainJob, train};
+pub use trainer::{CurriculumRun, Phase, TrainJob, train};

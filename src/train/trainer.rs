@@ -9,8 +9,7 @@ use std::time::Instant;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams};
-use burn::tensor::activation::log_softmax;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -26,22 +25,7 @@ use crate::model::{Decoder, DecoderConfig};
 use crate::curriculum;
 use crate::recipe::{CheckpointSection, CurriculumSection, EvalSection, OptimSection, Schedule, TailMode};
 use crate::teacher::cache::{CacheReader, TopKHost};
-
-/// The teacher's side of the loss.
-pub enum TeacherSource<'a> {
-    /// Hard labels only.
-    None,
-    /// The frozen teacher (on the plain device), run per batch with no autodiff graph.
-    Online(&'a Decoder),
-    /// Top-k logits streamed from an offline cache, decoded one micro-batch ahead.
-    Cache { reader: Arc<CacheReader>, tail: TailMode },
-}
-
-impl TeacherSource<'_> {
-    fn is_some(&self) -> bool {
-        !matches!(self, TeacherSource::None)
-    }
-}
+use crate::teacher::{TeacherSource, row_nll};
 
 /// A curriculum as the trainer uses it.
 pub struct CurriculumRun {
@@ -50,13 +34,6 @@ pub struct CurriculumRun {
     pub pct: Option<Vec<f32>>,
     /// The first epoch's row order (easy_to_hard), else a random permutation per epoch.
     pub first_epoch: Option<Vec<usize>>,
-}
-
-/// The student's mean loss of each row (no graph): what self-paced learning ranks by.
-fn row_losses(logits: Tensor<2>, targets: Tensor<1, Int>, mask: Tensor<1>, b: usize, t: usize) -> Vec<f64> {
-    let nll = log_softmax(logits.detach(), 1).gather(1, targets.unsqueeze_dim::<2>(1)).squeeze_dim::<1>(1).neg() * mask.clone();
-    let per = nll.reshape([b, t]).sum_dim(1) / mask.reshape([b, t]).sum_dim(1).clamp_min(1.0);
-    per.into_data().convert::<f64>().try_to_vec::<f64>().expect("f64")
 }
 
 /// Decodes the cache rows of the next micro-batch on another thread while this one trains.
@@ -192,8 +169,9 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
             // Curriculum weights ride on the loss mask: sum_i w_i L_i / sum_i w_i over tokens.
             let mask = match &job.curriculum {
                 Some(c) if c.cfg.schedule != Schedule::None => {
+                    // Self-paced learning ranks rows by the student's current loss (no graph).
                     let losses = (c.cfg.schedule == Schedule::SelfPaced)
-                        .then(|| row_losses(logits.clone(), batch.targets.clone(), batch.mask.clone(), b, t));
+                        .then(|| row_nll(logits.clone(), batch.targets.clone(), batch.mask.clone(), b, t));
                     let w = curriculum::weights(&c.cfg, &rows, progress, c.pct.as_deref(), losses.as_deref());
                     let hard: Vec<bool> = match (&c.pct, &losses) {
                         (Some(p), _) => rows.iter().map(|&r| p[r] > 0.5).collect(),

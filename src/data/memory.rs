@@ -1,0 +1,89 @@
+//! Data preparation with the whole corpus in memory (the default): a seeded permutation holds
+//! out whole documents, the filters see every training document at once (plus the optional
+//! noise and teacher-perplexity filter, which need that), and the token files are written at
+//! the end. The shared stages are in `stages`.
+
+use std::path::Path;
+
+use super::pack::permutation;
+use super::stages::{self, Counts};
+use super::{Prepared, filter, source, synth};
+use crate::error::{Error, Result};
+use crate::recipe::Recipe;
+use crate::util::write_atomic;
+
+/// Prepare `recipe`'s data into `<run_dir>/data` and return it, token streams in memory.
+pub(super) fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> Result<Prepared> {
+    let dir = run_dir.join("data");
+    std::fs::create_dir_all(&dir).map_err(|e| Error::runtime(format!("{}: {e}", dir.display())))?;
+    let (docs, bad) = source::load(&recipe.data, recipe.run.seed)?;
+    stages::log_bad_lines(&bad, log);
+    if docs.len() < 2 {
+        return Err(Error::input(format!("only {} documents in the input; need at least 2", docs.len())));
+    }
+    // Hold out whole documents before filtering: the held-out split is the same text whatever
+    // the filters and noise settings, so such runs are compared on equal terms, and no
+    // held-out document (or an exact copy of one) is trained on.
+    let order = permutation(docs.len(), recipe.run.seed ^ 0x5eed_da7a);
+    let n_valid = ((docs.len() as f64 * recipe.data.valid_fraction).round() as usize).clamp(1, docs.len() - 1);
+    let (mut train_raw, mut valid_docs) = (Vec::new(), Vec::new());
+    for (rank, &i) in order.iter().enumerate() {
+        if rank < n_valid { valid_docs.push(docs[i].clone()) } else { train_raw.push(docs[i].clone()) }
+    }
+    drop(docs);
+    if recipe.data.synthetic_noise > 0.0 {
+        let n = (train_raw.len() as f64 * recipe.data.synthetic_noise).round() as usize;
+        let junk = synth::noise(recipe.run.seed, &train_raw, n);
+        let mut rng = crate::rng::SplitMix(recipe.run.seed ^ 0x0015_e5ed);
+        for j in junk {
+            let at = rng.below(train_raw.len() + 1);
+            train_raw.insert(at, j);
+        }
+        log(format!("mixed {n} junk documents into the training split (data.synthetic_noise = {})", recipe.data.synthetic_noise));
+    }
+    let held_out: std::collections::HashSet<[u8; 32]> = valid_docs.iter().map(|d| filter::dedup_key(d)).collect();
+    let before = train_raw.len();
+    train_raw.retain(|d| !held_out.contains(&filter::dedup_key(d)));
+    stages::log_held_out_copies(before - train_raw.len(), log);
+    let (mut train_docs, mut report, removed) = filter::apply(train_raw, &recipe.data.filter);
+    if train_docs.is_empty() {
+        return Err(Error::input("no training documents left after filtering; loosen [data.filter]"));
+    }
+    let tokenizer = stages::tokenizer(recipe, train_docs.iter().map(|s| s.as_str()))?;
+    let mut train_tok: Vec<Vec<u32>> = train_docs.iter().map(|d| tokenizer.encode_doc(d)).collect::<Result<_>>()?;
+    for (rule, doc) in &removed {
+        report.rules[*rule].removed_tokens += tokenizer.encode_doc(doc)?.len();
+    }
+    if let (lo, hi) = (recipe.data.filter.teacher_ppl_min, recipe.data.filter.teacher_ppl_max) && (lo.is_some() || hi.is_some()) {
+        let device = crate::device::device_for(recipe.run.backend);
+        let teacher = crate::teacher::Teacher::of(recipe, run_dir).load_before_data(&device)?;
+        let ppl = crate::teacher::doc_ppl(&teacher, &train_tok, tokenizer.eos_id, &device);
+        let (lo, hi) = (lo.unwrap_or(1.0), hi.unwrap_or(f64::INFINITY));
+        let mut keep_docs = Vec::new();
+        let mut keep_tok = Vec::new();
+        for ((d, tk), p) in train_docs.into_iter().zip(train_tok).zip(ppl) {
+            if (lo..=hi).contains(&p) {
+                keep_docs.push(d);
+                keep_tok.push(tk);
+            } else {
+                report.remove_by_teacher_ppl(&d, tk.len());
+            }
+        }
+        (train_docs, train_tok) = (keep_docs, keep_tok);
+    }
+    let train: Vec<u32> = train_tok.into_iter().flatten().collect();
+    let mut valid = Vec::new();
+    for d in &valid_docs {
+        valid.extend(tokenizer.encode_doc(d)?);
+    }
+    stages::report(recipe, &mut report, train.len(), valid.len(), log)?;
+    write_atomic(&dir.join("train.u32"), &to_bytes(&train))?;
+    write_atomic(&dir.join("valid.u32"), &to_bytes(&valid))?;
+    let n = Counts { train_docs: train_docs.len(), valid_docs: valid_docs.len(), train_tokens: train.len(), valid_tokens: valid.len() };
+    let meta = stages::commit(run_dir, &report, &bad, &tokenizer, n, log)?;
+    Ok(Prepared { tokenizer, train: train.into(), valid: valid.into(), meta })
+}
+
+fn to_bytes(t: &[u32]) -> Vec<u8> {
+    t.iter().flat_map(|x| x.to_le_bytes()).collect()
+}

@@ -1,0 +1,354 @@
+//! Building a cache: the teacher runs over every training row; each token's top k and
+//! log-sum-exps are selected on the device (only k + slack candidates per token reach the
+//! host) and written shard by shard, keeping the shards an interrupted build finished.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use burn::tensor::{Device, Tensor};
+
+use super::CacheIdentity;
+use super::format::{MANIFEST, Manifest, Selected, ShardInfo, TeacherRecord, check_shard, encode_selected, shard_bytes, shard_name};
+use crate::data::pack::Packed;
+use crate::error::{Error, Result};
+use crate::model::Decoder;
+use crate::recipe::ValueCodec;
+use crate::teacher::bits::BitWriter;
+use crate::util::{sha256_hex, write_atomic, write_json_atomic};
+
+/// The kept set is the k largest logits; ties at the k-th value keep the lower ids. Values
+/// compare as IEEE numbers (-0 and +0 tie). A rule, not an algorithm's accident: the device
+/// path (any backend's sort) and this host reference agree on it.
+fn rank(z: &[f32], a: u32, b: u32) -> std::cmp::Ordering {
+    z[b as usize].partial_cmp(&z[a as usize]).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b))
+}
+
+/// Select one token's record from its full logit row, on the host: the reference the device
+/// path is tested against (and what `bench-cache` uses on logits it already holds).
+pub fn select_host(z: &[f32], k: usize, temperatures: &[f64]) -> Selected {
+    let v = z.len();
+    let k = k.min(v);
+    let mut idx: Vec<u32> = (0..v as u32).collect();
+    if k < v {
+        idx.select_nth_unstable_by(k - 1, |&a, &b| rank(z, a, b));
+        idx.truncate(k);
+    }
+    idx.sort_unstable();
+    let max = z.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let kept: Vec<f32> = idx.iter().map(|&i| z[i as usize]).collect();
+    let mut in_top = vec![false; v];
+    idx.iter().for_each(|&i| in_top[i as usize] = true);
+    let (mut lse, mut log_tail) = (Vec::new(), Vec::new());
+    for &tau in temperatures {
+        let e = |x: f32| ((x as f64 - max as f64) / tau).exp();
+        let all: f64 = z.iter().map(|&x| e(x)).sum();
+        lse.push(max as f64 / tau + all.ln());
+        // The tail's sum directly, not all - top, which cancels when the tail is small.
+        let tail: f64 = z.iter().zip(&in_top).filter(|(_, t)| !**t).map(|(&x, _)| e(x)).sum();
+        log_tail.push((tail / all).ln());
+    }
+    Selected { ids: idx, kept, top: max, lse, log_tail }
+}
+
+/// Select, encode and append one token's record from its full logit row.
+pub fn encode_token(w: &mut BitWriter, z: &[f32], k: usize, codec: ValueCodec, temperatures: &[f64]) {
+    encode_selected(w, &select_host(z, k, temperatures), codec)
+}
+
+/// Options of a cache build that are not part of its identity.
+pub struct BuildOptions<'a> {
+    pub batch_size: usize,
+    pub quiet: bool,
+    pub stop: &'a AtomicBool,
+    /// Written into the manifest.
+    pub teacher: TeacherRecord,
+}
+
+/// The teacher's full logits (rows x seq_len x vocab, flat) of given rows, on the host: for
+/// `bench-cache`, which compares the cache against them. A cache build never holds these
+/// (`decoder_select`).
+pub fn decoder_logits<'a>(teacher: &'a Decoder, data: &'a Packed, device: &'a Device) -> impl FnMut(&[usize]) -> Vec<f32> + 'a {
+    move |rows| {
+        let batch = data.batch(rows, device);
+        teacher.forward(batch.inputs).into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 logits")
+    }
+}
+
+/// Per training row, the selection of each of its real tokens.
+pub type Selections = Vec<Vec<Selected>>;
+
+fn non_finite(x: f32, r: usize, p: usize) -> Error {
+    Error::runtime(format!("teacher logit {x} at row {r}, position {p}: the teacher produced a non-finite value"))
+}
+
+/// The naive way: full logits of the given rows on the host (rows x seq_len x vocab, flat),
+/// each token selected there by `select_host`. For logits already on the host (bench-cache)
+/// and as the tests' reference.
+pub fn host_select<'a>(mut logits_of: impl FnMut(&[usize]) -> Vec<f32> + 'a, data: &'a Packed, id: &CacheIdentity) -> impl FnMut(&[usize]) -> Result<Selections> + 'a {
+    let (t, v, k, temps) = (id.seq_len, id.vocab_size, id.k, id.temperatures.clone());
+    move |rows| {
+        let logits = logits_of(rows);
+        rows.iter().enumerate().map(|(j, &r)| (0..data.row_len(r)).map(|p| {
+            let z = &logits[(j * t + p) * v..(j * t + p + 1) * v];
+            match z.iter().find(|x| !x.is_finite()) {
+                Some(&bad) => Err(non_finite(bad, r, p)),
+                None => Ok(select_host(z, k, &temps)),
+            }
+        }).collect()).collect()
+    }
+}
+
+/// Candidates beyond k pulled from the device, so that ties at the k-th value can be resolved
+/// by id on the host; a token whose tie run is longer falls back to its full row.
+const TIE_SLACK: usize = 16;
+
+/// The teacher as the cache sees it: it runs on the device, which also takes each token's top
+/// k (+ `TIE_SLACK`) and its log-sum-exps; only those come to the host, never the
+/// `[batch, seq, vocab]` logits.
+pub fn decoder_select<'a>(teacher: &'a Decoder, data: &'a Packed, device: &'a Device, id: &CacheIdentity) -> impl FnMut(&[usize]) -> Result<Selections> + 'a {
+    device_select(move |rows: &[usize]| teacher.forward(data.batch(rows, device).inputs), data, id, TIE_SLACK)
+}
+
+fn device_select<'a>(mut forward: impl FnMut(&[usize]) -> Tensor<3> + 'a, data: &'a Packed, id: &CacheIdentity, slack: usize) -> impl FnMut(&[usize]) -> Result<Selections> + 'a {
+    let (v, k, temps) = (id.vocab_size, id.k.min(id.vocab_size), id.temperatures.clone());
+    move |rows| {
+        let logits = forward(rows);
+        let [b, t, _] = logits.dims();
+        let flat = logits.reshape([b * t, v]);
+        // Positions per device pass: bounds the f64 copy of their logits to 256 MiB.
+        let chunk = ((32usize << 20) / v).max(1);
+        let mut out: Selections = rows.iter().map(|&r| Vec::with_capacity(data.row_len(r))).collect();
+        let n_real = |j: usize| data.row_len(rows[j]);
+        let mut c0 = 0;
+        while c0 < b * t {
+            let c1 = (c0 + chunk).min(b * t);
+            let sel = select_on_device(flat.clone().slice([c0..c1, 0..v]), k, slack, &temps, |i| (rows[(c0 + i) / t], (c0 + i) % t))?;
+            for (i, s) in sel.into_iter().enumerate() {
+                let (j, p) = ((c0 + i) / t, (c0 + i) % t);
+                if p < n_real(j) {
+                    out[j].push(s);
+                }
+            }
+            c0 = c1;
+        }
+        Ok(out)
+    }
+}
+
+/// Select the records of `n` tokens from their logits `[n, vocab]` on the device.
+fn select_on_device(z: Tensor<2>, k: usize, slack: usize, temps: &[f64], at: impl Fn(usize) -> (usize, usize)) -> Result<Vec<Selected>> {
+    use burn::tensor::DType;
+    let [n, v] = z.dims();
+    let kk = (k + slack).min(v);
+    let (vals, idx) = z.clone().topk_with_indices(kk, 1);
+    let top = vals.clone().slice([0..n, 0..1]);
+    let kth = vals.clone().slice([0..n, k - 1..k]).expand([n, v]);
+    // The mass strictly below the k-th value is outside the kept set whatever the ties; of
+    // the entries equal to it, those not kept are added on the host.
+    let below = z.clone().lower(kth.clone());
+    let n_eq: Vec<i64> = z.clone().equal(kth).int().sum_dim(1).into_data().convert::<i64>().try_to_vec::<i64>().expect("i64");
+    let zd = z.clone().cast(DType::F64) - top.cast(DType::F64).expand([n, v]);
+    let (mut all, mut low) = (Vec::new(), Vec::new());
+    for &tau in temps {
+        let e = zd.clone().div_scalar(tau).exp();
+        all.push(e.clone().sum_dim(1).into_data().convert::<f64>().try_to_vec::<f64>().expect("f64"));
+        low.push(e.mask_fill(below.clone().bool_not(), 0.0).sum_dim(1).into_data().convert::<f64>().try_to_vec::<f64>().expect("f64"));
+    }
+    let vals: Vec<f32> = vals.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32");
+    let idx: Vec<i64> = idx.into_data().convert::<i64>().try_to_vec::<i64>().expect("i64");
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let (cv, ci) = (&vals[i * kk..(i + 1) * kk], &idx[i * kk..(i + 1) * kk]);
+        let vk = cv[k - 1];
+        // The candidates hold every entry >= the k-th value when one of them is below it.
+        if kk < v && cv[kk - 1].partial_cmp(&vk) != Some(std::cmp::Ordering::Less) {
+            let row: Vec<f32> = z.clone().slice([i..i + 1, 0..v]).into_data().convert::<f32>().try_to_vec::<f32>().expect("f32");
+            if let Some(&bad) = row.iter().find(|x| !x.is_finite()) {
+                let (r, p) = at(i);
+                return Err(non_finite(bad, r, p));
+            }
+            out.push(select_host(&row, k, temps));
+            continue;
+        }
+        let mut c: Vec<(f32, u32)> = cv.iter().cloned().zip(ci.iter().map(|&x| x as u32)).collect();
+        c.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap_or(std::cmp::Ordering::Equal).then(a.1.cmp(&b.1)));
+        c.truncate(k);
+        let top = c[0].0;
+        let not_kept_eq = (n_eq[i] as usize).saturating_sub(c.iter().filter(|x| x.0 == vk).count()) as f64;
+        if let Some(bad) = c.iter().map(|x| x.0).find(|x| !x.is_finite()).or((!all.iter().all(|a| a[i].is_finite())).then_some(f32::NAN)) {
+            let (r, p) = at(i);
+            return Err(non_finite(bad, r, p));
+        }
+        c.sort_by_key(|x| x.1);
+        let (mut lse, mut log_tail) = (Vec::new(), Vec::new());
+        for (j, &tau) in temps.iter().enumerate() {
+            lse.push(top as f64 / tau + all[j][i].ln());
+            let tail = low[j][i] + not_kept_eq * ((vk as f64 - top as f64) / tau).exp();
+            log_tail.push((tail / all[j][i]).ln());
+        }
+        out.push(Selected { ids: c.iter().map(|x| x.1).collect(), kept: c.iter().map(|x| x.0).collect(), top, lse, log_tail });
+    }
+    Ok(out)
+}
+
+/// Run the teacher (`select`: the selections of given rows) over every row of `data` and write
+/// the cache into `dir` (keeping shards a previous, interrupted build finished). Returns the
+/// manifest.
+pub fn build(dir: &Path, id: &CacheIdentity, data: &Packed, mut select: impl FnMut(&[usize]) -> Result<Selections>, opts: &BuildOptions) -> Result<Manifest> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::runtime(format!("{}: {e}", dir.display())))?;
+    let total_tokens: u64 = (0..data.n_rows()).map(|r| data.row_len(r) as u64).sum();
+    let pb = crate::util::progress_bar("cache", total_tokens, opts.quiet);
+    let mut shards = Vec::new();
+    let mut tokens = 0u64;
+    for s in 0..id.n_shards() {
+        let first = s * id.rows_per_shard;
+        let rows: Vec<usize> = (first..((s + 1) * id.rows_per_shard).min(id.n_rows)).collect();
+        let shard_tokens: u64 = rows.iter().map(|&r| data.row_len(r) as u64).sum();
+        let path = dir.join(shard_name(s));
+        let existing = std::fs::read(&path).ok().filter(|b| check_shard(b, id, &path).is_ok_and(|(f, n, _)| f == first as u64 && n == rows.len()));
+        let bytes = match existing {
+            Some(b) => b,
+            None => {
+                let mut records = Vec::with_capacity(rows.len());
+                for chunk in rows.chunks(opts.batch_size.max(1)) {
+                    if opts.stop.load(Ordering::SeqCst) {
+                        pb.abandon();
+                        return Err(Error::Interrupted(format!(
+                            "teacher cache stopped after {s} of {} shards (finished shards are kept)", id.n_shards())));
+                    }
+                    let sel = select(chunk)?;
+                    for (toks, &r) in sel.iter().zip(chunk) {
+                        let n = data.row_len(r);
+                        debug_assert_eq!(toks.len(), n);
+                        let mut w = BitWriter::default();
+                        w.put(n as u32, 32);
+                        for s in toks {
+                            encode_selected(&mut w, s, id.values);
+                        }
+                        w.align();
+                        records.push(w.bytes);
+                        pb.inc(n as u64);
+                    }
+                }
+                let b = shard_bytes(id, first, &records);
+                write_atomic(&path, &b)?;
+                b
+            }
+        };
+        if pb.position() < tokens + shard_tokens {
+            pb.set_position(tokens + shard_tokens);
+        }
+        tokens += shard_tokens;
+        shards.push(ShardInfo { file: shard_name(s), first_row: first, rows: rows.len(), bytes: bytes.len() as u64, sha256: sha256_hex(&bytes) });
+    }
+    pb.finish_and_clear();
+    let bytes = shards.iter().map(|s| s.bytes).sum();
+    let m = Manifest { id: id.clone(), tokens, bytes, shards, teacher: opts.teacher.clone() };
+    write_json_atomic(&dir.join(MANIFEST), &m)?;
+    Ok(m)
+}
+
+#[cfg(test)]
+mod ties {
+    use super::*;
+    use crate::teacher::bits::BitReader;
+    use crate::teacher::cache::decode_token;
+    use crate::rng::SplitMix;
+
+    /// Ties at the k-th largest value keep the lowest ids (the documented rule), so a cache
+    /// does not depend on a selection algorithm's internals (or a device's sort).
+    #[test]
+    fn ties_at_the_boundary_keep_the_lowest_ids() {
+        let mut rng = SplitMix(5);
+        let v = 200;
+        for levels in [2usize, 4, 16] {
+            let z: Vec<f32> = (0..v).map(|_| rng.below(levels) as f32).collect();
+            for k in [1, 7, 50, 150] {
+                let mut w = BitWriter::default();
+                encode_token(&mut w, &z, k, ValueCodec::F16, &[1.0]);
+                w.align();
+                let t = decode_token(&mut BitReader::new(&w.bytes), k, ValueCodec::F16, 1, v).expect("decodes");
+                let mut order: Vec<usize> = (0..v).collect();
+                order.sort_by(|&a, &b| z[b].partial_cmp(&z[a]).unwrap().then(a.cmp(&b)));
+                let mut want: Vec<u32> = order[..k].iter().map(|&i| i as u32).collect();
+                want.sort();
+                assert_eq!(t.ids, want, "levels {levels}, k {k}");
+            }
+        }
+    }
+}
+
+
+#[cfg(test)]
+mod device_path {
+    use super::super::test_fixture::*;
+    use super::*;
+    use crate::teacher::cache::{BuildOptions, CacheReader};
+    use crate::model::DecoderConfig;
+    use crate::recipe::ModelShape;
+    use burn::tensor::DType;
+
+    fn teacher(dev: &Device) -> Decoder {
+        let shape = ModelShape {
+            d_model: 16, n_layers: 1, n_heads: 2, n_kv_heads: 1, d_ff: 32, max_seq_len: 64, rope_theta: 10_000.0,
+            tie_embeddings: false, norm_eps: 1e-5, layer_pattern: "A".into(), window: None, qkv_bias: false,
+            rope_scaling: None, mamba: Default::default(), o_bias: false, window_from_layer: 0,
+        };
+        DecoderConfig { vocab_size: V, shape }.init(3, dev)
+    }
+
+    /// A cache built on the device (top-k and log-sum-exps there; only k + slack candidates per
+    /// token come to the host) decodes to the records of the naive host-side reference (full
+    /// logits on the host, `select_host`): ids and values exactly, the log-sum-exps and tail
+    /// masses to one unit in the last place of their f32 / f16 codes (the f64 sums run in
+    /// another order). A bf16 teacher's logits tie often; slack 0 sends every token with a
+    /// tie across the k-th value through the full-row fallback.
+    #[test]
+    fn device_selection_equals_the_host_reference() {
+        let f = fixture();
+        let dev = Device::flex();
+        for (name, t) in [("f32", teacher(&dev)), ("bf16", teacher(&dev).cast(DType::BF16))] {
+            let full = |rows: &[usize]| t.forward(f.data.batch(rows, &dev).inputs).into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+            for k in [8, 40] {
+                let id = ident(k, ValueCodec::F16, f.data.n_rows(), "data");
+                let stop = AtomicBool::new(false);
+                let opts = || BuildOptions { batch_size: 3, quiet: true, stop: &stop, teacher: Default::default() };
+                let ref_dir = tmp(&format!("dev-ref-{name}-{k}"));
+                build(&ref_dir, &id, &f.data, host_select(full, &f.data, &id), &opts()).unwrap();
+                let want = CacheReader::open(&ref_dir, &expect(&id)).unwrap();
+                // Ties across the boundary in the reference's logits (the case the rule is for).
+                let all = full(&f.rows);
+                let ties = (0..f.rows.len() * T).filter(|&i| {
+                    let mut z = all[i * V..(i + 1) * V].to_vec();
+                    z.sort_by(|a, b| b.total_cmp(a));
+                    z[k - 1] == z[k]
+                }).count();
+                if name == "bf16" {
+                    assert!(ties > 0, "bf16 logits should tie at the boundary somewhere");
+                }
+                for slack in [TIE_SLACK, 0] {
+                    let dir = tmp(&format!("dev-{name}-{k}-{slack}"));
+                    let fwd = |rows: &[usize]| t.forward(f.data.batch(rows, &dev).inputs);
+                    build(&dir, &id, &f.data, device_select(fwd, &f.data, &id, slack), &opts()).unwrap();
+                    let got = CacheReader::open(&dir, &expect(&id)).unwrap();
+                    for r in 0..f.data.n_rows() {
+                        let (a, b) = (got.row(r).unwrap(), want.row(r).unwrap());
+                        assert_eq!(a.len(), b.len());
+                        for (p, (x, y)) in a.iter().zip(&b).enumerate() {
+                            let at = format!("{name} k {k} slack {slack} row {r} pos {p}");
+                            assert_eq!(x.ids, y.ids, "{at}");
+                            assert_eq!(x.logits, y.logits, "{at}");
+                            for j in 0..2 {
+                                assert!((x.lse[j].to_bits() as i64 - y.lse[j].to_bits() as i64).abs() <= 1, "{at}: lse {} vs {}", x.lse[j], y.lse[j]);
+                                let (hx, hy) = (half::f16::from_f32(x.log_tail[j]).to_bits() as i64, half::f16::from_f32(y.log_tail[j]).to_bits() as i64);
+                                assert!((hx - hy).abs() <= 1, "{at}: log tail {} vs {}", x.log_tail[j], y.log_tail[j]);
+                            }
+                        }
+                    }
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+                let _ = std::fs::remove_dir_all(&ref_dir);
+            }
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! Getting the frozen teacher a recipe names, and its identity: the files that make it (hashed
+//! into a cache's identity) and how the recipe names it (recorded in the cache, so a later run
+//! can trust the cache without the teacher).
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+
+use crate::data::RunData;
+use crate::error::{Error, Result};
+use crate::model::{Decoder, store};
+use crate::recipe::{Recipe, TeacherDtype, TeacherKind};
+
+/// The teacher of `recipe` in the run directory `run_dir` (where a pretrained one lives).
+pub struct Teacher<'a> {
+    recipe: &'a Recipe,
+    run_dir: &'a Path,
+}
+
+impl<'a> Teacher<'a> {
+    pub fn of(recipe: &'a Recipe, run_dir: &'a Path) -> Self {
+        Teacher { recipe, run_dir }
+    }
+
+    /// Load the frozen teacher, checked against the prepared data (same tokenizer, context
+    /// enough for `seq_len`) and cast to `teacher.dtype`. A teacher the run pretrains itself
+    /// comes from `pretrain` (the pipeline's training stage, which resumes or loads it).
+    pub fn obtain(&self, d: &RunData, device: &Device, log: &mut dyn FnMut(String), pretrain: impl FnOnce(&mut dyn FnMut(String)) -> Result<Decoder>) -> Result<Decoder> {
+        let (recipe, dir) = (self.recipe, self.run_dir);
+        let tok_hash = &d.tok_hash;
+        let vocab = d.vocab;
+        let teacher = match recipe.teacher.kind {
+            TeacherKind::Hf => {
+                let p = recipe.teacher.path.as_ref().expect("validated");
+                let (t, tok) = super::hf::load(p, device, recipe.teacher.dtype.dtype())?;
+                if &tok.hash() != tok_hash {
+                    return Err(Error::input(format!(
+                        "teacher {}: its tokenizer.json differs from the one the data in {} was prepared with: the vocabularies must be identical",
+                        p.display(), dir.display())));
+                }
+                log(format!("teacher: {} ({} parameters in matmuls)", p.display(), t.config.matmul_params()));
+                t
+            }
+            TeacherKind::Checkpoint => {
+                let p = recipe.teacher.path.as_ref().expect("validated");
+                let (t, hash) = store::load(p, device)?;
+                if &hash != tok_hash || t.config.vocab_size != vocab {
+                    return Err(Error::input(format!(
+                        "teacher {} was trained with a different tokenizer (vocab {}) than the data (vocab {vocab}, {}): the vocabularies must be identical",
+                        p.display(), t.config.vocab_size, dir.join("tokenizer.json").display())));
+                }
+                t
+            }
+            TeacherKind::Pretrain => pretrain(log)?,
+        };
+        if recipe.data.seq_len > teacher.config.shape.max_seq_len {
+            return Err(Error::input(format!(
+                "data.seq_len ({}) exceeds the teacher's context ({} tokens)", recipe.data.seq_len, teacher.config.shape.max_seq_len)));
+        }
+        Ok(match recipe.teacher.dtype {
+            TeacherDtype::F32 => teacher,
+            _ if teacher.config.shape.layer_pattern.contains('M') => {
+                return Err(Error::input("teacher.dtype: half precision is supported for attention-only teachers; this teacher has Mamba-2 layers"));
+            }
+            half => teacher.cast(half.dtype()),
+        })
+    }
+
+    /// A loaded teacher (`hf` or `checkpoint`) before the run's data exists, for the
+    /// teacher-perplexity filter: cast to `teacher.dtype`, nothing checked against data yet.
+    pub fn load_before_data(&self, device: &Device) -> Result<Decoder> {
+        let recipe = self.recipe;
+        let p = recipe.teacher.path.as_ref().expect("validated");
+        Ok(match recipe.teacher.kind {
+            TeacherKind::Hf => super::hf::load(p, device, recipe.teacher.dtype.dtype())?.0,
+            _ => store::load(p, device)?.0.cast(recipe.teacher.dtype.dtype()),
+        })
+    }
+
+    /// The files that make the teacher (weights and shape), in hashing order.
+    pub fn files(&self) -> Result<Vec<PathBuf>> {
+        let (recipe, dir) = (self.recipe, self.run_dir);
+        Ok(match recipe.teacher.kind {
+            TeacherKind::Pretrain => vec![dir.join("teacher/final/model.json"), dir.join("teacher/final/model.bpk")],
+            TeacherKind::Checkpoint => {
+                let p = recipe.teacher.path.as_ref().expect("validated");
+                vec![p.join("model.json"), p.join("model.bpk")]
+            }
+            TeacherKind::Hf => {
+                let p = recipe.teacher.path.as_ref().expect("validated");
+                let mut w: Vec<PathBuf> = std::fs::read_dir(p)
+                    .map_err(|e| Error::input(format!("{}: {e}", p.display())))?
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|f| f.extension().is_some_and(|x| x == "safetensors"))
+                    .collect();
+                w.sort();
+                w.insert(0, p.join("config.json"));
+                w
+            }
+        })
+    }
+
+    /// A digest of the teacher's weights and shape, as files on disk.
+    pub fn hash(&self) -> Result<String> {
+        super::cache::hash_files(&self.files()?)
+    }
+
+    /// The teacher as the recipe names it (recorded in its cache).
+    pub fn source(&self) -> String {
+        match (self.recipe.teacher.kind, &self.recipe.teacher.path) {
+            (TeacherKind::Hf, Some(p)) => format!("hf {}", p.display()),
+            (TeacherKind::Checkpoint, Some(p)) => format!("checkpoint {}", p.display()),
+            _ => format!("pretrain {}", self.run_dir.join("teacher/final").display()),
+        }
+    }
+}
+
+/// `teacher.dtype` as a cache's identity records it.
+pub fn dtype_name(d: TeacherDtype) -> String {
+    format!("{d:?}").to_lowercase()
+}
