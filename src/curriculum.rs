@@ -18,6 +18,7 @@ use std::path::Path;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
+use crate::run_dir::RunDir;
 use crate::data::pack::Packed;
 use crate::error::Result;
 use crate::model::Decoder;
@@ -137,7 +138,7 @@ fn token_scores_cached(tok: &TokenTopK, target: usize) -> (f64, f64) {
 /// `<run>/data/difficulty-<score>.json` (recomputed if the teacher, its cache or the data changed).
 pub fn scores(run_dir: &Path, score: DifficultyScore, data: &Packed, teacher: &TeacherScores) -> Result<Vec<f32>> {
     let name = serde_json::to_value(score).expect("serializable");
-    let path = run_dir.join("data").join(format!("difficulty-{}.json", name.as_str().unwrap_or("score")));
+    let path = RunDir(run_dir).difficulty(name.as_str().unwrap_or("score"));
     let th = match teacher {
         _ if !score.needs_teacher() => String::new(),
         TeacherScores::Online { hash, .. } => hash.clone(),
@@ -238,7 +239,7 @@ mod tests {
 #[cfg(test)]
 mod curriculum_scores {
     use super::*;
-    use crate::recipe::ValueCodec;
+    use crate::teacher::codec::ValueCodec;
     use crate::teacher::cache::test_fixture::*;
 
     /// Per-row mean teacher CE and entropy from the full logits: the reference.

@@ -18,6 +18,7 @@ pub mod pipeline;
 pub mod quant;
 pub mod recipe;
 pub mod rng;
+pub mod run_dir;
 pub mod teacher;
 pub mod train;
 pub mod util;

@@ -11,6 +11,7 @@ use std::time::Instant;
 use burn::tensor::Device;
 use serde::Serialize;
 
+use crate::run_dir::RunDir;
 use crate::data::{self, RunData, pack::Packed};
 use crate::error::{Error, Result};
 use crate::eval::{EvalResult, evaluate};
@@ -42,7 +43,6 @@ pub struct Summary {
     pub exports: Vec<(String, u64)>,
 }
 
-pub const RESOLVED: &str = "recipe.resolved.toml";
 
 /// Kept here too: the CLI reaches the device through the pipeline.
 pub use crate::device::device_for;
@@ -57,7 +57,7 @@ pub fn run(recipe: &Recipe, opts: &RunOptions, log: &mut dyn FnMut(String)) -> R
 /// Write the resolved recipe into a new run directory, or check that an existing one holds
 /// the same recipe.
 fn claim_run_dir(recipe: &Recipe, dir: &Path) -> Result<()> {
-    let resolved = dir.join(RESOLVED);
+    let resolved = RunDir(dir).resolved_recipe();
     let text = recipe.to_toml();
     if resolved.is_file() {
         let old = crate::error::read_to_string(&resolved)?;
@@ -80,9 +80,9 @@ pub fn resume(dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(String)) -> Res
 }
 
 pub fn load_run_recipe(dir: &Path) -> Result<Recipe> {
-    let p = dir.join(RESOLVED);
+    let p = RunDir(dir).resolved_recipe();
     if !p.is_file() {
-        return Err(Error::input(format!("{}: not a run directory (no {RESOLVED})", dir.display())));
+        return Err(Error::input(format!("{}: not a run directory (no {})", dir.display(), p.file_name().unwrap_or_default().to_string_lossy())));
     }
     let mut recipe = Recipe::load(&p, &[])?;
     // The directory may have been moved since: it is where the run lives now.
@@ -100,7 +100,7 @@ fn obtain_teacher(recipe: &Recipe, dir: &Path, d: &RunData, device: &Device, opt
     Teacher::of(recipe, dir).obtain(d, device, log, |log| stage(dir, Phase::Teacher, &d.tok_hash, device, log, |stop_after| {
         let teacher_cfg = DecoderConfig { vocab_size: d.vocab, shape: recipe.teacher.shape() };
         let job = TrainJob {
-            phase: Phase::Teacher, dir: dir.join("teacher"), metrics: dir.join("metrics.jsonl"),
+            phase: Phase::Teacher, dir: RunDir(dir).phase(Phase::Teacher), metrics: RunDir(dir).metrics(),
             model: teacher_cfg.clone(), optim: &recipe.teacher.optim, teacher: TeacherSource::None,
             kd: KdConfig { alpha: 1.0, temperature: 1.0, chunk_tokens: recipe.distill.chunk_tokens, divergence: crate::kd_loss::Divergence::ForwardKl },
             alpha_end: None, temperature_end: None, curriculum: None,
@@ -128,8 +128,8 @@ fn execute(recipe: &Recipe, dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(S
     let wall = Instant::now();
     let device = device_for(recipe.run.backend);
     let d = prepare_data(recipe, dir, log)?;
-    let metrics_path = dir.join("metrics.jsonl");
-    let student_done = dir.join("student/final/model.json").is_file();
+    let metrics_path = RunDir(dir).metrics();
+    let student_done = RunDir(dir).is_trained(Phase::Student);
     // A cached teacher is offline: with a matching cache it is neither loaded nor hashed.
     let offline = cached::offline(recipe, dir, &d)?;
     let teacher = match &offline {
@@ -185,7 +185,7 @@ fn execute(recipe: &Recipe, dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(S
     };
     let student = stage(dir, Phase::Student, &d.tok_hash, &device, log, |stop_after| {
         let job = TrainJob {
-            phase: Phase::Student, dir: dir.join("student"), metrics: metrics_path.clone(),
+            phase: Phase::Student, dir: RunDir(dir).phase(Phase::Student), metrics: metrics_path.clone(),
             model: student_cfg.clone(), optim: &recipe.optim, teacher: source,
             kd: KdConfig { alpha: recipe.distill.alpha, temperature: recipe.distill.temperature, chunk_tokens: recipe.distill.chunk_tokens, divergence: recipe.distill.divergence() },
             alpha_end: recipe.distill.alpha_end, temperature_end: recipe.distill.temperature_end, curriculum,
@@ -194,7 +194,7 @@ fn execute(recipe: &Recipe, dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(S
         };
         train(&job, &device)
     }, opts)?;
-    metrics::plot(&metrics_path, &dir.join("loss.svg"))?;
+    metrics::plot(&metrics_path, &RunDir(dir).loss_plot())?;
     let valid_data = &d.valid;
 
     log("evaluating on the held-out split".into());
@@ -209,13 +209,13 @@ fn execute(recipe: &Recipe, dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(S
     let q8 = evaluate(&fake_quant_model(&student), valid_data, recipe.optim.batch_size, None, &device);
     let mut exports = Vec::new();
     for f in &recipe.export.formats {
-        let (p, size) = crate::export::native::export(&student, *f, &dir.join("export"), &dir.join("tokenizer.json"))?;
+        let (p, size) = crate::export::native::export(&student, *f, &RunDir(dir).export(), &RunDir(dir).tokenizer())?;
         exports.push((p.display().to_string(), size));
     }
     let rows = metrics::read(&metrics_path);
     let tok_s = |phase: &str| {
-        let last = rows.iter().rev().find(|v| v["phase"] == phase);
-        last.and_then(|v| Some(v["tokens"].as_f64()? / v["elapsed_s"].as_f64()?)).unwrap_or(0.0)
+        let last = rows.iter().rev().find(|v| v.phase == phase);
+        last.map_or(0.0, |v| v.tokens as f64 / v.elapsed_s)
     };
     let summary = Summary {
         teacher: te, student: se, student_int8: q8,
@@ -223,7 +223,7 @@ fn execute(recipe: &Recipe, dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(S
         teacher_tok_per_s: tok_s("teacher"), student_tok_per_s: tok_s("student"),
         wall_s: wall.elapsed().as_secs_f64(), exports,
     };
-    crate::util::write_json_atomic(&dir.join("summary.json"), &summary)?;
+    crate::util::write_json_atomic(&RunDir(dir).summary(), &summary)?;
     log(summary_table(&summary, valid_data));
     Ok(summary)
 }
@@ -248,8 +248,8 @@ fn stage(
     train_fn: impl FnOnce(Option<usize>) -> Result<Decoder>,
     opts: &RunOptions,
 ) -> Result<Decoder> {
-    let fin: PathBuf = dir.join(phase.name()).join("final");
-    if fin.join("model.json").is_file() {
+    let fin: PathBuf = RunDir(dir).final_model(phase);
+    if RunDir(dir).is_trained(phase) {
         log(format!("{}: already trained, loading {}", phase.name(), fin.display()));
         return Ok(store::load(&fin, device)?.0);
     }
@@ -257,7 +257,7 @@ fn stage(
     let model = train_fn(stop_after)?;
     // The tokenizer travels with the weights, so a final directory is a usable teacher alone.
     std::fs::create_dir_all(&fin).map_err(|e| Error::runtime(format!("{}: {e}", fin.display())))?;
-    crate::util::copy_atomic(&dir.join("tokenizer.json"), &fin.join("tokenizer.json"))?;
+    crate::util::copy_atomic(&RunDir(dir).tokenizer(), &fin.join("tokenizer.json"))?;
     store::save(&fin, &model, tok_hash)?;
     Ok(model)
 }

@@ -9,7 +9,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use crate::data::pack::Packed;
 use crate::error::Result;
 use crate::kd_loss::Divergence;
-use crate::recipe::{TailMode, ValueCodec};
+use crate::teacher::codec::{TailMode, ValueCodec};
 use crate::teacher::cache::{self, CacheIdentity, CacheReader};
 
 /// One line of the cache benchmark.
@@ -146,6 +146,6 @@ pub fn cache_record_bytes(vocab: usize, k: usize, codec: ValueCodec, tokens: usi
 /// has to keep up with. 0 when the run logged no student steps.
 pub fn trainer_tok_per_s(run_dir: &Path) -> f64 {
     let rates = crate::train::metrics::read(&run_dir.join("metrics.jsonl")).into_iter()
-        .filter(|v| v["phase"] == "student").filter_map(|v| v["tok_per_s"].as_f64()).collect::<Vec<_>>();
+        .filter(|v| v.phase == "student").map(|v| v.tok_per_s).collect::<Vec<_>>();
     rates.iter().sum::<f64>() / rates.len().max(1) as f64
 }

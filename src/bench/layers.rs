@@ -12,7 +12,7 @@ use crate::model::attention::Attention;
 use crate::model::init::Init;
 use crate::model::mamba::Mamba2;
 use crate::model::rope;
-use crate::recipe::MambaShape;
+use crate::model::config::MambaShape;
 
 /// The layer kinds `distill bench` sweeps, in the order it prints them.
 pub const KINDS: [&str; 2] = ["attention", "mamba"];

@@ -6,7 +6,7 @@ use super::flags::flag;
 use super::{BenchArgs, BenchCacheArgs, BenchLossArgs};
 use crate::bench::{self, cache::{cache_record_bytes, cache_sweep, trainer_tok_per_s}, layers::LayerBench};
 use crate::error::{Error, Result};
-use crate::recipe::ValueCodec;
+use crate::teacher::codec::ValueCodec;
 
 pub(super) fn layers(a: BenchArgs) -> Result<()> {
     let BenchArgs { seq, d_model, n_heads, n_kv_heads, batch, reps, jsonl, one } = a;

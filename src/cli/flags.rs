@@ -8,7 +8,9 @@ use std::str::FromStr;
 use serde::de::{DeserializeOwned, IntoDeserializer, value};
 
 use crate::error::{Error, Result};
-use crate::recipe::{Backend, ExportFormat, TeacherDtype, ValueCodec};
+use crate::export::ExportFormat;
+use crate::recipe::{Backend, TeacherDtype};
+use crate::teacher::codec::ValueCodec;
 
 /// `FromStr` for unit-variant serde enums; `$names` is the list an error message offers (a
 /// test checks that it matches what serde accepts).

@@ -16,6 +16,7 @@ use clap::{Parser, Subcommand};
 
 use crate::error::{Error, Result};
 use crate::model::{Decoder, store};
+use crate::train::Phase;
 
 #[derive(Parser)]
 #[command(name = "distill", version, about = "Distill a large language model into a small one from one TOML recipe",
@@ -299,17 +300,18 @@ fn stop_flag() -> Arc<AtomicBool> {
 
 /// The finished teacher or student (`which`) of a run, or an input error that says how to
 /// finish it.
-fn load_final(run_dir: &Path, which: &str, device: &burn::tensor::Device) -> Result<Decoder> {
-    let dir = run_dir.join(which).join("final");
-    if !dir.join("model.json").is_file() {
+fn load_final(run_dir: &Path, which: Phase, device: &burn::tensor::Device) -> Result<Decoder> {
+    let rd = crate::run_dir::RunDir(run_dir);
+    let dir = rd.final_model(which);
+    if !rd.is_trained(which) {
         return Err(Error::input(format!(
-            "{}: the {which} has not finished training in this run; finish it with `distill resume {}`",
-            dir.display(), run_dir.display())));
+            "{}: the {} has not finished training in this run; finish it with `distill resume {}`",
+            dir.display(), which.name(), run_dir.display())));
     }
     Ok(store::load(&dir, device)?.0)
 }
 
 /// Which model of a run a command works on.
-fn which(teacher: bool) -> &'static str {
-    if teacher { "teacher" } else { "student" }
+fn which(teacher: bool) -> Phase {
+    if teacher { Phase::Teacher } else { Phase::Student }
 }

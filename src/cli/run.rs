@@ -5,10 +5,13 @@ use std::path::Path;
 
 use super::flags::flag;
 use super::{CacheTeacherArgs, EvalArgs, ExportArgs, RecipeArgs, ResumeArgs, RunArgs, load_final, say, stop_flag, which};
+use crate::run_dir::RunDir;
+use crate::train::Phase;
 use crate::data::{self, pack::Packed};
 use crate::error::{Error, Result};
 use crate::pipeline::{self, RunOptions, load_run_recipe};
-use crate::recipe::{ExportFormat, Recipe};
+use crate::export::ExportFormat;
+use crate::recipe::Recipe;
 
 pub(super) fn run(a: RunArgs) -> Result<()> {
     let r = Recipe::load(&a.recipe.recipe, &a.recipe.set)?;
@@ -42,8 +45,8 @@ pub(super) fn eval(a: EvalArgs) -> Result<()> {
     let prepared = data::load_prepared(run_dir)?;
     let device = pipeline::device_for(r.run.backend);
     let valid = Packed::build(prepared.valid, r.data.seq_len, prepared.tokenizer.eos_id, r.data.packing);
-    let teacher = load_final(run_dir, "teacher", &device)?;
-    let student = load_final(run_dir, "student", &device)?;
+    let teacher = load_final(run_dir, Phase::Teacher, &device)?;
+    let student = load_final(run_dir, Phase::Student, &device)?;
     let [te, se, q8] = pipeline::evaluate_models(&teacher, &student, &valid, r.optim.batch_size, &device);
     println!("{:<16} {:>10} {:>12}", "model", "loss", "perplexity");
     for (name, e) in [("teacher", te), ("student f32", se), ("student int8", q8)] {
@@ -57,8 +60,8 @@ pub(super) fn export(a: ExportArgs) -> Result<()> {
     let r = load_run_recipe(&a.run_dir)?;
     let device = pipeline::device_for(r.run.backend);
     let m = load_final(&a.run_dir, which(a.teacher), &device)?;
-    let out = a.out.unwrap_or_else(|| a.run_dir.join("export"));
-    let (p, size) = crate::export::native::export(&m, format, &out, &a.run_dir.join("tokenizer.json"))?;
+    let out = a.out.unwrap_or_else(|| RunDir(&a.run_dir).export());
+    let (p, size) = crate::export::native::export(&m, format, &out, &RunDir(&a.run_dir).tokenizer())?;
     println!("wrote {} ({size} bytes)", p.display());
     Ok(())
 }
@@ -66,11 +69,11 @@ pub(super) fn export(a: ExportArgs) -> Result<()> {
 pub(super) fn data(a: RecipeArgs) -> Result<()> {
     let r = Recipe::load(&a.recipe, &a.set)?;
     let dir = r.run_dir();
-    if dir.join("data/meta.json").is_file() {
-        println!("data already prepared in {}", dir.join("data").display());
+    if RunDir(&dir).data_meta().is_file() {
+        println!("data already prepared in {}", RunDir(&dir).data().display());
     }
     data::prepare_to_disk(&r, &dir, &mut say)?;
-    println!("report: {}", dir.join("data/filter_report.json").display());
+    println!("report: {}", RunDir(&dir).filter_report().display());
     Ok(())
 }
 

@@ -8,13 +8,14 @@ use std::path::Path;
 use super::pack::permutation;
 use super::stages::{self, Counts};
 use super::{Prepared, filter, source, synth};
+use crate::run_dir::RunDir;
 use crate::error::{Error, Result};
 use crate::recipe::Recipe;
 use crate::util::write_atomic;
 
 /// Prepare `recipe`'s data into `<run_dir>/data` and return it, token streams in memory.
 pub(super) fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> Result<Prepared> {
-    let dir = run_dir.join("data");
+    let dir = RunDir(run_dir).data();
     std::fs::create_dir_all(&dir).map_err(|e| Error::runtime(format!("{}: {e}", dir.display())))?;
     let (docs, bad) = source::load(&recipe.data, recipe.run.seed)?;
     stages::log_bad_lines(&bad, log);
@@ -77,8 +78,8 @@ pub(super) fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(Strin
         valid.extend(tokenizer.encode_doc(d)?);
     }
     stages::report(recipe, &mut report, train.len(), valid.len(), log)?;
-    write_atomic(&dir.join("train.u32"), &to_bytes(&train))?;
-    write_atomic(&dir.join("valid.u32"), &to_bytes(&valid))?;
+    write_atomic(&RunDir(run_dir).train_tokens(), &to_bytes(&train))?;
+    write_atomic(&RunDir(run_dir).valid_tokens(), &to_bytes(&valid))?;
     let n = Counts { train_docs: train_docs.len(), valid_docs: valid_docs.len(), train_tokens: train.len(), valid_tokens: valid.len() };
     let meta = stages::commit(run_dir, &report, &bad, &tokenizer, n, log)?;
     Ok(Prepared { tokenizer, train: train.into(), valid: valid.into(), meta })

@@ -20,6 +20,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::run_dir::RunDir;
 use crate::error::{Error, Result};
 use crate::recipe::{Packing, Recipe};
 use crate::util::read_json;
@@ -67,7 +68,7 @@ impl Prepared {
 
 /// Whether an earlier (possibly interrupted) run finished this stage: `meta.json` is written last.
 fn done(run_dir: &Path) -> bool {
-    run_dir.join("data").join("meta.json").is_file()
+    RunDir(run_dir).data_meta().is_file()
 }
 
 /// Prepare the data into `run_dir`, or load it if an earlier run finished this stage. `log`
@@ -98,16 +99,16 @@ pub fn prepare_to_disk(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(Stri
 }
 
 pub fn load_prepared(run_dir: &Path) -> Result<Prepared> {
-    let dir = run_dir.join("data");
-    let meta: DataMeta = read_json(&dir.join("meta.json"))?;
-    let tokenizer = Tokenizer::load(&run_dir.join("tokenizer.json"))?;
+    let rd = RunDir(run_dir);
+    let meta: DataMeta = read_json(&rd.data_meta())?;
+    let tokenizer = Tokenizer::load(&rd.tokenizer())?;
     if tokenizer.hash() != meta.tokenizer_hash {
         return Err(Error::input(format!(
             "{}: tokenizer.json does not match the one the data was prepared with", run_dir.display())));
     }
     Ok(Prepared {
-        train: Tokens::open(&dir.join("train.u32"), meta.train_tokens, meta.vocab_size)?,
-        valid: Tokens::open(&dir.join("valid.u32"), meta.valid_tokens, meta.vocab_size)?,
+        train: Tokens::open(&rd.train_tokens(), meta.train_tokens, meta.vocab_size)?,
+        valid: Tokens::open(&rd.valid_tokens(), meta.valid_tokens, meta.vocab_size)?,
         tokenizer,
         meta,
     })

@@ -10,6 +10,7 @@ use super::filter::FilterReport;
 use super::source::BadLines;
 use super::tokenizer::Tokenizer;
 use super::DataMeta;
+use crate::run_dir::RunDir;
 use crate::error::{Error, Result};
 use crate::recipe::{Recipe, TokenizerKind};
 use crate::util::write_json_atomic;
@@ -70,9 +71,9 @@ pub(super) struct Counts {
 /// Write the filter report and the tokenizer beside the token files (already in place), then
 /// `meta.json`, whose presence marks the stage as complete.
 pub(super) fn commit(run_dir: &Path, report: &FilterReport, bad: &BadLines, tokenizer: &Tokenizer, n: Counts, log: &mut dyn FnMut(String)) -> Result<DataMeta> {
-    let dir = run_dir.join("data");
-    write_json_atomic(&dir.join("filter_report.json"), &serde_json::json!({"filter": report, "bad_lines": bad}))?;
-    tokenizer.save(&run_dir.join("tokenizer.json"))?;
+    let rd = RunDir(run_dir);
+    write_json_atomic(&rd.filter_report(), &serde_json::json!({"filter": report, "bad_lines": bad}))?;
+    tokenizer.save(&rd.tokenizer())?;
     let meta = DataMeta {
         train_docs: n.train_docs,
         valid_docs: n.valid_docs,
@@ -82,7 +83,7 @@ pub(super) fn commit(run_dir: &Path, report: &FilterReport, bad: &BadLines, toke
         tokenizer_hash: tokenizer.hash(),
         vocab_size: tokenizer.vocab_size(),
     };
-    write_json_atomic(&dir.join("meta.json"), &meta)?;
+    write_json_atomic(&rd.data_meta(), &meta)?;
     log(format!(
         "data: {} train docs ({} tokens), {} held-out docs ({} tokens), vocab {}",
         meta.train_docs, meta.train_tokens, meta.valid_docs, meta.valid_tokens, meta.vocab_size

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use super::filter::{self, Filter};
 use super::stages::{self, Counts};
 use super::{DataMeta, source};
+use crate::run_dir::RunDir;
 use crate::error::{Error, Result};
 use crate::recipe::Recipe;
 use crate::rng::SplitMix;
@@ -76,7 +77,7 @@ impl TokenFile {
 /// the shared stages (`stages`) write the report, the tokenizer and `meta.json`.
 pub fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> Result<DataMeta> {
     let d = &recipe.data;
-    let dir = run_dir.join("data");
+    let dir = RunDir(run_dir).data();
     std::fs::create_dir_all(&dir).map_err(|e| Error::runtime(format!("{}: {e}", dir.display())))?;
     let seed = recipe.run.seed;
     let started = std::time::Instant::now();
@@ -143,8 +144,8 @@ pub fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> 
     let t_tok = started.elapsed().as_secs_f64() - t_scan;
 
     // Pass 2: encode straight to disk.
-    let mut train = TokenFile::create(dir.join("train.u32"))?;
-    let mut valid = TokenFile::create(dir.join("valid.u32"))?;
+    let mut train = TokenFile::create(RunDir(run_dir).train_tokens())?;
+    let mut valid = TokenFile::create(RunDir(run_dir).valid_tokens())?;
     let (mut train_docs, mut valid_docs, mut copies, mut j) = (0usize, 0usize, 0usize, 0u64);
     let mut report = f.report;
     let pb = crate::util::progress_bar("encode", n_docs, false);

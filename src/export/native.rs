@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::model::{Decoder, DecoderConfig};
 use crate::model::decoder::Mixer;
 use crate::quant::int8::{linear_out_in, quantize_rows};
-use crate::recipe::ExportFormat;
+use super::ExportFormat;
 use crate::util::write_json_atomic;
 
 enum Weight {

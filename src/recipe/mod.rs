@@ -27,13 +27,6 @@ use overrides::apply_override;
 pub use sections::*;
 pub use shape::PartialShape;
 
-// These types live with the code they configure; the recipe only names them. Re-exported
-// because files outside this refactor still import them from here.
-pub use crate::kd_loss::Divergence;
-pub use crate::model::config::{MambaShape, ModelShape, RopeScaling};
-pub use crate::teacher::codec::{TailMode, ValueCodec};
-pub use crate::train::decay::NoDecay;
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Recipe {
@@ -100,7 +93,7 @@ impl Recipe {
 
     /// Where the teacher's top-k cache lives.
     pub fn cache_dir(&self) -> PathBuf {
-        self.cache.path.clone().unwrap_or_else(|| self.run_dir().join("teacher_cache"))
+        self.cache.path.clone().unwrap_or_else(|| crate::run_dir::RunDir(&self.run_dir()).default_cache())
     }
 }
 

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::PartialShape;
+use crate::export::ExportFormat;
 use crate::kd_loss::Divergence;
 use crate::teacher::codec::{TailMode, ValueCodec};
 use crate::train::decay::NoDecay;
@@ -498,15 +499,6 @@ impl Default for EvalSection {
     fn default() -> Self {
         EvalSection { every_steps: 50, batches: 8 }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ExportFormat {
-    /// Symmetric per-output-channel int8 weights + f32 scales, in safetensors.
-    Int8,
-    /// Plain f32 safetensors.
-    F32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -15,7 +15,8 @@ use crate::data::pack::Packed;
 use crate::error::{Error, Result};
 use crate::eval::{EvalResult, evaluate};
 use crate::model::Decoder;
-use crate::recipe::{LogitsSource, Recipe, TailMode};
+use crate::recipe::{LogitsSource, Recipe};
+use crate::teacher::codec::TailMode;
 
 /// The teacher's held-out loss as its cache recorded it, when it was evaluated on this run's
 /// held-out split (same tokens and seq_len, by hash).
@@ -106,7 +107,7 @@ pub fn open_or_build(recipe: &Recipe, dir: &Path, teacher: &Decoder, d: &RunData
         // What a run needs later without the teacher: its tokenizer (data preparation with
         // tokenizer.kind = "teacher"), size and held-out loss (the summary).
         std::fs::create_dir_all(&path).map_err(|e| Error::runtime(format!("{}: {e}", path.display())))?;
-        crate::util::copy_atomic(&dir.join("tokenizer.json"), &path.join("tokenizer.json"))?;
+        crate::util::copy_atomic(&crate::run_dir::RunDir(dir).tokenizer(), &path.join("tokenizer.json"))?;
         let ev = evaluate(teacher, &d.valid, recipe.optim.batch_size, None, device);
         let record = cache::TeacherRecord {
             source: who.source(), files: cache::stamps(&files).unwrap_or_default(),

@@ -16,7 +16,7 @@ use crate::data::tokenizer::Tokenizer;
 use crate::error::{Error, Result};
 use crate::model::init::WeightSource;
 use crate::model::{Decoder, DecoderConfig};
-use crate::recipe::{MambaShape, ModelShape, RopeScaling};
+use crate::model::config::{MambaShape, ModelShape, RopeScaling};
 
 pub const SUPPORTED: [&str; 3] = ["llama", "mistral", "qwen2"];
 

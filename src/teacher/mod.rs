@@ -18,7 +18,7 @@ pub use nll::{doc_ppl, row_nll};
 pub use obtain::{Teacher, dtype_name};
 
 use crate::model::Decoder;
-use crate::recipe::TailMode;
+use crate::teacher::codec::TailMode;
 use cache::CacheReader;
 
 /// The teacher's side of the loss.

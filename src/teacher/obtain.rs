@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 
+use crate::run_dir::RunDir;
+use crate::train::Phase;
 use crate::data::RunData;
 use crate::error::{Error, Result};
 use crate::model::{Decoder, store};
@@ -47,7 +49,7 @@ impl<'a> Teacher<'a> {
                 if &hash != tok_hash || t.config.vocab_size != vocab {
                     return Err(Error::input(format!(
                         "teacher {} was trained with a different tokenizer (vocab {}) than the data (vocab {vocab}, {}): the vocabularies must be identical",
-                        p.display(), t.config.vocab_size, dir.join("tokenizer.json").display())));
+                        p.display(), t.config.vocab_size, RunDir(dir).tokenizer().display())));
                 }
                 t
             }
@@ -81,7 +83,10 @@ impl<'a> Teacher<'a> {
     pub fn files(&self) -> Result<Vec<PathBuf>> {
         let (recipe, dir) = (self.recipe, self.run_dir);
         Ok(match recipe.teacher.kind {
-            TeacherKind::Pretrain => vec![dir.join("teacher/final/model.json"), dir.join("teacher/final/model.bpk")],
+            TeacherKind::Pretrain => {
+                let fin = RunDir(dir).final_model(Phase::Teacher);
+                vec![fin.join("model.json"), fin.join("model.bpk")]
+            }
             TeacherKind::Checkpoint => {
                 let p = recipe.teacher.path.as_ref().expect("validated");
                 vec![p.join("model.json"), p.join("model.bpk")]
@@ -110,7 +115,7 @@ impl<'a> Teacher<'a> {
         match (self.recipe.teacher.kind, &self.recipe.teacher.path) {
             (TeacherKind::Hf, Some(p)) => format!("hf {}", p.display()),
             (TeacherKind::Checkpoint, Some(p)) => format!("checkpoint {}", p.display()),
-            _ => format!("pretrain {}", self.run_dir.join("teacher/final").display()),
+            _ => format!("pretrain {}", RunDir(self.run_dir).final_model(Phase::Teacher).display()),
         }
     }
 }

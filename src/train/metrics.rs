@@ -4,9 +4,51 @@ use std::io::Write;
 use std::path::Path;
 
 use plotters::prelude::*;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, io_ctx};
+
+/// One line of `metrics.jsonl`: one optimizer step of one phase. The keys are the file's
+/// format (README); optional ones appear only when they apply.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MetricsRow {
+    pub phase: String,
+    pub step: usize,
+    pub lr: f64,
+    /// Token-weighted mean over the step's micro-batches: `alpha * ce + (1 - alpha) tau^2 kl`.
+    pub loss: f64,
+    pub ce: f64,
+    /// The divergence term (distillation only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kl: Option<f64>,
+    /// Global gradient L2 norm before clipping.
+    pub grad_norm: f64,
+    /// Real (unpadded) tokens trained on so far in this phase.
+    pub tokens: u64,
+    pub tok_per_s: f64,
+    pub elapsed_s: f64,
+    /// With alpha / tau schedules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// With a curriculum: competence and the row-weight statistics of the step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub competence: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub w_mean: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub w_min: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub w_max: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hard_share: Option<f64>,
+    /// At periodic evaluations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_loss: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_ppl: Option<f64>,
+}
 
 pub struct MetricsLog {
     file: std::fs::File,
@@ -20,16 +62,16 @@ impl MetricsLog {
         let mut kept = String::new();
         let mut seen_phase = false;
         for v in &lines {
-            let p = v["phase"].as_str().unwrap_or("");
-            if p == phase {
+            if v.phase == phase {
                 seen_phase = true;
-                if v["step"].as_u64().unwrap_or(0) as usize > keep_through_step {
+                if v.step > keep_through_step {
                     continue;
                 }
             } else if seen_phase {
                 continue;
             }
-            kept += &format!("{v}\n");
+            kept += &serde_json::to_string(v).expect("a metrics row serializes");
+            kept.push('\n');
         }
         crate::util::write_atomic(path, kept.as_bytes())?;
         let file = io_ctx(
@@ -39,12 +81,15 @@ impl MetricsLog {
         Ok(MetricsLog { file })
     }
 
-    pub fn write(&mut self, v: Value) -> Result<()> {
-        io_ctx(writeln!(self.file, "{v}").and_then(|_| self.file.flush()), || "metrics.jsonl".into())
+    pub fn write(&mut self, row: &MetricsRow) -> Result<()> {
+        let line = serde_json::to_string(row).expect("a metrics row serializes");
+        io_ctx(writeln!(self.file, "{line}").and_then(|_| self.file.flush()), || "metrics.jsonl".into())
     }
 }
 
-pub fn read(path: &Path) -> Vec<Value> {
+/// The rows of a metrics file (a missing file or an unreadable line reads as nothing: a crash
+/// may have cut the last line short).
+pub fn read(path: &Path) -> Vec<MetricsRow> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
@@ -55,15 +100,12 @@ pub fn read(path: &Path) -> Vec<Value> {
 /// Train and held-out loss against step, one colour per phase.
 pub fn plot(metrics: &Path, out: &Path) -> Result<()> {
     let rows = read(metrics);
-    let series = |phase: &str, key: &str| -> Vec<(f64, f64)> {
-        rows.iter()
-            .filter(|v| v["phase"] == phase)
-            .filter_map(|v| Some((v["step"].as_f64()?, v[key].as_f64()?)))
-            .collect()
+    let series = |phase: &str, value: fn(&MetricsRow) -> Option<f64>| -> Vec<(f64, f64)> {
+        rows.iter().filter(|v| v.phase == phase).filter_map(|v| Some((v.step as f64, value(v)?))).collect()
     };
     let all: Vec<Vec<(f64, f64)>> = ["teacher", "student"]
         .iter()
-        .flat_map(|p| [series(p, "loss"), series(p, "eval_loss")])
+        .flat_map(|p| [series(p, |v| Some(v.loss)), series(p, |v| v.eval_loss)])
         .collect();
     let pts: Vec<&(f64, f64)> = all.iter().flatten().collect();
     if pts.is_empty() {

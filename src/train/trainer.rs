@@ -11,11 +11,10 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams};
 use burn::tensor::{Device, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::json;
 
 use super::checkpoint::{self, TrainState};
 use super::decay;
-use super::metrics::MetricsLog;
+use super::metrics::{MetricsLog, MetricsRow};
 use super::schedule::lr_at;
 use crate::data::pack::Packed;
 use crate::error::{Error, Result};
@@ -23,7 +22,8 @@ use crate::eval::evaluate;
 use crate::kd_loss::{KdConfig, Target, kd_loss_streamed};
 use crate::model::{Decoder, DecoderConfig};
 use crate::curriculum;
-use crate::recipe::{CheckpointSection, CurriculumSection, EvalSection, OptimSection, Schedule, TailMode};
+use crate::recipe::{CheckpointSection, CurriculumSection, EvalSection, OptimSection, Schedule};
+use crate::teacher::codec::TailMode;
 use crate::teacher::cache::{CacheReader, TopKHost};
 use crate::teacher::{TeacherSource, row_nll};
 
@@ -219,21 +219,21 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
         st.tokens += step_tokens as u64;
         st.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
         let tok_s = step_tokens as f64 / t0.elapsed().as_secs_f64();
-        let mut row = json!({"phase": phase, "step": st.step, "lr": lr, "loss": loss_sum, "ce": ce_sum,
-            "grad_norm": grad_norm, "tokens": st.tokens, "tok_per_s": tok_s, "elapsed_s": st.elapsed_s});
-        if job.teacher.is_some() {
-            row["kl"] = json!(kl_sum);
-        }
-        if job.alpha_end.is_some() || job.temperature_end.is_some() {
-            row["alpha"] = json!(kd.alpha);
-            row["temperature"] = json!(kd.temperature);
-        }
-        if let Some(c) = job.curriculum.as_ref().filter(|c| c.cfg.schedule != Schedule::None) {
-            row["competence"] = json!(curriculum::competence(&c.cfg, progress));
-            for (k, v) in ["w_mean", "w_min", "w_max", "hard_share"].iter().zip(wsum) {
-                row[*k] = json!(v);
-            }
-        }
+        let curriculum_on = job.curriculum.as_ref().filter(|c| c.cfg.schedule != Schedule::None);
+        let scheduled = job.alpha_end.is_some() || job.temperature_end.is_some();
+        let mut row = MetricsRow {
+            phase: phase.to_string(), step: st.step, lr, loss: loss_sum, ce: ce_sum,
+            kl: job.teacher.is_some().then_some(kl_sum),
+            grad_norm, tokens: st.tokens, tok_per_s: tok_s, elapsed_s: st.elapsed_s,
+            alpha: scheduled.then_some(kd.alpha),
+            temperature: scheduled.then_some(kd.temperature),
+            competence: curriculum_on.map(|c| curriculum::competence(&c.cfg, progress)),
+            w_mean: curriculum_on.map(|_| wsum[0]),
+            w_min: curriculum_on.map(|_| wsum[1]),
+            w_max: curriculum_on.map(|_| wsum[2]),
+            hard_share: curriculum_on.map(|_| wsum[3]),
+            ..Default::default()
+        };
         pb.set_position(st.step as u64);
         pb.set_message(match job.teacher.is_some() {
             true => format!("loss {:.3} ce {:.3} kl {:.3} | {:.0} tok/s", loss_sum, ce_sum, kl_sum, tok_s),
@@ -241,8 +241,8 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
         });
         if st.step % job.eval.every_steps == 0 || st.step == o.steps {
             let r = evaluate(&model.valid(), job.valid, o.batch_size, Some(job.eval.batches), device);
-            row["eval_loss"] = json!(r.loss);
-            row["eval_ppl"] = json!(r.ppl);
+            row.eval_loss = Some(r.loss);
+            row.eval_ppl = Some(r.ppl);
             let line = format!("{phase} step {:>5}/{}: train loss {:.4}, held-out loss {:.4} (ppl {:.2}), {:.0} tok/s",
                 st.step, o.steps, loss_sum, r.loss, r.ppl, st.tokens as f64 / st.elapsed_s);
             if pb.is_hidden() {
@@ -251,7 +251,7 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
                 pb.println(line);
             }
         }
-        log.write(row)?;
+        log.write(&row)?;
         let interrupted = job.stop.load(Ordering::SeqCst) || job.stop_after == Some(st.step);
         if st.step % job.checkpoint.every_steps == 0 || st.step == o.steps || interrupted {
             checkpoint::save(&ck_dir, &model, &optim, &st, job.checkpoint.keep_last)?;
@@ -331,11 +331,10 @@ fn scale_grads(model: &Decoder, grads: &mut GradientsParams, factor: f64) {
 mod tests {
     use super::*;
     use crate::recipe::{CheckpointSection, EvalSection, OptimSection, PartialShape};
-    use serde_json::Value;
 
     /// The loss and gradient norm of one step over rows with `batch * accum` = 4 (with
     /// `decay` = weight_decay), no teacher.
-    fn first_step(name: &str, batch: usize, accum: usize, train: &Packed) -> Value {
+    fn first_step(name: &str, batch: usize, accum: usize, train: &Packed) -> MetricsRow {
         let dir = std::env::temp_dir().join(format!("distill-accum-{}-{name}", std::process::id()));
         std::fs::remove_dir_all(&dir).ok();
         let model = DecoderConfig {
@@ -349,7 +348,7 @@ mod tests {
         let job = TrainJob {
             phase: Phase::Student, dir: dir.clone(), metrics: dir.join("metrics.jsonl"), model, optim: &optim,
             teacher: TeacherSource::None,
-            kd: KdConfig { alpha: 1.0, temperature: 1.0, chunk_tokens: 64, divergence: crate::recipe::Divergence::ForwardKl },
+            kd: KdConfig { alpha: 1.0, temperature: 1.0, chunk_tokens: 64, divergence: crate::kd_loss::Divergence::ForwardKl },
             alpha_end: None, temperature_end: None, curriculum: None, train, valid: train, seed: 3,
             checkpoint: &CheckpointSection::default(), eval: &EvalSection::default(), stop: &stop, stop_after: None, quiet: true,
         };
@@ -375,8 +374,7 @@ mod tests {
         let whole = first_step("whole", 4, 1, &train);
         for (batch, accum) in [(2, 2), (1, 4)] {
             let acc = first_step(&format!("{batch}x{accum}"), batch, accum, &train);
-            for key in ["loss", "grad_norm"] {
-                let (a, b) = (whole[key].as_f64().unwrap(), acc[key].as_f64().unwrap());
+            for (key, a, b) in [("loss", whole.loss, acc.loss), ("grad_norm", whole.grad_norm, acc.grad_norm)] {
                 assert!((a - b).abs() < 1e-5 * a.abs(), "{batch} x {accum}: {key} {b} vs one batch {a}");
             }
         }
@@ -386,7 +384,8 @@ mod tests {
     /// scales every matrix by exactly (1 - lr wd); `no_decay = []` decays everything.
     #[test]
     fn weight_decay_skips_the_usual_groups() {
-        use crate::recipe::{MambaShape, NoDecay};
+        use crate::model::config::MambaShape;
+        use crate::train::decay::NoDecay;
         let dev = Device::flex();
         let cfg = DecoderConfig {
             vocab_size: 24,

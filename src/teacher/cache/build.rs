@@ -12,7 +12,7 @@ use super::format::{MANIFEST, Manifest, Selected, ShardInfo, TeacherRecord, chec
 use crate::data::pack::Packed;
 use crate::error::{Error, Result};
 use crate::model::Decoder;
-use crate::recipe::ValueCodec;
+use crate::teacher::codec::ValueCodec;
 use crate::teacher::bits::BitWriter;
 use crate::util::{sha256_hex, write_atomic, write_json_atomic};
 
@@ -285,7 +285,7 @@ mod device_path {
     use super::*;
     use crate::teacher::cache::{BuildOptions, CacheReader};
     use crate::model::DecoderConfig;
-    use crate::recipe::ModelShape;
+    use crate::model::config::ModelShape;
     use burn::tensor::DType;
 
     fn teacher(dev: &Device) -> Decoder {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{CacheIdentity, FileStamp};
 use crate::error::{Error, Result};
-use crate::recipe::ValueCodec;
+use crate::teacher::codec::ValueCodec;
 use crate::teacher::bits::{BitReader, BitWriter, best_rice, get_rice, put_rice};
 use crate::util::read_json;
 

@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::pack::Packed;
 use crate::error::{Error, Result};
-use crate::recipe::ValueCodec;
+use crate::teacher::codec::ValueCodec;
 
 pub use build::{BuildOptions, Selections, build, decoder_logits, decoder_select, encode_token, host_select, select_host};
 pub use format::{FORMAT_VERSION, HeldOut, Manifest, Selected, ShardInfo, TeacherRecord, TokenTopK, decode_token, encode_selected, read_manifest};

@@ -9,7 +9,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use super::format::{EMPTY_TAIL, FORMAT_VERSION, HEADER, MANIFEST, Manifest, TokenTopK, check_shard, decode_token, read_manifest, shard_name};
 use crate::data::pack::Packed;
 use crate::error::{Error, Result};
-use crate::recipe::TailMode;
+use crate::teacher::codec::TailMode;
 use crate::teacher::bits::BitReader;
 
 // ---------------------------------------------------------------------------------------------
@@ -220,7 +220,7 @@ mod round_trip {
     use super::super::test_fixture::*;
     use super::*;
     use crate::kd_loss::Divergence;
-    use crate::recipe::ValueCodec;
+    use crate::teacher::codec::ValueCodec;
 
     fn kl_pair(f: &Fixture, reader: &CacheReader, tau: f64, tail: TailMode, d: Divergence) -> (f64, f64) {
         divergence_online_and_cached(reader, &f.data, &f.rows, &f.teacher, &f.student, tau, tail, d).unwrap()
@@ -343,7 +343,7 @@ mod crafted {
     use super::super::format::HASHED;
     use super::super::test_fixture::*;
     use super::*;
-    use crate::recipe::ValueCodec;
+    use crate::teacher::codec::ValueCodec;
     use crate::teacher::cache::CacheIdentity;
     use crate::util::sha256_hex;
 
