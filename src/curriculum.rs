@@ -18,11 +18,11 @@ use std::path::Path;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::run_dir::RunDir;
 use crate::data::pack::Packed;
 use crate::error::Result;
 use crate::model::Decoder;
 use crate::recipe::{CurriculumSection, DifficultyScore, Schedule};
+use crate::run_dir::RunDir;
 use crate::teacher::cache::{CacheReader, TokenTopK};
 use crate::teacher::row_nll;
 use crate::util::{read_json, write_json_atomic};
@@ -56,7 +56,13 @@ pub fn percentiles(scores: &[f32]) -> Vec<f32> {
 
 /// Per-row weights at progress `t`. `pct`: difficulty percentile of each training row (stored
 /// scores); `batch_loss`: the student's current loss of each row of this batch (self_paced).
-pub fn weights(cfg: &CurriculumSection, rows: &[usize], t: f64, pct: Option<&[f32]>, batch_loss: Option<&[f64]>) -> Vec<f64> {
+pub fn weights(
+    cfg: &CurriculumSection,
+    rows: &[usize],
+    t: f64,
+    pct: Option<&[f32]>,
+    batch_loss: Option<&[f64]>,
+) -> Vec<f64> {
     let c = competence(cfg, t);
     match cfg.schedule {
         Schedule::None => vec![1.0; rows.len()],
@@ -102,7 +108,12 @@ struct Stored {
 /// (no teacher pass; what a large teacher's user wants once the cache exists).
 pub enum TeacherScores<'a> {
     /// `hash`: the teacher's identity (stored with the scores; unused by data-only scores).
-    Online { teacher: &'a Decoder, hash: String, batch: usize, device: &'a Device },
+    Online {
+        teacher: &'a Decoder,
+        hash: String,
+        batch: usize,
+        device: &'a Device,
+    },
     Cache(&'a CacheReader),
 }
 
@@ -110,7 +121,13 @@ pub enum TeacherScores<'a> {
 pub(crate) fn token_scores_full(z: &[f32], target: usize) -> (f64, f64) {
     let m = z.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
     let lse = m + z.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln();
-    let ent = -z.iter().map(|&x| { let lp = x as f64 - lse; lp.exp() * lp }).sum::<f64>();
+    let ent = -z
+        .iter()
+        .map(|&x| {
+            let lp = x as f64 - lse;
+            lp.exp() * lp
+        })
+        .sum::<f64>();
     (lse - z[target] as f64, ent)
 }
 
@@ -142,7 +159,9 @@ pub fn scores(run_dir: &Path, score: DifficultyScore, data: &Packed, teacher: &T
     let th = match teacher {
         _ if !score.needs_teacher() => String::new(),
         TeacherScores::Online { hash, .. } => hash.clone(),
-        TeacherScores::Cache(r) => format!("{} cache k={} {:?}", r.manifest.id.teacher_hash, r.manifest.id.k, r.manifest.id.values),
+        TeacherScores::Cache(r) => {
+            format!("{} cache k={} {:?}", r.manifest.id.teacher_hash, r.manifest.id.k, r.manifest.id.values)
+        }
     };
     if path.is_file() {
         let s: Stored = read_json(&path)?;
@@ -173,7 +192,12 @@ pub fn scores(run_dir: &Path, score: DifficultyScore, data: &Packed, teacher: &T
                 for j in 0..nb {
                     let n = data.row_len(chunk[j]);
                     let acc: f64 = (0..n)
-                        .map(|p| pick(token_scores_full(&logits[(j * t + p) * v..(j * t + p + 1) * v], targets[j * t + p] as usize)))
+                        .map(|p| {
+                            pick(token_scores_full(
+                                &logits[(j * t + p) * v..(j * t + p + 1) * v],
+                                targets[j * t + p] as usize,
+                            ))
+                        })
                         .sum();
                     out.push((acc / n.max(1) as f64) as f32);
                 }
@@ -183,7 +207,8 @@ pub fn scores(run_dir: &Path, score: DifficultyScore, data: &Packed, teacher: &T
             for &r in &rows {
                 let toks = reader.row(r)?;
                 let (_, targets, _) = data.row(r);
-                let acc: f64 = toks.iter().zip(&targets).map(|(tok, &y)| pick(token_scores_cached(tok, y as usize))).sum();
+                let acc: f64 =
+                    toks.iter().zip(&targets).map(|(tok, &y)| pick(token_scores_cached(tok, y as usize))).sum();
                 out.push((acc / toks.len().max(1) as f64) as f32);
             }
         }
@@ -229,7 +254,10 @@ mod tests {
         assert_eq!(weights(&c, &[0, 4], 0.5, Some(&pct), None), vec![1.0, 1.0]);
         // Self-paced: the easiest share of the batch by the student's loss.
         let sp = cfg(Schedule::SelfPaced);
-        assert_eq!(weights(&sp, &[7, 8, 9, 10, 11], 0.25, None, Some(&[3.0, 0.5, 2.0, 9.0, 1.0])), vec![0.1, 1.0, 1.0, 0.1, 1.0]);
+        assert_eq!(
+            weights(&sp, &[7, 8, 9, 10, 11], 0.25, None, Some(&[3.0, 0.5, 2.0, 9.0, 1.0])),
+            vec![0.1, 1.0, 1.0, 0.1, 1.0]
+        );
         let (mean, min, max, hard) = weight_stats(&[1.0, 0.1, 1.0], &[false, true, true]);
         assert!((mean - 0.7).abs() < 1e-12 && min == 0.1 && max == 1.0);
         assert!((hard - 1.1 / 2.1).abs() < 1e-12);
@@ -239,8 +267,8 @@ mod tests {
 #[cfg(test)]
 mod curriculum_scores {
     use super::*;
-    use crate::teacher::codec::ValueCodec;
     use crate::teacher::cache::test_fixture::*;
+    use crate::teacher::codec::ValueCodec;
 
     /// Per-row mean teacher CE and entropy from the full logits: the reference.
     fn reference(f: &Fixture) -> (Vec<f64>, Vec<f64>) {
@@ -248,7 +276,9 @@ mod curriculum_scores {
         for &r in &f.rows {
             let (_, targets, _) = f.data.row(r);
             let n = f.data.row_len(r);
-            let s: Vec<(f64, f64)> = (0..n).map(|p| token_scores_full(&f.teacher[(r * T + p) * V..(r * T + p + 1) * V], targets[p] as usize)).collect();
+            let s: Vec<(f64, f64)> = (0..n)
+                .map(|p| token_scores_full(&f.teacher[(r * T + p) * V..(r * T + p + 1) * V], targets[p] as usize))
+                .collect();
             ce.push(s.iter().map(|x| x.0).sum::<f64>() / n as f64);
             ent.push(s.iter().map(|x| x.1).sum::<f64>() / n as f64);
         }
@@ -273,9 +303,19 @@ mod curriculum_scores {
             for r in 0..ce.len() {
                 let (c, e) = (got_ce[r] as f64, got_ent[r] as f64);
                 if exact {
-                    assert!((c - ce[r]).abs() < 1e-2 && (e - ent[r]).abs() < 1e-2, "row {r}: cache ({c}, {e}) vs teacher ({}, {})", ce[r], ent[r]);
+                    assert!(
+                        (c - ce[r]).abs() < 1e-2 && (e - ent[r]).abs() < 1e-2,
+                        "row {r}: cache ({c}, {e}) vs teacher ({}, {})",
+                        ce[r],
+                        ent[r]
+                    );
                 } else {
-                    assert!(c <= ce[r] + 1e-2 && e <= ent[r] + 1e-2, "row {r}: cache ({c}, {e}) above teacher ({}, {})", ce[r], ent[r]);
+                    assert!(
+                        c <= ce[r] + 1e-2 && e <= ent[r] + 1e-2,
+                        "row {r}: cache ({c}, {e}) above teacher ({}, {})",
+                        ce[r],
+                        ent[r]
+                    );
                 }
             }
             if !exact {

@@ -37,8 +37,7 @@ impl Error {
 
 /// Reading a file the user named: a missing or unreadable file is an input error naming it.
 pub fn read_to_string(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path)
-        .map_err(|e| Error::input(format!("{}: cannot read file: {e}", path.display())))
+    std::fs::read_to_string(path).map_err(|e| Error::input(format!("{}: cannot read file: {e}", path.display())))
 }
 
 /// I/O on files we own (run directory): failures there are runtime errors.

@@ -3,8 +3,8 @@
 
 use burn::tensor::Device;
 
-use crate::rng::SplitMix;
 use crate::model::Decoder;
+use crate::rng::SplitMix;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Sampling {
@@ -33,7 +33,15 @@ pub fn sample(logits: &[f32], s: &Sampling, rng: &mut SplitMix) -> u32 {
     probs.iter_mut().for_each(|p| *p /= z);
     if s.top_p < 1.0 {
         let mut cum = 0.0;
-        let keep = probs.iter().take_while(|p| { let before = cum; cum += **p; before < s.top_p }).count().max(1);
+        let keep = probs
+            .iter()
+            .take_while(|p| {
+                let before = cum;
+                cum += **p;
+                before < s.top_p
+            })
+            .count()
+            .max(1);
         probs.truncate(keep);
         idx.truncate(keep);
         let z: f64 = probs.iter().sum();
@@ -52,7 +60,14 @@ pub fn sample(logits: &[f32], s: &Sampling, rng: &mut SplitMix) -> u32 {
 /// Generate continuation ids of `prompt`; `on_token` sees each new id as it is produced.
 /// The prompt is run once, then each new token alone against the KV cache (attention) and
 /// the carried state (Mamba-2).
-pub fn generate(model: &Decoder, prompt: &[u32], eos: u32, s: &Sampling, device: &Device, mut on_token: impl FnMut(u32)) -> Vec<u32> {
+pub fn generate(
+    model: &Decoder,
+    prompt: &[u32],
+    eos: u32,
+    s: &Sampling,
+    device: &Device,
+    mut on_token: impl FnMut(u32),
+) -> Vec<u32> {
     let mut rng = SplitMix(s.seed);
     let mut next_input: Vec<u32> = if prompt.is_empty() { vec![eos] } else { prompt.to_vec() };
     let ctx = model.config.shape.max_seq_len;
@@ -67,7 +82,10 @@ pub fn generate(model: &Decoder, prompt: &[u32], eos: u32, s: &Sampling, device:
             break;
         }
         let t = next_input.len();
-        let logits = model.forward_cached(crate::model::token_tensor(&next_input, device), &mut cache).slice([0..1, t - 1..t]).reshape([model.config.vocab_size]);
+        let logits = model
+            .forward_cached(crate::model::token_tensor(&next_input, device), &mut cache)
+            .slice([0..1, t - 1..t])
+            .reshape([model.config.vocab_size]);
         let row: Vec<f32> = logits.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 logits");
         let next = sample(&row, s, &mut rng);
         if next == eos {
@@ -112,7 +130,11 @@ mod tests {
         let cfg = crate::model::DecoderConfig {
             vocab_size: 40,
             shape: crate::recipe::PartialShape {
-                d_model: Some(16), n_layers: Some(3), n_heads: Some(4), n_kv_heads: Some(2), d_ff: Some(32),
+                d_model: Some(16),
+                n_layers: Some(3),
+                n_heads: Some(4),
+                n_kv_heads: Some(2),
+                d_ff: Some(32),
                 layer_pattern: Some("AMA".into()),
                 mamba: Some(crate::model::MambaShape { d_state: 4, head_dim: 8, chunk_size: 4, ..Default::default() }),
                 ..Default::default()
@@ -128,7 +150,13 @@ mod tests {
         let mut want = Vec::new();
         for _ in 0..12 {
             let t = ids.len();
-            let row: Vec<f32> = m.forward(crate::model::token_tensor(&ids, &dev)).slice([0..1, t - 1..t]).reshape([40]).into_data().try_to_vec::<f32>().unwrap();
+            let row: Vec<f32> = m
+                .forward(crate::model::token_tensor(&ids, &dev))
+                .slice([0..1, t - 1..t])
+                .reshape([40])
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap();
             let next = sample(&row, &s, &mut SplitMix(0));
             if next == 39 {
                 break;

@@ -103,7 +103,13 @@ fn logsumexp_rows(x: Tensor<2>) -> Tensor<2> {
 
 /// `student`, `teacher`: logits (tokens, vocab); `targets`: (tokens); `mask`: (tokens), 1 for
 /// a real token and 0 for padding. `teacher = None` trains on hard labels only (alpha = 1).
-pub fn kd_loss(student: Tensor<2>, teacher: Option<Tensor<2>>, targets: Tensor<1, Int>, mask: Tensor<1>, cfg: KdConfig) -> KdLoss {
+pub fn kd_loss(
+    student: Tensor<2>,
+    teacher: Option<Tensor<2>>,
+    targets: Tensor<1, Int>,
+    mask: Tensor<1>,
+    cfg: KdConfig,
+) -> KdLoss {
     kd_loss_to(student, teacher.map(Target::Full), targets, mask, cfg)
 }
 
@@ -141,7 +147,13 @@ struct Sums {
     kl: Tensor<1>,
 }
 
-fn kd_sums(student: Tensor<2>, teacher: Option<&Target>, targets: Tensor<1, Int>, mask: Tensor<1>, cfg: KdConfig) -> Sums {
+fn kd_sums(
+    student: Tensor<2>,
+    teacher: Option<&Target>,
+    targets: Tensor<1, Int>,
+    mask: Tensor<1>,
+    cfg: KdConfig,
+) -> Sums {
     let [n, v] = student.dims();
     let tau = cfg.temperature;
     let device = student.device();
@@ -174,8 +186,12 @@ fn kd_sums(student: Tensor<2>, teacher: Option<&Target>, targets: Tensor<1, Int>
                         // The student's tail exactly: the log-sum-exp of the entries not kept.
                         let lse = logsumexp_rows(s.clone());
                         let dev = s.device();
-                        let kept_mask = Tensor::<2>::zeros([end - start, v], &dev)
-                            .scatter(1, ids, Tensor::ones([end - start, k], &dev), IndexingUpdateOp::Add);
+                        let kept_mask = Tensor::<2>::zeros([end - start, v], &dev).scatter(
+                            1,
+                            ids,
+                            Tensor::ones([end - start, k], &dev),
+                            IndexingUpdateOp::Add,
+                        );
                         let ls_other = logsumexp_rows(s - kept_mask * 1e9) - lse.clone();
                         let lt_other = tail.clone().slice([start..end]).unsqueeze_dim::<2>(1);
                         (Tensor::cat(vec![lt, lt_other], 1), Tensor::cat(vec![kept - lse, ls_other], 1))
@@ -226,7 +242,13 @@ impl Target {
 /// the model's graph. The value and the gradient equal [`kd_loss_to`]'s; the peak memory is the
 /// logits, G and one chunk instead of every chunk's softmax intermediates, which autodiff
 /// otherwise keeps until backward.
-pub fn kd_loss_streamed(student: Tensor<2>, teacher: Option<Target>, targets: Tensor<1, Int>, mask: Tensor<1>, cfg: KdConfig) -> KdLoss {
+pub fn kd_loss_streamed(
+    student: Tensor<2>,
+    teacher: Option<Target>,
+    targets: Tensor<1, Int>,
+    mask: Tensor<1>,
+    cfg: KdConfig,
+) -> KdLoss {
     let [n, v] = student.dims();
     let device = student.device();
     let plain = student.clone().inner();
@@ -295,7 +317,13 @@ mod tests {
         vec![
             (Divergence::ForwardKl, Box::new(kl)),
             (Divergence::ReverseKl, Box::new(|p, q| kl(q, p))),
-            (Divergence::Jsd { beta: 0.3 }, Box::new(|p, q| { let m = mix(p, 0.3, q); 0.3 * kl(p, &m) + 0.7 * kl(q, &m) })),
+            (
+                Divergence::Jsd { beta: 0.3 },
+                Box::new(|p, q| {
+                    let m = mix(p, 0.3, q);
+                    0.3 * kl(p, &m) + 0.7 * kl(q, &m)
+                }),
+            ),
             (Divergence::Jsd { beta: 0.0 }, Box::new(kl)),
             (Divergence::Jsd { beta: 1.0 }, Box::new(|p, q| kl(q, p))),
             (Divergence::SkewForwardKl { lambda: 0.1 }, Box::new(|p, q| kl(p, &mix(p, 0.1, q)))),
@@ -347,7 +375,10 @@ mod tests {
                 }
                 let want = tau * tau * want / mask.iter().sum::<f64>();
                 let target = Target::TopK(TopK {
-                    ids: Tensor::from_data(TensorData::new(ids.concat().iter().map(|&x| x as i64).collect::<Vec<_>>(), [n, k]), &dev),
+                    ids: Tensor::from_data(
+                        TensorData::new(ids.concat().iter().map(|&x| x as i64).collect::<Vec<_>>(), [n, k]),
+                        &dev,
+                    ),
                     logp: Tensor::from_data(TensorData::new(logp, [n, k]), &dev),
                     tail: (!renormalize).then(|| Tensor::from_data(TensorData::new(tail, [n]), &dev)),
                 });
@@ -360,7 +391,10 @@ mod tests {
                     c,
                 );
                 let got = scalar(out.total);
-                assert!((got - want).abs() < 2e-5 * want.abs().max(1.0), "{d:?} renormalize={renormalize}: {got} vs {want}");
+                assert!(
+                    (got - want).abs() < 2e-5 * want.abs().max(1.0),
+                    "{d:?} renormalize={renormalize}: {got} vs {want}"
+                );
             }
         }
     }
@@ -375,11 +409,24 @@ mod tests {
         let mut r = |m: usize| -> Vec<f32> { (0..m).map(|_| (rng.uniform() * 4.0 - 2.0) as f32).collect() };
         let (sv, tv) = (r(n * v), r(n * v));
         let w = [0.1f32, 0.0, 0.0, 0.3, 0.2, 0.0, 0.05];
-        let targets = || Tensor::<1, Int>::from_data(TensorData::new((0..n as i64).map(|i| (2 * i) % v as i64).collect::<Vec<_>>(), [n]), &dev);
+        let targets = || {
+            Tensor::<1, Int>::from_data(
+                TensorData::new((0..n as i64).map(|i| (2 * i) % v as i64).collect::<Vec<_>>(), [n]),
+                &dev,
+            )
+        };
         let c = KdConfig { alpha: 0.4, temperature: 2.0, chunk_tokens: 3, divergence: Divergence::ForwardKl };
         let with_mask = |m: Vec<f32>, streamed: bool| {
-            let (s, t, m) = (t2(sv.clone(), n, &dev), Some(Target::Full(t2(tv.clone(), n, &dev))), Tensor::from_data(TensorData::new(m, [n]), &dev));
-            scalar(if streamed { kd_loss_streamed(s, t, targets(), m, c).total } else { kd_loss_to(s, t, targets(), m, c).total })
+            let (s, t, m) = (
+                t2(sv.clone(), n, &dev),
+                Some(Target::Full(t2(tv.clone(), n, &dev))),
+                Tensor::from_data(TensorData::new(m, [n]), &dev),
+            );
+            scalar(if streamed {
+                kd_loss_streamed(s, t, targets(), m, c).total
+            } else {
+                kd_loss_to(s, t, targets(), m, c).total
+            })
         };
         let one = |i: usize| with_mask((0..n).map(|j| if i == j { 1.0 } else { 0.0 }).collect(), false);
         let want = (0..n).map(|i| w[i] as f64 * one(i)).sum::<f64>() / w.iter().map(|x| *x as f64).sum::<f64>();
@@ -462,7 +509,8 @@ mod tests {
         let t = vec![1.0f32, 0.2, -0.3, 0.4, -1.0, 2.5, 0.0, 0.3];
         let tg = || Tensor::<1, Int>::from_data(TensorData::new(vec![2i64, 1], [2]), &dev);
         let loss_at = |sv: Vec<f32>| {
-            let out = kd_loss(t2(sv, 2, &dev), Some(t2(t.clone(), 2, &dev)), tg(), Tensor::ones([2], &dev), cfg(0.0, tau));
+            let out =
+                kd_loss(t2(sv, 2, &dev), Some(t2(t.clone(), 2, &dev)), tg(), Tensor::ones([2], &dev), cfg(0.0, tau));
             out.total.into_scalar::<f32>() as f64
         };
         let st = t2(s.clone(), 2, &dev).require_grad();
@@ -481,7 +529,11 @@ mod tests {
                 up[r * 4 + j] += h;
                 dn[r * 4 + j] -= h;
                 let fd = (loss_at(up) - loss_at(dn)) / (2.0 * h as f64);
-                assert!((g[r * 4 + j] as f64 - fd).abs() < 2e-3, "finite difference at ({r},{j}): {fd} vs {}", g[r * 4 + j]);
+                assert!(
+                    (g[r * 4 + j] as f64 - fd).abs() < 2e-3,
+                    "finite difference at ({r},{j}): {fd} vs {}",
+                    g[r * 4 + j]
+                );
             }
         }
     }
@@ -507,11 +559,18 @@ mod tests {
             let mask = || Tensor::<1>::from_data(TensorData::new(vec![1f32, 1.0, 0.0], [3]), &dev);
             let tg = || Tensor::<1, Int>::from_data(TensorData::new(vec![2i64, 1, 0], [3]), &dev);
             let c = KdConfig { alpha: 0.0, temperature: tau, chunk_tokens: 2, divergence: d };
-            let loss_at = |sv: Vec<f32>| kd_loss(t2(sv, 3, &dev), Some(t2(t.clone(), 3, &dev)), tg(), mask(), c).total.into_scalar::<f32>() as f64;
+            let loss_at = |sv: Vec<f32>| {
+                kd_loss(t2(sv, 3, &dev), Some(t2(t.clone(), 3, &dev)), tg(), mask(), c).total.into_scalar::<f32>()
+                    as f64
+            };
             assert!((loss_at(s.clone()) - want).abs() < 1e-5, "{d:?}: {} vs {want}", loss_at(s.clone()));
             let st = t2(s.clone(), 3, &dev).require_grad();
-            let g: Vec<f32> = st.grad(&kd_loss(st.clone(), Some(t2(t.clone(), 3, &dev)), tg(), mask(), c).total.backward())
-                .unwrap().into_data().try_to_vec::<f32>().unwrap();
+            let g: Vec<f32> = st
+                .grad(&kd_loss(st.clone(), Some(t2(t.clone(), 3, &dev)), tg(), mask(), c).total.backward())
+                .unwrap()
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap();
             for k in [0, 3, 5, 9] {
                 let h = 1e-2f32;
                 let (mut up, mut dn) = (s.clone(), s.clone());
@@ -531,7 +590,8 @@ mod tests {
     /// two padded rows.
     #[test]
     fn pytorch_reference() {
-        let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/divergences.safetensors")).unwrap();
+        let bytes =
+            std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/divergences.safetensors")).unwrap();
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
         let get = |n: &str| crate::util::f32s_from_le(st.tensor(n).unwrap().data());
         let (n, v) = (8, 40);
@@ -578,12 +638,24 @@ mod tests {
         let one = |i: usize| {
             let mut m = vec![0f32; 3];
             m[i] = 1.0;
-            let out = kd_loss(t2(s.clone(), 3, &dev), Some(t2(t.clone(), 3, &dev)), tg(), Tensor::from_data(TensorData::new(m, [3]), &dev), cfg(0.4, 2.0));
+            let out = kd_loss(
+                t2(s.clone(), 3, &dev),
+                Some(t2(t.clone(), 3, &dev)),
+                tg(),
+                Tensor::from_data(TensorData::new(m, [3]), &dev),
+                cfg(0.4, 2.0),
+            );
             scalar(out.total)
         };
         let w = [1.0f32, 0.1, 0.5];
         let want = (0..3).map(|i| w[i] as f64 * one(i)).sum::<f64>() / w.iter().map(|x| *x as f64).sum::<f64>();
-        let got = kd_loss(t2(s.clone(), 3, &dev), Some(t2(t.clone(), 3, &dev)), tg(), Tensor::from_data(TensorData::new(w.to_vec(), [3]), &dev), cfg(0.4, 2.0));
+        let got = kd_loss(
+            t2(s.clone(), 3, &dev),
+            Some(t2(t.clone(), 3, &dev)),
+            tg(),
+            Tensor::from_data(TensorData::new(w.to_vec(), [3]), &dev),
+            cfg(0.4, 2.0),
+        );
         let got = scalar(got.total);
         assert!((got - want).abs() < 1e-6, "{got} vs {want}");
     }
@@ -600,13 +672,20 @@ mod tests {
         let ids: Vec<i64> = (0..n).flat_map(|i| (0..k).map(move |j| ((i + 3 * j) % v) as i64)).collect();
         let logp: Vec<f32> = r(n * k).iter().map(|x| x - 3.0).collect();
         let tail: Vec<f32> = r(n).iter().map(|x| x - 2.0).collect();
-        let targets = || Tensor::<1, Int>::from_data(TensorData::new((0..n as i64).map(|i| i % v as i64).collect::<Vec<_>>(), [n]), &dev);
+        let targets = || {
+            Tensor::<1, Int>::from_data(
+                TensorData::new((0..n as i64).map(|i| i % v as i64).collect::<Vec<_>>(), [n]),
+                &dev,
+            )
+        };
         let mask = || Tensor::<1>::from_data(TensorData::new(vec![1f32, 1.0, 0.0, 1.0, 0.5, 0.0, 1.0], [n]), &dev);
-        let topk = || Target::TopK(TopK {
-            ids: Tensor::from_data(TensorData::new(ids.clone(), [n, k]), &dev),
-            logp: Tensor::from_data(TensorData::new(logp.clone(), [n, k]), &dev),
-            tail: Some(Tensor::from_data(TensorData::new(tail.clone(), [n]), &dev)),
-        });
+        let topk = || {
+            Target::TopK(TopK {
+                ids: Tensor::from_data(TensorData::new(ids.clone(), [n, k]), &dev),
+                logp: Tensor::from_data(TensorData::new(logp.clone(), [n, k]), &dev),
+                tail: Some(Tensor::from_data(TensorData::new(tail.clone(), [n]), &dev)),
+            })
+        };
         for d in [Divergence::ForwardKl, Divergence::Jsd { beta: 0.3 }, Divergence::Tv] {
             for which in 0..2 {
                 let target = || if which == 0 { Target::Full(t2(tv.clone(), n, &dev)) } else { topk() };
@@ -623,7 +702,10 @@ mod tests {
                     (total, ce, kl, g)
                 };
                 let (a, b) = (run(false), run(true));
-                assert!((a.0 - b.0).abs() < 1e-5 && (a.1 - b.1).abs() < 1e-5 && (a.2 - b.2).abs() < 1e-5, "{d:?}/{which}: {a:?} vs {b:?}");
+                assert!(
+                    (a.0 - b.0).abs() < 1e-5 && (a.1 - b.1).abs() < 1e-5 && (a.2 - b.2).abs() < 1e-5,
+                    "{d:?}/{which}: {a:?} vs {b:?}"
+                );
                 let worst = a.3.iter().zip(&b.3).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
                 assert!(worst < 1e-6, "{d:?}/{which}: gradients differ by {worst}");
             }

@@ -11,7 +11,7 @@ use std::time::Instant;
 use burn::tensor::Device;
 use serde::Serialize;
 
-use crate::run_dir::RunDir;
+use crate::curriculum::TeacherScores;
 use crate::data::{self, RunData, pack::Packed};
 use crate::error::{Error, Result};
 use crate::eval::{EvalResult, evaluate};
@@ -19,7 +19,7 @@ use crate::kd_loss::KdConfig;
 use crate::model::{Decoder, DecoderConfig, store};
 use crate::quant::int8::fake_quant_model;
 use crate::recipe::{LogitsSource, Recipe, RowOrder, Schedule};
-use crate::curriculum::TeacherScores;
+use crate::run_dir::RunDir;
 use crate::teacher::{Teacher, TeacherSource, cache, cached};
 use crate::train::{CurriculumRun, Phase, TrainJob, metrics, train};
 
@@ -43,7 +43,6 @@ pub struct Summary {
     pub exports: Vec<(String, u64)>,
 }
 
-
 /// Kept here too: the CLI reaches the device through the pipeline.
 pub use crate::device::device_for;
 
@@ -64,7 +63,9 @@ fn claim_run_dir(recipe: &Recipe, dir: &Path) -> Result<()> {
         if old != text {
             return Err(Error::input(format!(
                 "{} already holds a run with a different recipe: continue it with `distill resume {}`, or choose another run.name (--set run.name=...)",
-                dir.display(), dir.display())));
+                dir.display(),
+                dir.display()
+            )));
         }
     } else {
         std::fs::create_dir_all(&dir).map_err(|e| Error::runtime(format!("{}: {e}", dir.display())))?;
@@ -82,7 +83,11 @@ pub fn resume(dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(String)) -> Res
 pub fn load_run_recipe(dir: &Path) -> Result<Recipe> {
     let p = RunDir(dir).resolved_recipe();
     if !p.is_file() {
-        return Err(Error::input(format!("{}: not a run directory (no {})", dir.display(), p.file_name().unwrap_or_default().to_string_lossy())));
+        return Err(Error::input(format!(
+            "{}: not a run directory (no {})",
+            dir.display(),
+            p.file_name().unwrap_or_default().to_string_lossy()
+        )));
     }
     let mut recipe = Recipe::load(&p, &[])?;
     // The directory may have been moved since: it is where the run lives now.
@@ -96,19 +101,53 @@ fn prepare_data(recipe: &Recipe, dir: &Path, log: &mut dyn FnMut(String)) -> Res
 }
 
 /// Load the frozen teacher, or pretrain it (resuming) when the recipe says so.
-fn obtain_teacher(recipe: &Recipe, dir: &Path, d: &RunData, device: &Device, opts: &RunOptions, log: &mut dyn FnMut(String)) -> Result<Decoder> {
-    Teacher::of(recipe, dir).obtain(d, device, log, |log| stage(dir, Phase::Teacher, &d.tok_hash, device, log, |stop_after| {
-        let teacher_cfg = DecoderConfig { vocab_size: d.vocab, shape: recipe.teacher.shape() };
-        let job = TrainJob {
-            phase: Phase::Teacher, dir: RunDir(dir).phase(Phase::Teacher), metrics: RunDir(dir).metrics(),
-            model: teacher_cfg.clone(), optim: &recipe.teacher.optim, teacher: TeacherSource::None,
-            kd: KdConfig { alpha: 1.0, temperature: 1.0, chunk_tokens: recipe.distill.chunk_tokens, divergence: crate::kd_loss::Divergence::ForwardKl },
-            alpha_end: None, temperature_end: None, curriculum: None,
-            train: &d.train, valid: &d.valid, seed: recipe.run.seed,
-            checkpoint: &recipe.checkpoint, eval: &recipe.eval, stop: opts.stop, stop_after, quiet: opts.quiet,
-        };
-        train(&job, device)
-    }, opts))
+fn obtain_teacher(
+    recipe: &Recipe,
+    dir: &Path,
+    d: &RunData,
+    device: &Device,
+    opts: &RunOptions,
+    log: &mut dyn FnMut(String),
+) -> Result<Decoder> {
+    Teacher::of(recipe, dir).obtain(d, device, log, |log| {
+        stage(
+            dir,
+            Phase::Teacher,
+            &d.tok_hash,
+            device,
+            log,
+            |stop_after| {
+                let teacher_cfg = DecoderConfig { vocab_size: d.vocab, shape: recipe.teacher.shape() };
+                let job = TrainJob {
+                    phase: Phase::Teacher,
+                    dir: RunDir(dir).phase(Phase::Teacher),
+                    metrics: RunDir(dir).metrics(),
+                    model: teacher_cfg.clone(),
+                    optim: &recipe.teacher.optim,
+                    teacher: TeacherSource::None,
+                    kd: KdConfig {
+                        alpha: 1.0,
+                        temperature: 1.0,
+                        chunk_tokens: recipe.distill.chunk_tokens,
+                        divergence: crate::kd_loss::Divergence::ForwardKl,
+                    },
+                    alpha_end: None,
+                    temperature_end: None,
+                    curriculum: None,
+                    train: &d.train,
+                    valid: &d.valid,
+                    seed: recipe.run.seed,
+                    checkpoint: &recipe.checkpoint,
+                    eval: &recipe.eval,
+                    stop: opts.stop,
+                    stop_after,
+                    quiet: opts.quiet,
+                };
+                train(&job, device)
+            },
+            opts,
+        )
+    })
 }
 
 /// `distill cache-teacher`: prepare the data and the teacher of a recipe and write its cache.
@@ -146,7 +185,9 @@ fn execute(recipe: &Recipe, dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(S
     let student_cfg = DecoderConfig { vocab_size: vocab, shape: recipe.student.shape() };
     let reader = match (recipe.teacher.logits, &teacher, &offline) {
         (LogitsSource::Cache, _, _) if student_done => None,
-        (LogitsSource::Cache, Some(t), _) => Some(Arc::new(cached::open_or_build(recipe, dir, t, &d, &device, opts.quiet, opts.stop, log)?)),
+        (LogitsSource::Cache, Some(t), _) => {
+            Some(Arc::new(cached::open_or_build(recipe, dir, t, &d, &device, opts.quiet, opts.stop, log)?))
+        }
         (LogitsSource::Cache, None, Some(m)) => Some(Arc::new(cached::open_offline(recipe, &d, m)?)),
         _ => None,
     };
@@ -179,27 +220,60 @@ fn execute(recipe: &Recipe, dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(S
             order.sort_by(|&a, &b| pct[a].total_cmp(&pct[b]));
             order
         });
-        log(format!("curriculum: {:?} schedule on {:?} scores of {} rows ({} order)", c.schedule, c.score, pct.len(),
-            if first_epoch.is_some() { "easy-to-hard" } else { "random" }));
+        log(format!(
+            "curriculum: {:?} schedule on {:?} scores of {} rows ({} order)",
+            c.schedule,
+            c.score,
+            pct.len(),
+            if first_epoch.is_some() { "easy-to-hard" } else { "random" }
+        ));
         Some(CurriculumRun { cfg: c.clone(), pct: Some(pct), first_epoch })
     };
-    let student = stage(dir, Phase::Student, &d.tok_hash, &device, log, |stop_after| {
-        let job = TrainJob {
-            phase: Phase::Student, dir: RunDir(dir).phase(Phase::Student), metrics: metrics_path.clone(),
-            model: student_cfg.clone(), optim: &recipe.optim, teacher: source,
-            kd: KdConfig { alpha: recipe.distill.alpha, temperature: recipe.distill.temperature, chunk_tokens: recipe.distill.chunk_tokens, divergence: recipe.distill.divergence() },
-            alpha_end: recipe.distill.alpha_end, temperature_end: recipe.distill.temperature_end, curriculum,
-            train: &d.train, valid: &d.valid, seed: recipe.run.seed,
-            checkpoint: &recipe.checkpoint, eval: &recipe.eval, stop: opts.stop, stop_after, quiet: opts.quiet,
-        };
-        train(&job, &device)
-    }, opts)?;
+    let student = stage(
+        dir,
+        Phase::Student,
+        &d.tok_hash,
+        &device,
+        log,
+        |stop_after| {
+            let job = TrainJob {
+                phase: Phase::Student,
+                dir: RunDir(dir).phase(Phase::Student),
+                metrics: metrics_path.clone(),
+                model: student_cfg.clone(),
+                optim: &recipe.optim,
+                teacher: source,
+                kd: KdConfig {
+                    alpha: recipe.distill.alpha,
+                    temperature: recipe.distill.temperature,
+                    chunk_tokens: recipe.distill.chunk_tokens,
+                    divergence: recipe.distill.divergence(),
+                },
+                alpha_end: recipe.distill.alpha_end,
+                temperature_end: recipe.distill.temperature_end,
+                curriculum,
+                train: &d.train,
+                valid: &d.valid,
+                seed: recipe.run.seed,
+                checkpoint: &recipe.checkpoint,
+                eval: &recipe.eval,
+                stop: opts.stop,
+                stop_after,
+                quiet: opts.quiet,
+            };
+            train(&job, &device)
+        },
+        opts,
+    )?;
     metrics::plot(&metrics_path, &RunDir(dir).loss_plot())?;
     let valid_data = &d.valid;
 
     log("evaluating on the held-out split".into());
     // The teacher's held-out loss was evaluated when its cache was built (on these tokens).
-    let cached = offline.as_ref().or(reader.as_ref().map(|r| &r.manifest)).and_then(|m| cached::cached_held_out(m, valid_data, recipe.data.seq_len));
+    let cached = offline
+        .as_ref()
+        .or(reader.as_ref().map(|r| &r.manifest))
+        .and_then(|m| cached::cached_held_out(m, valid_data, recipe.data.seq_len));
     let te = match (cached, &teacher) {
         (Some(e), _) => e,
         (None, Some(t)) => evaluate(t, valid_data, recipe.optim.batch_size, None, &device),
@@ -218,10 +292,15 @@ fn execute(recipe: &Recipe, dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(S
         last.map_or(0.0, |v| v.tokens as f64 / v.elapsed_s)
     };
     let summary = Summary {
-        teacher: te, student: se, student_int8: q8,
-        teacher_params, student_params: student.config.matmul_params(),
-        teacher_tok_per_s: tok_s("teacher"), student_tok_per_s: tok_s("student"),
-        wall_s: wall.elapsed().as_secs_f64(), exports,
+        teacher: te,
+        student: se,
+        student_int8: q8,
+        teacher_params,
+        student_params: student.config.matmul_params(),
+        teacher_tok_per_s: tok_s("teacher"),
+        student_tok_per_s: tok_s("student"),
+        wall_s: wall.elapsed().as_secs_f64(),
+        exports,
     };
     crate::util::write_json_atomic(&RunDir(dir).summary(), &summary)?;
     log(summary_table(&summary, valid_data));
@@ -230,7 +309,13 @@ fn execute(recipe: &Recipe, dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(S
 
 /// Held-out loss of the teacher, the student, and the student's int8 round trip (the weights
 /// the int8 export holds), each over the whole split.
-pub fn evaluate_models(teacher: &Decoder, student: &Decoder, valid: &Packed, batch_size: usize, device: &Device) -> [EvalResult; 3] {
+pub fn evaluate_models(
+    teacher: &Decoder,
+    student: &Decoder,
+    valid: &Packed,
+    batch_size: usize,
+    device: &Device,
+) -> [EvalResult; 3] {
     [
         evaluate(teacher, valid, batch_size, None, device),
         evaluate(student, valid, batch_size, None, device),
@@ -268,9 +353,26 @@ pub fn summary_table(s: &Summary, valid: &Packed) -> String {
     // Training throughput; a loaded teacher was not trained in this run.
     let rate = |r: f64| if r > 0.0 { format!("{r:.0}") } else { "-".into() };
     t += &format!("{:<16} {:>12} {:>10} {:>12} {:>12}\n", "model", "params", "loss", "perplexity", "train tok/s");
-    t += &format!("{:<16} {:>12} {:>10.4} {:>12.3} {:>12}\n", "teacher", s.teacher_params, s.teacher.loss, s.teacher.ppl, rate(s.teacher_tok_per_s));
-    t += &format!("{:<16} {:>12} {:>10.4} {:>12.3} {:>12}\n", "student f32", s.student_params, s.student.loss, s.student.ppl, rate(s.student_tok_per_s));
-    t += &format!("{:<16} {:>12} {:>10.4} {:>12.3}\n", "student int8", s.student_params, s.student_int8.loss, s.student_int8.ppl);
+    t += &format!(
+        "{:<16} {:>12} {:>10.4} {:>12.3} {:>12}\n",
+        "teacher",
+        s.teacher_params,
+        s.teacher.loss,
+        s.teacher.ppl,
+        rate(s.teacher_tok_per_s)
+    );
+    t += &format!(
+        "{:<16} {:>12} {:>10.4} {:>12.3} {:>12}\n",
+        "student f32",
+        s.student_params,
+        s.student.loss,
+        s.student.ppl,
+        rate(s.student_tok_per_s)
+    );
+    t += &format!(
+        "{:<16} {:>12} {:>10.4} {:>12.3}\n",
+        "student int8", s.student_params, s.student_int8.loss, s.student_int8.ppl
+    );
     for (p, size) in &s.exports {
         t += &format!("export: {p} ({:.2} MB)\n", mb(*size));
     }

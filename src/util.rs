@@ -10,10 +10,7 @@ use serde::de::DeserializeOwned;
 use crate::error::{Error, Result};
 
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
-    ));
+    let tmp = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
     let run = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -63,7 +60,8 @@ pub fn f32s_to_le(v: &[f32]) -> Vec<u8> {
 
 /// Write named f32 tensors `(name, shape, values)` as one safetensors file, atomically.
 pub fn write_f32_safetensors(path: &Path, tensors: Vec<(String, Vec<usize>, Vec<f32>)>) -> Result<()> {
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors.into_iter().map(|(n, s, v)| (n, s, f32s_to_le(&v))).collect();
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> =
+        tensors.into_iter().map(|(n, s, v)| (n, s, f32s_to_le(&v))).collect();
     let views = bytes.iter().map(|(n, s, b)| {
         let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
             .map_err(|e| Error::runtime(format!("{}: tensor `{n}`: {e}", path.display())))?;
@@ -78,9 +76,11 @@ pub fn write_f32_safetensors(path: &Path, tensors: Vec<(String, Vec<usize>, Vec<
 pub fn progress_bar(prefix: &str, len: u64, quiet: bool) -> indicatif::ProgressBar {
     let pb = if quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(len) };
     pb.set_style(
-        indicatif::ProgressStyle::with_template("{prefix:>8} [{bar:30}] {human_pos}/{human_len} tokens {per_sec} | ETA {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template(
+            "{prefix:>8} [{bar:30}] {human_pos}/{human_len} tokens {per_sec} | ETA {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     pb.set_prefix(prefix.to_string());
     pb

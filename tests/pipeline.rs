@@ -22,7 +22,8 @@ fn tmp(name: &str) -> PathBuf {
 
 /// A run small enough for seconds on 2 cores, still with GQA in both models.
 fn tiny_recipe(out: &Path, name: &str, steps: usize) -> String {
-    format!(r#"
+    format!(
+        r#"
 [run]
 name = "{name}"
 seed = 7
@@ -74,7 +75,9 @@ keep_last = 2
 [eval]
 every_steps = 4
 batches = 2
-"#, out = out.display())
+"#,
+        out = out.display()
+    )
 }
 
 /// The entropy (nats) of the training split's token frequencies: the held-out loss of a model
@@ -87,7 +90,14 @@ fn unigram_entropy(run: &Path) -> f64 {
         counts[t as usize] += 1;
     }
     let n = counts.iter().sum::<usize>() as f64;
-    counts.iter().filter(|&&c| c > 0).map(|&c| { let q = c as f64 / n; -q * q.ln() }).sum()
+    counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let q = c as f64 / n;
+            -q * q.ln()
+        })
+        .sum()
 }
 
 fn load(text: &str, dir: &Path) -> Recipe {
@@ -121,9 +131,19 @@ fn tiny_end_to_end_run_learns_and_exports() {
     // int8 weights cost little: within 2% of the f32 loss.
     assert!((s.student_int8.loss - s.student.loss).abs() < 0.02 * s.student.loss);
     // Everything a user is promised in the run directory.
-    for f in ["recipe.resolved.toml", "tokenizer.json", "metrics.jsonl", "loss.svg", "summary.json",
-        "data/filter_report.json", "teacher/final/model.json", "student/final/model.bpk",
-        "export/model.int8.safetensors", "export/config.json", "export/tokenizer.json"] {
+    for f in [
+        "recipe.resolved.toml",
+        "tokenizer.json",
+        "metrics.jsonl",
+        "loss.svg",
+        "summary.json",
+        "data/filter_report.json",
+        "teacher/final/model.json",
+        "student/final/model.bpk",
+        "export/model.int8.safetensors",
+        "export/config.json",
+        "export/tokenizer.json",
+    ] {
         assert!(run.join(f).is_file(), "missing {f}");
     }
     // The int8 file holds exactly the weights that were evaluated as "student int8".
@@ -187,7 +207,11 @@ fn resume_matches_uninterrupted_run() {
 
 fn distill_cmd(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_distill")).args(args).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 #[test]
@@ -197,7 +221,10 @@ fn cli_exit_codes_and_messages() {
     std::fs::write(&bad, tiny_recipe(&dir, "cli", 8).replace("n_kv_heads = 2", "n_kv_heads = 3")).unwrap();
     let (code, _, err) = distill_cmd(&["validate", bad.to_str().unwrap()]);
     assert_eq!(code, 2);
-    assert!(err.contains("bad.toml:19:1: key `teacher.model.n_kv_heads`: n_heads (4) must be divisible by n_kv_heads (3)"), "{err}");
+    assert!(
+        err.contains("bad.toml:19:1: key `teacher.model.n_kv_heads`: n_heads (4) must be divisible by n_kv_heads (3)"),
+        "{err}"
+    );
     let (code, _, err) = distill_cmd(&["validate", "no/such/recipe.toml"]);
     assert_eq!(code, 2);
     assert!(err.contains("no/such/recipe.toml: cannot read file"), "{err}");
@@ -211,7 +238,19 @@ fn cli_exit_codes_and_messages() {
     let (code, _, err) = distill_cmd(&["resume", dir.join("nothing").to_str().unwrap()]);
     assert_eq!(code, 2);
     assert!(err.contains("not a run directory"), "{err}");
-    for sub in ["run", "cache-teacher", "resume", "eval", "export", "generate", "logits", "attention", "bench", "data", "validate"] {
+    for sub in [
+        "run",
+        "cache-teacher",
+        "resume",
+        "eval",
+        "export",
+        "generate",
+        "logits",
+        "attention",
+        "bench",
+        "data",
+        "validate",
+    ] {
         let (code, out, _) = distill_cmd(&[sub, "--help"]);
         assert_eq!(code, 0, "{sub} --help");
         assert!(out.contains("Usage: distill"), "{sub}");
@@ -265,9 +304,13 @@ fn hybrid_patterns_train_and_generate() {
         let mut want = Vec::new();
         while want.len() < 20 {
             let ids = burn::tensor::Tensor::<2, burn::tensor::Int>::from_data(
-                burn::tensor::TensorData::new(seq.iter().map(|&x| x as i64).collect::<Vec<_>>(), [1, seq.len()]), &Device::flex());
-            let logits: Vec<f32> = student.forward(ids).slice([0..1, seq.len() - 1..seq.len()]).into_data().try_to_vec::<f32>().unwrap();
-            let next = (0..logits.len()).max_by(|&a, &b| logits[a].total_cmp(&logits[b]).then(b.cmp(&a))).unwrap() as u32;
+                burn::tensor::TensorData::new(seq.iter().map(|&x| x as i64).collect::<Vec<_>>(), [1, seq.len()]),
+                &Device::flex(),
+            );
+            let logits: Vec<f32> =
+                student.forward(ids).slice([0..1, seq.len() - 1..seq.len()]).into_data().try_to_vec::<f32>().unwrap();
+            let next =
+                (0..logits.len()).max_by(|&a, &b| logits[a].total_cmp(&logits[b]).then(b.cmp(&a))).unwrap() as u32;
             if next == eos {
                 break;
             }
@@ -290,8 +333,14 @@ fn cached_teacher_matches_online_teacher() {
     let online = load(&tiny_recipe(&dir, "online", steps), &dir);
     let a = pipeline::run(&online, &opts(&stop, None), &mut |_| {}).unwrap();
     let cache_dir = dir.join("shared-cache");
-    let cached_text = tiny_recipe(&dir, "cached", steps).replace("[student.model]",
-        &format!("[cache]\nk = 320\nvalues = \"f16\"\nrows_per_shard = 16\npath = \"{}\"\n\n[student.model]", cache_dir.display()))
+    let cached_text = tiny_recipe(&dir, "cached", steps)
+        .replace(
+            "[student.model]",
+            &format!(
+                "[cache]\nk = 320\nvalues = \"f16\"\nrows_per_shard = 16\npath = \"{}\"\n\n[student.model]",
+                cache_dir.display()
+            ),
+        )
         .replace("[teacher.optim]", "[teacher]\nlogits = \"cache\"\n\n[teacher.optim]");
     let cached = load(&cached_text, &dir);
     let m = pipeline::cache_teacher(&cached, &opts(&stop, None), &mut |_| {}).unwrap();
@@ -305,9 +354,15 @@ fn cached_teacher_matches_online_teacher() {
             assert!((x - y).abs() < 2e-3 * x.abs().max(1.0), "step {key}: online {x} vs cache {y}");
         }
     }
-    assert!((a.student.loss - b.student.loss).abs() < 0.01 * a.student.loss, "{} vs {}", a.student.loss, b.student.loss);
+    assert!(
+        (a.student.loss - b.student.loss).abs() < 0.01 * a.student.loss,
+        "{} vs {}",
+        a.student.loss,
+        b.student.loss
+    );
     // Other data (another seed) with the same cache path: refused, nothing trained.
-    let other = load(&cached_text.replace("seed = 7", "seed = 8").replace("name = \"cached\"", "name = \"other\""), &dir);
+    let other =
+        load(&cached_text.replace("seed = 7", "seed = 8").replace("name = \"cached\"", "name = \"other\""), &dir);
     let e = pipeline::run(&other, &opts(&stop, None), &mut |_| {}).unwrap_err().to_string();
     assert!(e.contains("made for") && e.contains("distill cache-teacher"), "{e}");
     assert!(!dir.join("other/student/checkpoints/LATEST").exists());
@@ -326,7 +381,8 @@ fn curriculum_and_schedules_train_and_log() {
     // 12 steps test the curriculum's bookkeeping, not learning (other tests assert that).
     assert!(s.student.loss.is_finite());
     let run = dir.join("cur");
-    let stored: Value = serde_json::from_str(&std::fs::read_to_string(run.join("data/difficulty-teacher_ce.json")).unwrap()).unwrap();
+    let stored: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("data/difficulty-teacher_ce.json")).unwrap()).unwrap();
     let n_rows = stored["scores"].as_array().unwrap().len();
     assert_eq!(stored["rows"].as_u64().unwrap() as usize, n_rows);
     let r = rows(&run, "student");
@@ -350,20 +406,31 @@ fn doc_per_row_packing_and_teacher_ppl_filter() {
     let dir = tmp("docrow");
     let stop = AtomicBool::new(false);
     // The student trains 60 steps (enough to beat unigram statistics), the teacher 30.
-    let text = tiny_recipe(&dir, "rows", 30).replace("valid_fraction = 0.1", "valid_fraction = 0.1\npacking = \"doc_per_row\"")
-        .replace("[optim]\nlr = 1e-2\nmin_lr = 1e-3\nwarmup_steps = 5\nbatch_size = 8\nsteps = 30", "[optim]\nlr = 1e-2\nmin_lr = 1e-3\nwarmup_steps = 5\nbatch_size = 8\nsteps = 60");
+    let text = tiny_recipe(&dir, "rows", 30)
+        .replace("valid_fraction = 0.1", "valid_fraction = 0.1\npacking = \"doc_per_row\"")
+        .replace(
+            "[optim]\nlr = 1e-2\nmin_lr = 1e-3\nwarmup_steps = 5\nbatch_size = 8\nsteps = 30",
+            "[optim]\nlr = 1e-2\nmin_lr = 1e-3\nwarmup_steps = 5\nbatch_size = 8\nsteps = 60",
+        );
     assert!(text.contains("steps = 60"));
     let s = pipeline::run(&load(&text, &dir), &opts(&stop, None), &mut |_| {}).unwrap();
     let h1 = unigram_entropy(&dir.join("rows"));
     assert!(s.student.loss < h1 - 0.2, "{} vs unigram entropy {h1}", s.student.loss);
     let teacher = dir.join("rows/teacher/final");
     let text = tiny_recipe(&dir, "ppl", 8)
-        .replace("valid_fraction = 0.1", &format!("valid_fraction = 0.1\nsynthetic_noise = 0.6\n\n[data.filter]\nteacher_ppl_max = 30.0"))
+        .replace(
+            "valid_fraction = 0.1",
+            &format!("valid_fraction = 0.1\nsynthetic_noise = 0.6\n\n[data.filter]\nteacher_ppl_max = 30.0"),
+        )
         .replace("[tokenizer]\nvocab_size = 320", &format!("[tokenizer]\nkind = \"teacher\""))
-        .replace("[teacher.optim]", &format!("[teacher]\nkind = \"checkpoint\"\npath = \"{}\"\n\n[teacher.optim]", teacher.display()));
+        .replace(
+            "[teacher.optim]",
+            &format!("[teacher]\nkind = \"checkpoint\"\npath = \"{}\"\n\n[teacher.optim]", teacher.display()),
+        );
     let r = load(&text, &dir);
     distill::data::prepare(&r, &dir.join("ppl"), &mut |_| {}).unwrap();
-    let rep: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("ppl/data/filter_report.json")).unwrap()).unwrap();
+    let rep: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("ppl/data/filter_report.json")).unwrap()).unwrap();
     let rules = rep["filter"]["rules"].as_array().unwrap();
     let ppl = rules.iter().find(|x| x["rule"] == "teacher_ppl").unwrap();
     let removed = ppl["removed_docs"].as_u64().unwrap();
@@ -377,7 +444,8 @@ fn doc_per_row_packing_and_teacher_ppl_filter() {
 
 /// A student run on a Hugging Face teacher's top-k cache (the fixture folder at `teacher`).
 fn hf_cached_recipe(out: &Path, name: &str, teacher: &Path, cache: &Path, steps: usize) -> String {
-    format!(r#"
+    format!(
+        r#"
 [run]
 name = "{name}"
 seed = 7
@@ -424,7 +492,11 @@ every_steps = 4
 [eval]
 every_steps = 4
 batches = 2
-"#, out = out.display(), teacher = teacher.display(), cache = cache.display())
+"#,
+        out = out.display(),
+        teacher = teacher.display(),
+        cache = cache.display()
+    )
 }
 
 /// A temporary copy of the llama-gqa fixture (so a test may delete it).
@@ -473,7 +545,10 @@ fn cached_hf_teacher_runs_without_its_folder() {
     }
     assert_eq!(sa.student.loss, sb.student.loss);
     assert_eq!(sa.student_int8.loss, sb.student_int8.loss);
-    assert_eq!((sa.teacher.loss, sa.teacher.ppl, sa.teacher.tokens), (sb.teacher.loss, sb.teacher.ppl, sb.teacher.tokens));
+    assert_eq!(
+        (sa.teacher.loss, sa.teacher.ppl, sa.teacher.tokens),
+        (sb.teacher.loss, sb.teacher.ppl, sb.teacher.tokens)
+    );
     assert_eq!(sa.teacher_params, sb.teacher_params);
     let table = logs.last().unwrap();
     assert!(table.contains(&format!("{:.4}", want.loss)), "the summary shows the teacher's held-out loss: {table}");
@@ -490,11 +565,16 @@ fn a_cache_from_an_f32_teacher_is_refused_for_a_bf16_run() {
     let stop = AtomicBool::new(false);
     let text = hf_cached_recipe(&dir, "f32", &teacher, &cache, 4);
     pipeline::cache_teacher(&load(&text, &dir), &opts(&stop, None), &mut |_| {}).unwrap();
-    let half = text.replace("name = \"f32\"", "name = \"bf16\"").replace("logits = \"cache\"", "logits = \"cache\"\ndtype = \"bf16\"");
+    let half = text
+        .replace("name = \"f32\"", "name = \"bf16\"")
+        .replace("logits = \"cache\"", "logits = \"cache\"\ndtype = \"bf16\"");
     let e = pipeline::run(&load(&half, &dir), &opts(&stop, None), &mut |_| {}).unwrap_err();
     assert_eq!(e.exit_code(), 2, "{e}");
     let msg = e.to_string();
-    assert!(msg.contains("dtype") && msg.contains("bf16") && msg.contains("f32") && msg.contains("distill cache-teacher"), "{msg}");
+    assert!(
+        msg.contains("dtype") && msg.contains("bf16") && msg.contains("f32") && msg.contains("distill cache-teacher"),
+        "{msg}"
+    );
     assert!(!dir.join("bf16/student/checkpoints/LATEST").exists());
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -513,14 +593,19 @@ fn documents_start_with_the_teachers_bos() {
     assert_eq!(want[0], bos["bos_id"].as_u64().unwrap() as u32);
     // The fixture's text among other documents; wherever the split puts it, it is encoded alone.
     let mut docs = vec![text.to_string()];
-    docs.extend((0..30).map(|i| format!("Story number {i}: a small cat walked to the market and bought {} red apples.", i + 2)));
+    docs.extend(
+        (0..30).map(|i| format!("Story number {i}: a small cat walked to the market and bought {} red apples.", i + 2)),
+    );
     let src = dir.join("docs.txt");
     std::fs::write(&src, docs.join("\n\n")).unwrap();
     for streaming in [false, true] {
         let name = format!("bos{streaming}");
         let recipe = format!(
             "[run]\nname = \"{name}\"\nout_dir = \"{out}\"\n\n[data]\nsource = \"text\"\npaths = [\"{src}\"]\nseq_len = 16\nvalid_fraction = 0.2\nstreaming = {streaming}\n\n[data.filter]\ndedup = \"none\"\n\n[tokenizer]\nkind = \"teacher\"\n\n[teacher]\nkind = \"hf\"\npath = \"{fx}\"\n\n[student.model]\nd_model = 32\nn_layers = 1\nn_heads = 4\nd_ff = 64\n",
-            out = dir.display(), src = src.display(), fx = fixture.display());
+            out = dir.display(),
+            src = src.display(),
+            fx = fixture.display()
+        );
         let r = load(&recipe, &dir);
         let p = distill::data::prepare(&r, &dir.join(&name), &mut |_| {}).unwrap();
         let eos = p.tokenizer.eos_id;
@@ -531,18 +616,29 @@ fn documents_start_with_the_teachers_bos() {
         // Every document starts with BOS: BOS follows each EOS and opens each split.
         for s in [&*p.train, &*p.valid] {
             assert_eq!(s[0], want[0], "streaming = {streaming}: a split opens with BOS");
-            assert!(s.windows(2).filter(|w| w[0] == eos).all(|w| w[1] == want[0]), "streaming = {streaming}: BOS after every EOS");
+            assert!(
+                s.windows(2).filter(|w| w[0] == eos).all(|w| w[1] == want[0]),
+                "streaming = {streaming}: BOS after every EOS"
+            );
         }
     }
     // The teacher on those ids: its logits equal transformers' (f32 model, f32 tolerance).
     let dev = Device::flex();
     let (teacher, _) = distill::teacher::hf::load(&fixture, &dev, burn::tensor::DType::F32).unwrap();
     let ids = burn::tensor::Tensor::<2, burn::tensor::Int>::from_data(
-        burn::tensor::TensorData::new(want.iter().map(|&x| x as i64).collect::<Vec<_>>(), [1, want.len()]), &dev);
+        burn::tensor::TensorData::new(want.iter().map(|&x| x as i64).collect::<Vec<_>>(), [1, want.len()]),
+        &dev,
+    );
     let got: Vec<f32> = teacher.forward(ids).into_data().try_to_vec::<f32>().unwrap();
     let bytes = std::fs::read(fixture.join("reference.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let reference: Vec<f32> = st.tensor("logits_f32").unwrap().data().chunks(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    let reference: Vec<f32> = st
+        .tensor("logits_f32")
+        .unwrap()
+        .data()
+        .chunks(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
     assert_eq!(got.len(), reference.len());
     let worst = got.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     assert!(worst < 2e-5, "logits differ from transformers' by {worst}");

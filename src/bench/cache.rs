@@ -9,8 +9,8 @@ use burn::tensor::{Device, Tensor, TensorData};
 use crate::data::pack::Packed;
 use crate::error::Result;
 use crate::kd_loss::Divergence;
-use crate::teacher::codec::{TailMode, ValueCodec};
 use crate::teacher::cache::{self, CacheIdentity, CacheReader};
+use crate::teacher::codec::{TailMode, ValueCodec};
 
 /// One line of the cache benchmark.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -29,8 +29,13 @@ pub struct CacheBenchRow {
 /// Build caches of the first `rows` training rows of a finished run for each (k, codec), and
 /// measure size, the KL error against the full teacher (the run's own student as the other
 /// side) and the reader's speed.
-pub fn cache_sweep(run_dir: &Path, ks: &[usize], codecs: &[ValueCodec], rows: usize,
-    mut report: impl FnMut(&CacheBenchRow)) -> Result<Vec<CacheBenchRow>> {
+pub fn cache_sweep(
+    run_dir: &Path,
+    ks: &[usize],
+    codecs: &[ValueCodec],
+    rows: usize,
+    mut report: impl FnMut(&CacheBenchRow),
+) -> Result<Vec<CacheBenchRow>> {
     let recipe = crate::pipeline::load_run_recipe(run_dir)?;
     let prepared = crate::data::load_prepared(run_dir)?;
     let seq = recipe.data.seq_len;
@@ -53,21 +58,46 @@ pub fn cache_sweep(run_dir: &Path, ks: &[usize], codecs: &[ValueCodec], rows: us
         for &values in codecs {
             let _ = std::fs::remove_dir_all(&scratch);
             let id = CacheIdentity {
-                format_version: cache::FORMAT_VERSION, vocab_size: teacher.config.vocab_size, k: k.min(teacher.config.vocab_size),
-                values, temperatures: vec![tau], seq_len: seq, n_rows: data.n_rows(), rows_per_shard: 1024,
-                tokenizer_hash: String::new(), teacher_hash: String::new(), teacher_dtype: String::new(), data_hash: String::new(),
+                format_version: cache::FORMAT_VERSION,
+                vocab_size: teacher.config.vocab_size,
+                k: k.min(teacher.config.vocab_size),
+                values,
+                temperatures: vec![tau],
+                seq_len: seq,
+                n_rows: data.n_rows(),
+                rows_per_shard: 1024,
+                tokenizer_hash: String::new(),
+                teacher_hash: String::new(),
+                teacher_dtype: String::new(),
+                data_hash: String::new(),
             };
             let v = id.vocab_size;
             let stop = std::sync::atomic::AtomicBool::new(false);
             let tl_ref = &tl;
-            let logits_of = |rs: &[usize]| rs.iter().flat_map(|&r| tl_ref[r * seq * v..(r + 1) * seq * v].to_vec()).collect();
-            let m = cache::build(&scratch, &id, &data, cache::host_select(logits_of, &data, &id),
-                &cache::BuildOptions { batch_size: 16, quiet: true, stop: &stop, teacher: Default::default() })?;
-            let expect = cache::Expect { vocab_size: v, seq_len: seq, n_rows: id.n_rows, tokenizer_hash: "", teacher_hash: "", teacher_dtype: "", data_hash: "" };
+            let logits_of =
+                |rs: &[usize]| rs.iter().flat_map(|&r| tl_ref[r * seq * v..(r + 1) * seq * v].to_vec()).collect();
+            let m = cache::build(
+                &scratch,
+                &id,
+                &data,
+                cache::host_select(logits_of, &data, &id),
+                &cache::BuildOptions { batch_size: 16, quiet: true, stop: &stop, teacher: Default::default() },
+            )?;
+            let expect = cache::Expect {
+                vocab_size: v,
+                seq_len: seq,
+                n_rows: id.n_rows,
+                tokenizer_hash: "",
+                teacher_hash: "",
+                teacher_dtype: "",
+                data_hash: "",
+            };
             let reader = CacheReader::open(&scratch, &expect)?;
             let d = Divergence::ForwardKl;
-            let (on, other) = divergence_online_and_cached(&reader, &data, &all, &tl, &sl, tau, TailMode::Other, d, &dev)?;
-            let (_, renorm) = divergence_online_and_cached(&reader, &data, &all, &tl, &sl, tau, TailMode::Renormalize, d, &dev)?;
+            let (on, other) =
+                divergence_online_and_cached(&reader, &data, &all, &tl, &sl, tau, TailMode::Other, d, &dev)?;
+            let (_, renorm) =
+                divergence_online_and_cached(&reader, &data, &all, &tl, &sl, tau, TailMode::Renormalize, d, &dev)?;
             let t0 = Instant::now();
             let mut tokens = 0usize;
             while t0.elapsed().as_secs_f64() < 1.0 {
@@ -78,8 +108,12 @@ pub fn cache_sweep(run_dir: &Path, ks: &[usize], codecs: &[ValueCodec], rows: us
                 }
             }
             let row = CacheBenchRow {
-                k: id.k, values, bytes_per_token: m.bytes_per_token(), kl_online: on,
-                rel_err_other: (other - on).abs() / on, rel_err_renormalize: (renorm - on).abs() / on,
+                k: id.k,
+                values,
+                bytes_per_token: m.bytes_per_token(),
+                kl_online: on,
+                rel_err_other: (other - on).abs() / on,
+                rel_err_renormalize: (renorm - on).abs() / on,
                 read_tok_per_s: tokens as f64 / t0.elapsed().as_secs_f64(),
             };
             report(&row);
@@ -96,8 +130,17 @@ pub fn cache_sweep(run_dir: &Path, ks: &[usize], codecs: &[ValueCodec], rows: us
 // teacher/cache.rs keeps a copy (fixed to `Device::flex()`) for its own tests; once that file
 // is split, its tests can call this one and the copy can go.
 #[allow(clippy::too_many_arguments)]
-pub fn divergence_online_and_cached(reader: &CacheReader, data: &Packed, rows: &[usize], teacher: &[f32], student: &[f32],
-    tau: f64, tail: TailMode, divergence: Divergence, dev: &Device) -> Result<(f64, f64)> {
+pub fn divergence_online_and_cached(
+    reader: &CacheReader,
+    data: &Packed,
+    rows: &[usize],
+    teacher: &[f32],
+    student: &[f32],
+    tau: f64,
+    tail: TailMode,
+    divergence: Divergence,
+    dev: &Device,
+) -> Result<(f64, f64)> {
     use crate::kd_loss::{KdConfig, Target, kd_loss, kd_loss_to};
     let (t, v) = (reader.manifest.id.seq_len, reader.manifest.id.vocab_size);
     let cfg = KdConfig { alpha: 0.0, temperature: tau, chunk_tokens: 256, divergence };
@@ -145,7 +188,10 @@ pub fn cache_record_bytes(vocab: usize, k: usize, codec: ValueCodec, tokens: usi
 /// The student trainer's mean tokens/s in a run (its `metrics.jsonl`): what the cache reader
 /// has to keep up with. 0 when the run logged no student steps.
 pub fn trainer_tok_per_s(run_dir: &Path) -> f64 {
-    let rates = crate::train::metrics::read(&run_dir.join("metrics.jsonl")).into_iter()
-        .filter(|v| v.phase == "student").map(|v| v.tok_per_s).collect::<Vec<_>>();
+    let rates = crate::train::metrics::read(&run_dir.join("metrics.jsonl"))
+        .into_iter()
+        .filter(|v| v.phase == "student")
+        .map(|v| v.tok_per_s)
+        .collect::<Vec<_>>();
     rates.iter().sum::<f64>() / rates.len().max(1) as f64
 }

@@ -9,10 +9,10 @@ use burn::tensor::{Device, Tensor};
 
 use crate::error::{Error, Result};
 use crate::model::attention::Attention;
+use crate::model::config::MambaShape;
 use crate::model::init::Init;
 use crate::model::mamba::Mamba2;
 use crate::model::rope;
-use crate::model::config::MambaShape;
 
 /// The layer kinds `distill bench` sweeps, in the order it prints them.
 pub const KINDS: [&str; 2] = ["attention", "mamba"];
@@ -66,12 +66,31 @@ pub fn time_layer(kind: &str, seq: usize, cfg: LayerBench) -> Result<f64> {
 
 /// Run each (kind, seq) in a child process `exe bench --one kind:seq` and report
 /// `(kind, seq, Some((ms, peak MiB)))`; a child that fails (out of memory, say) gives `None`.
-pub fn sweep(exe: &Path, kinds: &[&str], seqs: &[usize], cfg: LayerBench, mut report: impl FnMut(&str, usize, Option<(f64, f64)>)) {
+pub fn sweep(
+    exe: &Path,
+    kinds: &[&str],
+    seqs: &[usize],
+    cfg: LayerBench,
+    mut report: impl FnMut(&str, usize, Option<(f64, f64)>),
+) {
     for kind in kinds {
         for &seq in seqs {
-            let args = ["bench", "--one", &format!("{kind}:{seq}"), "--d-model", &cfg.d_model.to_string(),
-                "--n-heads", &cfg.n_heads.to_string(), "--n-kv-heads", &cfg.n_kv_heads.to_string(),
-                "--batch", &cfg.batch.to_string(), "--reps", &cfg.reps.to_string()].map(String::from);
+            let args = [
+                "bench",
+                "--one",
+                &format!("{kind}:{seq}"),
+                "--d-model",
+                &cfg.d_model.to_string(),
+                "--n-heads",
+                &cfg.n_heads.to_string(),
+                "--n-kv-heads",
+                &cfg.n_kv_heads.to_string(),
+                "--batch",
+                &cfg.batch.to_string(),
+                "--reps",
+                &cfg.reps.to_string(),
+            ]
+            .map(String::from);
             report(kind, seq, super::measure_in_child(exe, &args));
         }
     }
@@ -84,9 +103,15 @@ pub fn kv_cache_table() -> Vec<(&'static str, usize)> {
     let shape = |kv: usize| crate::model::DecoderConfig {
         vocab_size: 32000,
         shape: crate::recipe::PartialShape {
-            d_model: Some(4096), n_layers: Some(32), n_heads: Some(32), n_kv_heads: Some(kv), d_ff: Some(14336),
+            d_model: Some(4096),
+            n_layers: Some(32),
+            n_heads: Some(32),
+            n_kv_heads: Some(kv),
+            d_ff: Some(14336),
             ..Default::default()
-        }.to_shape().expect("complete shape"),
+        }
+        .to_shape()
+        .expect("complete shape"),
     };
     [("MHA (32 KV heads)", 32), ("GQA (8 KV heads)", 8), ("MQA (1 KV head)", 1)]
         .into_iter()

@@ -25,7 +25,10 @@ pub fn time_loss(mode: &str, vocab: usize, tokens: usize, chunk: usize) -> Resul
     let mut init = Init::new(1, &dev);
     let student = init.normal([tokens, vocab], 2.0).inner();
     let teacher = init.normal([tokens, vocab], 3.0).inner();
-    let targets = Tensor::<1, Int>::from_data(TensorData::new((0..tokens as i64).map(|i| (i * 7919) % vocab as i64).collect::<Vec<_>>(), [tokens]), &dev);
+    let targets = Tensor::<1, Int>::from_data(
+        TensorData::new((0..tokens as i64).map(|i| (i * 7919) % vocab as i64).collect::<Vec<_>>(), [tokens]),
+        &dev,
+    );
     let mask = Tensor::<1>::ones([tokens], &dev);
     let chunk_tokens = if mode == "naive" { tokens } else { chunk };
     let cfg = KdConfig { alpha: 0.5, temperature: 1.0, chunk_tokens, divergence: Divergence::ForwardKl };
@@ -52,11 +55,25 @@ pub fn time_loss(mode: &str, vocab: usize, tokens: usize, chunk: usize) -> Resul
 
 /// Run each (vocab, mode) of [`MODES`] in a child process `exe bench-loss --one mode:vocab` and
 /// report `(vocab, mode, Some((ms, MiB above the inputs)))`; a failed child gives `None`.
-pub fn sweep(exe: &Path, vocabs: &[usize], tokens: usize, chunk: usize, mut report: impl FnMut(usize, &str, Option<(f64, f64)>)) {
+pub fn sweep(
+    exe: &Path,
+    vocabs: &[usize],
+    tokens: usize,
+    chunk: usize,
+    mut report: impl FnMut(usize, &str, Option<(f64, f64)>),
+) {
     for &v in vocabs {
         for mode in MODES {
-            let args = ["bench-loss", "--one", &format!("{mode}:{v}"), "--tokens", &tokens.to_string(), "--chunk", &chunk.to_string()]
-                .map(String::from);
+            let args = [
+                "bench-loss",
+                "--one",
+                &format!("{mode}:{v}"),
+                "--tokens",
+                &tokens.to_string(),
+                "--chunk",
+                &chunk.to_string(),
+            ]
+            .map(String::from);
             report(v, mode, super::measure_in_child(exe, &args));
         }
     }

@@ -58,7 +58,10 @@ pub fn current_exe() -> Result<std::path::PathBuf> {
 /// Append already formatted JSON lines to `path` (created if missing), so that repeated runs
 /// build one file of results.
 pub fn append_jsonl(path: &Path, lines: &str) -> Result<()> {
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
         .map_err(|e| Error::input(format!("{}: {e}", path.display())))?;
     f.write_all(lines.as_bytes()).map_err(|e| Error::runtime(format!("{}: {e}", path.display())))
 }

@@ -4,7 +4,11 @@
 
 use super::flags::flag;
 use super::{BenchArgs, BenchCacheArgs, BenchLossArgs};
-use crate::bench::{self, cache::{cache_record_bytes, cache_sweep, trainer_tok_per_s}, layers::LayerBench};
+use crate::bench::{
+    self,
+    cache::{cache_record_bytes, cache_sweep, trainer_tok_per_s},
+    layers::LayerBench,
+};
 use crate::error::{Error, Result};
 use crate::teacher::codec::ValueCodec;
 
@@ -12,7 +16,8 @@ pub(super) fn layers(a: BenchArgs) -> Result<()> {
     let BenchArgs { seq, d_model, n_heads, n_kv_heads, batch, reps, jsonl, one } = a;
     if n_heads == 0 || n_kv_heads == 0 || n_heads % n_kv_heads != 0 || d_model % n_heads != 0 {
         return Err(Error::input(format!(
-            "--n-heads ({n_heads}) must divide --d-model ({d_model}) and be a multiple of --n-kv-heads ({n_kv_heads})")));
+            "--n-heads ({n_heads}) must divide --d-model ({d_model}) and be a multiple of --n-kv-heads ({n_kv_heads})"
+        )));
     }
     let cfg = LayerBench { d_model, n_heads, n_kv_heads, batch, reps: reps.max(1) };
     if let Some(one) = one {
@@ -30,8 +35,11 @@ pub(super) fn layers(a: BenchArgs) -> Result<()> {
     bench::layers::sweep(&exe, &bench::layers::KINDS, &seq, cfg, |kind, t, r| match r {
         Some((ms, mib)) => {
             println!("{kind:<10} {t:>7} {ms:>12.1} {mib:>12.0}");
-            lines += &format!("{}\n", serde_json::json!({"layer": kind, "seq": t, "ms": ms, "peak_mib": mib,
-                "d_model": d_model, "n_heads": n_heads, "n_kv_heads": n_kv_heads, "batch": batch}));
+            lines += &format!(
+                "{}\n",
+                serde_json::json!({"layer": kind, "seq": t, "ms": ms, "peak_mib": mib,
+                "d_model": d_model, "n_heads": n_heads, "n_kv_heads": n_kv_heads, "batch": batch})
+            );
         }
         None => println!("{kind:<10} {t:>7} {:>12} {:>12}", "failed", "-"),
     });
@@ -52,18 +60,33 @@ pub(super) fn cache(a: BenchCacheArgs) -> Result<()> {
         return Err(Error::input("--k and --rows must be positive"));
     }
     let trainer = trainer_tok_per_s(&run_dir);
-    println!("top-k teacher cache on {} ({rows} training rows): forward KL(teacher || student) error vs the full teacher", run_dir.display());
-    println!("{:>5} {:>6} {:>11} {:>10} {:>14} {:>14} {:>12}", "k", "values", "bytes/tok", "KL", "err (other)", "err (renorm)", "read tok/s");
+    println!(
+        "top-k teacher cache on {} ({rows} training rows): forward KL(teacher || student) error vs the full teacher",
+        run_dir.display()
+    );
+    println!(
+        "{:>5} {:>6} {:>11} {:>10} {:>14} {:>14} {:>12}",
+        "k", "values", "bytes/tok", "KL", "err (other)", "err (renorm)", "read tok/s"
+    );
     let mut lines = String::new();
     cache_sweep(&run_dir, &k, &codecs, rows, |r| {
-        println!("{:>5} {:>6} {:>11.1} {:>10.4} {:>13.3}% {:>13.3}% {:>12.0}", r.k, format!("{:?}", r.values).to_lowercase(),
-            r.bytes_per_token, r.kl_online, 100.0 * r.rel_err_other, 100.0 * r.rel_err_renormalize, r.read_tok_per_s);
+        println!(
+            "{:>5} {:>6} {:>11.1} {:>10.4} {:>13.3}% {:>13.3}% {:>12.0}",
+            r.k,
+            format!("{:?}", r.values).to_lowercase(),
+            r.bytes_per_token,
+            r.kl_online,
+            100.0 * r.rel_err_other,
+            100.0 * r.rel_err_renormalize,
+            r.read_tok_per_s
+        );
         lines += &format!("{}\n", serde_json::json!(r));
     })?;
     println!("student trainer consumption in this run: {trainer:.0} tok/s (one reader thread decodes ahead of it)");
     println!("\nrecord size at large vocabularies (synthetic logits, k = 128, one temperature):");
     for v in [32_000usize, 128_256] {
-        let sizes: Vec<String> = codecs.iter()
+        let sizes: Vec<String> = codecs
+            .iter()
             .map(|&c| format!("{:?} {:.1}", c, cache_record_bytes(v, 128, c, 200)).to_lowercase())
             .collect();
         println!("  vocab {v:>7}: {} bytes/token", sizes.join(", "));
@@ -88,7 +111,9 @@ pub(super) fn loss(a: BenchLossArgs) -> Result<()> {
         return Ok(());
     }
     let exe = bench::current_exe()?;
-    println!("distillation loss forward+backward, {tokens} tokens, forward KL, chunks of {chunk} (burn flex f32, one run each)");
+    println!(
+        "distillation loss forward+backward, {tokens} tokens, forward KL, chunks of {chunk} (burn flex f32, one run each)"
+    );
     println!("{:>8} {:>10} {:>10} {:>16} {:>14}", "vocab", "mode", "ms", "peak MiB (+)", "[tokens,vocab]");
     bench::loss::sweep(&exe, &vocab, tokens, chunk, |v, mode, r| {
         // The size of one [tokens, vocab] f32 tensor, to read the peaks against.

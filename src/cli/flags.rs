@@ -55,7 +55,9 @@ pub(super) fn flag<T: FromStr<Err = String>>(name: &str, value: &str) -> Result<
 pub(super) fn backend_device(backend: &str) -> Result<burn::tensor::Device> {
     let b: Backend = flag("--backend", backend)?;
     if !b.compiled_in() {
-        return Err(Error::input(format!("--backend {backend}: not compiled into this binary; rebuild with `--features {backend}`")));
+        return Err(Error::input(format!(
+            "--backend {backend}: not compiled into this binary; rebuild with `--features {backend}`"
+        )));
     }
     Ok(crate::pipeline::device_for(b))
 }

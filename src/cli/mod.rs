@@ -19,8 +19,12 @@ use crate::model::{Decoder, store};
 use crate::train::Phase;
 
 #[derive(Parser)]
-#[command(name = "distill", version, about = "Distill a large language model into a small one from one TOML recipe",
-    after_help = "Exit codes: 0 success, 2 bad input (recipe, data, files), 1 runtime failure, 130 interrupted (resume with `distill resume`).")]
+#[command(
+    name = "distill",
+    version,
+    about = "Distill a large language model into a small one from one TOML recipe",
+    after_help = "Exit codes: 0 success, 2 bad input (recipe, data, files), 1 runtime failure, 130 interrupted (resume with `distill resume`)."
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -306,7 +310,10 @@ fn load_final(run_dir: &Path, which: Phase, device: &burn::tensor::Device) -> Re
     if !rd.is_trained(which) {
         return Err(Error::input(format!(
             "{}: the {} has not finished training in this run; finish it with `distill resume {}`",
-            dir.display(), which.name(), run_dir.display())));
+            dir.display(),
+            which.name(),
+            run_dir.display()
+        )));
     }
     Ok(store::load(&dir, device)?.0)
 }

@@ -40,7 +40,12 @@ pub(super) fn logits(a: LogitsArgs) -> Result<()> {
         return Err(Error::input(format!("--ids: token id {bad} is outside the model's vocabulary ({v})")));
     }
     let t = ids.len();
-    let logits: Vec<f32> = m.forward(crate::model::token_tensor(&ids, &device)).into_data().convert::<f32>().try_to_vec::<f32>().expect("f32");
+    let logits: Vec<f32> = m
+        .forward(crate::model::token_tensor(&ids, &device))
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("f32");
     match a.out {
         Some(p) => {
             crate::util::write_f32_safetensors(&p, vec![("logits".into(), vec![t, v], logits)])?;

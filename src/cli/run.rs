@@ -4,14 +4,16 @@
 use std::path::Path;
 
 use super::flags::flag;
-use super::{CacheTeacherArgs, EvalArgs, ExportArgs, RecipeArgs, ResumeArgs, RunArgs, load_final, say, stop_flag, which};
-use crate::run_dir::RunDir;
-use crate::train::Phase;
+use super::{
+    CacheTeacherArgs, EvalArgs, ExportArgs, RecipeArgs, ResumeArgs, RunArgs, load_final, say, stop_flag, which,
+};
 use crate::data::{self, pack::Packed};
 use crate::error::{Error, Result};
-use crate::pipeline::{self, RunOptions, load_run_recipe};
 use crate::export::ExportFormat;
+use crate::pipeline::{self, RunOptions, load_run_recipe};
 use crate::recipe::Recipe;
+use crate::run_dir::RunDir;
+use crate::train::Phase;
 
 pub(super) fn run(a: RunArgs) -> Result<()> {
     let r = Recipe::load(&a.recipe.recipe, &a.recipe.set)?;
@@ -27,8 +29,16 @@ pub(super) fn cache_teacher(a: CacheTeacherArgs) -> Result<()> {
     let stop = stop_flag();
     let opts = RunOptions { stop: &stop, stop_after: None, quiet: a.quiet };
     let m = pipeline::cache_teacher(&r, &opts, &mut say)?;
-    println!("teacher cache {}: {} shards, {} tokens, k = {}, {:?} values, {:.1} bytes/token ({:.2} MB)",
-        r.cache_dir().display(), m.shards.len(), m.tokens, m.id.k, m.id.values, m.bytes_per_token(), m.bytes as f64 / 1e6);
+    println!(
+        "teacher cache {}: {} shards, {} tokens, k = {}, {:?} values, {:.1} bytes/token ({:.2} MB)",
+        r.cache_dir().display(),
+        m.shards.len(),
+        m.tokens,
+        m.id.k,
+        m.id.values,
+        m.bytes_per_token(),
+        m.bytes as f64 / 1e6
+    );
     Ok(())
 }
 
@@ -88,7 +98,9 @@ pub(super) fn validate(a: RecipeArgs) -> Result<()> {
 fn with_resume_hint(e: Error, dir: &Path) -> Error {
     match e {
         Error::Interrupted(m) => Error::Interrupted(format!("{m}; continue with `distill resume {}`", dir.display())),
-        Error::Runtime(m) => Error::Runtime(format!("{m}\n(the run can be continued with `distill resume {}`)", dir.display())),
+        Error::Runtime(m) => {
+            Error::Runtime(format!("{m}\n(the run can be continued with `distill resume {}`)", dir.display()))
+        }
         other => other,
     }
 }

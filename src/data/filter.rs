@@ -33,8 +33,17 @@ pub struct FilterReport {
     pub tokens_kept: usize,
 }
 
-pub const RULES: [&str; 9] = ["min_chars", "max_chars", "max_symbol_ratio", "min_alpha_ratio", "max_upper_ratio",
-    "max_repeated_ngram_share", "dedup_exact", "dedup_minhash", "teacher_ppl"];
+pub const RULES: [&str; 9] = [
+    "min_chars",
+    "max_chars",
+    "max_symbol_ratio",
+    "min_alpha_ratio",
+    "max_upper_ratio",
+    "max_repeated_ngram_share",
+    "dedup_exact",
+    "dedup_minhash",
+    "teacher_ppl",
+];
 
 /// Characters that are neither alphanumeric, whitespace nor everyday punctuation.
 fn symbol_ratio(doc: &str) -> f64 {
@@ -111,14 +120,17 @@ pub struct MinHashLsh {
 impl MinHashLsh {
     pub fn new(perms: usize, bands: usize, threshold: f64) -> Self {
         let mut rng = SplitMix(0x5151_ab1e);
-        MinHashLsh { seeds: (0..perms).map(|_| rng.next_u64()).collect(), bands, threshold, buckets: HashMap::new(), kept: Vec::new() }
+        MinHashLsh {
+            seeds: (0..perms).map(|_| rng.next_u64()).collect(),
+            bands,
+            threshold,
+            buckets: HashMap::new(),
+            kept: Vec::new(),
+        }
     }
 
     fn signature(&self, sh: &HashSet<u64>) -> Vec<u64> {
-        self.seeds
-            .iter()
-            .map(|&s| sh.iter().map(|&x| SplitMix(x ^ s).next_u64()).min().unwrap_or(u64::MAX))
-            .collect()
+        self.seeds.iter().map(|&s| sh.iter().map(|&x| SplitMix(x ^ s).next_u64()).min().unwrap_or(u64::MAX)).collect()
     }
 
     /// True if the document is a near-duplicate of one kept before; otherwise keep it.
@@ -169,13 +181,27 @@ impl<'a> Filter<'a> {
     pub fn new(cfg: &'a FilterSection) -> Self {
         let rules = RULES
             .iter()
-            .map(|r| RuleReport { rule: r.to_string(), removed_docs: 0, removed_chars: 0, removed_tokens: 0, examples: vec![] })
+            .map(|r| RuleReport {
+                rule: r.to_string(),
+                removed_docs: 0,
+                removed_chars: 0,
+                removed_tokens: 0,
+                examples: vec![],
+            })
             .collect();
         Filter {
             cfg,
             seen: HashSet::new(),
             lsh: MinHashLsh::new(cfg.minhash_perms, cfg.minhash_bands, cfg.minhash_threshold),
-            report: FilterReport { docs_in: 0, chars_in: 0, tokens_in: 0, rules, docs_kept: 0, chars_kept: 0, tokens_kept: 0 },
+            report: FilterReport {
+                docs_in: 0,
+                chars_in: 0,
+                tokens_in: 0,
+                rules,
+                docs_kept: 0,
+                chars_kept: 0,
+                tokens_kept: 0,
+            },
         }
     }
 
@@ -298,7 +324,13 @@ impl FilterReport {
         let mut s = format!("{:<26} {:>9} {:>11} {:>11}\n", "filter", "docs", "chars", "tokens");
         s += &format!("{:<26} {:>9} {:>11} {:>11}\n", "input", self.docs_in, self.chars_in, self.tokens_in);
         for r in self.rules.iter() {
-            s += &format!("{:<26} {:>9} {:>11} {:>11}\n", format!("- {}", r.rule), r.removed_docs, r.removed_chars, r.removed_tokens);
+            s += &format!(
+                "{:<26} {:>9} {:>11} {:>11}\n",
+                format!("- {}", r.rule),
+                r.removed_docs,
+                r.removed_chars,
+                r.removed_tokens
+            );
         }
         s += &format!("{:<26} {:>9} {:>11} {:>11}", "kept", self.docs_kept, self.chars_kept, self.tokens_kept);
         for r in self.rules.iter().filter(|r| !r.examples.is_empty()) {
@@ -314,7 +346,13 @@ mod tests {
 
     #[test]
     fn each_rule_removes_what_it_should() {
-        let cfg = FilterSection { min_chars: 10, max_chars: 80, max_symbol_ratio: 0.2, dedup: Dedup::Minhash, ..Default::default() };
+        let cfg = FilterSection {
+            min_chars: 10,
+            max_chars: 80,
+            max_symbol_ratio: 0.2,
+            dedup: Dedup::Minhash,
+            ..Default::default()
+        };
         let docs = vec![
             "short".to_string(),
             "A perfectly ordinary sentence about Mia and her red ball.".to_string(),
@@ -328,7 +366,10 @@ mod tests {
             "Another fine sentence, with commas!".to_string(),
         ];
         let (kept, rep, removed) = apply(docs, &cfg);
-        assert_eq!(kept, vec!["A perfectly ordinary sentence about Mia and her red ball.", "Another fine sentence, with commas!"]);
+        assert_eq!(
+            kept,
+            vec!["A perfectly ordinary sentence about Mia and her red ball.", "Another fine sentence, with commas!"]
+        );
         let counts: Vec<usize> = rep.rules.iter().map(|r| r.removed_docs).collect();
         assert_eq!(counts, vec![1, 1, 1, 1, 1, 1, 1, 1, 0]);
         assert_eq!(removed.len(), 8);
@@ -389,7 +430,9 @@ mod tests {
         }
         let recall = tp as f64 / (tp + fn_) as f64;
         let precision = tp as f64 / (tp + fp).max(1) as f64;
-        println!("minhash: {tp} true positives, {fp} false positives, {fn_} missed: recall {recall:.3}, precision {precision:.3}");
+        println!(
+            "minhash: {tp} true positives, {fp} false positives, {fn_} missed: recall {recall:.3}, precision {precision:.3}"
+        );
         assert!(tp + fn_ >= 60, "the set has near-duplicates to find ({})", tp + fn_);
         assert!(recall >= 0.9 && precision >= 0.9, "recall {recall}, precision {precision}");
     }

@@ -8,9 +8,9 @@ use std::path::Path;
 use super::pack::permutation;
 use super::stages::{self, Counts};
 use super::{Prepared, filter, source, synth};
-use crate::run_dir::RunDir;
 use crate::error::{Error, Result};
 use crate::recipe::Recipe;
+use crate::run_dir::RunDir;
 use crate::util::write_atomic;
 
 /// Prepare `recipe`'s data into `<run_dir>/data` and return it, token streams in memory.
@@ -40,7 +40,10 @@ pub(super) fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(Strin
             let at = rng.below(train_raw.len() + 1);
             train_raw.insert(at, j);
         }
-        log(format!("mixed {n} junk documents into the training split (data.synthetic_noise = {})", recipe.data.synthetic_noise));
+        log(format!(
+            "mixed {n} junk documents into the training split (data.synthetic_noise = {})",
+            recipe.data.synthetic_noise
+        ));
     }
     let held_out: std::collections::HashSet<[u8; 32]> = valid_docs.iter().map(|d| filter::dedup_key(d)).collect();
     let before = train_raw.len();
@@ -55,7 +58,9 @@ pub(super) fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(Strin
     for (rule, doc) in &removed {
         report.rules[*rule].removed_tokens += tokenizer.encode_doc(doc)?.len();
     }
-    if let (lo, hi) = (recipe.data.filter.teacher_ppl_min, recipe.data.filter.teacher_ppl_max) && (lo.is_some() || hi.is_some()) {
+    if let (lo, hi) = (recipe.data.filter.teacher_ppl_min, recipe.data.filter.teacher_ppl_max)
+        && (lo.is_some() || hi.is_some())
+    {
         let device = crate::device::device_for(recipe.run.backend);
         let teacher = crate::teacher::Teacher::of(recipe, run_dir).load_before_data(&device)?;
         let ppl = crate::teacher::doc_ppl(&teacher, &train_tok, tokenizer.eos_id, &device);
@@ -80,7 +85,12 @@ pub(super) fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(Strin
     stages::report(recipe, &mut report, train.len(), valid.len(), log)?;
     write_atomic(&RunDir(run_dir).train_tokens(), &to_bytes(&train))?;
     write_atomic(&RunDir(run_dir).valid_tokens(), &to_bytes(&valid))?;
-    let n = Counts { train_docs: train_docs.len(), valid_docs: valid_docs.len(), train_tokens: train.len(), valid_tokens: valid.len() };
+    let n = Counts {
+        train_docs: train_docs.len(),
+        valid_docs: valid_docs.len(),
+        train_tokens: train.len(),
+        valid_tokens: valid.len(),
+    };
     let meta = stages::commit(run_dir, &report, &bad, &tokenizer, n, log)?;
     Ok(Prepared { tokenizer, train: train.into(), valid: valid.into(), meta })
 }

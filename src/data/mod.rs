@@ -20,9 +20,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::run_dir::RunDir;
 use crate::error::{Error, Result};
 use crate::recipe::{Packing, Recipe};
+use crate::run_dir::RunDir;
 use crate::util::read_json;
 use pack::Packed;
 pub use stages::check_split_sizes;
@@ -104,7 +104,9 @@ pub fn load_prepared(run_dir: &Path) -> Result<Prepared> {
     let tokenizer = Tokenizer::load(&rd.tokenizer())?;
     if tokenizer.hash() != meta.tokenizer_hash {
         return Err(Error::input(format!(
-            "{}: tokenizer.json does not match the one the data was prepared with", run_dir.display())));
+            "{}: tokenizer.json does not match the one the data was prepared with",
+            run_dir.display()
+        )));
     }
     Ok(Prepared {
         train: Tokens::open(&rd.train_tokens(), meta.train_tokens, meta.vocab_size)?,

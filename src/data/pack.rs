@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-pub use crate::rng::SplitMix;
 use crate::data::tokens::Tokens;
+pub use crate::rng::SplitMix;
 
 pub struct Batch {
     /// (batch, seq_len)
@@ -104,7 +104,12 @@ impl Packed {
         let rows = rows.min(self.n_rows());
         let (s, l) = self.span(rows - 1);
         let end = s + l;
-        Packed::from_parts(self.tokens[..end].to_vec().into(), self.seq_len, self.pad_id, self.spans.as_ref().map(|sp| sp[..rows].to_vec()))
+        Packed::from_parts(
+            self.tokens[..end].to_vec().into(),
+            self.seq_len,
+            self.pad_id,
+            self.spans.as_ref().map(|sp| sp[..rows].to_vec()),
+        )
     }
 
     fn from_parts(tokens: Tokens, seq_len: usize, pad_id: u32, spans: Option<Vec<(usize, usize)>>) -> Self {
@@ -205,7 +210,8 @@ impl Packed {
 
     pub fn batch(&self, rows: &[usize], device: &Device) -> Batch {
         let (b, t) = (rows.len(), self.seq_len);
-        let (mut inp, mut tgt, mut msk) = (Vec::with_capacity(b * t), Vec::with_capacity(b * t), Vec::with_capacity(b * t));
+        let (mut inp, mut tgt, mut msk) =
+            (Vec::with_capacity(b * t), Vec::with_capacity(b * t), Vec::with_capacity(b * t));
         for &r in rows {
             let (i, o, m) = self.row(r);
             inp.extend(i.into_iter().map(|x| x as i64));
@@ -273,7 +279,9 @@ mod tests {
         let drawn: Vec<usize> = (0..30).flat_map(|i| p.rows_at(7, i * 4, 4)).collect();
         assert_eq!(p.builds.load(Ordering::Relaxed), 2, "epochs 0 and 1, each shuffled once");
         let want: Vec<usize> = (0..120u64)
-            .map(|pos| permutation(rows as usize, 7 ^ (pos / rows).wrapping_mul(0x9E37_79B9_7F4A_7C15))[(pos % rows) as usize])
+            .map(|pos| {
+                permutation(rows as usize, 7 ^ (pos / rows).wrapping_mul(0x9E37_79B9_7F4A_7C15))[(pos % rows) as usize]
+            })
             .collect();
         assert_eq!(drawn, want);
     }

@@ -67,8 +67,7 @@ pub fn for_each(data: &DataSection, seed: u64, sink: &mut dyn FnMut(String) -> R
 }
 
 fn lines(path: &Path) -> Result<impl Iterator<Item = std::io::Result<Vec<u8>>>> {
-    let f = std::fs::File::open(path)
-        .map_err(|e| Error::input(format!("{}: cannot open: {e}", path.display())))?;
+    let f = std::fs::File::open(path).map_err(|e| Error::input(format!("{}: cannot open: {e}", path.display())))?;
     Ok(std::io::BufReader::new(f).split(b'\n'))
 }
 
@@ -98,7 +97,13 @@ fn read_text(path: &Path, strict: bool, docs: &mut dyn FnMut(String) -> Result<(
     Ok(())
 }
 
-fn read_jsonl(path: &Path, field: &str, strict: bool, docs: &mut dyn FnMut(String) -> Result<()>, bad: &mut BadLines) -> Result<()> {
+fn read_jsonl(
+    path: &Path,
+    field: &str,
+    strict: bool,
+    docs: &mut dyn FnMut(String) -> Result<()>,
+    bad: &mut BadLines,
+) -> Result<()> {
     for (i, line) in lines(path)?.enumerate() {
         let line = line.map_err(|e| Error::runtime(format!("{}: read error: {e}", path.display())))?;
         let at = || format!("{}:{}", path.display(), i + 1);
@@ -138,7 +143,11 @@ mod tests {
         let (docs, bad) = load(&d, 0).unwrap();
         assert_eq!(docs, vec!["first doc", "second doc"]);
         assert_eq!(bad.count, 3);
-        assert!(bad.examples[0].ends_with("c.jsonl:2: invalid JSON: key must be a string at line 1 column 2"), "{:?}", bad.examples);
+        assert!(
+            bad.examples[0].ends_with("c.jsonl:2: invalid JSON: key must be a string at line 1 column 2"),
+            "{:?}",
+            bad.examples
+        );
         assert!(bad.examples[1].contains("c.jsonl:3: no string field `text`"));
         assert!(bad.examples[2].contains("c.jsonl:4: invalid UTF-8"));
         d.strict = true;

@@ -6,13 +6,13 @@
 
 use std::path::Path;
 
+use super::DataMeta;
 use super::filter::FilterReport;
 use super::source::BadLines;
 use super::tokenizer::Tokenizer;
-use super::DataMeta;
-use crate::run_dir::RunDir;
 use crate::error::{Error, Result};
 use crate::recipe::{Recipe, TokenizerKind};
+use crate::run_dir::RunDir;
 use crate::util::write_json_atomic;
 
 pub(super) fn log_bad_lines(bad: &BadLines, log: &mut dyn FnMut(String)) {
@@ -41,10 +41,15 @@ pub(super) fn tokenizer<'a>(recipe: &Recipe, train_text: impl Iterator<Item = &'
 /// Both splits must fill at least one row of `seq_len` inputs and their shifted targets: a
 /// smaller one has nothing to train or evaluate on (and no rows to draw from).
 pub fn check_split_sizes(train: usize, valid: usize, seq_len: usize) -> Result<()> {
-    for (name, n, fix) in [("training", train, "add data or loosen [data.filter]"), ("held-out", valid, "raise data.valid_fraction or add data")] {
+    for (name, n, fix) in [
+        ("training", train, "add data or loosen [data.filter]"),
+        ("held-out", valid, "raise data.valid_fraction or add data"),
+    ] {
         if n < seq_len + 1 {
             return Err(Error::input(format!(
-                "the {name} split has {n} tokens, fewer than one row of data.seq_len + 1 = {}; {fix} (or lower data.seq_len)", seq_len + 1)));
+                "the {name} split has {n} tokens, fewer than one row of data.seq_len + 1 = {}; {fix} (or lower data.seq_len)",
+                seq_len + 1
+            )));
         }
     }
     Ok(())
@@ -52,7 +57,13 @@ pub fn check_split_sizes(train: usize, valid: usize, seq_len: usize) -> Result<(
 
 /// Check the split sizes, then total the filter report (`removed_tokens` per rule already
 /// counted by the driver) and print its table.
-pub(super) fn report(recipe: &Recipe, report: &mut FilterReport, train_tokens: usize, valid_tokens: usize, log: &mut dyn FnMut(String)) -> Result<()> {
+pub(super) fn report(
+    recipe: &Recipe,
+    report: &mut FilterReport,
+    train_tokens: usize,
+    valid_tokens: usize,
+    log: &mut dyn FnMut(String),
+) -> Result<()> {
     check_split_sizes(train_tokens, valid_tokens, recipe.data.seq_len)?;
     report.tokens_kept = train_tokens;
     report.tokens_in = train_tokens + report.rules.iter().map(|r| r.removed_tokens).sum::<usize>();
@@ -70,7 +81,14 @@ pub(super) struct Counts {
 
 /// Write the filter report and the tokenizer beside the token files (already in place), then
 /// `meta.json`, whose presence marks the stage as complete.
-pub(super) fn commit(run_dir: &Path, report: &FilterReport, bad: &BadLines, tokenizer: &Tokenizer, n: Counts, log: &mut dyn FnMut(String)) -> Result<DataMeta> {
+pub(super) fn commit(
+    run_dir: &Path,
+    report: &FilterReport,
+    bad: &BadLines,
+    tokenizer: &Tokenizer,
+    n: Counts,
+    log: &mut dyn FnMut(String),
+) -> Result<DataMeta> {
     let rd = RunDir(run_dir);
     write_json_atomic(&rd.filter_report(), &serde_json::json!({"filter": report, "bad_lines": bad}))?;
     tokenizer.save(&rd.tokenizer())?;

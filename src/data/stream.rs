@@ -17,10 +17,10 @@ use std::path::{Path, PathBuf};
 use super::filter::{self, Filter};
 use super::stages::{self, Counts};
 use super::{DataMeta, source};
-use crate::run_dir::RunDir;
 use crate::error::{Error, Result};
 use crate::recipe::Recipe;
 use crate::rng::SplitMix;
+use crate::run_dir::RunDir;
 
 const HELD: u8 = u8::MAX;
 /// Documents inspected or encoded together (split across the cores) in each pass; small in
@@ -33,7 +33,8 @@ fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> 
     let per = items.len().div_ceil(threads).max(1);
     let f = &f;
     std::thread::scope(|sc| {
-        let handles: Vec<_> = items.chunks(per).map(|part| sc.spawn(move || part.iter().map(f).collect::<Vec<R>>())).collect();
+        let handles: Vec<_> =
+            items.chunks(per).map(|part| sc.spawn(move || part.iter().map(f).collect::<Vec<R>>())).collect();
         handles.into_iter().flat_map(|h| h.join().expect("worker thread")).collect()
     })
 }
@@ -91,7 +92,10 @@ pub fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> 
     let (mut sample_bytes, mut bytes_in, mut i) = (0usize, 0u64, 0u64);
     let cap = d.tokenizer_sample_mb << 20;
     let pb = crate::util::progress_bar("scan", 0, false);
-    pb.set_style(indicatif::ProgressStyle::with_template("{prefix:>8} {human_pos} docs {per_sec} | {msg}").expect("valid template"));
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{prefix:>8} {human_pos} docs {per_sec} | {msg}")
+            .expect("valid template"),
+    );
     // Documents are inspected in batches across the cores (the rules that need no other
     // document, dedup keys, MinHash signatures), then decided in source order.
     enum Seen {
@@ -101,7 +105,11 @@ pub fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> 
     let mut batch: Vec<(bool, String)> = Vec::with_capacity(BATCH);
     let mut decide = |batch: &mut Vec<(bool, String)>, f: &mut Filter| {
         let fr: &Filter = f;
-        let seen = par_map(batch, |(held, doc)| if *held { Seen::Held(filter::dedup_key(doc)) } else { Seen::Train(fr.inspect(doc)) });
+        let seen =
+            par_map(
+                batch,
+                |(held, doc)| if *held { Seen::Held(filter::dedup_key(doc)) } else { Seen::Train(fr.inspect(doc)) },
+            );
         for ((_, doc), v) in batch.drain(..).zip(seen) {
             match v {
                 Seen::Held(key) => {
@@ -149,8 +157,13 @@ pub fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> 
     let (mut train_docs, mut valid_docs, mut copies, mut j) = (0usize, 0usize, 0usize, 0u64);
     let mut report = f.report;
     let pb = crate::util::progress_bar("encode", n_docs, false);
-    pb.set_style(indicatif::ProgressStyle::with_template("{prefix:>8} [{bar:30}] {human_pos}/{human_len} docs {per_sec} | ETA {eta}")
-        .expect("valid template").progress_chars("=> "));
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix:>8} [{bar:30}] {human_pos}/{human_len} docs {per_sec} | ETA {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
     // Documents are encoded in batches across the cores, then written in source order.
     let mut batch: Vec<(u8, String)> = Vec::with_capacity(BATCH);
     let mut flush = |batch: &mut Vec<(u8, String)>, report: &mut filter::FilterReport| -> Result<()> {
@@ -197,8 +210,12 @@ pub fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> 
     let (train_tokens, valid_tokens) = (train.finish()?, valid.finish()?);
     stages::report(recipe, &mut report, train_tokens, valid_tokens, log)?;
     let total = started.elapsed().as_secs_f64();
-    log(format!("streamed {:.1} MB in {total:.1} s ({:.1} MB/s): scan + filters {t_scan:.1} s, tokenizer {t_tok:.1} s, encoding {:.1} s",
-        bytes_in as f64 / 1e6, bytes_in as f64 / 1e6 / total, total - t_scan - t_tok));
+    log(format!(
+        "streamed {:.1} MB in {total:.1} s ({:.1} MB/s): scan + filters {t_scan:.1} s, tokenizer {t_tok:.1} s, encoding {:.1} s",
+        bytes_in as f64 / 1e6,
+        bytes_in as f64 / 1e6 / total,
+        total - t_scan - t_tok
+    ));
     let n = Counts { train_docs, valid_docs, train_tokens, valid_tokens };
     stages::commit(run_dir, &report, &bad, &tokenizer, n, log)
 }
@@ -224,7 +241,8 @@ mod tests {
         text.extend(b"\n\nbroken \xff line\n");
         let corpus = dir.join("corpus.txt");
         std::fs::write(&corpus, &text).unwrap();
-        let recipe_text = format!(r#"
+        let recipe_text = format!(
+            r#"
 [run]
 name = "s"
 seed = 5
@@ -249,7 +267,10 @@ d_model = 32
 n_layers = 1
 n_heads = 2
 d_ff = 64
-"#, out = dir.display(), corpus = corpus.display());
+"#,
+            out = dir.display(),
+            corpus = corpus.display()
+        );
         let p = dir.join("r.toml");
         std::fs::write(&p, recipe_text).unwrap();
         let recipe = crate::recipe::Recipe::load(&p, &[]).unwrap();

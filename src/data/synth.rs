@@ -8,18 +8,37 @@
 struct Rng(crate::rng::SplitMix);
 
 impl Rng {
-    fn below(&mut self, n: usize) -> usize { self.0.below(n) }
-    fn range(&mut self, lo: usize, hi: usize) -> usize { lo + self.below(hi - lo + 1) }
-    fn chance(&mut self, pct: usize) -> bool { self.below(100) < pct }
-    fn pick<T: Copy>(&mut self, xs: &[T]) -> T { xs[self.below(xs.len())] }
+    fn below(&mut self, n: usize) -> usize {
+        self.0.below(n)
+    }
+    fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + self.below(hi - lo + 1)
+    }
+    fn chance(&mut self, pct: usize) -> bool {
+        self.below(100) < pct
+    }
+    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
+        xs[self.below(xs.len())]
+    }
     fn weighted(&mut self, w: &[usize]) -> usize {
         let mut r = self.below(w.iter().sum());
-        w.iter().position(|&x| r < x || { r -= x; false }).unwrap()
+        w.iter()
+            .position(|&x| {
+                r < x || {
+                    r -= x;
+                    false
+                }
+            })
+            .unwrap()
     }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Gender { He, She, They }
+enum Gender {
+    He,
+    She,
+    They,
+}
 use Gender::*;
 
 impl Gender {
@@ -36,53 +55,112 @@ impl Gender {
 /// A fixed cast so names recur across documents and a model can learn each
 /// name's pronouns; singular "they" forces was/were agreement to be tracked.
 const CAST: [(&str, Gender, &str, &str); 24] = [
-    ("Mia", She, "baker", "bake sweet bread"), ("Tom", He, "farmer", "feed the cows"),
-    ("Lily", She, "painter", "paint pictures of the sea"), ("Sam", He, "fisher", "catch fish in the river"),
-    ("Ben", He, "builder", "build little wooden houses"), ("Anna", She, "doctor", "help sick people"),
-    ("Max", He, "cook", "make hot soup"), ("Lucy", She, "gardener", "grow roses"),
-    ("Leo", He, "sailor", "sail a small boat"), ("Emma", She, "teacher", "read stories to children"),
-    ("Jack", He, "pilot", "fly over the hills"), ("Ella", She, "singer", "sing happy songs"),
-    ("Noah", He, "tailor", "sew warm coats"), ("Zoe", She, "dancer", "dance in the square"),
-    ("Finn", He, "clown", "make people laugh"), ("Ruby", She, "librarian", "sort old books"),
-    ("Omar", He, "mail carrier", "ride a bike around town"), ("Nina", She, "nurse", "care for babies"),
-    ("Hugo", He, "potter", "make clay pots"), ("Rosa", She, "beekeeper", "collect honey"),
-    ("Alex", They, "artist", "draw funny animals"), ("Robin", They, "musician", "play the drum"),
-    ("Kai", They, "inventor", "fix broken clocks"), ("Jo", They, "explorer", "climb tall hills"),
+    ("Mia", She, "baker", "bake sweet bread"),
+    ("Tom", He, "farmer", "feed the cows"),
+    ("Lily", She, "painter", "paint pictures of the sea"),
+    ("Sam", He, "fisher", "catch fish in the river"),
+    ("Ben", He, "builder", "build little wooden houses"),
+    ("Anna", She, "doctor", "help sick people"),
+    ("Max", He, "cook", "make hot soup"),
+    ("Lucy", She, "gardener", "grow roses"),
+    ("Leo", He, "sailor", "sail a small boat"),
+    ("Emma", She, "teacher", "read stories to children"),
+    ("Jack", He, "pilot", "fly over the hills"),
+    ("Ella", She, "singer", "sing happy songs"),
+    ("Noah", He, "tailor", "sew warm coats"),
+    ("Zoe", She, "dancer", "dance in the square"),
+    ("Finn", He, "clown", "make people laugh"),
+    ("Ruby", She, "librarian", "sort old books"),
+    ("Omar", He, "mail carrier", "ride a bike around town"),
+    ("Nina", She, "nurse", "care for babies"),
+    ("Hugo", He, "potter", "make clay pots"),
+    ("Rosa", She, "beekeeper", "collect honey"),
+    ("Alex", They, "artist", "draw funny animals"),
+    ("Robin", They, "musician", "play the drum"),
+    ("Kai", They, "inventor", "fix broken clocks"),
+    ("Jo", They, "explorer", "climb tall hills"),
 ];
 
-const NUMS: [&str; 13] = [
-    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
-];
+const NUMS: [&str; 13] =
+    ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"];
 /// (singular, plural, edible): irregular plurals make agreement non-trivial.
 const ITEMS: [(&str, &str, bool); 16] = [
-    ("apple", "apples", true), ("cookie", "cookies", true), ("egg", "eggs", true), ("berry", "berries", true),
-    ("peach", "peaches", true), ("candy", "candies", true), ("muffin", "muffins", true), ("carrot", "carrots", true),
-    ("plum", "plums", true), ("flower", "flowers", false), ("shell", "shells", false), ("marble", "marbles", false),
-    ("pencil", "pencils", false), ("sticker", "stickers", false), ("coin", "coins", false), ("leaf", "leaves", false),
+    ("apple", "apples", true),
+    ("cookie", "cookies", true),
+    ("egg", "eggs", true),
+    ("berry", "berries", true),
+    ("peach", "peaches", true),
+    ("candy", "candies", true),
+    ("muffin", "muffins", true),
+    ("carrot", "carrots", true),
+    ("plum", "plums", true),
+    ("flower", "flowers", false),
+    ("shell", "shells", false),
+    ("marble", "marbles", false),
+    ("pencil", "pencils", false),
+    ("sticker", "stickers", false),
+    ("coin", "coins", false),
+    ("leaf", "leaves", false),
 ];
 const COLORS: [&str; 10] = ["red", "blue", "green", "yellow", "purple", "orange", "pink", "white", "black", "brown"];
-const OBJECTS: [&str; 12] = ["ball", "hat", "cup", "book", "kite", "scarf", "bag", "key", "shoe", "drum", "spoon", "boat"];
+const OBJECTS: [&str; 12] =
+    ["ball", "hat", "cup", "book", "kite", "scarf", "bag", "key", "shoe", "drum", "spoon", "boat"];
 /// No entry is a substring of another, so a location is unambiguous in text.
 const LOCS: [&str; 12] = [
-    "under the table", "on the shelf", "behind the door", "in the box", "next to the bed", "under the chair",
-    "on the windowsill", "inside the basket", "near the sofa", "behind the curtain", "in the drawer",
+    "under the table",
+    "on the shelf",
+    "behind the door",
+    "in the box",
+    "next to the bed",
+    "under the chair",
+    "on the windowsill",
+    "inside the basket",
+    "near the sofa",
+    "behind the curtain",
+    "in the drawer",
     "on top of the fridge",
 ];
 const TIMES: [&str; 12] = [
-    "in the morning", "after lunch", "in the afternoon", "in the evening", "one sunny day", "on Saturday",
-    "before dinner", "after school", "early in the morning", "the next day", "one cold morning", "on Sunday",
+    "in the morning",
+    "after lunch",
+    "in the afternoon",
+    "in the evening",
+    "one sunny day",
+    "on Saturday",
+    "before dinner",
+    "after school",
+    "early in the morning",
+    "the next day",
+    "one cold morning",
+    "on Sunday",
 ];
 const HOMES: [&str; 5] = ["river", "forest", "sea", "hills", "old mill"];
 /// (place, detail, activities): details and activities fit their place.
 const PLACES: [(&str, &str, [&str; 3]); 10] = [
     ("park", "There was a big pond with ducks.", ["fed the ducks", "played tag on the grass", "swung on the swings"]),
     ("beach", "The sand was warm and soft.", ["built a sand castle", "looked for crabs", "swam in the waves"]),
-    ("forest", "The trees were tall and green.", ["picked mushrooms", "listened to the birds", "followed a narrow path"]),
-    ("market", "The market was full of people.", ["bought fresh bread", "looked at the fruit", "talked to the sellers"]),
-    ("garden", "Bees flew from flower to flower.", ["watered the plants", "pulled out the weeds", "planted some seeds"]),
+    (
+        "forest",
+        "The trees were tall and green.",
+        ["picked mushrooms", "listened to the birds", "followed a narrow path"],
+    ),
+    (
+        "market",
+        "The market was full of people.",
+        ["bought fresh bread", "looked at the fruit", "talked to the sellers"],
+    ),
+    (
+        "garden",
+        "Bees flew from flower to flower.",
+        ["watered the plants", "pulled out the weeds", "planted some seeds"],
+    ),
     ("farm", "The cows were eating grass.", ["fed the chickens", "rode on a cart", "brushed a pony"]),
     ("library", "It was quiet inside.", ["read a book about stars", "looked at old maps", "sat by the big window"]),
-    ("river", "The water was cold and clear.", ["threw stones into the water", "watched the fish", "walked along the bank"]),
+    (
+        "river",
+        "The water was cold and clear.",
+        ["threw stones into the water", "watched the fish", "walked along the bank"],
+    ),
     ("zoo", "The lions were sleeping in the sun.", ["watched the monkeys", "fed the goats", "saw a tall giraffe"]),
     ("lake", "A soft wind moved the reeds.", ["rowed a little boat", "skipped flat stones", "had a picnic"]),
 ];
@@ -90,9 +168,15 @@ const PLACES: [(&str, &str, [&str; 3]); 10] = [
 /// actor, `y` a friend; non-subject slots use `.o`/`.p` so case is right.
 const CAUSES: &[(&str, &[&str])] = &[
     ("it started to rain", &["{x} opened {x.p} umbrella", "{x} ran inside", "{x} put on {x.p} raincoat"]),
-    ("the wind was strong", &["{x} held on to {x.p} hat", "{x} flew {x.p} kite high in the sky", "{x} closed the window"]),
+    (
+        "the wind was strong",
+        &["{x} held on to {x.p} hat", "{x} flew {x.p} kite high in the sky", "{x} closed the window"],
+    ),
     ("the sun was hot", &["{x} sat in the shade", "{x} drank some cold water", "{x} went for a swim"]),
-    ("it began to snow", &["{x} built a snowman", "{x} put on {x.p} warm boots", "{x} caught snowflakes on {x.p} tongue"]),
+    (
+        "it began to snow",
+        &["{x} built a snowman", "{x} put on {x.p} warm boots", "{x} caught snowflakes on {x.p} tongue"],
+    ),
     ("the room was dark", &["{x} turned on the lamp", "{x} lit a candle"]),
     ("the milk spilled on the floor", &["{x} wiped the floor", "{x} got a towel"]),
     ("{x.be} hungry", &["{x} ate some bread", "{x} made a sandwich", "{x} asked {y.o} for some soup"]),
@@ -117,7 +201,9 @@ fn capitalize(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let (mut up, mut prev) = (true, ' ');
     for ch in s.chars() {
-        if prev != ' ' && ch == ' ' && matches!(prev, '.' | '!' | '?') { up = true; }
+        if prev != ' ' && ch == ' ' && matches!(prev, '.' | '!' | '?') {
+            up = true;
+        }
         if up && ch.is_ascii_alphabetic() {
             out.push(ch.to_ascii_uppercase());
             up = false;
@@ -153,9 +239,23 @@ impl<'r> Writer<'r> {
         let a = rng.below(CAST.len());
         let b = (a + 1 + rng.below(CAST.len() - 1)) % CAST.len();
         let mut c = rng.below(CAST.len());
-        while c == a || c == b { c = rng.below(CAST.len()); }
+        while c == a || c == b {
+            c = rng.below(CAST.len());
+        }
         let place = rng.below(PLACES.len());
-        Writer { rng, who: [a, b, c], x: a, y: b, place, time: "", last: None, last_subj: false, seen: 0, owned: None, out: Vec::new() }
+        Writer {
+            rng,
+            who: [a, b, c],
+            x: a,
+            y: b,
+            place,
+            time: "",
+            last: None,
+            last_subj: false,
+            seen: 0,
+            owned: None,
+            out: Vec::new(),
+        }
     }
 
     fn person(&mut self, c: usize, form: &str) -> String {
@@ -168,9 +268,26 @@ impl<'r> Writer<'r> {
             "role" => return role.into(),
             "arole" => return format!("{} {role}", a_an(role)),
             "hobby" => return hobby.into(),
-            "n" => { self.last_subj = false; name.into() }
-            "o" => if mine { obj.into() } else { self.last_subj = false; name.into() },
-            "p" => if mine { poss.into() } else { self.last_subj = false; format!("{name}'s") },
+            "n" => {
+                self.last_subj = false;
+                name.into()
+            }
+            "o" => {
+                if mine {
+                    obj.into()
+                } else {
+                    self.last_subj = false;
+                    name.into()
+                }
+            }
+            "p" => {
+                if mine {
+                    poss.into()
+                } else {
+                    self.last_subj = false;
+                    format!("{name}'s")
+                }
+            }
             "" | "be" => {
                 self.last_subj = true;
                 // Names sometimes repeat even when a pronoun would do, as in real text.
@@ -196,15 +313,26 @@ impl<'r> Writer<'r> {
                 Some((_, v)) => v.to_string(),
                 None if key == "t" => {
                     // Never the same time phrase twice in a row: it reads as a glitch.
-                    let t = loop { let t = self.rng.pick(&TIMES); if t != self.time { break t; } };
+                    let t = loop {
+                        let t = self.rng.pick(&TIMES);
+                        if t != self.time {
+                            break t;
+                        }
+                    };
                     self.time = t;
                     t.into()
                 }
                 None if key == "place" => PLACES[self.place].0.into(),
                 None => {
                     let (r, form) = key.split_once('.').unwrap_or((key, ""));
-                    let c = match r { "a" => self.who[0], "b" => self.who[1], "c" => self.who[2],
-                                      "x" => self.x, "y" => self.y, _ => panic!("unknown slot {key}") };
+                    let c = match r {
+                        "a" => self.who[0],
+                        "b" => self.who[1],
+                        "c" => self.who[2],
+                        "x" => self.x,
+                        "y" => self.y,
+                        _ => panic!("unknown slot {key}"),
+                    };
                     self.person(c, form)
                 }
             };
@@ -228,23 +356,39 @@ impl<'r> Writer<'r> {
 
     fn intro(&mut self) {
         let home = self.rng.pick(&HOMES);
-        self.say_one(&[
-            "Once upon a time, there was a {a.kind} named {a.n}. {a.be} {a.arole} who liked to {a.hobby}.",
-            "{a.n} the {a.role} lived in a little house near the {home}.",
-            "There was once {a.arole} named {a.n}. Every day, {a} liked to {a.hobby}.",
-            "{a.n} was {a.arole}, and {a} loved to {a.hobby}.",
-        ], &[("home", home)]);
-        self.say_one(&[
-            "{a.p} best friend was {b.n} the {b.role}.", "{a} had a good friend named {b.n}.",
-            "{b.n} the {b.role} lived next door.", "One day, {a} met {b.n}, {b.arole}.",
-        ], &[]);
+        self.say_one(
+            &[
+                "Once upon a time, there was a {a.kind} named {a.n}. {a.be} {a.arole} who liked to {a.hobby}.",
+                "{a.n} the {a.role} lived in a little house near the {home}.",
+                "There was once {a.arole} named {a.n}. Every day, {a} liked to {a.hobby}.",
+                "{a.n} was {a.arole}, and {a} loved to {a.hobby}.",
+            ],
+            &[("home", home)],
+        );
+        self.say_one(
+            &[
+                "{a.p} best friend was {b.n} the {b.role}.",
+                "{a} had a good friend named {b.n}.",
+                "{b.n} the {b.role} lived next door.",
+                "One day, {a} met {b.n}, {b.arole}.",
+            ],
+            &[],
+        );
     }
 
     fn setting(&mut self, activity: bool) {
-        self.say_one(&["{t}, {a.n} and {b.n} went to the {place}.", "{t}, {a} walked to the {place} with {b.o}.",
-                       "{a.n} and {b.n} visited the {place} {t}."], &[]);
+        self.say_one(
+            &[
+                "{t}, {a.n} and {b.n} went to the {place}.",
+                "{t}, {a} walked to the {place} with {b.o}.",
+                "{a.n} and {b.n} visited the {place} {t}.",
+            ],
+            &[],
+        );
         let (_, detail, acts) = PLACES[self.place];
-        if self.rng.chance(70) { self.say(detail, &[]); }
+        if self.rng.chance(70) {
+            self.say(detail, &[]);
+        }
         if activity || self.rng.chance(50) {
             self.pair();
             let act = self.rng.pick(&acts);
@@ -256,8 +400,15 @@ impl<'r> Writer<'r> {
         let (sing, plur, edible) = self.rng.pick(&ITEMS);
         let th = |k: usize| if k == 1 { sing } else { plur };
         let mut n = self.rng.range(2, 9);
-        self.say_one(&["{x} had {n} {th}.", "{t}, {x} had {n} {th}.", "{x} had {n} {th} in {x.p} basket.",
-                       "At the {place}, {x} had {n} {th}."], &[("n", NUMS[n]), ("th", th(n))]);
+        self.say_one(
+            &[
+                "{x} had {n} {th}.",
+                "{t}, {x} had {n} {th}.",
+                "{x} had {n} {th} in {x.p} basket.",
+                "At the {place}, {x} had {n} {th}.",
+            ],
+            &[("n", NUMS[n]), ("th", th(n))],
+        );
         for _ in 0..self.rng.range(1, 2) {
             let minus = if n == 0 { 0 } else { 4 };
             // Operations: give, eat, find more, lose.
@@ -279,8 +430,10 @@ impl<'r> Writer<'r> {
             self.say("Now {x} had {n} {th}.", &[("n", NUMS[n]), ("th", th(n))]);
         }
         if qa {
-            self.say("\"How many {pl} do you have now?\" asked {y.n}. \"I have {n} {th},\" said {x.n}.",
-                     &[("pl", plur), ("n", NUMS[n]), ("th", th(n))]);
+            self.say(
+                "\"How many {pl} do you have now?\" asked {y.n}. \"I have {n} {th},\" said {x.n}.",
+                &[("pl", plur), ("n", NUMS[n]), ("th", th(n))],
+            );
         }
     }
 
@@ -300,9 +453,14 @@ impl<'r> Writer<'r> {
     fn own(&mut self) {
         let (col, obj) = (self.rng.pick(&COLORS), self.rng.pick(&OBJECTS));
         self.owned = Some((self.x, col, obj));
-        self.say_one(&["{x} had a new {col} {obj}.", "{x.p} favorite thing was {acol} {obj}.",
-                       "{t}, {y} gave {x.o} {acol} {obj} as a gift."],
-                     &[("col", col), ("obj", obj), ("acol", &format!("{} {col}", a_an(col)))]);
+        self.say_one(
+            &[
+                "{x} had a new {col} {obj}.",
+                "{x.p} favorite thing was {acol} {obj}.",
+                "{t}, {y} gave {x.o} {acol} {obj} as a gift.",
+            ],
+            &[("col", col), ("obj", obj), ("acol", &format!("{} {col}", a_an(col)))],
+        );
     }
 
     fn own_qa(&mut self) {
@@ -311,9 +469,13 @@ impl<'r> Writer<'r> {
         self.y = if owner == self.who[0] { self.who[1] } else { self.who[0] };
         let guess = if self.rng.chance(30) { col } else { self.rng.pick(&COLORS) };
         let ans = if guess == col { "Yes" } else { "No" };
-        self.say_one(&["\"What color is your {obj}?\" asked {y.n}. \"It is {col},\" said {x.n}.",
-                       "\"Is your {obj} {guess}?\" asked {y.n}. \"{ans}, it is {col},\" said {x.n}."],
-                     &[("obj", obj), ("col", col), ("guess", guess), ("ans", ans)]);
+        self.say_one(
+            &[
+                "\"What color is your {obj}?\" asked {y.n}. \"It is {col},\" said {x.n}.",
+                "\"Is your {obj} {guess}?\" asked {y.n}. \"{ans}, it is {col},\" said {x.n}.",
+            ],
+            &[("obj", obj), ("col", col), ("guess", guess), ("ans", ans)],
+        );
     }
 
     /// Objects are put somewhere, maybe a distractor too, maybe one is moved by
@@ -321,42 +483,87 @@ impl<'r> Writer<'r> {
     fn lost(&mut self) {
         let owner = self.owned.map_or(self.x, |o| o.0);
         let other = if owner == self.who[0] { self.who[1] } else { self.who[0] };
-        let (col, obj) = match self.owned { Some((_, c, o)) => (c, o), None => (self.rng.pick(&COLORS), self.rng.pick(&OBJECTS)) };
+        let (col, obj) = match self.owned {
+            Some((_, c, o)) => (c, o),
+            None => (self.rng.pick(&COLORS), self.rng.pick(&OBJECTS)),
+        };
         let mut things = vec![(col, obj, self.rng.below(LOCS.len()), owner)];
         (self.x, self.y) = (owner, other);
-        self.say_one(&["{t}, {x} put {x.p} {col} {obj} {loc}.", "{x} left {x.p} {col} {obj} {loc}.",
-                       "Before going out, {x} hid {x.p} {col} {obj} {loc}."],
-                     &[("col", col), ("obj", obj), ("loc", LOCS[things[0].2])]);
+        self.say_one(
+            &[
+                "{t}, {x} put {x.p} {col} {obj} {loc}.",
+                "{x} left {x.p} {col} {obj} {loc}.",
+                "Before going out, {x} hid {x.p} {col} {obj} {loc}.",
+            ],
+            &[("col", col), ("obj", obj), ("loc", LOCS[things[0].2])],
+        );
         if self.rng.chance(40) {
-            let obj2 = loop { let o = self.rng.pick(&OBJECTS); if o != obj { break o; } };
+            let obj2 = loop {
+                let o = self.rng.pick(&OBJECTS);
+                if o != obj {
+                    break o;
+                }
+            };
             let loc2 = (things[0].2 + 1 + self.rng.below(LOCS.len() - 1)) % LOCS.len();
             let col2 = self.rng.pick(&COLORS);
             self.say("{x} also put {x.p} {col} {obj} {loc}.", &[("col", col2), ("obj", obj2), ("loc", LOCS[loc2])]);
             things.push((col2, obj2, loc2, owner));
         }
-        if self.rng.chance(50) { self.pair(); self.cause(); }
+        if self.rng.chance(50) {
+            self.pair();
+            self.cause();
+        }
         if self.rng.chance(40) {
             let i = self.rng.below(things.len());
             let to = (things[i].2 + 1 + self.rng.below(LOCS.len() - 1)) % LOCS.len();
             (things[i].2, things[i].3) = (to, self.who[2]);
-            self.say_one(&["Later, {c.n} the {c.role} found the {col} {obj} and put it {loc}.",
-                           "Then {c.n} came by and moved the {col} {obj} {loc}."],
-                         &[("col", things[i].0), ("obj", things[i].1), ("loc", LOCS[to])]);
+            self.say_one(
+                &[
+                    "Later, {c.n} the {c.role} found the {col} {obj} and put it {loc}.",
+                    "Then {c.n} came by and moved the {col} {obj} {loc}.",
+                ],
+                &[("col", things[i].0), ("obj", things[i].1), ("loc", LOCS[to])],
+            );
         }
         let (col, obj, loc, placer) = things[self.rng.below(things.len())];
-        let asker = if placer == owner { other } else if self.rng.chance(50) { owner } else { other };
+        let asker = if placer == owner {
+            other
+        } else if self.rng.chance(50) {
+            owner
+        } else {
+            other
+        };
         (self.x, self.y) = (asker, placer);
         let (det, qd) = if asker == owner { ("{x.p}", "my") } else { ("the", "the") };
         let vars = [("col", col), ("obj", obj), ("loc", LOCS[loc]), ("qd", qd)];
-        let lead = self.rng.pick(&["{t}, {x} wanted to play with {det} {col} {obj}, but {x} could not find it.",
-                                   "{t}, {x} looked for {det} {col} {obj}, but it was gone.", "{t}, {x} needed {det} {col} {obj}."]);
+        let lead = self.rng.pick(&[
+            "{t}, {x} wanted to play with {det} {col} {obj}, but {x} could not find it.",
+            "{t}, {x} looked for {det} {col} {obj}, but it was gone.",
+            "{t}, {x} needed {det} {col} {obj}.",
+        ]);
         self.say(&lead.replace("{det}", det), &vars);
-        self.say_one(&["\"Where is {qd} {col} {obj}?\" asked {x.n}.", "\"Have you seen {qd} {col} {obj}?\" {x} asked.",
-                       "\"{y.n}, do you know where {qd} {col} {obj} is?\" asked {x.n}."], &vars);
-        self.say_one(&["\"It is {loc},\" said {y.n}.", "\"I put it {loc},\" said {y.n}.", "\"Look {loc},\" {y} said.",
-                       "\"I think it is {loc},\" said {y.n}."], &vars);
-        let follow = self.rng.pick(&["{x} looked {loc} and found {det} {col} {obj}.", "\"Thank you, {y.n}!\" said {x.n}.",
-                                     "{x} ran to get it."]);
+        self.say_one(
+            &[
+                "\"Where is {qd} {col} {obj}?\" asked {x.n}.",
+                "\"Have you seen {qd} {col} {obj}?\" {x} asked.",
+                "\"{y.n}, do you know where {qd} {col} {obj} is?\" asked {x.n}.",
+            ],
+            &vars,
+        );
+        self.say_one(
+            &[
+                "\"It is {loc},\" said {y.n}.",
+                "\"I put it {loc},\" said {y.n}.",
+                "\"Look {loc},\" {y} said.",
+                "\"I think it is {loc},\" said {y.n}.",
+            ],
+            &vars,
+        );
+        let follow = self.rng.pick(&[
+            "{x} looked {loc} and found {det} {col} {obj}.",
+            "\"Thank you, {y.n}!\" said {x.n}.",
+            "{x} ran to get it.",
+        ]);
         self.say(&follow.replace("{det}", det), &vars);
     }
 
@@ -364,22 +571,38 @@ impl<'r> Writer<'r> {
         self.intro();
         match self.rng.weighted(&[3, 3, 2, 2, 1]) {
             0 => {
-                if self.rng.chance(50) { self.setting(false); }
+                if self.rng.chance(50) {
+                    self.setting(false);
+                }
                 self.pair();
                 let qa = self.rng.chance(40);
                 self.counting(qa);
-                if self.rng.chance(50) { self.pair(); self.cause(); }
+                if self.rng.chance(50) {
+                    self.pair();
+                    self.cause();
+                }
             }
             1 => {
                 self.pair();
-                if self.rng.chance(40) { self.own(); }
-                if self.rng.chance(40) { self.setting(false); }
+                if self.rng.chance(40) {
+                    self.own();
+                }
+                if self.rng.chance(40) {
+                    self.setting(false);
+                }
                 self.lost();
             }
             2 => {
                 self.setting(true);
-                for _ in 0..self.rng.range(1, 2) { self.pair(); self.cause(); }
-                if self.rng.chance(40) { self.pair(); self.own(); self.own_qa(); }
+                for _ in 0..self.rng.range(1, 2) {
+                    self.pair();
+                    self.cause();
+                }
+                if self.rng.chance(40) {
+                    self.pair();
+                    self.own();
+                    self.own_qa();
+                }
             }
             3 => {
                 self.pair();
@@ -391,12 +614,26 @@ impl<'r> Writer<'r> {
                 self.cause();
                 self.own_qa();
             }
-            _ => for _ in 0..self.rng.range(2, 4) { self.pair(); self.cause(); },
+            _ => {
+                for _ in 0..self.rng.range(2, 4) {
+                    self.pair();
+                    self.cause();
+                }
+            }
         }
-        self.say_one(&["At the end of the day, {a} went home happy.", "It was a wonderful day.",
-                       "{a.n} and {b.n} smiled at each other.", "That night, {a} dreamed about the {place}.",
-                       "{a.n} and {b.n} were very happy.", "Then everyone went home for dinner.",
-                       "{b} would never forget that day.", "In the end, everyone was happy."], &[]);
+        self.say_one(
+            &[
+                "At the end of the day, {a} went home happy.",
+                "It was a wonderful day.",
+                "{a.n} and {b.n} smiled at each other.",
+                "That night, {a} dreamed about the {place}.",
+                "{a.n} and {b.n} were very happy.",
+                "Then everyone went home for dinner.",
+                "{b} would never forget that day.",
+                "In the end, everyone was happy.",
+            ],
+            &[],
+        );
         self.out.join(" ")
     }
 }
@@ -447,8 +684,17 @@ pub fn noise(seed: u64, docs: &[String], n: usize) -> Vec<String> {
                     let phrase = w[s..(s + 6).min(w.len())].join(" ");
                     vec![phrase; 8].join(" ")
                 }
-                3 => w.iter().map(|x| if rng.below(2) == 0 { "#$%&*@<>{}|~^".chars().cycle().skip(rng.below(13)).take(4).collect() } else { x.clone() })
-                    .collect::<Vec<_>>().join(" "),
+                3 => w
+                    .iter()
+                    .map(|x| {
+                        if rng.below(2) == 0 {
+                            "#$%&*@<>{}|~^".chars().cycle().skip(rng.below(13)).take(4).collect()
+                        } else {
+                            x.clone()
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" "),
                 4 => src.to_uppercase(),
                 _ => (0..w.len()).map(|_| vocab[rng.below(vocab.len())]).collect::<Vec<_>>().join(" "),
             }
@@ -530,7 +776,11 @@ mod tests {
                     {
                         *c -= m;
                     } else if i >= 2 && w[i - 2] == "i" && w[i - 1] == "have" {
-                        assert_eq!((m, w[i + 1].as_str()), (*c, if m == 1 { ITEMS[*it].0 } else { ITEMS[*it].1 }), "{d}");
+                        assert_eq!(
+                            (m, w[i + 1].as_str()),
+                            (*c, if m == 1 { ITEMS[*it].0 } else { ITEMS[*it].1 }),
+                            "{d}"
+                        );
                         answers += 1;
                     }
                 }
@@ -575,7 +825,9 @@ mod tests {
             let mut at: HashMap<String, &str> = HashMap::new();
             let ss = sentences(&d);
             for (i, s) in ss.iter().enumerate() {
-                let phrase = COLORS.iter().flat_map(|c| OBJECTS.iter().map(move |o| format!("{c} {o}")))
+                let phrase = COLORS
+                    .iter()
+                    .flat_map(|c| OBJECTS.iter().map(move |o| format!("{c} {o}")))
                     .find(|p| s.contains(p.as_str()));
                 let Some(p) = phrase else { continue };
                 if s.contains('?') {

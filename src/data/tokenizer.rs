@@ -6,7 +6,9 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-use tokenizers::{AddedToken, DecoderWrapper, NormalizerWrapper, PostProcessorWrapper, PreTokenizerWrapper, TokenizerBuilder};
+use tokenizers::{
+    AddedToken, DecoderWrapper, NormalizerWrapper, PostProcessorWrapper, PreTokenizerWrapper, TokenizerBuilder,
+};
 
 use crate::error::{Error, Result};
 
@@ -25,13 +27,23 @@ pub struct Tokenizer {
 
 impl Tokenizer {
     /// Train a byte-level BPE of `vocab_size` (including the 256 byte symbols and EOS).
-    pub fn train<'a>(docs: impl Iterator<Item = &'a str> + Send, vocab_size: usize, min_frequency: u64) -> Result<Self> {
-        let mut builder = TokenizerBuilder::<BPE, NormalizerWrapper, PreTokenizerWrapper, PostProcessorWrapper, DecoderWrapper>::default()
-            .with_model(BPE::default())
-            .with_pre_tokenizer(Some(PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true))))
-            .with_decoder(Some(DecoderWrapper::ByteLevel(ByteLevel::default())))
-            .build()
-            .map_err(|e| Error::runtime(format!("tokenizer: {e}")))?;
+    pub fn train<'a>(
+        docs: impl Iterator<Item = &'a str> + Send,
+        vocab_size: usize,
+        min_frequency: u64,
+    ) -> Result<Self> {
+        let mut builder = TokenizerBuilder::<
+            BPE,
+            NormalizerWrapper,
+            PreTokenizerWrapper,
+            PostProcessorWrapper,
+            DecoderWrapper,
+        >::default()
+        .with_model(BPE::default())
+        .with_pre_tokenizer(Some(PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true))))
+        .with_decoder(Some(DecoderWrapper::ByteLevel(ByteLevel::default())))
+        .build()
+        .map_err(|e| Error::runtime(format!("tokenizer: {e}")))?;
         let mut trainer = BpeTrainerBuilder::new()
             .vocab_size(vocab_size)
             .min_frequency(min_frequency)
@@ -39,9 +51,7 @@ impl Tokenizer {
             .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
             .special_tokens(vec![AddedToken::from(EOS, true)])
             .build();
-        builder
-            .train(&mut trainer, docs)
-            .map_err(|e| Error::runtime(format!("tokenizer training failed: {e}")))?;
+        builder.train(&mut trainer, docs).map_err(|e| Error::runtime(format!("tokenizer training failed: {e}")))?;
         Self::wrap(builder.into(), "trained tokenizer")
     }
 
@@ -59,7 +69,10 @@ impl Tokenizer {
                 Some(true) if tok.bos_id.is_none() => {
                     let name = v.get("bos_token").and_then(|b| b.as_str().or_else(|| b.get("content")?.as_str()));
                     tok.bos_id = Some(name.and_then(|n| tok.inner.token_to_id(n)).ok_or_else(|| {
-                        Error::input(format!("{}: add_bos_token = true but bos_token {name:?} is not in the vocabulary", config.display()))
+                        Error::input(format!(
+                            "{}: add_bos_token = true but bos_token {name:?} is not in the vocabulary",
+                            config.display()
+                        ))
                     })?);
                 }
                 _ => {}
@@ -75,7 +88,9 @@ impl Tokenizer {
             .ok_or_else(|| Error::input(format!("{what}: no end-of-sequence token (looked for {EOS_CANDIDATES:?})")))?;
         // What the post-processor puts before a text: encode one with and without special
         // tokens and compare (a template may also append EOS, which documents get anyway).
-        let ids = |special: bool| inner.encode("a", special).map(|e| e.get_ids().to_vec()).map_err(|e| Error::input(format!("{what}: {e}")));
+        let ids = |special: bool| {
+            inner.encode("a", special).map(|e| e.get_ids().to_vec()).map_err(|e| Error::input(format!("{what}: {e}")))
+        };
         let (with, without) = (ids(true)?, ids(false)?);
         let bos_id = (with.len() > without.len() && with[1..].starts_with(&without)).then(|| with[0]);
         Ok(Tokenizer { inner, eos_id, bos_id })
@@ -83,7 +98,10 @@ impl Tokenizer {
 
     /// Written atomically (temporary file, fsync, rename): a crash never leaves half a file.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let json = self.inner.to_string(false).map_err(|e| Error::runtime(format!("{}: cannot write tokenizer: {e}", path.display())))?;
+        let json = self
+            .inner
+            .to_string(false)
+            .map_err(|e| Error::runtime(format!("{}: cannot write tokenizer: {e}", path.display())))?;
         crate::util::write_atomic(path, json.as_bytes())
     }
 
@@ -108,12 +126,7 @@ impl Tokenizer {
     }
 
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        Ok(self
-            .inner
-            .encode(text, false)
-            .map_err(|e| Error::runtime(format!("tokenizer: {e}")))?
-            .get_ids()
-            .to_vec())
+        Ok(self.inner.encode(text, false).map_err(|e| Error::runtime(format!("tokenizer: {e}")))?.get_ids().to_vec())
     }
 
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
@@ -146,8 +159,15 @@ mod tests {
         }
         // Merges were learned: well under one token per byte on the corpus.
         assert!((total_tokens as f64) < 0.5 * total_bytes as f64);
-        for s in ["", " ", "  leading and trailing  ", "naïve café, Größe, 東京, Ωμέγα", "emoji 🦀🔥 and \u{200d} joiner",
-            "tabs\tand\nnewlines\r\n", "\u{0}\u{7f}\u{10ffff}"] {
+        for s in [
+            "",
+            " ",
+            "  leading and trailing  ",
+            "naïve café, Größe, 東京, Ωμέγα",
+            "emoji 🦀🔥 and \u{200d} joiner",
+            "tabs\tand\nnewlines\r\n",
+            "\u{0}\u{7f}\u{10ffff}",
+        ] {
             let ids = tok.encode(s).unwrap();
             assert_eq!(tok.decode(&ids).unwrap(), s, "round trip of {s:?}");
         }

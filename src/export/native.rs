@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 
 use safetensors::{Dtype, tensor::TensorView};
 
-use crate::error::{Error, Result};
-use crate::model::{Decoder, DecoderConfig};
-use crate::model::decoder::Mixer;
-use crate::quant::int8::{linear_out_in, quantize_rows};
 use super::ExportFormat;
+use crate::error::{Error, Result};
+use crate::model::decoder::Mixer;
+use crate::model::{Decoder, DecoderConfig};
+use crate::quant::int8::{linear_out_in, quantize_rows};
 use crate::util::write_json_atomic;
 
 enum Weight {
@@ -34,7 +34,10 @@ fn named_weights(m: &Decoder) -> Vec<(String, Weight)> {
     let mut out = Vec::new();
     let e = m.embed.weight.val();
     let [v, d] = e.dims();
-    out.push(("model.embed_tokens.weight".into(), Weight::Matrix(e.into_data().convert::<f32>().try_to_vec::<f32>().unwrap(), v, d)));
+    out.push((
+        "model.embed_tokens.weight".into(),
+        Weight::Matrix(e.into_data().convert::<f32>().try_to_vec::<f32>().unwrap(), v, d),
+    ));
     for (i, b) in m.blocks.iter().enumerate() {
         let p = format!("model.layers.{i}");
         out.push((format!("{p}.input_layernorm.weight"), Weight::Vector(vec_of(b.mixer_norm.gamma.val()))));
@@ -49,13 +52,21 @@ fn named_weights(m: &Decoder) -> Vec<(String, Weight)> {
         if let Mixer::Mamba(m) = &b.mixer {
             // Small per-channel parameters stay f32 (as the norms): quantizing them saves
             // nothing and the SSM dynamics are sensitive to them.
-            for (name, t) in [("mixer.conv1d.bias", m.conv_b.val()), ("mixer.dt_bias", m.dt_bias.val()),
-                ("mixer.A_log", m.a_log.val()), ("mixer.D", m.d.val()), ("mixer.norm.weight", m.norm_w.val())] {
+            for (name, t) in [
+                ("mixer.conv1d.bias", m.conv_b.val()),
+                ("mixer.dt_bias", m.dt_bias.val()),
+                ("mixer.A_log", m.a_log.val()),
+                ("mixer.D", m.d.val()),
+                ("mixer.norm.weight", m.norm_w.val()),
+            ] {
                 out.push((format!("{p}.{name}"), Weight::Vector(vec_of(t))));
             }
             let cw = m.conv_w.val();
             let [ch, k] = cw.dims();
-            out.push((format!("{p}.mixer.conv1d.weight"), Weight::Dense(cw.into_data().convert::<f32>().try_to_vec::<f32>().unwrap(), ch, k)));
+            out.push((
+                format!("{p}.mixer.conv1d.weight"),
+                Weight::Dense(cw.into_data().convert::<f32>().try_to_vec::<f32>().unwrap(), ch, k),
+            ));
         }
     }
     out.push(("model.norm.weight".into(), Weight::Vector(vec_of(m.norm.gamma.val()))));
@@ -66,7 +77,6 @@ fn named_weights(m: &Decoder) -> Vec<(String, Weight)> {
     out
 }
 
-
 /// The transformers architecture that computes exactly our attention, as
 /// `(architectures, model_type, extra config.json keys)`, or why none does. Llama's
 /// `attention_bias` biases q, k, v AND o_proj and Llama ignores `sliding_window`; Qwen2 always
@@ -75,22 +85,34 @@ fn named_weights(m: &Decoder) -> Vec<(String, Weight)> {
 pub fn hf_architecture(c: &DecoderConfig) -> Result<(&'static str, &'static str, serde_json::Value)> {
     let s = &c.shape;
     let n = s.n_layers;
-    let refuse = |why: &str| Err(Error::input(format!(
-        "cannot export this model as a transformers checkpoint: {why} (qkv_bias = {}, o_bias = {}, window = {:?} from layer {})",
-        s.qkv_bias, s.o_bias, s.window, s.window_from_layer)));
+    let refuse = |why: &str| {
+        Err(Error::input(format!(
+            "cannot export this model as a transformers checkpoint: {why} (qkv_bias = {}, o_bias = {}, window = {:?} from layer {})",
+            s.qkv_bias, s.o_bias, s.window, s.window_from_layer
+        )))
+    };
     match (s.qkv_bias, s.o_bias, s.window) {
         (false, true, _) => refuse("no architecture has an o_proj bias without q/k/v biases"),
         (true, true, Some(_)) => refuse("Llama has no sliding window"),
-        (true, true, None) | (false, false, None) => Ok(("LlamaForCausalLM", "llama", serde_json::json!({"attention_bias": s.qkv_bias}))),
-        (false, false, Some(w)) if s.window_from_layer == 0 => Ok(("MistralForCausalLM", "mistral", serde_json::json!({"sliding_window": w}))),
+        (true, true, None) | (false, false, None) => {
+            Ok(("LlamaForCausalLM", "llama", serde_json::json!({"attention_bias": s.qkv_bias})))
+        }
+        (false, false, Some(w)) if s.window_from_layer == 0 => {
+            Ok(("MistralForCausalLM", "mistral", serde_json::json!({"sliding_window": w})))
+        }
         (false, false, Some(_)) => refuse("a window on some layers only is Qwen2's, which has q/k/v biases"),
         (true, false, window) => {
             let from = if window.is_some() { s.window_from_layer.min(n) } else { n };
-            let types: Vec<&str> = (0..n).map(|i| if i >= from { "sliding_attention" } else { "full_attention" }).collect();
-            Ok(("Qwen2ForCausalLM", "qwen2", serde_json::json!({
-                "use_sliding_window": window.is_some(), "sliding_window": window,
-                "max_window_layers": from, "layer_types": types,
-            })))
+            let types: Vec<&str> =
+                (0..n).map(|i| if i >= from { "sliding_attention" } else { "full_attention" }).collect();
+            Ok((
+                "Qwen2ForCausalLM",
+                "qwen2",
+                serde_json::json!({
+                    "use_sliding_window": window.is_some(), "sliding_window": window,
+                    "max_window_layers": from, "layer_types": types,
+                }),
+            ))
         }
     }
 }
@@ -107,7 +129,9 @@ pub fn export(model: &Decoder, format: ExportFormat, dir: &Path, tokenizer_json:
         match (w, format) {
             (Weight::Vector(v), _) => buffers.push((name, Dtype::F32, vec![v.len()], crate::util::f32s_to_le(&v))),
             (Weight::Dense(w, r, c), _) => buffers.push((name, Dtype::F32, vec![r, c], crate::util::f32s_to_le(&w))),
-            (Weight::Matrix(w, r, c), ExportFormat::F32) => buffers.push((name, Dtype::F32, vec![r, c], crate::util::f32s_to_le(&w))),
+            (Weight::Matrix(w, r, c), ExportFormat::F32) => {
+                buffers.push((name, Dtype::F32, vec![r, c], crate::util::f32s_to_le(&w)))
+            }
             (Weight::Matrix(w, r, c), ExportFormat::Int8) => {
                 let (q, s) = quantize_rows(&w, r, c);
                 buffers.push((format!("{name}_scale"), Dtype::F32, vec![r], crate::util::f32s_to_le(&s)));
@@ -126,12 +150,16 @@ pub fn export(model: &Decoder, format: ExportFormat, dir: &Path, tokenizer_json:
     let path = dir.join(format!("model.{fmt}.safetensors"));
     let meta = HashMap::from([
         ("format".to_string(), "pt".to_string()),
-        ("distill.quantization".to_string(), match format {
-            ExportFormat::Int8 => "int8 symmetric per-output-channel; w = q * <name>_scale[row]".to_string(),
-            ExportFormat::F32 => "none".to_string(),
-        }),
+        (
+            "distill.quantization".to_string(),
+            match format {
+                ExportFormat::Int8 => "int8 symmetric per-output-channel; w = q * <name>_scale[row]".to_string(),
+                ExportFormat::F32 => "none".to_string(),
+            },
+        ),
     ]);
-    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| Error::runtime(format!("{}: {e}", path.display())))?;
+    let bytes =
+        safetensors::serialize(views, Some(meta)).map_err(|e| Error::runtime(format!("{}: {e}", path.display())))?;
     crate::util::write_atomic(&path, &bytes)?;
     let mut config = serde_json::json!({
         "architectures": ["LlamaForCausalLM"], "model_type": "llama",
@@ -198,7 +226,10 @@ pub fn read_int8(path: &Path) -> Result<HashMap<String, (Vec<f32>, Vec<usize>)>>
                     return Err(bad(format!(": `{sname}` has dtype {:?}, expected F32", s.dtype())));
                 }
                 if s.shape() != [rows] {
-                    return Err(bad(format!(": `{sname}` has shape {:?}, expected [{rows}] (one scale per row)", s.shape())));
+                    return Err(bad(format!(
+                        ": `{sname}` has shape {:?}, expected [{rows}] (one scale per row)",
+                        s.shape()
+                    )));
                 }
                 let scales: Vec<f32> = crate::util::f32s_from_le(s.data());
                 let q: Vec<i8> = view.data().iter().map(|b| *b as i8).collect();
@@ -222,9 +253,22 @@ mod tests {
         DecoderConfig {
             vocab_size: 40,
             shape: ModelShape {
-                d_model: 16, n_layers: 3, n_heads: 4, n_kv_heads: 2, d_ff: 32, max_seq_len: 64,
-                rope_theta: 10_000.0, tie_embeddings: false, norm_eps: 1e-5, layer_pattern: "A".into(),
-                window: None, qkv_bias: false, o_bias: false, window_from_layer: 0, rope_scaling: None, mamba: Default::default(),
+                d_model: 16,
+                n_layers: 3,
+                n_heads: 4,
+                n_kv_heads: 2,
+                d_ff: 32,
+                max_seq_len: 64,
+                rope_theta: 10_000.0,
+                tie_embeddings: false,
+                norm_eps: 1e-5,
+                layer_pattern: "A".into(),
+                window: None,
+                qkv_bias: false,
+                o_bias: false,
+                window_from_layer: 0,
+                rope_scaling: None,
+                mamba: Default::default(),
             },
         }
     }
@@ -246,7 +290,10 @@ mod tests {
         let d = tmp(tag);
         export(&c.init(1, &Device::flex()), ExportFormat::F32, &d, &tokenizer())?;
         let v: serde_json::Value = crate::util::read_json(&d.join("config.json")).unwrap();
-        let back = serde_json::from_value::<crate::teacher::hf::HfConfig>(v.clone()).unwrap().into_config(&d.join("config.json")).unwrap();
+        let back = serde_json::from_value::<crate::teacher::hf::HfConfig>(v.clone())
+            .unwrap()
+            .into_config(&d.join("config.json"))
+            .unwrap();
         assert_eq!(back.shape, c.shape, "{tag}: transformers would read another model: {v:#}");
         Ok(v)
     }
@@ -256,7 +303,9 @@ mod tests {
     /// no `sliding_window` under Llama (which ignores it).
     #[test]
     fn config_json_names_an_architecture_that_computes_our_model() {
-        let arch = |v: &serde_json::Value| (v["architectures"][0].as_str().unwrap().to_string(), v["model_type"].as_str().unwrap().to_string());
+        let arch = |v: &serde_json::Value| {
+            (v["architectures"][0].as_str().unwrap().to_string(), v["model_type"].as_str().unwrap().to_string())
+        };
         let v = exported(&tiny(), "plain").unwrap();
         assert_eq!(arch(&v), ("LlamaForCausalLM".into(), "llama".into()));
         assert_eq!(v["attention_bias"], false);
@@ -280,8 +329,14 @@ mod tests {
         c.shape.qkv_bias = true;
         let v = exported(&c, "qwen-window").unwrap();
         assert_eq!(arch(&v), ("Qwen2ForCausalLM".into(), "qwen2".into()));
-        assert_eq!((&v["use_sliding_window"], &v["sliding_window"], &v["max_window_layers"]), (&serde_json::json!(true), &serde_json::json!(8), &serde_json::json!(0)));
-        assert_eq!(v["layer_types"], serde_json::json!(["sliding_attention", "sliding_attention", "sliding_attention"]));
+        assert_eq!(
+            (&v["use_sliding_window"], &v["sliding_window"], &v["max_window_layers"]),
+            (&serde_json::json!(true), &serde_json::json!(8), &serde_json::json!(0))
+        );
+        assert_eq!(
+            v["layer_types"],
+            serde_json::json!(["sliding_attention", "sliding_attention", "sliding_attention"])
+        );
     }
 
     /// An export whose tokenizer.json replaces the old file rather than overwriting it.
@@ -303,7 +358,10 @@ mod tests {
         let d = tmp("int8");
         let case = |tag: &str, tensors: Vec<(&str, Dtype, Vec<usize>, Vec<u8>)>| -> String {
             let p = d.join(format!("{tag}.safetensors"));
-            let views: Vec<(String, TensorView)> = tensors.iter().map(|(n, dt, s, b)| (n.to_string(), TensorView::new(*dt, s.clone(), b).unwrap())).collect();
+            let views: Vec<(String, TensorView)> = tensors
+                .iter()
+                .map(|(n, dt, s, b)| (n.to_string(), TensorView::new(*dt, s.clone(), b).unwrap()))
+                .collect();
             std::fs::write(&p, safetensors::serialize(views, None).unwrap()).unwrap();
             let e = read_int8(&p).err().unwrap_or_else(|| panic!("{tag}: expected an error"));
             assert_eq!(e.exit_code(), 2);
@@ -312,11 +370,16 @@ mod tests {
             msg
         };
         let f = |v: &[f32]| crate::util::f32s_to_le(v);
-        let msg = case("vector", vec![("w", Dtype::I8, vec![6], vec![1; 6]), ("w_scale", Dtype::F32, vec![6], f(&[1.0; 6]))]);
+        let msg =
+            case("vector", vec![("w", Dtype::I8, vec![6], vec![1; 6]), ("w_scale", Dtype::F32, vec![6], f(&[1.0; 6]))]);
         assert!(msg.contains("`w`") && msg.contains("expected a matrix"), "{msg}");
-        let msg = case("scales", vec![("w", Dtype::I8, vec![2, 3], vec![1; 6]), ("w_scale", Dtype::F32, vec![1], f(&[1.0]))]);
+        let msg =
+            case("scales", vec![("w", Dtype::I8, vec![2, 3], vec![1; 6]), ("w_scale", Dtype::F32, vec![1], f(&[1.0]))]);
         assert!(msg.contains("`w_scale` has shape [1], expected [2]"), "{msg}");
-        let msg = case("scaledtype", vec![("w", Dtype::I8, vec![2, 3], vec![1; 6]), ("w_scale", Dtype::F16, vec![2], vec![0; 4])]);
+        let msg = case(
+            "scaledtype",
+            vec![("w", Dtype::I8, vec![2, 3], vec![1; 6]), ("w_scale", Dtype::F16, vec![2], vec![0; 4])],
+        );
         assert!(msg.contains("`w_scale` has dtype F16, expected F32"), "{msg}");
         let msg = case("noscale", vec![("w", Dtype::I8, vec![2, 3], vec![1; 6])]);
         assert!(msg.contains("`w_scale`"), "{msg}");

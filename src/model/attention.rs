@@ -44,7 +44,16 @@ impl Attention {
     /// `prefix`: the Hugging Face name of the layer's attention, e.g. `model.layers.0.self_attn`.
     /// `o_bias`: a bias on the output projection too (HF Llama with `attention_bias`).
     #[allow(clippy::too_many_arguments)]
-    pub fn new(prefix: &str, d_model: usize, n_heads: usize, n_kv_heads: usize, qkv_bias: bool, o_bias: bool, window: Option<usize>, init: &mut Init) -> Self {
+    pub fn new(
+        prefix: &str,
+        d_model: usize,
+        n_heads: usize,
+        n_kv_heads: usize,
+        qkv_bias: bool,
+        o_bias: bool,
+        window: Option<usize>,
+        init: &mut Init,
+    ) -> Self {
         let head_dim = d_model / n_heads;
         let mut lin = |name: &str, i, o, bias| init.named_linear(&format!("{prefix}.{name}"), i, o, bias);
         Attention {
@@ -63,9 +72,7 @@ impl Attention {
     /// those positions. With a cache, the new keys/values are appended to it.
     pub fn forward(&self, x: Tensor<3>, cos: &Tensor<2>, sin: &Tensor<2>, cache: Option<&mut KvCache>) -> Tensor<3> {
         let [b, t, _] = x.dims();
-        let split = |y: Tensor<3>, heads: usize| {
-            y.reshape([b, t, heads, self.head_dim]).swap_dims(1, 2)
-        };
+        let split = |y: Tensor<3>, heads: usize| y.reshape([b, t, heads, self.head_dim]).swap_dims(1, 2);
         let q = rope::apply(split(self.wq.forward(x.clone()), self.n_heads), cos, sin);
         let mut k = rope::apply(split(self.wk.forward(x.clone()), self.n_kv_heads), cos, sin);
         let mut v = split(self.wv.forward(x), self.n_kv_heads);
@@ -139,7 +146,17 @@ mod tests {
 
     /// The same, with query i seeing only keys i - window < j <= i.
     #[allow(clippy::too_many_arguments)]
-    fn naive_window(q: &[f32], k: &[f32], v: &[f32], b: usize, h: usize, kv: usize, t: usize, d: usize, window: usize) -> Vec<f32> {
+    fn naive_window(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        b: usize,
+        h: usize,
+        kv: usize,
+        t: usize,
+        d: usize,
+        window: usize,
+    ) -> Vec<f32> {
         let mut out = vec![0f32; b * h * t * d];
         let scale = 1.0 / (d as f64).sqrt();
         for bi in 0..b {

@@ -6,11 +6,11 @@ use burn::tensor::{DType, Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::attention::{Attention, KvCache};
+use super::config::ModelShape;
 use super::init::{Init, WeightSource};
 use super::mamba::{Mamba2, MambaState};
 use super::mlp::SwiGlu;
 use super::rope;
-use super::config::ModelShape;
 
 /// A shape plus the vocabulary size: everything needed to rebuild the model from disk.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,10 +54,19 @@ impl Block {
     /// mixer), in a fixed order shared by export and quantization.
     pub fn linears(&self) -> Vec<(&'static str, &Linear)> {
         let mut v: Vec<(&'static str, &Linear)> = match &self.mixer {
-            Mixer::Attention(a) => vec![("self_attn.q_proj", &a.wq), ("self_attn.k_proj", &a.wk), ("self_attn.v_proj", &a.wv), ("self_attn.o_proj", &a.wo)],
+            Mixer::Attention(a) => vec![
+                ("self_attn.q_proj", &a.wq),
+                ("self_attn.k_proj", &a.wk),
+                ("self_attn.v_proj", &a.wv),
+                ("self_attn.o_proj", &a.wo),
+            ],
             Mixer::Mamba(m) => vec![("mixer.in_proj", &m.in_proj), ("mixer.out_proj", &m.out_proj)],
         };
-        v.extend([("mlp.gate_proj", &self.mlp.w_gate), ("mlp.up_proj", &self.mlp.w_up), ("mlp.down_proj", &self.mlp.w_down)]);
+        v.extend([
+            ("mlp.gate_proj", &self.mlp.w_gate),
+            ("mlp.up_proj", &self.mlp.w_up),
+            ("mlp.down_proj", &self.mlp.w_down),
+        ]);
         v
     }
 
@@ -81,7 +90,8 @@ impl Block {
                 // The recurrence, token by token: exact, and O(1) memory per token.
                 let [b, t, d] = h.dims();
                 let st = state.get_or_insert_with(|| m.empty_state(b, &h.device()));
-                let outs: Vec<Tensor<3>> = (0..t).map(|i| m.step(h.clone().slice([0..b, i..i + 1, 0..d]), st)).collect();
+                let outs: Vec<Tensor<3>> =
+                    (0..t).map(|i| m.step(h.clone().slice([0..b, i..i + 1, 0..d]), st)).collect();
                 Tensor::cat(outs, 1)
             }
             _ => unreachable!("a cache is built from the same layer pattern"),
@@ -136,7 +146,16 @@ impl DecoderConfig {
                     mixer_norm: init.named_norm(&format!("{p}.input_layernorm"), s.d_model, s.norm_eps),
                     mixer: match s.layer_kind(i) {
                         'M' => Mixer::Mamba(Mamba2::new(s.d_model, &s.mamba, s.norm_eps, init)),
-                        _ => Mixer::Attention(Attention::new(&format!("{p}.self_attn"), s.d_model, s.n_heads, s.n_kv_heads, s.qkv_bias, s.o_bias, s.window_of(i), init)),
+                        _ => Mixer::Attention(Attention::new(
+                            &format!("{p}.self_attn"),
+                            s.d_model,
+                            s.n_heads,
+                            s.n_kv_heads,
+                            s.qkv_bias,
+                            s.o_bias,
+                            s.window_of(i),
+                            init,
+                        )),
                     },
                     mlp_norm: init.named_norm(&format!("{p}.post_attention_layernorm"), s.d_model, s.norm_eps),
                     mlp: SwiGlu::new(&format!("{p}.mlp"), s.d_model, s.d_ff, init),
@@ -163,18 +182,33 @@ impl DecoderConfig {
     pub fn validate(&self) -> std::result::Result<(), String> {
         let s = &self.shape;
         let fail = |key: &str, msg: String| Err(format!("key `{key}`: {msg}"));
-        for (name, v) in [("vocab_size", self.vocab_size), ("d_model", s.d_model), ("n_layers", s.n_layers),
-            ("n_heads", s.n_heads), ("n_kv_heads", s.n_kv_heads), ("d_ff", s.d_ff), ("max_seq_len", s.max_seq_len)] {
+        for (name, v) in [
+            ("vocab_size", self.vocab_size),
+            ("d_model", s.d_model),
+            ("n_layers", s.n_layers),
+            ("n_heads", s.n_heads),
+            ("n_kv_heads", s.n_kv_heads),
+            ("d_ff", s.d_ff),
+            ("max_seq_len", s.max_seq_len),
+        ] {
             if v == 0 {
                 return fail(name, "expected a positive integer, got 0".into());
             }
         }
         if s.n_heads % s.n_kv_heads != 0 {
-            return fail("n_kv_heads", format!("n_heads ({}) must be divisible by n_kv_heads ({})", s.n_heads, s.n_kv_heads));
+            return fail(
+                "n_kv_heads",
+                format!("n_heads ({}) must be divisible by n_kv_heads ({})", s.n_heads, s.n_kv_heads),
+            );
         }
         if s.d_model % s.n_heads != 0 || (s.d_model / s.n_heads) % 2 != 0 {
-            return fail("n_heads", format!(
-                "d_model ({}) must split into n_heads ({}) heads of even size (RoPE rotates pairs)", s.d_model, s.n_heads));
+            return fail(
+                "n_heads",
+                format!(
+                    "d_model ({}) must split into n_heads ({}) heads of even size (RoPE rotates pairs)",
+                    s.d_model, s.n_heads
+                ),
+            );
         }
         if !(s.rope_theta > 0.0 && s.rope_theta.is_finite()) {
             return fail("rope_theta", format!("expected a finite value > 0, got {}", s.rope_theta));
@@ -183,7 +217,10 @@ impl DecoderConfig {
             return fail("norm_eps", format!("expected a value in (0, 1), got {}", s.norm_eps));
         }
         if s.layer_pattern.is_empty() || !s.layer_pattern.chars().all(|c| c == 'A' || c == 'M') {
-            return fail("layer_pattern", format!("expected a non-empty string of A (attention) and M (Mamba-2), got {:?}", s.layer_pattern));
+            return fail(
+                "layer_pattern",
+                format!("expected a non-empty string of A (attention) and M (Mamba-2), got {:?}", s.layer_pattern),
+            );
         }
         if s.window == Some(0) {
             return fail("window", "expected a window of at least 1 token".into());
@@ -193,27 +230,47 @@ impl DecoderConfig {
                 return fail("rope_scaling.factor", format!("expected >= 1, got {}", rs.factor));
             }
             if !(rs.low_freq_factor > 0.0 && rs.low_freq_factor < rs.high_freq_factor) {
-                return fail("rope_scaling.low_freq_factor", format!(
-                    "expected 0 < low_freq_factor < high_freq_factor ({}), got {}", rs.high_freq_factor, rs.low_freq_factor));
+                return fail(
+                    "rope_scaling.low_freq_factor",
+                    format!(
+                        "expected 0 < low_freq_factor < high_freq_factor ({}), got {}",
+                        rs.high_freq_factor, rs.low_freq_factor
+                    ),
+                );
             }
             if rs.original_max_position_embeddings == 0 {
-                return fail("rope_scaling.original_max_position_embeddings", "expected a positive integer, got 0".into());
+                return fail(
+                    "rope_scaling.original_max_position_embeddings",
+                    "expected a positive integer, got 0".into(),
+                );
             }
         }
         if s.layer_pattern.contains('M') {
             let m = &s.mamba;
-            for (name, v) in [("d_state", m.d_state), ("head_dim", m.head_dim), ("expand", m.expand),
-                ("d_conv", m.d_conv), ("n_groups", m.n_groups), ("chunk_size", m.chunk_size)] {
+            for (name, v) in [
+                ("d_state", m.d_state),
+                ("head_dim", m.head_dim),
+                ("expand", m.expand),
+                ("d_conv", m.d_conv),
+                ("n_groups", m.n_groups),
+                ("chunk_size", m.chunk_size),
+            ] {
                 if v == 0 {
                     return fail(&format!("mamba.{name}"), "expected a positive integer, got 0".into());
                 }
             }
             let d_inner = m.expand * s.d_model;
             if d_inner % m.head_dim != 0 {
-                return fail("mamba.head_dim", format!("expand * d_model ({d_inner}) must be divisible by head_dim ({})", m.head_dim));
+                return fail(
+                    "mamba.head_dim",
+                    format!("expand * d_model ({d_inner}) must be divisible by head_dim ({})", m.head_dim),
+                );
             }
             if (d_inner / m.head_dim) % m.n_groups != 0 {
-                return fail("mamba.n_groups", format!("the {} SSM heads must split evenly into n_groups ({})", d_inner / m.head_dim, m.n_groups));
+                return fail(
+                    "mamba.n_groups",
+                    format!("the {} SSM heads must split evenly into n_groups ({})", d_inner / m.head_dim, m.n_groups),
+                );
             }
         }
         Ok(())
@@ -303,7 +360,8 @@ impl Decoder {
         let device = tokens.device();
         let c = &self.config;
         let start = cache.as_ref().map_or(0, |c| c.pos);
-        let (cos, sin) = rope::tables(t, start, c.head_dim(), c.shape.rope_theta, c.shape.rope_scaling.as_ref(), &device);
+        let (cos, sin) =
+            rope::tables(t, start, c.head_dim(), c.shape.rope_theta, c.shape.rope_scaling.as_ref(), &device);
         let mut x = self.embed.forward(tokens);
         let (cos, sin) = (cos.cast(x.dtype()), sin.cast(x.dtype()));
         for (i, block) in self.blocks.iter().enumerate() {
@@ -332,9 +390,22 @@ mod tests {
         DecoderConfig {
             vocab_size: 50,
             shape: ModelShape {
-                d_model: 16, n_layers: 2, n_heads: 4, n_kv_heads: 2, d_ff: 32, max_seq_len: 64,
-                rope_theta: 10_000.0, tie_embeddings: tie, norm_eps: 1e-5, layer_pattern: "A".into(),
-                window: None, qkv_bias: false, o_bias: false, window_from_layer: 0, rope_scaling: None, mamba: Default::default(),
+                d_model: 16,
+                n_layers: 2,
+                n_heads: 4,
+                n_kv_heads: 2,
+                d_ff: 32,
+                max_seq_len: 64,
+                rope_theta: 10_000.0,
+                tie_embeddings: tie,
+                norm_eps: 1e-5,
+                layer_pattern: "A".into(),
+                window: None,
+                qkv_bias: false,
+                o_bias: false,
+                window_from_layer: 0,
+                rope_scaling: None,
+                mamba: Default::default(),
             },
         }
     }
@@ -369,9 +440,19 @@ mod tests {
         cfg.shape.window = Some(5);
         cfg.shape.qkv_bias = true;
         cfg.shape.rope_scaling = Some(crate::model::config::RopeScaling {
-            factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 16,
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 16,
         });
-        cfg.shape.mamba = crate::model::config::MambaShape { d_state: 4, head_dim: 8, expand: 2, d_conv: 4, n_groups: 1, chunk_size: 4 };
+        cfg.shape.mamba = crate::model::config::MambaShape {
+            d_state: 4,
+            head_dim: 8,
+            expand: 2,
+            d_conv: 4,
+            n_groups: 1,
+            chunk_size: 4,
+        };
         let m = cfg.init(5, &dev);
         let ids: Vec<i64> = (0..13).map(|i| (i * 7 % 50) as i64).collect();
         let t = ids.len();

@@ -77,7 +77,10 @@ impl<'a> Init<'a> {
             } else {
                 src.get(name).and_then(|(data, got)| {
                     expect(&got)?;
-                    Ok(Some(Tensor::from_data(TensorData::new(data, shape).convert_dtype(self.dtype), (self.device, self.dtype))))
+                    Ok(Some(Tensor::from_data(
+                        TensorData::new(data, shape).convert_dtype(self.dtype),
+                        (self.device, self.dtype),
+                    )))
                 })
             };
             match t {

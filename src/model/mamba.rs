@@ -14,8 +14,8 @@ use burn::nn::Linear;
 use burn::tensor::activation::{silu, softplus};
 use burn::tensor::{Bool, Device, Tensor};
 
-use super::init::Init;
 use super::config::MambaShape;
+use super::init::Init;
 
 #[derive(Module, Debug)]
 pub struct Mamba2 {
@@ -192,7 +192,14 @@ fn heads_from_groups(x: Tensor<4>, h: usize) -> Tensor<4> {
 /// negative, `bm`/`cm` (b, t, g, n). Returns y = sum_s C_t M_ts dt_s x_s B_s (without the D
 /// skip) as (b, t, h, p), and the final state (b, h, p, n). Any t: the tail is padded with
 /// dt = 0 and x = B = C = 0, which neither decays nor feeds the state, so nothing leaks.
-pub fn ssd_chunked(x: Tensor<4>, dt: Tensor<3>, a: Tensor<1>, bm: Tensor<4>, cm: Tensor<4>, chunk: usize) -> (Tensor<4>, Tensor<4>) {
+pub fn ssd_chunked(
+    x: Tensor<4>,
+    dt: Tensor<3>,
+    a: Tensor<1>,
+    bm: Tensor<4>,
+    cm: Tensor<4>,
+    chunk: usize,
+) -> (Tensor<4>, Tensor<4>) {
     let [b, t, h, p] = x.dims();
     let n = bm.dims()[3];
     let device = x.device();
@@ -227,8 +234,15 @@ pub fn ssd_chunked(x: Tensor<4>, dt: Tensor<3>, a: Tensor<1>, bm: Tensor<4>, cm:
 
     // 3. Across chunks: the state entering chunk z is sum_{k<z} exp(a_{k+1} + .. + a_{z-1}) states_k.
     let chunk_a = Tensor::cat(vec![Tensor::zeros([b, h, 1], &device), a_last.reshape([b, h, c])], 2).cumsum(2);
-    let future_c = Tensor::<2, Bool>::tril_mask([c + 1, c + 1], 0, &device).reshape([1, 1, c + 1, c + 1]).expand([b, h, c + 1, c + 1]);
-    let decay_c = (chunk_a.clone().unsqueeze_dim::<4>(3) - chunk_a.unsqueeze_dim::<4>(2)).mask_fill(future_c, f32::NEG_INFINITY).exp();
+    let future_c = Tensor::<2, Bool>::tril_mask([c + 1, c + 1], 0, &device).reshape([1, 1, c + 1, c + 1]).expand([
+        b,
+        h,
+        c + 1,
+        c + 1,
+    ]);
+    let decay_c = (chunk_a.clone().unsqueeze_dim::<4>(3) - chunk_a.unsqueeze_dim::<4>(2))
+        .mask_fill(future_c, f32::NEG_INFINITY)
+        .exp();
     let all = Tensor::cat(vec![Tensor::zeros([b, h, 1, n, p], &device), states], 2).reshape([b, h, c + 1, n * p]);
     let carried = decay_c.matmul(all).reshape([b, h, c + 1, n, p]);
     let entering = carried.clone().slice([0..b, 0..h, 0..c, 0..n, 0..p]);
@@ -243,7 +257,14 @@ pub fn ssd_chunked(x: Tensor<4>, dt: Tensor<3>, a: Tensor<1>, bm: Tensor<4>, cm:
 
 /// One recurrence step. `x` (b, h, p), `dt` (b, h), `a` (h), `bm`/`cm` (b, g, n); `state`
 /// (b, h, p, n) is updated in place. Returns y (b, h, p) without the D skip.
-pub fn ssd_step(x: Tensor<3>, dt: Tensor<2>, a: Tensor<1>, bm: Tensor<3>, cm: Tensor<3>, state: &mut Tensor<4>) -> Tensor<3> {
+pub fn ssd_step(
+    x: Tensor<3>,
+    dt: Tensor<2>,
+    a: Tensor<1>,
+    bm: Tensor<3>,
+    cm: Tensor<3>,
+    state: &mut Tensor<4>,
+) -> Tensor<3> {
     let [b, h, p] = x.dims();
     let [_, g, n] = bm.dims();
     let expand = |v: Tensor<3>| -> Tensor<3> {
@@ -271,7 +292,9 @@ mod tests {
 
     fn inputs(b: usize, t: usize, h: usize, p: usize, g: usize, n: usize, seed: u64) -> Inputs {
         let mut rng = crate::rng::SplitMix(seed);
-        let mut v = |k: usize, lo: f64, hi: f64| -> Vec<f32> { (0..k).map(|_| (lo + (hi - lo) * rng.uniform()) as f32).collect() };
+        let mut v = |k: usize, lo: f64, hi: f64| -> Vec<f32> {
+            (0..k).map(|_| (lo + (hi - lo) * rng.uniform()) as f32).collect()
+        };
         Inputs {
             x: v(b * t * h * p, -1.0, 1.0),
             dt: v(b * t * h, 0.01, 0.3),
@@ -431,7 +454,8 @@ mod tests {
     /// multiple of the chunk (16).
     #[test]
     fn ssd_matches_pytorch_fixture() {
-        let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ssd_reference.safetensors")).unwrap();
+        let bytes =
+            std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ssd_reference.safetensors")).unwrap();
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
         let dev = Device::flex();
         let get = |name: &str| -> (Vec<f32>, Vec<usize>) {

@@ -2,8 +2,8 @@
 
 use burn::module::Module;
 use burn::nn::Linear;
-use burn::tensor::activation::silu;
 use burn::tensor::Tensor;
+use burn::tensor::activation::silu;
 
 use super::init::Init;
 

@@ -3,9 +3,9 @@
 
 pub mod attention;
 pub mod config;
+pub mod decoder;
 pub mod init;
 pub mod mamba;
-pub mod decoder;
 pub mod mlp;
 pub mod qkv_file;
 pub mod rope;

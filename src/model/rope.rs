@@ -49,10 +49,7 @@ pub fn tables(
         }
     }
     let shape = [seq_len, head_dim];
-    (
-        Tensor::from_data(TensorData::new(cos, shape), device),
-        Tensor::from_data(TensorData::new(sin, shape), device),
-    )
+    (Tensor::from_data(TensorData::new(cos, shape), device), Tensor::from_data(TensorData::new(sin, shape), device))
 }
 
 /// Rotate `x` `[batch, heads, seq, head_dim]` by the tables from [`tables`].
@@ -103,7 +100,12 @@ mod tests {
     /// linearly in 1 / wavelength between them.
     #[test]
     fn llama3_scaling_bands() {
-        let s = RopeScaling { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 64 };
+        let s = RopeScaling {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 64,
+        };
         let base = inv_freqs(16, 10_000.0, None);
         let scaled = inv_freqs(16, 10_000.0, Some(&s));
         let mut seen = [false; 3];

@@ -24,14 +24,18 @@ pub fn save(dir: &Path, model: &Decoder, tokenizer_hash: &str) -> Result<()> {
     let w = dir.join("model.bpk");
     // Serialized in memory and written like every other file (temporary file, fsync, rename):
     // burn's save_file writes in place, so a crash could leave a torn model.bpk.
-    let bytes = model.clone().into_record().into_bytes().map_err(|e| Error::runtime(format!("{}: {e}", w.display())))?;
+    let bytes =
+        model.clone().into_record().into_bytes().map_err(|e| Error::runtime(format!("{}: {e}", w.display())))?;
     write_atomic(&w, &bytes)?;
     // model.json last: its presence marks a complete directory.
-    write_json_atomic(&dir.join("model.json"), &ModelJson {
-        config: model.config.clone(),
-        weights_sha256: sha256_hex(&bytes),
-        tokenizer_sha256: tokenizer_hash.to_string(),
-    })
+    write_json_atomic(
+        &dir.join("model.json"),
+        &ModelJson {
+            config: model.config.clone(),
+            weights_sha256: sha256_hex(&bytes),
+            tokenizer_sha256: tokenizer_hash.to_string(),
+        },
+    )
 }
 
 /// Load a frozen model; returns it with the hash of the tokenizer it was trained with.
@@ -61,9 +65,22 @@ mod tests {
         DecoderConfig {
             vocab_size: 40,
             shape: ModelShape {
-                d_model: 16, n_layers: 2, n_heads: 4, n_kv_heads: 2, d_ff: 32, max_seq_len: 64,
-                rope_theta: 10_000.0, tie_embeddings: false, norm_eps: 1e-5, layer_pattern: "A".into(),
-                window: None, qkv_bias: false, o_bias: false, window_from_layer: 0, rope_scaling: None, mamba: Default::default(),
+                d_model: 16,
+                n_layers: 2,
+                n_heads: 4,
+                n_kv_heads: 2,
+                d_ff: 32,
+                max_seq_len: 64,
+                rope_theta: 10_000.0,
+                tie_embeddings: false,
+                norm_eps: 1e-5,
+                layer_pattern: "A".into(),
+                window: None,
+                qkv_bias: false,
+                o_bias: false,
+                window_from_layer: 0,
+                rope_scaling: None,
+                mamba: Default::default(),
             },
         }
     }
@@ -87,7 +104,11 @@ mod tests {
         save(&d, &tiny().init(1, &Device::flex()), "tok").unwrap();
         assert_eq!(std::fs::read(&other).unwrap(), b"old weights");
         assert!(load(&d, &Device::flex()).is_ok());
-        let leftovers: Vec<_> = std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n.to_string_lossy().contains("tmp")).collect();
+        let leftovers: Vec<_> = std::fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().contains("tmp"))
+            .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 
@@ -103,7 +124,11 @@ mod tests {
             ("\"n_heads\": 4", "\"n_heads\": 0", "key `n_heads`: expected a positive integer, got 0"),
             ("\"n_kv_heads\": 2", "\"n_kv_heads\": 3", "n_heads (4) must be divisible by n_kv_heads (3)"),
             ("\"d_model\": 16", "\"d_model\": 18", "d_model (18) must split into n_heads (4) heads of even size"),
-            ("\"layer_pattern\": \"A\"", "\"layer_pattern\": \"\"", "key `layer_pattern`: expected a non-empty string of A"),
+            (
+                "\"layer_pattern\": \"A\"",
+                "\"layer_pattern\": \"\"",
+                "key `layer_pattern`: expected a non-empty string of A",
+            ),
             ("\"vocab_size\": 40", "\"vocab_size\": 0", "key `vocab_size`: expected a positive integer, got 0"),
             // Valid on its own, but not the shape of the weights beside it.
             ("\"d_ff\": 32", "\"d_ff\": 48", "model.bpk"),

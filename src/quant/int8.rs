@@ -59,7 +59,8 @@ pub fn fake_quant_model(model: &Decoder) -> Decoder {
     let device = e.device();
     let w: Vec<f32> = e.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 weights");
     let (q, s) = quantize_rows(&w, v, d);
-    m.embed.weight = Param::from_tensor(Tensor::from_data(TensorData::new(dequantize_rows(&q, &s, d), [v, d]), &device));
+    m.embed.weight =
+        Param::from_tensor(Tensor::from_data(TensorData::new(dequantize_rows(&q, &s, d), [v, d]), &device));
     m
 }
 

@@ -72,9 +72,7 @@ fn line_col(text: &str, at: usize) -> (usize, usize) {
 /// Where `key` is set: `file:line:col`, or the `--set` that set it (the last one wins), or the
 /// deepest `[section]` it would belong to when it took its default.
 pub(super) fn locate(file: &str, text: &str, overrides: &[String], key: &str) -> String {
-    if let Some(ov) = overrides.iter().rev().find(|o| {
-        o.split_once('=').map(|(k, _)| k.trim()) == Some(key)
-    }) {
+    if let Some(ov) = overrides.iter().rev().find(|o| o.split_once('=').map(|(k, _)| k.trim()) == Some(key)) {
         return format!("--set {ov}");
     }
     let entries = entries(text);

@@ -63,18 +63,14 @@ impl Recipe {
     pub fn from_str_with(text: &str, path: &Path, overrides: &[String]) -> Result<Recipe> {
         let file = path.display().to_string();
         // First pass on the text itself, so type and unknown-key errors carry a line/column.
-        let mut recipe: Recipe =
-            toml::from_str(text).map_err(|e| toml_error(&file, text, &e))?;
+        let mut recipe: Recipe = toml::from_str(text).map_err(|e| toml_error(&file, text, &e))?;
         if !overrides.is_empty() {
-            let mut table: toml::Table =
-                toml::from_str(text).map_err(|e| toml_error(&file, text, &e))?;
+            let mut table: toml::Table = toml::from_str(text).map_err(|e| toml_error(&file, text, &e))?;
             for ov in overrides {
                 apply_override(&mut table, ov)?;
                 recipe = toml::Value::Table(table.clone())
                     .try_into()
-                    .map_err(|e: toml::de::Error| {
-                        Error::input(format!("--set {ov}: {}", e.message().trim()))
-                    })?;
+                    .map_err(|e: toml::de::Error| Error::input(format!("--set {ov}: {}", e.message().trim())))?;
             }
         }
         recipe.resolve_shapes(&file, text, overrides)?;

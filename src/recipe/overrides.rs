@@ -20,12 +20,9 @@ pub(super) fn apply_override(table: &mut toml::Table, ov: &str) -> Result<()> {
     }
     let mut cur = table;
     for p in &parts[..parts.len() - 1] {
-        let entry = cur
-            .entry(p.to_string())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        cur = entry.as_table_mut().ok_or_else(|| {
-            Error::input(format!("--set {ov}: `{p}` is a value, not a section"))
-        })?;
+        let entry = cur.entry(p.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur =
+            entry.as_table_mut().ok_or_else(|| Error::input(format!("--set {ov}: `{p}` is a value, not a section")))?;
     }
     cur.insert(parts[parts.len() - 1].to_string(), value);
     Ok(())

@@ -141,8 +141,7 @@ impl Recipe {
                         let loc = locate(file, text, ov, &format!("{section}.config"));
                         Error::input(format!("{loc}: key `{section}.config`: {e}"))
                     })?;
-                    toml::from_str::<PartialShape>(&t)
-                        .map_err(|e| toml_error(&p.display().to_string(), &t, &e))?
+                    toml::from_str::<PartialShape>(&t).map_err(|e| toml_error(&p.display().to_string(), &t, &e))?
                 }
                 None => PartialShape::default(),
             };

@@ -66,7 +66,10 @@ fn unknown_key_names_key_line_and_column() {
 #[test]
 fn wrong_type_names_key_and_position() {
     let m = err(&with("d_ff = 128", "d_ff = \"wide\""), &[]);
-    assert!(m.starts_with("r.toml:12:8: key `teacher.model.d_ff`: invalid type: string \"wide\", expected usize"), "{m}");
+    assert!(
+        m.starts_with("r.toml:12:8: key `teacher.model.d_ff`: invalid type: string \"wide\", expected usize"),
+        "{m}"
+    );
 }
 
 #[test]
@@ -74,20 +77,37 @@ fn heads_must_divide() {
     let m = err(&with("n_kv_heads = 2", "n_kv_heads = 3"), &[]);
     assert_eq!(m, "r.toml:11:1: key `teacher.model.n_kv_heads`: n_heads (4) must be divisible by n_kv_heads (3)");
     let m = err(&with("d_model = 32", "d_model = 36"), &[]);
-    assert!(m.starts_with("r.toml:18:1: key `student.model.n_heads`: d_model (36) must split into n_heads (4) heads of even size"), "{m}");
+    assert!(
+        m.starts_with(
+            "r.toml:18:1: key `student.model.n_heads`: d_model (36) must split into n_heads (4) heads of even size"
+        ),
+        "{m}"
+    );
 }
 
 #[test]
 fn alpha_and_temperature_ranges() {
-    assert_eq!(err(&with("alpha = 0.5", "alpha = 1.5"), &[]), "r.toml:23:1: key `distill.alpha`: expected 0 <= alpha <= 1, got 1.5");
-    assert_eq!(err(&with("temperature = 2.0", "temperature = 0.0"), &[]), "r.toml:24:1: key `distill.temperature`: expected tau > 0, got 0");
-    assert_eq!(err(BASE, &["distill.alpha=-0.1"]), "--set distill.alpha=-0.1: key `distill.alpha`: expected 0 <= alpha <= 1, got -0.1");
+    assert_eq!(
+        err(&with("alpha = 0.5", "alpha = 1.5"), &[]),
+        "r.toml:23:1: key `distill.alpha`: expected 0 <= alpha <= 1, got 1.5"
+    );
+    assert_eq!(
+        err(&with("temperature = 2.0", "temperature = 0.0"), &[]),
+        "r.toml:24:1: key `distill.temperature`: expected tau > 0, got 0"
+    );
+    assert_eq!(
+        err(BASE, &["distill.alpha=-0.1"]),
+        "--set distill.alpha=-0.1: key `distill.alpha`: expected 0 <= alpha <= 1, got -0.1"
+    );
 }
 
 #[test]
 fn seq_len_within_both_contexts() {
     let m = err(&with("seq_len = 64", "seq_len = 256"), &[]);
-    assert_eq!(m, "r.toml:5:1: key `data.seq_len`: seq_len (256) exceeds the teacher's context teacher.model.max_seq_len (128)");
+    assert_eq!(
+        m,
+        "r.toml:5:1: key `data.seq_len`: seq_len (256) exceeds the teacher's context teacher.model.max_seq_len (128)"
+    );
 }
 
 #[test]
@@ -104,8 +124,10 @@ fn config_files_are_merged_under_inline_keys_and_report_their_own_errors() {
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("s.toml");
     std::fs::write(&cfg, "d_model = 48\nn_layers = 3\nn_heads = 4\nd_ff = 96\n").unwrap();
-    let text = with("[student.model]\nd_model = 32\nn_layers = 1\nn_heads = 4\nn_kv_heads = 1\nd_ff = 64\n",
-        &format!("[student]\nconfig = \"{}\"\n\n[student.model]\nn_layers = 2\n", cfg.display()));
+    let text = with(
+        "[student.model]\nd_model = 32\nn_layers = 1\nn_heads = 4\nn_kv_heads = 1\nd_ff = 64\n",
+        &format!("[student]\nconfig = \"{}\"\n\n[student.model]\nn_layers = 2\n", cfg.display()),
+    );
     let r = Recipe::from_str_with(&text, Path::new("r.toml"), &[]).unwrap();
     let s = r.student.shape();
     assert_eq!((s.d_model, s.n_layers, s.n_kv_heads, s.d_ff), (48, 2, 4, 96));
@@ -123,22 +145,43 @@ fn missing_required_shape_key() {
 
 #[test]
 fn optimizer_and_data_ranges() {
-    assert_eq!(err(&with("lr = 0.001", "lr = 0.0"), &[]), "r.toml:27:1: key `optim.lr`: expected a learning rate > 0, got 0");
-    assert_eq!(err(&with("warmup_steps = 10", "warmup_steps = 200"), &[]), "r.toml:28:1: key `optim.warmup_steps`: warmup_steps (200) exceeds steps (100)");
-    assert_eq!(err(BASE, &["optim.batch_size=0"]), "--set optim.batch_size=0: key `optim.batch_size`: expected a positive integer, got 0");
-    assert_eq!(err(BASE, &["data.valid_fraction=0.9"]), "--set data.valid_fraction=0.9: key `data.valid_fraction`: expected a value in (0, 0.5), got 0.9");
+    assert_eq!(
+        err(&with("lr = 0.001", "lr = 0.0"), &[]),
+        "r.toml:27:1: key `optim.lr`: expected a learning rate > 0, got 0"
+    );
+    assert_eq!(
+        err(&with("warmup_steps = 10", "warmup_steps = 200"), &[]),
+        "r.toml:28:1: key `optim.warmup_steps`: warmup_steps (200) exceeds steps (100)"
+    );
+    assert_eq!(
+        err(BASE, &["optim.batch_size=0"]),
+        "--set optim.batch_size=0: key `optim.batch_size`: expected a positive integer, got 0"
+    );
+    assert_eq!(
+        err(BASE, &["data.valid_fraction=0.9"]),
+        "--set data.valid_fraction=0.9: key `data.valid_fraction`: expected a value in (0, 0.5), got 0.9"
+    );
     let m = err(BASE, &["tokenizer.vocab_size=100"]);
     assert!(m.starts_with("--set tokenizer.vocab_size=100: key `tokenizer.vocab_size`: expected at least 300"), "{m}");
     let m = err(BASE, &["teacher.optim.beta2=1.0"]);
     assert_eq!(m, "--set teacher.optim.beta2=1.0: key `teacher.optim.beta2`: expected a value in [0, 1), got 1");
-    assert_eq!(err(BASE, &["run.name=a/b"]), "--set run.name=a/b: key `run.name`: expected a plain directory name, got \"a/b\"");
+    assert_eq!(
+        err(BASE, &["run.name=a/b"]),
+        "--set run.name=a/b: key `run.name`: expected a plain directory name, got \"a/b\""
+    );
     let m = err(BASE, &["tokenizer.kind=file"]);
-    assert!(m.starts_with("r.toml (default value, key not set): key `tokenizer.path`: required when tokenizer.kind = \"file\""), "{m}");
+    assert!(
+        m.starts_with(
+            "r.toml (default value, key not set): key `tokenizer.path`: required when tokenizer.kind = \"file\""
+        ),
+        "{m}"
+    );
 }
 
 #[test]
 fn overrides_apply_and_report_bad_values() {
-    let r = Recipe::from_str_with(BASE, Path::new("r.toml"), &["optim.lr=3e-4".into(), "run.name=other".into()]).unwrap();
+    let r =
+        Recipe::from_str_with(BASE, Path::new("r.toml"), &["optim.lr=3e-4".into(), "run.name=other".into()]).unwrap();
     assert_eq!((r.optim.lr, r.run.name.as_str()), (3e-4, "other"));
     let m = err(BASE, &["optim.steps=many"]);
     assert!(m.starts_with("--set optim.steps=many: invalid type: string \"many\", expected usize"), "{m}");
@@ -152,7 +195,10 @@ fn backends_not_compiled_in_are_refused() {
         return;
     }
     let m = err(&with("name = \"t\"", "name = \"t\"\nbackend = \"cuda\""), &[]);
-    assert_eq!(m, "r.toml:3:1: key `run.backend`: backend Cuda is not compiled into this binary; rebuild with `--features cuda`");
+    assert_eq!(
+        m,
+        "r.toml:3:1: key `run.backend`: backend Cuda is not compiled into this binary; rebuild with `--features cuda`"
+    );
 }
 
 #[test]
@@ -183,7 +229,10 @@ fn keys_are_located_as_toml_reads_them() {
     assert!(m.starts_with("r.toml:23:") && m.contains("key `distill.alpha`"), "{m}");
     // A key left out of a written section points at the section's header.
     let m = err(&with("warmup_steps = 10\nsteps = 100", "steps = 10"), &[]);
-    assert_eq!(m, "r.toml:26 (default value in this section): key `optim.warmup_steps`: warmup_steps (20) exceeds steps (10)");
+    assert_eq!(
+        m,
+        "r.toml:26 (default value in this section): key `optim.warmup_steps`: warmup_steps (20) exceeds steps (10)"
+    );
     // `[teacher.model]` implies `teacher` without writing it.
     let m = err(BASE, &["teacher.kind=hf"]);
     assert!(m.starts_with("r.toml (default value, key not set): key `teacher.path`"), "{m}");

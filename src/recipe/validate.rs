@@ -7,9 +7,9 @@
 
 use super::locate::locate;
 use super::{
-    CacheSection, CheckpointSection, CurriculumSection, DataSection, DistillSection, EvalSection,
-    FilterSection, LogitsSource, OptimSection, Recipe, RowOrder, RunSection, Schedule, SourceKind,
-    TeacherDtype, TeacherKind, TeacherSection, TokenizerKind, TokenizerSection,
+    CacheSection, CheckpointSection, CurriculumSection, DataSection, DistillSection, EvalSection, FilterSection,
+    LogitsSource, OptimSection, Recipe, RowOrder, RunSection, Schedule, SourceKind, TeacherDtype, TeacherKind,
+    TeacherSection, TokenizerKind, TokenizerSection,
 };
 use crate::error::{Error, Result};
 use crate::model::config::{MambaShape, ModelShape, RopeScaling};
@@ -64,10 +64,13 @@ fn run(r: &RunSection) -> Rule {
     }
     let b = r.backend;
     if !b.compiled_in() {
-        return fail("run.backend", format!(
-            "backend {b:?} is not compiled into this binary; rebuild with `--features {}`",
-            format!("{b:?}").to_lowercase()
-        ));
+        return fail(
+            "run.backend",
+            format!(
+                "backend {b:?} is not compiled into this binary; rebuild with `--features {}`",
+                format!("{b:?}").to_lowercase()
+            ),
+        );
     }
     Ok(())
 }
@@ -80,7 +83,10 @@ fn data(d: &DataSection) -> Rule {
         return fail("data.synthetic_noise", "needs the in-memory path: set data.streaming = false");
     }
     if d.streaming && (d.filter.teacher_ppl_min.is_some() || d.filter.teacher_ppl_max.is_some()) {
-        return fail("data.filter.teacher_ppl_max", "the teacher-perplexity filter is not available with data.streaming = true yet");
+        return fail(
+            "data.filter.teacher_ppl_max",
+            "the teacher-perplexity filter is not available with data.streaming = true yet",
+        );
     }
     if !(0.0..=4.0).contains(&d.synthetic_noise) {
         return fail("data.synthetic_noise", format!("expected a share in [0, 4], got {}", d.synthetic_noise));
@@ -107,11 +113,18 @@ fn data(d: &DataSection) -> Rule {
 
 fn filter(f: &FilterSection, teacher: TeacherKind) -> Rule {
     if f.min_chars > f.max_chars {
-        return fail("data.filter.min_chars", format!("min_chars ({}) is larger than max_chars ({})", f.min_chars, f.max_chars));
+        return fail(
+            "data.filter.min_chars",
+            format!("min_chars ({}) is larger than max_chars ({})", f.min_chars, f.max_chars),
+        );
     }
-    for (name, v) in [("max_symbol_ratio", f.max_symbol_ratio), ("min_alpha_ratio", f.min_alpha_ratio),
-        ("max_upper_ratio", f.max_upper_ratio), ("max_repeated_ngram_share", f.max_repeated_ngram_share),
-        ("minhash_threshold", f.minhash_threshold)] {
+    for (name, v) in [
+        ("max_symbol_ratio", f.max_symbol_ratio),
+        ("min_alpha_ratio", f.min_alpha_ratio),
+        ("max_upper_ratio", f.max_upper_ratio),
+        ("max_repeated_ngram_share", f.max_repeated_ngram_share),
+        ("minhash_threshold", f.minhash_threshold),
+    ] {
         if !(0.0..=1.0).contains(&v) {
             return fail(format!("data.filter.{name}"), format!("expected a value in [0, 1], got {v}"));
         }
@@ -120,16 +133,24 @@ fn filter(f: &FilterSection, teacher: TeacherKind) -> Rule {
         return fail("data.filter.ngram_words", "expected a positive integer, got 0");
     }
     if f.minhash_bands == 0 || f.minhash_perms % f.minhash_bands != 0 {
-        return fail("data.filter.minhash_bands", format!(
-            "expected a positive divisor of minhash_perms ({}), got {}", f.minhash_perms, f.minhash_bands));
+        return fail(
+            "data.filter.minhash_bands",
+            format!("expected a positive divisor of minhash_perms ({}), got {}", f.minhash_perms, f.minhash_bands),
+        );
     }
     if f.teacher_ppl_min.is_some() || f.teacher_ppl_max.is_some() {
         let (lo, hi) = (f.teacher_ppl_min.unwrap_or(1.0), f.teacher_ppl_max.unwrap_or(f64::INFINITY));
         if !(lo >= 1.0 && lo < hi) {
-            return fail("data.filter.teacher_ppl_min", format!("expected 1 <= teacher_ppl_min < teacher_ppl_max, got {lo} and {hi}"));
+            return fail(
+                "data.filter.teacher_ppl_min",
+                format!("expected 1 <= teacher_ppl_min < teacher_ppl_max, got {lo} and {hi}"),
+            );
         }
         if teacher == TeacherKind::Pretrain {
-            return fail("data.filter.teacher_ppl_min", "the teacher-perplexity filter needs a teacher before the data: teacher.kind = \"hf\" or \"checkpoint\"");
+            return fail(
+                "data.filter.teacher_ppl_min",
+                "the teacher-perplexity filter needs a teacher before the data: teacher.kind = \"hf\" or \"checkpoint\"",
+            );
         }
     }
     Ok(())
@@ -137,8 +158,13 @@ fn filter(f: &FilterSection, teacher: TeacherKind) -> Rule {
 
 fn tokenizer(t: &TokenizerSection) -> Rule {
     match t.kind {
-        TokenizerKind::Train if !(300..=1 << 20).contains(&t.vocab_size) => fail("tokenizer.vocab_size", format!(
-            "expected at least 300 (256 byte symbols + specials + merges) and at most 1048576, got {}", t.vocab_size)),
+        TokenizerKind::Train if !(300..=1 << 20).contains(&t.vocab_size) => fail(
+            "tokenizer.vocab_size",
+            format!(
+                "expected at least 300 (256 byte symbols + specials + merges) and at most 1048576, got {}",
+                t.vocab_size
+            ),
+        ),
         TokenizerKind::File => match &t.path {
             None => fail("tokenizer.path", "required when tokenizer.kind = \"file\""),
             Some(p) if !p.is_file() => fail("tokenizer.path", format!("file {} does not exist", p.display())),
@@ -153,7 +179,10 @@ fn teacher_source(r: &Recipe) -> Rule {
     let tok = r.tokenizer.kind;
     if r.teacher.kind == TeacherKind::Pretrain {
         if tok == TokenizerKind::Teacher {
-            return fail("tokenizer.kind", "\"teacher\" needs teacher.kind = \"hf\" or \"checkpoint\"; a pretrained teacher uses the trained tokenizer");
+            return fail(
+                "tokenizer.kind",
+                "\"teacher\" needs teacher.kind = \"hf\" or \"checkpoint\"; a pretrained teacher uses the trained tokenizer",
+            );
         }
         return Ok(());
     }
@@ -164,14 +193,22 @@ fn teacher_source(r: &Recipe) -> Rule {
     match &r.teacher.path {
         None => return fail("teacher.path", format!("required when teacher.kind = \"{kind}\"")),
         // A cached teacher is offline: its cache stands in for a folder that is gone.
-        Some(p) if !p.join(marker).is_file() && !(r.teacher.logits == LogitsSource::Cache && r.cache_dir().join("cache.json").is_file()) => {
-            return fail("teacher.path", format!(
-                "{} is not a teacher directory for kind \"{kind}\" (no {marker} in it)", p.display()));
+        Some(p)
+            if !p.join(marker).is_file()
+                && !(r.teacher.logits == LogitsSource::Cache && r.cache_dir().join("cache.json").is_file()) =>
+        {
+            return fail(
+                "teacher.path",
+                format!("{} is not a teacher directory for kind \"{kind}\" (no {marker} in it)", p.display()),
+            );
         }
         _ => {}
     }
     if tok == TokenizerKind::Train {
-        return fail("tokenizer.kind", "this teacher brings its own vocabulary: set tokenizer.kind = \"teacher\" (or \"file\" with the same tokenizer.json)");
+        return fail(
+            "tokenizer.kind",
+            "this teacher brings its own vocabulary: set tokenizer.kind = \"teacher\" (or \"file\" with the same tokenizer.json)",
+        );
     }
     Ok(())
 }
@@ -179,23 +216,37 @@ fn teacher_source(r: &Recipe) -> Rule {
 /// The resolved shape of `who` ("teacher" or "student"), which must also hold `seq_len` tokens.
 fn shape(who: &str, s: &ModelShape, seq_len: usize) -> Rule {
     let k = |name: &str| format!("{who}.model.{name}");
-    for (name, v) in [("d_model", s.d_model), ("n_layers", s.n_layers), ("n_heads", s.n_heads),
-        ("n_kv_heads", s.n_kv_heads), ("d_ff", s.d_ff)] {
+    for (name, v) in [
+        ("d_model", s.d_model),
+        ("n_layers", s.n_layers),
+        ("n_heads", s.n_heads),
+        ("n_kv_heads", s.n_kv_heads),
+        ("d_ff", s.d_ff),
+    ] {
         if v == 0 {
             return fail(k(name), "expected a positive integer, got 0");
         }
     }
     if s.n_heads % s.n_kv_heads != 0 {
-        return fail(k("n_kv_heads"), format!(
-            "n_heads ({}) must be divisible by n_kv_heads ({})", s.n_heads, s.n_kv_heads));
+        return fail(
+            k("n_kv_heads"),
+            format!("n_heads ({}) must be divisible by n_kv_heads ({})", s.n_heads, s.n_kv_heads),
+        );
     }
     if s.d_model % s.n_heads != 0 || (s.d_model / s.n_heads) % 2 != 0 {
-        return fail(k("n_heads"), format!(
-            "d_model ({}) must split into n_heads ({}) heads of even size (RoPE rotates pairs)", s.d_model, s.n_heads));
+        return fail(
+            k("n_heads"),
+            format!(
+                "d_model ({}) must split into n_heads ({}) heads of even size (RoPE rotates pairs)",
+                s.d_model, s.n_heads
+            ),
+        );
     }
     if seq_len > s.max_seq_len {
-        return fail("data.seq_len", format!(
-            "seq_len ({}) exceeds the {who}'s context {who}.model.max_seq_len ({})", seq_len, s.max_seq_len));
+        return fail(
+            "data.seq_len",
+            format!("seq_len ({}) exceeds the {who}'s context {who}.model.max_seq_len ({})", seq_len, s.max_seq_len),
+        );
     }
     if !(s.rope_theta > 0.0) {
         return fail(k("rope_theta"), format!("expected > 0, got {}", s.rope_theta));
@@ -204,8 +255,10 @@ fn shape(who: &str, s: &ModelShape, seq_len: usize) -> Rule {
         return fail(k("norm_eps"), format!("expected a value in (0, 1), got {}", s.norm_eps));
     }
     if s.layer_pattern.is_empty() || !s.layer_pattern.chars().all(|c| c == 'A' || c == 'M') {
-        return fail(k("layer_pattern"), format!(
-            "expected a non-empty string of A (attention) and M (Mamba-2), got {:?}", s.layer_pattern));
+        return fail(
+            k("layer_pattern"),
+            format!("expected a non-empty string of A (attention) and M (Mamba-2), got {:?}", s.layer_pattern),
+        );
     }
     if s.window == Some(0) {
         return fail(k("window"), "expected a window of at least 1 token");
@@ -225,8 +278,13 @@ fn rope_scaling(prefix: &str, rs: &RopeScaling) -> Rule {
         return fail(k("factor"), format!("expected >= 1, got {}", rs.factor));
     }
     if !(rs.low_freq_factor > 0.0 && rs.low_freq_factor < rs.high_freq_factor) {
-        return fail(k("low_freq_factor"), format!(
-            "expected 0 < low_freq_factor < high_freq_factor ({}), got {}", rs.high_freq_factor, rs.low_freq_factor));
+        return fail(
+            k("low_freq_factor"),
+            format!(
+                "expected 0 < low_freq_factor < high_freq_factor ({}), got {}",
+                rs.high_freq_factor, rs.low_freq_factor
+            ),
+        );
     }
     if rs.original_max_position_embeddings == 0 {
         return fail(k("original_max_position_embeddings"), "expected a positive integer, got 0");
@@ -236,20 +294,30 @@ fn rope_scaling(prefix: &str, rs: &RopeScaling) -> Rule {
 
 fn mamba(prefix: &str, m: &MambaShape, d_model: usize) -> Rule {
     let k = |n: &str| format!("{prefix}.{n}");
-    for (name, v) in [("d_state", m.d_state), ("head_dim", m.head_dim), ("expand", m.expand),
-        ("d_conv", m.d_conv), ("n_groups", m.n_groups), ("chunk_size", m.chunk_size)] {
+    for (name, v) in [
+        ("d_state", m.d_state),
+        ("head_dim", m.head_dim),
+        ("expand", m.expand),
+        ("d_conv", m.d_conv),
+        ("n_groups", m.n_groups),
+        ("chunk_size", m.chunk_size),
+    ] {
         if v == 0 {
             return fail(k(name), "expected a positive integer, got 0");
         }
     }
     let d_inner = m.expand * d_model;
     if d_inner % m.head_dim != 0 {
-        return fail(k("head_dim"), format!(
-            "expand * d_model ({d_inner}) must be divisible by head_dim ({})", m.head_dim));
+        return fail(
+            k("head_dim"),
+            format!("expand * d_model ({d_inner}) must be divisible by head_dim ({})", m.head_dim),
+        );
     }
     if (d_inner / m.head_dim) % m.n_groups != 0 {
-        return fail(k("n_groups"), format!(
-            "the {} SSM heads must split evenly into n_groups ({})", d_inner / m.head_dim, m.n_groups));
+        return fail(
+            k("n_groups"),
+            format!("the {} SSM heads must split evenly into n_groups ({})", d_inner / m.head_dim, m.n_groups),
+        );
     }
     Ok(())
 }
@@ -304,7 +372,10 @@ fn optim(prefix: &str, o: &OptimSection) -> Rule {
 
 fn teacher_dtype(t: &TeacherSection) -> Rule {
     if t.dtype != TeacherDtype::F32 && t.kind == TeacherKind::Pretrain && t.shape().layer_pattern.contains('M') {
-        return fail("teacher.dtype", "half precision is supported for attention-only teachers; this teacher has Mamba-2 layers");
+        return fail(
+            "teacher.dtype",
+            "half precision is supported for attention-only teachers; this teacher has Mamba-2 layers",
+        );
     }
     Ok(())
 }
@@ -326,7 +397,10 @@ fn distill_chunks_and_schedules(r: &Recipe) -> Rule {
             return fail("distill.temperature_end", format!("expected tau > 0, got {t}"));
         }
         if r.teacher.logits == LogitsSource::Cache && r.cache.tail == TailMode::Other && t != d.temperature {
-            return fail("distill.temperature_end", "a temperature schedule with the teacher cache needs cache.tail = \"renormalize\" (the cache stores the tail mass at fixed temperatures only)");
+            return fail(
+                "distill.temperature_end",
+                "a temperature schedule with the teacher cache needs cache.tail = \"renormalize\" (the cache stores the tail mass at fixed temperatures only)",
+            );
         }
     }
     Ok(())
@@ -346,7 +420,10 @@ fn curriculum(c: &CurriculumSection) -> Rule {
         return fail("curriculum.stages", "expected a positive integer, got 0");
     }
     if c.schedule == Schedule::SelfPaced && c.order == RowOrder::EasyToHard {
-        return fail("curriculum.order", "easy_to_hard needs a stored difficulty score; self_paced ranks by the student's loss");
+        return fail(
+            "curriculum.order",
+            "easy_to_hard needs a stored difficulty score; self_paced ranks by the student's loss",
+        );
     }
     Ok(())
 }

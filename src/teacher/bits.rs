@@ -82,9 +82,7 @@ impl<'a> BitReader<'a> {
 
 /// The Rice parameter that codes `gaps` in the fewest bits.
 pub fn best_rice(gaps: &[u32]) -> u32 {
-    (0..24u32)
-        .min_by_key(|&r| gaps.iter().map(|&g| (g >> r) as u64 + 1 + r as u64).sum::<u64>())
-        .unwrap_or(0)
+    (0..24u32).min_by_key(|&r| gaps.iter().map(|&g| (g >> r) as u64 + 1 + r as u64).sum::<u64>()).unwrap_or(0)
 }
 
 pub fn put_rice(w: &mut BitWriter, g: u32, r: u32) {

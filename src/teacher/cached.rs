@@ -22,7 +22,11 @@ use crate::teacher::codec::TailMode;
 /// held-out split (same tokens and seq_len, by hash).
 pub fn cached_held_out(m: &cache::Manifest, valid: &Packed, seq_len: usize) -> Option<EvalResult> {
     let h = m.teacher.held_out.as_ref()?;
-    (h.valid_hash == cache::data_hash(valid, seq_len)).then(|| EvalResult { loss: h.loss, ppl: h.loss.exp(), tokens: h.tokens })
+    (h.valid_hash == cache::data_hash(valid, seq_len)).then(|| EvalResult {
+        loss: h.loss,
+        ppl: h.loss.exp(),
+        tokens: h.tokens,
+    })
 }
 
 /// The run's cache manifest when the teacher need not be loaded nor hashed: teacher.logits =
@@ -49,10 +53,22 @@ pub fn offline(recipe: &Recipe, dir: &Path, d: &RunData) -> Result<Option<cache:
     })
 }
 
-fn expect<'a>(recipe: &Recipe, d: &'a RunData, vocab: usize, teacher_hash: &'a str, teacher_dtype: &'a str, data_hash: &'a str) -> cache::Expect<'a> {
+fn expect<'a>(
+    recipe: &Recipe,
+    d: &'a RunData,
+    vocab: usize,
+    teacher_hash: &'a str,
+    teacher_dtype: &'a str,
+    data_hash: &'a str,
+) -> cache::Expect<'a> {
     cache::Expect {
-        vocab_size: vocab, seq_len: recipe.data.seq_len, n_rows: d.train.n_rows(),
-        tokenizer_hash: &d.tok_hash, teacher_hash, teacher_dtype, data_hash,
+        vocab_size: vocab,
+        seq_len: recipe.data.seq_len,
+        n_rows: d.train.n_rows(),
+        tokenizer_hash: &d.tok_hash,
+        teacher_hash,
+        teacher_dtype,
+        data_hash,
     }
 }
 
@@ -60,7 +76,8 @@ fn expect<'a>(recipe: &Recipe, d: &'a RunData, vocab: usize, teacher_hash: &'a s
 pub fn open_offline(recipe: &Recipe, d: &RunData, m: &cache::Manifest) -> Result<CacheReader> {
     let dh = cache::data_hash(&d.train, recipe.data.seq_len);
     let dt = dtype_name(recipe.teacher.dtype);
-    let reader = CacheReader::open(&recipe.cache_dir(), &expect(recipe, d, m.id.vocab_size, &m.id.teacher_hash, &dt, &dh))?;
+    let reader =
+        CacheReader::open(&recipe.cache_dir(), &expect(recipe, d, m.id.vocab_size, &m.id.teacher_hash, &dt, &dh))?;
     check_settings(recipe, &reader)?;
     Ok(reader)
 }
@@ -69,10 +86,20 @@ pub fn open_offline(recipe: &Recipe, d: &RunData, m: &cache::Manifest) -> Result
 fn check_settings(recipe: &Recipe, reader: &CacheReader) -> Result<()> {
     let c = &recipe.cache;
     let have = &reader.manifest.id;
-    if have.k != c.k || have.values != c.values || (c.tail == TailMode::Other && reader.temperature_index(recipe.distill.temperature).is_none()) {
+    if have.k != c.k
+        || have.values != c.values
+        || (c.tail == TailMode::Other && reader.temperature_index(recipe.distill.temperature).is_none())
+    {
         return Err(Error::input(format!(
             "teacher cache {} holds k = {} ({:?}, temperatures {:?}); the recipe asks for k = {} ({:?}, temperature {}): delete it or set cache.path to another directory",
-            recipe.cache_dir().display(), have.k, have.values, have.temperatures, c.k, c.values, recipe.distill.temperature)));
+            recipe.cache_dir().display(),
+            have.k,
+            have.values,
+            have.temperatures,
+            c.k,
+            c.values,
+            recipe.distill.temperature
+        )));
     }
     Ok(())
 }
@@ -80,7 +107,16 @@ fn check_settings(recipe: &Recipe, reader: &CacheReader) -> Result<()> {
 /// Open the run's teacher cache, building it from the loaded `teacher` first if it does not
 /// exist yet.
 #[allow(clippy::too_many_arguments)]
-pub fn open_or_build(recipe: &Recipe, dir: &Path, teacher: &Decoder, d: &RunData, device: &Device, quiet: bool, stop: &AtomicBool, log: &mut dyn FnMut(String)) -> Result<CacheReader> {
+pub fn open_or_build(
+    recipe: &Recipe,
+    dir: &Path,
+    teacher: &Decoder,
+    d: &RunData,
+    device: &Device,
+    quiet: bool,
+    stop: &AtomicBool,
+    log: &mut dyn FnMut(String),
+) -> Result<CacheReader> {
     let c = &recipe.cache;
     let vocab = teacher.config.vocab_size;
     if c.k > vocab {
@@ -95,9 +131,17 @@ pub fn open_or_build(recipe: &Recipe, dir: &Path, teacher: &Decoder, d: &RunData
     let files = who.files()?;
     let th = cache::hash_files(&files)?;
     let id = cache::CacheIdentity {
-        format_version: cache::FORMAT_VERSION, vocab_size: vocab, k: c.k, values: c.values, temperatures,
-        seq_len: recipe.data.seq_len, n_rows: d.train.n_rows(), rows_per_shard: c.rows_per_shard,
-        tokenizer_hash: d.tok_hash.clone(), teacher_hash: th, teacher_dtype: dtype_name(recipe.teacher.dtype),
+        format_version: cache::FORMAT_VERSION,
+        vocab_size: vocab,
+        k: c.k,
+        values: c.values,
+        temperatures,
+        seq_len: recipe.data.seq_len,
+        n_rows: d.train.n_rows(),
+        rows_per_shard: c.rows_per_shard,
+        tokenizer_hash: d.tok_hash.clone(),
+        teacher_hash: th,
+        teacher_dtype: dtype_name(recipe.teacher.dtype),
         data_hash: cache::data_hash(&d.train, recipe.data.seq_len),
     };
     let path = recipe.cache_dir();
@@ -110,14 +154,30 @@ pub fn open_or_build(recipe: &Recipe, dir: &Path, teacher: &Decoder, d: &RunData
         crate::util::copy_atomic(&crate::run_dir::RunDir(dir).tokenizer(), &path.join("tokenizer.json"))?;
         let ev = evaluate(teacher, &d.valid, recipe.optim.batch_size, None, device);
         let record = cache::TeacherRecord {
-            source: who.source(), files: cache::stamps(&files).unwrap_or_default(),
+            source: who.source(),
+            files: cache::stamps(&files).unwrap_or_default(),
             matmul_params: teacher.config.matmul_params(),
-            held_out: Some(cache::HeldOut { valid_hash: cache::data_hash(&d.valid, recipe.data.seq_len), batch_size: recipe.optim.batch_size, loss: ev.loss, tokens: ev.tokens }),
+            held_out: Some(cache::HeldOut {
+                valid_hash: cache::data_hash(&d.valid, recipe.data.seq_len),
+                batch_size: recipe.optim.batch_size,
+                loss: ev.loss,
+                tokens: ev.tokens,
+            }),
         };
-        let m = cache::build(&path, &id, &d.train, cache::decoder_select(teacher, &d.train, device, &id),
-            &cache::BuildOptions { batch_size: recipe.optim.batch_size, quiet, stop, teacher: record })?;
-        log(format!("teacher cache: {} tokens, {:.1} bytes/token ({:.2} MB) in {:.1} s",
-            m.tokens, m.bytes_per_token(), m.bytes as f64 / 1e6, t0.elapsed().as_secs_f64()));
+        let m = cache::build(
+            &path,
+            &id,
+            &d.train,
+            cache::decoder_select(teacher, &d.train, device, &id),
+            &cache::BuildOptions { batch_size: recipe.optim.batch_size, quiet, stop, teacher: record },
+        )?;
+        log(format!(
+            "teacher cache: {} tokens, {:.1} bytes/token ({:.2} MB) in {:.1} s",
+            m.tokens,
+            m.bytes_per_token(),
+            m.bytes as f64 / 1e6,
+            t0.elapsed().as_secs_f64()
+        ));
     }
     let reader = CacheReader::open(&path, &expect)?;
     check_settings(recipe, &reader)?;

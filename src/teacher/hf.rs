@@ -14,9 +14,9 @@ use serde::Deserialize;
 
 use crate::data::tokenizer::Tokenizer;
 use crate::error::{Error, Result};
+use crate::model::config::{MambaShape, ModelShape, RopeScaling};
 use crate::model::init::WeightSource;
 use crate::model::{Decoder, DecoderConfig};
-use crate::model::config::{MambaShape, ModelShape, RopeScaling};
 
 pub const SUPPORTED: [&str; 3] = ["llama", "mistral", "qwen2"];
 
@@ -68,7 +68,11 @@ impl HfConfig {
     pub fn into_config(self, file: &Path) -> Result<DecoderConfig> {
         let bad = |msg: String| Error::input(format!("{}: {msg}", file.display()));
         if !SUPPORTED.contains(&self.model_type.as_str()) {
-            return Err(bad(format!("unsupported model_type {:?}; supported: {}", self.model_type, SUPPORTED.join(", "))));
+            return Err(bad(format!(
+                "unsupported model_type {:?}; supported: {}",
+                self.model_type,
+                SUPPORTED.join(", ")
+            )));
         }
         if let Some(act) = &self.hidden_act {
             if act != "silu" {
@@ -80,11 +84,17 @@ impl HfConfig {
         }
         let heads = self.num_attention_heads;
         if heads == 0 || self.hidden_size % heads != 0 {
-            return Err(bad(format!("hidden_size {} is not a multiple of num_attention_heads {heads}", self.hidden_size)));
+            return Err(bad(format!(
+                "hidden_size {} is not a multiple of num_attention_heads {heads}",
+                self.hidden_size
+            )));
         }
         if let Some(hd) = self.head_dim {
             if hd * heads != self.hidden_size {
-                return Err(bad(format!("head_dim {hd} * num_attention_heads {heads} != hidden_size {}: not supported", self.hidden_size)));
+                return Err(bad(format!(
+                    "head_dim {hd} * num_attention_heads {heads} != hidden_size {}: not supported",
+                    self.hidden_size
+                )));
             }
         }
         let kv = self.num_key_value_heads.unwrap_or(heads);
@@ -133,7 +143,8 @@ impl HfConfig {
                         if sliding[from..].iter().any(|&s| !s) {
                             return Err(bad(format!(
                                 "layer_types {:?}: only full-attention layers followed by sliding-window layers are supported",
-                                self.layer_types.as_deref().unwrap_or_default())));
+                                self.layer_types.as_deref().unwrap_or_default()
+                            )));
                         }
                         if from == n { (None, 0) } else { (Some(w), from) }
                     }
@@ -183,9 +194,9 @@ impl HfWeights {
         let index_path = dir.join("model.safetensors.index.json");
         let files: Vec<PathBuf> = if index_path.is_file() {
             let idx: serde_json::Value = crate::util::read_json(&index_path)?;
-            let map = idx["weight_map"].as_object().ok_or_else(|| {
-                Error::input(format!("{}: no `weight_map` object", index_path.display()))
-            })?;
+            let map = idx["weight_map"]
+                .as_object()
+                .ok_or_else(|| Error::input(format!("{}: no `weight_map` object", index_path.display())))?;
             let mut names: Vec<String> = map.values().filter_map(|v| v.as_str().map(String::from)).collect();
             names.sort();
             names.dedup();
@@ -194,7 +205,9 @@ impl HfWeights {
             vec![single]
         } else {
             return Err(Error::input(format!(
-                "{}: no model.safetensors or model.safetensors.index.json", dir.display())));
+                "{}: no model.safetensors or model.safetensors.index.json",
+                dir.display()
+            )));
         };
         let mut maps = Vec::new();
         let mut index = HashMap::new();
@@ -202,7 +215,8 @@ impl HfWeights {
             let file = std::fs::File::open(&f).map_err(|e| Error::input(format!("{}: {e}", f.display())))?;
             // SAFETY: the file is opened read-only and not modified while mapped (a teacher's
             // weights are frozen inputs); a concurrent writer would be a user error.
-            let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::input(format!("{}: cannot map: {e}", f.display())))?;
+            let map =
+                unsafe { Mmap::map(&file) }.map_err(|e| Error::input(format!("{}: cannot map: {e}", f.display())))?;
             let st = SafeTensors::deserialize(&map)
                 .map_err(|e| Error::input(format!("{}: not a safetensors file: {e}", f.display())))?;
             for name in st.names() {
@@ -222,7 +236,9 @@ impl HfWeights {
         match view.dtype() {
             Dtype::F32 | Dtype::F16 | Dtype::BF16 => Ok((path.as_path(), view)),
             other => Err(Error::input(format!(
-                "{}: tensor `{name}` has dtype {other:?}; supported: F32, F16, BF16", path.display()))),
+                "{}: tensor `{name}` has dtype {other:?}; supported: F32, F16, BF16",
+                path.display()
+            ))),
         }
     }
 }
@@ -245,14 +261,18 @@ impl WeightSource for HfWeights {
         if let Some(j) = data.iter().position(|x| !x.is_finite()) {
             return Err(Error::input(format!(
                 "{}: tensor `{name}` holds a non-finite value ({}) at flat index {j}: the checkpoint is damaged",
-                path.display(), data[j])));
+                path.display(),
+                data[j]
+            )));
         }
         Ok((data, view.shape().to_vec()))
     }
 
     fn check_all_used(&self) -> Result<()> {
         let asked = self.asked.borrow();
-        let mut unused: Vec<(&String, &usize)> = self.index.iter()
+        let mut unused: Vec<(&String, &usize)> = self
+            .index
+            .iter()
             // Rotary frequencies that older checkpoints store as a buffer: a function of the
             // config, which we compute from it as transformers does.
             .filter(|(n, _)| !asked.contains(*n) && !n.ends_with(".rotary_emb.inv_freq"))
@@ -263,7 +283,9 @@ impl WeightSource for HfWeights {
             Some(&(name, &i)) => Err(Error::input(format!(
                 "{}: tensor `{name}` is not used by the model that config.json describes ({} unused in all); \
                  refusing to drop it silently: the config does not match the weights or the architecture is not supported",
-                self.maps[i].0.display(), unused.len()))),
+                self.maps[i].0.display(),
+                unused.len()
+            ))),
         }
     }
 }
@@ -273,8 +295,7 @@ impl WeightSource for HfWeights {
 pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<(Decoder, Tokenizer)> {
     let cfg_path = dir.join("config.json");
     let text = crate::error::read_to_string(&cfg_path)?;
-    let hf: HfConfig = serde_json::from_str(&text)
-        .map_err(|e| Error::input(format!("{}: {e}", cfg_path.display())))?;
+    let hf: HfConfig = serde_json::from_str(&text).map_err(|e| Error::input(format!("{}: {e}", cfg_path.display())))?;
     let config = hf.into_config(&cfg_path)?;
     let weights = HfWeights::open(dir)?;
     let model = config.load(&weights, device, dtype).map_err(|e| Error::input(format!("{}: {e}", dir.display())))?;
@@ -282,7 +303,10 @@ pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<(Decoder, Token
     if tokenizer.vocab_size() > config.vocab_size {
         return Err(Error::input(format!(
             "{}: tokenizer.json has {} tokens but the model's vocab_size is {}",
-            dir.display(), tokenizer.vocab_size(), config.vocab_size)));
+            dir.display(),
+            tokenizer.vocab_size(),
+            config.vocab_size
+        )));
     }
     Ok((model, tokenizer))
 }
@@ -299,10 +323,14 @@ mod tests {
     fn reference(dir: &Path) -> (Vec<i64>, Vec<f32>, Vec<f32>) {
         let bytes = std::fs::read(dir.join("reference.safetensors")).unwrap();
         let st = SafeTensors::deserialize(&bytes).unwrap();
-        let f = |n: &str| -> Vec<f32> {
-            crate::util::f32s_from_le(st.tensor(n).unwrap().data())
-        };
-        let ids = st.tensor("ids").unwrap().data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
+        let f = |n: &str| -> Vec<f32> { crate::util::f32s_from_le(st.tensor(n).unwrap().data()) };
+        let ids = st
+            .tensor("ids")
+            .unwrap()
+            .data()
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
         (ids, f("logits_f32"), f("logits_native"))
     }
 
@@ -325,7 +353,8 @@ mod tests {
     #[test]
     fn logits_match_transformers() {
         let dev = Device::flex();
-        for (name, stored) in [("llama-gqa", DType::F32), ("llama-mqa-rope3", DType::BF16), ("qwen2-tied", DType::F16)] {
+        for (name, stored) in [("llama-gqa", DType::F32), ("llama-mqa-rope3", DType::BF16), ("qwen2-tied", DType::F16)]
+        {
             let dir = fixture(name);
             let (model, _) = load(&dir, &dev, DType::F32).unwrap();
             let (ids, want_f32, want_native) = reference(&dir);
@@ -337,14 +366,19 @@ mod tests {
                 .unwrap();
             let err = |w: &[f32]| got.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
             let scale = want_f32.iter().fold(0f32, |m, x| m.max(x.abs()));
-            println!("{name} in F32: max abs diff {} vs transformers in f32, {} vs its dtype; max |logit| {scale}", err(&want_f32), err(&want_native));
+            println!(
+                "{name} in F32: max abs diff {} vs transformers in f32, {} vs its dtype; max |logit| {scale}",
+                err(&want_f32),
+                err(&want_native)
+            );
             assert!(scale < 1.0, "{name}: the tolerances assume logits below 1, got {scale}");
             assert!(err(&want_f32) < tol(DType::F32), "{name}: {} vs transformers in f32", err(&want_f32));
             // Ours in f32 against transformers in the stored dtype: its rounding alone.
             assert!(err(&want_native) < tol(stored), "{name}: {} vs transformers in its dtype", err(&want_native));
         }
         // Run in the stored precision (what `teacher.dtype` does), against transformers run in it.
-        for (name, dtype) in [("llama-mqa-rope3", burn::tensor::DType::BF16), ("qwen2-tied", burn::tensor::DType::F16)] {
+        for (name, dtype) in [("llama-mqa-rope3", burn::tensor::DType::BF16), ("qwen2-tied", burn::tensor::DType::F16)]
+        {
             let dir = fixture(name);
             // Loaded straight into the half dtype, tensor by tensor: the same model as loading
             // in f32 and casting the whole.
@@ -353,13 +387,25 @@ mod tests {
             let (ids, want_f32, want_native) = reference(&dir);
             let t = ids.len();
             let run = |m: &Decoder| -> Vec<f32> {
-                m.forward(Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [1, t]), &dev)).into_data().try_to_vec::<f32>().unwrap()
+                m.forward(Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [1, t]), &dev))
+                    .into_data()
+                    .try_to_vec::<f32>()
+                    .unwrap()
             };
             let got = run(&model);
             assert_eq!(got, run(&load(&dir, &dev, DType::F32).unwrap().0.cast(dtype)), "{name}: direct vs cast");
             let err = |w: &[f32]| got.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-            println!("{name} in {dtype:?}: max abs diff {} vs transformers in {dtype:?}, {} vs f32", err(&want_native), err(&want_f32));
-            assert!(err(&want_native) < tol(dtype) && err(&want_f32) < tol(dtype), "{name} in {dtype:?}: {} / {}", err(&want_native), err(&want_f32));
+            println!(
+                "{name} in {dtype:?}: max abs diff {} vs transformers in {dtype:?}, {} vs f32",
+                err(&want_native),
+                err(&want_f32)
+            );
+            assert!(
+                err(&want_native) < tol(dtype) && err(&want_f32) < tol(dtype),
+                "{name} in {dtype:?}: {} / {}",
+                err(&want_native),
+                err(&want_f32)
+            );
         }
         let (m, _) = load(&fixture("qwen2-tied"), &dev, DType::F32).unwrap();
         assert!(m.lm_head.is_none() && m.config.shape.qkv_bias);
@@ -424,13 +470,21 @@ mod tests {
     #[test]
     fn sliding_window_config_follows_transformers() {
         let conv = |extra: &str, arch: &str| -> Result<DecoderConfig> {
-            let text = format!(r#"{{"model_type": "{arch}", "vocab_size": 32, "hidden_size": 16, "intermediate_size": 32,
-                "num_hidden_layers": 3, "num_attention_heads": 2, "max_position_embeddings": 64, "rms_norm_eps": 1e-6{extra}}}"#);
+            let text = format!(
+                r#"{{"model_type": "{arch}", "vocab_size": 32, "hidden_size": 16, "intermediate_size": 32,
+                "num_hidden_layers": 3, "num_attention_heads": 2, "max_position_embeddings": 64, "rms_norm_eps": 1e-6{extra}}}"#
+            );
             serde_json::from_str::<HfConfig>(&text).unwrap().into_config(Path::new("config.json"))
         };
         let layer_windows = |c: &DecoderConfig| -> Vec<Option<usize>> {
             let m = c.init(0, &Device::flex());
-            m.blocks.iter().map(|b| match &b.mixer { crate::model::decoder::Mixer::Attention(a) => a.window, _ => unreachable!() }).collect()
+            m.blocks
+                .iter()
+                .map(|b| match &b.mixer {
+                    crate::model::decoder::Mixer::Attention(a) => a.window,
+                    _ => unreachable!(),
+                })
+                .collect()
         };
         // Off: the window size alone does nothing.
         let c = conv(r#", "use_sliding_window": false, "sliding_window": 4"#, "qwen2").unwrap();
@@ -446,19 +500,33 @@ mod tests {
         let c = conv(r#", "use_sliding_window": true, "sliding_window": 4, "max_window_layers": 2"#, "qwen2").unwrap();
         assert_eq!(layer_windows(&c), [None, None, Some(4)]);
         // layer_types, when given, decide over max_window_layers.
-        let c = conv(r#", "use_sliding_window": true, "sliding_window": 4, "max_window_layers": 0,
-            "layer_types": ["full_attention", "sliding_attention", "sliding_attention"]"#, "qwen2").unwrap();
+        let c = conv(
+            r#", "use_sliding_window": true, "sliding_window": 4, "max_window_layers": 0,
+            "layer_types": ["full_attention", "sliding_attention", "sliding_attention"]"#,
+            "qwen2",
+        )
+        .unwrap();
         assert_eq!(layer_windows(&c), [None, Some(4), Some(4)]);
         // ... but slide nowhere without use_sliding_window.
-        let c = conv(r#", "use_sliding_window": false, "sliding_window": 4,
-            "layer_types": ["sliding_attention", "sliding_attention", "sliding_attention"]"#, "qwen2").unwrap();
+        let c = conv(
+            r#", "use_sliding_window": false, "sliding_window": 4,
+            "layer_types": ["sliding_attention", "sliding_attention", "sliding_attention"]"#,
+            "qwen2",
+        )
+        .unwrap();
         assert_eq!(layer_windows(&c), [None, None, None]);
         // A pattern other than full layers first, then sliding ones, is refused by name.
-        let e = conv(r#", "use_sliding_window": true, "sliding_window": 4,
-            "layer_types": ["sliding_attention", "full_attention", "sliding_attention"]"#, "qwen2").unwrap_err();
+        let e = conv(
+            r#", "use_sliding_window": true, "sliding_window": 4,
+            "layer_types": ["sliding_attention", "full_attention", "sliding_attention"]"#,
+            "qwen2",
+        )
+        .unwrap_err();
         assert_eq!(e.exit_code(), 2);
         assert!(e.to_string().contains("config.json: layer_types"), "{e}");
-        let e = conv(r#", "use_sliding_window": true, "sliding_window": 4, "layer_types": ["full_attention"]"#, "qwen2").unwrap_err();
+        let e =
+            conv(r#", "use_sliding_window": true, "sliding_window": 4, "layer_types": ["full_attention"]"#, "qwen2")
+                .unwrap_err();
         assert!(e.to_string().contains("layer_types has 1 entries for 3 layers"), "{e}");
         // Llama has no sliding window: the keys are ignored, as transformers does.
         let c = conv(r#", "use_sliding_window": true, "sliding_window": 4, "max_window_layers": 0"#, "llama").unwrap();
@@ -474,12 +542,19 @@ mod tests {
         let st = SafeTensors::deserialize(&bytes).unwrap();
         let raw = vec![0u8; 64 * 4];
         let mut all: Vec<(String, safetensors::tensor::TensorView)> = st.tensors();
-        all.push(("model.layers.1.self_attn.o_proj.bias".into(), safetensors::tensor::TensorView::new(Dtype::F32, vec![64], &raw).unwrap()));
+        all.push((
+            "model.layers.1.self_attn.o_proj.bias".into(),
+            safetensors::tensor::TensorView::new(Dtype::F32, vec![64], &raw).unwrap(),
+        ));
         std::fs::write(d.join("model.safetensors"), safetensors::serialize(all, None).unwrap()).unwrap();
         let e = load(&d, &Device::flex(), DType::F32).err().expect("an unused tensor must fail the load");
         assert_eq!(e.exit_code(), 2);
         let msg = e.to_string();
-        assert!(msg.contains("model.safetensors") && msg.contains("tensor `model.layers.1.self_attn.o_proj.bias` is not used"), "{msg}");
+        assert!(
+            msg.contains("model.safetensors")
+                && msg.contains("tensor `model.layers.1.self_attn.o_proj.bias` is not used"),
+            "{msg}"
+        );
     }
 
     /// A config.json whose sizes do not match the weights fails at the first tensor, before
@@ -487,16 +562,23 @@ mod tests {
     #[test]
     fn bad_config_fails_before_allocating() {
         let d = copy_fixture("llama-gqa", "huge");
-        let cfg = std::fs::read_to_string(d.join("config.json")).unwrap().replace("\"vocab_size\": 1024", "\"vocab_size\": 1099511627776");
+        let cfg = std::fs::read_to_string(d.join("config.json"))
+            .unwrap()
+            .replace("\"vocab_size\": 1024", "\"vocab_size\": 1099511627776");
         std::fs::write(d.join("config.json"), cfg).unwrap();
         let e = load(&d, &Device::flex(), DType::F32).err().expect("a mismatched config must fail the load");
         assert_eq!(e.exit_code(), 2);
-        assert!(e.to_string().contains("tensor `model.embed_tokens.weight` has shape [1024, 64], expected [1099511627776, 64]"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("tensor `model.embed_tokens.weight` has shape [1024, 64], expected [1099511627776, 64]"),
+            "{e}"
+        );
     }
 
     #[test]
     fn tokenizer_matches_transformers() {
-        let cases: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture("tokenizer_parity.json")).unwrap()).unwrap();
+        let cases: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(fixture("tokenizer_parity.json")).unwrap()).unwrap();
         let tok = Tokenizer::load(&fixture("llama-gqa").join("tokenizer.json")).unwrap();
         let cases = cases.as_array().unwrap();
         assert!(cases.len() >= 7);
@@ -544,9 +626,15 @@ mod tests {
         assert!(msg(&d).contains("missing tensor `model.layers.1.mlp.up_proj.weight`"), "{}", msg(&d));
         // A tensor with the wrong shape is named with both shapes.
         let d = copy_fixture("llama-gqa", "shape");
-        let cfg = std::fs::read_to_string(d.join("config.json")).unwrap().replace("\"intermediate_size\": 128", "\"intermediate_size\": 96");
+        let cfg = std::fs::read_to_string(d.join("config.json"))
+            .unwrap()
+            .replace("\"intermediate_size\": 128", "\"intermediate_size\": 96");
         std::fs::write(d.join("config.json"), cfg).unwrap();
-        assert!(msg(&d).contains("tensor `model.layers.0.mlp.gate_proj.weight` has shape [128, 64], expected [96, 64]"), "{}", msg(&d));
+        assert!(
+            msg(&d).contains("tensor `model.layers.0.mlp.gate_proj.weight` has shape [128, 64], expected [96, 64]"),
+            "{}",
+            msg(&d)
+        );
         // An unsupported dtype is named.
         let d = copy_fixture("llama-gqa", "dtype");
         let raw = vec![0u8; 64 * 4];
@@ -571,7 +659,11 @@ mod tests {
             st.tensors().into_iter().filter(|(n, _)| n != "model.norm.weight").collect();
         all.push(("model.norm.weight".into(), view));
         std::fs::write(d.join("model.safetensors"), safetensors::serialize(all, None).unwrap()).unwrap();
-        assert!(msg(&d).contains("tensor `model.norm.weight` holds a non-finite value (NaN) at flat index 5"), "{}", msg(&d));
+        assert!(
+            msg(&d).contains("tensor `model.norm.weight` holds a non-finite value (NaN) at flat index 5"),
+            "{}",
+            msg(&d)
+        );
         // No weights at all.
         let d = copy_fixture("llama-gqa", "noweights");
         std::fs::remove_file(d.join("model.safetensors")).unwrap();

@@ -11,7 +11,8 @@ use crate::model::Decoder;
 /// `logits`: (b * t, vocab); `targets`, `mask`: (b * t,), mask 1 for a real target, 0 for
 /// padding; returns b values (0 for a row without real tokens).
 pub fn row_nll(logits: Tensor<2>, targets: Tensor<1, Int>, mask: Tensor<1>, b: usize, t: usize) -> Vec<f64> {
-    let nll = log_softmax(logits.detach(), 1).gather(1, targets.unsqueeze_dim::<2>(1)).squeeze_dim::<1>(1).neg() * mask.clone();
+    let nll = log_softmax(logits.detach(), 1).gather(1, targets.unsqueeze_dim::<2>(1)).squeeze_dim::<1>(1).neg()
+        * mask.clone();
     let per = nll.reshape([b, t]).sum_dim(1) / mask.reshape([b, t]).sum_dim(1).clamp_min(1.0);
     per.into_data().convert::<f64>().try_to_vec::<f64>().expect("f64")
 }
@@ -35,7 +36,8 @@ pub fn doc_ppl(teacher: &Decoder, docs: &[Vec<u32>], eos: u32, device: &Device) 
             msk.extend((0..len - 1).map(|j| if j < real { 1f32 } else { 0.0 }));
         }
         let (b, t) = (chunk.len(), len - 1);
-        let logits = teacher.forward(Tensor::<2, Int>::from_data(TensorData::new(inp, [b, t]), device)).reshape([b * t, v]);
+        let logits =
+            teacher.forward(Tensor::<2, Int>::from_data(TensorData::new(inp, [b, t]), device)).reshape([b * t, v]);
         let targets = Tensor::<1, Int>::from_data(TensorData::new(tgt, [b * t]), device);
         let mask = Tensor::<1>::from_data(TensorData::new(msk, [b * t]), device);
         out.extend(row_nll(logits, targets, mask, b, t).into_iter().map(f64::exp));
@@ -62,11 +64,15 @@ mod tests {
             Tensor::<2>::from_data(TensorData::new(z.clone(), [b * t, v]), &dev),
             Tensor::<1, Int>::from_data(TensorData::new(targets.clone(), [b * t]), &dev),
             Tensor::<1>::from_data(TensorData::new(mask, [b * t]), &dev),
-            b, t,
+            b,
+            t,
         );
         for r in 0..b {
             let n = real[r];
-            let want = (0..n).map(|p| token_scores_full(&z[(r * t + p) * v..(r * t + p + 1) * v], targets[r * t + p] as usize).0).sum::<f64>() / n.max(1) as f64;
+            let want = (0..n)
+                .map(|p| token_scores_full(&z[(r * t + p) * v..(r * t + p + 1) * v], targets[r * t + p] as usize).0)
+                .sum::<f64>()
+                / n.max(1) as f64;
             assert!((got[r] - want).abs() < 1e-5, "row {r}: {} vs {want}", got[r]);
         }
     }

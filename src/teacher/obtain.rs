@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 
-use crate::run_dir::RunDir;
-use crate::train::Phase;
 use crate::data::RunData;
 use crate::error::{Error, Result};
 use crate::model::{Decoder, store};
 use crate::recipe::{Recipe, TeacherDtype, TeacherKind};
+use crate::run_dir::RunDir;
+use crate::train::Phase;
 
 /// The teacher of `recipe` in the run directory `run_dir` (where a pretrained one lives).
 pub struct Teacher<'a> {
@@ -27,7 +27,13 @@ impl<'a> Teacher<'a> {
     /// Load the frozen teacher, checked against the prepared data (same tokenizer, context
     /// enough for `seq_len`) and cast to `teacher.dtype`. A teacher the run pretrains itself
     /// comes from `pretrain` (the pipeline's training stage, which resumes or loads it).
-    pub fn obtain(&self, d: &RunData, device: &Device, log: &mut dyn FnMut(String), pretrain: impl FnOnce(&mut dyn FnMut(String)) -> Result<Decoder>) -> Result<Decoder> {
+    pub fn obtain(
+        &self,
+        d: &RunData,
+        device: &Device,
+        log: &mut dyn FnMut(String),
+        pretrain: impl FnOnce(&mut dyn FnMut(String)) -> Result<Decoder>,
+    ) -> Result<Decoder> {
         let (recipe, dir) = (self.recipe, self.run_dir);
         let tok_hash = &d.tok_hash;
         let vocab = d.vocab;
@@ -38,7 +44,9 @@ impl<'a> Teacher<'a> {
                 if &tok.hash() != tok_hash {
                     return Err(Error::input(format!(
                         "teacher {}: its tokenizer.json differs from the one the data in {} was prepared with: the vocabularies must be identical",
-                        p.display(), dir.display())));
+                        p.display(),
+                        dir.display()
+                    )));
                 }
                 log(format!("teacher: {} ({} parameters in matmuls)", p.display(), t.config.matmul_params()));
                 t
@@ -49,7 +57,10 @@ impl<'a> Teacher<'a> {
                 if &hash != tok_hash || t.config.vocab_size != vocab {
                     return Err(Error::input(format!(
                         "teacher {} was trained with a different tokenizer (vocab {}) than the data (vocab {vocab}, {}): the vocabularies must be identical",
-                        p.display(), t.config.vocab_size, RunDir(dir).tokenizer().display())));
+                        p.display(),
+                        t.config.vocab_size,
+                        RunDir(dir).tokenizer().display()
+                    )));
                 }
                 t
             }
@@ -57,12 +68,16 @@ impl<'a> Teacher<'a> {
         };
         if recipe.data.seq_len > teacher.config.shape.max_seq_len {
             return Err(Error::input(format!(
-                "data.seq_len ({}) exceeds the teacher's context ({} tokens)", recipe.data.seq_len, teacher.config.shape.max_seq_len)));
+                "data.seq_len ({}) exceeds the teacher's context ({} tokens)",
+                recipe.data.seq_len, teacher.config.shape.max_seq_len
+            )));
         }
         Ok(match recipe.teacher.dtype {
             TeacherDtype::F32 => teacher,
             _ if teacher.config.shape.layer_pattern.contains('M') => {
-                return Err(Error::input("teacher.dtype: half precision is supported for attention-only teachers; this teacher has Mamba-2 layers"));
+                return Err(Error::input(
+                    "teacher.dtype: half precision is supported for attention-only teachers; this teacher has Mamba-2 layers",
+                ));
             }
             half => teacher.cast(half.dtype()),
         })

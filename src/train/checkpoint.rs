@@ -44,10 +44,7 @@ pub fn save(dir: &Path, model: &Decoder, optim: &ModuleOptimizer, state: &TrainS
         io_ctx(std::fs::remove_dir_all(&tmp), || ctx("clear stale temp dir"))?;
     }
     io_ctx(std::fs::create_dir_all(&tmp), || ctx("create"))?;
-    model
-        .clone()
-        .save_file(tmp.join("model.bpk"))
-        .map_err(|e| Error::runtime(ctx(&format!("model: {e}"))))?;
+    model.clone().save_file(tmp.join("model.bpk")).map_err(|e| Error::runtime(ctx(&format!("model: {e}"))))?;
     optim.save(tmp.join("optimizer.bpk")).map_err(|e| Error::runtime(ctx(&format!("optimizer: {e}"))))?;
     write_json_atomic(&tmp.join("state.json"), state)?;
     let mut manifest = BTreeMap::new();
@@ -72,9 +69,8 @@ pub fn save(dir: &Path, model: &Decoder, optim: &ModuleOptimizer, state: &TrainS
 }
 
 fn list(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
-        .unwrap_or_default();
+    let mut v: Vec<PathBuf> =
+        std::fs::read_dir(dir).map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect()).unwrap_or_default();
     v.retain(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step-")));
     v.sort();
     v
@@ -116,7 +112,9 @@ pub fn load(ck: &Path, model: Decoder, optim: ModuleOptimizer) -> Result<(Decode
         let bytes = std::fs::read(&p).map_err(|e| Error::input(format!("{}: {e}", p.display())))?;
         if manifest.get(f).map(|s| s.as_str()) != Some(sha256_hex(&bytes).as_str()) {
             return Err(Error::input(format!(
-                "{}: checksum does not match MANIFEST: the checkpoint is corrupt", p.display())));
+                "{}: checksum does not match MANIFEST: the checkpoint is corrupt",
+                p.display()
+            )));
         }
     }
     let record = ModuleRecord::load(ck.join("model.bpk"))

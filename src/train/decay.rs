@@ -67,13 +67,11 @@ pub fn apply(model: Decoder, factor: f64, exempt: &[NoDecay]) -> Decoder {
                     let f = self.factor;
                     // Outside the graph: a product of the tracked parameter would be a graph
                     // node, not a leaf, so it would get no gradient in the next step.
-                    p.map(|t| {
-                        if t.is_require_grad() {
-                            Tensor::from_inner(t.inner() * f).require_grad()
-                        } else {
-                            t * f
-                        }
-                    })
+                    p.map(
+                        |t| {
+                            if t.is_require_grad() { Tensor::from_inner(t.inner() * f).require_grad() } else { t * f }
+                        },
+                    )
                 }
             }
         }

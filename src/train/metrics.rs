@@ -74,10 +74,8 @@ impl MetricsLog {
             kept.push('\n');
         }
         crate::util::write_atomic(path, kept.as_bytes())?;
-        let file = io_ctx(
-            std::fs::OpenOptions::new().append(true).create(true).open(path),
-            || format!("{}", path.display()),
-        )?;
+        let file =
+            io_ctx(std::fs::OpenOptions::new().append(true).create(true).open(path), || format!("{}", path.display()))?;
         Ok(MetricsLog { file })
     }
 
@@ -90,11 +88,7 @@ impl MetricsLog {
 /// The rows of a metrics file (a missing file or an unreadable line reads as nothing: a crash
 /// may have cut the last line short).
 pub fn read(path: &Path) -> Vec<MetricsRow> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
+    std::fs::read_to_string(path).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
 }
 
 /// Train and held-out loss against step, one colour per phase.
@@ -103,10 +97,8 @@ pub fn plot(metrics: &Path, out: &Path) -> Result<()> {
     let series = |phase: &str, value: fn(&MetricsRow) -> Option<f64>| -> Vec<(f64, f64)> {
         rows.iter().filter(|v| v.phase == phase).filter_map(|v| Some((v.step as f64, value(v)?))).collect()
     };
-    let all: Vec<Vec<(f64, f64)>> = ["teacher", "student"]
-        .iter()
-        .flat_map(|p| [series(p, |v| Some(v.loss)), series(p, |v| v.eval_loss)])
-        .collect();
+    let all: Vec<Vec<(f64, f64)>> =
+        ["teacher", "student"].iter().flat_map(|p| [series(p, |v| Some(v.loss)), series(p, |v| v.eval_loss)]).collect();
     let pts: Vec<&(f64, f64)> = all.iter().flatten().collect();
     if pts.is_empty() {
         return Ok(());

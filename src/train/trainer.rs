@@ -16,15 +16,15 @@ use super::checkpoint::{self, TrainState};
 use super::decay;
 use super::metrics::{MetricsLog, MetricsRow};
 use super::schedule::lr_at;
+use crate::curriculum;
 use crate::data::pack::Packed;
 use crate::error::{Error, Result};
 use crate::eval::evaluate;
 use crate::kd_loss::{KdConfig, Target, kd_loss_streamed};
 use crate::model::{Decoder, DecoderConfig};
-use crate::curriculum;
 use crate::recipe::{CheckpointSection, CurriculumSection, EvalSection, OptimSection, Schedule};
-use crate::teacher::codec::TailMode;
 use crate::teacher::cache::{CacheReader, TopKHost};
+use crate::teacher::codec::TailMode;
 use crate::teacher::{TeacherSource, row_nll};
 
 /// A curriculum as the trainer uses it.
@@ -51,7 +51,14 @@ impl ReadAhead {
     }
 
     /// The targets of `rows` at `tau`, then start decoding `next`.
-    fn take(&mut self, reader: &Arc<CacheReader>, rows: &[usize], next: Vec<usize>, tau: f64, tail: TailMode) -> Result<TopKHost> {
+    fn take(
+        &mut self,
+        reader: &Arc<CacheReader>,
+        rows: &[usize],
+        next: Vec<usize>,
+        tau: f64,
+        tail: TailMode,
+    ) -> Result<TopKHost> {
         let got = match self.pending.take() {
             Some(((r, t), h)) if r == rows && t == tau.to_bits() => {
                 h.join().map_err(|_| Error::runtime("teacher-cache reader thread panicked"))?
@@ -158,7 +165,9 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
             let v = job.model.vocab_size;
             let target = match &job.teacher {
                 TeacherSource::None => None,
-                TeacherSource::Online(tm) => Some(Target::Full(tm.forward(batch.inputs.clone().inner()).reshape([b * t, v]))),
+                TeacherSource::Online(tm) => {
+                    Some(Target::Full(tm.forward(batch.inputs.clone().inner()).reshape([b * t, v])))
+                }
                 TeacherSource::Cache { reader, tail } => {
                     let next = job.train.rows_at_ordered(job.seed, st.cursor, o.batch_size, first_epoch);
                     let host = read_ahead.take(reader, &rows, next, kd.temperature, *tail)?;
@@ -198,7 +207,9 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
             if !loss_val.is_finite() {
                 return Err(Error::runtime(format!(
                     "{phase}: the loss became {loss_val} at step {}; lower {phase} lr (now {lr:.2e}) or raise grad_clip. The last good checkpoint is in {}",
-                    st.step + 1, ck_dir.display())));
+                    st.step + 1,
+                    ck_dir.display()
+                )));
             }
             loss_sum += loss_val as f64 * w_m;
             ce_sum += out.ce.into_scalar::<f32>() as f64 * w_m;
@@ -222,9 +233,16 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
         let curriculum_on = job.curriculum.as_ref().filter(|c| c.cfg.schedule != Schedule::None);
         let scheduled = job.alpha_end.is_some() || job.temperature_end.is_some();
         let mut row = MetricsRow {
-            phase: phase.to_string(), step: st.step, lr, loss: loss_sum, ce: ce_sum,
+            phase: phase.to_string(),
+            step: st.step,
+            lr,
+            loss: loss_sum,
+            ce: ce_sum,
             kl: job.teacher.is_some().then_some(kl_sum),
-            grad_norm, tokens: st.tokens, tok_per_s: tok_s, elapsed_s: st.elapsed_s,
+            grad_norm,
+            tokens: st.tokens,
+            tok_per_s: tok_s,
+            elapsed_s: st.elapsed_s,
             alpha: scheduled.then_some(kd.alpha),
             temperature: scheduled.then_some(kd.temperature),
             competence: curriculum_on.map(|c| curriculum::competence(&c.cfg, progress)),
@@ -243,8 +261,15 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
             let r = evaluate(&model.valid(), job.valid, o.batch_size, Some(job.eval.batches), device);
             row.eval_loss = Some(r.loss);
             row.eval_ppl = Some(r.ppl);
-            let line = format!("{phase} step {:>5}/{}: train loss {:.4}, held-out loss {:.4} (ppl {:.2}), {:.0} tok/s",
-                st.step, o.steps, loss_sum, r.loss, r.ppl, st.tokens as f64 / st.elapsed_s);
+            let line = format!(
+                "{phase} step {:>5}/{}: train loss {:.4}, held-out loss {:.4} (ppl {:.2}), {:.0} tok/s",
+                st.step,
+                o.steps,
+                loss_sum,
+                r.loss,
+                r.ppl,
+                st.tokens as f64 / st.elapsed_s
+            );
             if pb.is_hidden() {
                 println!("{line}");
             } else {
@@ -339,18 +364,43 @@ mod tests {
         std::fs::remove_dir_all(&dir).ok();
         let model = DecoderConfig {
             vocab_size: 16,
-            shape: PartialShape { d_model: Some(16), n_layers: Some(1), n_heads: Some(2), d_ff: Some(32), ..Default::default() }
-                .to_shape()
-                .unwrap(),
+            shape: PartialShape {
+                d_model: Some(16),
+                n_layers: Some(1),
+                n_heads: Some(2),
+                d_ff: Some(32),
+                ..Default::default()
+            }
+            .to_shape()
+            .unwrap(),
         };
-        let optim = OptimSection { batch_size: batch, grad_accum: accum, steps: 1, warmup_steps: 0, ..Default::default() };
+        let optim =
+            OptimSection { batch_size: batch, grad_accum: accum, steps: 1, warmup_steps: 0, ..Default::default() };
         let stop = AtomicBool::new(false);
         let job = TrainJob {
-            phase: Phase::Student, dir: dir.clone(), metrics: dir.join("metrics.jsonl"), model, optim: &optim,
+            phase: Phase::Student,
+            dir: dir.clone(),
+            metrics: dir.join("metrics.jsonl"),
+            model,
+            optim: &optim,
             teacher: TeacherSource::None,
-            kd: KdConfig { alpha: 1.0, temperature: 1.0, chunk_tokens: 64, divergence: crate::kd_loss::Divergence::ForwardKl },
-            alpha_end: None, temperature_end: None, curriculum: None, train, valid: train, seed: 3,
-            checkpoint: &CheckpointSection::default(), eval: &EvalSection::default(), stop: &stop, stop_after: None, quiet: true,
+            kd: KdConfig {
+                alpha: 1.0,
+                temperature: 1.0,
+                chunk_tokens: 64,
+                divergence: crate::kd_loss::Divergence::ForwardKl,
+            },
+            alpha_end: None,
+            temperature_end: None,
+            curriculum: None,
+            train,
+            valid: train,
+            seed: 3,
+            checkpoint: &CheckpointSection::default(),
+            eval: &EvalSection::default(),
+            stop: &stop,
+            stop_after: None,
+            quiet: true,
         };
         train_model(&job);
         let row = super::super::metrics::read(&dir.join("metrics.jsonl")).remove(0);
@@ -369,7 +419,11 @@ mod tests {
     fn accumulation_weights_micro_batches_by_tokens() {
         // EOS = 0; documents of 2 to 15 tokens in rows of 16: padding varies from row to row.
         let lens = [15usize, 2, 11, 3, 14, 2, 9, 4];
-        let toks: Vec<u32> = lens.iter().enumerate().flat_map(|(d, &n)| (0..n).map(move |j| 1 + ((d * 5 + j * 3) % 15) as u32).chain([0])).collect();
+        let toks: Vec<u32> = lens
+            .iter()
+            .enumerate()
+            .flat_map(|(d, &n)| (0..n).map(move |j| 1 + ((d * 5 + j * 3) % 15) as u32).chain([0]))
+            .collect();
         let train = Packed::per_document(toks, 16, 0);
         let whole = first_step("whole", 4, 1, &train);
         for (batch, accum) in [(2, 2), (1, 4)] {
@@ -390,8 +444,13 @@ mod tests {
         let cfg = DecoderConfig {
             vocab_size: 24,
             shape: PartialShape {
-                d_model: Some(16), n_layers: Some(2), n_heads: Some(2), d_ff: Some(32), layer_pattern: Some("AM".into()),
-                qkv_bias: Some(true), tie_embeddings: Some(false),
+                d_model: Some(16),
+                n_layers: Some(2),
+                n_heads: Some(2),
+                d_ff: Some(32),
+                layer_pattern: Some("AM".into()),
+                qkv_bias: Some(true),
+                tie_embeddings: Some(false),
                 mamba: Some(MambaShape { d_state: 4, head_dim: 8, chunk_size: 4, ..Default::default() }),
                 ..Default::default()
             }
@@ -427,6 +486,10 @@ mod tests {
             assert!(b.iter().zip(a).all(|(x, y)| *y == *x * want), "{path}: expected a factor {want}");
             assert!(b.iter().zip(e).all(|(x, y)| *y == *x * 0.5), "{path}: no_decay = [] decays it");
         }
-        assert!(seen[0] >= 8 && seen[1] >= 10, "matrices and exempt parameters both seen: {seen:?} in {:?}", before.iter().map(|p| &p.0).collect::<Vec<_>>());
+        assert!(
+            seen[0] >= 8 && seen[1] >= 10,
+            "matrices and exempt parameters both seen: {seen:?} in {:?}",
+            before.iter().map(|p| &p.0).collect::<Vec<_>>()
+        );
     }
 }

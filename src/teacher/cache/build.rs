@@ -8,12 +8,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use burn::tensor::{Device, Tensor};
 
 use super::CacheIdentity;
-use super::format::{MANIFEST, Manifest, Selected, ShardInfo, TeacherRecord, check_shard, encode_selected, shard_bytes, shard_name};
+use super::format::{
+    MANIFEST, Manifest, Selected, ShardInfo, TeacherRecord, check_shard, encode_selected, shard_bytes, shard_name,
+};
 use crate::data::pack::Packed;
 use crate::error::{Error, Result};
 use crate::model::Decoder;
-use crate::teacher::codec::ValueCodec;
 use crate::teacher::bits::BitWriter;
+use crate::teacher::codec::ValueCodec;
 use crate::util::{sha256_hex, write_atomic, write_json_atomic};
 
 /// The kept set is the k largest logits; ties at the k-th value keep the lower ids. Values
@@ -67,7 +69,11 @@ pub struct BuildOptions<'a> {
 /// The teacher's full logits (rows x seq_len x vocab, flat) of given rows, on the host: for
 /// `bench-cache`, which compares the cache against them. A cache build never holds these
 /// (`decoder_select`).
-pub fn decoder_logits<'a>(teacher: &'a Decoder, data: &'a Packed, device: &'a Device) -> impl FnMut(&[usize]) -> Vec<f32> + 'a {
+pub fn decoder_logits<'a>(
+    teacher: &'a Decoder,
+    data: &'a Packed,
+    device: &'a Device,
+) -> impl FnMut(&[usize]) -> Vec<f32> + 'a {
     move |rows| {
         let batch = data.batch(rows, device);
         teacher.forward(batch.inputs).into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 logits")
@@ -84,17 +90,28 @@ fn non_finite(x: f32, r: usize, p: usize) -> Error {
 /// The naive way: full logits of the given rows on the host (rows x seq_len x vocab, flat),
 /// each token selected there by `select_host`. For logits already on the host (bench-cache)
 /// and as the tests' reference.
-pub fn host_select<'a>(mut logits_of: impl FnMut(&[usize]) -> Vec<f32> + 'a, data: &'a Packed, id: &CacheIdentity) -> impl FnMut(&[usize]) -> Result<Selections> + 'a {
+pub fn host_select<'a>(
+    mut logits_of: impl FnMut(&[usize]) -> Vec<f32> + 'a,
+    data: &'a Packed,
+    id: &CacheIdentity,
+) -> impl FnMut(&[usize]) -> Result<Selections> + 'a {
     let (t, v, k, temps) = (id.seq_len, id.vocab_size, id.k, id.temperatures.clone());
     move |rows| {
         let logits = logits_of(rows);
-        rows.iter().enumerate().map(|(j, &r)| (0..data.row_len(r)).map(|p| {
-            let z = &logits[(j * t + p) * v..(j * t + p + 1) * v];
-            match z.iter().find(|x| !x.is_finite()) {
-                Some(&bad) => Err(non_finite(bad, r, p)),
-                None => Ok(select_host(z, k, &temps)),
-            }
-        }).collect()).collect()
+        rows.iter()
+            .enumerate()
+            .map(|(j, &r)| {
+                (0..data.row_len(r))
+                    .map(|p| {
+                        let z = &logits[(j * t + p) * v..(j * t + p + 1) * v];
+                        match z.iter().find(|x| !x.is_finite()) {
+                            Some(&bad) => Err(non_finite(bad, r, p)),
+                            None => Ok(select_host(z, k, &temps)),
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
     }
 }
 
@@ -105,11 +122,21 @@ const TIE_SLACK: usize = 16;
 /// The teacher as the cache sees it: it runs on the device, which also takes each token's top
 /// k (+ `TIE_SLACK`) and its log-sum-exps; only those come to the host, never the
 /// `[batch, seq, vocab]` logits.
-pub fn decoder_select<'a>(teacher: &'a Decoder, data: &'a Packed, device: &'a Device, id: &CacheIdentity) -> impl FnMut(&[usize]) -> Result<Selections> + 'a {
+pub fn decoder_select<'a>(
+    teacher: &'a Decoder,
+    data: &'a Packed,
+    device: &'a Device,
+    id: &CacheIdentity,
+) -> impl FnMut(&[usize]) -> Result<Selections> + 'a {
     device_select(move |rows: &[usize]| teacher.forward(data.batch(rows, device).inputs), data, id, TIE_SLACK)
 }
 
-fn device_select<'a>(mut forward: impl FnMut(&[usize]) -> Tensor<3> + 'a, data: &'a Packed, id: &CacheIdentity, slack: usize) -> impl FnMut(&[usize]) -> Result<Selections> + 'a {
+fn device_select<'a>(
+    mut forward: impl FnMut(&[usize]) -> Tensor<3> + 'a,
+    data: &'a Packed,
+    id: &CacheIdentity,
+    slack: usize,
+) -> impl FnMut(&[usize]) -> Result<Selections> + 'a {
     let (v, k, temps) = (id.vocab_size, id.k.min(id.vocab_size), id.temperatures.clone());
     move |rows| {
         let logits = forward(rows);
@@ -122,7 +149,9 @@ fn device_select<'a>(mut forward: impl FnMut(&[usize]) -> Tensor<3> + 'a, data: 
         let mut c0 = 0;
         while c0 < b * t {
             let c1 = (c0 + chunk).min(b * t);
-            let sel = select_on_device(flat.clone().slice([c0..c1, 0..v]), k, slack, &temps, |i| (rows[(c0 + i) / t], (c0 + i) % t))?;
+            let sel = select_on_device(flat.clone().slice([c0..c1, 0..v]), k, slack, &temps, |i| {
+                (rows[(c0 + i) / t], (c0 + i) % t)
+            })?;
             for (i, s) in sel.into_iter().enumerate() {
                 let (j, p) = ((c0 + i) / t, (c0 + i) % t);
                 if p < n_real(j) {
@@ -136,7 +165,13 @@ fn device_select<'a>(mut forward: impl FnMut(&[usize]) -> Tensor<3> + 'a, data: 
 }
 
 /// Select the records of `n` tokens from their logits `[n, vocab]` on the device.
-fn select_on_device(z: Tensor<2>, k: usize, slack: usize, temps: &[f64], at: impl Fn(usize) -> (usize, usize)) -> Result<Vec<Selected>> {
+fn select_on_device(
+    z: Tensor<2>,
+    k: usize,
+    slack: usize,
+    temps: &[f64],
+    at: impl Fn(usize) -> (usize, usize),
+) -> Result<Vec<Selected>> {
     use burn::tensor::DType;
     let [n, v] = z.dims();
     let kk = (k + slack).min(v);
@@ -146,13 +181,21 @@ fn select_on_device(z: Tensor<2>, k: usize, slack: usize, temps: &[f64], at: imp
     // The mass strictly below the k-th value is outside the kept set whatever the ties; of
     // the entries equal to it, those not kept are added on the host.
     let below = z.clone().lower(kth.clone());
-    let n_eq: Vec<i64> = z.clone().equal(kth).int().sum_dim(1).into_data().convert::<i64>().try_to_vec::<i64>().expect("i64");
+    let n_eq: Vec<i64> =
+        z.clone().equal(kth).int().sum_dim(1).into_data().convert::<i64>().try_to_vec::<i64>().expect("i64");
     let zd = z.clone().cast(DType::F64) - top.cast(DType::F64).expand([n, v]);
     let (mut all, mut low) = (Vec::new(), Vec::new());
     for &tau in temps {
         let e = zd.clone().div_scalar(tau).exp();
         all.push(e.clone().sum_dim(1).into_data().convert::<f64>().try_to_vec::<f64>().expect("f64"));
-        low.push(e.mask_fill(below.clone().bool_not(), 0.0).sum_dim(1).into_data().convert::<f64>().try_to_vec::<f64>().expect("f64"));
+        low.push(
+            e.mask_fill(below.clone().bool_not(), 0.0)
+                .sum_dim(1)
+                .into_data()
+                .convert::<f64>()
+                .try_to_vec::<f64>()
+                .expect("f64"),
+        );
     }
     let vals: Vec<f32> = vals.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32");
     let idx: Vec<i64> = idx.into_data().convert::<i64>().try_to_vec::<i64>().expect("i64");
@@ -162,7 +205,8 @@ fn select_on_device(z: Tensor<2>, k: usize, slack: usize, temps: &[f64], at: imp
         let vk = cv[k - 1];
         // The candidates hold every entry >= the k-th value when one of them is below it.
         if kk < v && cv[kk - 1].partial_cmp(&vk) != Some(std::cmp::Ordering::Less) {
-            let row: Vec<f32> = z.clone().slice([i..i + 1, 0..v]).into_data().convert::<f32>().try_to_vec::<f32>().expect("f32");
+            let row: Vec<f32> =
+                z.clone().slice([i..i + 1, 0..v]).into_data().convert::<f32>().try_to_vec::<f32>().expect("f32");
             if let Some(&bad) = row.iter().find(|x| !x.is_finite()) {
                 let (r, p) = at(i);
                 return Err(non_finite(bad, r, p));
@@ -175,7 +219,12 @@ fn select_on_device(z: Tensor<2>, k: usize, slack: usize, temps: &[f64], at: imp
         c.truncate(k);
         let top = c[0].0;
         let not_kept_eq = (n_eq[i] as usize).saturating_sub(c.iter().filter(|x| x.0 == vk).count()) as f64;
-        if let Some(bad) = c.iter().map(|x| x.0).find(|x| !x.is_finite()).or((!all.iter().all(|a| a[i].is_finite())).then_some(f32::NAN)) {
+        if let Some(bad) = c
+            .iter()
+            .map(|x| x.0)
+            .find(|x| !x.is_finite())
+            .or((!all.iter().all(|a| a[i].is_finite())).then_some(f32::NAN))
+        {
             let (r, p) = at(i);
             return Err(non_finite(bad, r, p));
         }
@@ -186,7 +235,13 @@ fn select_on_device(z: Tensor<2>, k: usize, slack: usize, temps: &[f64], at: imp
             let tail = low[j][i] + not_kept_eq * ((vk as f64 - top as f64) / tau).exp();
             log_tail.push((tail / all[j][i]).ln());
         }
-        out.push(Selected { ids: c.iter().map(|x| x.1).collect(), kept: c.iter().map(|x| x.0).collect(), top, lse, log_tail });
+        out.push(Selected {
+            ids: c.iter().map(|x| x.1).collect(),
+            kept: c.iter().map(|x| x.0).collect(),
+            top,
+            lse,
+            log_tail,
+        });
     }
     Ok(out)
 }
@@ -194,7 +249,13 @@ fn select_on_device(z: Tensor<2>, k: usize, slack: usize, temps: &[f64], at: imp
 /// Run the teacher (`select`: the selections of given rows) over every row of `data` and write
 /// the cache into `dir` (keeping shards a previous, interrupted build finished). Returns the
 /// manifest.
-pub fn build(dir: &Path, id: &CacheIdentity, data: &Packed, mut select: impl FnMut(&[usize]) -> Result<Selections>, opts: &BuildOptions) -> Result<Manifest> {
+pub fn build(
+    dir: &Path,
+    id: &CacheIdentity,
+    data: &Packed,
+    mut select: impl FnMut(&[usize]) -> Result<Selections>,
+    opts: &BuildOptions,
+) -> Result<Manifest> {
     std::fs::create_dir_all(dir).map_err(|e| Error::runtime(format!("{}: {e}", dir.display())))?;
     let total_tokens: u64 = (0..data.n_rows()).map(|r| data.row_len(r) as u64).sum();
     let pb = crate::util::progress_bar("cache", total_tokens, opts.quiet);
@@ -205,7 +266,9 @@ pub fn build(dir: &Path, id: &CacheIdentity, data: &Packed, mut select: impl FnM
         let rows: Vec<usize> = (first..((s + 1) * id.rows_per_shard).min(id.n_rows)).collect();
         let shard_tokens: u64 = rows.iter().map(|&r| data.row_len(r) as u64).sum();
         let path = dir.join(shard_name(s));
-        let existing = std::fs::read(&path).ok().filter(|b| check_shard(b, id, &path).is_ok_and(|(f, n, _)| f == first as u64 && n == rows.len()));
+        let existing = std::fs::read(&path)
+            .ok()
+            .filter(|b| check_shard(b, id, &path).is_ok_and(|(f, n, _)| f == first as u64 && n == rows.len()));
         let bytes = match existing {
             Some(b) => b,
             None => {
@@ -214,7 +277,9 @@ pub fn build(dir: &Path, id: &CacheIdentity, data: &Packed, mut select: impl FnM
                     if opts.stop.load(Ordering::SeqCst) {
                         pb.abandon();
                         return Err(Error::Interrupted(format!(
-                            "teacher cache stopped after {s} of {} shards (finished shards are kept)", id.n_shards())));
+                            "teacher cache stopped after {s} of {} shards (finished shards are kept)",
+                            id.n_shards()
+                        )));
                     }
                     let sel = select(chunk)?;
                     for (toks, &r) in sel.iter().zip(chunk) {
@@ -239,7 +304,13 @@ pub fn build(dir: &Path, id: &CacheIdentity, data: &Packed, mut select: impl FnM
             pb.set_position(tokens + shard_tokens);
         }
         tokens += shard_tokens;
-        shards.push(ShardInfo { file: shard_name(s), first_row: first, rows: rows.len(), bytes: bytes.len() as u64, sha256: sha256_hex(&bytes) });
+        shards.push(ShardInfo {
+            file: shard_name(s),
+            first_row: first,
+            rows: rows.len(),
+            bytes: bytes.len() as u64,
+            sha256: sha256_hex(&bytes),
+        });
     }
     pb.finish_and_clear();
     let bytes = shards.iter().map(|s| s.bytes).sum();
@@ -251,9 +322,9 @@ pub fn build(dir: &Path, id: &CacheIdentity, data: &Packed, mut select: impl FnM
 #[cfg(test)]
 mod ties {
     use super::*;
+    use crate::rng::SplitMix;
     use crate::teacher::bits::BitReader;
     use crate::teacher::cache::decode_token;
-    use crate::rng::SplitMix;
 
     /// Ties at the k-th largest value keep the lowest ids (the documented rule), so a cache
     /// does not depend on a selection algorithm's internals (or a device's sort).
@@ -278,21 +349,33 @@ mod ties {
     }
 }
 
-
 #[cfg(test)]
 mod device_path {
     use super::super::test_fixture::*;
     use super::*;
-    use crate::teacher::cache::{BuildOptions, CacheReader};
     use crate::model::DecoderConfig;
     use crate::model::config::ModelShape;
+    use crate::teacher::cache::{BuildOptions, CacheReader};
     use burn::tensor::DType;
 
     fn teacher(dev: &Device) -> Decoder {
         let shape = ModelShape {
-            d_model: 16, n_layers: 1, n_heads: 2, n_kv_heads: 1, d_ff: 32, max_seq_len: 64, rope_theta: 10_000.0,
-            tie_embeddings: false, norm_eps: 1e-5, layer_pattern: "A".into(), window: None, qkv_bias: false,
-            rope_scaling: None, mamba: Default::default(), o_bias: false, window_from_layer: 0,
+            d_model: 16,
+            n_layers: 1,
+            n_heads: 2,
+            n_kv_heads: 1,
+            d_ff: 32,
+            max_seq_len: 64,
+            rope_theta: 10_000.0,
+            tie_embeddings: false,
+            norm_eps: 1e-5,
+            layer_pattern: "A".into(),
+            window: None,
+            qkv_bias: false,
+            rope_scaling: None,
+            mamba: Default::default(),
+            o_bias: false,
+            window_from_layer: 0,
         };
         DecoderConfig { vocab_size: V, shape }.init(3, dev)
     }
@@ -308,7 +391,9 @@ mod device_path {
         let f = fixture();
         let dev = Device::flex();
         for (name, t) in [("f32", teacher(&dev)), ("bf16", teacher(&dev).cast(DType::BF16))] {
-            let full = |rows: &[usize]| t.forward(f.data.batch(rows, &dev).inputs).into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+            let full = |rows: &[usize]| {
+                t.forward(f.data.batch(rows, &dev).inputs).into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+            };
             for k in [8, 40] {
                 let id = ident(k, ValueCodec::F16, f.data.n_rows(), "data");
                 let stop = AtomicBool::new(false);
@@ -318,11 +403,13 @@ mod device_path {
                 let want = CacheReader::open(&ref_dir, &expect(&id)).unwrap();
                 // Ties across the boundary in the reference's logits (the case the rule is for).
                 let all = full(&f.rows);
-                let ties = (0..f.rows.len() * T).filter(|&i| {
-                    let mut z = all[i * V..(i + 1) * V].to_vec();
-                    z.sort_by(|a, b| b.total_cmp(a));
-                    z[k - 1] == z[k]
-                }).count();
+                let ties = (0..f.rows.len() * T)
+                    .filter(|&i| {
+                        let mut z = all[i * V..(i + 1) * V].to_vec();
+                        z.sort_by(|a, b| b.total_cmp(a));
+                        z[k - 1] == z[k]
+                    })
+                    .count();
                 if name == "bf16" {
                     assert!(ties > 0, "bf16 logits should tie at the boundary somewhere");
                 }
@@ -339,8 +426,16 @@ mod device_path {
                             assert_eq!(x.ids, y.ids, "{at}");
                             assert_eq!(x.logits, y.logits, "{at}");
                             for j in 0..2 {
-                                assert!((x.lse[j].to_bits() as i64 - y.lse[j].to_bits() as i64).abs() <= 1, "{at}: lse {} vs {}", x.lse[j], y.lse[j]);
-                                let (hx, hy) = (half::f16::from_f32(x.log_tail[j]).to_bits() as i64, half::f16::from_f32(y.log_tail[j]).to_bits() as i64);
+                                assert!(
+                                    (x.lse[j].to_bits() as i64 - y.lse[j].to_bits() as i64).abs() <= 1,
+                                    "{at}: lse {} vs {}",
+                                    x.lse[j],
+                                    y.lse[j]
+                                );
+                                let (hx, hy) = (
+                                    half::f16::from_f32(x.log_tail[j]).to_bits() as i64,
+                                    half::f16::from_f32(y.log_tail[j]).to_bits() as i64,
+                                );
                                 assert!((hx - hy).abs() <= 1, "{at}: log tail {} vs {}", x.log_tail[j], y.log_tail[j]);
                             }
                         }

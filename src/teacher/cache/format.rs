@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{CacheIdentity, FileStamp};
 use crate::error::{Error, Result};
-use crate::teacher::codec::ValueCodec;
 use crate::teacher::bits::{BitReader, BitWriter, best_rice, get_rice, put_rice};
+use crate::teacher::codec::ValueCodec;
 use crate::util::read_json;
 
 /// 2: the teacher's dtype in the identity; ties at the k-th value keep the lower ids.
@@ -135,14 +135,24 @@ pub fn encode_selected(w: &mut BitWriter, s: &Selected, codec: ValueCodec) {
             ValueCodec::Bf16 => w.put(half::bf16::from_f32(x).to_bits() as u32, 16),
             _ => {
                 let levels = codec.levels().expect("quantized");
-                let q = if range > 0.0 { (((top - x) / range).clamp(0.0, 1.0).sqrt() * levels as f32).round() as u32 } else { 0 };
+                let q = if range > 0.0 {
+                    (((top - x) / range).clamp(0.0, 1.0).sqrt() * levels as f32).round() as u32
+                } else {
+                    0
+                };
                 w.put(q, codec.bits());
             }
         }
     }
 }
 
-pub fn decode_token(rd: &mut BitReader, k: usize, codec: ValueCodec, n_temps: usize, vocab: usize) -> Option<TokenTopK> {
+pub fn decode_token(
+    rd: &mut BitReader,
+    k: usize,
+    codec: ValueCodec,
+    n_temps: usize,
+    vocab: usize,
+) -> Option<TokenTopK> {
     let (mut lse, mut log_tail) = (Vec::with_capacity(n_temps), Vec::with_capacity(n_temps));
     for _ in 0..n_temps {
         lse.push(f32::from_bits(rd.get(32)?));
@@ -226,9 +236,12 @@ fn count_hashed(_n: usize) {
 /// file is checked against the file's length before anything is computed or sliced from it.
 pub(super) fn check_shard(bytes: &[u8], id: &CacheIdentity, path: &Path) -> Result<(u64, usize, String)> {
     use sha2::{Digest, Sha256};
-    let bad = |why: &str| Error::input(format!(
-        "{}: corrupt teacher-cache shard ({why}); delete the cache directory and rebuild it with `distill cache-teacher`",
-        path.display()));
+    let bad = |why: &str| {
+        Error::input(format!(
+            "{}: corrupt teacher-cache shard ({why}); delete the cache directory and rebuild it with `distill cache-teacher`",
+            path.display()
+        ))
+    };
     if bytes.len() < HEADER + 8 + 32 || &bytes[..8] != MAGIC {
         return Err(bad("not a shard file or truncated"));
     }
@@ -268,7 +281,8 @@ pub(super) fn check_shard(bytes: &[u8], id: &CacheIdentity, path: &Path) -> Resu
         let o = u64_at(HEADER + 8 * i);
         if (i == 0 && o != 0) || o < prev || o > records || (i == rows && o != records) {
             return Err(bad(&format!(
-                "row offset {i} is {o}; expected offsets from 0, non-decreasing, ending at the records' size {records}")));
+                "row offset {i} is {o}; expected offsets from 0, non-decreasing, ending at the records' size {records}"
+            )));
         }
         prev = o;
     }
@@ -278,8 +292,8 @@ pub(super) fn check_shard(bytes: &[u8], id: &CacheIdentity, path: &Path) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::teacher::cache::encode_token;
     use crate::rng::SplitMix;
+    use crate::teacher::cache::encode_token;
 
     #[test]
     fn token_records_round_trip_for_every_codec() {
@@ -317,11 +331,19 @@ mod tests {
                         m + z.iter().map(|&x| (x as f64 / tau - m).exp()).sum::<f64>().ln()
                     };
                     assert!((t.lse[j] as f64 - want).abs() < 1e-5);
-                    let tail: f64 = (0..v).filter(|i| !t.ids.contains(&(*i as u32))).map(|i| (z[i] as f64 / tau - want).exp()).sum();
+                    let tail: f64 = (0..v)
+                        .filter(|i| !t.ids.contains(&(*i as u32)))
+                        .map(|i| (z[i] as f64 / tau - want).exp())
+                        .sum();
                     if k == v {
                         assert_eq!(t.log_tail[j], -60.0);
                     } else {
-                        assert!((t.log_tail[j] as f64 - tail.ln()).abs() < 2e-3 * tail.ln().abs(), "tail {} vs {}", t.log_tail[j], tail.ln());
+                        assert!(
+                            (t.log_tail[j] as f64 - tail.ln()).abs() < 2e-3 * tail.ln().abs(),
+                            "tail {} vs {}",
+                            t.log_tail[j],
+                            tail.ln()
+                        );
                     }
                 }
             }

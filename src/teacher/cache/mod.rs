@@ -37,8 +37,13 @@ use crate::data::pack::Packed;
 use crate::error::{Error, Result};
 use crate::teacher::codec::ValueCodec;
 
-pub use build::{BuildOptions, Selections, build, decoder_logits, decoder_select, encode_token, host_select, select_host};
-pub use format::{FORMAT_VERSION, HeldOut, Manifest, Selected, ShardInfo, TeacherRecord, TokenTopK, decode_token, encode_selected, read_manifest};
+pub use build::{
+    BuildOptions, Selections, build, decoder_logits, decoder_select, encode_token, host_select, select_host,
+};
+pub use format::{
+    FORMAT_VERSION, HeldOut, Manifest, Selected, ShardInfo, TeacherRecord, TokenTopK, decode_token, encode_selected,
+    read_manifest,
+};
 pub use reader::{CacheReader, Expect, TopKHost, divergence_online_and_cached};
 
 /// What a cache was made from and how; two caches with equal identities are interchangeable.
@@ -82,11 +87,14 @@ pub struct FileStamp {
 
 /// Stamps of `files`, or `None` if one of them cannot be read (the teacher is gone).
 pub fn stamps(files: &[PathBuf]) -> Option<Vec<FileStamp>> {
-    files.iter().map(|p| {
-        let m = std::fs::metadata(p).ok()?;
-        let t = m.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?;
-        Some(FileStamp { file: p.display().to_string(), bytes: m.len(), modified_ns: t.as_nanos() as u64 })
-    }).collect()
+    files
+        .iter()
+        .map(|p| {
+            let m = std::fs::metadata(p).ok()?;
+            let t = m.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?;
+            Some(FileStamp { file: p.display().to_string(), bytes: m.len(), modified_ns: t.as_nanos() as u64 })
+        })
+        .collect()
 }
 
 /// The teacher's tokenizer.json: in its folder, or, for a cached teacher whose folder is gone,
@@ -94,7 +102,11 @@ pub fn stamps(files: &[PathBuf]) -> Option<Vec<FileStamp>> {
 pub fn teacher_tokenizer(recipe: &crate::recipe::Recipe) -> PathBuf {
     let own = recipe.teacher.path.as_ref().expect("validated").join("tokenizer.json");
     let copy = recipe.cache_dir().join("tokenizer.json");
-    if !own.is_file() && recipe.teacher.logits == crate::recipe::LogitsSource::Cache && copy.is_file() { copy } else { own }
+    if !own.is_file() && recipe.teacher.logits == crate::recipe::LogitsSource::Cache && copy.is_file() {
+        copy
+    } else {
+        own
+    }
 }
 
 /// Hash of a data split as rows of `seq_len` see it.
@@ -155,13 +167,31 @@ pub(crate) mod test_fixture {
 
     pub fn ident(k: usize, values: ValueCodec, n_rows: usize, data_hash: &str) -> CacheIdentity {
         CacheIdentity {
-            format_version: FORMAT_VERSION, vocab_size: V, k, values, temperatures: vec![1.0, 2.0], seq_len: T,
-            n_rows, rows_per_shard: 3, tokenizer_hash: "tok".into(), teacher_hash: "teacher".into(), teacher_dtype: "f32".into(), data_hash: data_hash.into(),
+            format_version: FORMAT_VERSION,
+            vocab_size: V,
+            k,
+            values,
+            temperatures: vec![1.0, 2.0],
+            seq_len: T,
+            n_rows,
+            rows_per_shard: 3,
+            tokenizer_hash: "tok".into(),
+            teacher_hash: "teacher".into(),
+            teacher_dtype: "f32".into(),
+            data_hash: data_hash.into(),
         }
     }
 
     pub fn expect(id: &CacheIdentity) -> Expect<'_> {
-        Expect { vocab_size: V, seq_len: T, n_rows: id.n_rows, tokenizer_hash: &id.tokenizer_hash, teacher_hash: &id.teacher_hash, teacher_dtype: &id.teacher_dtype, data_hash: &id.data_hash }
+        Expect {
+            vocab_size: V,
+            seq_len: T,
+            n_rows: id.n_rows,
+            tokenizer_hash: &id.tokenizer_hash,
+            teacher_hash: &id.teacher_hash,
+            teacher_dtype: &id.teacher_dtype,
+            data_hash: &id.data_hash,
+        }
     }
 
     pub struct Fixture {
@@ -184,8 +214,16 @@ pub(crate) mod test_fixture {
         let id = ident(k, values, f.data.n_rows(), "data");
         let stop = AtomicBool::new(false);
         let teacher = f.teacher.clone();
-        let logits_of = move |rows: &[usize]| rows.iter().flat_map(|&r| teacher[r * T * V..(r + 1) * T * V].to_vec()).collect();
-        build(dir, &id, &f.data, host_select(logits_of, &f.data, &id), &BuildOptions { batch_size: 2, quiet: true, stop: &stop, teacher: Default::default() }).expect("build")
+        let logits_of =
+            move |rows: &[usize]| rows.iter().flat_map(|&r| teacher[r * T * V..(r + 1) * T * V].to_vec()).collect();
+        build(
+            dir,
+            &id,
+            &f.data,
+            host_select(logits_of, &f.data, &id),
+            &BuildOptions { batch_size: 2, quiet: true, stop: &stop, teacher: Default::default() },
+        )
+        .expect("build")
     }
 
     pub fn tmp(name: &str) -> std::path::PathBuf {

@@ -6,11 +6,14 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::format::{EMPTY_TAIL, FORMAT_VERSION, HEADER, MANIFEST, Manifest, TokenTopK, check_shard, decode_token, read_manifest, shard_name};
+use super::format::{
+    EMPTY_TAIL, FORMAT_VERSION, HEADER, MANIFEST, Manifest, TokenTopK, check_shard, decode_token, read_manifest,
+    shard_name,
+};
 use crate::data::pack::Packed;
 use crate::error::{Error, Result};
-use crate::teacher::codec::TailMode;
 use crate::teacher::bits::BitReader;
+use crate::teacher::codec::TailMode;
 
 // ---------------------------------------------------------------------------------------------
 // Reading.
@@ -64,9 +67,12 @@ impl CacheReader {
     pub fn open(dir: &Path, expect: &Expect) -> Result<CacheReader> {
         let manifest = read_manifest(dir)?;
         let id = &manifest.id;
-        let refuse = |what: &str, have: String, want: String| Error::input(format!(
-            "teacher cache {}: made for {what} {have}, but this run has {want}; rebuild it with `distill cache-teacher` (or point cache.path elsewhere)",
-            dir.display()));
+        let refuse = |what: &str, have: String, want: String| {
+            Error::input(format!(
+                "teacher cache {}: made for {what} {have}, but this run has {want}; rebuild it with `distill cache-teacher` (or point cache.path elsewhere)",
+                dir.display()
+            ))
+        };
         if id.format_version != FORMAT_VERSION {
             return Err(refuse("format version", id.format_version.to_string(), FORMAT_VERSION.to_string()));
         }
@@ -83,31 +89,52 @@ impl CacheReader {
             return Err(refuse("teacher", short(&id.teacher_hash), short(expect.teacher_hash)));
         }
         if id.data_hash != expect.data_hash || id.seq_len != expect.seq_len || id.n_rows != expect.n_rows {
-            return Err(refuse("data", format!("{} ({} rows of {})", short(&id.data_hash), id.n_rows, id.seq_len),
-                format!("{} ({} rows of {})", short(expect.data_hash), expect.n_rows, expect.seq_len)));
+            return Err(refuse(
+                "data",
+                format!("{} ({} rows of {})", short(&id.data_hash), id.n_rows, id.seq_len),
+                format!("{} ({} rows of {})", short(expect.data_hash), expect.n_rows, expect.seq_len),
+            ));
         }
         // Sizes from the file, checked before anything is divided by or sized from them.
         let mpath = dir.join(MANIFEST);
         if id.rows_per_shard == 0 {
-            return Err(Error::input(format!("{}: rows_per_shard is 0; expected a positive integer (a corrupt manifest: rebuild the cache with `distill cache-teacher`)", mpath.display())));
+            return Err(Error::input(format!(
+                "{}: rows_per_shard is 0; expected a positive integer (a corrupt manifest: rebuild the cache with `distill cache-teacher`)",
+                mpath.display()
+            )));
         }
         if id.k == 0 || id.k > id.vocab_size {
-            return Err(Error::input(format!("{}: k = {}; expected 1 to the vocabulary ({}) (a corrupt manifest: rebuild the cache with `distill cache-teacher`)", mpath.display(), id.k, id.vocab_size)));
+            return Err(Error::input(format!(
+                "{}: k = {}; expected 1 to the vocabulary ({}) (a corrupt manifest: rebuild the cache with `distill cache-teacher`)",
+                mpath.display(),
+                id.k,
+                id.vocab_size
+            )));
         }
         if manifest.shards.len() != id.n_shards() {
-            return Err(Error::input(format!("{}: lists {} shards, expected {}", dir.join(MANIFEST).display(), manifest.shards.len(), id.n_shards())));
+            return Err(Error::input(format!(
+                "{}: lists {} shards, expected {}",
+                dir.join(MANIFEST).display(),
+                manifest.shards.len(),
+                id.n_shards()
+            )));
         }
         let mut shards = Vec::new();
         for (i, s) in manifest.shards.iter().enumerate() {
             let p = dir.join(&s.file);
-            let f = std::fs::File::open(&p).map_err(|e| Error::input(format!("{}: missing teacher-cache shard: {e}", p.display())))?;
+            let f = std::fs::File::open(&p)
+                .map_err(|e| Error::input(format!("{}: missing teacher-cache shard: {e}", p.display())))?;
             // SAFETY: the file is opened read-only and we never write through the map; a
             // concurrent writer could change what we read, which the checksum below catches
             // for the state at open time.
             let map = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| Error::input(format!("{}: {e}", p.display())))?;
             let (first, rows, sha) = check_shard(&map, id, &p)?;
             if first != (i * id.rows_per_shard) as u64 || rows != s.rows || sha != s.sha256 {
-                return Err(Error::input(format!("{}: does not match {} (shard {i})", p.display(), dir.join(MANIFEST).display())));
+                return Err(Error::input(format!(
+                    "{}: does not match {} (shard {i})",
+                    p.display(),
+                    dir.join(MANIFEST).display()
+                )));
             }
             shards.push(map);
         }
@@ -120,7 +147,9 @@ impl CacheReader {
         let s = r / id.rows_per_shard;
         let local = r % id.rows_per_shard;
         let map = &self.shards[s];
-        let off = |i: usize| u64::from_le_bytes(map[HEADER + 8 * i..HEADER + 8 * i + 8].try_into().expect("8 bytes")) as usize;
+        let off = |i: usize| {
+            u64::from_le_bytes(map[HEADER + 8 * i..HEADER + 8 * i + 8].try_into().expect("8 bytes")) as usize
+        };
         let rows = self.manifest.shards[s].rows;
         let base = HEADER + 8 * (rows + 1);
         let bytes = &map[base + off(local)..base + off(local + 1)];
@@ -131,7 +160,10 @@ impl CacheReader {
             return Err(corrupt());
         }
         (0..n)
-            .map(|_| decode_token(&mut rd, id.k.min(id.vocab_size), id.values, id.temperatures.len(), id.vocab_size).ok_or_else(corrupt))
+            .map(|_| {
+                decode_token(&mut rd, id.k.min(id.vocab_size), id.values, id.temperatures.len(), id.vocab_size)
+                    .ok_or_else(corrupt)
+            })
             .collect()
     }
 
@@ -187,8 +219,16 @@ impl CacheReader {
 /// from the cache: how much the cache changes the objective. `teacher`, `student`: logits of
 /// those rows, (rows x seq_len x vocab) flat.
 #[allow(clippy::too_many_arguments)]
-pub fn divergence_online_and_cached(reader: &CacheReader, data: &Packed, rows: &[usize], teacher: &[f32], student: &[f32],
-    tau: f64, tail: TailMode, divergence: crate::kd_loss::Divergence) -> Result<(f64, f64)> {
+pub fn divergence_online_and_cached(
+    reader: &CacheReader,
+    data: &Packed,
+    rows: &[usize],
+    teacher: &[f32],
+    student: &[f32],
+    tau: f64,
+    tail: TailMode,
+    divergence: crate::kd_loss::Divergence,
+) -> Result<(f64, f64)> {
     use crate::kd_loss::{KdConfig, Target, kd_loss, kd_loss_to};
     let dev = Device::flex();
     let (t, v) = (reader.manifest.id.seq_len, reader.manifest.id.vocab_size);
@@ -287,12 +327,18 @@ mod round_trip {
                 let (on, other) = kl_pair(&f, &reader, 1.0, TailMode::Other, Divergence::ForwardKl);
                 let (_, renorm) = kl_pair(&f, &reader, 1.0, TailMode::Renormalize, Divergence::ForwardKl);
                 let (eo, er) = ((other - on).abs() / on, (renorm - on).abs() / on);
-                println!("k {k:>4} {values:?}: {:.1} bytes/token, KL online {on:.4}, other-bucket rel. error {eo:.4}, renormalized {er:.4}", m.bytes_per_token());
+                println!(
+                    "k {k:>4} {values:?}: {:.1} bytes/token, KL online {on:.4}, other-bucket rel. error {eo:.4}, renormalized {er:.4}",
+                    m.bytes_per_token()
+                );
                 // Renormalized, the cache gives KL between teacher and student each restricted
                 // to the teacher's top k: computed here in f64 from the dense logits.
                 let want = restricted_kl(&f, k);
                 let tol = if values == ValueCodec::F16 { 2e-3 } else { 2e-2 };
-                assert!((renorm - want).abs() < tol * want.max(0.1), "k = {k} {values:?}: renormalized {renorm} vs restricted reference {want}");
+                assert!(
+                    (renorm - want).abs() < tol * want.max(0.1),
+                    "k = {k} {values:?}: renormalized {renorm} vs restricted reference {want}"
+                );
                 errs.push(eo);
                 let _ = std::fs::remove_dir_all(&dir);
             }
@@ -308,7 +354,9 @@ mod round_trip {
         let dir = tmp("bad");
         let m = build_cache(&f, &dir, 8, ValueCodec::Q8);
         let mut id = m.id.clone();
-        for (field, msg) in [("teacher", "teacher"), ("data", "data"), ("tokenizer", "tokenizer"), ("dtype", "teacher dtype")] {
+        for (field, msg) in
+            [("teacher", "teacher"), ("data", "data"), ("tokenizer", "tokenizer"), ("dtype", "teacher dtype")]
+        {
             let mut other = id.clone();
             match field {
                 "teacher" => other.teacher_hash = "other".into(),
@@ -320,7 +368,8 @@ mod round_trip {
             assert!(e.contains(&format!("made for {msg}")) && e.contains("distill cache-teacher"), "{e}");
         }
         id.vocab_size += 1;
-        let e = CacheReader::open(&dir, &Expect { vocab_size: id.vocab_size, ..expect(&m.id) }).err().unwrap().to_string();
+        let e =
+            CacheReader::open(&dir, &Expect { vocab_size: id.vocab_size, ..expect(&m.id) }).err().unwrap().to_string();
         assert!(e.contains("vocabulary"), "{e}");
         // Flip one bit in the middle of a shard: its checksum catches it, naming the file.
         let shard = dir.join("shard-00001.bin");
@@ -343,8 +392,8 @@ mod crafted {
     use super::super::format::HASHED;
     use super::super::test_fixture::*;
     use super::*;
-    use crate::teacher::codec::ValueCodec;
     use crate::teacher::cache::CacheIdentity;
+    use crate::teacher::codec::ValueCodec;
     use crate::util::sha256_hex;
 
     /// Replace shard `i`'s body by `edit(body)`, then make it self-consistent again (its own
@@ -379,7 +428,12 @@ mod crafted {
             }
             Ok(())
         }));
-        r.unwrap_or_else(|p| panic!("panicked instead of refusing: {:?}", p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))))
+        r.unwrap_or_else(|p| {
+            panic!(
+                "panicked instead of refusing: {:?}",
+                p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            )
+        })
     }
 
     fn refused(dir: &Path, id: &CacheIdentity, what: &str) -> String {
@@ -395,13 +449,19 @@ mod crafted {
         let table = HEADER;
         for (case, edit) in [
             // 8 * (rows + 1) overflows usize.
-            ("rows overflow", Box::new(move |b: &mut Vec<u8>| set_u64(b, rows_at, u64::MAX / 4)) as Box<dyn FnOnce(&mut Vec<u8>)>),
+            (
+                "rows overflow",
+                Box::new(move |b: &mut Vec<u8>| set_u64(b, rows_at, u64::MAX / 4)) as Box<dyn FnOnce(&mut Vec<u8>)>,
+            ),
             ("rows huge", Box::new(move |b: &mut Vec<u8>| set_u64(b, rows_at, 1 << 40))),
             // Row 1 starts after row 2 (non-monotone), the total still adds up.
-            ("non-monotone", Box::new(move |b: &mut Vec<u8>| {
-                let end = u64::from_le_bytes(b[table + 16..table + 24].try_into().unwrap());
-                set_u64(b, table + 8, end + 5);
-            })),
+            (
+                "non-monotone",
+                Box::new(move |b: &mut Vec<u8>| {
+                    let end = u64::from_le_bytes(b[table + 16..table + 24].try_into().unwrap());
+                    set_u64(b, table + 8, end + 5);
+                }),
+            ),
             // Row 1 starts beyond the file.
             ("beyond the file", Box::new(move |b: &mut Vec<u8>| set_u64(b, table + 8, 1 << 50))),
             // The first offset is not 0.
