@@ -4,6 +4,10 @@
 //! ([`model`]) -> [`kd_loss`] -> [`train`] -> [`eval`] / [`quant`] / [`export`]; [`pipeline`]
 //! runs the stages in that order.
 
+// burn's `slice` takes one range per dimension as an array: `[a..b]` on a 1-D tensor is that
+// array, not the mistaken `vec![a..b]` this lint looks for.
+#![allow(clippy::single_range_in_vec_init)]
+
 pub mod bench;
 pub mod curriculum;
 pub mod data;

@@ -68,7 +68,7 @@ fn claim_run_dir(recipe: &Recipe, dir: &Path) -> Result<()> {
             )));
         }
     } else {
-        std::fs::create_dir_all(&dir).map_err(|e| Error::runtime(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::runtime(format!("{}: {e}", dir.display())))?;
         crate::util::write_atomic(&resolved, text.as_bytes())?;
     }
     Ok(())

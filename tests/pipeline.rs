@@ -420,9 +420,9 @@ fn doc_per_row_packing_and_teacher_ppl_filter() {
     let text = tiny_recipe(&dir, "ppl", 8)
         .replace(
             "valid_fraction = 0.1",
-            &format!("valid_fraction = 0.1\nsynthetic_noise = 0.6\n\n[data.filter]\nteacher_ppl_max = 30.0"),
+            "valid_fraction = 0.1\nsynthetic_noise = 0.6\n\n[data.filter]\nteacher_ppl_max = 30.0",
         )
-        .replace("[tokenizer]\nvocab_size = 320", &format!("[tokenizer]\nkind = \"teacher\""))
+        .replace("[tokenizer]\nvocab_size = 320", "[tokenizer]\nkind = \"teacher\"")
         .replace(
             "[teacher.optim]",
             &format!("[teacher]\nkind = \"checkpoint\"\npath = \"{}\"\n\n[teacher.optim]", teacher.display()),

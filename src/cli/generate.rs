@@ -26,12 +26,13 @@ pub(super) fn generate(a: GenerateArgs) -> Result<()> {
         // Decode the whole continuation and print what is new, so multi-token
         // characters appear whole.
         so_far.push(id);
-        if let Ok(text) = tok.decode(&so_far) {
-            if text.len() > shown.len() && text.starts_with(&shown) {
-                print!("{}", &text[shown.len()..]);
-                let _ = std::io::stdout().flush();
-                shown = text;
-            }
+        if let Ok(text) = tok.decode(&so_far)
+            && text.len() > shown.len()
+            && text.starts_with(&shown)
+        {
+            print!("{}", &text[shown.len()..]);
+            let _ = std::io::stdout().flush();
+            shown = text;
         }
     });
     println!();

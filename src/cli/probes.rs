@@ -16,7 +16,7 @@ pub(super) fn logits(a: LogitsArgs) -> Result<()> {
     let model = &a.model;
     let m = if model.join("model.json").is_file() {
         store::load(model, &device)?.0
-    } else if model.join("config.json").is_file() && !crate::run_dir::RunDir(&model).resolved_recipe().is_file() {
+    } else if model.join("config.json").is_file() && !crate::run_dir::RunDir(model).resolved_recipe().is_file() {
         crate::teacher::hf::load(model, &device, dtype)?.0
     } else {
         load_final(model, which(a.teacher), &device)?

@@ -807,10 +807,10 @@ mod tests {
                     _ => continue,
                 };
                 assert_eq!(last, Some(g), "pronoun {t} at word {i}: {d}");
-                if ["he", "she", "they"].contains(&t.as_str()) {
-                    if let Some(v) = w.get(i + 1).filter(|v| *v == "was" || *v == "were") {
-                        assert_eq!(v, if g == They { "were" } else { "was" }, "{d}");
-                    }
+                if ["he", "she", "they"].contains(&t.as_str())
+                    && let Some(v) = w.get(i + 1).filter(|v| *v == "was" || *v == "were")
+                {
+                    assert_eq!(v, if g == They { "were" } else { "was" }, "{d}");
                 }
                 checked += 1;
             }
@@ -835,10 +835,10 @@ mod tests {
                         assert!(ss[i + 1].contains(loc), "expected {loc}: {d}");
                         checked += 1;
                     }
-                } else if !s.contains('"') {
-                    if let Some(loc) = LOCS.iter().find(|l| s.contains(*l)) {
-                        at.insert(p, loc);
-                    }
+                } else if !s.contains('"')
+                    && let Some(loc) = LOCS.iter().find(|l| s.contains(*l))
+                {
+                    at.insert(p, loc);
                 }
             }
         }

@@ -201,8 +201,11 @@ pub fn export(model: &Decoder, format: ExportFormat, dir: &Path, tokenizer_json:
     Ok((path, bytes.len() as u64))
 }
 
+/// A tensor's values and shape.
+pub type Matrix = (Vec<f32>, Vec<usize>);
+
 /// Read an int8 export back into f32 `[out, in]` matrices by name (for tests and tools).
-pub fn read_int8(path: &Path) -> Result<HashMap<String, (Vec<f32>, Vec<usize>)>> {
+pub fn read_int8(path: &Path) -> Result<HashMap<String, Matrix>> {
     let bytes = std::fs::read(path).map_err(|e| Error::input(format!("{}: {e}", path.display())))?;
     let st = safetensors::SafeTensors::deserialize(&bytes)
         .map_err(|e| Error::input(format!("{}: not a safetensors file: {e}", path.display())))?;

@@ -195,13 +195,13 @@ impl DecoderConfig {
                 return fail(name, "expected a positive integer, got 0".into());
             }
         }
-        if s.n_heads % s.n_kv_heads != 0 {
+        if !s.n_heads.is_multiple_of(s.n_kv_heads) {
             return fail(
                 "n_kv_heads",
                 format!("n_heads ({}) must be divisible by n_kv_heads ({})", s.n_heads, s.n_kv_heads),
             );
         }
-        if s.d_model % s.n_heads != 0 || (s.d_model / s.n_heads) % 2 != 0 {
+        if !s.d_model.is_multiple_of(s.n_heads) || !(s.d_model / s.n_heads).is_multiple_of(2) {
             return fail(
                 "n_heads",
                 format!(
@@ -226,7 +226,7 @@ impl DecoderConfig {
             return fail("window", "expected a window of at least 1 token".into());
         }
         if let Some(rs) = &s.rope_scaling {
-            if !(rs.factor >= 1.0) {
+            if rs.factor.is_nan() || rs.factor < 1.0 {
                 return fail("rope_scaling.factor", format!("expected >= 1, got {}", rs.factor));
             }
             if !(rs.low_freq_factor > 0.0 && rs.low_freq_factor < rs.high_freq_factor) {
@@ -260,13 +260,13 @@ impl DecoderConfig {
                 }
             }
             let d_inner = m.expand * s.d_model;
-            if d_inner % m.head_dim != 0 {
+            if !d_inner.is_multiple_of(m.head_dim) {
                 return fail(
                     "mamba.head_dim",
                     format!("expand * d_model ({d_inner}) must be divisible by head_dim ({})", m.head_dim),
                 );
             }
-            if (d_inner / m.head_dim) % m.n_groups != 0 {
+            if !(d_inner / m.head_dim).is_multiple_of(m.n_groups) {
                 return fail(
                     "mamba.n_groups",
                     format!("the {} SSM heads must split evenly into n_groups ({})", d_inner / m.head_dim, m.n_groups),
@@ -466,8 +466,8 @@ mod tests {
         let prompt = 6;
         let first = Tensor::<2, Int>::from_data(TensorData::new(ids[..prompt].to_vec(), [1, prompt]), &dev);
         got.extend(m.forward_cached(first, &mut cache).into_data().try_to_vec::<f32>().unwrap());
-        for i in prompt..t {
-            let tok = Tensor::<2, Int>::from_data(TensorData::new(vec![ids[i]], [1, 1]), &dev);
+        for &id in &ids[prompt..t] {
+            let tok = Tensor::<2, Int>::from_data(TensorData::new(vec![id], [1, 1]), &dev);
             got.extend(m.forward_cached(tok, &mut cache).into_data().try_to_vec::<f32>().unwrap());
         }
         assert_eq!(cache.pos, t);
@@ -487,6 +487,6 @@ mod tests {
         // 2 (K and V) * 2 layers * kv heads * head_dim 4 * 4 bytes.
         assert_eq!((per(4), per(2), per(1)), (256, 128, 64));
         c.shape.layer_pattern = "AM".into();
-        assert_eq!(c.kv_bytes_per_token(), 2 * 1 * 2 * 4 * 4, "Mamba layers hold no KV cache");
+        assert_eq!(c.kv_bytes_per_token(), 2 * 2 * 4 * 4, "Mamba layers hold no KV cache");
     }
 }

@@ -47,7 +47,7 @@ impl QkvFile {
             let data: Vec<f32> = crate::util::f32s_from_le(v.data());
             Ok(Tensor::from_data(TensorData::new(data, [s[0], s[1], s[2], s[3]]), device))
         };
-        let has = |n: &str| st.names().iter().any(|m| *m == n);
+        let has = |n: &str| st.names().contains(&n);
         let suffixes: Vec<String> = if has("q") {
             vec![String::new()]
         } else {

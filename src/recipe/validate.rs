@@ -5,6 +5,10 @@
 //! The first broken rule is the one reported, so `check` runs the sections in a fixed order
 //! (the order of the single function these rules were split out of).
 
+// `!(x > 0.0)` is how these rules say "positive, and not NaN": a NaN fails every comparison,
+// which `x <= 0.0` would let through.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
+
 use super::locate::locate;
 use super::{
     CacheSection, CheckpointSection, CurriculumSection, DataSection, DistillSection, EvalSection, FilterSection,
@@ -132,7 +136,7 @@ fn filter(f: &FilterSection, teacher: TeacherKind) -> Rule {
     if f.ngram_words == 0 {
         return fail("data.filter.ngram_words", "expected a positive integer, got 0");
     }
-    if f.minhash_bands == 0 || f.minhash_perms % f.minhash_bands != 0 {
+    if f.minhash_bands == 0 || !f.minhash_perms.is_multiple_of(f.minhash_bands) {
         return fail(
             "data.filter.minhash_bands",
             format!("expected a positive divisor of minhash_perms ({}), got {}", f.minhash_perms, f.minhash_bands),
@@ -195,7 +199,7 @@ fn teacher_source(r: &Recipe) -> Rule {
         // A cached teacher is offline: its cache stands in for a folder that is gone.
         Some(p)
             if !p.join(marker).is_file()
-                && !(r.teacher.logits == LogitsSource::Cache && r.cache_dir().join("cache.json").is_file()) =>
+                && (r.teacher.logits != LogitsSource::Cache || !r.cache_dir().join("cache.json").is_file()) =>
         {
             return fail(
                 "teacher.path",
@@ -227,13 +231,13 @@ fn shape(who: &str, s: &ModelShape, seq_len: usize) -> Rule {
             return fail(k(name), "expected a positive integer, got 0");
         }
     }
-    if s.n_heads % s.n_kv_heads != 0 {
+    if !s.n_heads.is_multiple_of(s.n_kv_heads) {
         return fail(
             k("n_kv_heads"),
             format!("n_heads ({}) must be divisible by n_kv_heads ({})", s.n_heads, s.n_kv_heads),
         );
     }
-    if s.d_model % s.n_heads != 0 || (s.d_model / s.n_heads) % 2 != 0 {
+    if !s.d_model.is_multiple_of(s.n_heads) || !(s.d_model / s.n_heads).is_multiple_of(2) {
         return fail(
             k("n_heads"),
             format!(
@@ -307,13 +311,13 @@ fn mamba(prefix: &str, m: &MambaShape, d_model: usize) -> Rule {
         }
     }
     let d_inner = m.expand * d_model;
-    if d_inner % m.head_dim != 0 {
+    if !d_inner.is_multiple_of(m.head_dim) {
         return fail(
             k("head_dim"),
             format!("expand * d_model ({d_inner}) must be divisible by head_dim ({})", m.head_dim),
         );
     }
-    if (d_inner / m.head_dim) % m.n_groups != 0 {
+    if !(d_inner / m.head_dim).is_multiple_of(m.n_groups) {
         return fail(
             k("n_groups"),
             format!("the {} SSM heads must split evenly into n_groups ({})", d_inner / m.head_dim, m.n_groups),
@@ -387,10 +391,10 @@ fn distill_chunks_and_schedules(r: &Recipe) -> Rule {
     if d.chunk_tokens == 0 {
         return fail("distill.chunk_tokens", "expected a positive integer, got 0");
     }
-    if let Some(a) = d.alpha_end {
-        if !(0.0..=1.0).contains(&a) {
-            return fail("distill.alpha_end", format!("expected 0 <= alpha_end <= 1, got {a}"));
-        }
+    if let Some(a) = d.alpha_end
+        && !(0.0..=1.0).contains(&a)
+    {
+        return fail("distill.alpha_end", format!("expected 0 <= alpha_end <= 1, got {a}"));
     }
     if let Some(t) = d.temperature_end {
         if !(t > 0.0 && t.is_finite()) {

@@ -74,31 +74,31 @@ impl HfConfig {
                 SUPPORTED.join(", ")
             )));
         }
-        if let Some(act) = &self.hidden_act {
-            if act != "silu" {
-                return Err(bad(format!("unsupported hidden_act {act:?}; only silu (SwiGLU) is supported")));
-            }
+        if let Some(act) = &self.hidden_act
+            && act != "silu"
+        {
+            return Err(bad(format!("unsupported hidden_act {act:?}; only silu (SwiGLU) is supported")));
         }
         if self.mlp_bias == Some(true) {
             return Err(bad("mlp_bias = true is not supported".into()));
         }
         let heads = self.num_attention_heads;
-        if heads == 0 || self.hidden_size % heads != 0 {
+        if heads == 0 || !self.hidden_size.is_multiple_of(heads) {
             return Err(bad(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {heads}",
                 self.hidden_size
             )));
         }
-        if let Some(hd) = self.head_dim {
-            if hd * heads != self.hidden_size {
-                return Err(bad(format!(
-                    "head_dim {hd} * num_attention_heads {heads} != hidden_size {}: not supported",
-                    self.hidden_size
-                )));
-            }
+        if let Some(hd) = self.head_dim
+            && hd * heads != self.hidden_size
+        {
+            return Err(bad(format!(
+                "head_dim {hd} * num_attention_heads {heads} != hidden_size {}: not supported",
+                self.hidden_size
+            )));
         }
         let kv = self.num_key_value_heads.unwrap_or(heads);
-        if kv == 0 || heads % kv != 0 {
+        if kv == 0 || !heads.is_multiple_of(kv) {
             return Err(bad(format!("num_attention_heads {heads} is not a multiple of num_key_value_heads {kv}")));
         }
         let params = self.rope_parameters.clone().or(self.rope_scaling.clone());

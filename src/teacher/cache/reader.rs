@@ -205,11 +205,12 @@ impl CacheReader {
                 logp.extend(scaled.iter().map(|x| (x - norm + shift) as f32));
                 tails.push(tail);
             }
-            for _ in toks.len()..t {
+            let pad = t.saturating_sub(toks.len());
+            for _ in 0..pad {
                 ids.extend(0..k as i64);
                 logp.extend(std::iter::repeat_n(-(k as f32).ln(), k));
-                tails.push(EMPTY_TAIL);
             }
+            tails.extend(std::iter::repeat_n(EMPTY_TAIL, pad));
         }
         Ok(TopKHost { n, k, ids, logp, tail: ti.map(|_| tails) })
     }
