@@ -1,0 +1,327 @@
+//! Whole-run tests (one integration binary: each file in tests/ links the whole crate, so the
+//! tests are modules of this one). Runs, resume and the CLI here; teachers, caches, curricula
+//! and data in `teachers.rs`.
+
+mod teachers;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::AtomicBool;
+
+use burn::tensor::Device;
+use distill::data::pack::Packed;
+use distill::eval::evaluate;
+use distill::model::DecoderConfig;
+use distill::pipeline::{self, RunOptions};
+use distill::recipe::Recipe;
+use distill::train::Phase;
+use serde_json::Value;
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("distill-it-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A run small enough for seconds on 2 cores, still with GQA in both models.
+fn tiny_recipe(out: &Path, name: &str, steps: usize) -> String {
+    format!(
+        r#"
+[run]
+name = "{name}"
+seed = 7
+out_dir = "{out}"
+
+[data]
+synthetic_docs = 400
+seq_len = 32
+valid_fraction = 0.1
+
+[tokenizer]
+vocab_size = 320
+
+[teacher.model]
+d_model = 64
+n_layers = 2
+n_heads = 4
+n_kv_heads = 2
+d_ff = 128
+max_seq_len = 64
+
+[teacher.optim]
+lr = 1e-2
+min_lr = 1e-3
+warmup_steps = 5
+batch_size = 8
+steps = {steps}
+
+[student.model]
+d_model = 32
+n_layers = 1
+n_heads = 4
+n_kv_heads = 1
+d_ff = 64
+max_seq_len = 64
+tie_embeddings = true
+
+[optim]
+lr = 1e-2
+min_lr = 1e-3
+warmup_steps = 5
+batch_size = 8
+steps = {steps}
+
+[checkpoint]
+every_steps = 4
+keep_last = 2
+
+[eval]
+every_steps = 4
+batches = 2
+"#,
+        out = out.display()
+    )
+}
+
+/// The entropy (nats) of the training split's token frequencies: the held-out loss of a model
+/// that knows the unigram distribution and nothing else. A student that learned anything of
+/// the context must be below it (ln V - 1 is not enough: unigram statistics nearly pass it).
+fn unigram_entropy(run: &Path) -> f64 {
+    let p = distill::data::load_prepared(run).unwrap();
+    let mut counts = vec![0usize; p.meta.vocab_size];
+    for &t in p.train.iter() {
+        counts[t as usize] += 1;
+    }
+    let n = counts.iter().sum::<usize>() as f64;
+    counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let q = c as f64 / n;
+            -q * q.ln()
+        })
+        .sum()
+}
+
+fn load(text: &str, dir: &Path) -> Recipe {
+    let p = dir.join("recipe.toml");
+    std::fs::write(&p, text).unwrap();
+    Recipe::load(&p, &[]).unwrap()
+}
+
+fn opts(stop: &AtomicBool, stop_after: Option<(Phase, usize)>) -> RunOptions<'_> {
+    RunOptions { stop, stop_after, quiet: true }
+}
+
+#[test]
+fn tiny_end_to_end_run_learns_and_exports() {
+    let dir = tmp("e2e");
+    let recipe = load(&tiny_recipe(&dir, "e2e", 60), &dir);
+    let stop = AtomicBool::new(false);
+    let s = pipeline::run(&recipe, &opts(&stop, None), &mut |_| {}).unwrap();
+    let run = dir.join("e2e");
+    // The untrained student (same config and seed) is the starting point.
+    let prepared = distill::data::load_prepared(&run).unwrap();
+    let vocab = prepared.meta.vocab_size;
+    let valid = Packed::new(prepared.valid, 32, prepared.tokenizer.eos_id);
+    let dev = Device::flex();
+    let init = DecoderConfig { vocab_size: vocab, shape: recipe.student.shape() }.init(1, &dev);
+    let start = evaluate(&init, &valid, 8, None, &dev).loss;
+    let h1 = unigram_entropy(&run);
+    assert!(s.student.loss < h1 - 0.2, "student {} vs unigram entropy {h1}", s.student.loss);
+    assert!(s.student.loss < 0.7 * start, "student {} vs start {start}", s.student.loss);
+    assert!(s.teacher.loss < s.student.loss, "the larger teacher fits better");
+    // int8 weights cost little: within 2% of the f32 loss.
+    assert!((s.student_int8.loss - s.student.loss).abs() < 0.02 * s.student.loss);
+    // Everything a user is promised in the run directory.
+    for f in [
+        "recipe.resolved.toml",
+        "tokenizer.json",
+        "metrics.jsonl",
+        "loss.svg",
+        "summary.json",
+        "data/filter_report.json",
+        "teacher/final/model.json",
+        "student/final/model.bpk",
+        "export/model.int8.safetensors",
+        "export/config.json",
+        "export/tokenizer.json",
+    ] {
+        assert!(run.join(f).is_file(), "missing {f}");
+    }
+    // The int8 file holds exactly the weights that were evaluated as "student int8".
+    let st = distill::export::native::read_int8(&run.join("export/model.int8.safetensors")).unwrap();
+    let (w, shape) = &st["model.layers.0.self_attn.k_proj.weight"];
+    assert_eq!(shape, &vec![8, 32], "HF layout [out = n_kv_heads * head_dim, in = d_model]");
+    let student = distill::model::store::load(&run.join("student/final"), &dev).unwrap().0;
+    let fq = distill::quant::int8::fake_quant_model(&student);
+    let (want, _, _) = distill::quant::int8::linear_out_in(fq.blocks[0].linears()[1].1);
+    assert!(w.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-6));
+    // A second `run` of the same recipe finds everything done and reproduces the summary.
+    let again = pipeline::run(&recipe, &opts(&stop, None), &mut |_| {}).unwrap();
+    assert_eq!(again.student.loss, s.student.loss);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+fn rows(run: &Path, phase: &str) -> Vec<Value> {
+    // The file as a user reads it: JSON objects, by key.
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["phase"] == phase)
+        .collect()
+}
+
+/// Stopping at step k and resuming gives, at every later step up to 2k, the metrics of the
+/// uninterrupted run: same data position, optimizer state and schedule.
+#[test]
+fn resume_matches_uninterrupted_run() {
+    let dir = tmp("resume");
+    let k = 6;
+    let full = load(&tiny_recipe(&dir, "full", 2 * k), &dir);
+    let stop = AtomicBool::new(false);
+    pipeline::run(&full, &opts(&stop, None), &mut |_| {}).unwrap();
+
+    let cut = load(&tiny_recipe(&dir, "cut", 2 * k), &dir);
+    // Crash in the teacher phase, resume; crash in the student phase, resume.
+    let e = pipeline::run(&cut, &opts(&stop, Some((Phase::Teacher, k))), &mut |_| {}).unwrap_err();
+    assert!(matches!(e, distill::Error::Interrupted(_)), "{e}");
+    let e = pipeline::resume(&dir.join("cut"), &opts(&stop, Some((Phase::Student, k))), &mut |_| {}).unwrap_err();
+    assert!(matches!(e, distill::Error::Interrupted(_)), "{e}");
+    let s = pipeline::resume(&dir.join("cut"), &opts(&stop, None), &mut |_| {}).unwrap();
+
+    for phase in ["teacher", "student"] {
+        let a = rows(&dir.join("full"), phase);
+        let b = rows(&dir.join("cut"), phase);
+        assert_eq!(a.len(), 2 * k, "{phase}");
+        assert_eq!(b.len(), 2 * k, "{phase}: resumed metrics must not duplicate steps");
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x["step"], y["step"]);
+            for key in ["loss", "ce", "kl", "grad_norm", "lr", "tokens", "eval_loss"] {
+                assert_eq!(x[key], y[key], "{phase} step {}: {key}", x["step"]);
+            }
+        }
+    }
+    let s_full: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("full/summary.json")).unwrap()).unwrap();
+    assert_eq!(s_full["student"]["loss"].as_f64().unwrap(), s.student.loss);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+fn distill_cmd(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_distill")).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn cli_exit_codes_and_messages() {
+    let dir = tmp("cli");
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, tiny_recipe(&dir, "cli", 8).replace("n_kv_heads = 2", "n_kv_heads = 3")).unwrap();
+    let (code, _, err) = distill_cmd(&["validate", bad.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("bad.toml:19:1: key `teacher.model.n_kv_heads`: n_heads (4) must be divisible by n_kv_heads (3)"),
+        "{err}"
+    );
+    let (code, _, err) = distill_cmd(&["validate", "no/such/recipe.toml"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no/such/recipe.toml: cannot read file"), "{err}");
+    let good = dir.join("good.toml");
+    std::fs::write(&good, tiny_recipe(&dir, "cli", 8)).unwrap();
+    let (code, out, err) = distill_cmd(&["validate", good.to_str().unwrap(), "--set", "optim.lr=0.005"]);
+    assert_eq!(code, 0, "{err}");
+    let resolved: toml::Table = toml::from_str(&out).unwrap();
+    assert_eq!(resolved["optim"]["lr"].as_float(), Some(0.005));
+    assert_eq!(resolved["student"]["model"]["rope_theta"].as_float(), Some(10000.0), "defaults are printed");
+    let (code, _, err) = distill_cmd(&["resume", dir.join("nothing").to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("not a run directory"), "{err}");
+    for sub in [
+        "run",
+        "cache-teacher",
+        "resume",
+        "eval",
+        "export",
+        "generate",
+        "logits",
+        "attention",
+        "bench",
+        "data",
+        "validate",
+    ] {
+        let (code, out, _) = distill_cmd(&[sub, "--help"]);
+        assert_eq!(code, 0, "{sub} --help");
+        assert!(out.contains("Usage: distill"), "{sub}");
+    }
+    // A corrupted checkpoint is refused by name, not loaded.
+    let run_dir = dir.join("cli");
+    let stop = AtomicBool::new(false);
+    let r = Recipe::load(&good, &[]).unwrap();
+    pipeline::run(&r, &opts(&stop, Some((Phase::Teacher, 4))), &mut |_| {}).unwrap_err();
+    let ck = run_dir.join("teacher/checkpoints/step-00000004/optimizer.bpk");
+    let mut bytes = std::fs::read(&ck).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0xff;
+    std::fs::write(&ck, bytes).unwrap();
+    let (code, _, err) = distill_cmd(&["resume", run_dir.to_str().unwrap(), "--quiet"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("optimizer.bpk: checksum does not match MANIFEST"), "{err}");
+    // Running a different recipe into an existing run directory is refused.
+    let (code, _, err) = distill_cmd(&["run", good.to_str().unwrap(), "--set", "optim.lr=0.002"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("already holds a run with a different recipe"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Every layer pattern trains end to end (held-out loss falls well below ln(V)) and then
+/// generates through its per-layer caches.
+#[test]
+fn hybrid_patterns_train_and_generate() {
+    let dir = tmp("hybrid");
+    let stop = AtomicBool::new(false);
+    for (i, pattern) in ["M", "AM", "MMA"].iter().enumerate() {
+        let name = format!("h{i}");
+        let text = tiny_recipe(&dir, &name, 40).replace("n_layers = 1\n", "").replace(
+            "tie_embeddings = true\n",
+            &format!("tie_embeddings = true\nlayer_pattern = \"{pattern}\"\nn_layers = {}\n\n[student.model.mamba]\nd_state = 8\nhead_dim = 8\nchunk_size = 8\n", pattern.len()),
+        );
+        let recipe = load(&text, &dir);
+        assert_eq!(recipe.student.shape().layer_pattern, *pattern);
+        let s = pipeline::run(&recipe, &opts(&stop, None), &mut |_| {}).unwrap();
+        let run = dir.join(&name);
+        let h1 = unigram_entropy(&run);
+        assert!(s.student.loss < h1 - 0.5, "{pattern}: held-out loss {} vs unigram entropy {h1}", s.student.loss);
+        let student = distill::model::store::load(&run.join("student/final"), &Device::flex()).unwrap().0;
+        // Greedy generation through the caches equals argmax of a full forward pass over the
+        // whole sequence at every step (no cache), up to EOS or max_tokens.
+        let eos = distill::data::load_prepared(&run).unwrap().tokenizer.eos_id;
+        let sampling = distill::generate::Sampling { temperature: 0.0, top_k: 0, top_p: 1.0, seed: 0, max_tokens: 20 };
+        let prompt = [5u32, 9, 12];
+        let got = distill::generate::generate(&student, &prompt, eos, &sampling, &Device::flex(), |_| {});
+        let mut seq: Vec<u32> = prompt.to_vec();
+        let mut want = Vec::new();
+        while want.len() < 20 {
+            let ids = burn::tensor::Tensor::<2, burn::tensor::Int>::from_data(
+                burn::tensor::TensorData::new(seq.iter().map(|&x| x as i64).collect::<Vec<_>>(), [1, seq.len()]),
+                &Device::flex(),
+            );
+            let logits: Vec<f32> =
+                student.forward(ids).slice([0..1, seq.len() - 1..seq.len()]).into_data().try_to_vec::<f32>().unwrap();
+            let next =
+                (0..logits.len()).max_by(|&a, &b| logits[a].total_cmp(&logits[b]).then(b.cmp(&a))).unwrap() as u32;
+            if next == eos {
+                break;
+            }
+            want.push(next);
+            seq.push(next);
+        }
+        assert_eq!(got, want, "{pattern}: cached greedy generation vs full recomputation");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
