@@ -21,11 +21,80 @@ use serde::{Deserialize, Serialize};
 use crate::data::pack::Packed;
 use crate::error::Result;
 use crate::model::Decoder;
-use crate::recipe::{CurriculumSection, DifficultyScore, Schedule};
 use crate::run_dir::RunDir;
 use crate::teacher::cache::{CacheReader, TokenTopK};
 use crate::teacher::row_nll;
 use crate::util::{read_json, write_json_atomic};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Schedule {
+    None,
+    Linear,
+    Root,
+    Step,
+    SelfPaced,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DifficultyScore {
+    /// Mean teacher cross-entropy of the row's tokens.
+    TeacherCe,
+    /// Mean entropy of the teacher's next-token distribution.
+    TeacherEntropy,
+    /// Token-weighted mean length of the documents in the row.
+    Length,
+    /// Share of the row's token trigrams seen earlier in the row (the repetition filter's score).
+    Repetition,
+}
+
+impl DifficultyScore {
+    /// Whether the score is computed from the teacher's distribution.
+    pub fn needs_teacher(self) -> bool {
+        matches!(self, DifficultyScore::TeacherCe | DifficultyScore::TeacherEntropy)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RowOrder {
+    /// A seeded permutation per epoch.
+    Random,
+    /// The first epoch from easiest to hardest by the difficulty score, then random.
+    EasyToHard,
+}
+
+/// Curriculum sample weighting (see src/curriculum.rs and the README for the formulas).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CurriculumSection {
+    pub schedule: Schedule,
+    pub score: DifficultyScore,
+    /// Competence c0 at the start: the share of the data at full weight.
+    pub start: f64,
+    /// Fraction of training over which competence grows to 1.
+    pub ramp: f64,
+    /// Stages of the `step` schedule.
+    pub stages: usize,
+    /// Weight of the rows beyond the current competence.
+    pub min_weight: f64,
+    pub order: RowOrder,
+}
+
+impl Default for CurriculumSection {
+    fn default() -> Self {
+        CurriculumSection {
+            schedule: Schedule::None,
+            score: DifficultyScore::TeacherCe,
+            start: 0.2,
+            ramp: 0.5,
+            stages: 4,
+            min_weight: 0.1,
+            order: RowOrder::Random,
+        }
+    }
+}
 
 /// Competence c(t) of a schedule (1 for none and outside the ramp).
 pub fn competence(cfg: &CurriculumSection, t: f64) -> f64 {

@@ -2,8 +2,27 @@
 //! filter), the teacher and the pipeline all need it without importing one another.
 
 use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
 
-use crate::recipe::Backend;
+/// `run.backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Cpu,
+    Cuda,
+    Wgpu,
+}
+
+impl Backend {
+    /// Whether this binary was built with the cargo feature the backend needs.
+    pub fn compiled_in(self) -> bool {
+        match self {
+            Backend::Cpu => true,
+            Backend::Cuda => cfg!(feature = "cuda"),
+            Backend::Wgpu => cfg!(feature = "wgpu"),
+        }
+    }
+}
 
 pub fn device_for(backend: Backend) -> Device {
     match backend {

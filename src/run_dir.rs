@@ -7,7 +7,22 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::train::Phase;
+/// The two trainings of a run, each with its own directory: the teacher's pretraining (when the
+/// recipe asks for it) and the student's distillation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Teacher,
+    Student,
+}
+
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Teacher => "teacher",
+            Phase::Student => "student",
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct RunDir<'a>(pub &'a Path);

@@ -7,9 +7,10 @@ use std::str::FromStr;
 
 use serde::de::{DeserializeOwned, IntoDeserializer, value};
 
+use crate::device::Backend;
 use crate::error::{Error, Result};
 use crate::export::ExportFormat;
-use crate::recipe::{Backend, TeacherDtype};
+use crate::recipe::TeacherDtype;
 use crate::teacher::codec::ValueCodec;
 
 /// `FromStr` for unit-variant serde enums; `$names` is the list an error message offers (a

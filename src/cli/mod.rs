@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand};
 
 use crate::error::{Error, Result};
 use crate::model::{Decoder, store};
-use crate::train::Phase;
+use crate::run_dir::Phase;
 
 #[derive(Parser)]
 #[command(

@@ -12,8 +12,8 @@ use crate::error::{Error, Result};
 use crate::export::ExportFormat;
 use crate::pipeline::{self, RunOptions, load_run_recipe};
 use crate::recipe::Recipe;
+use crate::run_dir::Phase;
 use crate::run_dir::RunDir;
-use crate::train::Phase;
 
 pub(super) fn run(a: RunArgs) -> Result<()> {
     let r = Recipe::load(&a.recipe.recipe, &a.recipe.set)?;

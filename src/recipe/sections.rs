@@ -6,29 +6,12 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::PartialShape;
+pub use crate::curriculum::{CurriculumSection, DifficultyScore, RowOrder, Schedule};
+pub use crate::device::Backend;
 use crate::export::ExportFormat;
 use crate::kd_loss::Divergence;
 use crate::teacher::codec::{TailMode, ValueCodec};
-use crate::train::decay::NoDecay;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    Cpu,
-    Cuda,
-    Wgpu,
-}
-
-impl Backend {
-    /// Whether this binary was built with the cargo feature the backend needs.
-    pub fn compiled_in(self) -> bool {
-        match self {
-            Backend::Cpu => true,
-            Backend::Cuda => cfg!(feature = "cuda"),
-            Backend::Wgpu => cfg!(feature = "wgpu"),
-        }
-    }
-}
+pub use crate::train::config::{CheckpointSection, EvalSection, OptimSection};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -343,76 +326,6 @@ impl Default for DistillSection {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Schedule {
-    None,
-    Linear,
-    Root,
-    Step,
-    SelfPaced,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DifficultyScore {
-    /// Mean teacher cross-entropy of the row's tokens.
-    TeacherCe,
-    /// Mean entropy of the teacher's next-token distribution.
-    TeacherEntropy,
-    /// Token-weighted mean length of the documents in the row.
-    Length,
-    /// Share of the row's token trigrams seen earlier in the row (the repetition filter's score).
-    Repetition,
-}
-
-impl DifficultyScore {
-    /// Whether the score is computed from the teacher's distribution.
-    pub fn needs_teacher(self) -> bool {
-        matches!(self, DifficultyScore::TeacherCe | DifficultyScore::TeacherEntropy)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RowOrder {
-    /// A seeded permutation per epoch.
-    Random,
-    /// The first epoch from easiest to hardest by the difficulty score, then random.
-    EasyToHard,
-}
-
-/// Curriculum sample weighting (see src/curriculum.rs and the README for the formulas).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CurriculumSection {
-    pub schedule: Schedule,
-    pub score: DifficultyScore,
-    /// Competence c0 at the start: the share of the data at full weight.
-    pub start: f64,
-    /// Fraction of training over which competence grows to 1.
-    pub ramp: f64,
-    /// Stages of the `step` schedule.
-    pub stages: usize,
-    /// Weight of the rows beyond the current competence.
-    pub min_weight: f64,
-    pub order: RowOrder,
-}
-
-impl Default for CurriculumSection {
-    fn default() -> Self {
-        CurriculumSection {
-            schedule: Schedule::None,
-            score: DifficultyScore::TeacherCe,
-            start: 0.2,
-            ramp: 0.5,
-            stages: 4,
-            min_weight: 0.1,
-            order: RowOrder::Random,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
 pub enum DivergenceKind {
     ForwardKl,
     ReverseKl,
@@ -432,72 +345,6 @@ impl DistillSection {
             DivergenceKind::SkewReverseKl => Divergence::SkewReverseKl { lambda: self.skew_lambda },
             DivergenceKind::Tv => Divergence::Tv,
         }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct OptimSection {
-    pub lr: f64,
-    pub min_lr: f64,
-    pub warmup_steps: usize,
-    pub weight_decay: f64,
-    /// Parameter groups that weight decay leaves alone (the matrices are always decayed).
-    pub no_decay: Vec<NoDecay>,
-    pub beta1: f64,
-    pub beta2: f64,
-    pub eps: f64,
-    /// Global gradient-norm clip; 0 disables it.
-    pub grad_clip: f64,
-    pub batch_size: usize,
-    pub grad_accum: usize,
-    /// Optimizer steps (each of `batch_size * grad_accum` sequences).
-    pub steps: usize,
-}
-
-impl Default for OptimSection {
-    fn default() -> Self {
-        OptimSection {
-            lr: 2e-3,
-            min_lr: 2e-4,
-            warmup_steps: 20,
-            weight_decay: 0.01,
-            no_decay: vec![NoDecay::Norm, NoDecay::Bias, NoDecay::Embedding, NoDecay::Ssm],
-            beta1: 0.9,
-            beta2: 0.95,
-            eps: 1e-8,
-            grad_clip: 1.0,
-            batch_size: 16,
-            grad_accum: 1,
-            steps: 300,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CheckpointSection {
-    pub every_steps: usize,
-    pub keep_last: usize,
-}
-
-impl Default for CheckpointSection {
-    fn default() -> Self {
-        CheckpointSection { every_steps: 50, keep_last: 2 }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct EvalSection {
-    pub every_steps: usize,
-    /// Held-out batches per periodic evaluation (the final evaluation uses the whole split).
-    pub batches: usize,
-}
-
-impl Default for EvalSection {
-    fn default() -> Self {
-        EvalSection { every_steps: 50, batches: 8 }
     }
 }
 

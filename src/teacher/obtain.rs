@@ -10,8 +10,8 @@ use crate::data::RunData;
 use crate::error::{Error, Result};
 use crate::model::{Decoder, store};
 use crate::recipe::{Recipe, TeacherDtype, TeacherKind};
+use crate::run_dir::Phase;
 use crate::run_dir::RunDir;
-use crate::train::Phase;
 
 /// The teacher of `recipe` in the run directory `run_dir` (where a pretrained one lives).
 pub struct Teacher<'a> {

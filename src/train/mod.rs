@@ -8,6 +8,7 @@
 //! and burnpack records.
 
 pub mod checkpoint;
+pub mod config;
 pub mod decay;
 pub mod metrics;
 pub mod schedule;

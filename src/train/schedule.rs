@@ -1,7 +1,7 @@
 //! Linear warmup then cosine decay to `min_lr`, as a pure function of the step so that a
 //! resumed run needs no scheduler state beyond the step.
 
-use crate::recipe::OptimSection;
+use super::config::OptimSection;
 
 pub fn lr_at(o: &OptimSection, step: usize) -> f64 {
     if o.warmup_steps > 0 && step < o.warmup_steps {

@@ -13,16 +13,18 @@ use burn::tensor::{Device, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::checkpoint::{self, TrainState};
+use super::config::{CheckpointSection, EvalSection, OptimSection};
 use super::decay;
 use super::metrics::{MetricsLog, MetricsRow};
 use super::schedule::lr_at;
 use crate::curriculum;
+use crate::curriculum::{CurriculumSection, Schedule};
 use crate::data::pack::Packed;
 use crate::error::{Error, Result};
 use crate::eval::evaluate;
 use crate::kd_loss::{KdConfig, Target, kd_loss_streamed};
 use crate::model::{Decoder, DecoderConfig};
-use crate::recipe::{CheckpointSection, CurriculumSection, EvalSection, OptimSection, Schedule};
+pub use crate::run_dir::Phase;
 use crate::teacher::cache::{CacheReader, TopKHost};
 use crate::teacher::codec::TailMode;
 use crate::teacher::{TeacherSource, row_nll};
@@ -67,21 +69,6 @@ impl ReadAhead {
         };
         self.pending = Some(Self::start(reader, next, tau, tail));
         got
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    Teacher,
-    Student,
-}
-
-impl Phase {
-    pub fn name(self) -> &'static str {
-        match self {
-            Phase::Teacher => "teacher",
-            Phase::Student => "student",
-        }
     }
 }
 
@@ -355,7 +342,8 @@ fn scale_grads(model: &Decoder, grads: &mut GradientsParams, factor: f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::recipe::{CheckpointSection, EvalSection, OptimSection, PartialShape};
+    use crate::recipe::PartialShape;
+    use crate::train::config::{CheckpointSection, EvalSection, OptimSection};
 
     /// The loss and gradient norm of one step over rows with `batch * accum` = 4 (with
     /// `decay` = weight_decay), no teacher.
