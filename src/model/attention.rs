@@ -2,6 +2,7 @@
 //! (n_kv_heads = 1) are one module; the kernel is behind [`causal_attention`] so that a fused
 //! training kernel can replace it without touching the model.
 
+use super::linear::linear;
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::module::attention;
@@ -73,9 +74,9 @@ impl Attention {
     pub fn forward(&self, x: Tensor<3>, cos: &Tensor<2>, sin: &Tensor<2>, cache: Option<&mut KvCache>) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let split = |y: Tensor<3>, heads: usize| y.reshape([b, t, heads, self.head_dim]).swap_dims(1, 2);
-        let q = rope::apply(split(self.wq.forward(x.clone()), self.n_heads), cos, sin);
-        let mut k = rope::apply(split(self.wk.forward(x.clone()), self.n_kv_heads), cos, sin);
-        let mut v = split(self.wv.forward(x), self.n_kv_heads);
+        let q = rope::apply(split(linear(&self.wq, x.clone()), self.n_heads), cos, sin);
+        let mut k = rope::apply(split(linear(&self.wk, x.clone()), self.n_kv_heads), cos, sin);
+        let mut v = split(linear(&self.wv, x), self.n_kv_heads);
         let mut start = 0;
         if let Some(c) = cache {
             start = c.len();
@@ -88,7 +89,7 @@ impl Attention {
         }
         let y = grouped_attention(q, k, v, start, self.window);
         let y = y.swap_dims(1, 2).reshape([b, t, self.n_heads * self.head_dim]);
-        self.wo.forward(y)
+        linear(&self.wo, y)
     }
 }
 

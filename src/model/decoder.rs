@@ -369,14 +369,7 @@ impl Decoder {
             x = block.forward(x, &cos, &sin, layer_cache);
         }
         let x = self.norm.forward(x);
-        let logits = match &self.lm_head {
-            Some(head) => head.forward(x),
-            None => {
-                let [b, t, d] = x.dims();
-                let w = self.embed.weight.val().transpose();
-                x.reshape([b * t, d]).matmul(w).reshape([b, t, c.vocab_size])
-            }
-        };
+        let logits = super::linear::lm_head(x, self.lm_head.as_ref(), &self.embed.weight.val());
         if logits.dtype() == DType::F32 { logits } else { logits.cast(DType::F32) }
     }
 }

@@ -9,6 +9,7 @@
 //! linear recurrence across chunks); generation runs the per-token recurrence ([`ssd_step`])
 //! with the conv and SSM states carried in a [`MambaState`].
 
+use super::linear::linear;
 use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::activation::{silu, softplus};
@@ -93,7 +94,7 @@ impl Mamba2 {
     /// Split the input projection: z (b,t,d_inner), xBC (b,t,conv_dim), dt (b,t,heads).
     fn project(&self, x: Tensor<3>) -> (Tensor<3>, Tensor<3>, Tensor<3>) {
         let [b, t, _] = x.dims();
-        let zxbcdt = self.in_proj.forward(x);
+        let zxbcdt = linear(&self.in_proj, x);
         let (di, cd) = (self.d_inner, self.conv_dim());
         (
             zxbcdt.clone().slice([0..b, 0..t, 0..di]),
@@ -129,7 +130,7 @@ impl Mamba2 {
     fn finish(&self, y: Tensor<4>, x: Tensor<4>, z: Tensor<3>) -> Tensor<3> {
         let [b, t, h, p] = y.dims();
         let y = y + x * self.d.val().reshape([1, 1, h, 1]);
-        self.out_proj.forward(self.gated_norm(y.reshape([b, t, h * p]), z))
+        linear(&self.out_proj, self.gated_norm(y.reshape([b, t, h * p]), z))
     }
 
     /// Training / prompt path over a whole sequence: (b, t, d_model) -> (b, t, d_model).

@@ -1,5 +1,6 @@
 //! SwiGLU feed-forward: down(silu(gate(x)) * up(x)).
 
+use super::linear::linear;
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::Tensor;
@@ -25,6 +26,6 @@ impl SwiGlu {
     }
 
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.w_down.forward(silu(self.w_gate.forward(x.clone())) * self.w_up.forward(x))
+        linear(&self.w_down, silu(linear(&self.w_gate, x.clone())) * linear(&self.w_up, x))
     }
 }

@@ -5,6 +5,7 @@ pub mod attention;
 pub mod config;
 pub mod decoder;
 pub mod init;
+pub mod linear;
 pub mod mamba;
 pub mod mlp;
 pub mod qkv_file;
