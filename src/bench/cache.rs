@@ -4,12 +4,12 @@
 use std::path::Path;
 use std::time::Instant;
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::Device;
 
 use crate::data::pack::Packed;
 use crate::error::Result;
 use crate::kd_loss::Divergence;
-use crate::teacher::cache::{self, CacheIdentity, CacheReader};
+use crate::teacher::cache::{self, CacheIdentity, CacheReader, divergence_online_and_cached};
 use crate::teacher::codec::{TailMode, ValueCodec};
 
 /// One line of the cache benchmark.
@@ -122,44 +122,6 @@ pub fn cache_sweep(
     }
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(out)
-}
-
-/// The mean divergence over the real tokens of `rows`, computed from full teacher logits and
-/// from the cache: how much the cache changes the objective. `teacher`, `student`: logits of
-/// those rows, (rows x seq_len x vocab) flat.
-// teacher/cache.rs keeps a copy (fixed to `Device::flex()`) for its own tests; once that file
-// is split, its tests can call this one and the copy can go.
-#[allow(clippy::too_many_arguments)]
-pub fn divergence_online_and_cached(
-    reader: &CacheReader,
-    data: &Packed,
-    rows: &[usize],
-    teacher: &[f32],
-    student: &[f32],
-    tau: f64,
-    tail: TailMode,
-    divergence: Divergence,
-    dev: &Device,
-) -> Result<(f64, f64)> {
-    use crate::kd_loss::{KdConfig, Target, kd_loss, kd_loss_to};
-    let (t, v) = (reader.manifest.id.seq_len, reader.manifest.id.vocab_size);
-    let cfg = KdConfig { alpha: 0.0, temperature: tau, chunk_tokens: 256, divergence };
-    let (mut on, mut ca, mut n) = (0.0, 0.0, 0.0);
-    for (ci, chunk) in rows.chunks(16).enumerate() {
-        let nt = chunk.len() * t;
-        let span = ci * 16 * t * v..(ci * 16 * t + nt) * v;
-        let batch = data.batch(chunk, dev);
-        let st = || Tensor::<2>::from_data(TensorData::new(student[span.clone()].to_vec(), [nt, v]), dev);
-        let te = Tensor::<2>::from_data(TensorData::new(teacher[span.clone()].to_vec(), [nt, v]), dev);
-        let a = kd_loss(st(), Some(te), batch.targets.clone(), batch.mask.clone(), cfg);
-        let host = reader.batch(chunk, tau, tail)?;
-        let b = kd_loss_to(st(), Some(Target::TopK(host.to_device(dev))), batch.targets, batch.mask, cfg);
-        let w = batch.real_tokens as f64;
-        on += a.kl.into_scalar::<f32>() as f64 * w;
-        ca += b.kl.into_scalar::<f32>() as f64 * w;
-        n += w;
-    }
-    Ok((on / n, ca / n))
 }
 
 /// Bytes per token of the record format at a large vocabulary, on synthetic LM-like logits

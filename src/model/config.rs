@@ -104,3 +104,108 @@ impl Default for MambaShape {
         MambaShape { d_state: 16, head_dim: 16, expand: 2, d_conv: 4, n_groups: 1, chunk_size: 32 }
     }
 }
+
+/// A broken shape rule: the key (relative to the model section, e.g. `mamba.head_dim`) and
+/// what was expected.
+pub type ShapeError = (String, String);
+
+impl ModelShape {
+    /// The rules a shape must satisfy to be built. One list for every source of a shape: the
+    /// recipe (which prefixes the key with `teacher.model.` / `student.model.` and adds where
+    /// it is set), our model.json and a converted Hugging Face config.json.
+    pub fn check(&self) -> std::result::Result<(), ShapeError> {
+        let s = self;
+        let fail = |key: &str, msg: String| Err((key.to_string(), msg));
+        for (name, v) in [
+            ("d_model", s.d_model),
+            ("n_layers", s.n_layers),
+            ("n_heads", s.n_heads),
+            ("n_kv_heads", s.n_kv_heads),
+            ("d_ff", s.d_ff),
+            ("max_seq_len", s.max_seq_len),
+        ] {
+            if v == 0 {
+                return fail(name, "expected a positive integer, got 0".into());
+            }
+        }
+        if !s.n_heads.is_multiple_of(s.n_kv_heads) {
+            return fail(
+                "n_kv_heads",
+                format!("n_heads ({}) must be divisible by n_kv_heads ({})", s.n_heads, s.n_kv_heads),
+            );
+        }
+        if !s.d_model.is_multiple_of(s.n_heads) || !(s.d_model / s.n_heads).is_multiple_of(2) {
+            return fail(
+                "n_heads",
+                format!(
+                    "d_model ({}) must split into n_heads ({}) heads of even size (RoPE rotates pairs)",
+                    s.d_model, s.n_heads
+                ),
+            );
+        }
+        if s.rope_theta.is_nan() || s.rope_theta <= 0.0 || s.rope_theta.is_infinite() {
+            return fail("rope_theta", format!("expected a finite value > 0, got {}", s.rope_theta));
+        }
+        if s.norm_eps.is_nan() || s.norm_eps <= 0.0 || s.norm_eps >= 1.0 {
+            return fail("norm_eps", format!("expected a value in (0, 1), got {}", s.norm_eps));
+        }
+        if s.layer_pattern.is_empty() || !s.layer_pattern.chars().all(|c| c == 'A' || c == 'M') {
+            return fail(
+                "layer_pattern",
+                format!("expected a non-empty string of A (attention) and M (Mamba-2), got {:?}", s.layer_pattern),
+            );
+        }
+        if s.window == Some(0) {
+            return fail("window", "expected a window of at least 1 token".into());
+        }
+        if let Some(rs) = &s.rope_scaling {
+            if rs.factor.is_nan() || rs.factor < 1.0 {
+                return fail("rope_scaling.factor", format!("expected >= 1, got {}", rs.factor));
+            }
+            if !(rs.low_freq_factor > 0.0 && rs.low_freq_factor < rs.high_freq_factor) {
+                return fail(
+                    "rope_scaling.low_freq_factor",
+                    format!(
+                        "expected 0 < low_freq_factor < high_freq_factor ({}), got {}",
+                        rs.high_freq_factor, rs.low_freq_factor
+                    ),
+                );
+            }
+            if rs.original_max_position_embeddings == 0 {
+                return fail(
+                    "rope_scaling.original_max_position_embeddings",
+                    "expected a positive integer, got 0".into(),
+                );
+            }
+        }
+        if s.layer_pattern.contains('M') {
+            let m = &s.mamba;
+            for (name, v) in [
+                ("d_state", m.d_state),
+                ("head_dim", m.head_dim),
+                ("expand", m.expand),
+                ("d_conv", m.d_conv),
+                ("n_groups", m.n_groups),
+                ("chunk_size", m.chunk_size),
+            ] {
+                if v == 0 {
+                    return fail(&format!("mamba.{name}"), "expected a positive integer, got 0".into());
+                }
+            }
+            let d_inner = m.expand * s.d_model;
+            if !d_inner.is_multiple_of(m.head_dim) {
+                return fail(
+                    "mamba.head_dim",
+                    format!("expand * d_model ({d_inner}) must be divisible by head_dim ({})", m.head_dim),
+                );
+            }
+            if !(d_inner / m.head_dim).is_multiple_of(m.n_groups) {
+                return fail(
+                    "mamba.n_groups",
+                    format!("the {} SSM heads must split evenly into n_groups ({})", d_inner / m.head_dim, m.n_groups),
+                );
+            }
+        }
+        Ok(())
+    }
+}

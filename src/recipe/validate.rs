@@ -16,7 +16,7 @@ use super::{
     TeacherSection, TokenizerKind, TokenizerSection,
 };
 use crate::error::{Error, Result};
-use crate::model::config::{MambaShape, ModelShape, RopeScaling};
+use crate::model::config::ModelShape;
 use crate::teacher::codec::TailMode;
 
 /// A broken rule: the dotted key it is about and what is wrong with its value.
@@ -217,110 +217,16 @@ fn teacher_source(r: &Recipe) -> Rule {
     Ok(())
 }
 
-/// The resolved shape of `who` ("teacher" or "student"), which must also hold `seq_len` tokens.
+/// The resolved shape of `who` ("teacher" or "student"): the model's own rules
+/// ([`ModelShape::check`]), and it must hold `seq_len` tokens.
 fn shape(who: &str, s: &ModelShape, seq_len: usize) -> Rule {
-    let k = |name: &str| format!("{who}.model.{name}");
-    for (name, v) in [
-        ("d_model", s.d_model),
-        ("n_layers", s.n_layers),
-        ("n_heads", s.n_heads),
-        ("n_kv_heads", s.n_kv_heads),
-        ("d_ff", s.d_ff),
-    ] {
-        if v == 0 {
-            return fail(k(name), "expected a positive integer, got 0");
-        }
-    }
-    if !s.n_heads.is_multiple_of(s.n_kv_heads) {
-        return fail(
-            k("n_kv_heads"),
-            format!("n_heads ({}) must be divisible by n_kv_heads ({})", s.n_heads, s.n_kv_heads),
-        );
-    }
-    if !s.d_model.is_multiple_of(s.n_heads) || !(s.d_model / s.n_heads).is_multiple_of(2) {
-        return fail(
-            k("n_heads"),
-            format!(
-                "d_model ({}) must split into n_heads ({}) heads of even size (RoPE rotates pairs)",
-                s.d_model, s.n_heads
-            ),
-        );
+    if let Err((key, msg)) = s.check() {
+        return fail(format!("{who}.model.{key}"), msg);
     }
     if seq_len > s.max_seq_len {
         return fail(
             "data.seq_len",
             format!("seq_len ({}) exceeds the {who}'s context {who}.model.max_seq_len ({})", seq_len, s.max_seq_len),
-        );
-    }
-    if !(s.rope_theta > 0.0) {
-        return fail(k("rope_theta"), format!("expected > 0, got {}", s.rope_theta));
-    }
-    if !(s.norm_eps > 0.0 && s.norm_eps < 1.0) {
-        return fail(k("norm_eps"), format!("expected a value in (0, 1), got {}", s.norm_eps));
-    }
-    if s.layer_pattern.is_empty() || !s.layer_pattern.chars().all(|c| c == 'A' || c == 'M') {
-        return fail(
-            k("layer_pattern"),
-            format!("expected a non-empty string of A (attention) and M (Mamba-2), got {:?}", s.layer_pattern),
-        );
-    }
-    if s.window == Some(0) {
-        return fail(k("window"), "expected a window of at least 1 token");
-    }
-    if let Some(rs) = &s.rope_scaling {
-        rope_scaling(&k("rope_scaling"), rs)?;
-    }
-    if s.layer_pattern.contains('M') {
-        mamba(&k("mamba"), &s.mamba, s.d_model)?;
-    }
-    Ok(())
-}
-
-fn rope_scaling(prefix: &str, rs: &RopeScaling) -> Rule {
-    let k = |n: &str| format!("{prefix}.{n}");
-    if !(rs.factor >= 1.0) {
-        return fail(k("factor"), format!("expected >= 1, got {}", rs.factor));
-    }
-    if !(rs.low_freq_factor > 0.0 && rs.low_freq_factor < rs.high_freq_factor) {
-        return fail(
-            k("low_freq_factor"),
-            format!(
-                "expected 0 < low_freq_factor < high_freq_factor ({}), got {}",
-                rs.high_freq_factor, rs.low_freq_factor
-            ),
-        );
-    }
-    if rs.original_max_position_embeddings == 0 {
-        return fail(k("original_max_position_embeddings"), "expected a positive integer, got 0");
-    }
-    Ok(())
-}
-
-fn mamba(prefix: &str, m: &MambaShape, d_model: usize) -> Rule {
-    let k = |n: &str| format!("{prefix}.{n}");
-    for (name, v) in [
-        ("d_state", m.d_state),
-        ("head_dim", m.head_dim),
-        ("expand", m.expand),
-        ("d_conv", m.d_conv),
-        ("n_groups", m.n_groups),
-        ("chunk_size", m.chunk_size),
-    ] {
-        if v == 0 {
-            return fail(k(name), "expected a positive integer, got 0");
-        }
-    }
-    let d_inner = m.expand * d_model;
-    if !d_inner.is_multiple_of(m.head_dim) {
-        return fail(
-            k("head_dim"),
-            format!("expand * d_model ({d_inner}) must be divisible by head_dim ({})", m.head_dim),
-        );
-    }
-    if !(d_inner / m.head_dim).is_multiple_of(m.n_groups) {
-        return fail(
-            k("n_groups"),
-            format!("the {} SSM heads must split evenly into n_groups ({})", d_inner / m.head_dim, m.n_groups),
         );
     }
     Ok(())

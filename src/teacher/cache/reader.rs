@@ -229,21 +229,21 @@ pub fn divergence_online_and_cached(
     tau: f64,
     tail: TailMode,
     divergence: crate::kd_loss::Divergence,
+    dev: &Device,
 ) -> Result<(f64, f64)> {
     use crate::kd_loss::{KdConfig, Target, kd_loss, kd_loss_to};
-    let dev = Device::flex();
     let (t, v) = (reader.manifest.id.seq_len, reader.manifest.id.vocab_size);
     let cfg = KdConfig { alpha: 0.0, temperature: tau, chunk_tokens: 256, divergence };
     let (mut on, mut ca, mut n) = (0.0, 0.0, 0.0);
     for (ci, chunk) in rows.chunks(16).enumerate() {
         let nt = chunk.len() * t;
         let span = ci * 16 * t * v..(ci * 16 * t + nt) * v;
-        let batch = data.batch(chunk, &dev);
-        let st = || Tensor::<2>::from_data(TensorData::new(student[span.clone()].to_vec(), [nt, v]), &dev);
-        let te = Tensor::<2>::from_data(TensorData::new(teacher[span.clone()].to_vec(), [nt, v]), &dev);
+        let batch = data.batch(chunk, dev);
+        let st = || Tensor::<2>::from_data(TensorData::new(student[span.clone()].to_vec(), [nt, v]), dev);
+        let te = Tensor::<2>::from_data(TensorData::new(teacher[span.clone()].to_vec(), [nt, v]), dev);
         let a = kd_loss(st(), Some(te), batch.targets.clone(), batch.mask.clone(), cfg);
         let host = reader.batch(chunk, tau, tail)?;
-        let b = kd_loss_to(st(), Some(Target::TopK(host.to_device(&dev))), batch.targets, batch.mask, cfg);
+        let b = kd_loss_to(st(), Some(Target::TopK(host.to_device(dev))), batch.targets, batch.mask, cfg);
         let w = batch.real_tokens as f64;
         on += a.kl.into_scalar::<f32>() as f64 * w;
         ca += b.kl.into_scalar::<f32>() as f64 * w;
@@ -264,7 +264,8 @@ mod round_trip {
     use crate::teacher::codec::ValueCodec;
 
     fn kl_pair(f: &Fixture, reader: &CacheReader, tau: f64, tail: TailMode, d: Divergence) -> (f64, f64) {
-        divergence_online_and_cached(reader, &f.data, &f.rows, &f.teacher, &f.student, tau, tail, d).unwrap()
+        divergence_online_and_cached(reader, &f.data, &f.rows, &f.teacher, &f.student, tau, tail, d, &Device::flex())
+            .unwrap()
     }
     #[test]
     fn full_vocabulary_cache_reproduces_the_online_divergences() {
