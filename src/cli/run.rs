@@ -82,7 +82,7 @@ pub(super) fn data(a: RecipeArgs) -> Result<()> {
     if RunDir(&dir).data_meta().is_file() {
         println!("data already prepared in {}", RunDir(&dir).data().display());
     }
-    data::prepare_to_disk(&r, &dir, &mut say)?;
+    pipeline::prepare_data_to_disk(&r, &dir, &mut say)?;
     println!("report: {}", RunDir(&dir).filter_report().display());
     Ok(())
 }

@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::recipe::{Dedup, FilterSection};
+use super::config::{Dedup, FilterSection};
 use crate::rng::SplitMix;
 
 #[derive(Debug, Clone, Serialize)]

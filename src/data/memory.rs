@@ -5,19 +5,19 @@
 
 use std::path::Path;
 
+use super::DataJob;
 use super::pack::permutation;
 use super::stages::{self, Counts};
 use super::{Prepared, filter, source, synth};
 use crate::error::{Error, Result};
-use crate::recipe::Recipe;
 use crate::run_dir::RunDir;
 use crate::util::write_atomic;
 
-/// Prepare `recipe`'s data into `<run_dir>/data` and return it, token streams in memory.
-pub(super) fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> Result<Prepared> {
+/// Prepare `job`'s data into `<run_dir>/data` and return it, token streams in memory.
+pub(super) fn prepare(job: &DataJob, run_dir: &Path, log: &mut dyn FnMut(String)) -> Result<Prepared> {
     let dir = RunDir(run_dir).data();
     std::fs::create_dir_all(&dir).map_err(|e| Error::runtime(format!("{}: {e}", dir.display())))?;
-    let (docs, bad) = source::load(&recipe.data, recipe.run.seed)?;
+    let (docs, bad) = source::load(job.data, job.seed)?;
     stages::log_bad_lines(&bad, log);
     if docs.len() < 2 {
         return Err(Error::input(format!("only {} documents in the input; need at least 2", docs.len())));
@@ -25,45 +25,44 @@ pub(super) fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(Strin
     // Hold out whole documents before filtering: the held-out split is the same text whatever
     // the filters and noise settings, so such runs are compared on equal terms, and no
     // held-out document (or an exact copy of one) is trained on.
-    let order = permutation(docs.len(), recipe.run.seed ^ 0x5eed_da7a);
-    let n_valid = ((docs.len() as f64 * recipe.data.valid_fraction).round() as usize).clamp(1, docs.len() - 1);
+    let order = permutation(docs.len(), job.seed ^ 0x5eed_da7a);
+    let n_valid = ((docs.len() as f64 * job.data.valid_fraction).round() as usize).clamp(1, docs.len() - 1);
     let (mut train_raw, mut valid_docs) = (Vec::new(), Vec::new());
     for (rank, &i) in order.iter().enumerate() {
         if rank < n_valid { valid_docs.push(docs[i].clone()) } else { train_raw.push(docs[i].clone()) }
     }
     drop(docs);
-    if recipe.data.synthetic_noise > 0.0 {
-        let n = (train_raw.len() as f64 * recipe.data.synthetic_noise).round() as usize;
-        let junk = synth::noise(recipe.run.seed, &train_raw, n);
-        let mut rng = crate::rng::SplitMix(recipe.run.seed ^ 0x0015_e5ed);
+    if job.data.synthetic_noise > 0.0 {
+        let n = (train_raw.len() as f64 * job.data.synthetic_noise).round() as usize;
+        let junk = synth::noise(job.seed, &train_raw, n);
+        let mut rng = crate::rng::SplitMix(job.seed ^ 0x0015_e5ed);
         for j in junk {
             let at = rng.below(train_raw.len() + 1);
             train_raw.insert(at, j);
         }
         log(format!(
             "mixed {n} junk documents into the training split (data.synthetic_noise = {})",
-            recipe.data.synthetic_noise
+            job.data.synthetic_noise
         ));
     }
     let held_out: std::collections::HashSet<[u8; 32]> = valid_docs.iter().map(|d| filter::dedup_key(d)).collect();
     let before = train_raw.len();
     train_raw.retain(|d| !held_out.contains(&filter::dedup_key(d)));
     stages::log_held_out_copies(before - train_raw.len(), log);
-    let (mut train_docs, mut report, removed) = filter::apply(train_raw, &recipe.data.filter);
+    let (mut train_docs, mut report, removed) = filter::apply(train_raw, &job.data.filter);
     if train_docs.is_empty() {
         return Err(Error::input("no training documents left after filtering; loosen [data.filter]"));
     }
-    let tokenizer = stages::tokenizer(recipe, train_docs.iter().map(|s| s.as_str()))?;
+    let tokenizer = stages::tokenizer(job, train_docs.iter().map(|s| s.as_str()))?;
     let mut train_tok: Vec<Vec<u32>> = train_docs.iter().map(|d| tokenizer.encode_doc(d)).collect::<Result<_>>()?;
     for (rule, doc) in &removed {
         report.rules[*rule].removed_tokens += tokenizer.encode_doc(doc)?.len();
     }
-    if let (lo, hi) = (recipe.data.filter.teacher_ppl_min, recipe.data.filter.teacher_ppl_max)
+    if let (lo, hi) = (job.data.filter.teacher_ppl_min, job.data.filter.teacher_ppl_max)
         && (lo.is_some() || hi.is_some())
     {
-        let device = crate::device::device_for(recipe.run.backend);
-        let teacher = crate::teacher::Teacher::of(recipe, run_dir).load_before_data(&device)?;
-        let ppl = crate::teacher::doc_ppl(&teacher, &train_tok, tokenizer.eos_id, &device);
+        let doc_ppl = job.doc_ppl.ok_or_else(|| Error::input("data.filter.teacher_ppl_* needs a loaded teacher"))?;
+        let ppl = doc_ppl(&train_tok, tokenizer.eos_id)?;
         let (lo, hi) = (lo.unwrap_or(1.0), hi.unwrap_or(f64::INFINITY));
         let mut keep_docs = Vec::new();
         let mut keep_tok = Vec::new();
@@ -82,7 +81,7 @@ pub(super) fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(Strin
     for d in &valid_docs {
         valid.extend(tokenizer.encode_doc(d)?);
     }
-    stages::report(recipe, &mut report, train.len(), valid.len(), log)?;
+    stages::report(job, &mut report, train.len(), valid.len(), log)?;
     write_atomic(&RunDir(run_dir).train_tokens(), &to_bytes(&train))?;
     write_atomic(&RunDir(run_dir).valid_tokens(), &to_bytes(&valid))?;
     let n = Counts {

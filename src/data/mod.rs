@@ -6,6 +6,7 @@
 //! `stages` (tokenizer choice, size checks, report, `meta.json` and the log lines), so their
 //! output files are byte-identical for the same split.
 
+pub mod config;
 pub mod filter;
 mod memory;
 pub mod pack;
@@ -16,14 +17,14 @@ pub mod synth;
 pub mod tokenizer;
 pub mod tokens;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::recipe::{Packing, Recipe};
 use crate::run_dir::RunDir;
 use crate::util::read_json;
+use config::{DataSection, Packing, TokenizerSection};
 use pack::Packed;
 pub use stages::check_split_sizes;
 use tokenizer::Tokenizer;
@@ -66,6 +67,28 @@ impl Prepared {
     }
 }
 
+/// What preparation needs: the `[data]` and `[tokenizer]` sections and the seed, plus what
+/// only the pipeline knows, since the teacher sits above the data: where the teacher's
+/// tokenizer.json is, and how to score documents by the teacher's perplexity.
+pub struct DataJob<'a> {
+    pub data: &'a DataSection,
+    pub tokenizer: &'a TokenizerSection,
+    pub seed: u64,
+    /// The teacher's tokenizer.json, set when `tokenizer.kind = "teacher"`.
+    pub teacher_tokenizer: Option<PathBuf>,
+    /// The teacher's perplexity of each tokenized training document (given the EOS id), for
+    /// `data.filter.teacher_ppl_*`; loads the teacher only when called.
+    #[allow(clippy::type_complexity)]
+    pub doc_ppl: Option<&'a dyn Fn(&[Vec<u32>], u32) -> Result<Vec<f64>>>,
+}
+
+impl<'a> DataJob<'a> {
+    /// A job that needs no teacher.
+    pub fn new(data: &'a DataSection, tokenizer: &'a TokenizerSection, seed: u64) -> Self {
+        DataJob { data, tokenizer, seed, teacher_tokenizer: None, doc_ppl: None }
+    }
+}
+
 /// Whether an earlier (possibly interrupted) run finished this stage: `meta.json` is written last.
 fn done(run_dir: &Path) -> bool {
     RunDir(run_dir).data_meta().is_file()
@@ -73,28 +96,28 @@ fn done(run_dir: &Path) -> bool {
 
 /// Prepare the data into `run_dir`, or load it if an earlier run finished this stage. `log`
 /// receives the human-readable report.
-pub fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> Result<Prepared> {
+pub fn prepare(job: &DataJob, run_dir: &Path, log: &mut dyn FnMut(String)) -> Result<Prepared> {
     if done(run_dir) {
         return load_prepared(run_dir);
     }
-    if recipe.data.streaming {
-        stream::prepare(recipe, run_dir, log)?;
+    if job.data.streaming {
+        stream::prepare(job, run_dir, log)?;
         // Training always memory-maps the token files the streaming driver wrote.
         return load_prepared(run_dir);
     }
-    memory::prepare(recipe, run_dir, log)
+    memory::prepare(job, run_dir, log)
 }
 
 /// Prepare the data files without loading the token streams afterwards (`distill data`): with
 /// `data.streaming` the whole stage runs in bounded memory.
-pub fn prepare_to_disk(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> Result<()> {
+pub fn prepare_to_disk(job: &DataJob, run_dir: &Path, log: &mut dyn FnMut(String)) -> Result<()> {
     if done(run_dir) {
         return Ok(());
     }
-    if recipe.data.streaming {
-        stream::prepare(recipe, run_dir, log).map(|_| ())
+    if job.data.streaming {
+        stream::prepare(job, run_dir, log).map(|_| ())
     } else {
-        memory::prepare(recipe, run_dir, log).map(|_| ())
+        memory::prepare(job, run_dir, log).map(|_| ())
     }
 }
 

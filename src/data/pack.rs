@@ -70,10 +70,10 @@ impl Packed {
         Packed::from_parts(tokens, seq_len, eos, Some(spans))
     }
 
-    pub fn build(tokens: impl Into<Tokens>, seq_len: usize, eos: u32, packing: crate::recipe::Packing) -> Self {
+    pub fn build(tokens: impl Into<Tokens>, seq_len: usize, eos: u32, packing: super::config::Packing) -> Self {
         match packing {
-            crate::recipe::Packing::Concat => Packed::new(tokens, seq_len, eos),
-            crate::recipe::Packing::DocPerRow => Packed::per_document(tokens, seq_len, eos),
+            super::config::Packing::Concat => Packed::new(tokens, seq_len, eos),
+            super::config::Packing::DocPerRow => Packed::per_document(tokens, seq_len, eos),
         }
     }
 

@@ -9,8 +9,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use super::config::{DataSection, SourceKind};
 use crate::error::{Error, Result};
-use crate::recipe::{DataSection, SourceKind};
 
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct BadLines {

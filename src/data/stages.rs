@@ -6,12 +6,12 @@
 
 use std::path::Path;
 
-use super::DataMeta;
+use super::config::TokenizerKind;
 use super::filter::FilterReport;
 use super::source::BadLines;
 use super::tokenizer::Tokenizer;
+use super::{DataJob, DataMeta};
 use crate::error::{Error, Result};
-use crate::recipe::{Recipe, TokenizerKind};
 use crate::run_dir::RunDir;
 use crate::util::write_json_atomic;
 
@@ -27,14 +27,16 @@ pub(super) fn log_held_out_copies(n: usize, log: &mut dyn FnMut(String)) {
     }
 }
 
-/// The recipe's tokenizer: trained on `train_text` (the kept training documents, or the
+/// The job's tokenizer: trained on `train_text` (the kept training documents, or the
 /// streaming engine's sample of them), or loaded.
-pub(super) fn tokenizer<'a>(recipe: &Recipe, train_text: impl Iterator<Item = &'a str> + Send) -> Result<Tokenizer> {
-    let t = &recipe.tokenizer;
+pub(super) fn tokenizer<'a>(job: &DataJob, train_text: impl Iterator<Item = &'a str> + Send) -> Result<Tokenizer> {
+    let t = job.tokenizer;
     match t.kind {
         TokenizerKind::Train => Tokenizer::train(train_text, t.vocab_size, t.min_frequency),
         TokenizerKind::File => Tokenizer::load(t.path.as_ref().expect("validated")),
-        TokenizerKind::Teacher => Tokenizer::load(&crate::teacher::cache::teacher_tokenizer(recipe)),
+        TokenizerKind::Teacher => {
+            Tokenizer::load(job.teacher_tokenizer.as_ref().expect("set for tokenizer.kind = \"teacher\""))
+        }
     }
 }
 
@@ -58,13 +60,13 @@ pub fn check_split_sizes(train: usize, valid: usize, seq_len: usize) -> Result<(
 /// Check the split sizes, then total the filter report (`removed_tokens` per rule already
 /// counted by the driver) and print its table.
 pub(super) fn report(
-    recipe: &Recipe,
+    job: &DataJob,
     report: &mut FilterReport,
     train_tokens: usize,
     valid_tokens: usize,
     log: &mut dyn FnMut(String),
 ) -> Result<()> {
-    check_split_sizes(train_tokens, valid_tokens, recipe.data.seq_len)?;
+    check_split_sizes(train_tokens, valid_tokens, job.data.seq_len)?;
     report.tokens_kept = train_tokens;
     report.tokens_in = train_tokens + report.rules.iter().map(|r| r.removed_tokens).sum::<usize>();
     log(report.table());

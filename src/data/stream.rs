@@ -14,11 +14,11 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use super::DataJob;
 use super::filter::{self, Filter};
 use super::stages::{self, Counts};
 use super::{DataMeta, source};
 use crate::error::{Error, Result};
-use crate::recipe::Recipe;
 use crate::rng::SplitMix;
 use crate::run_dir::RunDir;
 
@@ -74,13 +74,13 @@ impl TokenFile {
     }
 }
 
-/// Prepare `recipe`'s data into `<run_dir>/data` in two streaming passes (see the module doc);
+/// Prepare `job`'s data into `<run_dir>/data` in two streaming passes (see the module doc);
 /// the shared stages (`stages`) write the report, the tokenizer and `meta.json`.
-pub fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> Result<DataMeta> {
-    let d = &recipe.data;
+pub fn prepare(job: &DataJob, run_dir: &Path, log: &mut dyn FnMut(String)) -> Result<DataMeta> {
+    let d = job.data;
     let dir = RunDir(run_dir).data();
     std::fs::create_dir_all(&dir).map_err(|e| Error::runtime(format!("{}: {e}", dir.display())))?;
-    let seed = recipe.run.seed;
+    let seed = job.seed;
     let started = std::time::Instant::now();
 
     // Pass 1: split, filter, tokenizer sample.
@@ -147,7 +147,7 @@ pub fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> 
     let n_docs = i;
     stages::log_bad_lines(&bad, log);
     let t_scan = started.elapsed().as_secs_f64();
-    let tokenizer = stages::tokenizer(recipe, sample.iter().map(|s| s.as_str()))?;
+    let tokenizer = stages::tokenizer(job, sample.iter().map(|s| s.as_str()))?;
     drop(sample);
     let t_tok = started.elapsed().as_secs_f64() - t_scan;
 
@@ -208,7 +208,7 @@ pub fn prepare(recipe: &Recipe, run_dir: &Path, log: &mut dyn FnMut(String)) -> 
     }
     stages::log_held_out_copies(copies, log);
     let (train_tokens, valid_tokens) = (train.finish()?, valid.finish()?);
-    stages::report(recipe, &mut report, train_tokens, valid_tokens, log)?;
+    stages::report(job, &mut report, train_tokens, valid_tokens, log)?;
     let total = started.elapsed().as_secs_f64();
     log(format!(
         "streamed {:.1} MB in {total:.1} s ({:.1} MB/s): scan + filters {t_scan:.1} s, tokenizer {t_tok:.1} s, encoding {:.1} s",
@@ -275,7 +275,8 @@ d_ff = 64
         std::fs::write(&p, recipe_text).unwrap();
         let recipe = crate::recipe::Recipe::load(&p, &[]).unwrap();
         let run = dir.join("s");
-        let prepared = crate::data::prepare(&recipe, &run, &mut |_| {}).unwrap();
+        let job = crate::data::DataJob::new(&recipe.data, &recipe.tokenizer, recipe.run.seed);
+        let prepared = crate::data::prepare(&job, &run, &mut |_| {}).unwrap();
         assert_eq!(prepared.meta.bad_lines, 1, "the invalid UTF-8 line is reported and skipped");
         // The reference: read the same documents, split by the same hash, filter in memory.
         let (all, _) = source::load(&recipe.data, 5).unwrap();

@@ -6,16 +6,14 @@
 
 pub mod bits;
 pub mod cache;
-pub mod cached;
 pub mod codec;
+pub mod config;
 pub mod hf;
 mod nll;
-mod obtain;
 
 use std::sync::Arc;
 
 pub use nll::{doc_ppl, row_nll};
-pub use obtain::{Teacher, dtype_name};
 
 use crate::model::Decoder;
 use crate::teacher::codec::TailMode;

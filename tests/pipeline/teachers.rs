@@ -109,7 +109,7 @@ fn doc_per_row_packing_and_teacher_ppl_filter() {
             &format!("[teacher]\nkind = \"checkpoint\"\npath = \"{}\"\n\n[teacher.optim]", teacher.display()),
         );
     let r = load(&text, &dir);
-    distill::data::prepare(&r, &dir.join("ppl"), &mut |_| {}).unwrap();
+    distill::pipeline::prepare_data(&r, &dir.join("ppl"), &mut |_| {}).unwrap();
     let rep: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("ppl/data/filter_report.json")).unwrap()).unwrap();
     let rules = rep["filter"]["rules"].as_array().unwrap();
@@ -288,7 +288,7 @@ fn documents_start_with_the_teachers_bos() {
             fx = fixture.display()
         );
         let r = load(&recipe, &dir);
-        let p = distill::data::prepare(&r, &dir.join(&name), &mut |_| {}).unwrap();
+        let p = distill::pipeline::prepare_data(&r, &dir.join(&name), &mut |_| {}).unwrap();
         let eos = p.tokenizer.eos_id;
         let mut with_eos = want.clone();
         with_eos.push(eos);

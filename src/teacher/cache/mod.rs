@@ -97,18 +97,6 @@ pub fn stamps(files: &[PathBuf]) -> Option<Vec<FileStamp>> {
         .collect()
 }
 
-/// The teacher's tokenizer.json: in its folder, or, for a cached teacher whose folder is gone,
-/// the copy its cache keeps (so such a run can still prepare its data).
-pub fn teacher_tokenizer(recipe: &crate::recipe::Recipe) -> PathBuf {
-    let own = recipe.teacher.path.as_ref().expect("validated").join("tokenizer.json");
-    let copy = recipe.cache_dir().join("tokenizer.json");
-    if !own.is_file() && recipe.teacher.logits == crate::recipe::LogitsSource::Cache && copy.is_file() {
-        copy
-    } else {
-        own
-    }
-}
-
 /// Hash of a data split as rows of `seq_len` see it.
 pub fn data_hash(data: &Packed, seq_len: usize) -> String {
     use sha2::{Digest, Sha256};

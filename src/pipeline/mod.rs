@@ -11,6 +11,9 @@ use std::time::Instant;
 use burn::tensor::Device;
 use serde::Serialize;
 
+mod cached;
+mod teacher;
+
 use crate::curriculum::TeacherScores;
 use crate::data::{self, RunData, pack::Packed};
 use crate::error::{Error, Result};
@@ -18,10 +21,11 @@ use crate::eval::{EvalResult, evaluate};
 use crate::kd_loss::KdConfig;
 use crate::model::{Decoder, DecoderConfig, store};
 use crate::quant::int8::fake_quant_model;
-use crate::recipe::{LogitsSource, Recipe, RowOrder, Schedule};
+use crate::recipe::{LogitsSource, Recipe, RowOrder, Schedule, TokenizerKind};
 use crate::run_dir::RunDir;
-use crate::teacher::{Teacher, TeacherSource, cache, cached};
+use crate::teacher::{TeacherSource, cache};
 use crate::train::{CurriculumRun, Phase, TrainJob, metrics, train};
+use teacher::Teacher;
 
 pub struct RunOptions<'a> {
     pub stop: &'a AtomicBool,
@@ -96,8 +100,37 @@ pub fn load_run_recipe(dir: &Path) -> Result<Recipe> {
     Ok(recipe)
 }
 
-fn prepare_data(recipe: &Recipe, dir: &Path, log: &mut dyn FnMut(String)) -> Result<RunData> {
-    Ok(data::prepare(recipe, dir, log)?.pack(recipe.data.seq_len, recipe.data.packing))
+/// `f` on the data job of `recipe` in `dir`. The teacher sits above the data, so the pipeline
+/// says where the teacher's tokenizer.json is and how the teacher scores documents.
+fn with_data_job<T>(recipe: &Recipe, dir: &Path, f: impl FnOnce(&data::DataJob) -> Result<T>) -> Result<T> {
+    let doc_ppl = |docs: &[Vec<u32>], eos: u32| -> Result<Vec<f64>> {
+        let device = device_for(recipe.run.backend);
+        let teacher = Teacher::of(recipe, dir).load_before_data(&device)?;
+        Ok(crate::teacher::doc_ppl(&teacher, docs, eos, &device))
+    };
+    let job = data::DataJob {
+        data: &recipe.data,
+        tokenizer: &recipe.tokenizer,
+        seed: recipe.run.seed,
+        teacher_tokenizer: (recipe.tokenizer.kind == TokenizerKind::Teacher)
+            .then(|| teacher::teacher_tokenizer(recipe)),
+        doc_ppl: Some(&doc_ppl),
+    };
+    f(&job)
+}
+
+/// Prepare the run's data into `dir`, or load it if an earlier run finished this stage.
+pub fn prepare_data(recipe: &Recipe, dir: &Path, log: &mut dyn FnMut(String)) -> Result<data::Prepared> {
+    with_data_job(recipe, dir, |job| data::prepare(job, dir, log))
+}
+
+/// `distill data`: prepare the data files without loading the token streams afterwards.
+pub fn prepare_data_to_disk(recipe: &Recipe, dir: &Path, log: &mut dyn FnMut(String)) -> Result<()> {
+    with_data_job(recipe, dir, |job| data::prepare_to_disk(job, dir, log))
+}
+
+fn prepare_run_data(recipe: &Recipe, dir: &Path, log: &mut dyn FnMut(String)) -> Result<RunData> {
+    Ok(prepare_data(recipe, dir, log)?.pack(recipe.data.seq_len, recipe.data.packing))
 }
 
 /// Load the frozen teacher, or pretrain it (resuming) when the recipe says so.
@@ -155,7 +188,7 @@ pub fn cache_teacher(recipe: &Recipe, opts: &RunOptions, log: &mut dyn FnMut(Str
     let dir = recipe.run_dir();
     claim_run_dir(recipe, &dir)?;
     let device = device_for(recipe.run.backend);
-    let d = prepare_data(recipe, &dir, log)?;
+    let d = prepare_run_data(recipe, &dir, log)?;
     if let Some(m) = cached::offline(recipe, &dir, &d)? {
         return Ok(cached::open_offline(recipe, &d, &m)?.manifest);
     }
@@ -166,7 +199,7 @@ pub fn cache_teacher(recipe: &Recipe, opts: &RunOptions, log: &mut dyn FnMut(Str
 fn execute(recipe: &Recipe, dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(String)) -> Result<Summary> {
     let wall = Instant::now();
     let device = device_for(recipe.run.backend);
-    let d = prepare_data(recipe, dir, log)?;
+    let d = prepare_run_data(recipe, dir, log)?;
     let metrics_path = RunDir(dir).metrics();
     let student_done = RunDir(dir).is_trained(Phase::Student);
     // A cached teacher is offline: with a matching cache it is neither loaded nor hashed.

@@ -9,7 +9,7 @@ use burn::tensor::Device;
 use crate::data::RunData;
 use crate::error::{Error, Result};
 use crate::model::{Decoder, store};
-use crate::recipe::{Recipe, TeacherDtype, TeacherKind};
+use crate::recipe::{LogitsSource, Recipe, TeacherDtype, TeacherKind};
 use crate::run_dir::Phase;
 use crate::run_dir::RunDir;
 
@@ -40,7 +40,7 @@ impl<'a> Teacher<'a> {
         let teacher = match recipe.teacher.kind {
             TeacherKind::Hf => {
                 let p = recipe.teacher.path.as_ref().expect("validated");
-                let (t, tok) = super::hf::load(p, device, recipe.teacher.dtype.dtype())?;
+                let (t, tok) = crate::teacher::hf::load(p, device, recipe.teacher.dtype.dtype())?;
                 if &tok.hash() != tok_hash {
                     return Err(Error::input(format!(
                         "teacher {}: its tokenizer.json differs from the one the data in {} was prepared with: the vocabularies must be identical",
@@ -89,7 +89,7 @@ impl<'a> Teacher<'a> {
         let recipe = self.recipe;
         let p = recipe.teacher.path.as_ref().expect("validated");
         Ok(match recipe.teacher.kind {
-            TeacherKind::Hf => super::hf::load(p, device, recipe.teacher.dtype.dtype())?.0,
+            TeacherKind::Hf => crate::teacher::hf::load(p, device, recipe.teacher.dtype.dtype())?.0,
             _ => store::load(p, device)?.0.cast(recipe.teacher.dtype.dtype()),
         })
     }
@@ -122,7 +122,7 @@ impl<'a> Teacher<'a> {
 
     /// A digest of the teacher's weights and shape, as files on disk.
     pub fn hash(&self) -> Result<String> {
-        super::cache::hash_files(&self.files()?)
+        crate::teacher::cache::hash_files(&self.files()?)
     }
 
     /// The teacher as the recipe names it (recorded in its cache).
@@ -133,6 +133,14 @@ impl<'a> Teacher<'a> {
             _ => format!("pretrain {}", RunDir(self.run_dir).final_model(Phase::Teacher).display()),
         }
     }
+}
+
+/// The teacher's tokenizer.json: in its folder, or, for a cached teacher whose folder is gone,
+/// the copy its cache keeps (so such a run can still prepare its data).
+pub fn teacher_tokenizer(recipe: &Recipe) -> PathBuf {
+    let own = recipe.teacher.path.as_ref().expect("validated").join("tokenizer.json");
+    let copy = recipe.cache_dir().join("tokenizer.json");
+    if !own.is_file() && recipe.teacher.logits == LogitsSource::Cache && copy.is_file() { copy } else { own }
 }
 
 /// `teacher.dtype` as a cache's identity records it.

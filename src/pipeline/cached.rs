@@ -8,14 +8,14 @@ use std::time::Instant;
 
 use burn::tensor::Device;
 
-use super::cache::{self, CacheReader};
-use super::{Teacher, dtype_name};
+use super::teacher::{Teacher, dtype_name};
 use crate::data::RunData;
 use crate::data::pack::Packed;
 use crate::error::{Error, Result};
 use crate::eval::{EvalResult, evaluate};
 use crate::model::Decoder;
 use crate::recipe::{LogitsSource, Recipe};
+use crate::teacher::cache::{self, CacheReader};
 use crate::teacher::codec::TailMode;
 
 /// The teacher's held-out loss as its cache recorded it, when it was evaluated on this run's

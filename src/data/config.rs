@@ -1,0 +1,158 @@
+//! The `[data]` and `[tokenizer]` sections of a recipe, next to the preparation they
+//! configure (the recipe aggregates them), with their defaults.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    Synthetic,
+    Text,
+    Jsonl,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataSection {
+    pub source: SourceKind,
+    /// Input files for `text` (one document per blank-line-separated paragraph) and `jsonl`.
+    pub paths: Vec<PathBuf>,
+    /// JSONL field holding the document text.
+    pub field: String,
+    /// Number of documents the synthetic generator writes.
+    pub synthetic_docs: usize,
+    pub seq_len: usize,
+    pub valid_fraction: f64,
+    /// Fail on the first bad line instead of counting and skipping it.
+    pub strict: bool,
+    pub filter: FilterSection,
+    /// `concat`: documents joined with EOS and cut into rows; `doc_per_row`: one document per
+    /// row, padded (and masked).
+    pub packing: Packing,
+    /// Extra junk documents mixed into the training split (synthetic source), as a share of
+    /// it: exact and near duplicates, repeated phrases, symbol noise, shouting, word salad.
+    /// What the filters are for; the held-out split stays clean.
+    pub synthetic_noise: f64,
+    /// Prepare in bounded memory: two passes over the source (filter + tokenizer sample, then
+    /// encode straight to disk); held-out documents by a seeded hash, not a permutation.
+    pub streaming: bool,
+    /// Megabytes of kept training text the tokenizer is trained on when streaming.
+    pub tokenizer_sample_mb: usize,
+}
+
+impl Default for DataSection {
+    fn default() -> Self {
+        DataSection {
+            source: SourceKind::Synthetic,
+            paths: Vec::new(),
+            field: "text".into(),
+            synthetic_docs: 4000,
+            seq_len: 128,
+            valid_fraction: 0.05,
+            strict: false,
+            filter: FilterSection::default(),
+            packing: Packing::Concat,
+            synthetic_noise: 0.0,
+            streaming: false,
+            tokenizer_sample_mb: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Packing {
+    Concat,
+    DocPerRow,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dedup {
+    None,
+    /// Identical up to case and whitespace (SHA-256 of the normalized text).
+    Exact,
+    /// Exact, then near-duplicates by MinHash-LSH at `minhash_threshold` Jaccard similarity.
+    Minhash,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FilterSection {
+    pub enabled: bool,
+    pub min_chars: usize,
+    pub max_chars: usize,
+    /// Largest share of characters that are neither letters, digits, whitespace nor common
+    /// punctuation; above it a document is mostly markup or noise.
+    pub max_symbol_ratio: f64,
+    /// Smallest share of letters among all characters (0 disables).
+    pub min_alpha_ratio: f64,
+    /// Largest share of upper-case letters among letters (1 disables).
+    pub max_upper_ratio: f64,
+    /// Largest share of word n-grams (n = `ngram_words`) that repeat an earlier one in the
+    /// same document (1 disables): boilerplate, spam, generation loops.
+    pub max_repeated_ngram_share: f64,
+    pub ngram_words: usize,
+    pub dedup: Dedup,
+    /// Jaccard similarity of word-n-gram sets at which two documents are near-duplicates.
+    pub minhash_threshold: f64,
+    /// MinHash permutations, split into `minhash_bands` LSH bands.
+    pub minhash_perms: usize,
+    pub minhash_bands: usize,
+    /// Keep training documents whose teacher perplexity lies in [min, max] (the
+    /// "textbook-like" band); needs a loaded teacher (`teacher.kind = "hf"` or `"checkpoint"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub teacher_ppl_min: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub teacher_ppl_max: Option<f64>,
+}
+
+impl Default for FilterSection {
+    fn default() -> Self {
+        FilterSection {
+            enabled: true,
+            min_chars: 32,
+            max_chars: 100_000,
+            max_symbol_ratio: 0.2,
+            min_alpha_ratio: 0.5,
+            max_upper_ratio: 0.3,
+            max_repeated_ngram_share: 0.3,
+            ngram_words: 3,
+            dedup: Dedup::Exact,
+            minhash_threshold: 0.8,
+            minhash_perms: 128,
+            minhash_bands: 16,
+            teacher_ppl_min: None,
+            teacher_ppl_max: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenizerKind {
+    /// Train a byte-level BPE on the prepared training split.
+    Train,
+    /// Load an existing `tokenizer.json`.
+    File,
+    /// Use the teacher's `tokenizer.json` (`teacher.kind = "hf"` or `"checkpoint"`).
+    Teacher,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenizerSection {
+    pub kind: TokenizerKind,
+    pub vocab_size: usize,
+    pub min_frequency: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+}
+
+impl Default for TokenizerSection {
+    fn default() -> Self {
+        TokenizerSection { kind: TokenizerKind::Train, vocab_size: 1024, min_frequency: 2, path: None }
+    }
+}
