@@ -3,6 +3,9 @@
 //! Data flows one way: [`recipe`] -> [`data`] -> teacher ([`model`], frozen) -> student
 //! ([`model`]) -> [`kd_loss`] -> [`train`] -> [`eval`] / [`quant`] / [`export`]; [`pipeline`]
 //! runs the stages in that order.
+//!
+//! Imports only go downwards (README "Layout"): a module below [`recipe`] never names it; it
+//! takes its own section types (kept next to it) and the pipeline hands them over.
 
 // burn's `slice` takes one range per dimension as an array: `[a..b]` on a 1-D tensor is that
 // array, not the mistaken `vec![a..b]` this lint looks for.

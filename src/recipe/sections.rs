@@ -1,5 +1,8 @@
 //! Every section of a recipe as plain serde data, each with its defaults next to it: a
 //! section left out of the file, or a key left out of a section, takes the value below.
+//! Sections that configure one module live in it (`data::config`, `teacher::config`,
+//! `train::config`, `curriculum`) and are re-exported here, so that module need not import
+//! the recipe.
 
 use std::path::PathBuf;
 

@@ -1,8 +1,9 @@
-//! The frozen teacher: where it comes from (a Hugging Face folder, one of our checkpoints, or
-//! this run's own pretraining: [`Teacher`]), who it is (a hash of its files, recorded in its
-//! cache), its offline top-k cache ([`cache`], and [`cached`] for a run's use of it), how the
-//! trainer sees it ([`TeacherSource`]), and the per-row loss every row scorer shares
-//! ([`row_nll`]).
+//! The frozen teacher as the layers above use it: the Hugging Face seam ([`hf`]), its offline
+//! top-k cache ([`cache`], with [`codec`] for the stored values), the kinds and `[cache]`
+//! section a recipe chooses from ([`config`]), how the trainer sees it ([`TeacherSource`]), and
+//! the per-row loss every row scorer shares ([`row_nll`]). Getting the teacher a recipe names
+//! (loading, the pretraining handoff, its identity) and a run's use of its cache read the whole
+//! recipe, so they live in the pipeline (`pipeline/teacher.rs`, `pipeline/cached.rs`).
 
 pub mod bits;
 pub mod cache;
