@@ -325,3 +325,38 @@ fn hybrid_patterns_train_and_generate() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A corpus whose training split is shorter than one row (seq_len + 1 tokens) is an input
+/// error naming the split and the fix, in both preparation engines, before anything trains
+/// (the in-memory engine used to check only the held-out split).
+#[test]
+fn corpus_shorter_than_a_row_is_refused() {
+    let dir = tmp("short");
+    let src = dir.join("docs.txt");
+    // Long documents (held out, or filtered out of training by max_chars) and two short ones:
+    // what is left for training is shorter than one row, the held-out split is not.
+    let mut docs: Vec<String> = (0..18)
+        .map(|i| format!("Story {i}: {}", "the cat sat on the mat and looked around the quiet room. ".repeat(4)))
+        .collect();
+    docs.insert(3, "A short one: the dog ran to the park.".into());
+    docs.insert(11, "Another short one: a bird sang a song.".into());
+    std::fs::write(&src, docs.join("\n\n")).unwrap();
+    for streaming in [false, true] {
+        let text = format!(
+            "[run]\nname = \"s{streaming}\"\nout_dir = \"{out}\"\n\n[data]\nsource = \"text\"\npaths = [\"{src}\"]\nseq_len = 64\nvalid_fraction = 0.1\nstreaming = {streaming}\n\n[data.filter]\nmax_chars = 100\n\n[tokenizer]\nvocab_size = 300\n\n[teacher.model]\nd_model = 32\nn_layers = 1\nn_heads = 4\nd_ff = 64\n\n[student.model]\nd_model = 32\nn_layers = 1\nn_heads = 4\nd_ff = 64\n",
+            out = dir.display(),
+            src = src.display()
+        );
+        let r = load(&text, &dir);
+        let e = distill::pipeline::prepare_data(&r, &dir.join(format!("s{streaming}")), &mut |_| {})
+            .err()
+            .unwrap_or_else(|| panic!("streaming = {streaming}: a corpus shorter than one row was accepted"));
+        let msg = e.to_string();
+        assert!(matches!(e, distill::Error::Input(_)), "{msg}");
+        assert!(
+            msg.contains("the training split has") && msg.contains("fewer than one row of data.seq_len + 1 = 65"),
+            "{msg}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
