@@ -253,27 +253,7 @@ mod tests {
     use burn::tensor::Device;
 
     fn tiny() -> DecoderConfig {
-        DecoderConfig {
-            vocab_size: 40,
-            shape: ModelShape {
-                d_model: 16,
-                n_layers: 3,
-                n_heads: 4,
-                n_kv_heads: 2,
-                d_ff: 32,
-                max_seq_len: 64,
-                rope_theta: 10_000.0,
-                tie_embeddings: false,
-                norm_eps: 1e-5,
-                layer_pattern: "A".into(),
-                window: None,
-                qkv_bias: false,
-                o_bias: false,
-                window_from_layer: 0,
-                rope_scaling: None,
-                mamba: Default::default(),
-            },
-        }
+        DecoderConfig { vocab_size: 40, shape: ModelShape::for_tests(16, 3, 4, 2, 32) }
     }
 
     fn tmp(tag: &str) -> PathBuf {

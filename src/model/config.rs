@@ -209,3 +209,29 @@ impl ModelShape {
         Ok(())
     }
 }
+
+#[cfg(test)]
+impl ModelShape {
+    /// An attention-only shape for tests, every other field at its recipe default but a short
+    /// context (so a new field is added here once, not in each test module).
+    pub fn for_tests(d_model: usize, n_layers: usize, n_heads: usize, n_kv_heads: usize, d_ff: usize) -> ModelShape {
+        ModelShape {
+            d_model,
+            n_layers,
+            n_heads,
+            n_kv_heads,
+            d_ff,
+            max_seq_len: 64,
+            rope_theta: 10_000.0,
+            tie_embeddings: false,
+            norm_eps: 1e-5,
+            layer_pattern: "A".into(),
+            window: None,
+            qkv_bias: false,
+            o_bias: false,
+            window_from_layer: 0,
+            rope_scaling: None,
+            mamba: Default::default(),
+        }
+    }
+}

@@ -292,24 +292,7 @@ mod tests {
     fn tiny(tie: bool) -> DecoderConfig {
         DecoderConfig {
             vocab_size: 50,
-            shape: ModelShape {
-                d_model: 16,
-                n_layers: 2,
-                n_heads: 4,
-                n_kv_heads: 2,
-                d_ff: 32,
-                max_seq_len: 64,
-                rope_theta: 10_000.0,
-                tie_embeddings: tie,
-                norm_eps: 1e-5,
-                layer_pattern: "A".into(),
-                window: None,
-                qkv_bias: false,
-                o_bias: false,
-                window_from_layer: 0,
-                rope_scaling: None,
-                mamba: Default::default(),
-            },
+            shape: ModelShape { tie_embeddings: tie, ..ModelShape::for_tests(16, 2, 4, 2, 32) },
         }
     }
 

@@ -359,24 +359,7 @@ mod device_path {
     use burn::tensor::DType;
 
     fn teacher(dev: &Device) -> Decoder {
-        let shape = ModelShape {
-            d_model: 16,
-            n_layers: 1,
-            n_heads: 2,
-            n_kv_heads: 1,
-            d_ff: 32,
-            max_seq_len: 64,
-            rope_theta: 10_000.0,
-            tie_embeddings: false,
-            norm_eps: 1e-5,
-            layer_pattern: "A".into(),
-            window: None,
-            qkv_bias: false,
-            rope_scaling: None,
-            mamba: Default::default(),
-            o_bias: false,
-            window_from_layer: 0,
-        };
+        let shape = ModelShape::for_tests(16, 1, 2, 1, 32);
         DecoderConfig { vocab_size: V, shape }.init(3, dev)
     }
 
