@@ -1,5 +1,5 @@
-//! Benchmarks behind `distill bench` ([`layers`]), `distill bench-loss` ([`loss`]) and
-//! `distill bench-cache` ([`cache`]). They are compiled into the library so the CLI can call
+//! Benchmarks behind `distill bench` ([`layers`]), `distill bench-loss` ([`loss`]),
+//! `distill bench-cache` ([`cache`]) and `distill bench-train` ([`train`]). They are compiled into the library so the CLI can call
 //! them, but nothing on the training path uses this module: a benchmark may hard-code a device
 //! or a model shape, training may not.
 //!
@@ -10,6 +10,7 @@
 pub mod cache;
 pub mod layers;
 pub mod loss;
+pub mod train;
 
 use std::io::Write;
 use std::path::Path;

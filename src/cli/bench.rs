@@ -1,15 +1,18 @@
-//! The benchmark commands: `bench` (layers), `bench-cache` (the teacher cache) and
-//! `bench-loss` (the distillation loss). The measurements live in [`crate::bench`]; here are
+//! The benchmark commands: `bench` (layers), `bench-cache` (the teacher cache), `bench-loss`
+//! (the distillation loss) and `bench-train` (a recipe's training loop). The measurements live in [`crate::bench`]; here are
 //! the flag checks and the printed tables.
 
 use super::flags::flag;
-use super::{BenchArgs, BenchCacheArgs, BenchLossArgs};
+use super::{BenchArgs, BenchCacheArgs, BenchLossArgs, BenchTrainArgs, say, stop_flag};
 use crate::bench::{
     self,
     cache::{cache_record_bytes, cache_sweep, trainer_tok_per_s},
     layers::LayerBench,
 };
+use crate::device::Backend;
 use crate::error::{Error, Result};
+use crate::pipeline::{self, RunOptions};
+use crate::recipe::Recipe;
 use crate::teacher::codec::ValueCodec;
 
 pub(super) fn layers(a: BenchArgs) -> Result<()> {
@@ -123,5 +126,67 @@ pub(super) fn loss(a: BenchLossArgs) -> Result<()> {
             None => println!("{v:>8} {mode:>10} {:>10} {:>16}", "failed", "-"),
         }
     });
+    Ok(())
+}
+
+pub(super) fn train(a: BenchTrainArgs) -> Result<()> {
+    let BenchTrainArgs { recipe, steps, warm, peak_tflops, jsonl } = a;
+    if steps < 2 {
+        return Err(Error::input(format!("--steps: expected at least 2 (one to warm up, one to time), got {steps}")));
+    }
+    let base = Recipe::load(&recipe.recipe, &recipe.set)?;
+    // The benchmark's own run directory and length; the user's --set still wins.
+    let mut set = vec![
+        format!("run.name={}-bench", base.run.name),
+        format!("optim.steps={steps}"),
+        format!("optim.warmup_steps={}", base.optim.warmup_steps.min(steps)),
+        format!("checkpoint.every_steps={steps}"),
+        format!("eval.every_steps={steps}"),
+    ];
+    set.extend(recipe.set.iter().cloned());
+    let r = Recipe::load(&recipe.recipe, &set)?;
+    let stop = stop_flag();
+    let opts = RunOptions { stop: &stop, stop_after: None, quiet: true };
+    let run = pipeline::bench_train(&r, &opts, &mut say)?;
+    let peak = peak_tflops.or(match r.run.backend {
+        Backend::Cpu | Backend::LibtorchCpu => None,
+        _ => Some(bench::train::H100_BF16_PEAK_TFLOPS),
+    });
+    let fpt = bench::train::flops_per_token(&run.student, run.online_teacher.as_ref(), run.seq_len);
+    let b = bench::train::summarize(&run.rows, warm, fpt, peak)
+        .ok_or_else(|| Error::runtime("bench-train: fewer than two steps were recorded"))?;
+    let host = bench::peak_rss_mib();
+    let gpu = bench::train::gpu_mib_of_this_process();
+    let teacher = if run.online_teacher.is_some() { "online teacher" } else { "cached teacher" };
+    println!(
+        "bench-train {}: {:?}, {:?} precision, {teacher}, {:.0} tokens/step, {} steps ({} warm-up)",
+        recipe.recipe.display(),
+        r.run.backend,
+        r.run.precision,
+        b.tokens_per_step,
+        b.steps,
+        b.warm_steps
+    );
+    println!("  tokens/s        {:>10.0}", b.tok_per_s);
+    println!("  step            {:>10.1} ms", b.step_ms);
+    println!("  model TFLOP/s   {:>10.1}  ({:.3} GFLOP/token)", b.tflops, b.flops_per_token / 1e9);
+    match (b.mfu, b.peak_tflops) {
+        (Some(m), Some(p)) => println!("  MFU             {:>9.1}%  (of {p:.0} TFLOP/s)", 100.0 * m),
+        _ => println!("  MFU                      -  (no peak given: --peak-tflops)"),
+    }
+    println!("  first step      {:>10.1} s  (warm-up {:.1} s beyond a steady step)", b.first_step_s, b.warmup_s);
+    println!("  host peak RSS   {:>10.0} MiB", host.unwrap_or(f64::NAN));
+    if let Some(g) = gpu {
+        println!("  GPU memory      {:>10.0} MiB  (held at the end: the caching allocator's peak)", g);
+    }
+    if let Some(p) = jsonl {
+        let mut v = serde_json::to_value(&b).map_err(|e| Error::runtime(e.to_string()))?;
+        v["recipe"] = recipe.recipe.display().to_string().into();
+        v["backend"] = format!("{:?}", r.run.backend).into();
+        v["precision"] = format!("{:?}", r.run.precision).into();
+        v["host_peak_mib"] = host.into();
+        v["gpu_mib"] = gpu.into();
+        bench::append_jsonl(&p, &format!("{v}\n"))?;
+    }
     Ok(())
 }

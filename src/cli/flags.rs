@@ -27,7 +27,7 @@ macro_rules! from_serde_name {
 }
 
 from_serde_name! {
-    Backend => ["cpu", "cuda", "wgpu"];
+    Backend => ["cpu", "cuda", "wgpu", "libtorch", "libtorch-cpu"];
     TeacherDtype => ["f32", "bf16", "f16"];
     ValueCodec => ["f16", "bf16", "q8", "q6", "q4"];
     ExportFormat => ["int8", "f32"];
@@ -57,7 +57,8 @@ pub(super) fn backend_device(backend: &str) -> Result<burn::tensor::Device> {
     let b: Backend = flag("--backend", backend)?;
     if !b.compiled_in() {
         return Err(Error::input(format!(
-            "--backend {backend}: not compiled into this binary; rebuild with `--features {backend}`"
+            "--backend {backend}: not compiled into this binary; rebuild with `--features {}`",
+            b.cargo_feature()
         )));
     }
     Ok(crate::pipeline::device_for(b))
@@ -78,7 +79,7 @@ mod tests {
 
     #[test]
     fn flag_names_are_the_serde_names() {
-        round_trip::<Backend>(&["cpu", "cuda", "wgpu"]);
+        round_trip::<Backend>(&["cpu", "cuda", "wgpu", "libtorch", "libtorch-cpu"]);
         round_trip::<TeacherDtype>(&["f32", "bf16", "f16"]);
         round_trip::<ValueCodec>(&["f16", "bf16", "q8", "q6", "q4"]);
         round_trip::<ExportFormat>(&["int8", "f32"]);

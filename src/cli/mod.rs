@@ -65,6 +65,10 @@ enum Cmd {
     /// vocabularies: one chunk (naive), forward-only chunks, and the streamed loss the trainer
     /// uses (one chunk's graph at a time). Each measurement runs in a child process.
     BenchLoss(BenchLossArgs),
+    /// Time a recipe's own training loop: steady tokens/s, step time, warm-up, MFU and peak
+    /// memory, on whatever backend the recipe (or `--set run.backend=...`) names. Trains a fresh
+    /// student in the run directory `<run.name>-bench` (data, teacher and cache are reused).
+    BenchTrain(BenchTrainArgs),
     /// Prepare and filter a recipe's data into its run directory and print the filter report.
     Data(RecipeArgs),
     /// Check a recipe and print it fully resolved (defaults, config files, overrides applied).
@@ -232,6 +236,24 @@ struct BenchCacheArgs {
 }
 
 #[derive(clap::Args)]
+struct BenchTrainArgs {
+    #[command(flatten)]
+    recipe: RecipeArgs,
+    /// Optimizer steps to run (the first `--warm` are left out of the steady figures).
+    #[arg(long, default_value_t = 12)]
+    steps: usize,
+    #[arg(long, default_value_t = 3)]
+    warm: usize,
+    /// Peak TFLOP/s for the MFU column (default: 989, H100/H200 dense bf16, on GPU backends;
+    /// none on the CPU).
+    #[arg(long)]
+    peak_tflops: Option<f64>,
+    /// Append the result as one JSON line to this file.
+    #[arg(long)]
+    jsonl: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
 struct BenchLossArgs {
     #[arg(long, value_delimiter = ',', default_value = "32000,128256")]
     vocab: Vec<usize>,
@@ -279,6 +301,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
         Cmd::Bench(a) => bench::layers(a),
         Cmd::BenchCache(a) => bench::cache(a),
         Cmd::BenchLoss(a) => bench::loss(a),
+        Cmd::BenchTrain(a) => bench::train(a),
         Cmd::Data(a) => run::data(a),
         Cmd::Validate(a) => run::validate(a),
     }

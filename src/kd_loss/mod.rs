@@ -252,36 +252,134 @@ pub fn kd_loss_streamed(
     mask: Tensor<1>,
     cfg: KdConfig,
 ) -> KdLoss {
+    streamed(student, teacher, targets, mask, cfg, true)
+}
+
+/// `t` without autodiff tracking, whether it was made on an autodiff device or a plain one (the
+/// online teacher's logits are plain; labels and mask come on the student's device).
+fn untracked<const D: usize>(t: Tensor<D>) -> Tensor<D> {
+    let d = t.into_dispatch();
+    let tracked = d.autodiff != Default::default();
+    let t = Tensor::from_dispatch(d);
+    if tracked { t.inner() } else { t }
+}
+
+fn untracked_int(t: Tensor<1, Int>) -> Tensor<1, Int> {
+    let d = t.into_dispatch();
+    let tracked = d.autodiff != Default::default();
+    let t = Tensor::from_dispatch(d);
+    if tracked { t.inner() } else { t }
+}
+
+/// Whether a chunk's gradient has the closed form of [`closed_form_chunk`]: hard labels alone,
+/// or full teacher logits with forward KL (the default and by far the most used setting).
+fn has_closed_form(teacher: Option<&Target>, d: Divergence) -> bool {
+    match teacher {
+        None => true,
+        Some(Target::Full(_)) => d == Divergence::ForwardKl || d == Divergence::Jsd { beta: 0.0 },
+        Some(Target::TopK(_)) => false,
+    }
+}
+
+/// One chunk's weighted CE and KL sums and its gradient with respect to the student logits, in
+/// closed form on plain tensors (no autodiff graph: the expensive part of the loss on a GPU is
+/// launching and keeping the graph's kernels, not the arithmetic). With `w_i = m_i / W`:
+///
+///   dL/ds_i = w_i [ alpha (softmax(s_i) - onehot(y_i)) + (1 - alpha) tau (softmax(s_i / tau) - softmax(t_i / tau)) ]
+///
+/// for L = sum_i w_i [alpha CE_i + (1 - alpha) tau^2 KL(p_t || p_s)_i]; without a teacher,
+/// dL/ds_i = w_i (softmax(s_i) - onehot(y_i)). Equal to the autodiff chunk (tested).
+fn closed_form_chunk(
+    s: Tensor<2>,
+    teacher: Option<Tensor<2>>,
+    tgt: Tensor<2, Int>,
+    w: Tensor<1>,
+    cfg: KdConfig,
+) -> (Tensor<1>, Tensor<1>, Tensor<2>) {
+    let [n, _] = s.dims();
+    let w = w.reshape([n, 1]);
+    let logp = log_softmax(s.clone(), 1);
+    let ce = (logp.clone().gather(1, tgt.clone()).neg() * w.clone()).sum();
+    let hard = if teacher.is_some() { cfg.alpha } else { 1.0 };
+    let onehot = Tensor::<2>::full([n, 1], -hard, &s.device());
+    let mut grad = (logp.exp() * hard).scatter(1, tgt, onehot, IndexingUpdateOp::Add);
+    let kl = match teacher {
+        None => Tensor::zeros([1], &s.device()),
+        Some(t) => {
+            let tau = cfg.temperature;
+            let (ls, lt) = (log_softmax(s / tau, 1), log_softmax(t / tau, 1));
+            let pt = lt.clone().exp();
+            let kl = (pt.clone() * (lt - ls.clone())).sum_dim(1);
+            grad = grad + (ls.exp() - pt) * ((1.0 - cfg.alpha) * tau);
+            (kl * w.clone()).sum()
+        }
+    };
+    (ce, kl, grad * w)
+}
+
+/// [`kd_loss_streamed`], with `closed_form = false` forcing every chunk through autodiff (the
+/// reference the closed form is tested against).
+fn streamed(
+    student: Tensor<2>,
+    teacher: Option<Target>,
+    targets: Tensor<1, Int>,
+    mask: Tensor<1>,
+    cfg: KdConfig,
+    closed_form: bool,
+) -> KdLoss {
     let [n, v] = student.dims();
-    let device = student.device();
     let plain = student.clone().inner();
-    // Every chunk's sums are divided by the whole batch's weight (see kd_loss_to).
-    let count = (mask.clone().inner().sum().into_scalar::<f32>() as f64).max(f32::MIN_POSITIVE as f64);
+    // Every chunk's sums are divided by the whole batch's weight (see kd_loss_to). The sums stay
+    // on the device: reading a value back would stall a GPU once per chunk.
+    let count = untracked(mask.clone()).sum().clamp_min(f32::MIN_POSITIVE);
     let chunk = cfg.chunk_tokens.max(1);
     let whole = KdConfig { chunk_tokens: usize::MAX, ..cfg };
-    let (mut total, mut ce, mut kl) = (0.0f64, 0.0f64, 0.0f64);
+    let (mut total, mut ce, mut kl) = (None::<Tensor<1>>, None::<Tensor<1>>, None::<Tensor<1>>);
+    let add = |acc: &mut Option<Tensor<1>>, x: Tensor<1>| *acc = Some(acc.take().map_or(x.clone(), |a| a + x));
     let mut grads = Vec::new();
     let mut start = 0;
+    let closed_form = closed_form && has_closed_form(teacher.as_ref(), cfg.divergence);
     while start < n {
         let end = (start + chunk).min(n);
+        if closed_form {
+            let s = plain.clone().slice([start..end, 0..v]);
+            let t = match &teacher {
+                Some(Target::Full(t)) => Some(untracked(t.clone().slice([start..end, 0..v]))),
+                _ => None,
+            };
+            let tgt = untracked_int(targets.clone().slice([start..end])).unsqueeze_dim::<2>(1);
+            let w = untracked(mask.clone().slice([start..end])) / count.clone();
+            let (c, k, g) = closed_form_chunk(s, t, tgt, w, cfg);
+            add(&mut total, combine(c.clone(), k.clone(), teacher.is_some(), cfg));
+            add(&mut ce, c);
+            add(&mut kl, k);
+            grads.push(g);
+            start = end;
+            continue;
+        }
         let s = plain.clone().slice([start..end, 0..v]).autodiff().require_grad();
         let m = mask.clone().slice([start..end]);
         let target = teacher.as_ref().map(|t| t.rows(start, end));
         let sums = kd_sums(s.clone(), target.as_ref(), targets.clone().slice([start..end]), m, whole);
-        let (c, k) = (sums.ce / count, sums.kl / count);
+        let (c, k) = (sums.ce / count.clone(), sums.kl / count.clone());
         let part = combine(c.clone(), k.clone(), teacher.is_some(), cfg);
         let g = part.clone().backward();
         grads.push(s.grad(&g).unwrap_or_else(|| Tensor::zeros([end - start, v], &plain.device())));
-        total += part.into_scalar::<f32>() as f64;
-        ce += c.into_scalar::<f32>() as f64;
-        kl += k.into_scalar::<f32>() as f64;
+        add(&mut total, part.inner());
+        add(&mut ce, c.inner());
+        add(&mut kl, k.inner());
         start = end;
     }
+    let zero = || Tensor::<1>::zeros([1], &plain.device());
     let g = Tensor::cat(grads, 0).autodiff();
     let surrogate = (student * g).sum();
-    let offset = total - surrogate.clone().inner().into_scalar::<f32>() as f64;
-    let value = |x: f64| Tensor::<1>::from_floats([x as f32], &device);
-    KdLoss { total: surrogate + offset, ce: value(ce), kl: value(kl) }
+    // The surrogate's gradient is the stitched one; a constant offset gives it the loss's value.
+    let offset = total.unwrap_or_else(zero) - surrogate.clone().inner();
+    KdLoss {
+        total: surrogate + Tensor::from_inner(offset),
+        ce: ce.unwrap_or_else(zero).autodiff(),
+        kl: kl.unwrap_or_else(zero).autodiff(),
+    }
 }
 
 #[cfg(test)]

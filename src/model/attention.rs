@@ -119,6 +119,12 @@ pub fn grouped_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, start: usize,
     let (k, v) = (repeat_kv(k, n_rep), repeat_kv(v, n_rep));
     let full_causal = start == 0 && window.is_none_or(|w| w >= s);
     if full_causal {
+        // Under autodiff on LibTorch, PyTorch's fused forward and backward (no [t, t] scores).
+        #[cfg(feature = "tch")]
+        let (q, k, v) = match super::attention_torch::causal(q, k, v) {
+            Ok(y) => return y,
+            Err([q, k, v]) => (q, k, v),
+        };
         let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: true };
         return attention(q, k, v, None, None, options);
     }

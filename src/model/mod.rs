@@ -2,6 +2,8 @@
 //! blocks (RMSNorm -> GQA attention with RoPE -> RMSNorm -> SwiGLU), final RMSNorm, LM head.
 
 pub mod attention;
+#[cfg(feature = "tch")]
+mod attention_torch;
 pub mod config;
 pub mod decoder;
 pub mod init;

@@ -4,7 +4,6 @@
 //! unfinished training stage continues from its latest checkpoint.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
@@ -12,19 +11,20 @@ use burn::tensor::Device;
 use serde::Serialize;
 
 mod cached;
+mod student;
 mod teacher;
 
-use crate::curriculum::TeacherScores;
 use crate::data::{self, RunData, pack::Packed};
 use crate::error::{Error, Result};
 use crate::eval::{EvalResult, evaluate};
 use crate::kd_loss::KdConfig;
 use crate::model::{Decoder, DecoderConfig, store};
 use crate::quant::int8::fake_quant_model;
-use crate::recipe::{LogitsSource, Recipe, RowOrder, Schedule, TokenizerKind};
+use crate::recipe::{Recipe, TokenizerKind};
 use crate::run_dir::RunDir;
 use crate::teacher::{TeacherSource, cache};
-use crate::train::{CurriculumRun, Phase, TrainJob, metrics, train};
+use crate::train::{Phase, TrainJob, metrics, train};
+use student::StudentSetup;
 use teacher::Teacher;
 
 pub struct RunOptions<'a> {
@@ -156,6 +156,7 @@ fn obtain_teacher(
                     dir: RunDir(dir).phase(Phase::Teacher),
                     metrics: RunDir(dir).metrics(),
                     model: teacher_cfg.clone(),
+                    precision: recipe.run.precision,
                     optim: &recipe.teacher.optim,
                     teacher: TeacherSource::None,
                     kd: KdConfig {
@@ -196,106 +197,73 @@ pub fn cache_teacher(recipe: &Recipe, opts: &RunOptions, log: &mut dyn FnMut(Str
     Ok(cached::open_or_build(recipe, &dir, &teacher, &d, &device, opts.quiet, opts.stop, log)?.manifest)
 }
 
-fn execute(recipe: &Recipe, dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(String)) -> Result<Summary> {
-    let wall = Instant::now();
-    let device = device_for(recipe.run.backend);
-    let d = prepare_run_data(recipe, dir, log)?;
-    let metrics_path = RunDir(dir).metrics();
-    let student_done = RunDir(dir).is_trained(Phase::Student);
-    // A cached teacher is offline: with a matching cache it is neither loaded nor hashed.
-    let offline = cached::offline(recipe, dir, &d)?;
-    let teacher = match &offline {
-        Some(_) => None,
-        None => Some(obtain_teacher(recipe, dir, &d, &device, opts, log)?),
-    };
-    // The student predicts over the teacher's output space (an HF model may pad its
-    // vocabulary beyond the tokenizer's).
-    let (vocab, teacher_params) = match (&teacher, &offline) {
-        (Some(t), _) => (t.config.vocab_size, t.config.matmul_params()),
-        (None, Some(m)) => (m.id.vocab_size, m.teacher.matmul_params),
-        (None, None) => unreachable!("the teacher is loaded unless its cache is offline"),
-    };
-    let student_cfg = DecoderConfig { vocab_size: vocab, shape: recipe.student.shape() };
-    let reader = match (recipe.teacher.logits, &teacher, &offline) {
-        (LogitsSource::Cache, _, _) if student_done => None,
-        (LogitsSource::Cache, Some(t), _) => {
-            Some(Arc::new(cached::open_or_build(recipe, dir, t, &d, &device, opts.quiet, opts.stop, log)?))
-        }
-        (LogitsSource::Cache, None, Some(m)) => Some(Arc::new(cached::open_offline(recipe, &d, m)?)),
+/// What `distill bench-train` measured: the metrics rows of the student's steps and the sizes
+/// that turn tokens/s into FLOP/s.
+pub struct TrainRun {
+    pub rows: Vec<metrics::MetricsRow>,
+    pub student: DecoderConfig,
+    /// `None` when the targets come from the cache (no teacher forward in the step).
+    pub online_teacher: Option<DecoderConfig>,
+    pub seq_len: usize,
+}
+
+/// `distill bench-train`: the run's own student training loop, from a fresh student, for
+/// `recipe.optim.steps` steps. Data, teacher and cache are prepared (or reused) first as in a
+/// run; the final evaluation and exports are skipped.
+pub fn bench_train(recipe: &Recipe, opts: &RunOptions, log: &mut dyn FnMut(String)) -> Result<TrainRun> {
+    let dir = recipe.run_dir();
+    claim_bench_dir(recipe, &dir)?;
+    // A fresh student each time: no checkpoint to resume, no metrics of an earlier bench.
+    let student_dir = RunDir(&dir).phase(Phase::Student);
+    if student_dir.exists() {
+        std::fs::remove_dir_all(&student_dir).map_err(|e| Error::runtime(format!("{}: {e}", student_dir.display())))?;
+    }
+    let metrics_path = RunDir(&dir).metrics();
+    if metrics_path.exists() {
+        std::fs::remove_file(&metrics_path).map_err(|e| Error::runtime(format!("{}: {e}", metrics_path.display())))?;
+    }
+    let setup = StudentSetup::load(recipe, &dir, opts, log)?;
+    let curriculum = setup.curriculum(recipe, &dir, log)?;
+    log(format!("training the student for {} steps on {:?}", recipe.optim.steps, recipe.run.backend));
+    train(&setup.job(recipe, &dir, curriculum, opts, None), &setup.device)?;
+    let rows = metrics::read(&metrics_path).into_iter().filter(|r| r.phase == "student").collect();
+    let online_teacher = match setup.source() {
+        TeacherSource::Online(t) => Some(t.config.clone()),
         _ => None,
     };
-    let source = match (&reader, &teacher) {
-        (Some(r), _) => TeacherSource::Cache { reader: r.clone(), tail: recipe.cache.tail },
-        (None, Some(t)) if !student_done => TeacherSource::Online(t),
-        _ => TeacherSource::None,
-    };
-    let c = &recipe.curriculum;
-    let curriculum = if student_done || (c.schedule == Schedule::None && c.order == RowOrder::Random) {
-        None
-    } else if c.schedule == Schedule::SelfPaced {
-        Some(CurriculumRun { cfg: c.clone(), pct: None, first_epoch: None })
-    } else {
-        // The cache carries the teacher's identity; hashing the teacher's files again (gigabytes
-        // for a real model) is only needed for an online teacher's scores.
-        let from = match &source {
-            TeacherSource::Cache { reader, .. } => TeacherScores::Cache(reader),
-            _ => TeacherScores::Online {
-                teacher: teacher.as_ref().expect("an online teacher is loaded"),
-                hash: if c.score.needs_teacher() { Teacher::of(recipe, dir).hash()? } else { String::new() },
-                batch: recipe.optim.batch_size,
-                device: &device,
-            },
-        };
-        let scores = crate::curriculum::scores(dir, c.score, &d.train, &from)?;
-        let pct = crate::curriculum::percentiles(&scores);
-        let first_epoch = (c.order == RowOrder::EasyToHard).then(|| {
-            let mut order: Vec<usize> = (0..pct.len()).collect();
-            order.sort_by(|&a, &b| pct[a].total_cmp(&pct[b]));
-            order
+    Ok(TrainRun { rows, student: setup.student_cfg.clone(), online_teacher, seq_len: recipe.data.seq_len })
+}
+
+/// A benchmark's run directory is scratch. It is reused when the recipe's inputs (data,
+/// tokenizer, teacher, cache, seed) are those it was made with, so that the prepared data and
+/// a teacher cache carry over between benchmarks of other settings; otherwise it starts afresh.
+fn claim_bench_dir(recipe: &Recipe, dir: &Path) -> Result<()> {
+    if RunDir(dir).resolved_recipe().is_file() {
+        let same_inputs = load_run_recipe(dir).is_ok_and(|old| {
+            (&old.data, &old.tokenizer, &old.teacher, &old.cache, old.run.seed)
+                == (&recipe.data, &recipe.tokenizer, &recipe.teacher, &recipe.cache, recipe.run.seed)
         });
-        log(format!(
-            "curriculum: {:?} schedule on {:?} scores of {} rows ({} order)",
-            c.schedule,
-            c.score,
-            pct.len(),
-            if first_epoch.is_some() { "easy-to-hard" } else { "random" }
-        ));
-        Some(CurriculumRun { cfg: c.clone(), pct: Some(pct), first_epoch })
-    };
+        if same_inputs {
+            crate::util::write_atomic(&RunDir(dir).resolved_recipe(), recipe.to_toml().as_bytes())?;
+        } else {
+            std::fs::remove_dir_all(dir).map_err(|e| Error::runtime(format!("{}: {e}", dir.display())))?;
+        }
+    }
+    claim_run_dir(recipe, dir)
+}
+
+fn execute(recipe: &Recipe, dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(String)) -> Result<Summary> {
+    let wall = Instant::now();
+    let setup = StudentSetup::load(recipe, dir, opts, log)?;
+    let curriculum = setup.curriculum(recipe, dir, log)?;
+    let (device, d, metrics_path) = (&setup.device, &setup.d, RunDir(dir).metrics());
     let student = stage(
         dir,
         Phase::Student,
         &d.tok_hash,
-        &device,
+        device,
         log,
-        |stop_after| {
-            let job = TrainJob {
-                phase: Phase::Student,
-                dir: RunDir(dir).phase(Phase::Student),
-                metrics: metrics_path.clone(),
-                model: student_cfg.clone(),
-                optim: &recipe.optim,
-                teacher: source,
-                kd: KdConfig {
-                    alpha: recipe.distill.alpha,
-                    temperature: recipe.distill.temperature,
-                    chunk_tokens: recipe.distill.chunk_tokens,
-                    divergence: recipe.distill.divergence(),
-                },
-                alpha_end: recipe.distill.alpha_end,
-                temperature_end: recipe.distill.temperature_end,
-                curriculum,
-                train: &d.train,
-                valid: &d.valid,
-                seed: recipe.run.seed,
-                checkpoint: &recipe.checkpoint,
-                eval: &recipe.eval,
-                stop: opts.stop,
-                stop_after,
-                quiet: opts.quiet,
-            };
-            train(&job, &device)
-        },
+        |stop_after| train(&setup.job(recipe, dir, curriculum, opts, stop_after), device),
         opts,
     )?;
     metrics::plot(&metrics_path, &RunDir(dir).loss_plot())?;
@@ -303,17 +271,18 @@ fn execute(recipe: &Recipe, dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(S
 
     log("evaluating on the held-out split".into());
     // The teacher's held-out loss was evaluated when its cache was built (on these tokens).
+    let (offline, reader, teacher) = (&setup.offline, &setup.reader, &setup.teacher);
     let cached = offline
         .as_ref()
         .or(reader.as_ref().map(|r| &r.manifest))
         .and_then(|m| cached::cached_held_out(m, valid_data, recipe.data.seq_len));
     let te = match (cached, &teacher) {
         (Some(e), _) => e,
-        (None, Some(t)) => evaluate(t, valid_data, recipe.optim.batch_size, None, &device),
+        (None, Some(t)) => evaluate(t, valid_data, recipe.optim.batch_size, None, device),
         (None, None) => unreachable!("an offline cache holds the held-out loss"),
     };
-    let se = evaluate(&student, valid_data, recipe.optim.batch_size, None, &device);
-    let q8 = evaluate(&fake_quant_model(&student), valid_data, recipe.optim.batch_size, None, &device);
+    let se = evaluate(&student, valid_data, recipe.optim.batch_size, None, device);
+    let q8 = evaluate(&fake_quant_model(&student), valid_data, recipe.optim.batch_size, None, device);
     let mut exports = Vec::new();
     for f in &recipe.export.formats {
         let (p, size) = crate::export::native::export(&student, *f, &RunDir(dir).export(), &RunDir(dir).tokenizer())?;
@@ -328,7 +297,7 @@ fn execute(recipe: &Recipe, dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(S
         teacher: te,
         student: se,
         student_int8: q8,
-        teacher_params,
+        teacher_params: setup.teacher_params,
         student_params: student.config.matmul_params(),
         teacher_tok_per_s: tok_s("teacher"),
         student_tok_per_s: tok_s("student"),

@@ -17,7 +17,7 @@ pub use crate::device::Backend;
 use crate::export::ExportFormat;
 use crate::kd_loss::Divergence;
 pub use crate::teacher::config::{CacheSection, LogitsSource, TeacherDtype, TeacherKind};
-pub use crate::train::config::{CheckpointSection, EvalSection, OptimSection};
+pub use crate::train::config::{CheckpointSection, EvalSection, OptimSection, Precision};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,6 +29,10 @@ pub struct RunSection {
     pub out_dir: PathBuf,
     #[serde(default = "d_backend")]
     pub backend: Backend,
+    /// Training compute precision (f32 or bf16 mixed precision); left out of the resolved
+    /// recipe when f32, so runs made before the key existed still resume.
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
 }
 
 // Per-field defaults here because `name` has none.

@@ -55,6 +55,7 @@ fn check(r: &Recipe) -> Rule {
     optim("optim", &r.optim)?;
     optim("teacher.optim", &r.teacher.optim)?;
     teacher_dtype(&r.teacher)?;
+    precision(r)?;
     distill_chunks_and_schedules(r)?;
     curriculum(&r.curriculum)?;
     cache(&r.cache)?;
@@ -70,10 +71,7 @@ fn run(r: &RunSection) -> Rule {
     if !b.compiled_in() {
         return fail(
             "run.backend",
-            format!(
-                "backend {b:?} is not compiled into this binary; rebuild with `--features {}`",
-                format!("{b:?}").to_lowercase()
-            ),
+            format!("backend {b:?} is not compiled into this binary; rebuild with `--features {}`", b.cargo_feature()),
         );
     }
     Ok(())
@@ -285,6 +283,23 @@ fn teacher_dtype(t: &TeacherSection) -> Rule {
         return fail(
             "teacher.dtype",
             "half precision is supported for attention-only teachers; this teacher has Mamba-2 layers",
+        );
+    }
+    Ok(())
+}
+
+/// bf16 training, like a half-precision teacher, is for attention layers: the Mamba-2 scan's
+/// cumulative sums lose too much in bf16.
+fn precision(r: &Recipe) -> Rule {
+    if r.run.precision.is_f32() {
+        return Ok(());
+    }
+    let pretrained = r.teacher.kind == TeacherKind::Pretrain && r.teacher.shape().layer_pattern.contains('M');
+    if r.student.shape().layer_pattern.contains('M') || pretrained {
+        let who = if pretrained { "the pretrained teacher" } else { "the student" };
+        return fail(
+            "run.precision",
+            format!("bf16 training is supported for attention-only models; {who} has Mamba-2 layers (use f32)"),
         );
     }
     Ok(())

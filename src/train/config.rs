@@ -5,6 +5,32 @@ use serde::{Deserialize, Serialize};
 
 use super::decay::NoDecay;
 
+/// `run.precision`: the dtype training computes in. `bf16` is mixed precision as torch's
+/// autocast: the forward and backward run in bf16 through a bf16 copy of the weights made
+/// each micro-batch (the cast's backward carries the gradients back), while the master weights,
+/// the gradients the optimizer sees and its moments stay f32. Losses are taken in f32.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
+}
+
+impl Precision {
+    /// The compute dtype when it differs from the f32 master weights.
+    pub fn compute_dtype(self) -> Option<burn::tensor::DType> {
+        match self {
+            Precision::F32 => None,
+            Precision::Bf16 => Some(burn::tensor::DType::BF16),
+        }
+    }
+
+    pub fn is_f32(&self) -> bool {
+        *self == Precision::F32
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OptimSection {

@@ -13,9 +13,10 @@ use burn::tensor::{Device, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::checkpoint::{self, TrainState};
-use super::config::{CheckpointSection, EvalSection, OptimSection};
+use super::config::{CheckpointSection, EvalSection, OptimSection, Precision};
 use super::decay;
 use super::metrics::{MetricsLog, MetricsRow};
+use super::profile::PhaseTimer;
 use super::schedule::lr_at;
 use crate::curriculum;
 use crate::curriculum::{CurriculumSection, Schedule};
@@ -78,6 +79,7 @@ pub struct TrainJob<'a> {
     pub dir: PathBuf,
     pub metrics: PathBuf,
     pub model: DecoderConfig,
+    pub precision: Precision,
     pub optim: &'a OptimSection,
     /// Where the distillation targets come from, and the loss settings.
     pub teacher: TeacherSource<'a>,
@@ -124,8 +126,14 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
     let elapsed_before = st.elapsed_s;
     let phase = job.phase.name();
     let mut read_ahead = ReadAhead { pending: None };
+    let mut prof = PhaseTimer::from_env(device);
     while st.step < o.steps {
         let t0 = Instant::now();
+        // Two steps of warm-up (kernel selection, allocator growth) are not profiled.
+        if st.step == 2.min(o.steps - 1) {
+            prof.reset();
+        }
+        prof.start_step();
         let lr = lr_at(o, st.step);
         let progress = st.step as f64 / o.steps as f64;
         let mut kd = job.kd;
@@ -141,13 +149,16 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
         // each micro-batch contributes its weighted sum (its mean times its weight W_m), and
         // the accumulated gradient is divided by W = sum_m W_m at the end. Averaging the
         // micro-batch means instead over-weights the tokens of sparsely filled micro-batches.
-        let (mut loss_sum, mut ce_sum, mut kl_sum, mut step_tokens) = (0.0, 0.0, 0.0, 0usize);
-        let mut weight_sum = 0.0f64;
+        // The sums stay on the device, [loss, ce, kl] * W_m and W_m, and are read once per step
+        // with the gradient norm: every read-back would stall a GPU's queue.
+        let mut sums: Option<Tensor<1>> = None;
+        let mut step_tokens = 0usize;
         let mut wsum = [0.0f64; 4];
         for _ in 0..o.grad_accum {
             let rows = job.train.rows_at_ordered(job.seed, st.cursor, o.batch_size, first_epoch);
             st.cursor += o.batch_size as u64;
             let batch = job.train.batch(&rows, &ad);
+            prof.mark("data");
             let [b, t] = batch.inputs.dims();
             let v = job.model.vocab_size;
             let target = match &job.teacher {
@@ -161,7 +172,15 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
                     Some(Target::TopK(host.to_device(&ad)))
                 }
             };
-            let logits = model.forward(batch.inputs).reshape([b * t, v]);
+            prof.mark("teacher");
+            // Mixed precision: the forward and backward run through a bf16 copy of the weights
+            // (the cast's backward returns f32 gradients to the master weights).
+            let logits = match job.precision.compute_dtype() {
+                Some(dtype) => model.clone().cast(dtype).forward(batch.inputs),
+                None => model.forward(batch.inputs),
+            };
+            let logits = logits.reshape([b * t, v]);
+            prof.mark("student forward");
             // Curriculum weights ride on the loss mask: sum_i w_i L_i / sum_i w_i over tokens.
             let mask = match &job.curriculum {
                 Some(c) if c.cfg.schedule != Schedule::None => {
@@ -188,31 +207,47 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
                 }
                 _ => batch.mask,
             };
-            let w_m = mask.clone().inner().sum().into_scalar::<f32>() as f64;
+            let w_m = mask.clone().inner().sum();
             let out = kd_loss_streamed(logits, target, batch.targets, mask, kd);
-            let loss_val: f32 = out.total.clone().into_scalar();
-            if !loss_val.is_finite() {
-                return Err(Error::runtime(format!(
-                    "{phase}: the loss became {loss_val} at step {}; lower {phase} lr (now {lr:.2e}) or raise grad_clip. The last good checkpoint is in {}",
-                    st.step + 1,
-                    ck_dir.display()
-                )));
-            }
-            loss_sum += loss_val as f64 * w_m;
-            ce_sum += out.ce.into_scalar::<f32>() as f64 * w_m;
-            kl_sum += out.kl.into_scalar::<f32>() as f64 * w_m;
-            weight_sum += w_m;
+            prof.mark("loss (+ its bwd)");
+            let w = || w_m.clone();
+            let row =
+                Tensor::cat(vec![out.total.clone().inner() * w(), out.ce.inner() * w(), out.kl.inner() * w(), w()], 0);
+            sums = Some(match sums.take() {
+                Some(acc) => acc + row,
+                None => row,
+            });
             step_tokens += batch.real_tokens;
-            let grads = (out.total * w_m).backward();
+            let grads = (out.total * Tensor::from_inner(w_m)).backward();
             acc.accumulate(&model, GradientsParams::from_grads(grads, &model));
+            prof.mark("student backward");
         }
         let mut grads = acc.grads();
-        let w = weight_sum.max(f32::MIN_POSITIVE as f64);
-        scale_grads(&model, &mut grads, 1.0 / w);
-        let (loss_sum, ce_sum, kl_sum) = (loss_sum / w, ce_sum / w, kl_sum / w);
-        let grad_norm = clip_global_norm(&model, &mut grads, o.grad_clip);
+        let sums = sums.expect("grad_accum >= 1 micro-batch");
+        let read = Tensor::cat(vec![sums, sum_squares(&model, &grads)], 0).into_data().convert::<f64>();
+        let read: Vec<f64> = read.try_to_vec::<f64>().map_err(|e| Error::runtime(format!("{e:?}")))?;
+        let w = read[3].max(f32::MIN_POSITIVE as f64);
+        let (loss_sum, ce_sum, kl_sum) = (read[0] / w, read[1] / w, read[2] / w);
+        let grad_norm = read[4].sqrt() / w;
+        prof.mark("norm + read");
+        if !loss_sum.is_finite() || !grad_norm.is_finite() {
+            let what = if loss_sum.is_finite() {
+                format!("gradient norm became {grad_norm}")
+            } else {
+                format!("loss became {loss_sum}")
+            };
+            return Err(Error::runtime(format!(
+                "{phase}: the {what} at step {}; lower {phase} lr (now {lr:.2e}) or raise grad_clip. The last good checkpoint is in {}",
+                st.step + 1,
+                ck_dir.display()
+            )));
+        }
+        // Divide by the step's weight and clip to the global norm in one pass over the gradients.
+        let clip = if o.grad_clip > 0.0 && grad_norm > o.grad_clip { o.grad_clip / (grad_norm + 1e-6) } else { 1.0 };
+        scale_grads(&model, &mut grads, clip / w);
         model = decay::apply(model, 1.0 - lr * o.weight_decay, &o.no_decay);
         model = optim.step(lr, model, grads);
+        prof.mark("optimizer");
         st.step += 1;
         st.tokens += step_tokens as u64;
         st.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
@@ -274,6 +309,9 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
         }
     }
     pb.finish_and_clear();
+    if let Some(r) = prof.report() {
+        eprintln!("{phase} {r}");
+    }
     Ok(model.valid())
 }
 
@@ -296,9 +334,9 @@ fn progress(job: &TrainJob, start: usize) -> ProgressBar {
     pb
 }
 
-/// Scale all gradients so that their joint L2 norm is at most `max_norm` (as torch's
-/// `clip_grad_norm_`; burn's own clipping is per tensor). Returns the norm before clipping.
-fn clip_global_norm(model: &Decoder, grads: &mut GradientsParams, max_norm: f64) -> f64 {
+/// The sum of squares of all gradients, `[1]` on the device: the global L2 norm as torch's
+/// `clip_grad_norm_` takes it (burn's own clipping is per tensor), without a read-back.
+fn sum_squares(model: &Decoder, grads: &GradientsParams) -> Tensor<1> {
     struct SumSquares<'a> {
         grads: &'a GradientsParams,
         sq: Option<Tensor<1>>,
@@ -316,11 +354,7 @@ fn clip_global_norm(model: &Decoder, grads: &mut GradientsParams, max_norm: f64)
     }
     let mut v = SumSquares { grads, sq: None };
     model.visit(&mut v);
-    let norm = v.sq.map_or(0.0, |s| (s.into_scalar::<f32>() as f64).sqrt());
-    if max_norm > 0.0 && norm > max_norm {
-        scale_grads(model, grads, max_norm / (norm + 1e-6));
-    }
-    norm
+    v.sq.unwrap_or_else(|| Tensor::zeros([1], &model.embed.weight.val().device()))
 }
 
 /// Multiply every gradient by `factor`.
@@ -348,6 +382,17 @@ mod tests {
     /// The loss and gradient norm of one step over rows with `batch * accum` = 4 (with
     /// `decay` = weight_decay), no teacher.
     fn first_step(name: &str, batch: usize, accum: usize, train: &Packed) -> MetricsRow {
+        first_step_in(name, batch, accum, train, Precision::F32).0
+    }
+
+    /// The metrics row of the first step and the model after it.
+    fn first_step_in(
+        name: &str,
+        batch: usize,
+        accum: usize,
+        train: &Packed,
+        precision: Precision,
+    ) -> (MetricsRow, Decoder) {
         let dir = std::env::temp_dir().join(format!("distill-accum-{}-{name}", std::process::id()));
         std::fs::remove_dir_all(&dir).ok();
         let model = DecoderConfig {
@@ -370,6 +415,7 @@ mod tests {
             dir: dir.clone(),
             metrics: dir.join("metrics.jsonl"),
             model,
+            precision,
             optim: &optim,
             teacher: TeacherSource::None,
             kd: KdConfig {
@@ -390,14 +436,44 @@ mod tests {
             stop_after: None,
             quiet: true,
         };
-        train_model(&job);
+        let model = super::train(&job, &Device::flex()).unwrap();
         let row = super::super::metrics::read(&dir.join("metrics.jsonl")).remove(0);
         std::fs::remove_dir_all(&dir).ok();
-        row
+        (row, model)
     }
 
-    fn train_model(job: &TrainJob) {
-        train(job, &Device::flex()).unwrap();
+    /// Rows of one-document sequences of very different lengths (EOS = 0, rows of 16).
+    fn ragged_rows() -> Packed {
+        let lens = [15usize, 2, 11, 3, 14, 2, 9, 4];
+        let toks: Vec<u32> = lens
+            .iter()
+            .enumerate()
+            .flat_map(|(d, &n)| (0..n).map(move |j| 1 + ((d * 5 + j * 3) % 15) as u32).chain([0]))
+            .collect();
+        Packed::per_document(toks, 16, 0)
+    }
+
+    /// bf16 mixed precision computes in bf16 (the loss differs from f32's in its low bits),
+    /// agrees with f32 within bf16's resolution, and trains f32 master weights: the gradients
+    /// reach them through the casts and the updated weights are f32.
+    #[test]
+    fn bf16_mixed_precision_tracks_f32_with_f32_master_weights() {
+        let train = ragged_rows();
+        let (f, mf) = first_step_in("f32", 4, 1, &train, Precision::F32);
+        let (h, mh) = first_step_in("bf16", 4, 1, &train, Precision::Bf16);
+        assert_ne!(f.loss, h.loss, "bf16 must actually compute in bf16");
+        assert!((f.loss - h.loss).abs() < 2e-2 * f.loss, "loss bf16 {} vs f32 {}", h.loss, f.loss);
+        assert!(
+            (f.grad_norm - h.grad_norm).abs() < 5e-2 * f.grad_norm,
+            "grad norm bf16 {} vs f32 {}",
+            h.grad_norm,
+            f.grad_norm
+        );
+        let w = |m: &Decoder| m.embed.weight.val();
+        assert_eq!(w(&mh).dtype(), burn::tensor::DType::F32, "master weights stay f32");
+        // Adam's first step moves every weight with a gradient by about lr: the two agree.
+        let diff = (w(&mh) - w(&mf)).abs().mean().into_scalar::<f32>();
+        assert!(diff < 0.2 * OptimSection::default().lr as f32, "mean |bf16 - f32| after one step: {diff}");
     }
 
     /// Gradient accumulation weights micro-batches by their real tokens: 2 x 2 and 4 x 1
@@ -405,14 +481,8 @@ mod tests {
     /// and gradient norm of one batch of those rows.
     #[test]
     fn accumulation_weights_micro_batches_by_tokens() {
-        // EOS = 0; documents of 2 to 15 tokens in rows of 16: padding varies from row to row.
-        let lens = [15usize, 2, 11, 3, 14, 2, 9, 4];
-        let toks: Vec<u32> = lens
-            .iter()
-            .enumerate()
-            .flat_map(|(d, &n)| (0..n).map(move |j| 1 + ((d * 5 + j * 3) % 15) as u32).chain([0]))
-            .collect();
-        let train = Packed::per_document(toks, 16, 0);
+        // Padding varies from row to row.
+        let train = ragged_rows();
         let whole = first_step("whole", 4, 1, &train);
         for (batch, accum) in [(2, 2), (1, 4)] {
             let acc = first_step(&format!("{batch}x{accum}"), batch, accum, &train);

@@ -1,0 +1,62 @@
+//! `DISTILL_PROFILE=1`: where a training step's time goes. The device is synchronized at each
+//! phase boundary, so every phase is charged its own kernels (and the steps lose the overlap of
+//! host and device work: the total is a little above a steady step). Off by default: then a
+//! mark costs nothing and nothing is synchronized.
+
+use std::time::Instant;
+
+use burn::tensor::Device;
+
+pub struct PhaseTimer {
+    device: Option<Device>,
+    last: Instant,
+    totals: Vec<(&'static str, f64)>,
+    steps: usize,
+}
+
+impl PhaseTimer {
+    pub fn from_env(device: &Device) -> Self {
+        let on = std::env::var("DISTILL_PROFILE").is_ok_and(|v| !v.is_empty() && v != "0");
+        PhaseTimer { device: on.then(|| device.clone()), last: Instant::now(), totals: Vec::new(), steps: 0 }
+    }
+
+    /// Charge the time since the previous mark to `phase`.
+    pub fn mark(&mut self, phase: &'static str) {
+        let Some(device) = &self.device else { return };
+        let _ = device.sync();
+        let dt = self.last.elapsed().as_secs_f64();
+        match self.totals.iter_mut().find(|(p, _)| *p == phase) {
+            Some((_, t)) => *t += dt,
+            None => self.totals.push((phase, dt)),
+        }
+        self.last = Instant::now();
+    }
+
+    /// Start a step: time between steps (logging, checkpoints) is not charged.
+    pub fn start_step(&mut self) {
+        if self.device.is_some() {
+            self.steps += 1;
+            self.last = Instant::now();
+        }
+    }
+
+    /// The table of mean milliseconds per step, or `None` when profiling is off. The first
+    /// `skip` steps' share is not separable, so pass a timer reset after warm-up if needed.
+    pub fn report(&self) -> Option<String> {
+        self.device.as_ref()?;
+        let total: f64 = self.totals.iter().map(|(_, t)| t).sum();
+        let n = self.steps.max(1) as f64;
+        let mut s = format!("profile (DISTILL_PROFILE): mean ms per step over {} steps\n", self.steps);
+        for (p, t) in &self.totals {
+            s += &format!("  {p:<16} {:>9.1} ms {:>5.1}%\n", 1e3 * t / n, 100.0 * t / total);
+        }
+        s += &format!("  {:<16} {:>9.1} ms", "total", 1e3 * total / n);
+        Some(s)
+    }
+
+    /// Forget what was measured so far (after warm-up steps).
+    pub fn reset(&mut self) {
+        self.totals.clear();
+        self.steps = 0;
+    }
+}
