@@ -36,6 +36,47 @@ pub fn tables(
     scaling: Option<&RopeScaling>,
     device: &Device,
 ) -> (Tensor<2>, Tensor<2>) {
+    let (cos, sin) = host_tables(seq_len, start, head_dim, theta, scaling);
+    let shape = [seq_len, head_dim];
+    (Tensor::from_data(TensorData::new(cos, shape), device), Tensor::from_data(TensorData::new(sin, shape), device))
+}
+
+type TableKey = (usize, usize, usize, u64, Option<[u64; 4]>);
+type Tables = Option<(TableKey, Vec<f32>, Vec<f32>)>;
+
+thread_local! {
+    /// The last tables computed on this thread: training asks for the same ones every forward
+    /// pass (teacher and student alike), and 2 * seq_len * head_dim f64 sines and cosines on
+    /// the host are milliseconds a GPU would wait for.
+    static LAST: std::cell::RefCell<Tables> = const { std::cell::RefCell::new(None) };
+}
+
+fn host_tables(
+    seq_len: usize,
+    start: usize,
+    head_dim: usize,
+    theta: f64,
+    scaling: Option<&RopeScaling>,
+) -> (Vec<f32>, Vec<f32>) {
+    let key: TableKey = (
+        seq_len,
+        start,
+        head_dim,
+        theta.to_bits(),
+        scaling.map(|s| {
+            [
+                s.factor.to_bits(),
+                s.low_freq_factor.to_bits(),
+                s.high_freq_factor.to_bits(),
+                s.original_max_position_embeddings as u64,
+            ]
+        }),
+    );
+    if let Some(hit) =
+        LAST.with_borrow(|l| l.as_ref().filter(|(k, _, _)| *k == key).map(|(_, c, s)| (c.clone(), s.clone())))
+    {
+        return hit;
+    }
     let half = head_dim / 2;
     let freqs = inv_freqs(head_dim, theta, scaling);
     let mut cos = Vec::with_capacity(seq_len * head_dim);
@@ -48,8 +89,8 @@ pub fn tables(
             sin.push(angle.sin() as f32);
         }
     }
-    let shape = [seq_len, head_dim];
-    (Tensor::from_data(TensorData::new(cos, shape), device), Tensor::from_data(TensorData::new(sin, shape), device))
+    LAST.set(Some((key, cos.clone(), sin.clone())));
+    (cos, sin)
 }
 
 /// Rotate `x` `[batch, heads, seq, head_dim]` by the tables from [`tables`].

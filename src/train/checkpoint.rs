@@ -7,10 +7,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
-use burn::optim::ModuleOptimizer;
 use burn::store::ModuleRecord;
 use serde::{Deserialize, Serialize};
 
+use super::adamw::AdamW;
+use super::config::OptimSection;
 use crate::error::{Error, Result, io_ctx};
 use crate::model::Decoder;
 use crate::util::{read_json, sha256_hex, write_atomic, write_json_atomic};
@@ -27,7 +28,7 @@ pub struct TrainState {
     pub elapsed_s: f64,
 }
 
-const FILES: [&str; 3] = ["model.bpk", "optimizer.bpk", "state.json"];
+const FILES: [&str; 3] = ["model.bpk", "optimizer.safetensors", "state.json"];
 
 fn sync_dir(dir: &Path) {
     if let Ok(d) = std::fs::File::open(dir) {
@@ -35,7 +36,7 @@ fn sync_dir(dir: &Path) {
     }
 }
 
-pub fn save(dir: &Path, model: &Decoder, optim: &ModuleOptimizer, state: &TrainState, keep_last: usize) -> Result<()> {
+pub fn save(dir: &Path, model: &Decoder, optim: &AdamW, state: &TrainState, keep_last: usize) -> Result<()> {
     let name = format!("step-{:08}", state.step);
     let tmp = dir.join(format!(".tmp-{name}"));
     let fin = dir.join(&name);
@@ -45,7 +46,7 @@ pub fn save(dir: &Path, model: &Decoder, optim: &ModuleOptimizer, state: &TrainS
     }
     io_ctx(std::fs::create_dir_all(&tmp), || ctx("create"))?;
     model.clone().save_file(tmp.join("model.bpk")).map_err(|e| Error::runtime(ctx(&format!("model: {e}"))))?;
-    optim.save(tmp.join("optimizer.bpk")).map_err(|e| Error::runtime(ctx(&format!("optimizer: {e}"))))?;
+    optim.save(model, &tmp.join("optimizer.safetensors"))?;
     write_json_atomic(&tmp.join("state.json"), state)?;
     let mut manifest = BTreeMap::new();
     for f in FILES {
@@ -105,7 +106,18 @@ pub fn latest(dir: &Path) -> Result<Option<PathBuf>> {
 }
 
 /// Verify the manifest, then load model weights into `model` and the optimizer state.
-pub fn load(ck: &Path, model: Decoder, optim: ModuleOptimizer) -> Result<(Decoder, ModuleOptimizer, TrainState)> {
+pub fn load(
+    ck: &Path,
+    model: Decoder,
+    o: &OptimSection,
+    device: &burn::tensor::Device,
+) -> Result<(Decoder, AdamW, TrainState)> {
+    if ck.join("optimizer.bpk").exists() {
+        return Err(Error::input(format!(
+            "{}: a checkpoint of an older distill (burn's optimizer record); continue that run with the version that wrote it",
+            ck.display()
+        )));
+    }
     let manifest: BTreeMap<String, String> = read_json(&ck.join("MANIFEST"))?;
     for f in FILES {
         let p = ck.join(f);
@@ -120,9 +132,7 @@ pub fn load(ck: &Path, model: Decoder, optim: ModuleOptimizer) -> Result<(Decode
     let record = ModuleRecord::load(ck.join("model.bpk"))
         .map_err(|e| Error::input(format!("{}: {e}", ck.join("model.bpk").display())))?;
     let model = model.load_record(record);
-    let optim = optim
-        .load(ck.join("optimizer.bpk"))
-        .map_err(|e| Error::input(format!("{}: {e}", ck.join("optimizer.bpk").display())))?;
+    let optim = AdamW::load(o, &model, &ck.join("optimizer.safetensors"), device)?;
     let state: TrainState = read_json(&ck.join("state.json"))?;
     Ok((model, optim, state))
 }

@@ -1,15 +1,17 @@
-//! Decoupled weight decay by parameter group. AdamW's decay is applied here, to the matrices
-//! only, and the optimizer itself runs with a decay of zero: `p <- p (1 - lr wd) - lr u` is
-//! the same update burn's AdamW makes, but burn applies it to every parameter alike. As in
+//! Decoupled weight decay by parameter group: the optimizer (train/adamw.rs) decays the
+//! matrices only, `p <- p (1 - lr wd) - lr u`, where burn's AdamW decays every parameter alike. As in
 //! nanoGPT and mamba_ssm, norms, biases, embeddings and Mamba's `A_log`, `D` and `dt_bias` are
 //! not decayed by default (`optim.no_decay`): shrinking a norm gain or `A_log` towards zero
 //! changes what the layer computes rather than regularizing it.
 
-use burn::module::{Module, ModuleMapper, Param};
+#[cfg(test)]
+use burn::module::{Module, Param};
+#[cfg(test)]
 use burn::tensor::Tensor;
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(test)]
 use crate::model::Decoder;
 
 /// Parameter groups exempt from weight decay (`optim.no_decay`).
@@ -41,42 +43,6 @@ pub fn group(path: &[String]) -> Option<NoDecay> {
     } else {
         None
     }
-}
-
-/// Multiply every parameter outside the `exempt` groups by `factor` (= 1 - lr * weight_decay).
-pub fn apply(model: Decoder, factor: f64, exempt: &[NoDecay]) -> Decoder {
-    if factor == 1.0 {
-        return model;
-    }
-    struct Decay<'a> {
-        path: Vec<String>,
-        factor: f64,
-        exempt: &'a [NoDecay],
-    }
-    impl ModuleMapper for Decay<'_> {
-        fn enter_module(&mut self, name: &str, _container: &str) {
-            self.path.push(name.to_string());
-        }
-        fn exit_module(&mut self, _name: &str, _container: &str) {
-            self.path.pop();
-        }
-        fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
-            match group(&self.path) {
-                Some(g) if self.exempt.contains(&g) => p,
-                _ => {
-                    let f = self.factor;
-                    // Outside the graph: a product of the tracked parameter would be a graph
-                    // node, not a leaf, so it would get no gradient in the next step.
-                    p.map(
-                        |t| {
-                            if t.is_require_grad() { Tensor::from_inner(t.inner() * f).require_grad() } else { t * f }
-                        },
-                    )
-                }
-            }
-        }
-    }
-    model.map(&mut Decay { path: Vec::new(), factor, exempt })
 }
 
 /// Every parameter's path and group (what the decay test checks against its own rule).

@@ -7,6 +7,7 @@
 //! atomically, so we write the loop ourselves and reuse burn's optimizer, gradient accumulator
 //! and burnpack records.
 
+pub mod adamw;
 pub mod checkpoint;
 pub mod config;
 pub mod decay;

@@ -8,13 +8,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams};
+use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{Device, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::adamw::{AdamW, StepArgs};
 use super::checkpoint::{self, TrainState};
 use super::config::{CheckpointSection, EvalSection, OptimSection, Precision};
-use super::decay;
 use super::metrics::{MetricsLog, MetricsRow};
 use super::profile::PhaseTimer;
 use super::schedule::lr_at;
@@ -109,16 +109,9 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
     let ck_dir = job.dir.join("checkpoints");
     std::fs::create_dir_all(&ck_dir).map_err(|e| Error::runtime(format!("{}: {e}", ck_dir.display())))?;
     let model = job.model.init(job.seed ^ phase_salt(job.phase), &ad);
-    let optim = AdamWConfig::new()
-        .with_beta_1(o.beta1 as f32)
-        .with_beta_2(o.beta2 as f32)
-        .with_epsilon(o.eps as f32)
-        // Weight decay is applied by parameter group before each step (train/decay.rs).
-        .with_weight_decay(0.0)
-        .init();
     let (mut model, mut optim, mut st) = match checkpoint::latest(&ck_dir)? {
-        Some(ck) => checkpoint::load(&ck, model, optim)?,
-        None => (model, optim, TrainState { step: 0, cursor: 0, tokens: 0, elapsed_s: 0.0 }),
+        Some(ck) => checkpoint::load(&ck, model, o, &ad)?,
+        None => (model, AdamW::new(o), TrainState { step: 0, cursor: 0, tokens: 0, elapsed_s: 0.0 }),
     };
     let mut log = MetricsLog::open(&job.metrics, job.phase.name(), st.step)?;
     let pb = progress(job, st.step);
@@ -222,7 +215,7 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
             acc.accumulate(&model, GradientsParams::from_grads(grads, &model));
             prof.mark("student backward");
         }
-        let mut grads = acc.grads();
+        let grads = acc.grads();
         let sums = sums.expect("grad_accum >= 1 micro-batch");
         let read = Tensor::cat(vec![sums, sum_squares(&model, &grads)], 0).into_data().convert::<f64>();
         let read: Vec<f64> = read.try_to_vec::<f64>().map_err(|e| Error::runtime(format!("{e:?}")))?;
@@ -242,11 +235,10 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
                 ck_dir.display()
             )));
         }
-        // Divide by the step's weight and clip to the global norm in one pass over the gradients.
+        // Divide by the step's weight and clip to the global norm in the optimizer's pass.
         let clip = if o.grad_clip > 0.0 && grad_norm > o.grad_clip { o.grad_clip / (grad_norm + 1e-6) } else { 1.0 };
-        scale_grads(&model, &mut grads, clip / w);
-        model = decay::apply(model, 1.0 - lr * o.weight_decay, &o.no_decay);
-        model = optim.step(lr, model, grads);
+        let args = StepArgs { lr, grad_scale: clip / w, decay: 1.0 - lr * o.weight_decay, no_decay: &o.no_decay };
+        model = optim.step(model, grads, args);
         prof.mark("optimizer");
         st.step += 1;
         st.tokens += step_tokens as u64;
@@ -355,22 +347,6 @@ fn sum_squares(model: &Decoder, grads: &GradientsParams) -> Tensor<1> {
     let mut v = SumSquares { grads, sq: None };
     model.visit(&mut v);
     v.sq.unwrap_or_else(|| Tensor::zeros([1], &model.embed.weight.val().device()))
-}
-
-/// Multiply every gradient by `factor`.
-fn scale_grads(model: &Decoder, grads: &mut GradientsParams, factor: f64) {
-    struct Scale<'a> {
-        grads: &'a mut GradientsParams,
-        factor: f64,
-    }
-    impl ModuleVisitor for Scale<'_> {
-        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-            if let Some(g) = self.grads.remove::<D>(p.id) {
-                self.grads.register(p.id, g * self.factor);
-            }
-        }
-    }
-    model.visit(&mut Scale { grads, factor });
 }
 
 #[cfg(test)]
@@ -527,12 +503,17 @@ mod tests {
             }
             let mut c = Collect(Vec::new());
             m.visit(&mut c);
-            decay::groups(m).into_iter().map(|(p, _)| p).zip(c.0).collect()
+            crate::train::decay::groups(m).into_iter().map(|(p, _)| p).zip(c.0).collect()
         };
         let before = flat(&m);
         let all = [NoDecay::Norm, NoDecay::Bias, NoDecay::Embedding, NoDecay::Ssm];
-        let after = flat(&decay::apply(m.clone(), 0.5, &all));
-        let everything = flat(&decay::apply(m, 0.5, &[]));
+        // A step without gradients only decays.
+        let decay_only = |m: Decoder, no_decay: &[NoDecay]| {
+            let args = StepArgs { lr: 1e-3, grad_scale: 1.0, decay: 0.5, no_decay };
+            AdamW::new(&OptimSection::default()).step(m, GradientsParams::new(), args)
+        };
+        let after = flat(&decay_only(m.clone(), &all));
+        let everything = flat(&decay_only(m, &[]));
         let exempt = |p: &str| {
             let leaf = p.rsplit('.').next().unwrap();
             p.starts_with("embed.") || ["gamma", "norm_w", "bias", "conv_b", "a_log", "d", "dt_bias"].contains(&leaf)

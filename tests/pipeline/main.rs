@@ -252,6 +252,9 @@ fn cli_exit_codes_and_messages() {
         "logits",
         "attention",
         "bench",
+        "bench-train",
+        "bench-loss",
+        "bench-cache",
         "data",
         "validate",
     ] {
@@ -264,14 +267,14 @@ fn cli_exit_codes_and_messages() {
     let stop = AtomicBool::new(false);
     let r = Recipe::load(&good, &[]).unwrap();
     pipeline::run(&r, &opts(&stop, Some((Phase::Teacher, 4))), &mut |_| {}).unwrap_err();
-    let ck = run_dir.join("teacher/checkpoints/step-00000004/optimizer.bpk");
+    let ck = run_dir.join("teacher/checkpoints/step-00000004/optimizer.safetensors");
     let mut bytes = std::fs::read(&ck).unwrap();
     let n = bytes.len();
     bytes[n / 2] ^= 0xff;
     std::fs::write(&ck, bytes).unwrap();
     let (code, _, err) = distill_cmd(&["resume", run_dir.to_str().unwrap(), "--quiet"]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("optimizer.bpk: checksum does not match MANIFEST"), "{err}");
+    assert!(err.contains("optimizer.safetensors: checksum does not match MANIFEST"), "{err}");
     // Running a different recipe into an existing run directory is refused.
     let (code, _, err) = distill_cmd(&["run", good.to_str().unwrap(), "--set", "optim.lr=0.002"]);
     assert_eq!(code, 2);
