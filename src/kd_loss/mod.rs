@@ -317,6 +317,84 @@ fn closed_form_chunk(
     (ce, kl, grad * w)
 }
 
+/// One chunk's share of the loss (its parts already divided by the whole batch's weight) and
+/// the gradient of the loss with respect to its logits.
+struct ChunkOut {
+    total: Tensor<1>,
+    ce: Tensor<1>,
+    kl: Tensor<1>,
+    grad: Tensor<2>,
+}
+
+/// The loss of rows `start..end` from their student logits `s` (plain, f32): in closed form
+/// where there is one, else through a small autodiff graph of its own.
+#[allow(clippy::too_many_arguments)]
+fn chunk_loss(
+    s: Tensor<2>,
+    teacher: Option<&Target>,
+    rows: std::ops::Range<usize>,
+    targets: &Tensor<1, Int>,
+    mask: &Tensor<1>,
+    count: &Tensor<1>,
+    cfg: KdConfig,
+    closed_form: bool,
+) -> ChunkOut {
+    let (start, end) = (rows.start, rows.end);
+    let v = s.dims()[1];
+    if closed_form {
+        let t = match teacher {
+            Some(Target::Full(t)) => Some(untracked(t.clone().slice([start..end, 0..v]))),
+            _ => None,
+        };
+        let tgt = untracked_int(targets.clone().slice([start..end])).unsqueeze_dim::<2>(1);
+        let w = untracked(mask.clone().slice([start..end])) / count.clone();
+        let (ce, kl, grad) = closed_form_chunk(s, t, tgt, w, cfg);
+        let total = combine(ce.clone(), kl.clone(), teacher.is_some(), cfg);
+        return ChunkOut { total, ce, kl, grad };
+    }
+    let device = s.device();
+    let s = s.autodiff().require_grad();
+    let m = mask.clone().slice([start..end]);
+    let target = teacher.map(|t| t.rows(start, end));
+    let whole = KdConfig { chunk_tokens: usize::MAX, ..cfg };
+    let sums = kd_sums(s.clone(), target.as_ref(), targets.clone().slice([start..end]), m, whole);
+    let (c, k) = (sums.ce / count.clone().autodiff(), sums.kl / count.clone().autodiff());
+    let part = combine(c.clone(), k.clone(), teacher.is_some(), cfg);
+    let g = part.clone().backward();
+    let grad = s.grad(&g).unwrap_or_else(|| Tensor::zeros([end - start, v], &device));
+    ChunkOut { total: part.inner(), ce: c.inner(), kl: k.inner(), grad }
+}
+
+/// Sums of the chunks' parts, kept on the device.
+#[derive(Default)]
+struct Parts {
+    total: Option<Tensor<1>>,
+    ce: Option<Tensor<1>>,
+    kl: Option<Tensor<1>>,
+}
+
+impl Parts {
+    fn add(&mut self, c: &ChunkOut) {
+        let add =
+            |acc: &mut Option<Tensor<1>>, x: &Tensor<1>| *acc = Some(acc.take().map_or(x.clone(), |a| a + x.clone()));
+        add(&mut self.total, &c.total);
+        add(&mut self.ce, &c.ce);
+        add(&mut self.kl, &c.kl);
+    }
+
+    /// The loss: `surrogate` carries the stitched gradient into the model's graph, and a
+    /// constant offset gives it the loss's value.
+    fn into_loss(self, surrogate: Tensor<1>, device: &burn::tensor::Device) -> KdLoss {
+        let zero = || Tensor::<1>::zeros([1], device);
+        let offset = self.total.unwrap_or_else(zero) - surrogate.clone().inner();
+        KdLoss {
+            total: surrogate + Tensor::from_inner(offset),
+            ce: self.ce.unwrap_or_else(zero).autodiff(),
+            kl: self.kl.unwrap_or_else(zero).autodiff(),
+        }
+    }
+}
+
 /// [`kd_loss_streamed`], with `closed_form = false` forcing every chunk through autodiff (the
 /// reference the closed form is tested against).
 fn streamed(
@@ -332,54 +410,65 @@ fn streamed(
     // Every chunk's sums are divided by the whole batch's weight (see kd_loss_to). The sums stay
     // on the device: reading a value back would stall a GPU once per chunk.
     let count = untracked(mask.clone()).sum().clamp_min(f32::MIN_POSITIVE);
-    let chunk = cfg.chunk_tokens.max(1);
-    let whole = KdConfig { chunk_tokens: usize::MAX, ..cfg };
-    let (mut total, mut ce, mut kl) = (None::<Tensor<1>>, None::<Tensor<1>>, None::<Tensor<1>>);
-    let add = |acc: &mut Option<Tensor<1>>, x: Tensor<1>| *acc = Some(acc.take().map_or(x.clone(), |a| a + x));
-    let mut grads = Vec::new();
-    let mut start = 0;
     let closed_form = closed_form && has_closed_form(teacher.as_ref(), cfg.divergence);
-    while start < n {
-        let end = (start + chunk).min(n);
-        if closed_form {
-            let s = plain.clone().slice([start..end, 0..v]);
-            let t = match &teacher {
-                Some(Target::Full(t)) => Some(untracked(t.clone().slice([start..end, 0..v]))),
-                _ => None,
-            };
-            let tgt = untracked_int(targets.clone().slice([start..end])).unsqueeze_dim::<2>(1);
-            let w = untracked(mask.clone().slice([start..end])) / count.clone();
-            let (c, k, g) = closed_form_chunk(s, t, tgt, w, cfg);
-            add(&mut total, combine(c.clone(), k.clone(), teacher.is_some(), cfg));
-            add(&mut ce, c);
-            add(&mut kl, k);
-            grads.push(g);
-            start = end;
-            continue;
-        }
-        let s = plain.clone().slice([start..end, 0..v]).autodiff().require_grad();
-        let m = mask.clone().slice([start..end]);
-        let target = teacher.as_ref().map(|t| t.rows(start, end));
-        let sums = kd_sums(s.clone(), target.as_ref(), targets.clone().slice([start..end]), m, whole);
-        let (c, k) = (sums.ce / count.clone(), sums.kl / count.clone());
-        let part = combine(c.clone(), k.clone(), teacher.is_some(), cfg);
-        let g = part.clone().backward();
-        grads.push(s.grad(&g).unwrap_or_else(|| Tensor::zeros([end - start, v], &plain.device())));
-        add(&mut total, part.inner());
-        add(&mut ce, c.inner());
-        add(&mut kl, k.inner());
-        start = end;
+    let mut parts = Parts::default();
+    let mut grads = Vec::new();
+    for start in (0..n).step_by(cfg.chunk_tokens.max(1)) {
+        let end = (start + cfg.chunk_tokens.max(1)).min(n);
+        let s = plain.clone().slice([start..end, 0..v]);
+        let c = chunk_loss(s, teacher.as_ref(), start..end, &targets, &mask, &count, cfg, closed_form);
+        parts.add(&c);
+        grads.push(c.grad);
     }
-    let zero = || Tensor::<1>::zeros([1], &plain.device());
     let g = Tensor::cat(grads, 0).autodiff();
-    let surrogate = (student * g).sum();
-    // The surrogate's gradient is the stitched one; a constant offset gives it the loss's value.
-    let offset = total.unwrap_or_else(zero) - surrogate.clone().inner();
-    KdLoss {
-        total: surrogate + Tensor::from_inner(offset),
-        ce: ce.unwrap_or_else(zero).autodiff(),
-        kl: kl.unwrap_or_else(zero).autodiff(),
+    parts.into_loss((student * g).sum(), &plain.device())
+}
+
+/// The loss from the student's last hidden states `hidden` `(tokens, d)` and its LM head
+/// `head` `(vocab, d)` (both tracked), the head fused into the chunks: each chunk's logits are
+/// made, used and dropped (`[tokens, vocab]` never exists, in any dtype), and the gradients
+/// with respect to the hidden states and the head come from each chunk's logit gradient G:
+/// `dH = G W`, `dW = sum over chunks of G^T H`. The value and gradients equal
+/// [`kd_loss_streamed`] over `hidden W^T` (tested); memory is one chunk of logits and `dW`.
+/// Matmuls run in the hidden states' dtype (bf16 under mixed precision), the loss in f32.
+pub fn kd_loss_fused_head(
+    hidden: Tensor<2>,
+    head: Tensor<2>,
+    teacher: Option<Target>,
+    targets: Tensor<1, Int>,
+    mask: Tensor<1>,
+    cfg: KdConfig,
+) -> KdLoss {
+    use burn::tensor::DType;
+    let [n, _] = hidden.dims();
+    let (h, w) = (hidden.clone().inner(), head.clone().inner());
+    let dtype = h.dtype();
+    let count = untracked(mask.clone()).sum().clamp_min(f32::MIN_POSITIVE);
+    let closed_form = has_closed_form(teacher.as_ref(), cfg.divergence);
+    let wt = w.clone().transpose();
+    let mut parts = Parts::default();
+    let (mut dh, mut dw) = (Vec::new(), None::<Tensor<2>>);
+    for start in (0..n).step_by(cfg.chunk_tokens.max(1)) {
+        let end = (start + cfg.chunk_tokens.max(1)).min(n);
+        let hc = h.clone().slice([start..end]);
+        let z = hc.clone().matmul(wt.clone());
+        let z = if dtype == DType::F32 { z } else { z.cast(DType::F32) };
+        let c = chunk_loss(z, teacher.as_ref(), start..end, &targets, &mask, &count, cfg, closed_form);
+        parts.add(&c);
+        let g = if dtype == DType::F32 { c.grad } else { c.grad.cast(dtype) };
+        dh.push(g.clone().matmul(w.clone()));
+        let gw = g.transpose().matmul(hc);
+        let gw = if dtype == DType::F32 { gw } else { gw.cast(DType::F32) };
+        dw = Some(match dw.take() {
+            Some(acc) => acc + gw,
+            None => gw,
+        });
     }
+    let dh = Tensor::cat(dh, 0).autodiff();
+    let dw = dw.map(|d| if dtype == DType::F32 { d } else { d.cast(dtype) }).unwrap_or_else(|| w.zeros_like());
+    let to_f32 = |x: Tensor<1>| if x.dtype() == DType::F32 { x } else { x.cast(DType::F32) };
+    let surrogate = to_f32((hidden * dh).sum()) + to_f32((head * dw.autodiff()).sum());
+    parts.into_loss(surrogate, &h.device())
 }
 
 #[cfg(test)]

@@ -459,3 +459,57 @@ fn closed_form_chunks_equal_the_autodiff_chunks() {
         }
     }
 }
+
+/// The LM head fused into the chunks gives the loss, its parts and the gradients with respect
+/// to the hidden states and the head of the unfused streamed loss over `hidden head^T`: hard
+/// labels, full logits (closed form) and top-k targets with a tail (autodiff chunks).
+#[test]
+fn fused_head_equals_the_loss_over_materialized_logits() {
+    let dev = Device::flex().autodiff();
+    let (n, d, v, k) = (9, 6, 11, 3);
+    let mut rng = crate::rng::SplitMix(5);
+    let mut r = |m: usize, s: f64| -> Vec<f32> { (0..m).map(|_| ((rng.uniform() * 2.0 - 1.0) * s) as f32).collect() };
+    let (hv, wv, tv) = (r(n * d, 1.5), r(v * d, 1.0), r(n * v, 3.0));
+    let ids: Vec<i64> = (0..n * k).map(|i| ((i * 4) % v) as i64).collect();
+    let (logp, tail) = (
+        r(n * k, 1.0).iter().map(|x| x - 2.5).collect::<Vec<_>>(),
+        r(n, 1.0).iter().map(|x| x - 3.0).collect::<Vec<_>>(),
+    );
+    let labels: Vec<i64> = (0..n as i64).map(|i| (3 * i + 1) % v as i64).collect();
+    let mask = vec![1f32, 0.5, 0.0, 1.0, 1.0, 0.25, 1.0, 0.0, 1.0];
+    for which in 0..3 {
+        let c = KdConfig { alpha: 0.3, temperature: 2.0, chunk_tokens: 4, divergence: Divergence::ForwardKl };
+        let target = || match which {
+            0 => None,
+            1 => Some(Target::Full(t2(tv.clone(), n, &Device::flex()))),
+            _ => Some(Target::TopK(TopK {
+                ids: Tensor::from_data(TensorData::new(ids.clone(), [n, k]), &dev),
+                logp: Tensor::from_data(TensorData::new(logp.clone(), [n, k]), &dev),
+                tail: Some(Tensor::from_data(TensorData::new(tail.clone(), [n]), &dev)),
+            })),
+        };
+        let run = |fused: bool| {
+            let h = t2(hv.clone(), n, &dev).require_grad();
+            let w = t2(wv.clone(), v, &dev).require_grad();
+            let y = Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [n]), &dev);
+            let m = Tensor::<1>::from_data(TensorData::new(mask.clone(), [n]), &dev);
+            let out = match fused {
+                true => kd_loss_fused_head(h.clone(), w.clone(), target(), y, m, c),
+                false => kd_loss_streamed(h.clone().matmul(w.clone().transpose()), target(), y, m, c),
+            };
+            let parts = [scalar(out.total.clone()), scalar(out.ce), scalar(out.kl)];
+            let g = out.total.backward();
+            let vec = |x: Tensor<2>| x.into_data().try_to_vec::<f32>().unwrap();
+            (parts, vec(h.grad(&g).unwrap()), vec(w.grad(&g).unwrap()))
+        };
+        let (want, got) = (run(false), run(true));
+        for (a, b) in want.0.iter().zip(&got.0) {
+            assert!((a - b).abs() < 1e-5 * a.abs().max(1.0), "target {which}: {:?} vs {:?}", got.0, want.0);
+        }
+        for (name, a, b) in [("dH", &want.1, &got.1), ("dW", &want.2, &got.2)] {
+            let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+            assert!(worst < 1e-5, "target {which}: {name} differs by {worst}");
+            assert!(a.iter().any(|x| x.abs() > 1e-4), "target {which}: a {name} to compare");
+        }
+    }
+}

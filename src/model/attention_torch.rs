@@ -112,9 +112,9 @@ mod tests {
             let data = [rnd(h, 1), rnd(kv, 2), rnd(kv, 3), rnd(h, 4)];
             let want = run(&flex, &data, kv);
             let got = run(&Device::libtorch(), &data, kv);
-            for (name, (a, b)) in ["y", "dq", "dk", "dv"].iter().zip(want.iter().zip(&got)) {
-                let err = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
-                let scale = a.iter().map(|x| x.abs()).fold(0.0f32, f32::max);
+            for (name, (w, g)) in ["y", "dq", "dk", "dv"].iter().zip(want.iter().zip(&got)) {
+                let err = w.iter().zip(g).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+                let scale = w.iter().map(|x| x.abs()).fold(0.0f32, f32::max);
                 assert!(err <= 1e-5 * scale.max(1.0), "{name} (b{b} h{h} kv{kv} t{t} d{d}): max err {err}");
             }
         }

@@ -265,7 +265,28 @@ impl Decoder {
         out
     }
 
-    fn run(&self, tokens: Tensor<2, Int>, mut cache: Option<&mut Cache>) -> Tensor<3> {
+    fn run(&self, tokens: Tensor<2, Int>, cache: Option<&mut Cache>) -> Tensor<3> {
+        let x = self.hidden(tokens, cache);
+        let logits = super::linear::lm_head(x, self.lm_head.as_ref(), &self.embed.weight.val());
+        if logits.dtype() == DType::F32 { logits } else { logits.cast(DType::F32) }
+    }
+
+    /// The last hidden states `(batch, seq, d_model)`, after the final norm: what the LM head
+    /// reads. With [`Decoder::head_weight`], the loss can fuse the head into its chunks.
+    pub fn forward_hidden(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
+        self.hidden(tokens, None)
+    }
+
+    /// The LM head as `(vocab, d_model)`: the tied embedding, or the head's weight transposed
+    /// (burn stores a linear layer's weight as `(d_in, d_out)`).
+    pub fn head_weight(&self) -> Tensor<2> {
+        match &self.lm_head {
+            Some(head) => head.weight.val().transpose(),
+            None => self.embed.weight.val(),
+        }
+    }
+
+    fn hidden(&self, tokens: Tensor<2, Int>, mut cache: Option<&mut Cache>) -> Tensor<3> {
         let [_, t] = tokens.dims();
         let device = tokens.device();
         let c = &self.config;
@@ -278,9 +299,7 @@ impl Decoder {
             let layer_cache = cache.as_mut().map(|c| &mut c.layers[i]);
             x = block.forward(x, &cos, &sin, layer_cache);
         }
-        let x = self.norm.forward(x);
-        let logits = super::linear::lm_head(x, self.lm_head.as_ref(), &self.embed.weight.val());
-        if logits.dtype() == DType::F32 { logits } else { logits.cast(DType::F32) }
+        self.norm.forward(x)
     }
 }
 

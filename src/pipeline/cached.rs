@@ -172,11 +172,12 @@ pub fn open_or_build(
             &cache::BuildOptions { batch_size: recipe.optim.batch_size, quiet, stop, teacher: record },
         )?;
         log(format!(
-            "teacher cache: {} tokens, {:.1} bytes/token ({:.2} MB) in {:.1} s",
+            "teacher cache: {} tokens, {:.1} bytes/token ({:.2} MB) in {:.1} s ({:.0} tokens/s, held-out evaluation included)",
             m.tokens,
             m.bytes_per_token(),
             m.bytes as f64 / 1e6,
-            t0.elapsed().as_secs_f64()
+            t0.elapsed().as_secs_f64(),
+            m.tokens as f64 / t0.elapsed().as_secs_f64()
         ));
     }
     let reader = CacheReader::open(&path, &expect)?;

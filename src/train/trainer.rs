@@ -23,7 +23,7 @@ use crate::curriculum::{CurriculumSection, Schedule};
 use crate::data::pack::Packed;
 use crate::error::{Error, Result};
 use crate::eval::evaluate;
-use crate::kd_loss::{KdConfig, Target, kd_loss_streamed};
+use crate::kd_loss::{KdConfig, Target, kd_loss_fused_head, kd_loss_streamed};
 use crate::model::{Decoder, DecoderConfig};
 pub use crate::run_dir::Phase;
 use crate::teacher::cache::{CacheReader, TopKHost};
@@ -71,6 +71,14 @@ impl ReadAhead {
         self.pending = Some(Self::start(reader, next, tau, tail));
         got
     }
+}
+
+/// What the student's forward pass hands the loss: its logits, or its last hidden states and
+/// LM head for the loss to fuse. (Tensor handles, a few words each: nothing to box.)
+#[allow(clippy::large_enum_variant)]
+enum Student {
+    Logits(Tensor<2>),
+    Hidden(Tensor<2>, Tensor<2>),
 }
 
 pub struct TrainJob<'a> {
@@ -168,18 +176,31 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
             prof.mark("teacher");
             // Mixed precision: the forward and backward run through a bf16 copy of the weights
             // (the cast's backward returns f32 gradients to the master weights).
-            let logits = match job.precision.compute_dtype() {
-                Some(dtype) => model.clone().cast(dtype).forward(batch.inputs),
-                None => model.forward(batch.inputs),
+            let fwd = match job.precision.compute_dtype() {
+                Some(dtype) => model.clone().cast(dtype),
+                None => model.clone(),
             };
-            let logits = logits.reshape([b * t, v]);
+            // The loss fuses the LM head into its chunks, unless self-paced learning needs the
+            // logits of every row.
+            let self_paced = job.curriculum.as_ref().is_some_and(|c| c.cfg.schedule == Schedule::SelfPaced);
+            let student = match self_paced {
+                true => Student::Logits(fwd.forward(batch.inputs).reshape([b * t, v])),
+                false => {
+                    let d = job.model.shape.d_model;
+                    Student::Hidden(fwd.forward_hidden(batch.inputs).reshape([b * t, d]), fwd.head_weight())
+                }
+            };
             prof.mark("student forward");
             // Curriculum weights ride on the loss mask: sum_i w_i L_i / sum_i w_i over tokens.
             let mask = match &job.curriculum {
                 Some(c) if c.cfg.schedule != Schedule::None => {
                     // Self-paced learning ranks rows by the student's current loss (no graph).
-                    let losses = (c.cfg.schedule == Schedule::SelfPaced)
-                        .then(|| row_nll(logits.clone(), batch.targets.clone(), batch.mask.clone(), b, t));
+                    let losses = match &student {
+                        Student::Logits(logits) => {
+                            Some(row_nll(logits.clone(), batch.targets.clone(), batch.mask.clone(), b, t))
+                        }
+                        Student::Hidden(..) => None,
+                    };
                     let w = curriculum::weights(&c.cfg, &rows, progress, c.pct.as_deref(), losses.as_deref());
                     let hard: Vec<bool> = match (&c.pct, &losses) {
                         (Some(p), _) => rows.iter().map(|&r| p[r] > 0.5).collect(),
@@ -201,7 +222,10 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
                 _ => batch.mask,
             };
             let w_m = mask.clone().inner().sum();
-            let out = kd_loss_streamed(logits, target, batch.targets, mask, kd);
+            let out = match student {
+                Student::Logits(logits) => kd_loss_streamed(logits, target, batch.targets, mask, kd),
+                Student::Hidden(h, w) => kd_loss_fused_head(h, w, target, batch.targets, mask, kd),
+            };
             prof.mark("loss (+ its bwd)");
             let w = || w_m.clone();
             let row =
