@@ -116,8 +116,18 @@ pub fn grouped_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, start: usize,
     let [b, h, t, _] = q.dims();
     let s = k.dims()[2];
     let n_rep = h / k.dims()[1];
-    let (k, v) = (repeat_kv(k, n_rep), repeat_kv(v, n_rep));
     let full_causal = start == 0 && window.is_none_or(|w| w >= s);
+    // Without autodiff on LibTorch (the frozen teacher), PyTorch's SDPA reads the shared KV
+    // heads itself: no repeated copies of K and V.
+    #[cfg(feature = "tch")]
+    let (q, k, v) = match full_causal {
+        true => match super::attention_torch::causal_gqa_untracked(q, k, v) {
+            Ok(y) => return y,
+            Err([q, k, v]) => (q, k, v),
+        },
+        false => (q, k, v),
+    };
+    let (k, v) = (repeat_kv(k, n_rep), repeat_kv(v, n_rep));
     if full_causal {
         // Under autodiff on LibTorch, PyTorch's fused forward and backward (no [t, t] scores).
         #[cfg(feature = "tch")]

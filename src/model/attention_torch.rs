@@ -79,6 +79,30 @@ pub fn causal(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Result<Tensor<4>, [Te
     Ok(Tensor::from_primitive::<Ad>(prim))
 }
 
+/// Full causal grouped-query attention of plain (untracked) LibTorch tensors, `k`/`v` with
+/// fewer heads than `q`, through SDPA's own GQA; anything else comes back unchanged.
+pub fn causal_gqa_untracked(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Result<Tensor<4>, [Tensor<4>; 3]> {
+    let (Ok(pq), Ok(pk), Ok(pv)) = (
+        q.clone().try_into_primitive::<LibTorch>(),
+        k.clone().try_into_primitive::<LibTorch>(),
+        v.clone().try_into_primitive::<LibTorch>(),
+    ) else {
+        return Err([q, k, v]);
+    };
+    let gqa = pq.tensor.size()[1] != pk.tensor.size()[1];
+    let out = tch::Tensor::scaled_dot_product_attention(
+        &pq.tensor,
+        &pk.tensor,
+        &pv.tensor,
+        None::<tch::Tensor>,
+        0.0,
+        true,
+        None,
+        gqa,
+    );
+    Ok(Tensor::from_primitive::<LibTorch>(TchTensor::new(out)))
+}
+
 #[cfg(test)]
 mod tests {
     use burn::tensor::{Device, Distribution, Tensor, TensorData};
@@ -118,6 +142,25 @@ mod tests {
                 assert!(err <= 1e-5 * scale.max(1.0), "{name} (b{b} h{h} kv{kv} t{t} d{d}): max err {err}");
             }
         }
+    }
+
+    /// Without autodiff, SDPA's own GQA (no repeated K/V) gives the reference attention.
+    #[test]
+    fn untracked_gqa_equals_the_reference() {
+        let flex = Device::flex();
+        let (b, h, kv, t, d) = (2, 8, 2, 45, 32);
+        let rnd = |heads| Tensor::<4>::random([b, heads, t, d], Distribution::Normal(0.0, 1.0), &flex).into_data();
+        let data = [rnd(h), rnd(kv), rnd(kv)];
+        let run = |dev: &Device| {
+            let x = |i: usize| Tensor::<4>::from_data(data[i].clone(), dev);
+            let y = grouped_attention(x(0), x(1), x(2), 0, None);
+            y.into_data().convert::<f32>().to_vec::<f32>().unwrap()
+        };
+        let (want, got) = (run(&flex), run(&Device::libtorch()));
+        let err = want.iter().zip(&got).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        assert!(err < 1e-5, "max err {err}");
+        let q = Tensor::<4>::from_data(data[0].clone(), &Device::libtorch());
+        assert!(super::causal_gqa_untracked(q.clone(), q.clone(), q).is_ok());
     }
 
     /// Only tracked LibTorch tensors take the fused path.

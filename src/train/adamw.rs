@@ -256,6 +256,23 @@ impl AdamW {
     }
 }
 
+/// The sum of squares of LibTorch tensors `[1]`, as one norm kernel per tensor (PyTorch's own
+/// launch cost rather than burn's per-op path); `None` when any tensor lives elsewhere.
+#[cfg(feature = "tch")]
+#[allow(deprecated)]
+pub fn torch_sum_squares(all: &[Tensor<1>]) -> Option<Tensor<1>> {
+    use burn_tch::{LibTorch, TchTensor};
+    let norms = all
+        .iter()
+        .map(|g| g.clone().try_into_primitive::<LibTorch>().ok().map(|t| t.tensor.norm()))
+        .collect::<Option<Vec<tch::Tensor>>>()?;
+    if norms.is_empty() {
+        return None;
+    }
+    let sq = tch::Tensor::stack(&norms, 0).square().sum(tch::Kind::Float).reshape([1]);
+    Some(Tensor::from_primitive::<LibTorch>(TchTensor::new(sq)))
+}
+
 /// Every float parameter's path (`blocks.0.mlp.w_gate.weight`) and id, in visit order.
 fn param_paths(model: &Decoder) -> Vec<(String, ParamId)> {
     struct Collect {

@@ -355,22 +355,31 @@ fn progress(job: &TrainJob, start: usize) -> ProgressBar {
 fn sum_squares(model: &Decoder, grads: &GradientsParams) -> Tensor<1> {
     struct SumSquares<'a> {
         grads: &'a GradientsParams,
-        sq: Option<Tensor<1>>,
+        all: Vec<Tensor<1>>,
     }
     impl ModuleVisitor for SumSquares<'_> {
         fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
             if let Some(g) = self.grads.get::<D>(p.id) {
-                let s = g.square().sum();
-                self.sq = Some(match self.sq.take() {
-                    Some(acc) => acc + s,
-                    None => s,
-                });
+                let n = g.shape().num_elements();
+                self.all.push(g.reshape([n]));
             }
         }
     }
-    let mut v = SumSquares { grads, sq: None };
+    let mut v = SumSquares { grads, all: Vec::new() };
     model.visit(&mut v);
-    v.sq.unwrap_or_else(|| Tensor::zeros([1], &model.embed.weight.val().device()))
+    #[cfg(feature = "tch")]
+    if let Some(s) = super::adamw::torch_sum_squares(&v.all) {
+        return s;
+    }
+    let mut sq: Option<Tensor<1>> = None;
+    for g in v.all {
+        let s = g.square().sum();
+        sq = Some(match sq.take() {
+            Some(acc) => acc + s,
+            None => s,
+        });
+    }
+    sq.unwrap_or_else(|| Tensor::zeros([1], &model.embed.weight.val().device()))
 }
 
 #[cfg(test)]

@@ -142,29 +142,49 @@ fn device_select<'a>(
         let logits = forward(rows);
         let [b, t, _] = logits.dims();
         let flat = logits.reshape([b * t, v]);
-        // Positions per device pass: bounds the f64 copy of their logits to 256 MiB.
-        let chunk = ((32usize << 20) / v).max(1);
+        let sel = select_on_device(flat, k, slack, &temps, |i| (rows[i / t], i % t))?;
         let mut out: Selections = rows.iter().map(|&r| Vec::with_capacity(data.row_len(r))).collect();
-        let n_real = |j: usize| data.row_len(rows[j]);
-        let mut c0 = 0;
-        while c0 < b * t {
-            let c1 = (c0 + chunk).min(b * t);
-            let sel = select_on_device(flat.clone().slice([c0..c1, 0..v]), k, slack, &temps, |i| {
-                (rows[(c0 + i) / t], (c0 + i) % t)
-            })?;
-            for (i, s) in sel.into_iter().enumerate() {
-                let (j, p) = ((c0 + i) / t, (c0 + i) % t);
-                if p < n_real(j) {
-                    out[j].push(s);
-                }
+        for (i, s) in sel.into_iter().enumerate() {
+            let (j, p) = (i / t, i % t);
+            if p < data.row_len(rows[j]) {
+                out[j].push(s);
             }
-            c0 = c1;
         }
         Ok(out)
     }
 }
 
-/// Select the records of `n` tokens from their logits `[n, vocab]` on the device.
+/// What the device computes for a chunk of positions: the top `k + slack` values and ids, and
+/// per position `[entries equal to the k-th value, then per temperature the sum of exp((z -
+/// top) / tau) over all entries and over those below the k-th value]`.
+struct DeviceSums {
+    vals: Tensor<2>,
+    idx: Tensor<2, burn::tensor::Int>,
+    sums: Tensor<2>,
+}
+
+fn device_sums(z: Tensor<2>, k: usize, kk: usize, temps: &[f64]) -> DeviceSums {
+    use burn::tensor::DType;
+    let [n, v] = z.dims();
+    let (vals, idx) = z.clone().topk_with_indices(kk, 1);
+    let top = vals.clone().slice([0..n, 0..1]);
+    let kth = vals.clone().slice([0..n, k - 1..k]).expand([n, v]);
+    // The mass strictly below the k-th value is outside the kept set whatever the ties; of
+    // the entries equal to it, those not kept are added on the host.
+    let below = z.clone().lower(kth.clone());
+    let mut cols = vec![z.clone().equal(kth).float().cast(DType::F64).sum_dim(1)];
+    let zd = z.cast(DType::F64) - top.cast(DType::F64).expand([n, v]);
+    for &tau in temps {
+        let e = zd.clone().div_scalar(tau).exp();
+        cols.push(e.clone().sum_dim(1));
+        cols.push(e.mask_fill(below.clone().bool_not(), 0.0).sum_dim(1));
+    }
+    DeviceSums { vals, idx, sums: Tensor::cat(cols, 1) }
+}
+
+/// Select the records of `n` tokens from their logits `[n, vocab]` on the device. The device
+/// works through the positions in chunks (bounding its f64 copy of their logits to 256 MiB)
+/// and everything comes back in one read per batch: every read-back stalls a GPU's queue.
 fn select_on_device(
     z: Tensor<2>,
     k: usize,
@@ -172,33 +192,25 @@ fn select_on_device(
     temps: &[f64],
     at: impl Fn(usize) -> (usize, usize),
 ) -> Result<Vec<Selected>> {
-    use burn::tensor::DType;
     let [n, v] = z.dims();
     let kk = (k + slack).min(v);
-    let (vals, idx) = z.clone().topk_with_indices(kk, 1);
-    let top = vals.clone().slice([0..n, 0..1]);
-    let kth = vals.clone().slice([0..n, k - 1..k]).expand([n, v]);
-    // The mass strictly below the k-th value is outside the kept set whatever the ties; of
-    // the entries equal to it, those not kept are added on the host.
-    let below = z.clone().lower(kth.clone());
-    let n_eq: Vec<i64> =
-        z.clone().equal(kth).int().sum_dim(1).into_data().convert::<i64>().try_to_vec::<i64>().expect("i64");
-    let zd = z.clone().cast(DType::F64) - top.cast(DType::F64).expand([n, v]);
-    let (mut all, mut low) = (Vec::new(), Vec::new());
-    for &tau in temps {
-        let e = zd.clone().div_scalar(tau).exp();
-        all.push(e.clone().sum_dim(1).into_data().convert::<f64>().try_to_vec::<f64>().expect("f64"));
-        low.push(
-            e.mask_fill(below.clone().bool_not(), 0.0)
-                .sum_dim(1)
-                .into_data()
-                .convert::<f64>()
-                .try_to_vec::<f64>()
-                .expect("f64"),
-        );
+    let chunk = ((32usize << 20) / v).max(1);
+    let parts: Vec<DeviceSums> = (0..n)
+        .step_by(chunk)
+        .map(|c0| device_sums(z.clone().slice([c0..(c0 + chunk).min(n), 0..v]), k, kk, temps))
+        .collect();
+    let (mut vals, mut idx, mut sums) = (Vec::new(), Vec::new(), Vec::new());
+    for p in parts {
+        vals.push(p.vals);
+        idx.push(p.idx);
+        sums.push(p.sums);
     }
-    let vals: Vec<f32> = vals.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32");
-    let idx: Vec<i64> = idx.into_data().convert::<i64>().try_to_vec::<i64>().expect("i64");
+    let vals: Vec<f32> = Tensor::cat(vals, 0).into_data().convert::<f32>().try_to_vec::<f32>().expect("f32");
+    let idx: Vec<i64> = Tensor::cat(idx, 0).into_data().convert::<i64>().try_to_vec::<i64>().expect("i64");
+    let sums: Vec<f64> = Tensor::cat(sums, 0).into_data().convert::<f64>().try_to_vec::<f64>().expect("f64");
+    let w = 1 + 2 * temps.len();
+    let all = |i: usize, j: usize| sums[i * w + 1 + 2 * j];
+    let low = |i: usize, j: usize| sums[i * w + 2 + 2 * j];
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         let (cv, ci) = (&vals[i * kk..(i + 1) * kk], &idx[i * kk..(i + 1) * kk]);
@@ -218,12 +230,12 @@ fn select_on_device(
         c.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap_or(std::cmp::Ordering::Equal).then(a.1.cmp(&b.1)));
         c.truncate(k);
         let top = c[0].0;
-        let not_kept_eq = (n_eq[i] as usize).saturating_sub(c.iter().filter(|x| x.0 == vk).count()) as f64;
+        let not_kept_eq = (sums[i * w] as usize).saturating_sub(c.iter().filter(|x| x.0 == vk).count()) as f64;
         if let Some(bad) = c
             .iter()
             .map(|x| x.0)
             .find(|x| !x.is_finite())
-            .or((!all.iter().all(|a| a[i].is_finite())).then_some(f32::NAN))
+            .or((!(0..temps.len()).all(|j| all(i, j).is_finite())).then_some(f32::NAN))
         {
             let (r, p) = at(i);
             return Err(non_finite(bad, r, p));
@@ -231,9 +243,9 @@ fn select_on_device(
         c.sort_by_key(|x| x.1);
         let (mut lse, mut log_tail) = (Vec::new(), Vec::new());
         for (j, &tau) in temps.iter().enumerate() {
-            lse.push(top as f64 / tau + all[j][i].ln());
-            let tail = low[j][i] + not_kept_eq * ((vk as f64 - top as f64) / tau).exp();
-            log_tail.push((tail / all[j][i]).ln());
+            lse.push(top as f64 / tau + all(i, j).ln());
+            let tail = low(i, j) + not_kept_eq * ((vk as f64 - top as f64) / tau).exp();
+            log_tail.push((tail / all(i, j)).ln());
         }
         out.push(Selected {
             ids: c.iter().map(|x| x.1).collect(),
