@@ -85,3 +85,15 @@ pub fn progress_bar(prefix: &str, len: u64, quiet: bool) -> indicatif::ProgressB
     pb.set_prefix(prefix.to_string());
     pb
 }
+
+/// `f` over `items` on all cores (contiguous parts, one thread each), results in input order.
+pub fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per = items.len().div_ceil(threads).max(1);
+    let f = &f;
+    std::thread::scope(|sc| {
+        let handles: Vec<_> =
+            items.chunks(per).map(|part| sc.spawn(move || part.iter().map(f).collect::<Vec<R>>())).collect();
+        handles.into_iter().flat_map(|h| h.join().expect("worker thread")).collect()
+    })
+}

@@ -27,18 +27,6 @@ const HELD: u8 = u8::MAX;
 /// tests so that they cross batch boundaries.
 const BATCH: usize = if cfg!(test) { 64 } else { 2048 };
 
-/// `f` over `items` on all cores (contiguous parts, one thread each), results in input order.
-fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let per = items.len().div_ceil(threads).max(1);
-    let f = &f;
-    std::thread::scope(|sc| {
-        let handles: Vec<_> =
-            items.chunks(per).map(|part| sc.spawn(move || part.iter().map(f).collect::<Vec<R>>())).collect();
-        handles.into_iter().flat_map(|h| h.join().expect("worker thread")).collect()
-    })
-}
-
 /// Whether document `i` is held out: a seeded hash, so both passes agree without a list.
 fn held_out(seed: u64, i: u64, fraction: f64) -> bool {
     let mut r = SplitMix(seed ^ 0x5eed_da7a ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
@@ -105,11 +93,9 @@ pub fn prepare(job: &DataJob, run_dir: &Path, log: &mut dyn FnMut(String)) -> Re
     let mut batch: Vec<(bool, String)> = Vec::with_capacity(BATCH);
     let mut decide = |batch: &mut Vec<(bool, String)>, f: &mut Filter| {
         let fr: &Filter = f;
-        let seen =
-            par_map(
-                batch,
-                |(held, doc)| if *held { Seen::Held(filter::dedup_key(doc)) } else { Seen::Train(fr.inspect(doc)) },
-            );
+        let seen = crate::util::par_map(batch, |(held, doc)| {
+            if *held { Seen::Held(filter::dedup_key(doc)) } else { Seen::Train(fr.inspect(doc)) }
+        });
         for ((_, doc), v) in batch.drain(..).zip(seen) {
             match v {
                 Seen::Held(key) => {
@@ -167,7 +153,9 @@ pub fn prepare(job: &DataJob, run_dir: &Path, log: &mut dyn FnMut(String)) -> Re
     // Documents are encoded in batches across the cores, then written in source order.
     let mut batch: Vec<(u8, String)> = Vec::with_capacity(BATCH);
     let mut flush = |batch: &mut Vec<(u8, String)>, report: &mut filter::FilterReport| -> Result<()> {
-        let encoded = par_map(batch, |(_, doc)| tokenizer.encode_doc(doc)).into_iter().collect::<Result<Vec<_>>>()?;
+        let encoded = crate::util::par_map(batch, |(_, doc)| tokenizer.encode_doc(doc))
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
         for ((rule, doc), toks) in batch.drain(..).zip(encoded) {
             if rule == HELD {
                 valid_docs += 1;

@@ -211,20 +211,15 @@ fn select_on_device(
     let w = 1 + 2 * temps.len();
     let all = |i: usize, j: usize| sums[i * w + 1 + 2 * j];
     let low = |i: usize, j: usize| sums[i * w + 2 + 2 * j];
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
+    // Each position's record on the host, across the cores; `None` for a position whose ties
+    // run past the candidates (rare), which is then selected from its whole row.
+    let positions: Vec<usize> = (0..n).collect();
+    let records = crate::util::par_map(&positions, |&i| -> std::result::Result<Option<Selected>, f32> {
         let (cv, ci) = (&vals[i * kk..(i + 1) * kk], &idx[i * kk..(i + 1) * kk]);
         let vk = cv[k - 1];
         // The candidates hold every entry >= the k-th value when one of them is below it.
         if kk < v && cv[kk - 1].partial_cmp(&vk) != Some(std::cmp::Ordering::Less) {
-            let row: Vec<f32> =
-                z.clone().slice([i..i + 1, 0..v]).into_data().convert::<f32>().try_to_vec::<f32>().expect("f32");
-            if let Some(&bad) = row.iter().find(|x| !x.is_finite()) {
-                let (r, p) = at(i);
-                return Err(non_finite(bad, r, p));
-            }
-            out.push(select_host(&row, k, temps));
-            continue;
+            return Ok(None);
         }
         let mut c: Vec<(f32, u32)> = cv.iter().cloned().zip(ci.iter().map(|&x| x as u32)).collect();
         c.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap_or(std::cmp::Ordering::Equal).then(a.1.cmp(&b.1)));
@@ -237,8 +232,7 @@ fn select_on_device(
             .find(|x| !x.is_finite())
             .or((!(0..temps.len()).all(|j| all(i, j).is_finite())).then_some(f32::NAN))
         {
-            let (r, p) = at(i);
-            return Err(non_finite(bad, r, p));
+            return Err(bad);
         }
         c.sort_by_key(|x| x.1);
         let (mut lse, mut log_tail) = (Vec::new(), Vec::new());
@@ -247,13 +241,32 @@ fn select_on_device(
             let tail = low(i, j) + not_kept_eq * ((vk as f64 - top as f64) / tau).exp();
             log_tail.push((tail / all(i, j)).ln());
         }
-        out.push(Selected {
+        Ok(Some(Selected {
             ids: c.iter().map(|x| x.1).collect(),
             kept: c.iter().map(|x| x.0).collect(),
             top,
             lse,
             log_tail,
-        });
+        }))
+    });
+    let mut out = Vec::with_capacity(n);
+    for (i, r) in records.into_iter().enumerate() {
+        match r {
+            Ok(Some(s)) => out.push(s),
+            Ok(None) => {
+                let row: Vec<f32> =
+                    z.clone().slice([i..i + 1, 0..v]).into_data().convert::<f32>().try_to_vec::<f32>().expect("f32");
+                if let Some(&bad) = row.iter().find(|x| !x.is_finite()) {
+                    let (r, p) = at(i);
+                    return Err(non_finite(bad, r, p));
+                }
+                out.push(select_host(&row, k, temps));
+            }
+            Err(bad) => {
+                let (r, p) = at(i);
+                return Err(non_finite(bad, r, p));
+            }
+        }
     }
     Ok(out)
 }
@@ -294,17 +307,20 @@ pub fn build(
                         )));
                     }
                     let sel = select(chunk)?;
-                    for (toks, &r) in sel.iter().zip(chunk) {
-                        let n = data.row_len(r);
-                        debug_assert_eq!(toks.len(), n);
+                    // Rows are encoded across the cores, kept in order.
+                    let encoded = crate::util::par_map(&sel, |toks| {
                         let mut w = BitWriter::default();
-                        w.put(n as u32, 32);
+                        w.put(toks.len() as u32, 32);
                         for s in toks {
                             encode_selected(&mut w, s, id.values);
                         }
                         w.align();
-                        records.push(w.bytes);
-                        pb.inc(n as u64);
+                        w.bytes
+                    });
+                    for ((bytes, toks), &r) in encoded.into_iter().zip(&sel).zip(chunk) {
+                        debug_assert_eq!(toks.len(), data.row_len(r));
+                        records.push(bytes);
+                        pb.inc(toks.len() as u64);
                     }
                 }
                 let b = shard_bytes(id, first, &records);
