@@ -20,6 +20,7 @@ pub mod eval;
 pub mod export;
 pub mod generate;
 pub mod kd_loss;
+pub mod kernels;
 pub mod model;
 pub mod pipeline;
 pub mod quant;

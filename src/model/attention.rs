@@ -121,7 +121,7 @@ pub fn grouped_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, start: usize,
     // heads itself: no repeated copies of K and V.
     #[cfg(feature = "tch")]
     let (q, k, v) = match full_causal {
-        true => match super::attention_torch::causal_gqa_untracked(q, k, v) {
+        true => match crate::kernels::torch::causal_gqa_untracked(q, k, v) {
             Ok(y) => return y,
             Err([q, k, v]) => (q, k, v),
         },
@@ -131,7 +131,7 @@ pub fn grouped_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, start: usize,
     if full_causal {
         // Under autodiff on LibTorch, PyTorch's fused forward and backward (no [t, t] scores).
         #[cfg(feature = "tch")]
-        let (q, k, v) = match super::attention_torch::causal(q, k, v) {
+        let (q, k, v) = match crate::kernels::torch::causal(q, k, v) {
             Ok(y) => return y,
             Err([q, k, v]) => (q, k, v),
         };

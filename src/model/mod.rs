@@ -2,8 +2,6 @@
 //! blocks (RMSNorm -> GQA attention with RoPE -> RMSNorm -> SwiGLU), final RMSNorm, LM head.
 
 pub mod attention;
-#[cfg(feature = "tch")]
-mod attention_torch;
 pub mod config;
 pub mod decoder;
 pub mod init;

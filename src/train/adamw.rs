@@ -5,7 +5,7 @@
 //! made with burn's optimizer (tested). Why ours: burn's optimizer costs about fifteen tensor ops
 //! per parameter, each a kernel launch through the autodiff and dispatch layers; on LibTorch
 //! that was 20 ms of a 230 ms GPU step against PyTorch's 3.5 ms, so there the update runs as
-//! eight in-place PyTorch kernels per parameter instead (`torch_update`, tested equal).
+//! eight PyTorch kernels per parameter instead (`kernels::torch::adamw_update`, tested equal).
 //!
 //! The moments live flat (`[numel]`) on the parameter's device and are checkpointed as one
 //! safetensors file keyed by parameter path (`<path>.m`, `<path>.v`).
@@ -178,10 +178,24 @@ impl AdamW {
         a: StepArgs,
     ) -> Tensor<D> {
         #[cfg(feature = "tch")]
-        let (x, g) = match self.torch_update(id, x, g, decay, a) {
-            Ok(y) => return y,
-            Err(xg) => xg,
-        };
+        {
+            let h = crate::kernels::torch::AdamHyper {
+                beta1: self.beta1 as f64,
+                beta2: self.beta2 as f64,
+                eps: self.eps as f64,
+                t: self.time as i32,
+                lr: a.lr,
+                grad_scale: a.grad_scale,
+                decay,
+            };
+            let moments = self.moments.get(&id).map(|m| (&m.m, &m.v));
+            if let Some((y, fresh)) = crate::kernels::torch::adamw_update(&x, &g, moments, h) {
+                if let Some((m, v)) = fresh {
+                    self.moments.insert(id, Moments { m, v });
+                }
+                return y;
+            }
+        }
         let shape = x.shape();
         let n = shape.num_elements();
         // The order of burn's AdamW: decay (train/decay.rs), scale the gradient, moments, update.
@@ -203,74 +217,6 @@ impl AdamW {
         self.moments.insert(id, mo);
         x - delta.reshape(shape).mul_scalar(a.lr)
     }
-
-    /// The same update as eight PyTorch kernels on LibTorch tensors (moments in place);
-    /// anything else comes back for the reference path.
-    #[cfg(feature = "tch")]
-    #[allow(deprecated)]
-    fn torch_update<const D: usize>(
-        &mut self,
-        id: ParamId,
-        x: Tensor<D>,
-        g: Tensor<D>,
-        decay: f64,
-        a: StepArgs,
-    ) -> std::result::Result<Tensor<D>, (Tensor<D>, Tensor<D>)> {
-        use burn_tch::{LibTorch, TchTensor};
-        let (Ok(px), Ok(pg)) = (x.clone().try_into_primitive::<LibTorch>(), g.clone().try_into_primitive::<LibTorch>())
-        else {
-            return Err((x, g));
-        };
-        let size = px.tensor.size();
-        let mut gt = pg.tensor.reshape([-1]);
-        if a.grad_scale != 1.0 {
-            gt = gt * a.grad_scale;
-        }
-        let (f1, f2) = (1.0 - self.beta1 as f64, 1.0 - self.beta2 as f64);
-        let prim = |t: &Tensor<1>| t.clone().try_into_primitive::<LibTorch>().expect("moments live with the parameter");
-        let mo = match self.moments.remove(&id) {
-            Some(mo) => {
-                // m <- m + (1 - b1)(g - m), v <- v + (1 - b2)(g^2 - v): Adam's moments, in place.
-                let (mut m, mut v) = (prim(&mo.m).tensor, prim(&mo.v).tensor);
-                let _ = m.lerp_(&gt, f1);
-                let _ = v.lerp_(&gt.square(), f2);
-                mo
-            }
-            None => {
-                let m = Tensor::from_primitive::<LibTorch>(TchTensor::new(&gt * f1));
-                let v = Tensor::from_primitive::<LibTorch>(TchTensor::new(gt.square() * f2));
-                Moments { m, v }
-            }
-        };
-        let t = self.time as i32;
-        let (bc1, bc2) = (1.0 - (self.beta1 as f64).powi(t), 1.0 - (self.beta2 as f64).powi(t));
-        // x decay - lr / bc1 * m / (sqrt(v / bc2) + eps), as x + m / denom with the sign and
-        // scale folded into denom.
-        let mut denom = (prim(&mo.v).tensor / bc2).sqrt();
-        let _ = denom.g_add_scalar_(self.eps as f64);
-        let _ = denom.g_mul_scalar_(-bc1 / a.lr);
-        let mut base = if decay != 1.0 { &px.tensor * decay } else { px.tensor.copy() };
-        let _ = base.addcdiv_(&prim(&mo.m).tensor.view(size.as_slice()), &denom.view(size.as_slice()));
-        self.moments.insert(id, mo);
-        Ok(Tensor::from_primitive::<LibTorch>(TchTensor::new(base)))
-    }
-}
-
-/// The sum of squares of LibTorch tensors `[1]`, as one norm kernel per tensor (PyTorch's own
-/// launch cost rather than burn's per-op path); `None` when any tensor lives elsewhere.
-#[cfg(feature = "tch")]
-#[allow(deprecated)]
-pub fn torch_sum_squares(all: &[Tensor<1>]) -> Option<Tensor<1>> {
-    use burn_tch::{LibTorch, TchTensor};
-    let norms = all
-        .iter()
-        .map(|g| g.clone().try_into_primitive::<LibTorch>().ok().map(|t| t.tensor.norm()))
-        .collect::<Option<Vec<tch::Tensor>>>()?;
-    if norms.is_empty() {
-        return None;
-    }
-    let sq = tch::Tensor::stack(&norms, 0).square().sum(tch::Kind::Float).reshape([1]);
-    Some(Tensor::from_primitive::<LibTorch>(TchTensor::new(sq)))
 }
 
 /// Every float parameter's path (`blocks.0.mlp.w_gate.weight`) and id, in visit order.

@@ -368,7 +368,7 @@ fn sum_squares(model: &Decoder, grads: &GradientsParams) -> Tensor<1> {
     let mut v = SumSquares { grads, all: Vec::new() };
     model.visit(&mut v);
     #[cfg(feature = "tch")]
-    if let Some(s) = super::adamw::torch_sum_squares(&v.all) {
+    if let Some(s) = crate::kernels::torch::sum_squares(&v.all) {
         return s;
     }
     let mut sq: Option<Tensor<1>> = None;

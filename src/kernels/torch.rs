@@ -1,7 +1,11 @@
-//! Causal attention on the LibTorch backend under autodiff, as one burn autodiff op over
-//! PyTorch's fused scaled-dot-product attention (flash for bf16/f16, memory-efficient for f32).
+//! The LibTorch route's fast paths behind our seams (cargo feature `tch`), each tested against
+//! the reference path it replaces:
+//! - [`causal`]: causal attention under autodiff, as one burn autodiff op over PyTorch's fused
+//!   scaled-dot-product attention (flash for bf16/f16, memory-efficient for f32);
+//! - [`causal_gqa_untracked`]: the frozen teacher's attention with SDPA's own GQA;
+//! - [`adamw_update`], [`sum_squares`]: the optimizer's per-parameter work as PyTorch kernels.
 //!
-//! Why: burn-autodiff has no fused attention backward; its `attention` falls back to
+//! Why the attention op: burn-autodiff has no fused attention backward; its `attention` falls back to
 //! `softmax(QK^T) V` and keeps the `[batch, heads, seq, seq]` scores for the backward. Here the
 //! forward runs PyTorch's kernel with PyTorch's own autograd recording it (inputs are detached
 //! views of burn's tensors, so nothing is copied), and the burn backward asks PyTorch's autograd
@@ -9,7 +13,7 @@
 //! other backend keeps the reference attention of [`super::attention::grouped_attention`].
 
 // burn marks its LibTorch backend deprecated (in favour of CubeCL); this route is chosen by
-// measurement (BENCHMARKS.md, "GPU training route").
+// measurement (docs/gpu-route.md).
 #![allow(deprecated)]
 
 use burn::tensor::Tensor;
@@ -101,6 +105,77 @@ pub fn causal_gqa_untracked(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Result<
         gqa,
     );
     Ok(Tensor::from_primitive::<LibTorch>(TchTensor::new(out)))
+}
+
+/// What one AdamW update of a parameter needs (see train/adamw.rs for the arithmetic).
+#[derive(Debug, Clone, Copy)]
+pub struct AdamHyper {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    /// Adam's step count, from 1.
+    pub t: i32,
+    pub lr: f64,
+    pub grad_scale: f64,
+    pub decay: f64,
+}
+
+/// The AdamW update of LibTorch parameter `x` (plain) with gradient `g` as eight PyTorch kernels:
+/// the moments `(m, v)` are updated in place, or made (and returned) on the first step. `None`
+/// when the tensors live on another backend.
+pub fn adamw_update<const D: usize>(
+    x: &Tensor<D>,
+    g: &Tensor<D>,
+    moments: Option<(&Tensor<1>, &Tensor<1>)>,
+    h: AdamHyper,
+) -> Option<(Tensor<D>, Option<(Tensor<1>, Tensor<1>)>)> {
+    let (px, pg) = (x.clone().try_into_primitive::<LibTorch>().ok()?, g.clone().try_into_primitive::<LibTorch>().ok()?);
+    let size = px.tensor.size();
+    let mut gt = pg.tensor.reshape([-1]);
+    if h.grad_scale != 1.0 {
+        gt = gt * h.grad_scale;
+    }
+    let (f1, f2) = (1.0 - h.beta1, 1.0 - h.beta2);
+    let prim =
+        |t: &Tensor<1>| t.clone().try_into_primitive::<LibTorch>().expect("moments live with the parameter").tensor;
+    let (m, v, fresh) = match moments {
+        Some((m, v)) => {
+            // m <- m + (1 - b1)(g - m), v <- v + (1 - b2)(g^2 - v): Adam's moments, in place.
+            let (mut m, mut v) = (prim(m), prim(v));
+            let _ = m.lerp_(&gt, f1);
+            let _ = v.lerp_(&gt.square(), f2);
+            (m, v, None)
+        }
+        None => {
+            let (m, v) = (&gt * f1, gt.square() * f2);
+            let wrap = |t: &tch::Tensor| Tensor::from_primitive::<LibTorch>(TchTensor::new(t.shallow_clone()));
+            let fresh = (wrap(&m), wrap(&v));
+            (m, v, Some(fresh))
+        }
+    };
+    let (bc1, bc2) = (1.0 - h.beta1.powi(h.t), 1.0 - h.beta2.powi(h.t));
+    // x decay - lr / bc1 * m / (sqrt(v / bc2) + eps), as x + m / denom with the sign and the
+    // scale folded into denom.
+    let mut denom = (v / bc2).sqrt();
+    let _ = denom.g_add_scalar_(h.eps);
+    let _ = denom.g_mul_scalar_(-bc1 / h.lr);
+    let mut base = if h.decay != 1.0 { &px.tensor * h.decay } else { px.tensor.copy() };
+    let _ = base.addcdiv_(&m.view(size.as_slice()), &denom.view(size.as_slice()));
+    Some((Tensor::from_primitive::<LibTorch>(TchTensor::new(base)), fresh))
+}
+
+/// The sum of squares of LibTorch tensors `[1]`, as one norm kernel per tensor (PyTorch's own
+/// launch cost rather than burn's per-op path); `None` when any tensor lives elsewhere.
+pub fn sum_squares(all: &[Tensor<1>]) -> Option<Tensor<1>> {
+    let norms = all
+        .iter()
+        .map(|g| g.clone().try_into_primitive::<LibTorch>().ok().map(|t| t.tensor.norm()))
+        .collect::<Option<Vec<tch::Tensor>>>()?;
+    if norms.is_empty() {
+        return None;
+    }
+    let sq = tch::Tensor::stack(&norms, 0).square().sum(tch::Kind::Float).reshape([1]);
+    Some(Tensor::from_primitive::<LibTorch>(TchTensor::new(sq)))
 }
 
 #[cfg(test)]
