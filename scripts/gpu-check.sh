@@ -2,6 +2,8 @@
 # Checks that need PyTorch/transformers (and a GPU where present). CI has neither; run this by
 # hand on a machine that has them, with a distill binary and a finished run directory:
 #   scripts/gpu-check.sh target/release/distill runs/quickstart
+# With TCH_BIN=<a --features tch binary> (and TCH_TESTS=<its unit-test binary>) it also runs
+# the LibTorch route's tests and scripts/gpu-bench.sh.
 set -euo pipefail
 bin=${1:?distill binary}
 run=${2:?run directory}
@@ -21,4 +23,13 @@ done
 for b in ${BACKENDS:-cpu}; do
   PYTHONUNBUFFERED=1 python3 "$(dirname "$0")/half_parity.py" "$bin" --backend "$b" || status=1
 done
+# The LibTorch route (a `--features tch` build): its unit tests (the fused attention op, the
+# AdamW update and the gradient norm as PyTorch kernels against their reference paths; built
+# with `cargo test --release --features tch --lib --no-run`) and the training benchmark.
+if [ -n "${TCH_TESTS:-}" ]; then
+  "$TCH_TESTS" --test-threads 8 2>&1 | grep -E "kernels::torch|adamw|fused|test result|FAILED|panicked" || status=1
+fi
+if [ -n "${TCH_BIN:-}" ]; then
+  "$(dirname "$0")/gpu-bench.sh" "$TCH_BIN" || status=1
+fi
 exit ${status:-0}
