@@ -11,19 +11,27 @@ use super::{peak_rss_mib, reset_peak_rss, rss_mib};
 use crate::error::{Error, Result};
 use crate::model::init::Init;
 
-/// The loss modes `distill bench-loss` compares, in the order it prints them.
-pub const MODES: [&str; 3] = ["naive", "chunked", "streamed"];
+/// The loss modes `distill bench-loss` compares, in the order it prints them (`fused` only with
+/// `--hidden`: the LM head inside the loss's chunks).
+pub const MODES: [&str; 4] = ["naive", "chunked", "streamed", "fused"];
 
 /// One distillation-loss forward+backward over `tokens` x `vocab` logits (forward KL, alpha
 /// 0.5, tau 1) in this process: `naive` (one chunk), `chunked` (chunks of the forward only;
 /// autodiff keeps them all until backward) or `streamed` ([`crate::kd_loss::kd_loss_streamed`]).
+/// With `hidden > 0` the student's logits are `H W^T` from hidden states `(tokens, hidden)` and
+/// a head `(vocab, hidden)` inside the measurement (the LM head's matmul and its backward
+/// included), and `fused` is [`crate::kd_loss::kd_loss_fused_head`].
 /// Returns (milliseconds, MiB above the inputs at peak).
-pub fn time_loss(mode: &str, vocab: usize, tokens: usize, chunk: usize) -> Result<(f64, f64)> {
-    use crate::kd_loss::{Divergence, KdConfig, Target, kd_loss_streamed, kd_loss_to};
+pub fn time_loss(mode: &str, vocab: usize, tokens: usize, chunk: usize, hidden: usize) -> Result<(f64, f64)> {
+    use crate::kd_loss::{Divergence, KdConfig, Target, kd_loss_fused_head, kd_loss_streamed, kd_loss_to};
     use burn::tensor::{Int, TensorData};
     let dev = Device::flex().autodiff();
     let mut init = Init::new(1, &dev);
-    let student = init.normal([tokens, vocab], 2.0).inner();
+    let student = (hidden == 0).then(|| init.normal([tokens, vocab], 2.0).inner());
+    let (h, w) = match hidden {
+        0 => (None, None),
+        d => (Some(init.normal([tokens, d], 1.0).inner()), Some(init.normal([vocab, d], 0.1).inner())),
+    };
     let teacher = init.normal([tokens, vocab], 3.0).inner();
     let targets = Tensor::<1, Int>::from_data(
         TensorData::new((0..tokens as i64).map(|i| (i * 7919) % vocab as i64).collect::<Vec<_>>(), [tokens]),
@@ -32,17 +40,39 @@ pub fn time_loss(mode: &str, vocab: usize, tokens: usize, chunk: usize) -> Resul
     let mask = Tensor::<1>::ones([tokens], &dev);
     let chunk_tokens = if mode == "naive" { tokens } else { chunk };
     let cfg = KdConfig { alpha: 0.5, temperature: 1.0, chunk_tokens, divergence: Divergence::ForwardKl };
-    let s = student.autodiff().require_grad();
     let t = teacher.autodiff();
+    let (h, w) = (h.map(|x| x.autodiff().require_grad()), w.map(|x| x.autodiff().require_grad()));
     let before = rss_mib().unwrap_or(0.0);
     if !reset_peak_rss() {
         return Err(Error::runtime("cannot reset the peak RSS (/proc/self/clear_refs)"));
     }
     let t0 = Instant::now();
-    let out = match mode {
-        "naive" | "chunked" => kd_loss_to(s.clone(), Some(Target::Full(t)), targets, mask, cfg),
-        "streamed" => kd_loss_streamed(s.clone(), Some(Target::Full(t)), targets, mask, cfg),
-        other => return Err(Error::input(format!("unknown loss mode `{other}` (naive, chunked or streamed)"))),
+    // The tensor the gradient is checked on: the logits, or the hidden states.
+    let (s, out) = match (mode, &h, &w) {
+        ("fused", Some(h), Some(w)) => {
+            (h.clone(), kd_loss_fused_head(h.clone(), w.clone(), Some(Target::Full(t)), targets, mask, cfg))
+        }
+        ("fused", ..) => return Err(Error::input("bench-loss: mode `fused` needs --hidden")),
+        _ => {
+            let (s, leaf) = match (&student, &h, &w) {
+                (Some(s), _, _) => {
+                    let s = s.clone().autodiff().require_grad();
+                    (s.clone(), s)
+                }
+                (None, Some(h), Some(w)) => (h.clone().matmul(w.clone().transpose()), h.clone()),
+                _ => unreachable!("logits or hidden states"),
+            };
+            let out = match mode {
+                "naive" | "chunked" => kd_loss_to(s, Some(Target::Full(t)), targets, mask, cfg),
+                "streamed" => kd_loss_streamed(s, Some(Target::Full(t)), targets, mask, cfg),
+                other => {
+                    return Err(Error::input(format!(
+                        "unknown loss mode `{other}` (naive, chunked, streamed or fused)"
+                    )));
+                }
+            };
+            (leaf, out)
+        }
     };
     let g = s.grad(&out.total.backward()).expect("student gradient");
     let check: f32 = g.sum().into_scalar();
@@ -60,10 +90,11 @@ pub fn sweep(
     vocabs: &[usize],
     tokens: usize,
     chunk: usize,
+    hidden: usize,
     mut report: impl FnMut(usize, &str, Option<(f64, f64)>),
 ) {
     for &v in vocabs {
-        for mode in MODES {
+        for mode in MODES.into_iter().filter(|m| hidden > 0 || *m != "fused") {
             let args = [
                 "bench-loss",
                 "--one",
@@ -72,6 +103,8 @@ pub fn sweep(
                 &tokens.to_string(),
                 "--chunk",
                 &chunk.to_string(),
+                "--hidden",
+                &hidden.to_string(),
             ]
             .map(String::from);
             report(v, mode, super::measure_in_child(exe, &args));

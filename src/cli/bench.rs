@@ -101,7 +101,7 @@ pub(super) fn cache(a: BenchCacheArgs) -> Result<()> {
 }
 
 pub(super) fn loss(a: BenchLossArgs) -> Result<()> {
-    let BenchLossArgs { vocab, tokens, chunk, one } = a;
+    let BenchLossArgs { vocab, tokens, chunk, hidden, one } = a;
     if tokens == 0 || chunk == 0 || vocab.contains(&0) {
         return Err(Error::input("--tokens, --chunk and --vocab must be positive"));
     }
@@ -109,7 +109,7 @@ pub(super) fn loss(a: BenchLossArgs) -> Result<()> {
         // The measuring child of `sweep`: one number pair on stdout.
         let (mode, v) = one.split_once(':').ok_or_else(|| Error::input("--one mode:vocab"))?;
         let v: usize = v.parse().map_err(|_| Error::input("--one mode:vocab"))?;
-        let (ms, mib) = bench::loss::time_loss(mode, v, tokens, chunk)?;
+        let (ms, mib) = bench::loss::time_loss(mode, v, tokens, chunk, hidden)?;
         println!("{ms} {mib}");
         return Ok(());
     }
@@ -118,7 +118,12 @@ pub(super) fn loss(a: BenchLossArgs) -> Result<()> {
         "distillation loss forward+backward, {tokens} tokens, forward KL, chunks of {chunk} (burn flex f32, one run each)"
     );
     println!("{:>8} {:>10} {:>10} {:>16} {:>14}", "vocab", "mode", "ms", "peak MiB (+)", "[tokens,vocab]");
-    bench::loss::sweep(&exe, &vocab, tokens, chunk, |v, mode, r| {
+    if hidden > 0 {
+        println!(
+            "the student's logits are H W^T (hidden {hidden}) inside the measurement; `fused`: the head in the chunks"
+        );
+    }
+    bench::loss::sweep(&exe, &vocab, tokens, chunk, hidden, |v, mode, r| {
         // The size of one [tokens, vocab] f32 tensor, to read the peaks against.
         let one = (tokens * v * 4) as f64 / (1 << 20) as f64;
         match r {

@@ -261,6 +261,10 @@ struct BenchLossArgs {
     tokens: usize,
     #[arg(long, default_value_t = 128)]
     chunk: usize,
+    /// Student hidden size: with it, the logits are `H W^T` inside the measurement and the
+    /// LM head fused into the loss (`fused`) is compared too. 0: the logits are given.
+    #[arg(long, default_value_t = 0)]
+    hidden: usize,
     /// Internal: measure one `mode:vocab` in this process.
     #[arg(long, hide = true)]
     one: Option<String>,
