@@ -220,7 +220,7 @@ impl AdamW {
 }
 
 /// Every float parameter's path (`blocks.0.mlp.w_gate.weight`) and id, in visit order.
-fn param_paths(model: &Decoder) -> Vec<(String, ParamId)> {
+pub(super) fn param_paths(model: &Decoder) -> Vec<(String, ParamId)> {
     struct Collect {
         path: Vec<String>,
         out: Vec<(String, ParamId)>,

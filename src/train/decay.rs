@@ -4,11 +4,6 @@
 //! not decayed by default (`optim.no_decay`): shrinking a norm gain or `A_log` towards zero
 //! changes what the layer computes rather than regularizing it.
 
-#[cfg(test)]
-use burn::module::{Module, Param};
-#[cfg(test)]
-use burn::tensor::Tensor;
-
 use serde::{Deserialize, Serialize};
 
 #[cfg(test)]
@@ -48,23 +43,6 @@ pub fn group(path: &[String]) -> Option<NoDecay> {
 /// Every parameter's path and group (what the decay test checks against its own rule).
 #[cfg(test)]
 pub fn groups(model: &Decoder) -> Vec<(String, Option<NoDecay>)> {
-    use burn::module::ModuleVisitor;
-    struct Collect {
-        path: Vec<String>,
-        out: Vec<(String, Option<NoDecay>)>,
-    }
-    impl ModuleVisitor for Collect {
-        fn enter_module(&mut self, name: &str, _container: &str) {
-            self.path.push(name.to_string());
-        }
-        fn exit_module(&mut self, _name: &str, _container: &str) {
-            self.path.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, _p: &Param<Tensor<D>>) {
-            self.out.push((self.path.join("."), group(&self.path)));
-        }
-    }
-    let mut c = Collect { path: Vec::new(), out: Vec::new() };
-    model.visit(&mut c);
-    c.out
+    let split = |p: &str| p.split('.').map(String::from).collect::<Vec<_>>();
+    super::adamw::param_paths(model).into_iter().map(|(p, _)| (p.clone(), group(&split(&p)))).collect()
 }

@@ -363,3 +363,29 @@ fn corpus_shorter_than_a_row_is_refused() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `distill bench-train` times the recipe's own student loop in `<name>-bench` (the user's run
+/// directory untouched), reports the steady window it was asked for, and runs again over the
+/// same directory with other settings (data and teacher reused).
+#[test]
+fn bench_train_times_the_recipes_own_loop() {
+    let dir = tmp("bench-train");
+    let recipe = dir.join("r.toml");
+    std::fs::write(&recipe, tiny_recipe(&dir, "bt", 8)).unwrap();
+    let jsonl = dir.join("bench.jsonl");
+    let (r, j) = (recipe.to_str().unwrap(), jsonl.to_str().unwrap());
+    let (code, out, err) = distill_cmd(&["bench-train", r, "--steps", "5", "--warm", "2", "--jsonl", j]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("tokens/s") && out.contains("MFU"), "{out}");
+    let v: serde_json::Value = serde_json::from_str(std::fs::read_to_string(&jsonl).unwrap().trim()).unwrap();
+    assert_eq!((v["steps"].as_u64(), v["warm_steps"].as_u64()), (Some(5), Some(2)));
+    // Concatenated packing fills every row: 8 rows of 32 tokens a step.
+    assert_eq!(v["tokens_per_step"].as_f64(), Some(256.0));
+    assert!(v["tok_per_s"].as_f64().unwrap() > 0.0 && v["mfu"].is_null(), "no peak on the CPU: {v}");
+    let rows = distill::train::metrics::read(&dir.join("bt-bench/metrics.jsonl"));
+    assert_eq!(rows.iter().filter(|r| r.phase == "student").count(), 5);
+    assert!(!dir.join("bt").exists(), "the recipe's own run directory is not touched");
+    let (code, _, err) = distill_cmd(&["bench-train", r, "--steps", "2", "--set", "optim.lr=0.005"]);
+    assert_eq!(code, 0, "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
