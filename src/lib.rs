@@ -23,6 +23,7 @@ pub mod kd_loss;
 pub mod kernels;
 pub mod model;
 pub mod pipeline;
+pub mod profile;
 pub mod quant;
 pub mod recipe;
 pub mod rng;

@@ -144,6 +144,7 @@ pub fn open_or_build(
         teacher_dtype: dtype_name(recipe.teacher.dtype),
         data_hash: cache::data_hash(&d.train, recipe.data.seq_len),
     };
+    let hashing_s = t0.elapsed().as_secs_f64();
     let path = recipe.cache_dir();
     let expect = expect(recipe, d, vocab, &id.teacher_hash, &id.teacher_dtype, &id.data_hash);
     if !CacheReader::exists(&path) {
@@ -172,12 +173,13 @@ pub fn open_or_build(
             &cache::BuildOptions { batch_size: recipe.optim.batch_size, quiet, stop, teacher: record },
         )?;
         log(format!(
-            "teacher cache: {} tokens, {:.1} bytes/token ({:.2} MB) in {:.1} s ({:.0} tokens/s, held-out evaluation included)",
+            "teacher cache: {} tokens, {:.1} bytes/token ({:.2} MB) in {:.1} s ({:.0} tokens/s; hashing the teacher and data {:.1} s and the held-out evaluation included)",
             m.tokens,
             m.bytes_per_token(),
             m.bytes as f64 / 1e6,
             t0.elapsed().as_secs_f64(),
-            m.tokens as f64 / t0.elapsed().as_secs_f64()
+            m.tokens as f64 / t0.elapsed().as_secs_f64(),
+            hashing_s
         ));
     }
     let reader = CacheReader::open(&path, &expect)?;

@@ -12,7 +12,6 @@ pub mod checkpoint;
 pub mod config;
 pub mod decay;
 pub mod metrics;
-pub mod profile;
 pub mod schedule;
 pub mod trainer;
 

@@ -128,7 +128,8 @@ pub fn decoder_select<'a>(
     device: &'a Device,
     id: &CacheIdentity,
 ) -> impl FnMut(&[usize]) -> Result<Selections> + 'a {
-    device_select(move |rows: &[usize]| teacher.forward(data.batch(rows, device).inputs), data, id, TIE_SLACK)
+    let forward = move |rows: &[usize]| teacher.forward(data.batch(rows, device).inputs);
+    device_select(forward, data, id, TIE_SLACK, crate::profile::PhaseTimer::reporting_on_drop(device, "teacher cache"))
 }
 
 fn device_select<'a>(
@@ -136,13 +137,16 @@ fn device_select<'a>(
     data: &'a Packed,
     id: &CacheIdentity,
     slack: usize,
+    mut prof: crate::profile::PhaseTimer,
 ) -> impl FnMut(&[usize]) -> Result<Selections> + 'a {
     let (v, k, temps) = (id.vocab_size, id.k.min(id.vocab_size), id.temperatures.clone());
     move |rows| {
+        prof.start_step();
         let logits = forward(rows);
+        prof.mark("teacher forward");
         let [b, t, _] = logits.dims();
         let flat = logits.reshape([b * t, v]);
-        let sel = select_on_device(flat, k, slack, &temps, |i| (rows[i / t], i % t))?;
+        let sel = select_on_device(flat, k, slack, &temps, |i| (rows[i / t], i % t), &mut prof)?;
         let mut out: Selections = rows.iter().map(|&r| Vec::with_capacity(data.row_len(r))).collect();
         for (i, s) in sel.into_iter().enumerate() {
             let (j, p) = (i / t, i % t);
@@ -191,6 +195,7 @@ fn select_on_device(
     slack: usize,
     temps: &[f64],
     at: impl Fn(usize) -> (usize, usize),
+    prof: &mut crate::profile::PhaseTimer,
 ) -> Result<Vec<Selected>> {
     let [n, v] = z.dims();
     let kk = (k + slack).min(v);
@@ -208,6 +213,7 @@ fn select_on_device(
     let vals: Vec<f32> = Tensor::cat(vals, 0).into_data().convert::<f32>().try_to_vec::<f32>().expect("f32");
     let idx: Vec<i64> = Tensor::cat(idx, 0).into_data().convert::<i64>().try_to_vec::<i64>().expect("i64");
     let sums: Vec<f64> = Tensor::cat(sums, 0).into_data().convert::<f64>().try_to_vec::<f64>().expect("f64");
+    prof.mark("top-k, sums, read");
     let w = 1 + 2 * temps.len();
     let all = |i: usize, j: usize| sums[i * w + 1 + 2 * j];
     let low = |i: usize, j: usize| sums[i * w + 2 + 2 * j];
@@ -249,6 +255,7 @@ fn select_on_device(
             log_tail,
         }))
     });
+    prof.mark("host selection");
     let mut out = Vec::with_capacity(n);
     for (i, r) in records.into_iter().enumerate() {
         match r {
@@ -427,7 +434,14 @@ mod device_path {
                 for slack in [TIE_SLACK, 0] {
                     let dir = tmp(&format!("dev-{name}-{k}-{slack}"));
                     let fwd = |rows: &[usize]| t.forward(f.data.batch(rows, &dev).inputs);
-                    build(&dir, &id, &f.data, device_select(fwd, &f.data, &id, slack), &opts()).unwrap();
+                    build(
+                        &dir,
+                        &id,
+                        &f.data,
+                        device_select(fwd, &f.data, &id, slack, crate::profile::PhaseTimer::from_env(&dev)),
+                        &opts(),
+                    )
+                    .unwrap();
                     let got = CacheReader::open(&dir, &expect(&id)).unwrap();
                     for r in 0..f.data.n_rows() {
                         let (a, b) = (got.row(r).unwrap(), want.row(r).unwrap());

@@ -1,7 +1,8 @@
-//! `DISTILL_PROFILE=1`: where a training step's time goes. The device is synchronized at each
-//! phase boundary, so every phase is charged its own kernels (and the steps lose the overlap of
-//! host and device work: the total is a little above a steady step). Off by default: then a
-//! mark costs nothing and nothing is synchronized.
+//! `DISTILL_PROFILE=1`: where a training step's (or a teacher-cache batch's) time goes. The
+//! device is synchronized at each phase boundary, so every phase is charged its own kernels
+//! (and the steps lose the overlap of host and device work: the total is a little above a
+//! steady step). Off by default: then a mark costs nothing and nothing is synchronized. A
+//! neutral home, like `device`: training and the teacher cache both use it.
 
 use std::time::Instant;
 
@@ -12,12 +13,27 @@ pub struct PhaseTimer {
     last: Instant,
     totals: Vec<(&'static str, f64)>,
     steps: usize,
+    /// Print the report under this name when dropped (for loops that end inside a closure).
+    report_on_drop: Option<&'static str>,
 }
 
 impl PhaseTimer {
     pub fn from_env(device: &Device) -> Self {
         let on = std::env::var("DISTILL_PROFILE").is_ok_and(|v| !v.is_empty() && v != "0");
-        PhaseTimer { device: on.then(|| device.clone()), last: Instant::now(), totals: Vec::new(), steps: 0 }
+        PhaseTimer {
+            device: on.then(|| device.clone()),
+            last: Instant::now(),
+            totals: Vec::new(),
+            steps: 0,
+            report_on_drop: None,
+        }
+    }
+
+    /// [`PhaseTimer::from_env`] that prints its report, titled `name`, when dropped.
+    pub fn reporting_on_drop(device: &Device, name: &'static str) -> Self {
+        let mut t = Self::from_env(device);
+        t.report_on_drop = Some(name);
+        t
     }
 
     /// Charge the time since the previous mark to `phase`.
@@ -58,5 +74,13 @@ impl PhaseTimer {
     pub fn reset(&mut self) {
         self.totals.clear();
         self.steps = 0;
+    }
+}
+
+impl Drop for PhaseTimer {
+    fn drop(&mut self) {
+        if let (Some(name), Some(r)) = (self.report_on_drop, self.report()) {
+            eprintln!("{name} {r}");
+        }
     }
 }
