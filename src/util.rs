@@ -9,6 +9,14 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 
+/// `acc += x`, starting from nothing: how device-side sums build up without a read-back.
+pub fn accumulate<const D: usize>(acc: &mut Option<burn::tensor::Tensor<D>>, x: burn::tensor::Tensor<D>) {
+    *acc = Some(match acc.take() {
+        Some(a) => a + x,
+        None => x,
+    });
+}
+
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
     let run = || -> std::io::Result<()> {

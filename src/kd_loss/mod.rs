@@ -7,7 +7,9 @@
 //! built at a time in the forward pass (the vocabulary softmax is where memory goes).
 
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{IndexingUpdateOp, Int, Tensor};
+use burn::tensor::{DType, IndexingUpdateOp, Int, Tensor};
+
+use crate::util::accumulate;
 
 /// A divergence with its parameter, as the loss uses it (the recipe's `[distill]` section
 /// names the kind and its parameter separately; `DistillSection::divergence` joins them).
@@ -255,22 +257,6 @@ pub fn kd_loss_streamed(
     streamed(student, teacher, targets, mask, cfg, true)
 }
 
-/// `t` without autodiff tracking, whether it was made on an autodiff device or a plain one (the
-/// online teacher's logits are plain; labels and mask come on the student's device).
-fn untracked<const D: usize>(t: Tensor<D>) -> Tensor<D> {
-    let d = t.into_dispatch();
-    let tracked = d.autodiff != Default::default();
-    let t = Tensor::from_dispatch(d);
-    if tracked { t.inner() } else { t }
-}
-
-fn untracked_int(t: Tensor<1, Int>) -> Tensor<1, Int> {
-    let d = t.into_dispatch();
-    let tracked = d.autodiff != Default::default();
-    let t = Tensor::from_dispatch(d);
-    if tracked { t.inner() } else { t }
-}
-
 /// Whether a chunk's gradient has the closed form of [`closed_form_chunk`]: hard labels alone,
 /// or full teacher logits with forward KL (the default and by far the most used setting).
 fn has_closed_form(teacher: Option<&Target>, d: Divergence) -> bool {
@@ -317,6 +303,11 @@ fn closed_form_chunk(
     (ce, kl, grad * w)
 }
 
+/// `x` in `dtype`, without a cast (a kernel, and a graph node under autodiff) when it is already.
+fn as_dtype<const D: usize>(x: Tensor<D>, dtype: DType) -> Tensor<D> {
+    if x.dtype() == dtype { x } else { x.cast(dtype) }
+}
+
 /// One chunk's share of the loss (its parts already divided by the whole batch's weight) and
 /// the gradient of the loss with respect to its logits.
 struct ChunkOut {
@@ -343,11 +334,12 @@ fn chunk_loss(
     let v = s.dims()[1];
     if closed_form {
         let t = match teacher {
-            Some(Target::Full(t)) => Some(untracked(t.clone().slice([start..end, 0..v]))),
+            // `inner` leaves a plain tensor (the online teacher's logits) as it is.
+            Some(Target::Full(t)) => Some(t.clone().slice([start..end, 0..v]).inner()),
             _ => None,
         };
-        let tgt = untracked_int(targets.clone().slice([start..end])).unsqueeze_dim::<2>(1);
-        let w = untracked(mask.clone().slice([start..end])) / count.clone();
+        let tgt = targets.clone().slice([start..end]).inner().unsqueeze_dim::<2>(1);
+        let w = mask.clone().slice([start..end]).inner() / count.clone();
         let (ce, kl, grad) = closed_form_chunk(s, t, tgt, w, cfg);
         let total = combine(ce.clone(), kl.clone(), teacher.is_some(), cfg);
         return ChunkOut { total, ce, kl, grad };
@@ -375,11 +367,9 @@ struct Parts {
 
 impl Parts {
     fn add(&mut self, c: &ChunkOut) {
-        let add =
-            |acc: &mut Option<Tensor<1>>, x: &Tensor<1>| *acc = Some(acc.take().map_or(x.clone(), |a| a + x.clone()));
-        add(&mut self.total, &c.total);
-        add(&mut self.ce, &c.ce);
-        add(&mut self.kl, &c.kl);
+        accumulate(&mut self.total, c.total.clone());
+        accumulate(&mut self.ce, c.ce.clone());
+        accumulate(&mut self.kl, c.kl.clone());
     }
 
     /// The loss: `surrogate` carries the stitched gradient into the model's graph, and a
@@ -409,7 +399,7 @@ fn streamed(
     let plain = student.clone().inner();
     // Every chunk's sums are divided by the whole batch's weight (see kd_loss_to). The sums stay
     // on the device: reading a value back would stall a GPU once per chunk.
-    let count = untracked(mask.clone()).sum().clamp_min(f32::MIN_POSITIVE);
+    let count = mask.clone().inner().sum().clamp_min(f32::MIN_POSITIVE);
     let closed_form = closed_form && has_closed_form(teacher.as_ref(), cfg.divergence);
     let mut parts = Parts::default();
     let mut grads = Vec::new();
@@ -439,11 +429,10 @@ pub fn kd_loss_fused_head(
     mask: Tensor<1>,
     cfg: KdConfig,
 ) -> KdLoss {
-    use burn::tensor::DType;
     let [n, _] = hidden.dims();
     let (h, w) = (hidden.clone().inner(), head.clone().inner());
     let dtype = h.dtype();
-    let count = untracked(mask.clone()).sum().clamp_min(f32::MIN_POSITIVE);
+    let count = mask.clone().inner().sum().clamp_min(f32::MIN_POSITIVE);
     let closed_form = has_closed_form(teacher.as_ref(), cfg.divergence);
     let wt = w.clone().transpose();
     let mut parts = Parts::default();
@@ -451,23 +440,16 @@ pub fn kd_loss_fused_head(
     for start in (0..n).step_by(cfg.chunk_tokens.max(1)) {
         let end = (start + cfg.chunk_tokens.max(1)).min(n);
         let hc = h.clone().slice([start..end]);
-        let z = hc.clone().matmul(wt.clone());
-        let z = if dtype == DType::F32 { z } else { z.cast(DType::F32) };
+        let z = as_dtype(hc.clone().matmul(wt.clone()), DType::F32);
         let c = chunk_loss(z, teacher.as_ref(), start..end, &targets, &mask, &count, cfg, closed_form);
         parts.add(&c);
-        let g = if dtype == DType::F32 { c.grad } else { c.grad.cast(dtype) };
+        let g = as_dtype(c.grad, dtype);
         dh.push(g.clone().matmul(w.clone()));
-        let gw = g.transpose().matmul(hc);
-        let gw = if dtype == DType::F32 { gw } else { gw.cast(DType::F32) };
-        dw = Some(match dw.take() {
-            Some(acc) => acc + gw,
-            None => gw,
-        });
+        accumulate(&mut dw, as_dtype(g.transpose().matmul(hc), DType::F32));
     }
     let dh = Tensor::cat(dh, 0).autodiff();
-    let dw = dw.map(|d| if dtype == DType::F32 { d } else { d.cast(dtype) }).unwrap_or_else(|| w.zeros_like());
-    let to_f32 = |x: Tensor<1>| if x.dtype() == DType::F32 { x } else { x.cast(DType::F32) };
-    let surrogate = to_f32((hidden * dh).sum()) + to_f32((head * dw.autodiff()).sum());
+    let dw = dw.map_or_else(|| w.zeros_like(), |d| as_dtype(d, dtype));
+    let surrogate = as_dtype((hidden * dh).sum(), DType::F32) + as_dtype((head * dw.autodiff()).sum(), DType::F32);
     parts.into_loss(surrogate, &h.device())
 }
 

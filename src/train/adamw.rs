@@ -62,11 +62,10 @@ impl AdamW {
 
     /// The moments by parameter path, and `t`, into `path` (safetensors).
     pub fn save(&self, model: &Decoder, path: &Path) -> Result<()> {
-        let numel = param_numels(model);
         let mut out = Vec::new();
-        for (name, id) in param_paths(model) {
+        for ParamInfo { path: name, id, numel } in params(model) {
             // A parameter that never had a gradient has zero moments: the same next update.
-            let zeros = || vec![0.0f32; numel[&id]];
+            let zeros = || vec![0.0f32; numel];
             for (suffix, t) in
                 [("m", self.moments.get(&id).map(|mo| &mo.m)), ("v", self.moments.get(&id).map(|mo| &mo.v))]
             {
@@ -105,18 +104,17 @@ impl AdamW {
             return Err(bad(format!("tensor `adam.t`: expected a step count, got {time}")));
         }
         let mut opt = AdamW { time: time as u32, ..AdamW::new(o) };
-        let numel = param_numels(model);
-        let names = param_paths(model);
-        for (name, id) in &names {
-            let n = numel[id];
+        let all = params(model);
+        for ParamInfo { path: name, id, numel: n } in &all {
             let t = |suffix| -> Result<Tensor<1>> {
-                Ok(Tensor::from_data(TensorData::new(read(&format!("{name}.{suffix}"), n)?, [n]), device))
+                Ok(Tensor::from_data(TensorData::new(read(&format!("{name}.{suffix}"), *n)?, [*n]), device))
             };
             opt.moments.insert(*id, Moments { m: t("m")?, v: t("v")? });
         }
-        if st.len() != 1 + 2 * names.len() {
-            let known =
-                |n: &str| n == "adam.t" || names.iter().any(|(k, _)| n == format!("{k}.m") || n == format!("{k}.v"));
+        if st.len() != 1 + 2 * all.len() {
+            let known = |n: &str| {
+                n == "adam.t" || all.iter().any(|p| n == format!("{}.m", p.path) || n == format!("{}.v", p.path))
+            };
             let extra = st.names().into_iter().find(|n| !known(n));
             return Err(bad(format!("tensor `{}` belongs to no parameter of this model", extra.map_or("?", |v| v))));
         }
@@ -219,11 +217,19 @@ impl AdamW {
     }
 }
 
-/// Every float parameter's path (`blocks.0.mlp.w_gate.weight`) and id, in visit order.
-pub(super) fn param_paths(model: &Decoder) -> Vec<(String, ParamId)> {
+/// A float parameter as the optimizer's state file names it.
+pub(super) struct ParamInfo {
+    /// `blocks.0.mlp.w_gate.weight`
+    pub path: String,
+    pub id: ParamId,
+    pub numel: usize,
+}
+
+/// Every float parameter, in visit order.
+pub(super) fn params(model: &Decoder) -> Vec<ParamInfo> {
     struct Collect {
         path: Vec<String>,
-        out: Vec<(String, ParamId)>,
+        out: Vec<ParamInfo>,
     }
     impl ModuleVisitor for Collect {
         fn enter_module(&mut self, name: &str, _container: &str) {
@@ -233,24 +239,12 @@ pub(super) fn param_paths(model: &Decoder) -> Vec<(String, ParamId)> {
             self.path.pop();
         }
         fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-            self.out.push((self.path.join("."), p.id));
+            self.out.push(ParamInfo { path: self.path.join("."), id: p.id, numel: p.shape().num_elements() });
         }
     }
     let mut c = Collect { path: Vec::new(), out: Vec::new() };
     model.visit(&mut c);
     c.out
-}
-
-fn param_numels(model: &Decoder) -> HashMap<ParamId, usize> {
-    struct Numel(HashMap<ParamId, usize>);
-    impl ModuleVisitor for Numel {
-        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-            self.0.insert(p.id, p.shape().num_elements());
-        }
-    }
-    let mut n = Numel(HashMap::new());
-    model.visit(&mut n);
-    n.0
 }
 
 #[cfg(test)]
@@ -309,7 +303,7 @@ mod tests {
         for _ in 0..3 {
             let g = grads_of(&a);
             let mut scaled = GradientsParams::new();
-            let ids: Vec<(String, ParamId)> = param_paths(&a);
+            let ids = params(&a);
             let mut g2 = g;
             struct Scale<'a>(&'a mut GradientsParams, &'a mut GradientsParams, f64);
             impl ModuleVisitor for Scale<'_> {

@@ -44,5 +44,5 @@ pub fn group(path: &[String]) -> Option<NoDecay> {
 #[cfg(test)]
 pub fn groups(model: &Decoder) -> Vec<(String, Option<NoDecay>)> {
     let split = |p: &str| p.split('.').map(String::from).collect::<Vec<_>>();
-    super::adamw::param_paths(model).into_iter().map(|(p, _)| (p.clone(), group(&split(&p)))).collect()
+    super::adamw::params(model).into_iter().map(|p| (p.path.clone(), group(&split(&p.path)))).collect()
 }

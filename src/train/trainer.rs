@@ -230,10 +230,7 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
             let w = || w_m.clone();
             let row =
                 Tensor::cat(vec![out.total.clone().inner() * w(), out.ce.inner() * w(), out.kl.inner() * w(), w()], 0);
-            sums = Some(match sums.take() {
-                Some(acc) => acc + row,
-                None => row,
-            });
+            crate::util::accumulate(&mut sums, row);
             step_tokens += batch.real_tokens;
             let grads = (out.total * Tensor::from_inner(w_m)).backward();
             acc.accumulate(&model, GradientsParams::from_grads(grads, &model));
@@ -371,14 +368,7 @@ fn sum_squares(model: &Decoder, grads: &GradientsParams) -> Tensor<1> {
     if let Some(s) = crate::kernels::torch::sum_squares(&v.all) {
         return s;
     }
-    let mut sq: Option<Tensor<1>> = None;
-    for g in v.all {
-        let s = g.square().sum();
-        sq = Some(match sq.take() {
-            Some(acc) => acc + s,
-            None => s,
-        });
-    }
+    let sq = v.all.into_iter().map(|g| g.square().sum()).reduce(|a, b| a + b);
     sq.unwrap_or_else(|| Tensor::zeros([1], &model.embed.weight.val().device()))
 }
 
