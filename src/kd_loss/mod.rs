@@ -177,7 +177,7 @@ fn kd_sums(
         let per_row = match teacher {
             None => None,
             Some(Target::Full(t)) => {
-                let t = t.clone().slice([start..end, 0..v]);
+                let t = as_dtype(t.clone().slice([start..end, 0..v]), DType::F32);
                 Some(divergence_rows(cfg.divergence, log_softmax(t / tau, 1), log_softmax(s / tau, 1)))
             }
             Some(Target::TopK(tk)) => {
@@ -335,7 +335,8 @@ fn chunk_loss(
     if closed_form {
         let t = match teacher {
             // `inner` leaves a plain tensor (the online teacher's logits) as it is.
-            Some(Target::Full(t)) => Some(t.clone().slice([start..end, 0..v]).inner()),
+            // The teacher's log-probabilities in f32 whatever its precision, as the student's.
+            Some(Target::Full(t)) => Some(as_dtype(t.clone().slice([start..end, 0..v]).inner(), DType::F32)),
             _ => None,
         };
         let tgt = targets.clone().slice([start..end]).inner().unsqueeze_dim::<2>(1);
@@ -445,11 +446,22 @@ pub fn kd_loss_fused_head(
         parts.add(&c);
         let g = as_dtype(c.grad, dtype);
         dh.push(g.clone().matmul(w.clone()));
+        #[cfg(feature = "tch")]
+        if crate::kernels::torch::add_matmul_tn(&mut dw, &g, &hc) {
+            continue;
+        }
         accumulate(&mut dw, as_dtype(g.transpose().matmul(hc), DType::F32));
     }
-    let dh = Tensor::cat(dh, 0).autodiff();
+    let dh = Tensor::cat(dh, 0);
     let dw = dw.map_or_else(|| w.zeros_like(), |d| as_dtype(d, dtype));
-    let surrogate = as_dtype((hidden * dh).sum(), DType::F32) + as_dtype((head * dw.autodiff()).sum(), DType::F32);
+    #[cfg(feature = "tch")]
+    let (hidden, head, dh, dw) = match crate::kernels::torch::given_grads(hidden, head, dh, dw) {
+        Ok(zero) => return parts.into_loss(zero, &h.device()),
+        Err(back) => back,
+    };
+    // Autodiff gets dH and dW as the gradients of this surrogate (its value is not used).
+    let surrogate =
+        as_dtype((hidden * dh.autodiff()).sum(), DType::F32) + as_dtype((head * dw.autodiff()).sum(), DType::F32);
     parts.into_loss(surrogate, &h.device())
 }
 

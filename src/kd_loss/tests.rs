@@ -463,9 +463,19 @@ fn closed_form_chunks_equal_the_autodiff_chunks() {
 /// The LM head fused into the chunks gives the loss, its parts and the gradients with respect
 /// to the hidden states and the head of the unfused streamed loss over `hidden head^T`: hard
 /// labels, full logits (closed form) and top-k targets with a tail (autodiff chunks).
+///
+/// With `--features tch` the same on LibTorch (CPU here), where dW accumulates in place and
+/// reaches autodiff as a given gradient, scaled by what reaches the loss (2.5 here).
 #[test]
+#[allow(deprecated)]
 fn fused_head_equals_the_loss_over_materialized_logits() {
-    let dev = Device::flex().autodiff();
+    fused_head_on(&Device::flex());
+    #[cfg(feature = "tch")]
+    fused_head_on(&Device::libtorch());
+}
+
+fn fused_head_on(plain: &Device) {
+    let dev = plain.clone().autodiff();
     let (n, d, v, k) = (9, 6, 11, 3);
     let mut rng = crate::rng::SplitMix(5);
     let mut r = |m: usize, s: f64| -> Vec<f32> { (0..m).map(|_| ((rng.uniform() * 2.0 - 1.0) * s) as f32).collect() };
@@ -481,7 +491,7 @@ fn fused_head_equals_the_loss_over_materialized_logits() {
         let c = KdConfig { alpha: 0.3, temperature: 2.0, chunk_tokens: 4, divergence: Divergence::ForwardKl };
         let target = || match which {
             0 => None,
-            1 => Some(Target::Full(t2(tv.clone(), n, &Device::flex()))),
+            1 => Some(Target::Full(t2(tv.clone(), n, plain))),
             _ => Some(Target::TopK(TopK {
                 ids: Tensor::from_data(TensorData::new(ids.clone(), [n, k]), &dev),
                 logp: Tensor::from_data(TensorData::new(logp.clone(), [n, k]), &dev),
@@ -498,7 +508,7 @@ fn fused_head_equals_the_loss_over_materialized_logits() {
                 false => kd_loss_streamed(h.clone().matmul(w.clone().transpose()), target(), y, m, c),
             };
             let parts = [scalar(out.total.clone()), scalar(out.ce), scalar(out.kl)];
-            let g = out.total.backward();
+            let g = (out.total * 2.5).backward();
             let vec = |x: Tensor<2>| x.into_data().try_to_vec::<f32>().unwrap();
             (parts, vec(h.grad(&g).unwrap()), vec(w.grad(&g).unwrap()))
         };

@@ -10,6 +10,7 @@ use super::config::ModelShape;
 use super::init::{Init, WeightSource};
 use super::mamba::{Mamba2, MambaState};
 use super::mlp::SwiGlu;
+use super::norm::rms_norm;
 use super::rope;
 
 /// A shape plus the vocabulary size: everything needed to rebuild the model from disk.
@@ -81,7 +82,7 @@ impl Block {
 
     /// `cos`/`sin`: RoPE tables for the positions of `x`.
     fn forward(&self, x: Tensor<3>, cos: &Tensor<2>, sin: &Tensor<2>, cache: Option<&mut LayerCache>) -> Tensor<3> {
-        let h = self.mixer_norm.forward(x.clone());
+        let h = rms_norm(&self.mixer_norm, x.clone());
         let h = match (&self.mixer, cache) {
             (Mixer::Attention(a), None) => a.forward(h, cos, sin, None),
             (Mixer::Attention(a), Some(LayerCache::Attention(c))) => a.forward(h, cos, sin, Some(c)),
@@ -97,7 +98,7 @@ impl Block {
             _ => unreachable!("a cache is built from the same layer pattern"),
         };
         let x = x + h;
-        x.clone() + self.mlp.forward(self.mlp_norm.forward(x))
+        x.clone() + self.mlp.forward(rms_norm(&self.mlp_norm, x))
     }
 }
 
@@ -299,7 +300,7 @@ impl Decoder {
             let layer_cache = cache.as_mut().map(|c| &mut c.layers[i]);
             x = block.forward(x, &cos, &sin, layer_cache);
         }
-        self.norm.forward(x)
+        rms_norm(&self.norm, x)
     }
 }
 

@@ -8,6 +8,7 @@ pub mod init;
 pub mod linear;
 pub mod mamba;
 pub mod mlp;
+pub mod norm;
 pub mod qkv_file;
 pub mod rope;
 pub mod store;

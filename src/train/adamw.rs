@@ -29,7 +29,16 @@ pub struct AdamW {
     /// Steps taken (Adam's `t`, shared by all parameters).
     time: u32,
     moments: HashMap<ParamId, Moments>,
+    /// The LibTorch route's flat state (`kernels::torch::FlatAdam`); the moments above are
+    /// views of it there.
+    #[cfg_attr(not(feature = "tch"), allow(dead_code))]
+    flat: Flat,
 }
+
+#[cfg(feature = "tch")]
+type Flat = Option<crate::kernels::torch::FlatAdam>;
+#[cfg(not(feature = "tch"))]
+type Flat = ();
 
 #[derive(Clone)]
 struct Moments {
@@ -50,12 +59,25 @@ pub struct StepArgs<'a> {
 
 impl AdamW {
     pub fn new(o: &OptimSection) -> Self {
-        AdamW { beta1: o.beta1 as f32, beta2: o.beta2 as f32, eps: o.eps as f32, time: 0, moments: HashMap::new() }
+        AdamW {
+            beta1: o.beta1 as f32,
+            beta2: o.beta2 as f32,
+            eps: o.eps as f32,
+            time: 0,
+            moments: HashMap::new(),
+            flat: Flat::default(),
+        }
     }
 
     /// One update of every parameter that has a gradient (the others are only decayed).
-    pub fn step(&mut self, model: Decoder, mut grads: GradientsParams, a: StepArgs) -> Decoder {
+    pub fn step(&mut self, model: Decoder, grads: GradientsParams, a: StepArgs) -> Decoder {
         self.time += 1;
+        #[cfg(feature = "tch")]
+        let grads = match self.step_flat(&model, grads, a) {
+            Ok(mut new) => return model.map(&mut Replace(&mut new)),
+            Err(grads) => grads,
+        };
+        let mut grads = grads;
         let mut s = Step { opt: self, grads: &mut grads, path: Vec::new(), a };
         model.map(&mut s)
     }
@@ -107,7 +129,9 @@ impl AdamW {
         let all = params(model);
         for ParamInfo { path: name, id, numel: n } in &all {
             let t = |suffix| -> Result<Tensor<1>> {
-                Ok(Tensor::from_data(TensorData::new(read(&format!("{name}.{suffix}"), *n)?, [*n]), device))
+                // Plain tensors (`inner`), also on an autodiff device: the moments are not
+                // part of any graph, and the LibTorch update takes plain tensors only.
+                Ok(Tensor::from_data(TensorData::new(read(&format!("{name}.{suffix}"), *n)?, [*n]), device).inner())
             };
             opt.moments.insert(*id, Moments { m: t("m")?, v: t("v")? });
         }
@@ -125,7 +149,7 @@ impl AdamW {
 #[cfg(test)]
 impl AdamW {
     fn clone_state(&self) -> AdamW {
-        AdamW { moments: self.moments.clone(), ..*self }
+        AdamW { moments: self.moments.clone(), flat: Flat::default(), ..*self }
     }
 }
 
@@ -165,6 +189,90 @@ impl ModuleMapper for Step<'_, '_> {
     }
 }
 
+// burn marks its LibTorch backend deprecated; this route is chosen by measurement.
+#[cfg(feature = "tch")]
+#[allow(deprecated)]
+impl AdamW {
+    fn hyper(&self, a: StepArgs, decay: f64) -> crate::kernels::torch::AdamHyper {
+        crate::kernels::torch::AdamHyper {
+            beta1: self.beta1 as f64,
+            beta2: self.beta2 as f64,
+            eps: self.eps as f64,
+            t: self.time as i32,
+            lr: a.lr,
+            grad_scale: a.grad_scale,
+            decay,
+        }
+    }
+
+    /// The whole step on the flat state when every parameter is an f32 LibTorch tensor with a
+    /// gradient: the new parameters by id. Otherwise the gradients come back untouched.
+    fn step_flat(
+        &mut self,
+        model: &Decoder,
+        grads: GradientsParams,
+        a: StepArgs,
+    ) -> std::result::Result<HashMap<ParamId, burn_tch::TchTensor>, GradientsParams> {
+        use crate::kernels::torch::{FlatInput, flat_adamw};
+        struct Collect<'a> {
+            path: Vec<String>,
+            grads: &'a GradientsParams,
+            no_decay: &'a [NoDecay],
+            out: Option<Vec<FlatInput>>,
+        }
+        impl ModuleVisitor for Collect<'_> {
+            fn enter_module(&mut self, name: &str, _container: &str) {
+                self.path.push(name.to_string());
+            }
+            fn exit_module(&mut self, _name: &str, _container: &str) {
+                self.path.pop();
+            }
+            fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+                let t = p.val();
+                let x = if t.is_require_grad() { t.inner() } else { t };
+                let x = x.try_into_primitive::<burn_tch::LibTorch>().ok();
+                let g = self.grads.get::<D>(p.id).and_then(|g| g.try_into_primitive::<burn_tch::LibTorch>().ok());
+                let decayed = !group(&self.path).is_some_and(|g| self.no_decay.contains(&g));
+                match (x, g, self.out.as_mut()) {
+                    (Some(x), Some(g), Some(out)) => out.push(FlatInput { id: p.id, x, g, decayed }),
+                    _ => self.out = None,
+                }
+            }
+        }
+        let mut c = Collect { path: Vec::new(), grads: &grads, no_decay: a.no_decay, out: Some(Vec::new()) };
+        model.visit(&mut c);
+        let Some(inputs) = c.out else { return Err(grads) };
+        // The decay factor is per parameter: the flat step takes `a.decay` for the decayed ones.
+        let moments = |id| self.moments.get(&id).map(|m| (m.m.clone(), m.v.clone()));
+        let h = self.hyper(a, a.decay);
+        let Some(out) = flat_adamw(&mut self.flat, inputs, moments, h) else { return Err(grads) };
+        if let Some(views) = out.moments {
+            let wrap = |t| Tensor::from_primitive::<burn_tch::LibTorch>(t);
+            self.moments = views.into_iter().map(|(id, m, v)| (id, Moments { m: wrap(m), v: wrap(v) })).collect();
+        }
+        Ok(out.params.into_iter().collect())
+    }
+}
+
+/// Puts the flat step's new values in place of the parameters.
+#[cfg(feature = "tch")]
+#[allow(deprecated)]
+struct Replace<'a>(&'a mut HashMap<ParamId, burn_tch::TchTensor>);
+
+#[cfg(feature = "tch")]
+#[allow(deprecated)]
+impl ModuleMapper for Replace<'_> {
+    fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let id = p.id;
+        let new = self.0.remove(&id).expect("every parameter took part in the flat step");
+        p.map(|t| {
+            let x = Tensor::from_primitive::<burn_tch::LibTorch>(new);
+            // A leaf again: the next step's graph starts from it.
+            if t.is_require_grad() { Tensor::from_inner(x).require_grad() } else { x }
+        })
+    }
+}
+
 impl AdamW {
     /// The new value of parameter `x` (plain) from its gradient `g`.
     fn update<const D: usize>(
@@ -177,15 +285,7 @@ impl AdamW {
     ) -> Tensor<D> {
         #[cfg(feature = "tch")]
         {
-            let h = crate::kernels::torch::AdamHyper {
-                beta1: self.beta1 as f64,
-                beta2: self.beta2 as f64,
-                eps: self.eps as f64,
-                t: self.time as i32,
-                lr: a.lr,
-                grad_scale: a.grad_scale,
-                decay,
-            };
+            let h = self.hyper(a, decay);
             let moments = self.moments.get(&id).map(|m| (&m.m, &m.v));
             if let Some((y, fresh)) = crate::kernels::torch::adamw_update(&x, &g, moments, h) {
                 if let Some((m, v)) = fresh {
@@ -385,5 +485,42 @@ mod tests {
         let (want, got) = (run(Device::flex()), run(Device::libtorch()));
         let err = want.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
         assert!(err < 1e-6, "max |torch - reference| = {err}");
+    }
+
+    /// On LibTorch the step runs on the flat state; its moments (views of the flat buffers)
+    /// save and load, and a run resumed from them after two steps takes the third step bit for
+    /// bit as the uninterrupted one.
+    #[cfg(feature = "tch")]
+    #[test]
+    #[allow(deprecated)]
+    fn flat_state_resumes_exactly() {
+        let dev = Device::libtorch().autodiff();
+        let cfg = DecoderConfig { vocab_size: 20, shape: ModelShape::for_tests(8, 1, 2, 1, 16) };
+        let o = OptimSection::default();
+        let args = StepArgs { lr: 1e-2, grad_scale: 0.5, decay: 0.99, no_decay: &o.no_decay };
+        let mut m = cfg.init(3, &dev);
+        let mut opt = AdamW::new(&o);
+        for _ in 0..2 {
+            let g = grads_of(&m);
+            m = opt.step(m, g, args);
+        }
+        assert!(opt.flat.is_some(), "LibTorch parameters take the flat step");
+        let dir = std::env::temp_dir().join(format!("distill-flat-adamw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("optimizer.safetensors");
+        opt.save(&m, &p).unwrap();
+        let mut back = AdamW::load(&o, &m, &p, &dev).unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+        let v = |d: &Decoder| {
+            let mut all = Vec::new();
+            for t in [d.embed.weight.val().flatten::<1>(0, 1), d.blocks[0].mlp.w_up.weight.val().flatten(0, 1)] {
+                all.extend(t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap());
+            }
+            all
+        };
+        let resumed = back.step(m.clone(), grads_of(&m), args);
+        let g = grads_of(&m);
+        let went_on = opt.step(m, g, args);
+        assert_eq!(v(&resumed), v(&went_on));
     }
 }
