@@ -162,7 +162,7 @@ fn obtain_teacher(
                     kd: KdConfig {
                         alpha: 1.0,
                         temperature: 1.0,
-                        chunk_tokens: recipe.distill.chunk_tokens,
+                        chunk_tokens: recipe.distill.chunk_tokens_for(d.vocab),
                         divergence: crate::kd_loss::Divergence::ForwardKl,
                     },
                     alpha_end: None,

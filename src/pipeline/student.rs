@@ -139,7 +139,7 @@ impl StudentSetup {
             kd: KdConfig {
                 alpha: recipe.distill.alpha,
                 temperature: recipe.distill.temperature,
-                chunk_tokens: recipe.distill.chunk_tokens,
+                chunk_tokens: recipe.distill.chunk_tokens_for(self.student_cfg.vocab_size),
                 divergence: recipe.distill.divergence(),
             },
             alpha_end: recipe.distill.alpha_end,

@@ -309,7 +309,7 @@ fn precision(r: &Recipe) -> Rule {
 /// teacher cache's tail mode).
 fn distill_chunks_and_schedules(r: &Recipe) -> Rule {
     let d = &r.distill;
-    if d.chunk_tokens == 0 {
+    if d.chunk_tokens == Some(0) {
         return fail("distill.chunk_tokens", "expected a positive integer, got 0");
     }
     if let Some(a) = d.alpha_end
