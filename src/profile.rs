@@ -12,6 +12,7 @@ pub struct PhaseTimer {
     device: Option<Device>,
     last: Instant,
     totals: Vec<(&'static str, f64)>,
+    counts: Vec<(&'static str, u64)>,
     steps: usize,
     /// Print the report under this name when dropped (for loops that end inside a closure).
     report_on_drop: Option<&'static str>,
@@ -24,6 +25,7 @@ impl PhaseTimer {
             device: on.then(|| device.clone()),
             last: Instant::now(),
             totals: Vec::new(),
+            counts: Vec::new(),
             steps: 0,
             report_on_drop: None,
         }
@@ -48,6 +50,17 @@ impl PhaseTimer {
         self.last = Instant::now();
     }
 
+    /// Add `n` to the event counter `what` (reported as a total).
+    pub fn count(&mut self, what: &'static str, n: u64) {
+        if self.device.is_none() {
+            return;
+        }
+        match self.counts.iter_mut().find(|(p, _)| *p == what) {
+            Some((_, c)) => *c += n,
+            None => self.counts.push((what, n)),
+        }
+    }
+
     /// Start a step: time between steps (logging, checkpoints) is not charged.
     pub fn start_step(&mut self) {
         if self.device.is_some() {
@@ -67,12 +80,16 @@ impl PhaseTimer {
             s += &format!("  {p:<16} {:>9.1} ms {:>5.1}%\n", 1e3 * t / n, 100.0 * t / total);
         }
         s += &format!("  {:<16} {:>9.1} ms", "total", 1e3 * total / n);
+        for (what, c) in &self.counts {
+            s += &format!("\n  {what}: {c} in all");
+        }
         Some(s)
     }
 
     /// Forget what was measured so far (after warm-up steps).
     pub fn reset(&mut self) {
         self.totals.clear();
+        self.counts.clear();
         self.steps = 0;
     }
 }

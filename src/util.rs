@@ -96,7 +96,13 @@ pub fn progress_bar(prefix: &str, len: u64, quiet: bool) -> indicatif::ProgressB
 
 /// `f` over `items` on all cores (contiguous parts, one thread each), results in input order.
 pub fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    par_map_leaving(items, 0, f)
+}
+
+/// [`par_map`] on all cores but `spare` (at least one thread): for work that runs beside a
+/// thread that must keep a core, such as the one feeding a GPU.
+pub fn par_map_leaving<T: Sync, R: Send>(items: &[T], spare: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).saturating_sub(spare).max(1);
     let per = items.len().div_ceil(threads).max(1);
     let f = &f;
     std::thread::scope(|sc| {
