@@ -21,11 +21,19 @@ pub const MODES: [&str; 4] = ["naive", "chunked", "streamed", "fused"];
 /// With `hidden > 0` the student's logits are `H W^T` from hidden states `(tokens, hidden)` and
 /// a head `(vocab, hidden)` inside the measurement (the LM head's matmul and its backward
 /// included), and `fused` is [`crate::kd_loss::kd_loss_fused_head`].
-/// Returns (milliseconds, MiB above the inputs at peak).
-pub fn time_loss(mode: &str, vocab: usize, tokens: usize, chunk: usize, hidden: usize) -> Result<(f64, f64)> {
+/// Returns (milliseconds, MiB above the inputs at peak): of the process's RSS on the CPU, of
+/// what the GPU's caching allocator holds (its peak reservation, from nvidia-smi) on a GPU.
+pub fn time_loss(
+    mode: &str,
+    vocab: usize,
+    tokens: usize,
+    chunk: usize,
+    hidden: usize,
+    device: &Device,
+) -> Result<(f64, f64)> {
     use crate::kd_loss::{Divergence, KdConfig, Target, kd_loss_fused_head, kd_loss_streamed, kd_loss_to};
     use burn::tensor::{Int, TensorData};
-    let dev = Device::flex().autodiff();
+    let dev = device.clone().autodiff();
     let mut init = Init::new(1, &dev);
     let student = (hidden == 0).then(|| init.normal([tokens, vocab], 2.0).inner());
     let (h, w) = match hidden {
@@ -42,8 +50,11 @@ pub fn time_loss(mode: &str, vocab: usize, tokens: usize, chunk: usize, hidden: 
     let cfg = KdConfig { alpha: 0.5, temperature: 1.0, chunk_tokens, divergence: Divergence::ForwardKl };
     let t = teacher.autodiff();
     let (h, w) = (h.map(|x| x.autodiff().require_grad()), w.map(|x| x.autodiff().require_grad()));
+    let _ = device.sync();
+    let gpu = super::train::gpu_mib_of_this_process;
+    let gpu_before = gpu();
     let before = rss_mib().unwrap_or(0.0);
-    if !reset_peak_rss() {
+    if gpu_before.is_none() && !reset_peak_rss() {
         return Err(Error::runtime("cannot reset the peak RSS (/proc/self/clear_refs)"));
     }
     let t0 = Instant::now();
@@ -80,7 +91,10 @@ pub fn time_loss(mode: &str, vocab: usize, tokens: usize, chunk: usize, hidden: 
     if !check.is_finite() {
         return Err(Error::runtime("non-finite gradient"));
     }
-    Ok((ms, peak_rss_mib().unwrap_or(0.0) - before))
+    match gpu_before {
+        Some(b) => Ok((ms, gpu().unwrap_or(b) - b)),
+        None => Ok((ms, peak_rss_mib().unwrap_or(0.0) - before)),
+    }
 }
 
 /// Run each (vocab, mode) of [`MODES`] in a child process `exe bench-loss --one mode:vocab` and
@@ -91,6 +105,7 @@ pub fn sweep(
     tokens: usize,
     chunk: usize,
     hidden: usize,
+    backend: &str,
     mut report: impl FnMut(usize, &str, Option<(f64, f64)>),
 ) {
     for &v in vocabs {
@@ -105,6 +120,8 @@ pub fn sweep(
                 &chunk.to_string(),
                 "--hidden",
                 &hidden.to_string(),
+                "--backend",
+                backend,
             ]
             .map(String::from);
             report(v, mode, super::measure_in_child(exe, &args));

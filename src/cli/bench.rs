@@ -101,7 +101,8 @@ pub(super) fn cache(a: BenchCacheArgs) -> Result<()> {
 }
 
 pub(super) fn loss(a: BenchLossArgs) -> Result<()> {
-    let BenchLossArgs { vocab, tokens, chunk, hidden, one } = a;
+    let BenchLossArgs { vocab, tokens, chunk, hidden, backend, one } = a;
+    let device = super::flags::backend_device(&backend)?;
     if tokens == 0 || chunk == 0 || vocab.contains(&0) {
         return Err(Error::input("--tokens, --chunk and --vocab must be positive"));
     }
@@ -109,21 +110,23 @@ pub(super) fn loss(a: BenchLossArgs) -> Result<()> {
         // The measuring child of `sweep`: one number pair on stdout.
         let (mode, v) = one.split_once(':').ok_or_else(|| Error::input("--one mode:vocab"))?;
         let v: usize = v.parse().map_err(|_| Error::input("--one mode:vocab"))?;
-        let (ms, mib) = bench::loss::time_loss(mode, v, tokens, chunk, hidden)?;
+        let (ms, mib) = bench::loss::time_loss(mode, v, tokens, chunk, hidden, &device)?;
         println!("{ms} {mib}");
         return Ok(());
     }
     let exe = bench::current_exe()?;
-    println!(
-        "distillation loss forward+backward, {tokens} tokens, forward KL, chunks of {chunk} (burn flex f32, one run each)"
-    );
+    let on = match backend.as_str() {
+        "cpu" => "burn flex f32, peak RSS".to_string(),
+        b => format!("{b} f32, GPU memory the caching allocator held"),
+    };
+    println!("distillation loss forward+backward, {tokens} tokens, forward KL, chunks of {chunk} ({on}, one run each)");
     println!("{:>8} {:>10} {:>10} {:>16} {:>14}", "vocab", "mode", "ms", "peak MiB (+)", "[tokens,vocab]");
     if hidden > 0 {
         println!(
             "the student's logits are H W^T (hidden {hidden}) inside the measurement; `fused`: the head in the chunks"
         );
     }
-    bench::loss::sweep(&exe, &vocab, tokens, chunk, hidden, |v, mode, r| {
+    bench::loss::sweep(&exe, &vocab, tokens, chunk, hidden, &backend, |v, mode, r| {
         // The size of one [tokens, vocab] f32 tensor, to read the peaks against.
         let one = (tokens * v * 4) as f64 / (1 << 20) as f64;
         match r {

@@ -265,6 +265,10 @@ struct BenchLossArgs {
     /// LM head fused into the loss (`fused`) is compared too. 0: the logits are given.
     #[arg(long, default_value_t = 0)]
     hidden: usize,
+    /// Backend: cpu (burn flex, peak RSS), or libtorch (the GPU; memory held by the caching
+    /// allocator, from nvidia-smi) when compiled in.
+    #[arg(long, default_value = "cpu")]
+    backend: String,
     /// Internal: measure one `mode:vocab` in this process.
     #[arg(long, hide = true)]
     one: Option<String>,
