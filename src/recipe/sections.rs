@@ -113,16 +113,17 @@ pub struct DistillSection {
 
 impl DistillSection {
     /// The loss's chunk in tokens: `chunk_tokens` if set, else as many as keep one chunk's f32
-    /// logits within [`CHUNK_BYTES`] (4,096 at vocabulary 32k, 1,024 at 128k; a multiple of 256,
-    /// 256 to 16,384). Larger chunks launch fewer, larger kernels (on the H200 at the P1 shapes,
-    /// 4,096 tokens trained 8% faster than 1,024); the budget keeps the loss's memory bounded.
+    /// logits within [`CHUNK_BYTES`] (1,024 at vocabulary 32k, 256 at 128k; a multiple of 256,
+    /// 256 to 16,384). At 128k with hidden 4,096 that keeps the fused loss at 0.12x the naive
+    /// loss's GPU memory (Liger picks 256 there too); at 32k, 1,024 and 4,096 trained at the
+    /// same speed within the H200's run-to-run spread (BENCHMARKS.md).
     pub fn chunk_tokens_for(&self, vocab: usize) -> usize {
         self.chunk_tokens.unwrap_or_else(|| (CHUNK_BYTES / (4 * vocab.max(1)) / 256 * 256).clamp(256, 16384))
     }
 }
 
 /// The default budget of one loss chunk's `[tokens, vocab]` f32 logits.
-pub const CHUNK_BYTES: usize = 512 << 20;
+pub const CHUNK_BYTES: usize = 128 << 20;
 
 impl Default for DistillSection {
     fn default() -> Self {

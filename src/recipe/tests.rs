@@ -238,14 +238,14 @@ fn keys_are_located_as_toml_reads_them() {
     assert!(m.starts_with("r.toml (default value, key not set): key `teacher.path`"), "{m}");
 }
 
-/// The loss chunk follows the vocabulary by a 512 MiB budget of f32 logits unless set:
-/// 512 MiB / (4 B x 32,000) = 4,194 -> 4,096; / (4 B x 128,256) = 1,046 -> 1,024; a small
+/// The loss chunk follows the vocabulary by a 128 MiB budget of f32 logits unless set:
+/// 128 MiB / (4 B x 32,000) = 1,048 -> 1,024; / (4 B x 128,256) = 261 -> 256; a small
 /// vocabulary stops at 16,384; 0 is refused by name.
 #[test]
 fn loss_chunk_is_sized_to_the_vocabulary_unless_set() {
     let r = Recipe::from_str_with(BASE, Path::new("r.toml"), &[]).unwrap();
-    assert_eq!(r.distill.chunk_tokens_for(32_000), 4096);
-    assert_eq!(r.distill.chunk_tokens_for(128_256), 1024);
+    assert_eq!(r.distill.chunk_tokens_for(32_000), 1024);
+    assert_eq!(r.distill.chunk_tokens_for(128_256), 256);
     assert_eq!(r.distill.chunk_tokens_for(1024), 16384);
     assert_eq!(r.distill.chunk_tokens_for(4_000_000), 256);
     let r = Recipe::from_str_with(BASE, Path::new("r.toml"), &["distill.chunk_tokens=300".to_string()]).unwrap();
