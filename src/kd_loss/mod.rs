@@ -334,8 +334,8 @@ fn chunk_loss(
     let v = s.dims()[1];
     if closed_form {
         let t = match teacher {
-            // `inner` leaves a plain tensor (the online teacher's logits) as it is.
-            // The teacher's log-probabilities in f32 whatever its precision, as the student's.
+            // Plain (`inner` leaves the online teacher's plain logits as they are) and in f32
+            // whatever the teacher's precision: its log-probabilities as exact as the student's.
             Some(Target::Full(t)) => Some(as_dtype(t.clone().slice([start..end, 0..v]).inner(), DType::F32)),
             _ => None,
         };

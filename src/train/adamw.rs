@@ -21,7 +21,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::config::OptimSection;
-use super::decay::{NoDecay, group};
+use super::decay::{NoDecay, decayed};
 use crate::error::{Error, Result};
 use crate::model::Decoder;
 
@@ -171,10 +171,7 @@ impl ModuleMapper for Step<'_, '_> {
         self.path.pop();
     }
     fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let decay = match group(&self.path) {
-            Some(g) if self.a.no_decay.contains(&g) => 1.0,
-            _ => self.a.decay,
-        };
+        let decay = if decayed(&self.path, self.a.no_decay) { self.a.decay } else { 1.0 };
         let grad = self.grads.remove::<D>(p.id);
         let id = p.id;
         let (opt, a) = (&mut *self.opt, self.a);
@@ -235,7 +232,7 @@ impl AdamW {
                 let x = if t.is_require_grad() { t.inner() } else { t };
                 let x = x.try_into_primitive::<burn_tch::LibTorch>().ok();
                 let g = self.grads.get::<D>(p.id).and_then(|g| g.try_into_primitive::<burn_tch::LibTorch>().ok());
-                let decayed = !group(&self.path).is_some_and(|g| self.no_decay.contains(&g));
+                let decayed = decayed(&self.path, self.no_decay);
                 match (x, g, self.out.as_mut()) {
                     (Some(x), Some(g), Some(out)) => out.push(FlatInput { id: p.id, x, g, decayed }),
                     _ => self.out = None,
@@ -393,7 +390,7 @@ mod tests {
                 self.0.pop();
             }
             fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
-                if group(&self.0).is_some_and(|g| self.2.contains(&g)) {
+                if !decayed(&self.0, self.2) {
                     return p;
                 }
                 let f = self.1;

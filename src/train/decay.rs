@@ -40,6 +40,11 @@ pub fn group(path: &[String]) -> Option<NoDecay> {
     }
 }
 
+/// Whether weight decay applies to the parameter at `path` (its group is not in `no_decay`).
+pub fn decayed(path: &[String], no_decay: &[NoDecay]) -> bool {
+    !group(path).is_some_and(|g| no_decay.contains(&g))
+}
+
 /// Every parameter's path and group (what the decay test checks against its own rule).
 #[cfg(test)]
 pub fn groups(model: &Decoder) -> Vec<(String, Option<NoDecay>)> {

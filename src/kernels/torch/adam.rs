@@ -93,8 +93,8 @@ pub fn flat_adamw(
     }
     inputs.sort_by_key(|i| !i.decayed);
     let flat = |ts: Vec<tch::Tensor>| tch::Tensor::cat(&ts, 0);
-    let mut rebuilt = None;
-    if !state.as_ref().is_some_and(|s| s.fits(&inputs)) {
+    let rebuilt = !state.as_ref().is_some_and(|s| s.fits(&inputs));
+    if rebuilt {
         let opts = (tch::Kind::Float, inputs[0].x.tensor.device());
         let (mut ms, mut vs) = (Vec::new(), Vec::new());
         for i in &inputs {
@@ -123,7 +123,6 @@ pub fn flat_adamw(
             // Never read: `params_are_views` fails against an empty buffer.
             x: TchTensor::new(tch::Tensor::zeros([0], opts)),
         };
-        rebuilt = Some(());
         *state = Some(s);
     }
     let s = state.as_mut().expect("built above");
@@ -172,7 +171,7 @@ pub fn flat_adamw(
             .collect::<Vec<_>>()
     };
     let moments = rebuilt
-        .map(|()| s.ids.iter().zip(views(&s.m).into_iter().zip(views(&s.v))).map(|(id, (m, v))| (*id, m, v)).collect());
+        .then(|| s.ids.iter().zip(views(&s.m).into_iter().zip(views(&s.v))).map(|(id, (m, v))| (*id, m, v)).collect());
     Some(FlatOut { params: params.collect(), moments })
 }
 
