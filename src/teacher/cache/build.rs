@@ -330,8 +330,9 @@ pub fn build(
                 let mut records = Vec::with_capacity(rows.len());
                 // A batch is encoded (across the cores, rows kept in order) on a worker while
                 // the device computes the next one; two cores stay with the thread that feeds
-                // the device (on all cores the teacher's forward slowed from 75 to 91 ms a batch
-                // on the H200 machine).
+                // the device (with the encoder on all 16 cores the H200 build's teacher forward
+                // took 91 ms a batch against 75 without the overlap; the spared cores are not
+                // measured yet).
                 let encode = |sel: Selections| {
                     crate::util::par_map_leaving(&sel, 2, |toks| {
                         let mut w = BitWriter::default();
