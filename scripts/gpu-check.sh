@@ -30,6 +30,7 @@ if [ -n "${TCH_TESTS:-}" ]; then
   "$TCH_TESTS" --test-threads 8 2>&1 | grep -E "kernels::torch|adamw|fused|test result|FAILED|panicked" || status=1
 fi
 if [ -n "${TCH_BIN:-}" ]; then
+  "$(dirname "$0")/bf16-agreement.sh" "$TCH_BIN" || status=1
   "$(dirname "$0")/gpu-bench.sh" "$TCH_BIN" || status=1
 fi
 exit ${status:-0}

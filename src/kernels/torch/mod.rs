@@ -226,12 +226,18 @@ pub fn add_matmul_tn(acc: &mut Option<Tensor<2>>, a: &Tensor<2>, b: &Tensor<2>) 
     true
 }
 
+/// Whether `t` is a plain LibTorch tensor (what the fused paths below take).
+pub fn is_libtorch<const D: usize>(t: &Tensor<D>) -> bool {
+    t.clone().try_into_primitive::<LibTorch>().is_ok()
+}
+
 /// The teacher cache's device work on logits `z` `[n, vocab]` (plain LibTorch): the top `kk`
-/// values (f32) and ids, largest first, and per temperature `tau` the f32 sum of
-/// `exp((z - top) / tau)` over the entries strictly below the `k`-th largest value, `[n, temps]`.
-/// Nine kernels on f32 `[n, vocab]` where burn's composition casts to f64 and runs twice as
-/// many; f32 is enough for a sum of terms in (0, 1] (the host adds the candidates' part in
-/// f64). `None` for another backend.
+/// values (in `z`'s dtype: the host converts them) and ids (i32: half the read-back of i64),
+/// largest first, and per temperature `tau` the f32 sum of `exp((z - top) / tau)` over the
+/// entries strictly below the `k`-th largest value, `[n, temps]`. Eight kernels on f32
+/// `[n, vocab]` where burn's composition casts to f64 and runs twice as many; f32 is enough for
+/// a sum of terms in (0, 1] (the host adds the candidates' part in f64). `None` for another
+/// backend.
 pub fn topk_tail_sums(
     z: &Tensor<2>,
     k: usize,
@@ -243,15 +249,16 @@ pub fn topk_tail_sums(
     let f = tch::Kind::Float;
     let (vals, idx) = z.topk(kk as i64, 1, true, true);
     let (top, kth) = (vals.narrow(1, 0, 1).to_kind(f), vals.narrow(1, k as i64 - 1, 1));
-    // z - top in f32 (type promotion of bf16 - f32), the kept and tied entries sent to -inf.
-    let mut d = if z.kind() == f { z - &top } else { z.to_kind(f) - &top };
+    // z - top in f32 in one kernel (a bf16 z is promoted as it is read), the kept and tied
+    // entries sent to -inf.
+    let mut d = z - &top;
     let _ = d.masked_fill_(&z.greater_equal_tensor(&kth), f64::NEG_INFINITY);
     let cols: Vec<tch::Tensor> =
         temps.iter().map(|&tau| (&d * (1.0 / tau)).exp().sum_dim_intlist([1i64].as_slice(), true, f)).collect();
     let wrap = |t: tch::Tensor| Tensor::<2>::from_primitive::<LibTorch>(TchTensor::new(t));
     Some((
-        wrap(vals.to_kind(f)),
-        Tensor::<2, burn::tensor::Int>::from_primitive::<LibTorch>(TchTensor::new(idx)),
+        wrap(vals),
+        Tensor::<2, burn::tensor::Int>::from_primitive::<LibTorch>(TchTensor::new(idx.to_kind(tch::Kind::Int))),
         wrap(tch::Tensor::cat(&cols, 1)),
     ))
 }

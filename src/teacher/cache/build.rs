@@ -83,6 +83,15 @@ pub fn decoder_logits<'a>(
 /// Per training row, the selection of each of its real tokens.
 pub type Selections = Vec<Vec<Selected>>;
 
+/// A batch's selections, or the host work that finishes them: the build runs it on a worker
+/// thread while the device computes the next batch.
+pub type Pending<'a> = Box<dyn FnOnce() -> Result<Selections> + Send + 'a>;
+
+/// A batch whose device work is queued: calling it waits for the device and reads back. The
+/// build queues the next batch's kernels before starting the host's work on the previous one,
+/// so that the thread launching them never competes with that work for a core.
+pub type Launched<'a> = Box<dyn FnOnce() -> Result<Pending<'a>> + 'a>;
+
 fn non_finite(x: f32, r: usize, p: usize) -> Error {
     Error::runtime(format!("teacher logit {x} at row {r}, position {p}: the teacher produced a non-finite value"))
 }
@@ -94,11 +103,12 @@ pub fn host_select<'a>(
     mut logits_of: impl FnMut(&[usize]) -> Vec<f32> + 'a,
     data: &'a Packed,
     id: &CacheIdentity,
-) -> impl FnMut(&[usize]) -> Result<Selections> + 'a {
+) -> impl FnMut(&[usize]) -> Result<Launched<'a>> + 'a {
     let (t, v, k, temps) = (id.seq_len, id.vocab_size, id.k, id.temperatures.clone());
     move |rows| {
         let logits = logits_of(rows);
-        rows.iter()
+        let sel = rows
+            .iter()
             .enumerate()
             .map(|(j, &r)| {
                 (0..data.row_len(r))
@@ -111,13 +121,19 @@ pub fn host_select<'a>(
                     })
                     .collect()
             })
-            .collect()
+            .collect::<Result<Selections>>()?;
+        Ok(Box::new(move || Ok(Box::new(move || Ok(sel)) as Pending)) as Launched)
     }
 }
 
 /// Candidates beyond k pulled from the device, so that ties at the k-th value can be resolved
 /// by id on the host; a token whose tie run is longer falls back to its full row.
 const TIE_SLACK: usize = 64;
+
+/// Cores the host's work on a batch leaves to the thread feeding the device. It runs while that
+/// thread waits for the device, not while it queues kernels: on the H200 machine a worker on all
+/// cores beside the queuing stretched the teacher's forward from 76 to 90 ms a batch.
+const FEEDER_CORES: usize = 2;
 
 /// The teacher as the cache sees it: it runs on the device, which also takes each token's top
 /// k (+ `TIE_SLACK`) and its log-sum-exps; only those come to the host, never the
@@ -127,7 +143,7 @@ pub fn decoder_select<'a>(
     data: &'a Packed,
     device: &'a Device,
     id: &CacheIdentity,
-) -> impl FnMut(&[usize]) -> Result<Selections> + 'a {
+) -> impl FnMut(&[usize]) -> Result<Launched<'a>> + 'a {
     let forward = move |rows: &[usize]| teacher.forward(data.batch(rows, device).inputs);
     device_select(forward, data, id, TIE_SLACK, crate::profile::PhaseTimer::reporting_on_drop(device, "teacher cache"))
 }
@@ -137,29 +153,39 @@ fn device_select<'a>(
     data: &'a Packed,
     id: &CacheIdentity,
     slack: usize,
-    mut prof: crate::profile::PhaseTimer,
-) -> impl FnMut(&[usize]) -> Result<Selections> + 'a {
+    prof: crate::profile::PhaseTimer,
+) -> impl FnMut(&[usize]) -> Result<Launched<'a>> + 'a {
     let (v, k, temps) = (id.vocab_size, id.k.min(id.vocab_size), id.temperatures.clone());
+    // Shared by a batch's launch and its read-back.
+    let prof = std::rc::Rc::new(std::cell::RefCell::new(prof));
     let mut first = true;
     move |rows| {
-        // Between two batches the build encodes and writes the previous one.
+        // Between two batches the build waits for the host's work on the previous one.
         if !std::mem::take(&mut first) {
-            prof.mark("encode + write");
+            prof.borrow_mut().mark("waiting for the host (selection, encoding, writing)");
         }
-        prof.start_step();
+        prof.borrow_mut().start_step();
         let logits = forward(rows);
-        prof.mark("teacher forward");
+        prof.borrow_mut().mark("teacher forward");
         let [b, t, _] = logits.dims();
-        let flat = logits.reshape([b * t, v]);
-        let sel = select_on_device(flat, k, slack, &temps, |i| (rows[i / t], i % t), &mut prof)?;
-        let mut out: Selections = rows.iter().map(|&r| Vec::with_capacity(data.row_len(r))).collect();
-        for (i, s) in sel.into_iter().enumerate() {
-            let (j, p) = (i / t, i % t);
-            if p < data.row_len(rows[j]) {
-                out[j].push(s);
-            }
-        }
-        Ok(out)
+        let queued = queue_candidates(logits.reshape([b * t, v]), k, slack, &temps);
+        let (rows, temps, prof) = (rows.to_vec(), temps.clone(), prof.clone());
+        Ok(Box::new(move || {
+            let cand = queued.read(&mut prof.borrow_mut());
+            prof.borrow_mut()
+                .count("positions selected from their whole row (ties past the candidates)", cand.full_at.len() as u64);
+            Ok(Box::new(move || {
+                let sel = cand.select(k, &temps, |i| (rows[i / t], i % t))?;
+                let mut out: Selections = rows.iter().map(|&r| Vec::with_capacity(data.row_len(r))).collect();
+                for (i, s) in sel.into_iter().enumerate() {
+                    let (j, p) = (i / t, i % t);
+                    if p < data.row_len(rows[j]) {
+                        out[j].push(s);
+                    }
+                }
+                Ok(out)
+            }) as Pending)
+        }) as Launched)
     }
 }
 
@@ -189,20 +215,43 @@ fn device_sums(z: Tensor<2>, k: usize, kk: usize, temps: &[f64]) -> DeviceSums {
     DeviceSums { vals, idx, sums: Tensor::cat(cols.collect(), 1) }
 }
 
-/// Select the records of `n` tokens from their logits `[n, vocab]` on the device. The device
-/// works through the positions in chunks (bounding its f64 copy of their logits to 256 MiB)
-/// and everything comes back in one read per batch: every read-back stalls a GPU's queue.
-fn select_on_device(
+/// A batch's candidates as read back from the device, in the device's dtypes (converted on
+/// the host's worker, not on the thread feeding the device).
+struct Candidates {
+    /// `[n, kk]` values (largest first) and ids, `[n, temps]` tail sums.
+    vals: TensorData,
+    idx: TensorData,
+    sums: TensorData,
+    kk: usize,
+    /// The positions whose ties run past the candidates (ascending) and their whole rows of
+    /// logits `[full_at.len(), vocab]`.
+    full_at: Vec<usize>,
+    full: Option<TensorData>,
+}
+
+/// A batch's device work in flight: its logits, and the candidates and sums being computed.
+struct Queued {
     z: Tensor<2>,
-    k: usize,
-    slack: usize,
-    temps: &[f64],
-    at: impl Fn(usize) -> (usize, usize),
-    prof: &mut crate::profile::PhaseTimer,
-) -> Result<Vec<Selected>> {
+    vals: Tensor<2>,
+    idx: Tensor<2, burn::tensor::Int>,
+    sums: Tensor<2>,
+    /// Per position, whether its ties may run past the candidates (`None`: all logits are
+    /// candidates).
+    short: Option<Tensor<2, burn::tensor::Bool>>,
+    kk: usize,
+}
+
+/// Queue the device's part of selecting the records of `n` tokens from their logits
+/// `[n, vocab]`. The device works through the positions in chunks (bounding its f32 or f64
+/// copy of their logits: 512 MiB on LibTorch, 256 MiB elsewhere).
+fn queue_candidates(z: Tensor<2>, k: usize, slack: usize, temps: &[f64]) -> Queued {
     let [n, v] = z.dims();
     let kk = (k + slack).min(v);
-    let chunk = ((32usize << 20) / v).max(1);
+    #[cfg(feature = "tch")]
+    let budget = if crate::kernels::torch::is_libtorch(&z) { 128usize << 20 } else { 32 << 20 };
+    #[cfg(not(feature = "tch"))]
+    let budget = 32usize << 20;
+    let chunk = (budget / v).max(1);
     let parts: Vec<DeviceSums> = (0..n)
         .step_by(chunk)
         .map(|c0| device_sums(z.clone().slice([c0..(c0 + chunk).min(n), 0..v]), k, kk, temps))
@@ -213,102 +262,115 @@ fn select_on_device(
         idx.push(p.idx);
         sums.push(p.sums);
     }
-    let vals: Vec<f32> = Tensor::cat(vals, 0).into_data().convert::<f32>().try_to_vec::<f32>().expect("f32");
-    let idx: Vec<i64> = Tensor::cat(idx, 0).into_data().convert::<i64>().try_to_vec::<i64>().expect("i64");
-    let sums: Vec<f64> = Tensor::cat(sums, 0).into_data().convert::<f64>().try_to_vec::<f64>().expect("f64");
-    prof.mark("top-k, sums, read");
-    let w = temps.len();
-    // Each position's record on the host, across the cores; `None` for a position whose ties
-    // run past the candidates (rare), which is then selected from its whole row.
-    let positions: Vec<usize> = (0..n).collect();
-    let records = crate::util::par_map(&positions, |&i| -> std::result::Result<Option<Selected>, f32> {
-        let (cv, ci) = (&vals[i * kk..(i + 1) * kk], &idx[i * kk..(i + 1) * kk]);
-        let vk = cv[k - 1];
-        // The candidates hold every entry >= the k-th value when one of them is below it.
-        if kk < v && cv[kk - 1].partial_cmp(&vk) != Some(std::cmp::Ordering::Less) {
-            return Ok(None);
-        }
-        if let Some(&bad) = cv[..k].iter().find(|x| !x.is_finite()) {
-            return Err(bad);
-        }
-        let mut c: Vec<(f32, u32)> = cv.iter().cloned().zip(ci.iter().map(|&x| x as u32)).collect();
-        c.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap_or(std::cmp::Ordering::Equal).then(a.1.cmp(&b.1)));
-        let top = c[0].0;
-        // The entries at or above the k-th value, all of them candidates: the kept k and the
-        // ties at the k-th value left out.
-        let upper = c.iter().take_while(|x| x.0 >= vk).count();
-        let not_kept_eq = (upper - k) as f64;
-        c.truncate(k);
-        c.sort_by_key(|x| x.1);
-        let (mut lse, mut log_tail) = (Vec::new(), Vec::new());
-        for (j, &tau) in temps.iter().enumerate() {
-            let e = |x: f32| ((x as f64 - top as f64) / tau).exp();
-            let low = sums[i * w + j];
-            let all = low + cv[..upper].iter().map(|&x| e(x)).sum::<f64>();
-            if !all.is_finite() {
-                return Err(f32::NAN);
-            }
-            lse.push(top as f64 / tau + all.ln());
-            let tail = low + not_kept_eq * e(vk);
-            log_tail.push((tail / all).ln());
-        }
-        Ok(Some(Selected {
-            ids: c.iter().map(|x| x.1).collect(),
-            kept: c.iter().map(|x| x.0).collect(),
-            top,
-            lse,
-            log_tail,
-        }))
-    });
-    prof.mark("host selection");
-    // The positions whose ties run past the candidates come back in one read (a read per
-    // position would stall the device's queue once each) and are selected from their rows.
-    let mut fallback = Vec::new();
-    for (i, r) in records.iter().enumerate() {
-        match r {
-            Ok(Some(_)) => {}
-            Ok(None) => fallback.push(i),
-            Err(bad) => {
-                let (r, p) = at(i);
-                return Err(non_finite(*bad, r, p));
-            }
-        }
+    let vals = Tensor::cat(vals, 0);
+    // The candidates hold every entry >= the k-th value when the last of them is below it; a
+    // NaN compares false here and is refused on the host (topk ranks NaN first).
+    let short =
+        (kk < v).then(|| vals.clone().slice([0..n, kk - 1..kk]).greater_equal(vals.clone().slice([0..n, k - 1..k])));
+    Queued { z, vals, idx: Tensor::cat(idx, 0), sums: Tensor::cat(sums, 0), short, kk }
+}
+
+impl Queued {
+    /// Wait for the device and read the candidates back: one read per batch, plus one for the
+    /// rare positions whose ties run past the candidates (every read-back stalls a GPU's
+    /// queue).
+    fn read(self, prof: &mut crate::profile::PhaseTimer) -> Candidates {
+        prof.mark("top-k, sums");
+        let vals = self.vals.into_data();
+        let idx = self.idx.into_data();
+        let sums = self.sums.into_data();
+        let full_at: Vec<usize> = match self.short {
+            Some(s) => s.into_data().iter::<bool>().enumerate().filter(|(_, b)| *b).map(|(i, _)| i).collect(),
+            None => Vec::new(),
+        };
+        prof.mark("read");
+        let full = (!full_at.is_empty()).then(|| {
+            let ids: Vec<i64> = full_at.iter().map(|&i| i as i64).collect();
+            let ids =
+                Tensor::<1, burn::tensor::Int>::from_data(TensorData::new(ids, [full_at.len()]), &self.z.device());
+            self.z.select(0, ids).into_data()
+        });
+        prof.mark("tie fallbacks (read)");
+        Candidates { vals, idx, sums, kk: self.kk, full_at, full }
     }
-    prof.count("positions selected from their whole row (ties past the candidates)", fallback.len() as u64);
-    let mut full = Vec::new();
-    if !fallback.is_empty() {
-        let ids: Vec<i64> = fallback.iter().map(|&i| i as i64).collect();
-        let ids = Tensor::<1, burn::tensor::Int>::from_data(TensorData::new(ids, [fallback.len()]), &z.device());
-        let rows: Vec<f32> = z.select(0, ids).into_data().convert::<f32>().try_to_vec::<f32>().expect("f32");
-        for (j, &i) in fallback.iter().enumerate() {
-            if let Some(&bad) = rows[j * v..(j + 1) * v].iter().find(|x| !x.is_finite()) {
-                let (r, p) = at(i);
-                return Err(non_finite(bad, r, p));
-            }
-        }
-        let rows: Vec<&[f32]> = rows.chunks(v).collect();
-        full = crate::util::par_map(&rows, |row| select_host(row, k, temps));
+}
+
+impl Candidates {
+    /// Each position's record, across the cores but [`FEEDER_CORES`]; `at(i)`: the row and
+    /// position of the i-th, for errors.
+    fn select(self, k: usize, temps: &[f64], at: impl Fn(usize) -> (usize, usize)) -> Result<Vec<Selected>> {
+        let kk = self.kk;
+        let vals: Vec<f32> = self.vals.try_into_vec_as::<f32>().expect("f32");
+        let idx: Vec<i64> = self.idx.try_into_vec_as::<i64>().expect("i64");
+        let sums: Vec<f64> = self.sums.try_into_vec_as::<f64>().expect("f64");
+        let full: Vec<f32> = self.full.map(|d| d.try_into_vec_as::<f32>().expect("f32")).unwrap_or_default();
+        let v = if self.full_at.is_empty() { 0 } else { full.len() / self.full_at.len() };
+        let w = temps.len();
+        let positions: Vec<usize> = (0..vals.len() / kk).collect();
+        let records =
+            crate::util::par_map_leaving(&positions, FEEDER_CORES, |&i| -> std::result::Result<Selected, f32> {
+                if let Ok(j) = self.full_at.binary_search(&i) {
+                    let row = &full[j * v..(j + 1) * v];
+                    return match row.iter().find(|x| !x.is_finite()) {
+                        Some(&bad) => Err(bad),
+                        None => Ok(select_host(row, k, temps)),
+                    };
+                }
+                let (cv, ci) = (&vals[i * kk..(i + 1) * kk], &idx[i * kk..(i + 1) * kk]);
+                if let Some(&bad) = cv[..k].iter().find(|x| !x.is_finite()) {
+                    return Err(bad);
+                }
+                let vk = cv[k - 1];
+                let mut c: Vec<(f32, u32)> = cv.iter().cloned().zip(ci.iter().map(|&x| x as u32)).collect();
+                c.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap_or(std::cmp::Ordering::Equal).then(a.1.cmp(&b.1)));
+                let top = c[0].0;
+                // The entries at or above the k-th value, all of them candidates: the kept k and the
+                // ties at the k-th value left out.
+                let upper = c.iter().take_while(|x| x.0 >= vk).count();
+                let not_kept_eq = (upper - k) as f64;
+                c.truncate(k);
+                c.sort_by_key(|x| x.1);
+                let (mut lse, mut log_tail) = (Vec::new(), Vec::new());
+                for (j, &tau) in temps.iter().enumerate() {
+                    let e = |x: f32| ((x as f64 - top as f64) / tau).exp();
+                    let low = sums[i * w + j];
+                    let all = low + cv[..upper].iter().map(|&x| e(x)).sum::<f64>();
+                    if !all.is_finite() {
+                        return Err(f32::NAN);
+                    }
+                    lse.push(top as f64 / tau + all.ln());
+                    let tail = low + not_kept_eq * e(vk);
+                    log_tail.push((tail / all).ln());
+                }
+                Ok(Selected {
+                    ids: c.iter().map(|x| x.1).collect(),
+                    kept: c.iter().map(|x| x.0).collect(),
+                    top,
+                    lse,
+                    log_tail,
+                })
+            });
+        records
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                r.map_err(|bad| {
+                    let (r, p) = at(i);
+                    non_finite(bad, r, p)
+                })
+            })
+            .collect()
     }
-    let mut full = full.into_iter();
-    let out = records
-        .into_iter()
-        .map(|r| match r {
-            Ok(Some(s)) => s,
-            _ => full.next().expect("one full-row selection per fallback position"),
-        })
-        .collect();
-    prof.mark("tie fallbacks");
-    Ok(out)
 }
 
 /// Run the teacher (`select`: the selections of given rows) over every row of `data` and write
 /// the cache into `dir` (keeping shards a previous, interrupted build finished). Returns the
 /// manifest.
-pub fn build(
+pub fn build<'s>(
     dir: &Path,
     id: &CacheIdentity,
     data: &Packed,
-    mut select: impl FnMut(&[usize]) -> Result<Selections>,
+    mut select: impl FnMut(&[usize]) -> Result<Launched<'s>>,
     opts: &BuildOptions,
 ) -> Result<Manifest> {
     std::fs::create_dir_all(dir).map_err(|e| Error::runtime(format!("{}: {e}", dir.display())))?;
@@ -328,13 +390,11 @@ pub fn build(
             Some(b) => b,
             None => {
                 let mut records = Vec::with_capacity(rows.len());
-                // A batch is encoded (across the cores, rows kept in order) on a worker while
-                // the device computes the next one; two cores stay with the thread that feeds
-                // the device (with the encoder on all 16 cores the H200 build's teacher forward
-                // took 91 ms a batch against 75 without the overlap; the spared cores are not
-                // measured yet).
+                // A batch's host work (finishing its selection, encoding) runs on a worker while
+                // the device computes the next one; it leaves cores to the thread feeding the
+                // device.
                 let encode = |sel: Selections| {
-                    crate::util::par_map_leaving(&sel, 2, |toks| {
+                    crate::util::par_map_leaving(&sel, FEEDER_CORES, |toks| {
                         let mut w = BitWriter::default();
                         w.put(toks.len() as u32, 32);
                         for s in toks {
@@ -351,7 +411,9 @@ pub fn build(
                     }
                 };
                 std::thread::scope(|sc| -> Result<()> {
-                    let mut pending: Option<std::thread::ScopedJoinHandle<_>> = None;
+                    // The order per batch: queue its device work, start the host's work on the
+                    // previous one, wait for the device, then for the host.
+                    let mut prev: Option<Pending> = None;
                     for chunk in rows.chunks(opts.batch_size.max(1)) {
                         if opts.stop.load(Ordering::SeqCst) {
                             pb.abandon();
@@ -360,15 +422,16 @@ pub fn build(
                                 id.n_shards()
                             )));
                         }
-                        let sel = select(chunk)?;
-                        debug_assert!(sel.iter().zip(chunk).all(|(t, &r)| t.len() == data.row_len(r)));
-                        if let Some(h) = pending.take() {
-                            add(h.join().expect("encoding worker"));
+                        let launched = select(chunk)?;
+                        let worker = prev.take().map(|work| sc.spawn(move || work().map(encode)));
+                        let now = launched();
+                        if let Some(h) = worker {
+                            add(h.join().expect("cache worker")?);
                         }
-                        pending = Some(sc.spawn(move || encode(sel)));
+                        prev = Some(now?);
                     }
-                    if let Some(h) = pending.take() {
-                        add(h.join().expect("encoding worker"));
+                    if let Some(work) = prev {
+                        add(work().map(encode)?);
                     }
                     Ok(())
                 })?;

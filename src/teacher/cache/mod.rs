@@ -38,7 +38,8 @@ use crate::error::{Error, Result};
 use crate::teacher::codec::ValueCodec;
 
 pub use build::{
-    BuildOptions, Selections, build, decoder_logits, decoder_select, encode_token, host_select, select_host,
+    BuildOptions, Launched, Pending, Selections, build, decoder_logits, decoder_select, encode_token, host_select,
+    select_host,
 };
 pub use format::{
     FORMAT_VERSION, HeldOut, Manifest, Selected, ShardInfo, TeacherRecord, TokenTopK, decode_token, encode_selected,
