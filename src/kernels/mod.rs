@@ -5,3 +5,5 @@
 
 #[cfg(feature = "tch")]
 pub mod torch;
+
+pub mod cpu;

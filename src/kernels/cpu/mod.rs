@@ -1,0 +1,74 @@
+//! The CPU (burn-flex) route's fast paths behind our seams, each tested against the reference
+//! path it replaces (tests.rs):
+//! - [`kd_closed_form`]: the KD loss's closed-form chunk, one pass per row (kd.rs);
+//!
+//! Why: at the P4 shapes burn-flex's matmul (the `gemm` crate, AVX-512 with the `x86-v4`
+//! feature) runs at PyTorch's speed, but everything between the matmuls is a chain of
+//! single-purpose kernels, each allocating a fresh output (page faults were 12% of a step) and
+//! many on one thread, with libm's scalar `expf` (10%). These paths do the same arithmetic in
+//! one parallel pass with a vectorized `exp` (simd.rs). Only plain f32 Flex tensors take them;
+//! anything else comes back unchanged for the reference path.
+
+// The fast paths hand their inputs back (tensor handles, a few words each) when they do not
+// apply: nothing worth boxing.
+#![allow(clippy::result_large_err)]
+
+pub mod kd;
+pub mod simd;
+
+use burn::tensor::{DType, Int, Tensor, TensorData};
+use burn_flex::{Flex, FlexTensor};
+
+/// The contiguous f32 storage of a plain Flex f32 tensor (copied only when it is a strided view).
+fn plain_f32<const D: usize>(x: &Tensor<D>) -> Option<FlexTensor> {
+    if x.dtype() != DType::F32 {
+        return None;
+    }
+    let p = x.clone().try_into_primitive::<Flex>().ok()?;
+    Some(match p.as_slice::<f32>() {
+        Some(_) => p,
+        None => p.to_contiguous(),
+    })
+}
+
+/// The f32 values of a tensor known to come from [`plain_f32`].
+fn values(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>().expect("plain_f32 gives contiguous f32")
+}
+
+/// A plain Flex tensor of `shape` holding `v`.
+fn tensor<const D: usize>(v: Vec<f32>, shape: [usize; D]) -> Tensor<D> {
+    Tensor::from_primitive::<Flex>(FlexTensor::from_data(TensorData::new(v, shape)))
+}
+
+/// [`kd::closed_form`] on plain Flex f32 tensors: student logits `s` `[n, v]`, teacher logits
+/// `t` (optional, `[n, v]`), labels `tgt` `[n, 1]`, row weights `w` `[n]`. Returns the weighted
+/// CE and KL sums (`[1]`) and `dL/ds`; `None` (nothing computed) for another backend or dtype.
+pub fn kd_closed_form(
+    s: &Tensor<2>,
+    t: Option<&Tensor<2>>,
+    tgt: &Tensor<2, Int>,
+    w: &Tensor<1>,
+    alpha: f64,
+    tau: f64,
+) -> Option<(Tensor<1>, Tensor<1>, Tensor<2>)> {
+    let [n, v] = s.dims();
+    let ps = plain_f32(s)?;
+    let pt = match t {
+        Some(t) => Some(plain_f32(t)?),
+        None => None,
+    };
+    let pw = plain_f32(w)?;
+    let labels: Vec<usize> = tgt.clone().into_data().iter::<i64>().map(|y| y as usize).collect();
+    // An out-of-range label is the reference path's error to report (gather), not ours to read.
+    if labels.len() != n || labels.iter().any(|&y| y >= v) {
+        return None;
+    }
+    let hyper = kd::Hyper { alpha: alpha as f32, tau: tau as f32 };
+    let out = kd::closed_form(values(&ps), pt.as_ref().map(values), &labels, values(&pw), v, hyper);
+    let scalar = |x: f64| tensor(vec![x as f32], [1]);
+    Some((scalar(out.ce), scalar(out.kl), tensor(out.grad, [n, v])))
+}
+
+#[cfg(test)]
+mod tests;
