@@ -73,10 +73,20 @@ impl Attention {
     /// those positions. With a cache, the new keys/values are appended to it.
     pub fn forward(&self, x: Tensor<3>, cos: &Tensor<2>, sin: &Tensor<2>, cache: Option<&mut KvCache>) -> Tensor<3> {
         let [b, t, _] = x.dims();
+        let (q, k, v) = (linear(&self.wq, x.clone()), linear(&self.wk, x.clone()), linear(&self.wv, x));
+        // Training and scoring (no cache, full causal): on the CPU route, RoPE and attention as
+        // one op, forward and backward, from the projections' layout and back to it.
+        let (q, k, v) = match cache.is_none() && self.window.is_none_or(|w| w >= t) {
+            true => match crate::kernels::cpu::rope_attention(q, k, v, cos, sin, self.n_heads, self.n_kv_heads) {
+                Ok(y) => return linear(&self.wo, y),
+                Err([q, k, v]) => (q, k, v),
+            },
+            false => (q, k, v),
+        };
         let split = |y: Tensor<3>, heads: usize| y.reshape([b, t, heads, self.head_dim]).swap_dims(1, 2);
-        let q = rope::apply(split(linear(&self.wq, x.clone()), self.n_heads), cos, sin);
-        let mut k = rope::apply(split(linear(&self.wk, x.clone()), self.n_kv_heads), cos, sin);
-        let mut v = split(linear(&self.wv, x), self.n_kv_heads);
+        let q = rope::apply(split(q, self.n_heads), cos, sin);
+        let mut k = rope::apply(split(k, self.n_kv_heads), cos, sin);
+        let mut v = split(v, self.n_kv_heads);
         let mut start = 0;
         if let Some(c) = cache {
             start = c.len();

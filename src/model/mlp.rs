@@ -26,6 +26,12 @@ impl SwiGlu {
     }
 
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        linear(&self.w_down, silu(linear(&self.w_gate, x.clone())) * linear(&self.w_up, x))
+        let (gate, up) = (linear(&self.w_gate, x.clone()), linear(&self.w_up, x));
+        // One fused pass on the CPU route; burn's composition elsewhere.
+        let h = match crate::kernels::cpu::silu_mul(gate, up) {
+            Ok(h) => h,
+            Err((gate, up)) => silu(gate) * up,
+        };
+        linear(&self.w_down, h)
     }
 }

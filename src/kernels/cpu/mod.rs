@@ -1,6 +1,9 @@
 //! The CPU (burn-flex) route's fast paths behind our seams, each tested against the reference
 //! path it replaces (tests.rs):
 //! - [`kd_closed_form`]: the KD loss's closed-form chunk, one pass per row (kd.rs);
+//! - [`rope_attention`]: causal GQA attention with RoPE, forward and backward (attention.rs);
+//! - [`rms_norm`]: RMSNorm forward and backward, one pass per row (norm.rs);
+//! - [`silu_mul`]: SwiGLU's `silu(gate) * up`, forward and backward in one pass (swiglu.rs);
 //!
 //! Why: at the P4 shapes burn-flex's matmul (the `gemm` crate, AVX-512 with the `x86-v4`
 //! feature) runs at PyTorch's speed, but everything between the matmuls is a chain of
@@ -13,8 +16,16 @@
 // apply: nothing worth boxing.
 #![allow(clippy::result_large_err)]
 
+pub mod attention;
 pub mod kd;
+pub mod norm;
+mod op;
 pub mod simd;
+pub mod swiglu;
+
+pub use attention::rope_attention;
+pub use norm::rms_norm;
+pub use swiglu::silu_mul;
 
 use burn::tensor::{DType, Int, Tensor, TensorData};
 use burn_flex::{Flex, FlexTensor};

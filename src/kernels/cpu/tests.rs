@@ -53,3 +53,147 @@ fn kd_closed_form_declines_what_it_does_not_cover() {
     assert!(super::kd_closed_form(&s, None, &bad, &w, 1.0, 1.0).is_none());
     assert!(super::kd_closed_form(&s, None, &tgt, &w, 1.0, 1.0).is_some());
 }
+
+/// `(y, dL/dinputs...)` of `L = sum(f(inputs) * w)` under autodiff on Flex, every input
+/// tracked; `w` is a fixed random weighting so that each output element's gradient differs.
+fn value_and_grads<const D: usize, const E: usize>(
+    inputs: &[(TensorData, bool)],
+    f: impl Fn(Vec<Tensor<D>>) -> Tensor<E>,
+) -> Vec<Vec<f32>> {
+    let ad = Device::flex().autodiff();
+    let xs: Vec<Tensor<D>> =
+        inputs.iter().map(|(d, _)| Tensor::<D>::from_data(d.clone(), &ad).require_grad()).collect();
+    let y = f(xs.clone());
+    let n = y.dims().iter().product::<usize>();
+    let w: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+    let w = Tensor::<E>::from_data(TensorData::new(w, y.dims()), &ad);
+    let g = (y.clone() * w).sum().backward();
+    let mut out = vec![vals(y.inner())];
+    for (x, (_, want)) in xs.iter().zip(inputs) {
+        if *want {
+            out.push(vals(x.grad(&g).expect("a gradient")));
+        }
+    }
+    out
+}
+
+fn rnd<const D: usize>(shape: [usize; D], std: f64) -> TensorData {
+    Tensor::<D>::random(shape, Distribution::Normal(0.0, std), &Device::flex()).into_data()
+}
+
+/// The fused RMSNorm: output, dx and dgamma equal burn's `RmsNorm` (the composition it
+/// replaces) under autodiff, and plain tensors take it too. Rows of a few units and one row
+/// of huge values (the statistic's range).
+#[test]
+fn rms_norm_equals_burn_rms_norm_and_its_gradients() {
+    use burn::nn::RmsNormConfig;
+    let (rows, d) = (70, 96);
+    let x = Tensor::<2>::from_data(rnd([rows, d], 2.0), &Device::flex());
+    let x = x.slice_assign([3..4, 0..d], Tensor::full([1, d], 3e3, &Device::flex())).into_data();
+    let gamma = rnd([d], 1.0);
+    for eps in [1e-5, 1e-6] {
+        let inputs = [(x.clone(), true)];
+        let run = |fused: bool| {
+            value_and_grads::<2, 2>(&inputs, |xs| {
+                let ad = xs[0].device();
+                let mut norm = RmsNormConfig::new(d).with_epsilon(eps).init(&ad);
+                norm.gamma = burn::module::Param::from_tensor(Tensor::from_data(gamma.clone(), &ad));
+                match fused {
+                    true => {
+                        super::rms_norm(xs[0].clone(), norm.gamma.val(), eps).unwrap_or_else(|_| panic!("f32 flex"))
+                    }
+                    false => norm.forward(xs[0].clone()),
+                }
+            })
+        };
+        let (got, want) = (run(true), run(false));
+        close(&got[0], &want[0], 2e-6, "y");
+        close(&got[1], &want[1], 2e-5, "dx");
+    }
+    // dgamma, through gamma as the tracked input.
+    let xt = Tensor::<2>::from_data(x.clone(), &Device::flex());
+    let inputs = [(gamma.clone(), true)];
+    let run = |fused: bool| {
+        value_and_grads::<1, 2>(&inputs, |g| {
+            let x = Tensor::<2>::from_data(xt.clone().into_data(), &g[0].device());
+            match fused {
+                true => super::rms_norm(x, g[0].clone(), 1e-5).unwrap_or_else(|_| panic!("f32 flex")),
+                false => {
+                    let rms = (x.clone().square().mean_dim(1) + 1e-5).sqrt();
+                    (x / rms) * g[0].clone().unsqueeze()
+                }
+            }
+        })
+    };
+    let (got, want) = (run(true), run(false));
+    close(&got[1], &want[1], 2e-5, "dgamma");
+    let plain = super::rms_norm(xt.clone(), Tensor::from_data(gamma.clone(), &Device::flex()), 1e-5);
+    close(&vals(plain.unwrap_or_else(|_| panic!("plain flex"))), &got[0], 0.0, "plain y");
+}
+
+/// `silu(a) * b` and its two gradients equal burn's composition, over the range where the
+/// sigmoid saturates both ways.
+#[test]
+fn silu_mul_equals_the_composition_and_its_gradients() {
+    use burn::tensor::activation::silu;
+    let shape = [3, 50, 77];
+    let a = Tensor::<3>::from_data(rnd(shape, 4.0), &Device::flex());
+    let a = a.slice_assign([0..1, 0..1, 0..3], Tensor::from_data([[[-100.0f32, 95.0, 0.0]]], &Device::flex()));
+    let inputs = [(a.into_data(), true), (rnd(shape, 1.0), true)];
+    let run = |fused: bool| {
+        value_and_grads::<3, 3>(&inputs, |x| match fused {
+            true => super::silu_mul(x[0].clone(), x[1].clone()).unwrap_or_else(|_| panic!("f32 flex")),
+            false => silu(x[0].clone()) * x[1].clone(),
+        })
+    };
+    let (got, want) = (run(true), run(false));
+    close(&got[0], &want[0], 1e-6, "h");
+    close(&got[1], &want[1], 1e-6, "da");
+    close(&got[2], &want[2], 1e-6, "db");
+}
+
+/// What the fused attention replaces: heads split, RoPE (`model::rope::apply`), burn's causal
+/// GQA attention (`grouped_attention`, scores materialized), heads merged.
+fn reference_attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, h: usize, kv: usize) -> Tensor<3> {
+    use crate::model::{attention::grouped_attention, rope};
+    let [b, t, w] = q.dims();
+    let hd = w / h;
+    let (cos, sin) = rope::tables(t, 0, hd, 10_000.0, None, &q.device());
+    let split = |y: Tensor<3>, n: usize| y.reshape([b, t, n, hd]).swap_dims(1, 2);
+    let (q, k) = (rope::apply(split(q, h), &cos, &sin), rope::apply(split(k, kv), &cos, &sin));
+    grouped_attention(q, k, split(v, kv), 0, None).swap_dims(1, 2).reshape([b, t, w])
+}
+
+/// The fused RoPE attention gives the reference's output and its dq, dk, dv for MHA, GQA and
+/// MQA, head dims 32 and 64, lengths below, at and across the 64-row blocks; plain tensors
+/// (the frozen teacher) get the same output.
+#[test]
+fn rope_attention_equals_the_reference_and_its_gradients() {
+    use crate::model::rope;
+    for (b, h, kv, t, hd) in [(2, 4, 4, 37, 32), (1, 4, 2, 130, 64), (2, 4, 1, 64, 32), (1, 6, 2, 1, 64)] {
+        let inputs =
+            [(rnd([b, t, h * hd], 1.0), true), (rnd([b, t, kv * hd], 1.0), true), (rnd([b, t, kv * hd], 1.0), true)];
+        let run = |fused: bool| {
+            value_and_grads::<3, 3>(&inputs, |x| {
+                let [q, k, v] = [x[0].clone(), x[1].clone(), x[2].clone()];
+                match fused {
+                    true => {
+                        let (cos, sin) = rope::tables(t, 0, hd, 10_000.0, None, &q.device());
+                        super::rope_attention(q, k, v, &cos, &sin, h, kv).unwrap_or_else(|_| panic!("f32 flex"))
+                    }
+                    false => reference_attention(q, k, v, h, kv),
+                }
+            })
+        };
+        let (got, want) = (run(true), run(false));
+        let case = format!("b{b} h{h} kv{kv} t{t} hd{hd}");
+        for (i, name) in ["y", "dq", "dk", "dv"].iter().enumerate() {
+            close(&got[i], &want[i], 2e-5, &format!("{name} ({case})"));
+        }
+        let plain = |i: usize| Tensor::<3>::from_data(inputs[i].0.clone(), &Device::flex());
+        let (cos, sin) = rope::tables(t, 0, hd, 10_000.0, None, &Device::flex());
+        let y = super::rope_attention(plain(0), plain(1), plain(2), &cos, &sin, h, kv)
+            .unwrap_or_else(|_| panic!("plain flex"));
+        close(&vals(y), &want[0], 2e-5, &format!("plain y ({case})"));
+    }
+}

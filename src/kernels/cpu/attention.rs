@@ -1,0 +1,369 @@
+//! Causal grouped-query attention with RoPE, forward and backward, straight from the
+//! projections' `[batch, seq, heads * head_dim]` layout and back to it.
+//!
+//! burn's path splits heads (a copy), rotates q and k (slices, a negation, a concatenation, two
+//! multiplies and an add: six passes), repeats K and V per query head (two more copies), then
+//! materializes `[batch, heads, seq, seq]` scores, mask and softmax, and keeps them for the
+//! backward. Here each (batch, query head) is one task: rotated Q and K are computed once,
+//! scores are formed 64 query rows at a time against only the keys they can see (half the
+//! matmul work of a full square), and the backward recomputes the probabilities from the
+//! per-row log-sum-exp, as flash attention does, so memory stays `O(seq)` per head. Small
+//! matmuls go through the `gemm` crate single-threaded; the parallelism is across tasks.
+//!
+//! Backward, per query row block: `P = exp(S - lse)`, `dP = dO V^T`, `dS = P (dP - rowsum(dO
+//! O))`, `dQ = scale dS K`, `dK += scale dS^T Q`, `dV += P^T dO`; then the rotation is undone
+//! on dQ and dK (its transpose). Each task owns one KV head of one sequence, so the query
+//! heads sharing it accumulate into its dK and dV in a fixed order: deterministic.
+
+// simd_fn! compiles each body three times; the lint sees the copies too.
+#![allow(clippy::too_many_arguments)]
+
+use burn::tensor::Tensor;
+use burn_autodiff::checkpoint::base::Checkpointer;
+use burn_autodiff::grads::Gradients;
+use burn_autodiff::ops::{Backward, Ops};
+use burn_flex::{Flex, FlexTensor};
+use gemm::{Parallelism, gemm};
+use rayon::prelude::*;
+
+use super::op::{Args, flex, give, upstream, values};
+use super::simd::{self, exp, simd_fn};
+
+/// Query rows per block.
+const BR: usize = 64;
+
+/// The shapes: `q` is `[b, t, h * hd]`, `k` and `v` `[b, t, kv * hd]`, the tables `[t, hd]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Dims {
+    pub b: usize,
+    pub t: usize,
+    pub h: usize,
+    pub kv: usize,
+    pub hd: usize,
+}
+
+/// What the forward gives: the output in `q`'s layout, and for the backward the rotated Q
+/// (`[b, h, t, hd]`) and K (`[b, kv, t, hd]`) and each row's log-sum-exp (`[b, h, t]`).
+pub struct Forward {
+    pub out: Vec<f32>,
+    pub q: Vec<f32>,
+    pub k: Vec<f32>,
+    pub lse: Vec<f32>,
+}
+
+/// The gradients in the inputs' layouts.
+pub struct Grads {
+    pub dq: Vec<f32>,
+    pub dk: Vec<f32>,
+    pub dv: Vec<f32>,
+}
+
+/// A pointer that tasks writing disjoint parts of one buffer may share.
+#[derive(Clone, Copy)]
+struct Shared(*mut f32);
+// SAFETY: each task writes its own rows and columns (see the callers).
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    /// A method, not the field: closures capture all of `Shared` (Send), not the raw pointer.
+    fn at(self, i: usize) -> *mut f32 {
+        // SAFETY: the callers stay inside the buffer.
+        unsafe { self.0.add(i) }
+    }
+}
+
+/// `dst[m x n] = (acc ? dst : 0) + beta lhs[m x k] rhs[k x n]`, each matrix given by its
+/// pointer and (row, column) element strides; the destination's columns are contiguous.
+#[allow(clippy::too_many_arguments)]
+unsafe fn mm(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    dst_rs: usize,
+    acc: bool,
+    lhs: (*const f32, usize, usize),
+    rhs: (*const f32, usize, usize),
+    beta: f32,
+) {
+    // SAFETY: the caller gives pointers valid for the shapes and strides.
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            acc,
+            lhs.0,
+            lhs.2 as isize,
+            lhs.1 as isize,
+            rhs.0,
+            rhs.2 as isize,
+            rhs.1 as isize,
+            1.0,
+            beta,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        )
+    }
+}
+
+/// RoPE in the rotate-half layout, as `model::rope::apply` computes it: `y = x c + rot(x) s`,
+/// `rot(x) = [-x2, x1]`.
+#[inline(always)]
+fn rope_row(x: &[f32], c: &[f32], s: &[f32], y: &mut [f32]) {
+    let half = x.len() / 2;
+    for i in 0..half {
+        y[i] = x[i] * c[i] - x[i + half] * s[i];
+        y[i + half] = x[i + half] * c[i + half] + x[i] * s[i + half];
+    }
+}
+
+/// The transpose of [`rope_row`]'s rotation: the gradient of its input from its output's.
+#[inline(always)]
+fn unrope_row(dy: &[f32], c: &[f32], s: &[f32], dx: &mut [f32]) {
+    let half = dy.len() / 2;
+    for i in 0..half {
+        dx[i] = dy[i] * c[i] + dy[i + half] * s[i + half];
+        dx[i + half] = dy[i + half] * c[i + half] - dy[i] * s[i];
+    }
+}
+
+/// `x` `[b, t, n * hd]` rotated into `[b, n, t, hd]`.
+fn rope_heads(x: &[f32], d: Dims, n: usize, cos: &[f32], sin: &[f32]) -> Vec<f32> {
+    let (t, hd) = (d.t, d.hd);
+    let mut out = vec![0f32; d.b * n * t * hd];
+    out.par_chunks_mut(t * hd).enumerate().for_each(|(bn, o)| {
+        let (bi, head) = (bn / n, bn % n);
+        for ti in 0..t {
+            let src = &x[(bi * t + ti) * n * hd + head * hd..][..hd];
+            let tab = ti * hd..(ti + 1) * hd;
+            rope_row(src, &cos[tab.clone()], &sin[tab], &mut o[ti * hd..][..hd]);
+        }
+    });
+    out
+}
+
+simd_fn! {
+    /// `x <- exp(x - max) / sum` in place; returns the log-sum-exp.
+    fn softmax_row(x: &mut [f32]) -> f32 {
+        let mx = simd::max(x);
+        for v in x.iter_mut() {
+            *v = exp(*v - mx);
+        }
+        let l = simd::sum_of(x, |_, v| v);
+        let inv = 1.0 / l;
+        for v in x.iter_mut() {
+            *v *= inv;
+        }
+        mx + l.ln()
+    }
+}
+
+simd_fn! {
+    /// From scores `s` (in place) to `dS = P (dP - delta)` in `dp`, with `P = exp(s - lse)`
+    /// left in `s` for `dV`.
+    fn grad_row(s: &mut [f32], dp: &mut [f32], lse: f32, delta: f32) {
+        for (s, dp) in s.iter_mut().zip(dp.iter_mut()) {
+            *s = exp(*s - lse);
+            *dp = *s * (*dp - delta);
+        }
+    }
+}
+
+/// `S = scale Q[r0..r0+m] K[0..n]^T` into `s` (row stride `t`).
+fn scores(s: &mut [f32], q: &[f32], k: &[f32], r0: usize, (m, n): (usize, usize), d: Dims, scale: f32) {
+    // SAFETY: q holds rows r0..r0 + m of hd, k rows 0..n of hd, s m rows of stride t >= n.
+    unsafe {
+        mm((m, n, d.hd), s.as_mut_ptr(), d.t, false, (q[r0 * d.hd..].as_ptr(), d.hd, 1), (k.as_ptr(), 1, d.hd), scale)
+    }
+}
+
+/// Causal attention of `q`, `k`, `v` (layouts in [`Dims`]) with RoPE tables `cos`, `sin`.
+pub fn forward(q: &[f32], k: &[f32], v: &[f32], cos: &[f32], sin: &[f32], d: Dims) -> Forward {
+    let (t, hd, big_h) = (d.t, d.hd, d.h * d.hd);
+    let (qr, kr) = (rope_heads(q, d, d.h, cos, sin), rope_heads(k, d, d.kv, cos, sin));
+    let scale = 1.0 / (hd as f32).sqrt();
+    let mut out = vec![0f32; d.b * t * big_h];
+    let mut lse = vec![0f32; d.b * d.h * t];
+    let dst = Shared(out.as_mut_ptr());
+    lse.par_chunks_mut(t).enumerate().for_each_init(
+        || vec![0f32; BR * t],
+        |s, (bh, lse)| {
+            let (bi, head) = (bh / d.h, bh % d.h);
+            let g = head / (d.h / d.kv);
+            let (qh, kh) = (&qr[bh * t * hd..][..t * hd], &kr[(bi * d.kv + g) * t * hd..][..t * hd]);
+            let vh = &v[bi * t * d.kv * hd + g * hd..];
+            for r0 in (0..t).step_by(BR) {
+                let (m, n) = ((t - r0).min(BR), (r0 + BR).min(t));
+                scores(s, qh, kh, r0, (m, n), d, scale);
+                for i in 0..m {
+                    let row = &mut s[i * t..i * t + n];
+                    lse[r0 + i] = softmax_row(&mut row[..=r0 + i]);
+                    row[r0 + i + 1..].fill(0.0);
+                }
+                // SAFETY: this task alone writes head `head`'s columns of sequence bi's rows.
+                let o = dst.at((bi * t + r0) * big_h + head * hd);
+                unsafe { mm((m, hd, n), o, big_h, false, (s.as_ptr(), t, 1), (vh.as_ptr(), d.kv * hd, 1), 1.0) }
+            }
+        },
+    );
+    Forward { out, q: qr, k: kr, lse }
+}
+
+/// The gradients of [`forward`]'s inputs from its output's `dout`, its output `out`, the
+/// saved rotated Q and K and log-sum-exps, `v` and the tables.
+pub fn backward(dout: &[f32], out: &[f32], f: &Forward, v: &[f32], cos: &[f32], sin: &[f32], d: Dims) -> Grads {
+    let (t, hd, big_h, rep) = (d.t, d.hd, d.h * d.hd, d.h / d.kv);
+    let scale = 1.0 / (hd as f32).sqrt();
+    // Per (sequence, KV head): dQ of its query heads ([rep, t, hd], rotated), dK (rotated), dV.
+    let per: Vec<[Vec<f32>; 3]> = (0..d.b * d.kv)
+        .into_par_iter()
+        .map_init(
+            || (vec![0f32; BR * t], vec![0f32; BR * t], vec![0f32; t]),
+            |(s, dp, delta), bg| {
+                let bi = bg / d.kv;
+                let kh = &f.k[bg * t * hd..][..t * hd];
+                let vh = &v[bi * t * d.kv * hd + (bg % d.kv) * hd..];
+                let (mut dq, mut dk, mut dv) = (vec![0f32; rep * t * hd], vec![0f32; t * hd], vec![0f32; t * hd]);
+                for r in 0..rep {
+                    let head = (bg % d.kv) * rep + r;
+                    let bh = bi * d.h + head;
+                    let qh = &f.q[bh * t * hd..][..t * hd];
+                    let base = bi * t * big_h + head * hd;
+                    for (i, dl) in delta.iter_mut().enumerate() {
+                        let row = base + i * big_h..base + i * big_h + hd;
+                        *dl = simd::sum_of(&dout[row.clone()], |j, g| g * out[row.start + j]);
+                    }
+                    for r0 in (0..t).step_by(BR) {
+                        let (m, n) = ((t - r0).min(BR), (r0 + BR).min(t));
+                        scores(s, qh, kh, r0, (m, n), d, scale);
+                        let d_o = (dout[base + r0 * big_h..].as_ptr(), big_h, 1);
+                        // SAFETY (all four products): the buffers hold the rows and strides named.
+                        unsafe { mm((m, n, hd), dp.as_mut_ptr(), t, false, d_o, (vh.as_ptr(), 1, d.kv * hd), 1.0) };
+                        for i in 0..m {
+                            let live = r0 + i + 1;
+                            let (si, di) = (&mut s[i * t..i * t + n], &mut dp[i * t..i * t + n]);
+                            grad_row(&mut si[..live], &mut di[..live], f.lse[bh * t + r0 + i], delta[r0 + i]);
+                            si[live..].fill(0.0);
+                            di[live..].fill(0.0);
+                        }
+                        let dq_rows = dq[(r * t + r0) * hd..].as_mut_ptr();
+                        unsafe {
+                            mm((m, hd, n), dq_rows, hd, false, (dp.as_ptr(), t, 1), (kh.as_ptr(), hd, 1), scale);
+                            mm(
+                                (n, hd, m),
+                                dk.as_mut_ptr(),
+                                hd,
+                                true,
+                                (dp.as_ptr(), 1, t),
+                                (qh[r0 * hd..].as_ptr(), hd, 1),
+                                scale,
+                            );
+                            mm((n, hd, m), dv.as_mut_ptr(), hd, true, (s.as_ptr(), 1, t), d_o, 1.0);
+                        }
+                    }
+                }
+                [dq, dk, dv]
+            },
+        )
+        .collect();
+    // Back to the projections' layout, undoing the rotation on dQ and dK.
+    let gather = |n: usize, which: usize| {
+        let mut g = vec![0f32; d.b * t * n * hd];
+        g.par_chunks_mut(n * hd).enumerate().for_each(|(bt, row)| {
+            let (bi, ti) = (bt / t, bt % t);
+            let tab = ti * hd..(ti + 1) * hd;
+            for head in 0..n {
+                // dQ's heads live with their KV head; dK and dV are one head per task.
+                let (task, off) = match which {
+                    0 => (bi * d.kv + head / rep, ((head % rep) * t + ti) * hd),
+                    _ => (bi * d.kv + head, ti * hd),
+                };
+                let src = &per[task][which][off..off + hd];
+                let dst = &mut row[head * hd..(head + 1) * hd];
+                match which {
+                    2 => dst.copy_from_slice(src),
+                    _ => unrope_row(src, &cos[tab.clone()], &sin[tab.clone()], dst),
+                }
+            }
+        });
+        g
+    };
+    Grads { dq: gather(d.h, 0), dk: gather(d.kv, 1), dv: gather(d.kv, 2) }
+}
+
+/// The autodiff op over q, k, v (and the tables, which get no gradient).
+#[derive(Debug)]
+struct RopeAttention;
+
+/// What the backward keeps: the saved forward (in `Forward`'s fields), `v`, the output and
+/// the tables.
+#[derive(Debug, Clone)]
+struct Saved {
+    q: Vec<f32>,
+    k: Vec<f32>,
+    lse: Vec<f32>,
+    v: FlexTensor,
+    out: FlexTensor,
+    cos: FlexTensor,
+    sin: FlexTensor,
+    dims: Dims,
+}
+
+impl Backward<Flex, 5> for RopeAttention {
+    type State = Saved;
+
+    fn backward(self, ops: Ops<Self::State, 5>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (dout, [pq, pk, pv, _, _]) = upstream(grads, &ops);
+        let st = ops.state;
+        let d = st.dims;
+        let f = Forward { out: Vec::new(), q: st.q, k: st.k, lse: st.lse };
+        let g = backward(values(&dout), values(&st.out), &f, values(&st.v), values(&st.cos), values(&st.sin), d);
+        give(grads, pq, || flex(g.dq, &[d.b, d.t, d.h * d.hd]));
+        give(grads, pk, || flex(g.dk, &[d.b, d.t, d.kv * d.hd]));
+        give(grads, pv, || flex(g.dv, &[d.b, d.t, d.kv * d.hd]));
+    }
+}
+
+/// Full causal attention with RoPE from the projections: `q` `[b, t, heads * hd]`, `k` and
+/// `v` `[b, t, kv_heads * hd]`, `cos`/`sin` `[t, hd]` (positions `0..t`); the output is
+/// `[b, t, heads * hd]`, ready for the output projection. f32 Flex tensors, plain or under
+/// autodiff; anything else comes back unchanged.
+pub fn rope_attention(
+    q: Tensor<3>,
+    k: Tensor<3>,
+    v: Tensor<3>,
+    cos: &Tensor<2>,
+    sin: &Tensor<2>,
+    heads: usize,
+    kv_heads: usize,
+) -> Result<Tensor<3>, [Tensor<3>; 3]> {
+    let [b, t, qw] = q.dims();
+    let hd = qw / heads.max(1);
+    let fits = heads > 0
+        && kv_heads > 0
+        && heads.is_multiple_of(kv_heads)
+        && hd.is_multiple_of(2)
+        && qw == heads * hd
+        && k.dims() == [b, t, kv_heads * hd]
+        && v.dims() == [b, t, kv_heads * hd]
+        && cos.dims() == [t, hd]
+        && sin.dims() == [t, hd];
+    let args = match fits {
+        true => Args::default().push(&q).and_then(|a| a.push(&k)).and_then(|a| a.push(&v)),
+        false => None,
+    };
+    let Some(args) = args.and_then(|a| a.push(cos)).and_then(|a| a.push(sin)) else {
+        return Err([q, k, v]);
+    };
+    let dims = Dims { b, t, h: heads, kv: kv_heads, hd };
+    let f = forward(args.get(0), args.get(1), args.get(2), args.get(3), args.get(4), dims);
+    let out = flex(f.out, &[b, t, qw]);
+    let [v, cos, sin] = [2, 3, 4].map(|i| args.t[i].clone());
+    let o = out.clone();
+    Ok(args.finish(RopeAttention, out, move || Saved { q: f.q, k: f.k, lse: f.lse, v, out: o, cos, sin, dims }))
+}
