@@ -197,3 +197,23 @@ fn rope_attention_equals_the_reference_and_its_gradients() {
         close(&vals(y), &want[0], 2e-5, &format!("plain y ({case})"));
     }
 }
+
+/// burn-flex's matmul, which the `x86-v4` feature sends to the `gemm` crate's AVX-512 kernels
+/// on CPUs that have them (under every linear layer), equals a naive f64 product, for shapes
+/// that are no multiple of a register tile and for a transposed (strided) operand.
+#[test]
+fn flex_matmul_equals_a_naive_product() {
+    for (m, k, n) in [(67, 129, 71), (300, 256, 704)] {
+        let (a, b) = (rnd([m, k], 1.0), rnd([n, k], 1.0));
+        let (av, bv): (Vec<f32>, Vec<f32>) = (a.iter().collect(), b.iter().collect());
+        let dev = Device::flex();
+        let got = vals(Tensor::<2>::from_data(a, &dev).matmul(Tensor::<2>::from_data(b, &dev).transpose()));
+        let want: Vec<f32> = (0..m * n)
+            .map(|ij| {
+                let (i, j) = (ij / n, ij % n);
+                (0..k).map(|l| av[i * k + l] as f64 * bv[j * k + l] as f64).sum::<f64>() as f32
+            })
+            .collect();
+        close(&got, &want, 2e-5, &format!("{m}x{k}x{n}"));
+    }
+}
