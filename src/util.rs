@@ -80,6 +80,24 @@ pub fn write_f32_safetensors(path: &Path, tensors: Vec<(String, Vec<usize>, Vec<
     write_atomic(path, &data)
 }
 
+/// safetensors bytes with the header's keys in sorted order. `safetensors::serialize` writes the
+/// `__metadata__` map in `HashMap` order, which changes from run to run: the same weights must
+/// give the same file. Offsets are relative to the data, so only the header is rewritten
+/// (padded with spaces to 8 bytes, as the format asks).
+pub fn canonical_safetensors(bytes: Vec<u8>) -> Vec<u8> {
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8-byte length")) as usize;
+    let header: std::collections::BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + n]).expect("safetensors wrote a JSON header");
+    let mut text = serde_json::to_vec(&header).expect("JSON");
+    // Nested maps (the metadata) are serde_json's BTreeMap-backed `Map`: sorted too.
+    text.resize(text.len().div_ceil(8) * 8, b' ');
+    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - n);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&bytes[8 + n..]);
+    out
+}
+
 /// A progress bar over `len` units (hidden when `quiet`): position, rate and ETA.
 pub fn progress_bar(prefix: &str, len: u64, quiet: bool) -> indicatif::ProgressBar {
     let pb = if quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(len) };

@@ -160,6 +160,7 @@ pub fn export(model: &Decoder, format: ExportFormat, dir: &Path, tokenizer_json:
     ]);
     let bytes =
         safetensors::serialize(views, Some(meta)).map_err(|e| Error::runtime(format!("{}: {e}", path.display())))?;
+    let bytes = crate::util::canonical_safetensors(bytes);
     crate::util::write_atomic(&path, &bytes)?;
     let mut config = serde_json::json!({
         "architectures": ["LlamaForCausalLM"], "model_type": "llama",
@@ -323,6 +324,24 @@ mod tests {
     }
 
     /// An export whose tokenizer.json replaces the old file rather than overwriting it.
+    /// The same weights give the same bytes, every time (the header's metadata map used to
+    /// come out in `HashMap` order), and the file still reads back.
+    #[test]
+    fn exports_are_byte_identical_from_run_to_run() {
+        let model = tiny().init(1, &Device::flex());
+        let files: Vec<Vec<u8>> = (0..8)
+            .map(|i| {
+                let d = tmp(&format!("same-{i}"));
+                let (path, _) = export(&model, ExportFormat::Int8, &d, &tokenizer()).unwrap();
+                assert_eq!(read_int8(&path).unwrap().len(), read_int8(&path).unwrap().len());
+                std::fs::read(path).unwrap()
+            })
+            .collect();
+        assert!(files.iter().all(|f| f == &files[0]), "exports of one model differ");
+        let n = u64::from_le_bytes(files[0][..8].try_into().unwrap()) as usize;
+        assert_eq!(n % 8, 0, "header padded to 8 bytes");
+    }
+
     #[test]
     fn tokenizer_json_is_written_atomically() {
         let d = tmp("atomic");
