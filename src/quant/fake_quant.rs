@@ -1,0 +1,104 @@
+//! Fake quantization for quantization-aware training: a weight's forward value is exactly what
+//! the export will store (ggml's blocks, quantized and dequantized), its gradient passes
+//! straight through (the straight-through estimator), so the student learns around the
+//! rounding that llama.cpp will apply.
+
+use burn::tensor::{Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use super::ggml::{self, QK};
+use crate::error::{Error, Result};
+
+/// A ggml block format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scheme {
+    Q8_0,
+    Q4_0,
+}
+
+/// `values` (whole blocks of 32, each a run along one row) after quantizing and dequantizing.
+pub fn round_trip(values: &[f32], scheme: Scheme) -> Vec<f32> {
+    values
+        .chunks_exact(QK)
+        .flat_map(|b| {
+            let b: &[f32; QK] = b.try_into().expect("whole blocks");
+            match scheme {
+                Scheme::Q8_0 => ggml::dequantize_q8_0(&ggml::quantize_q8_0(b)),
+                Scheme::Q4_0 => ggml::dequantize_q4_0(&ggml::quantize_q4_0(b)),
+            }
+        })
+        .collect()
+}
+
+/// The linear weight `w` (burn's `[d_in, d_out]`) as `scheme` stores it, with an identity
+/// gradient. ggml's blocks run along `d_in` for each output (the rows of the exported `[d_out,
+/// d_in]` matrix), so `d_in` must be a multiple of 32; `name` goes into the errors.
+pub fn fake_quant(w: Tensor<2>, scheme: Scheme, name: &str) -> Result<Tensor<2>> {
+    let [d_in, d_out] = w.dims();
+    if !d_in.is_multiple_of(QK) {
+        return Err(Error::input(format!(
+            "{name}: {scheme:?} quantizes blocks of {QK} inputs, but the weight has {d_in} inputs per output"
+        )));
+    }
+    let rows: Vec<f32> = w.clone().detach().transpose().into_data().convert::<f32>().iter::<f32>().collect();
+    if let Some(i) = rows.iter().position(|v| !v.is_finite()) {
+        return Err(Error::runtime(format!(
+            "{name}: non-finite weight {} at output {}, input {}: nothing to quantize",
+            rows[i],
+            i / d_in,
+            i % d_in
+        )));
+    }
+    let q = TensorData::new(round_trip(&rows, scheme), [d_out, d_in]).convert_dtype(w.dtype());
+    let fq = Tensor::<2>::from_data(q, &w.device()).transpose();
+    // `w.detach() - w` is +0 forward and minus the identity backward; subtracting it keeps
+    // every value, -0 included (`fq + 0` would turn a -0 into +0), and passes the gradient.
+    Ok(fq - (w.clone().detach() - w))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Device;
+
+    /// The gguf package's blocks (the ggml fixture) laid out as the columns of a `[32, n]`
+    /// burn weight: the forward value of each column is the package's dequantized block, bit
+    /// for bit (so the layout, not only the quantizer, is ggml's), and the gradient is the
+    /// upstream one unchanged.
+    #[test]
+    fn forward_is_the_reference_blocks_and_gradient_passes_through() {
+        let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ggml/blocks.bin")).unwrap();
+        let n = u32::from_le_bytes(bytes[..4].try_into().unwrap()) as usize;
+        let f32s = |at: usize| -> Vec<f32> {
+            bytes[at..at + 4 * QK * n].chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+        };
+        let x = f32s(4);
+        let after_blocks = 4 + 4 * QK * n + 34 * n + 18 * n;
+        let (d8, d4) = (f32s(after_blocks), f32s(after_blocks + 4 * QK * n));
+        // Weight [32, n]: column j is block j, i.e. the transpose of the blocks' [n, 32].
+        let column_major = |v: &[f32]| -> Vec<f32> { (0..QK * n).map(|i| v[(i % n) * QK + i / n]).collect() };
+        let dev = Device::flex().autodiff();
+        for (scheme, want) in [(Scheme::Q8_0, &d8), (Scheme::Q4_0, &d4)] {
+            let w = Tensor::<2>::from_data(TensorData::new(column_major(&x), [QK, n]), &dev).require_grad();
+            let fq = fake_quant(w.clone(), scheme, "w").unwrap();
+            let got: Vec<u32> = fq.clone().into_data().iter::<f32>().map(f32::to_bits).collect();
+            let want: Vec<u32> = column_major(want).iter().map(|v| v.to_bits()).collect();
+            assert_eq!(got, want, "{scheme:?}");
+            let up: Vec<f32> = (0..QK * n).map(|i| (i % 7) as f32 - 3.0).collect();
+            let g = (fq * Tensor::<2>::from_data(TensorData::new(up.clone(), [QK, n]), &dev)).sum().backward();
+            let dw: Vec<f32> = w.grad(&g).unwrap().into_data().iter::<f32>().collect();
+            assert_eq!(dw, up, "{scheme:?}: straight-through gradient");
+        }
+    }
+
+    #[test]
+    fn shapes_and_values_it_cannot_quantize_are_named() {
+        let dev = Device::flex();
+        let e = fake_quant(Tensor::<2>::zeros([48, 4], &dev), Scheme::Q4_0, "layers.0.mlp.w_up").unwrap_err();
+        assert!(e.to_string().contains("layers.0.mlp.w_up") && e.to_string().contains("48 inputs"), "{e}");
+        let w = Tensor::<2>::zeros([32, 2], &dev).slice_assign([5..6, 1..2], Tensor::full([1, 1], f32::NAN, &dev));
+        let e = fake_quant(w, Scheme::Q8_0, "wq").unwrap_err();
+        assert!(e.to_string().contains("wq") && e.to_string().contains("output 1, input 5"), "{e}");
+    }
+}
