@@ -10,6 +10,7 @@ use serde::de::{DeserializeOwned, IntoDeserializer, value};
 use crate::device::Backend;
 use crate::error::{Error, Result};
 use crate::export::ExportFormat;
+use crate::quant::fake_quant::Scheme;
 use crate::recipe::TeacherDtype;
 use crate::teacher::codec::ValueCodec;
 
@@ -31,6 +32,7 @@ from_serde_name! {
     TeacherDtype => ["f32", "bf16", "f16"];
     ValueCodec => ["f16", "bf16", "q8", "q6", "q4"];
     ExportFormat => ["int8", "f32"];
+    Scheme => ["q8_0", "q4_0"];
 }
 
 fn by_serde_name<T: DeserializeOwned>(s: &str) -> Option<T> {
@@ -83,6 +85,7 @@ mod tests {
         round_trip::<TeacherDtype>(&["f32", "bf16", "f16"]);
         round_trip::<ValueCodec>(&["f16", "bf16", "q8", "q6", "q4"]);
         round_trip::<ExportFormat>(&["int8", "f32"]);
+        round_trip::<Scheme>(&["q8_0", "q4_0"]);
         assert_eq!(expected(&["f32", "bf16"], "x"), "expected f32 or bf16, got \"x\"");
     }
 }

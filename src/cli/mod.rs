@@ -112,6 +112,10 @@ struct ResumeArgs {
 #[derive(clap::Args)]
 struct EvalArgs {
     run_dir: PathBuf,
+    /// Also evaluate the student after post-training quantization of its block linears with
+    /// ggml's block quantizers, bit-exact (comma-separated: q8_0,q4_0).
+    #[arg(long, value_delimiter = ',')]
+    ptq: Vec<String>,
 }
 
 // Enum-valued flags are `String`s parsed by the handler through the enum's `FromStr` (see

@@ -11,6 +11,7 @@ use crate::data::{self, pack::Packed};
 use crate::error::{Error, Result};
 use crate::export::ExportFormat;
 use crate::pipeline::{self, RunOptions, load_run_recipe};
+use crate::quant::fake_quant::Scheme;
 use crate::recipe::Recipe;
 use crate::run_dir::Phase;
 use crate::run_dir::RunDir;
@@ -57,12 +58,22 @@ pub(super) fn eval(a: EvalArgs) -> Result<()> {
     let valid = Packed::build(prepared.valid, r.data.seq_len, prepared.tokenizer.eos_id, r.data.packing);
     let teacher = load_final(run_dir, Phase::Teacher, &device)?;
     let student = load_final(run_dir, Phase::Student, &device)?;
+    let schemes = a.ptq.iter().map(|s| flag::<Scheme>("--ptq", s)).collect::<Result<Vec<_>>>()?;
     let [te, se, q8] = pipeline::evaluate_models(&teacher, &student, &valid, r.optim.batch_size, &device);
-    println!("{:<16} {:>10} {:>12}", "model", "loss", "perplexity");
+    println!("{:<20} {:>10} {:>12}", "model", "loss", "perplexity");
     for (name, e) in [("teacher", te), ("student f32", se), ("student int8", q8)] {
-        println!("{name:<16} {:>10.4} {:>12.3}", e.loss, e.ppl);
+        println!("{name:<20} {:>10.4} {:>12.3}", e.loss, e.ppl);
+    }
+    let ptq = pipeline::evaluate_ptq(&student, &valid, r.optim.batch_size, &schemes, &device)?;
+    for (scheme, e) in schemes.into_iter().zip(ptq) {
+        println!("{:<20} {:>10.4} {:>12.3}", format!("student {} PTQ", scheme_name(scheme)), e.loss, e.ppl);
     }
     Ok(())
+}
+
+/// A scheme as the flag spells it.
+fn scheme_name(s: Scheme) -> String {
+    serde_json::to_value(s).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
 }
 
 pub(super) fn export(a: ExportArgs) -> Result<()> {

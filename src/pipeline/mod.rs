@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::eval::{EvalResult, evaluate};
 use crate::kd_loss::KdConfig;
 use crate::model::{Decoder, DecoderConfig, store};
+use crate::quant::fake_quant::{Scheme, round_trip_model};
 use crate::quant::int8::fake_quant_model;
 use crate::recipe::{Recipe, TokenizerKind};
 use crate::run_dir::RunDir;
@@ -323,6 +324,18 @@ pub fn evaluate_models(
         evaluate(student, valid, batch_size, None, device),
         evaluate(&fake_quant_model(student), valid, batch_size, None, device),
     ]
+}
+
+/// Held-out loss of the student after post-training quantization of its block linears with
+/// each of ggml's `schemes` (the same quantizer QAT and the GGUF export use).
+pub fn evaluate_ptq(
+    student: &Decoder,
+    valid: &Packed,
+    batch_size: usize,
+    schemes: &[Scheme],
+    device: &Device,
+) -> Result<Vec<EvalResult>> {
+    schemes.iter().map(|&s| Ok(evaluate(&round_trip_model(student, s)?, valid, batch_size, None, device))).collect()
 }
 
 /// Load a finished model of `phase`, or train it and freeze it into `<phase>/final`.

@@ -3,11 +3,13 @@
 //! straight through (the straight-through estimator), so the student learns around the
 //! rounding that llama.cpp will apply.
 
+use burn::module::Param;
 use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::ggml::{self, QK};
 use crate::error::{Error, Result};
+use crate::model::Decoder;
 
 /// A ggml block format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,13 +37,35 @@ pub fn round_trip(values: &[f32], scheme: Scheme) -> Vec<f32> {
 /// gradient. ggml's blocks run along `d_in` for each output (the rows of the exported `[d_out,
 /// d_in]` matrix), so `d_in` must be a multiple of 32; `name` goes into the errors.
 pub fn fake_quant(w: Tensor<2>, scheme: Scheme, name: &str) -> Result<Tensor<2>> {
+    let fq = quantized(w.clone().detach(), scheme, name)?;
+    // `w.detach() - w` is +0 forward and minus the identity backward; subtracting it keeps
+    // every value, -0 included (`fq + 0` would turn a -0 into +0), and passes the gradient.
+    Ok(fq - (w.clone().detach() - w))
+}
+
+/// Post-training quantization: the model whose block linears (attention or Mamba-2
+/// projections, SwiGLU) hold their `scheme` round trip. The embedding, a separate LM head and
+/// the norms stay as they are.
+pub fn round_trip_model(model: &Decoder, scheme: Scheme) -> Result<Decoder> {
+    let mut m = model.clone();
+    for (i, b) in m.blocks.iter_mut().enumerate() {
+        for (j, l) in b.linears_mut().into_iter().enumerate() {
+            let w = quantized(l.weight.val(), scheme, &format!("layer {i}, linear {j}"))?;
+            l.weight = Param::from_tensor(w);
+        }
+    }
+    Ok(m)
+}
+
+/// The value of [`fake_quant`] without its gradient.
+fn quantized(w: Tensor<2>, scheme: Scheme, name: &str) -> Result<Tensor<2>> {
     let [d_in, d_out] = w.dims();
     if !d_in.is_multiple_of(QK) {
         return Err(Error::input(format!(
             "{name}: {scheme:?} quantizes blocks of {QK} inputs, but the weight has {d_in} inputs per output"
         )));
     }
-    let rows: Vec<f32> = w.clone().detach().transpose().into_data().convert::<f32>().iter::<f32>().collect();
+    let rows: Vec<f32> = w.clone().transpose().into_data().convert::<f32>().iter::<f32>().collect();
     if let Some(i) = rows.iter().position(|v| !v.is_finite()) {
         return Err(Error::runtime(format!(
             "{name}: non-finite weight {} at output {}, input {}: nothing to quantize",
@@ -51,10 +75,7 @@ pub fn fake_quant(w: Tensor<2>, scheme: Scheme, name: &str) -> Result<Tensor<2>>
         )));
     }
     let q = TensorData::new(round_trip(&rows, scheme), [d_out, d_in]).convert_dtype(w.dtype());
-    let fq = Tensor::<2>::from_data(q, &w.device()).transpose();
-    // `w.detach() - w` is +0 forward and minus the identity backward; subtracting it keeps
-    // every value, -0 included (`fq + 0` would turn a -0 into +0), and passes the gradient.
-    Ok(fq - (w.clone().detach() - w))
+    Ok(Tensor::<2>::from_data(q, &w.device()).transpose())
 }
 
 #[cfg(test)]
@@ -89,6 +110,39 @@ mod tests {
             let g = (fq * Tensor::<2>::from_data(TensorData::new(up.clone(), [QK, n]), &dev)).sum().backward();
             let dw: Vec<f32> = w.grad(&g).unwrap().into_data().iter::<f32>().collect();
             assert_eq!(dw, up, "{scheme:?}: straight-through gradient");
+        }
+    }
+
+    /// PTQ replaces every block linear by the ggml round trip of its `[out, in]` rows and
+    /// leaves the embedding alone.
+    #[test]
+    fn round_trip_model_quantizes_each_block_linear_along_its_inputs() {
+        use crate::model::{DecoderConfig, ModelShape};
+        use crate::quant::int8::linear_out_in;
+        let c = DecoderConfig { vocab_size: 40, shape: ModelShape::for_tests(64, 2, 4, 2, 96) };
+        let model = c.init(3, &Device::flex());
+        for scheme in [Scheme::Q8_0, Scheme::Q4_0] {
+            let mut q = round_trip_model(&model, scheme).unwrap();
+            let mut orig = model.clone();
+            for (bq, bo) in q.blocks.iter_mut().zip(orig.blocks.iter_mut()) {
+                for (lq, lo) in bq.linears_mut().into_iter().zip(bo.linears_mut()) {
+                    let ((wq, ..), (wo, dout, din)) = (linear_out_in(lq), linear_out_in(lo));
+                    let want: Vec<f32> = wo
+                        .chunks(QK)
+                        .flat_map(|b| {
+                            let b: &[f32; QK] = b.try_into().unwrap();
+                            match scheme {
+                                Scheme::Q8_0 => ggml::dequantize_q8_0(&ggml::quantize_q8_0(b)),
+                                Scheme::Q4_0 => ggml::dequantize_q4_0(&ggml::quantize_q4_0(b)),
+                            }
+                        })
+                        .collect();
+                    assert_eq!(wq, want, "{scheme:?} {dout}x{din}");
+                    assert_ne!(wq, wo, "{scheme:?}: the weights changed");
+                }
+            }
+            let emb = |m: &Decoder| m.embed.weight.val().into_data().iter::<f32>().collect::<Vec<_>>();
+            assert_eq!(emb(&q), emb(&model));
         }
     }
 
