@@ -177,6 +177,7 @@ fn obtain_teacher(
                     stop: opts.stop,
                     stop_after,
                     quiet: opts.quiet,
+                    qat: None,
                 };
                 train(&job, device)
             },

@@ -43,6 +43,37 @@ pub fn fake_quant(w: Tensor<2>, scheme: Scheme, name: &str) -> Result<Tensor<2>>
     Ok(fq - (w.clone().detach() - w))
 }
 
+/// `[qat]`: quantization-aware training against one of ggml's block formats.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QatSection {
+    pub enabled: bool,
+    /// The format the student will be exported to (`q8_0` or `q4_0`).
+    pub scheme: Scheme,
+    /// Train in full precision until this step, then against the quantizer.
+    pub start_step: usize,
+}
+
+impl Default for QatSection {
+    fn default() -> Self {
+        QatSection { enabled: false, scheme: Scheme::Q4_0, start_step: 0 }
+    }
+}
+
+/// The model the QAT forward runs: each block linear's weight replaced by its [`fake_quant`]
+/// (same parameter ids; the gradients reach the original weights straight through), the
+/// embedding, a separate head and the norms as they are. The value is [`round_trip_model`]'s.
+pub fn qat_view(model: &Decoder, scheme: Scheme) -> Result<Decoder> {
+    let mut m = model.clone();
+    for (i, b) in m.blocks.iter_mut().enumerate() {
+        for (j, l) in b.linears_mut().into_iter().enumerate() {
+            let fq = fake_quant(l.weight.val(), scheme, &format!("layer {i}, linear {j}"))?;
+            l.weight = l.weight.clone().map(|_| fq);
+        }
+    }
+    Ok(m)
+}
+
 /// Post-training quantization: the model whose block linears (attention or Mamba-2
 /// projections, SwiGLU) hold their `scheme` round trip. The embedding, a separate LM head and
 /// the norms stay as they are.
@@ -143,6 +174,38 @@ mod tests {
             }
             let emb = |m: &Decoder| m.embed.weight.val().into_data().iter::<f32>().collect::<Vec<_>>();
             assert_eq!(emb(&q), emb(&model));
+        }
+    }
+
+    /// The QAT forward is the PTQ model's forward bit for bit, and the gradient that reaches
+    /// each original weight is the one the round-tripped weight gets (straight through).
+    #[test]
+    fn qat_forward_is_the_quantized_models_and_its_gradient_passes_through() {
+        use crate::model::{DecoderConfig, ModelShape};
+        use burn::optim::GradientsParams;
+        let c = DecoderConfig { vocab_size: 40, shape: ModelShape::for_tests(64, 2, 4, 2, 96) };
+        let ad = Device::flex().autodiff();
+        let model = c.init(5, &ad);
+        let tokens = Tensor::<2, burn::tensor::Int>::from_data([[1, 7, 3, 9, 2, 5], [4, 4, 8, 0, 1, 3]], &ad);
+        let probe = |y: Tensor<3>| (y.clone() * y.clone().sin()).sum();
+        for scheme in [Scheme::Q8_0, Scheme::Q4_0] {
+            let view = qat_view(&model, scheme).unwrap();
+            let ptq = round_trip_model(&model, scheme).unwrap();
+            let (yv, yp) = (view.forward(tokens.clone()), ptq.forward(tokens.clone()));
+            let bits = |y: &Tensor<3>| y.clone().into_data().iter::<f32>().map(f32::to_bits).collect::<Vec<_>>();
+            assert_eq!(bits(&yv), bits(&yp), "{scheme:?}: forward");
+            let gv = GradientsParams::from_grads(probe(yv).backward(), &model);
+            let gp = GradientsParams::from_grads(probe(ptq.forward(tokens.clone())).backward(), &ptq);
+            let mut orig = model.clone();
+            let mut quant = ptq.clone();
+            for (bo, bq) in orig.blocks.iter_mut().zip(quant.blocks.iter_mut()) {
+                for (lo, lq) in bo.linears_mut().into_iter().zip(bq.linears_mut()) {
+                    let a = gv.get::<2>(lo.weight.id).expect("a gradient for the original weight");
+                    let b = gp.get::<2>(lq.weight.id).expect("a gradient for the quantized weight");
+                    let (a, b): (Vec<f32>, Vec<f32>) = (a.into_data().iter().collect(), b.into_data().iter().collect());
+                    assert_eq!(a, b, "{scheme:?}: straight-through gradient");
+                }
+            }
         }
     }
 

@@ -51,6 +51,8 @@ pub struct Recipe {
     pub cache: CacheSection,
     #[serde(default)]
     pub curriculum: CurriculumSection,
+    #[serde(default)]
+    pub qat: QatSection,
 }
 
 impl Recipe {

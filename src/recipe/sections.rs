@@ -16,6 +16,7 @@ pub use crate::data::config::{
 pub use crate::device::Backend;
 use crate::export::ExportFormat;
 use crate::kd_loss::Divergence;
+pub use crate::quant::fake_quant::{QatSection, Scheme};
 pub use crate::teacher::config::{CacheSection, LogitsSource, TeacherDtype, TeacherKind};
 pub use crate::train::config::{CheckpointSection, EvalSection, OptimSection, Precision};
 

@@ -58,9 +58,26 @@ fn check(r: &Recipe) -> Rule {
     precision(r)?;
     distill_chunks_and_schedules(r)?;
     curriculum(&r.curriculum)?;
+    qat(r)?;
     cache(&r.cache)?;
     checkpoint(&r.checkpoint)?;
     eval(&r.eval)
+}
+
+/// QAT quantizes every block linear in ggml's blocks of 32 inputs: the student's widths must
+/// tile them (attention's output projection reads d_model inputs, SwiGLU's down projection
+/// d_ff, Mamba-2's a multiple of d_model).
+fn qat(r: &Recipe) -> Rule {
+    if !r.qat.enabled {
+        return Ok(());
+    }
+    let s = r.student.shape();
+    for (key, width) in [("student.model.d_model", s.d_model), ("student.model.d_ff", s.d_ff)] {
+        if !width.is_multiple_of(crate::quant::ggml::QK) {
+            return fail(key, format!("[qat] quantizes blocks of 32 inputs; expected a multiple of 32, got {width}"));
+        }
+    }
+    Ok(())
 }
 
 fn run(r: &RunSection) -> Rule {

@@ -25,6 +25,7 @@ use crate::eval::evaluate;
 use crate::kd_loss::{KdConfig, Target, kd_loss_fused_head, kd_loss_streamed};
 use crate::model::{Decoder, DecoderConfig};
 use crate::profile::PhaseTimer;
+use crate::quant::fake_quant::{Scheme, qat_view};
 pub use crate::run_dir::Phase;
 use crate::teacher::cache::{CacheReader, TopKHost};
 use crate::teacher::codec::TailMode;
@@ -107,6 +108,9 @@ pub struct TrainJob<'a> {
     pub stop_after: Option<usize>,
     /// No progress bar; evaluation lines are still printed.
     pub quiet: bool,
+    /// Quantization-aware training: from step `.1` on, the forward runs through the weights
+    /// as ggml's format `.0` stores them (`quant::fake_quant::qat_view`).
+    pub qat: Option<(Scheme, usize)>,
 }
 
 /// Train to `optim.steps` (continuing from the latest checkpoint if there is one) and return
@@ -121,6 +125,10 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
         Some(ck) => checkpoint::load(&ck, model, o, &ad)?,
         None => (model, AdamW::new(o), TrainState { step: 0, cursor: 0, tokens: 0, elapsed_s: 0.0 }),
     };
+    if let Some((scheme, _)) = job.qat {
+        // Refuse a shape or a weight the quantizer cannot take before the first step.
+        qat_view(&model, scheme)?;
+    }
     let mut log = MetricsLog::open(&job.metrics, job.phase.name(), st.step)?;
     let pb = progress(job, st.step);
     let started = Instant::now();
@@ -179,6 +187,10 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
             let fwd = match job.precision.compute_dtype() {
                 Some(dtype) => model.clone().cast(dtype),
                 None => model.clone(),
+            };
+            let fwd = match job.qat {
+                Some((scheme, start)) if st.step >= start => qat_view(&fwd, scheme)?,
+                _ => fwd,
             };
             // The loss fuses the LM head into its chunks, unless self-paced learning needs the
             // logits of every row.
@@ -434,6 +446,7 @@ mod tests {
             stop: &stop,
             stop_after: None,
             quiet: true,
+            qat: None,
         };
         let model = super::train(&job, &Device::flex()).unwrap();
         let row = super::super::metrics::read(&dir.join("metrics.jsonl")).remove(0);

@@ -389,3 +389,27 @@ fn bench_train_times_the_recipes_own_loop() {
     assert_eq!(code, 0, "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// QAT follows the recipe: the student's steps before `qat.start_step` are a plain run's,
+/// the later ones differ (the forward runs through ggml's Q4_0 blocks); a student width that
+/// ggml's blocks cannot tile is refused when the recipe loads, naming the key.
+#[test]
+fn qat_starts_at_its_step_and_refuses_widths_ggml_cannot_block() {
+    let dir = tmp("qat");
+    let stop = AtomicBool::new(false);
+    let plain = load(&tiny_recipe(&dir, "plain", 6), &dir);
+    pipeline::run(&plain, &opts(&stop, None), &mut |_| {}).unwrap();
+    let qat_text = tiny_recipe(&dir, "qat", 6) + "\n[qat]\nenabled = true\nscheme = \"q4_0\"\nstart_step = 3\n";
+    pipeline::run(&load(&qat_text, &dir), &opts(&stop, None), &mut |_| {}).unwrap();
+    let (a, b) = (rows(&dir.join("plain"), "student"), rows(&dir.join("qat"), "student"));
+    assert_eq!((a.len(), b.len()), (6, 6));
+    for i in 0..6 {
+        let same = a[i]["loss"] == b[i]["loss"];
+        assert_eq!(same, i < 3, "step {}: plain {} vs QAT {}", i + 1, a[i]["loss"], b[i]["loss"]);
+    }
+    let p = dir.join("bad.toml");
+    std::fs::write(&p, qat_text.replace("d_ff = 64", "d_ff = 48")).unwrap();
+    let e = Recipe::load(&p, &[]).unwrap_err().to_string();
+    assert!(e.contains("student.model.d_ff") && e.contains("got 48"), "{e}");
+    std::fs::remove_dir_all(&dir).ok();
+}
