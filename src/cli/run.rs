@@ -7,7 +7,7 @@ use super::flags::flag;
 use super::{
     CacheTeacherArgs, EvalArgs, ExportArgs, RecipeArgs, ResumeArgs, RunArgs, load_final, say, stop_flag, which,
 };
-use crate::data::{self, pack::Packed};
+use crate::data;
 use crate::error::{Error, Result};
 use crate::export::ExportFormat;
 use crate::pipeline::{self, RunOptions, load_run_recipe};
@@ -53,10 +53,13 @@ pub(super) fn resume(a: ResumeArgs) -> Result<()> {
 pub(super) fn eval(a: EvalArgs) -> Result<()> {
     let run_dir = &a.run_dir;
     let r = load_run_recipe(run_dir)?;
-    let prepared = data::load_prepared(run_dir)?;
     let device = pipeline::device_for(r.run.backend);
-    let valid = Packed::build(prepared.valid, r.data.seq_len, prepared.tokenizer.eos_id, r.data.packing);
-    let teacher = load_final(run_dir, Phase::Teacher, &device)?;
+    let d = data::load_prepared(run_dir)?.pack(r.data.seq_len, r.data.packing);
+    // The run's teacher wherever it lives: pretrained in the run, a checkpoint or an HF folder
+    // (checked against the run's tokenizer, as the run did).
+    let teacher = pipeline::teacher::Teacher::of(&r, run_dir)
+        .obtain(&d, &device, &mut |_| {}, |_| load_final(run_dir, Phase::Teacher, &device))?;
+    let valid = d.valid;
     let student = load_final(run_dir, Phase::Student, &device)?;
     let schemes = a.ptq.iter().map(|s| flag::<Scheme>("--ptq", s)).collect::<Result<Vec<_>>>()?;
     let [te, se, q8] = pipeline::evaluate_models(&teacher, &student, &valid, r.optim.batch_size, &device);

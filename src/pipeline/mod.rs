@@ -12,7 +12,7 @@ use serde::Serialize;
 
 mod cached;
 mod student;
-mod teacher;
+pub mod teacher;
 
 use crate::data::{self, RunData, pack::Packed};
 use crate::error::{Error, Result};

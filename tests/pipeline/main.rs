@@ -407,6 +407,25 @@ fn qat_starts_at_its_step_and_refuses_widths_ggml_cannot_block() {
         let same = a[i]["loss"] == b[i]["loss"];
         assert_eq!(same, i < 3, "step {}: plain {} vs QAT {}", i + 1, a[i]["loss"], b[i]["loss"]);
     }
+    // `distill eval` of a run whose teacher lives outside it (a checkpoint), with PTQ rows.
+    let ck = tiny_recipe(&dir, "ck", 6)
+        .replace(
+            "[teacher.optim]",
+            &format!(
+                "[teacher]\nkind = \"checkpoint\"\npath = \"{}\"\n\n[teacher.optim]",
+                dir.join("plain/teacher/final").display()
+            ),
+        )
+        .replace(
+            "[tokenizer]\n",
+            &format!("[tokenizer]\nkind = \"file\"\npath = \"{}\"\n", dir.join("plain/tokenizer.json").display()),
+        );
+    pipeline::run(&load(&ck, &dir), &opts(&stop, None), &mut |_| {}).unwrap();
+    let (rc, out, err) = distill_cmd(&["eval", dir.join("ck").to_str().unwrap(), "--ptq", "q8_0,q4_0"]);
+    assert_eq!(rc, 0, "{err}");
+    assert!(out.contains("teacher") && out.contains("student q8_0 PTQ") && out.contains("student q4_0 PTQ"), "{out}");
+    let (rc, _, err) = distill_cmd(&["eval", dir.join("ck").to_str().unwrap(), "--ptq", "q5_0"]);
+    assert!(rc == 2 && err.contains("--ptq: expected q8_0 or q4_0"), "{rc}: {err}");
     let p = dir.join("bad.toml");
     std::fs::write(&p, qat_text.replace("d_ff = 64", "d_ff = 48")).unwrap();
     let e = Recipe::load(&p, &[]).unwrap_err().to_string();
