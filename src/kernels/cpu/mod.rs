@@ -27,30 +27,10 @@ pub use attention::rope_attention;
 pub use norm::rms_norm;
 pub use swiglu::silu_mul;
 
-use burn::tensor::{DType, Int, Tensor, TensorData};
-use burn_flex::{Flex, FlexTensor};
+use burn::tensor::{Int, Tensor};
+use burn_flex::Flex;
 
-/// The contiguous f32 storage of a plain Flex f32 tensor (copied only when it is a strided view).
-fn plain_f32<const D: usize>(x: &Tensor<D>) -> Option<FlexTensor> {
-    if x.dtype() != DType::F32 {
-        return None;
-    }
-    let p = x.clone().try_into_primitive::<Flex>().ok()?;
-    Some(match p.as_slice::<f32>() {
-        Some(_) => p,
-        None => p.to_contiguous(),
-    })
-}
-
-/// The f32 values of a tensor known to come from [`plain_f32`].
-fn values(t: &FlexTensor) -> &[f32] {
-    t.as_slice::<f32>().expect("plain_f32 gives contiguous f32")
-}
-
-/// A plain Flex tensor of `shape` holding `v`.
-fn tensor<const D: usize>(v: Vec<f32>, shape: [usize; D]) -> Tensor<D> {
-    Tensor::from_primitive::<Flex>(FlexTensor::from_data(TensorData::new(v, shape)))
-}
+use op::{flex, plain_f32, values};
 
 /// [`kd::closed_form`] on plain Flex f32 tensors: student logits `s` `[n, v]`, teacher logits
 /// `t` (optional, `[n, v]`), labels `tgt` `[n, 1]`, row weights `w` `[n]`. Returns the weighted
@@ -77,8 +57,8 @@ pub fn kd_closed_form(
     }
     let hyper = kd::Hyper { alpha: alpha as f32, tau: tau as f32 };
     let out = kd::closed_form(values(&ps), pt.as_ref().map(values), &labels, values(&pw), v, hyper);
-    let scalar = |x: f64| tensor(vec![x as f32], [1]);
-    Some((scalar(out.ce), scalar(out.kl), tensor(out.grad, [n, v])))
+    let scalar = |x: f64| Tensor::from_primitive::<Flex>(flex(vec![x as f32], &[1]));
+    Some((scalar(out.ce), scalar(out.kl), Tensor::from_primitive::<Flex>(flex(out.grad, &[n, v]))))
 }
 
 #[cfg(test)]

@@ -41,7 +41,7 @@ impl Args {
                 x.clone().try_into_primitive::<Flex>().ok()?
             }
         };
-        self.t.push(if prim.as_slice::<f32>().is_some() { prim } else { prim.to_contiguous() });
+        self.t.push(contiguous(prim));
         Some(self)
     }
 
@@ -70,6 +70,19 @@ impl Args {
     }
 }
 
+/// `t` itself when its storage is contiguous, else a contiguous copy.
+fn contiguous(t: FlexTensor) -> FlexTensor {
+    if t.as_slice::<f32>().is_some() { t } else { t.to_contiguous() }
+}
+
+/// The contiguous f32 storage of a plain (not autodiff) Flex f32 tensor.
+pub(super) fn plain_f32<const D: usize>(x: &Tensor<D>) -> Option<FlexTensor> {
+    if x.dtype() != DType::F32 {
+        return None;
+    }
+    Some(contiguous(x.clone().try_into_primitive::<Flex>().ok()?))
+}
+
 /// The f32 values of a contiguous Flex tensor (what [`Args`] and [`flex`] hold).
 pub(super) fn values(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>().expect("contiguous f32")
@@ -82,8 +95,7 @@ pub(super) fn flex(v: Vec<f32>, shape: &[usize]) -> FlexTensor {
 
 /// The gradient reaching an op's output (contiguous f32), and which parents want theirs.
 pub(super) fn upstream<S, const N: usize>(grads: &mut Gradients, ops: &Ops<S, N>) -> (FlexTensor, [Option<NodeId>; N]) {
-    let g = grads.consume::<Flex>(&ops.node);
-    let g = if g.as_slice::<f32>().is_some() { g } else { g.to_contiguous() };
+    let g = contiguous(grads.consume::<Flex>(&ops.node));
     (g, ops.parents.each_ref().map(|p| p.as_ref().map(|n| n.id)))
 }
 
