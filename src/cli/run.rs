@@ -69,14 +69,10 @@ pub(super) fn eval(a: EvalArgs) -> Result<()> {
     }
     let ptq = pipeline::evaluate_ptq(&student, &valid, r.optim.batch_size, &schemes, &device)?;
     for (scheme, e) in schemes.into_iter().zip(ptq) {
-        println!("{:<20} {:>10.4} {:>12.3}", format!("student {} PTQ", scheme_name(scheme)), e.loss, e.ppl);
+        let name = format!("student {} PTQ", format!("{scheme:?}").to_lowercase());
+        println!("{name:<20} {:>10.4} {:>12.3}", e.loss, e.ppl);
     }
     Ok(())
-}
-
-/// A scheme as the flag spells it.
-fn scheme_name(s: Scheme) -> String {
-    serde_json::to_value(s).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
 }
 
 pub(super) fn export(a: ExportArgs) -> Result<()> {

@@ -323,7 +323,6 @@ mod tests {
         );
     }
 
-    /// An export whose tokenizer.json replaces the old file rather than overwriting it.
     /// The same weights give the same bytes, every time (the header's metadata map used to
     /// come out in `HashMap` order), and the file still reads back.
     #[test]
@@ -342,6 +341,7 @@ mod tests {
         assert_eq!(n % 8, 0, "header padded to 8 bytes");
     }
 
+    /// An export whose tokenizer.json replaces the old file rather than overwriting it.
     #[test]
     fn tokenizer_json_is_written_atomically() {
         let d = tmp("atomic");

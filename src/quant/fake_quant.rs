@@ -4,6 +4,7 @@
 //! rounding that llama.cpp will apply.
 
 use burn::module::Param;
+use burn::nn::Linear;
 use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
@@ -64,25 +65,29 @@ impl Default for QatSection {
 /// (same parameter ids; the gradients reach the original weights straight through), the
 /// embedding, a separate head and the norms as they are. The value is [`round_trip_model`]'s.
 pub fn qat_view(model: &Decoder, scheme: Scheme) -> Result<Decoder> {
-    let mut m = model.clone();
-    for (i, b) in m.blocks.iter_mut().enumerate() {
-        for (j, l) in b.linears_mut().into_iter().enumerate() {
-            let fq = fake_quant(l.weight.val(), scheme, &format!("layer {i}, linear {j}"))?;
-            l.weight = l.weight.clone().map(|_| fq);
-        }
-    }
-    Ok(m)
+    with_block_linears(model, |l, name| {
+        let fq = fake_quant(l.weight.val(), scheme, name)?;
+        l.weight = l.weight.clone().map(|_| fq);
+        Ok(())
+    })
 }
 
 /// Post-training quantization: the model whose block linears (attention or Mamba-2
 /// projections, SwiGLU) hold their `scheme` round trip. The embedding, a separate LM head and
 /// the norms stay as they are.
 pub fn round_trip_model(model: &Decoder, scheme: Scheme) -> Result<Decoder> {
+    with_block_linears(model, |l, name| {
+        l.weight = Param::from_tensor(quantized(l.weight.val(), scheme, name)?);
+        Ok(())
+    })
+}
+
+/// A copy of `model` with `f` applied to each block linear, named for errors.
+fn with_block_linears(model: &Decoder, mut f: impl FnMut(&mut Linear, &str) -> Result<()>) -> Result<Decoder> {
     let mut m = model.clone();
     for (i, b) in m.blocks.iter_mut().enumerate() {
         for (j, l) in b.linears_mut().into_iter().enumerate() {
-            let w = quantized(l.weight.val(), scheme, &format!("layer {i}, linear {j}"))?;
-            l.weight = Param::from_tensor(w);
+            f(l, &format!("layer {i}, linear {j}"))?;
         }
     }
     Ok(m)

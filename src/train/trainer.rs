@@ -125,10 +125,6 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
         Some(ck) => checkpoint::load(&ck, model, o, &ad)?,
         None => (model, AdamW::new(o), TrainState { step: 0, cursor: 0, tokens: 0, elapsed_s: 0.0 }),
     };
-    if let Some((scheme, _)) = job.qat {
-        // Refuse a shape or a weight the quantizer cannot take before the first step.
-        qat_view(&model, scheme)?;
-    }
     let mut log = MetricsLog::open(&job.metrics, job.phase.name(), st.step)?;
     let pb = progress(job, st.step);
     let started = Instant::now();
