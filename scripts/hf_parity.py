@@ -25,6 +25,9 @@ def sh(*args):
 
 
 def load_export(d, fmt):
+    if fmt == "f32":
+        # The transformers checkpoint, loaded as a user would.
+        return AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
     # The class config.json names, as a user's from_pretrained would pick it.
     cfg = AutoConfig.from_pretrained(d)
     model = AutoModelForCausalLM.from_config(cfg).float()

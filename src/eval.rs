@@ -47,3 +47,69 @@ pub fn evaluate(
     let loss = sum / tokens.max(1) as f64;
     EvalResult { loss, ppl: loss.exp(), tokens }
 }
+
+/// Mean per-token KL(reference || model) over the real tokens of `data`, in nats: how far the
+/// quantized model's next-token distributions moved from the reference's (llama.cpp's
+/// `perplexity --kl-divergence` reports the same quantity against the f16 model).
+pub fn kl_divergence(reference: &Decoder, model: &Decoder, data: &Packed, batch_size: usize, device: &Device) -> f64 {
+    use burn::tensor::activation::log_softmax;
+    let rows: Vec<usize> = (0..data.n_rows()).collect();
+    let (mut sum, mut tokens) = (0.0f64, 0usize);
+    for chunk in rows.chunks(batch_size) {
+        let batch = data.batch(chunk, device);
+        let [b, t] = batch.inputs.dims();
+        let v = model.config.vocab_size;
+        let lp = log_softmax(reference.forward(batch.inputs.clone()).reshape([b * t, v]), 1);
+        let lq = log_softmax(model.forward(batch.inputs).reshape([b * t, v]), 1);
+        let per_row: burn::tensor::Tensor<1> = (lp.clone().exp() * (lp - lq)).sum_dim(1).reshape([b * t]);
+        sum += (per_row * batch.mask).sum().into_scalar::<f32>() as f64;
+        tokens += batch.real_tokens;
+    }
+    sum / tokens.max(1) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{DecoderConfig, ModelShape};
+    use burn::tensor::Tensor;
+
+    /// Against a naive f64 sum over each real row's softmaxes (per-document rows, so some rows
+    /// are padded and must not count), and zero against itself.
+    #[test]
+    fn kl_divergence_is_the_naive_masked_mean() {
+        let dev = Device::flex();
+        let c = DecoderConfig { vocab_size: 12, shape: ModelShape::for_tests(16, 1, 2, 1, 32) };
+        let (p, q) = (c.init(1, &dev), c.init(2, &dev));
+        let toks: Vec<u32> = vec![3, 4, 5, 0, 7, 8, 0, 1, 2, 3, 4, 5, 6, 9, 10, 0];
+        let data = Packed::per_document(toks, 4, 0);
+        let got = kl_divergence(&p, &q, &data, 2, &dev);
+        let (mut sum, mut n) = (0.0f64, 0usize);
+        for r in 0..data.n_rows() {
+            let (inputs, _, mask) = data.row(r);
+            let ids = Tensor::<2, burn::tensor::Int>::from_data(
+                burn::tensor::TensorData::new(inputs.iter().map(|&x| x as i64).collect(), [1, inputs.len()]),
+                &dev,
+            );
+            let lp: Vec<f32> = p.forward(ids.clone()).into_data().iter::<f32>().collect();
+            let lq: Vec<f32> = q.forward(ids).into_data().iter::<f32>().collect();
+            for (i, m) in mask.iter().enumerate() {
+                if *m == 0.0 {
+                    continue;
+                }
+                let row = |l: &[f32]| -> Vec<f64> {
+                    let x: Vec<f64> = l[i * 12..(i + 1) * 12].iter().map(|&v| v as f64).collect();
+                    let z = x.iter().map(|v| v.exp()).sum::<f64>().ln();
+                    x.iter().map(|v| v - z).collect()
+                };
+                let (a, b) = (row(&lp), row(&lq));
+                sum += a.iter().zip(&b).map(|(x, y)| x.exp() * (x - y)).sum::<f64>();
+                n += 1;
+            }
+        }
+        assert!(n < data.n_rows() * 4, "some rows are padded");
+        let want = sum / n as f64;
+        assert!(want > 1e-3 && (got - want).abs() < 1e-5 * want.max(1.0), "{got} vs {want}");
+        assert!(kl_divergence(&p, &p, &data, 2, &dev).abs() < 1e-7);
+    }
+}

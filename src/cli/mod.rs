@@ -125,7 +125,8 @@ struct ExportArgs {
     run_dir: PathBuf,
     #[arg(long)]
     teacher: bool,
-    /// int8 (per-channel symmetric) or f32.
+    /// int8 (per-channel symmetric), f32 (transformers' safetensors), or GGUF for llama.cpp:
+    /// gguf-f16, gguf-q8_0, gguf-q4_0.
     #[arg(long, default_value = "int8")]
     format: String,
     /// Output directory (default: <run_dir>/export).
@@ -154,6 +155,12 @@ struct GenerateArgs {
     /// Sample from the teacher instead of the student.
     #[arg(long)]
     teacher: bool,
+    /// Run the model as its ggml round trip, q8_0 or q4_0: what a GGUF export holds.
+    #[arg(long)]
+    quant: Option<String>,
+    /// Print the prompt's and the generated token ids as JSON instead of text.
+    #[arg(long)]
+    ids: bool,
 }
 
 #[derive(clap::Args)]

@@ -11,7 +11,7 @@ use crate::data;
 use crate::error::{Error, Result};
 use crate::export::ExportFormat;
 use crate::pipeline::{self, RunOptions, load_run_recipe};
-use crate::quant::fake_quant::Scheme;
+use crate::quant::fake_quant::{Plan, Scheme};
 use crate::recipe::Recipe;
 use crate::run_dir::Phase;
 use crate::run_dir::RunDir;
@@ -62,12 +62,14 @@ pub(super) fn eval(a: EvalArgs) -> Result<()> {
     let valid = d.valid;
     let student = load_final(run_dir, Phase::Student, &device)?;
     let schemes = a.ptq.iter().map(|s| flag::<Scheme>("--ptq", s)).collect::<Result<Vec<_>>>()?;
+    // The run's `[qat]` says whether the embedding table and LM head are quantized too.
+    let plans: Vec<_> = schemes.iter().map(|&scheme| Plan { scheme, ..r.qat.plan() }).collect();
     let [te, se, q8] = pipeline::evaluate_models(&teacher, &student, &valid, r.optim.batch_size, &device);
     println!("{:<20} {:>10} {:>12}", "model", "loss", "perplexity");
     for (name, e) in [("teacher", te), ("student f32", se), ("student int8", q8)] {
         println!("{name:<20} {:>10.4} {:>12.3}", e.loss, e.ppl);
     }
-    let ptq = pipeline::evaluate_ptq(&student, &valid, r.optim.batch_size, &schemes, &device)?;
+    let ptq = pipeline::evaluate_ptq(&student, &valid, r.optim.batch_size, &plans, &device)?;
     for (scheme, e) in schemes.into_iter().zip(ptq) {
         let name = format!("student {} PTQ", format!("{scheme:?}").to_lowercase());
         println!("{name:<20} {:>10.4} {:>12.3}", e.loss, e.ppl);
@@ -81,7 +83,7 @@ pub(super) fn export(a: ExportArgs) -> Result<()> {
     let device = pipeline::device_for(r.run.backend);
     let m = load_final(&a.run_dir, which(a.teacher), &device)?;
     let out = a.out.unwrap_or_else(|| RunDir(&a.run_dir).export());
-    let (p, size) = crate::export::native::export(&m, format, &out, &RunDir(&a.run_dir).tokenizer())?;
+    let (p, size) = crate::export::export(&m, format, &r.qat.plan(), &out, &RunDir(&a.run_dir).tokenizer())?;
     println!("wrote {} ({size} bytes)", p.display());
     Ok(())
 }

@@ -1,15 +1,55 @@
 //! Exports of a trained student. One file per format.
 
+use std::path::{Path, PathBuf};
+
 use serde::{Deserialize, Serialize};
 
+use crate::error::Result;
+use crate::model::Decoder;
+use crate::quant::fake_quant::Plan;
+
+pub mod gguf;
+pub mod gguf_load;
+pub mod gguf_model;
 pub mod native;
+
+use gguf_model::GgufQuant;
 
 /// The weight formats `distill export` writes (`export.formats`, `--format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
 pub enum ExportFormat {
     /// Symmetric per-output-channel int8 weights + f32 scales, in safetensors.
+    #[serde(rename = "int8")]
     Int8,
-    /// Plain f32 safetensors.
+    /// A transformers checkpoint: f32 `model.safetensors`, config.json, generation_config.json
+    /// and tokenizer.json (`hf`, or `f32`).
+    #[serde(rename = "hf", alias = "f32")]
     F32,
+    /// GGUF for llama.cpp, block linears in f16.
+    #[serde(rename = "gguf-f16")]
+    GgufF16,
+    /// GGUF, block linears in ggml's Q8_0.
+    #[serde(rename = "gguf-q8_0")]
+    GgufQ8_0,
+    /// GGUF, block linears in ggml's Q4_0.
+    #[serde(rename = "gguf-q4_0")]
+    GgufQ4_0,
+}
+
+/// Write `model` in `format` into `dir`; returns the weights file and its size. `qat` says
+/// whether GGUF's embedding table and LM head are quantized too (as the run trained them).
+pub fn export(
+    model: &Decoder,
+    format: ExportFormat,
+    qat: &Plan,
+    dir: &Path,
+    tokenizer_json: &Path,
+) -> Result<(PathBuf, u64)> {
+    let gguf = |q: GgufQuant| gguf_model::export(model, q, qat.embeddings, qat.lm_head, dir, tokenizer_json);
+    match format {
+        ExportFormat::Int8 | ExportFormat::F32 => native::export(model, format, dir, tokenizer_json),
+        ExportFormat::GgufF16 => gguf(GgufQuant::F16),
+        ExportFormat::GgufQ8_0 => gguf(GgufQuant::Q8_0),
+        ExportFormat::GgufQ4_0 => gguf(GgufQuant::Q4_0),
+    }
 }

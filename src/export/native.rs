@@ -1,7 +1,7 @@
 //! The student as safetensors with Hugging Face Llama tensor names and `[out, in]` layout,
 //! beside a `config.json` naming the transformers architecture that computes this model
 //! (Llama, Qwen2 for q/k/v-only biases, Mistral for a window on every layer; see
-//! [`hf_architecture`]) and the `tokenizer.json`:
+//! [`hf_architecture`]), a `generation_config.json` and the `tokenizer.json`:
 //! - `f32`: plain f32 weights.
 //! - `int8`: each matrix as int8 plus a `<name>_scale` f32 vector (one scale per output channel);
 //!   RMSNorm weights stay f32.
@@ -119,6 +119,11 @@ pub fn hf_architecture(c: &DecoderConfig) -> Result<(&'static str, &'static str,
 
 /// Write `dir/model.<format>.safetensors`; returns its path and size in bytes.
 pub fn export(model: &Decoder, format: ExportFormat, dir: &Path, tokenizer_json: &Path) -> Result<(PathBuf, u64)> {
+    let int8 = match format {
+        ExportFormat::Int8 => true,
+        ExportFormat::F32 => false,
+        other => unreachable!("{other:?} is not a safetensors format"),
+    };
     let c = &model.config;
     let hybrid = c.shape.layer_pattern.contains('M');
     // Refused before anything is written.
@@ -126,13 +131,13 @@ pub fn export(model: &Decoder, format: ExportFormat, dir: &Path, tokenizer_json:
     std::fs::create_dir_all(dir).map_err(|e| Error::runtime(format!("{}: {e}", dir.display())))?;
     let mut buffers: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     for (name, w) in named_weights(model) {
-        match (w, format) {
+        match (w, int8) {
             (Weight::Vector(v), _) => buffers.push((name, Dtype::F32, vec![v.len()], crate::util::f32s_to_le(&v))),
             (Weight::Dense(w, r, c), _) => buffers.push((name, Dtype::F32, vec![r, c], crate::util::f32s_to_le(&w))),
-            (Weight::Matrix(w, r, c), ExportFormat::F32) => {
+            (Weight::Matrix(w, r, c), false) => {
                 buffers.push((name, Dtype::F32, vec![r, c], crate::util::f32s_to_le(&w)))
             }
-            (Weight::Matrix(w, r, c), ExportFormat::Int8) => {
+            (Weight::Matrix(w, r, c), true) => {
                 let (q, s) = quantize_rows(&w, r, c);
                 buffers.push((format!("{name}_scale"), Dtype::F32, vec![r], crate::util::f32s_to_le(&s)));
                 buffers.push((name, Dtype::I8, vec![r, c], q.into_iter().map(|x| x as u8).collect()));
@@ -143,18 +148,19 @@ pub fn export(model: &Decoder, format: ExportFormat, dir: &Path, tokenizer_json:
         .iter()
         .map(|(n, dt, shape, b)| (n.clone(), TensorView::new(*dt, shape.clone(), b).expect("consistent shape")))
         .collect();
-    let fmt = match format {
-        ExportFormat::Int8 => "int8",
-        ExportFormat::F32 => "f32",
+    let fmt = if int8 { "int8" } else { "f32" };
+    // The f32 file under the name transformers' `from_pretrained` looks for.
+    let path = match int8 {
+        true => dir.join(format!("model.{fmt}.safetensors")),
+        false => dir.join("model.safetensors"),
     };
-    let path = dir.join(format!("model.{fmt}.safetensors"));
     let meta = HashMap::from([
         ("format".to_string(), "pt".to_string()),
         (
             "distill.quantization".to_string(),
-            match format {
-                ExportFormat::Int8 => "int8 symmetric per-output-channel; w = q * <name>_scale[row]".to_string(),
-                ExportFormat::F32 => "none".to_string(),
+            match int8 {
+                true => "int8 symmetric per-output-channel; w = q * <name>_scale[row]".to_string(),
+                false => "none".to_string(),
             },
         ),
     ]);
@@ -197,7 +203,17 @@ pub fn export(model: &Decoder, format: ExportFormat, dir: &Path, tokenizer_json:
             config["window_from_layer"] = serde_json::json!(c.shape.window_from_layer);
         }
     }
+    // The special tokens as our tokenizer finds them, so that transformers' `generate` starts
+    // and stops where `distill generate` does.
+    let tok = crate::data::tokenizer::Tokenizer::load(tokenizer_json)?;
+    let bos = tok.bos_id.unwrap_or(tok.eos_id);
+    config["bos_token_id"] = serde_json::json!(bos);
+    config["eos_token_id"] = serde_json::json!(tok.eos_id);
     write_json_atomic(&dir.join("config.json"), &config)?;
+    write_json_atomic(
+        &dir.join("generation_config.json"),
+        &serde_json::json!({"bos_token_id": bos, "eos_token_id": tok.eos_id, "pad_token_id": tok.eos_id}),
+    )?;
     crate::util::copy_atomic(tokenizer_json, &dir.join("tokenizer.json"))?;
     Ok((path, bytes.len() as u64))
 }
@@ -321,6 +337,43 @@ mod tests {
             v["layer_types"],
             serde_json::json!(["sliding_attention", "sliding_attention", "sliding_attention"])
         );
+    }
+
+    /// Each transformers fixture (Llama GQA, Llama with q/k/v/o biases, Llama-3 RoPE scaling
+    /// with MQA, Qwen2 with tied embeddings), loaded, exported as f32 and loaded back from the
+    /// export, gives transformers' own logits for it: the export is a checkpoint transformers
+    /// computes as we do.
+    #[test]
+    fn f32_export_reloads_as_transformers_logits() {
+        let dev = Device::flex();
+        for name in ["llama-gqa", "llama-bias", "llama-mqa-rope3", "qwen2-tied"] {
+            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf").join(name);
+            let (model, _) = crate::teacher::hf::load(&src, &dev, burn::tensor::DType::F32).unwrap();
+            let d = tmp(&format!("hf-{name}"));
+            export(&model, ExportFormat::F32, &d, &src.join("tokenizer.json")).unwrap();
+            let (back, _) = crate::teacher::hf::load(&d, &dev, burn::tensor::DType::F32).unwrap();
+            let bytes = std::fs::read(src.join("reference.safetensors")).unwrap();
+            let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+            let ids: Vec<i64> = st
+                .tensor("ids")
+                .unwrap()
+                .data()
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            let want = crate::util::f32s_from_le(st.tensor("logits_f32").unwrap().data());
+            let input = burn::tensor::Tensor::<2, burn::tensor::Int>::from_data(
+                burn::tensor::TensorData::new(ids.clone(), [1, ids.len()]),
+                &dev,
+            );
+            let got: Vec<f32> = back.forward(input).into_data().iter::<f32>().collect();
+            assert_eq!(got.len(), want.len(), "{name}");
+            let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            // As the loader's own parity test: f32 summation order only.
+            assert!(err < 2e-5, "{name}: max |logit - transformers| = {err}");
+            let g: serde_json::Value = crate::util::read_json(&d.join("generation_config.json")).unwrap();
+            assert!(g["eos_token_id"].is_u64(), "{name}: {g}");
+        }
     }
 
     /// The same weights give the same bytes, every time (the header's metadata map used to

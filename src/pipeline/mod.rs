@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::eval::{EvalResult, evaluate};
 use crate::kd_loss::KdConfig;
 use crate::model::{Decoder, DecoderConfig, store};
-use crate::quant::fake_quant::{Scheme, round_trip_model};
+use crate::quant::fake_quant::{Plan, round_trip_model};
 use crate::quant::int8::fake_quant_model;
 use crate::recipe::{Recipe, TokenizerKind};
 use crate::run_dir::RunDir;
@@ -287,7 +287,8 @@ fn execute(recipe: &Recipe, dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(S
     let q8 = evaluate(&fake_quant_model(&student), valid_data, recipe.optim.batch_size, None, device);
     let mut exports = Vec::new();
     for f in &recipe.export.formats {
-        let (p, size) = crate::export::native::export(&student, *f, &RunDir(dir).export(), &RunDir(dir).tokenizer())?;
+        let (p, size) =
+            crate::export::export(&student, *f, &recipe.qat.plan(), &RunDir(dir).export(), &RunDir(dir).tokenizer())?;
         exports.push((p.display().to_string(), size));
     }
     let rows = metrics::read(&metrics_path);
@@ -327,16 +328,16 @@ pub fn evaluate_models(
     ]
 }
 
-/// Held-out loss of the student after post-training quantization of its block linears with
-/// each of ggml's `schemes` (the same quantizer QAT and the GGUF export use).
+/// Held-out loss of the student after post-training quantization with each of `plans` (ggml's
+/// quantizers, as QAT and the GGUF export use them).
 pub fn evaluate_ptq(
     student: &Decoder,
     valid: &Packed,
     batch_size: usize,
-    schemes: &[Scheme],
+    plans: &[Plan],
     device: &Device,
 ) -> Result<Vec<EvalResult>> {
-    schemes.iter().map(|&s| Ok(evaluate(&round_trip_model(student, s)?, valid, batch_size, None, device))).collect()
+    plans.iter().map(|p| Ok(evaluate(&round_trip_model(student, p)?, valid, batch_size, None, device))).collect()
 }
 
 /// Load a finished model of `phase`, or train it and freeze it into `<phase>/final`.

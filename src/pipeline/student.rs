@@ -153,7 +153,7 @@ impl StudentSetup {
             stop: opts.stop,
             stop_after,
             quiet: opts.quiet,
-            qat: recipe.qat.enabled.then_some((recipe.qat.scheme, recipe.qat.start_step)),
+            qat: recipe.qat.enabled.then_some((recipe.qat.plan(), recipe.qat.start_step)),
         }
     }
 }

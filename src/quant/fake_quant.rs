@@ -53,42 +53,87 @@ pub struct QatSection {
     pub scheme: Scheme,
     /// Train in full precision until this step, then against the quantizer.
     pub start_step: usize,
+    /// Quantize the embedding table too (in training, PTQ and the GGUF export): a quarter of
+    /// a small student's bytes at f32, but the rows every token starts from.
+    pub embeddings: bool,
+    /// Quantize a separate (untied) LM head too.
+    pub lm_head: bool,
 }
 
 impl Default for QatSection {
     fn default() -> Self {
-        QatSection { enabled: false, scheme: Scheme::Q4_0, start_step: 0 }
+        QatSection { enabled: false, scheme: Scheme::Q4_0, start_step: 0, embeddings: false, lm_head: false }
     }
 }
 
-/// The model the QAT forward runs: each block linear's weight replaced by its [`fake_quant`]
-/// (same parameter ids; the gradients reach the original weights straight through), the
-/// embedding, a separate head and the norms as they are. The value is [`round_trip_model`]'s.
-pub fn qat_view(model: &Decoder, scheme: Scheme) -> Result<Decoder> {
-    with_block_linears(model, |l, name| {
-        let fq = fake_quant(l.weight.val(), scheme, name)?;
-        l.weight = l.weight.clone().map(|_| fq);
-        Ok(())
-    })
+impl QatSection {
+    /// What the quantized student holds, whether or not training sees it.
+    pub fn plan(&self) -> Plan {
+        Plan { scheme: self.scheme, embeddings: self.embeddings, lm_head: self.lm_head }
+    }
 }
 
-/// Post-training quantization: the model whose block linears (attention or Mamba-2
-/// projections, SwiGLU) hold their `scheme` round trip. The embedding, a separate LM head and
-/// the norms stay as they are.
-pub fn round_trip_model(model: &Decoder, scheme: Scheme) -> Result<Decoder> {
-    with_block_linears(model, |l, name| {
-        l.weight = Param::from_tensor(quantized(l.weight.val(), scheme, name)?);
-        Ok(())
-    })
+/// Which weights a quantized student stores in `scheme`: always the block linears (attention
+/// or Mamba-2 projections, SwiGLU); the embedding table and a separate LM head when asked.
+/// Norms and biases stay as they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    pub scheme: Scheme,
+    pub embeddings: bool,
+    pub lm_head: bool,
 }
 
-/// A copy of `model` with `f` applied to each block linear, named for errors.
-fn with_block_linears(model: &Decoder, mut f: impl FnMut(&mut Linear, &str) -> Result<()>) -> Result<Decoder> {
+impl Plan {
+    /// The block linears only.
+    pub fn linears(scheme: Scheme) -> Plan {
+        Plan { scheme, embeddings: false, lm_head: false }
+    }
+}
+
+/// The model the QAT forward runs: each weight of the plan replaced by its [`fake_quant`]
+/// (same parameter ids; the gradients reach the original weights straight through). The value
+/// is [`round_trip_model`]'s.
+pub fn qat_view(model: &Decoder, plan: &Plan) -> Result<Decoder> {
+    with_planned(model, plan, false, |w, name| fake_quant(w, plan.scheme, name))
+}
+
+/// Post-training quantization: the model whose planned weights hold their round trip.
+pub fn round_trip_model(model: &Decoder, plan: &Plan) -> Result<Decoder> {
+    with_planned(model, plan, true, |w, name| quantized(w.detach(), plan.scheme, name))
+}
+
+/// A copy of `model` with `f` applied to each weight the plan quantizes (as a burn `[d_in,
+/// d_out]` linear weight: blocks run along `d_in`), named for errors. `fresh`: the results
+/// become new parameters (a model of its own) rather than views of the originals.
+fn with_planned(
+    model: &Decoder,
+    plan: &Plan,
+    fresh: bool,
+    mut f: impl FnMut(Tensor<2>, &str) -> Result<Tensor<2>>,
+) -> Result<Decoder> {
     let mut m = model.clone();
+    let put = |p: &mut Param<Tensor<2>>, w: Tensor<2>| {
+        *p = if fresh { Param::from_tensor(w) } else { p.clone().map(|_| w) };
+    };
+    let mut linear = |l: &mut Linear, name: &str| -> Result<()> {
+        let w = f(l.weight.val(), name)?;
+        put(&mut l.weight, w);
+        Ok(())
+    };
     for (i, b) in m.blocks.iter_mut().enumerate() {
         for (j, l) in b.linears_mut().into_iter().enumerate() {
-            f(l, &format!("layer {i}, linear {j}"))?;
+            linear(l, &format!("layer {i}, linear {j}"))?;
         }
+    }
+    if let (true, Some(h)) = (plan.lm_head, m.lm_head.as_mut()) {
+        linear(h, "lm_head")?;
+    }
+    // A tied table is the LM head too.
+    if plan.embeddings || (plan.lm_head && m.lm_head.is_none()) {
+        // The table is `[vocab, d_model]`: each token's row is quantized along d_model, as
+        // the transpose of a linear weight.
+        let w = f(m.embed.weight.val().transpose(), "embedding")?.transpose();
+        put(&mut m.embed.weight, w);
     }
     Ok(m)
 }
@@ -158,7 +203,7 @@ mod tests {
         let c = DecoderConfig { vocab_size: 40, shape: ModelShape::for_tests(64, 2, 4, 2, 96) };
         let model = c.init(3, &Device::flex());
         for scheme in [Scheme::Q8_0, Scheme::Q4_0] {
-            let mut q = round_trip_model(&model, scheme).unwrap();
+            let mut q = round_trip_model(&model, &Plan::linears(scheme)).unwrap();
             let mut orig = model.clone();
             for (bq, bo) in q.blocks.iter_mut().zip(orig.blocks.iter_mut()) {
                 for (lq, lo) in bq.linears_mut().into_iter().zip(bo.linears_mut()) {
@@ -193,11 +238,22 @@ mod tests {
         let model = c.init(5, &ad);
         let tokens = Tensor::<2, burn::tensor::Int>::from_data([[1, 7, 3, 9, 2, 5], [4, 4, 8, 0, 1, 3]], &ad);
         let probe = |y: Tensor<3>| (y.clone() * y.clone().sin()).sum();
+        let bits = |y: &Tensor<3>| y.clone().into_data().iter::<f32>().map(f32::to_bits).collect::<Vec<_>>();
+        // With the (tied) embedding table quantized too: the forward still agrees, and the
+        // table is not the original any more.
         for scheme in [Scheme::Q8_0, Scheme::Q4_0] {
-            let view = qat_view(&model, scheme).unwrap();
-            let ptq = round_trip_model(&model, scheme).unwrap();
+            let all = Plan { scheme, embeddings: true, lm_head: true };
+            let (view, ptq) = (qat_view(&model, &all).unwrap(), round_trip_model(&model, &all).unwrap());
+            assert_eq!(bits(&view.forward(tokens.clone())), bits(&ptq.forward(tokens.clone())), "{scheme:?}");
+            assert_ne!(
+                bits(&ptq.forward(tokens.clone())),
+                bits(&round_trip_model(&model, &Plan::linears(scheme)).unwrap().forward(tokens.clone()))
+            );
+        }
+        for scheme in [Scheme::Q8_0, Scheme::Q4_0] {
+            let view = qat_view(&model, &Plan::linears(scheme)).unwrap();
+            let ptq = round_trip_model(&model, &Plan::linears(scheme)).unwrap();
             let (yv, yp) = (view.forward(tokens.clone()), ptq.forward(tokens.clone()));
-            let bits = |y: &Tensor<3>| y.clone().into_data().iter::<f32>().map(f32::to_bits).collect::<Vec<_>>();
             assert_eq!(bits(&yv), bits(&yp), "{scheme:?}: forward");
             let gv = GradientsParams::from_grads(probe(yv).backward(), &model);
             let gp = GradientsParams::from_grads(probe(ptq.forward(tokens.clone())).backward(), &ptq);

@@ -25,7 +25,7 @@ use crate::eval::evaluate;
 use crate::kd_loss::{KdConfig, Target, kd_loss_fused_head, kd_loss_streamed};
 use crate::model::{Decoder, DecoderConfig};
 use crate::profile::PhaseTimer;
-use crate::quant::fake_quant::{Scheme, qat_view};
+use crate::quant::fake_quant::{Plan, qat_view};
 pub use crate::run_dir::Phase;
 use crate::teacher::cache::{CacheReader, TopKHost};
 use crate::teacher::codec::TailMode;
@@ -110,7 +110,7 @@ pub struct TrainJob<'a> {
     pub quiet: bool,
     /// Quantization-aware training: from step `.1` on, the forward runs through the weights
     /// as ggml's format `.0` stores them (`quant::fake_quant::qat_view`).
-    pub qat: Option<(Scheme, usize)>,
+    pub qat: Option<(Plan, usize)>,
 }
 
 /// Train to `optim.steps` (continuing from the latest checkpoint if there is one) and return
@@ -185,7 +185,7 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
                 None => model.clone(),
             };
             let fwd = match job.qat {
-                Some((scheme, start)) if st.step >= start => qat_view(&fwd, scheme)?,
+                Some((plan, start)) if st.step >= start => qat_view(&fwd, &plan)?,
                 _ => fwd,
             };
             // The loss fuses the LM head into its chunks, unless self-paced learning needs the

@@ -1,0 +1,204 @@
+//! A GGUF file we wrote, back as a [`Decoder`]: its tensors dequantized and renamed to our
+//! Hugging Face names, q/k rows of the `llama` architecture un-permuted, the metadata checked
+//! against the model it should hold. `distill eval --gguf` measures the file itself this way.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+
+use burn::tensor::{DType, Device};
+use half::f16;
+
+use super::gguf::{GgmlType, Gguf, GgufTensor, Value};
+use super::gguf_model::permute_rows;
+use crate::error::{Error, Result};
+use crate::model::init::WeightSource;
+use crate::model::{Decoder, DecoderConfig};
+use crate::quant::ggml::{BlockQ4_0, BlockQ8_0, dequantize_q4_0, dequantize_q8_0};
+
+/// A tensor's values as f32.
+fn dequantize(t: &GgufTensor) -> Vec<f32> {
+    let (_, size) = t.ty.block();
+    let blocks = t.data.chunks_exact(size);
+    let d = |b: &[u8]| f16::from_le_bytes([b[0], b[1]]);
+    match t.ty {
+        GgmlType::F32 => crate::util::f32s_from_le(&t.data),
+        GgmlType::F16 => blocks.map(|b| d(b).to_f32()).collect(),
+        GgmlType::Q8_0 => blocks
+            .flat_map(|b| dequantize_q8_0(&BlockQ8_0 { d: d(b), qs: std::array::from_fn(|i| b[2 + i] as i8) }))
+            .collect(),
+        GgmlType::Q4_0 => blocks
+            .flat_map(|b| dequantize_q4_0(&BlockQ4_0 { d: d(b), qs: b[2..].try_into().expect("18-byte blocks") }))
+            .collect(),
+    }
+}
+
+/// The inverse of [`permute_rows`].
+fn unpermute_rows(w: &[f32], rows: usize, cols: usize, n_head: usize) -> Vec<f32> {
+    let mut out = vec![0.0; w.len()];
+    let moved = permute_rows(&(0..rows).map(|r| r as f32).collect::<Vec<_>>(), rows, 1, n_head);
+    for (new, &old) in moved.iter().enumerate() {
+        let old = old as usize;
+        out[old * cols..(old + 1) * cols].copy_from_slice(&w[new * cols..(new + 1) * cols]);
+    }
+    out
+}
+
+/// Our Hugging Face name for a GGUF tensor name.
+fn hf_name(name: &str) -> Option<String> {
+    let top = match name {
+        "token_embd.weight" => Some("model.embed_tokens.weight"),
+        "output_norm.weight" => Some("model.norm.weight"),
+        "output.weight" => Some("lm_head.weight"),
+        _ => None,
+    };
+    if let Some(t) = top {
+        return Some(t.into());
+    }
+    let rest = name.strip_prefix("blk.")?;
+    let (layer, rest) = rest.split_once('.')?;
+    let (short, kind) = rest.rsplit_once('.')?;
+    let hf = match short {
+        "attn_norm" => "input_layernorm",
+        "ffn_norm" => "post_attention_layernorm",
+        "attn_q" => "self_attn.q_proj",
+        "attn_k" => "self_attn.k_proj",
+        "attn_v" => "self_attn.v_proj",
+        "attn_output" => "self_attn.o_proj",
+        "ffn_gate" => "mlp.gate_proj",
+        "ffn_up" => "mlp.up_proj",
+        "ffn_down" => "mlp.down_proj",
+        _ => return None,
+    };
+    Some(format!("model.layers.{}.{hf}.{kind}", layer.parse::<usize>().ok()?))
+}
+
+/// A GGUF file's weights under our names, as f32.
+struct GgufWeights {
+    map: HashMap<String, (Vec<f32>, Vec<usize>)>,
+    asked: RefCell<HashSet<String>>,
+    what: String,
+}
+
+impl WeightSource for GgufWeights {
+    fn shape(&self, name: &str) -> Result<Vec<usize>> {
+        self.asked.borrow_mut().insert(name.into());
+        self.map.get(name).map(|(_, s)| s.clone()).ok_or_else(|| self.missing(name))
+    }
+
+    fn get(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
+        self.asked.borrow_mut().insert(name.into());
+        self.map.get(name).cloned().ok_or_else(|| self.missing(name))
+    }
+
+    fn check_all_used(&self) -> Result<()> {
+        let asked = self.asked.borrow();
+        let mut unused: Vec<&String> = self.map.keys().filter(|n| !asked.contains(*n)).collect();
+        unused.sort();
+        match unused.first() {
+            None => Ok(()),
+            Some(n) => Err(Error::input(format!("{}: tensor for `{n}` is not used by the run's model", self.what))),
+        }
+    }
+}
+
+impl GgufWeights {
+    fn missing(&self, name: &str) -> Error {
+        Error::input(format!("{}: no tensor for `{name}`", self.what))
+    }
+}
+
+/// The model `config` with its weights from `g` (`what`, its path, in errors). The file's
+/// metadata must describe `config`; a tensor the model does not use is an error.
+pub fn load(g: &Gguf, config: &DecoderConfig, device: &Device, what: &str) -> Result<Decoder> {
+    let arch = match g.get("general.architecture") {
+        Some(Value::Str(a)) if a == "llama" || a == "qwen2" => a.clone(),
+        other => {
+            return Err(Error::input(format!(
+                "{what}: general.architecture is {other:?}, expected \"llama\" or \"qwen2\""
+            )));
+        }
+    };
+    let s = &config.shape;
+    for (key, want) in [
+        ("block_count", s.n_layers),
+        ("embedding_length", s.d_model),
+        ("feed_forward_length", s.d_ff),
+        ("attention.head_count", s.n_heads),
+        ("attention.head_count_kv", s.n_kv_heads),
+        ("vocab_size", config.vocab_size),
+    ] {
+        let key = format!("{arch}.{key}");
+        if g.get(&key) != Some(&Value::U32(want as u32)) {
+            return Err(Error::input(format!("{what}: {key} is {:?}, the run's model has {want}", g.get(&key))));
+        }
+    }
+    let mut map = HashMap::new();
+    for t in &g.tensors {
+        let name = hf_name(&t.name)
+            .ok_or_else(|| Error::input(format!("{what}: tensor `{}` is not one of a llama model's", t.name)))?;
+        let shape: Vec<usize> = t.ne.iter().rev().map(|&d| d as usize).collect();
+        let mut v = dequantize(t);
+        let heads = match (arch.as_str(), t.name.rsplit('.').nth(1)) {
+            ("llama", Some("attn_q")) => Some(s.n_heads),
+            ("llama", Some("attn_k")) => Some(s.n_kv_heads),
+            _ => None,
+        };
+        if let Some(n) = heads {
+            let cols = if shape.len() == 2 { shape[1] } else { 1 };
+            v = unpermute_rows(&v, shape[0], cols, n);
+        }
+        map.insert(name, (v, shape));
+    }
+    let weights = GgufWeights { map, asked: RefCell::new(HashSet::new()), what: what.into() };
+    config.load(&weights, device, DType::F32).map_err(|e| Error::input(format!("{what}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::gguf_model::{GgufQuant, Vocab, to_gguf};
+    use crate::quant::fake_quant::{Plan, Scheme, round_trip_model};
+    use std::path::Path;
+
+    /// A model written as Q8_0/Q4_0 GGUF and loaded back computes exactly what its round trip
+    /// (the QAT forward, the PTQ evaluation) computes: the file's perplexity is the trained
+    /// one. f16 loads back as the f16 rounding of every matrix.
+    #[test]
+    fn loaded_file_is_the_round_trip_model() {
+        let dev = Device::flex();
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf/llama-gqa");
+        let (model, tok) = crate::teacher::hf::load(&dir, &dev, DType::F32).unwrap();
+        let j: serde_json::Value = crate::util::read_json(&dir.join("tokenizer.json")).unwrap();
+        let vocab = || Vocab::from_tokenizer_json(&j, 1024, tok.eos_id, tok.bos_id, "t").unwrap();
+        let ids = crate::model::token_tensor(&[5, 9, 77, 1000, 3, 3, 41], &dev);
+        let bits = |m: &Decoder| m.forward(ids.clone()).into_data().iter::<f32>().map(f32::to_bits).collect::<Vec<_>>();
+        for (q, scheme) in [(GgufQuant::Q8_0, Scheme::Q8_0), (GgufQuant::Q4_0, Scheme::Q4_0)] {
+            for (emb, head) in [(false, false), (true, true)] {
+                let g = to_gguf(&model, q, emb, head, vocab()).unwrap();
+                let back = load(&g, &model.config, &dev, "m.gguf").unwrap();
+                let rt = round_trip_model(&model, &Plan { scheme, embeddings: emb, lm_head: head }).unwrap();
+                assert_eq!(bits(&back), bits(&rt), "{scheme:?} embeddings {emb}");
+            }
+        }
+        let g = to_gguf(&model, GgufQuant::F16, false, false, vocab()).unwrap();
+        let back = load(&g, &model.config, &dev, "m.gguf").unwrap();
+        let (a, b) = (back.forward(ids.clone()), model.forward(ids.clone()));
+        let err: f32 = (a - b).abs().max().into_scalar();
+        assert!(err > 0.0 && err < 1e-2, "f16: {err}");
+    }
+
+    /// A file for another model is refused naming the key.
+    #[test]
+    fn metadata_must_match_the_run() {
+        let dev = Device::flex();
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf/llama-gqa");
+        let (model, tok) = crate::teacher::hf::load(&dir, &dev, DType::F32).unwrap();
+        let j: serde_json::Value = crate::util::read_json(&dir.join("tokenizer.json")).unwrap();
+        let vocab = Vocab::from_tokenizer_json(&j, 1024, tok.eos_id, tok.bos_id, "t").unwrap();
+        let g = to_gguf(&model, GgufQuant::Q8_0, false, false, vocab).unwrap();
+        let mut other = model.config.clone();
+        other.shape.n_layers = 3;
+        let e = load(&g, &other, &dev, "m.gguf").unwrap_err();
+        assert!(e.to_string().contains("m.gguf: llama.block_count is Some(U32(2)), the run's model has 3"), "{e}");
+    }
+}

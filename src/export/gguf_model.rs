@@ -1,0 +1,434 @@
+//! The student as a GGUF file llama.cpp runs: its architecture metadata, its byte-level BPE
+//! tokenizer, and its weights in F16, Q8_0 or Q4_0, named and laid out as llama.cpp's
+//! `convert_hf_to_gguf.py` writes them.
+//!
+//! - Architecture: `llama` (no biases, or q/k/v/o biases) or `qwen2` (q/k/v biases). Sliding
+//!   windows, RoPE scaling and Mamba-2 layers have no exact llama.cpp counterpart here: refused,
+//!   naming why, before anything is written.
+//! - RoPE: llama.cpp's `llama` rotates adjacent pairs `(2i, 2i + 1)` where our q/k (as Hugging
+//!   Face's) rotate halves `(i, i + d/2)`, so each head's q/k rows (and biases) are permuted
+//!   ([`permute_rows`]), as the converter does. `qwen2` rotates halves in llama.cpp too: no
+//!   permutation. A row permutation moves whole quantization blocks, so it changes no value.
+//! - Quantization: every block linear in the chosen type; the embedding table and a separate
+//!   LM head each in the same type when asked (`[qat] embeddings` / `lm_head`, so that what QAT
+//!   trained against is what is written), else F32 (F16 for `gguf-f16`); norms and biases F32.
+//!   A tied table is quantized when either is asked: it is both.
+//!   The Q8_0/Q4_0 blocks are [`crate::quant::ggml`]'s, byte for byte ggml's.
+
+use std::path::{Path, PathBuf};
+
+use half::f16;
+
+use super::gguf::{GgmlType, Gguf, GgufTensor, Value};
+use crate::error::{Error, Result};
+use crate::model::Decoder;
+use crate::quant::ggml::{self, QK};
+use crate::quant::int8::linear_out_in;
+
+/// The weight type of a GGUF export's block linears.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GgufQuant {
+    F16,
+    Q8_0,
+    Q4_0,
+}
+
+impl GgufQuant {
+    pub fn name(self) -> &'static str {
+        match self {
+            GgufQuant::F16 => "f16",
+            GgufQuant::Q8_0 => "q8_0",
+            GgufQuant::Q4_0 => "q4_0",
+        }
+    }
+
+    fn ggml(self) -> GgmlType {
+        match self {
+            GgufQuant::F16 => GgmlType::F16,
+            GgufQuant::Q8_0 => GgmlType::Q8_0,
+            GgufQuant::Q4_0 => GgmlType::Q4_0,
+        }
+    }
+
+    /// llama.cpp's `general.file_type` (`LLAMA_FTYPE_MOSTLY_*`).
+    fn file_type(self) -> u32 {
+        match self {
+            GgufQuant::F16 => 1,
+            GgufQuant::Q8_0 => 7,
+            GgufQuant::Q4_0 => 2,
+        }
+    }
+}
+
+/// The llama.cpp architecture that computes exactly our model, or why none does.
+fn architecture(model: &Decoder) -> Result<&'static str> {
+    let s = &model.config.shape;
+    let refuse = |why: &str| Err(Error::input(format!("cannot export this model as GGUF: {why}")));
+    if s.layer_pattern.contains('M') {
+        return refuse(&format!(
+            "its layer pattern {:?} has Mamba-2 layers, which llama.cpp has no architecture for in this \
+             combination (use the int8, int4 or f32 export)",
+            s.layer_pattern
+        ));
+    }
+    if let Some(w) = s.window {
+        return refuse(&format!(
+            "it attends through a sliding window of {w} tokens, which llama.cpp's llama and qwen2 ignore"
+        ));
+    }
+    if s.rope_scaling.is_some() {
+        return refuse("it uses Llama-3 RoPE scaling, which this exporter does not write (a rope_freqs tensor)");
+    }
+    match (s.qkv_bias, s.o_bias) {
+        (false, false) | (true, true) => Ok("llama"),
+        (true, false) => Ok("qwen2"),
+        (false, true) => refuse("an o_proj bias without q/k/v biases exists in no llama.cpp architecture"),
+    }
+}
+
+/// Each head's rows in pair-interleaved order: within a head of `hd` rows, new row `2i + j`
+/// is old row `j hd/2 + i` (the converter's `reshape(n_head, 2, hd/2, ..).swapaxes(1, 2)`).
+pub fn permute_rows(w: &[f32], rows: usize, cols: usize, n_head: usize) -> Vec<f32> {
+    let hd = rows / n_head;
+    let mut out = Vec::with_capacity(w.len());
+    for h in 0..n_head {
+        for i in 0..hd / 2 {
+            for j in 0..2 {
+                let r = h * hd + j * (hd / 2) + i;
+                out.extend_from_slice(&w[r * cols..(r + 1) * cols]);
+            }
+        }
+    }
+    out
+}
+
+/// `[rows, cols]` f32 values (output channels as rows) in `ty`'s bytes; `name` for errors.
+fn encode(w: &[f32], cols: usize, ty: GgmlType, name: &str) -> Result<Vec<u8>> {
+    if let Some(i) = w.iter().position(|v| !v.is_finite()) {
+        return Err(Error::runtime(format!(
+            "{name}: non-finite weight {} at row {}, column {}",
+            w[i],
+            i / cols,
+            i % cols
+        )));
+    }
+    if matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0) && !cols.is_multiple_of(QK) {
+        return Err(Error::input(format!(
+            "{name}: {ty:?} quantizes blocks of {QK} values along each row, but rows have {cols} values"
+        )));
+    }
+    let blocks = |f: &dyn Fn(&[f32; QK]) -> Vec<u8>| -> Vec<u8> {
+        w.chunks_exact(QK).flat_map(|b| f(b.try_into().expect("whole blocks"))).collect()
+    };
+    Ok(match ty {
+        GgmlType::F32 => crate::util::f32s_to_le(w),
+        GgmlType::F16 => w.iter().flat_map(|v| f16::from_f32(*v).to_le_bytes()).collect(),
+        GgmlType::Q8_0 => blocks(&|b| ggml::quantize_q8_0(b).to_bytes().to_vec()),
+        GgmlType::Q4_0 => blocks(&|b| ggml::quantize_q4_0(b).to_bytes().to_vec()),
+    })
+}
+
+fn tensor(name: &str, w: &[f32], shape: &[usize], ty: GgmlType) -> Result<GgufTensor> {
+    let cols = *shape.last().expect("a shape");
+    let ty = if shape.len() == 1 { GgmlType::F32 } else { ty };
+    let data = encode(w, cols, ty, name)?;
+    Ok(GgufTensor { name: name.into(), ne: shape.iter().rev().map(|&d| d as u64).collect(), ty, data })
+}
+
+fn values(t: burn::tensor::Tensor<1>) -> Vec<f32> {
+    t.into_data().convert::<f32>().iter::<f32>().collect()
+}
+
+/// The tokenizer as GGUF metadata: byte-level BPE (`gpt2`) with GPT-2's pre-tokenizer.
+pub struct Vocab {
+    pub tokens: Vec<String>,
+    pub types: Vec<i32>,
+    pub merges: Vec<String>,
+    pub eos: u32,
+    pub bos: Option<u32>,
+}
+
+// llama.cpp's token types.
+const NORMAL: i32 = 1;
+const CONTROL: i32 = 3;
+const USER_DEFINED: i32 = 4;
+const UNUSED: i32 = 5;
+
+impl Vocab {
+    /// From a `tokenizer.json` (`what` names it in errors) for a model of `n_vocab` rows: ids
+    /// the tokenizer does not use become `[PAD<id>]` (unused), as the converter writes them.
+    pub fn from_tokenizer_json(
+        j: &serde_json::Value,
+        n_vocab: usize,
+        eos: u32,
+        bos: Option<u32>,
+        what: &str,
+    ) -> Result<Vocab> {
+        let bad = |msg: String| Error::input(format!("{what}: cannot write this tokenizer to GGUF: {msg}"));
+        let model = &j["model"];
+        if model["type"] != "BPE" {
+            return Err(bad(format!("model type {}, expected BPE", model["type"])));
+        }
+        let pre = &j["pre_tokenizer"];
+        let gpt2 = pre["type"] == "ByteLevel" && pre["use_regex"] != false && pre["add_prefix_space"] != true;
+        if !gpt2 || !j["normalizer"].is_null() {
+            return Err(bad(format!(
+                "pre-tokenizer {pre} with normalizer {}: only byte-level BPE with GPT-2's pre-tokenizer and no \
+                 normalizer is written (llama.cpp's `gpt-2`)",
+                j["normalizer"]
+            )));
+        }
+        let mut tokens: Vec<Option<(String, i32)>> = vec![None; n_vocab];
+        let mut put = |id: u64, tok: &str, ty: i32| -> Result<()> {
+            let slot = tokens.get_mut(id as usize).ok_or_else(|| {
+                bad(format!("token {tok:?} has id {id}, but the model has only {n_vocab} embedding rows"))
+            })?;
+            *slot = Some((tok.to_string(), ty));
+            Ok(())
+        };
+        let vocab = model["vocab"].as_object().ok_or_else(|| bad("no model.vocab object".into()))?;
+        for (tok, id) in vocab {
+            put(id.as_u64().ok_or_else(|| bad(format!("token {tok:?}: id {id} is not a number")))?, tok, NORMAL)?;
+        }
+        for t in j["added_tokens"].as_array().into_iter().flatten() {
+            let (Some(id), Some(tok)) = (t["id"].as_u64(), t["content"].as_str()) else {
+                return Err(bad(format!("added token {t} has no id or content")));
+            };
+            put(id, tok, if t["special"] == true { CONTROL } else { USER_DEFINED })?;
+        }
+        let (tokens, types) =
+            tokens.into_iter().enumerate().map(|(i, t)| t.unwrap_or_else(|| (format!("[PAD{i}]"), UNUSED))).unzip();
+        let merges = model["merges"]
+            .as_array()
+            .ok_or_else(|| bad("no model.merges list".into()))?
+            .iter()
+            .map(|m| match (m.as_str(), m.as_array().map(|a| a.as_slice())) {
+                (Some(s), _) => Ok(s.to_string()),
+                (_, Some([a, b])) if a.is_string() && b.is_string() => {
+                    Ok(format!("{} {}", a.as_str().unwrap(), b.as_str().unwrap()))
+                }
+                _ => Err(bad(format!("merge {m} is neither \"a b\" nor [\"a\", \"b\"]"))),
+            })
+            .collect::<Result<_>>()?;
+        Ok(Vocab { tokens, types, merges, eos, bos })
+    }
+}
+
+/// The model and its tokenizer as GGUF.
+pub fn to_gguf(model: &Decoder, quant: GgufQuant, embeddings: bool, lm_head: bool, vocab: Vocab) -> Result<Gguf> {
+    let arch = architecture(model)?;
+    let c = &model.config;
+    let s = &c.shape;
+    let hd = c.head_dim();
+    let ty = quant.ggml();
+    let table_ty = |asked: bool| match (quant, asked) {
+        (_, true) | (GgufQuant::F16, _) => ty,
+        _ => GgmlType::F32,
+    };
+    let tied = model.lm_head.is_none();
+    let u = |x: usize| Value::U32(x as u32);
+    let key = |k: &str| format!("{arch}.{k}");
+    let mut kv: Vec<(String, Value)> = vec![
+        ("general.architecture".into(), Value::Str(arch.into())),
+        ("general.type".into(), Value::Str("model".into())),
+        ("general.name".into(), Value::Str("distill student".into())),
+        (key("block_count"), u(s.n_layers)),
+        (key("context_length"), u(s.max_seq_len)),
+        (key("embedding_length"), u(s.d_model)),
+        (key("feed_forward_length"), u(s.d_ff)),
+        (key("attention.head_count"), u(s.n_heads)),
+        (key("attention.head_count_kv"), u(s.n_kv_heads)),
+        (key("rope.freq_base"), Value::F32(s.rope_theta as f32)),
+        (key("attention.layer_norm_rms_epsilon"), Value::F32(s.norm_eps as f32)),
+        (key("attention.key_length"), u(hd)),
+        (key("attention.value_length"), u(hd)),
+        (key("vocab_size"), u(c.vocab_size)),
+        (key("rope.dimension_count"), u(hd)),
+        ("general.file_type".into(), Value::U32(quant.file_type())),
+        ("general.quantization_version".into(), Value::U32(2)),
+        ("tokenizer.ggml.model".into(), Value::Str("gpt2".into())),
+        ("tokenizer.ggml.pre".into(), Value::Str("gpt-2".into())),
+    ];
+    if vocab.tokens.len() != c.vocab_size {
+        return Err(Error::input(format!(
+            "the tokenizer has {} tokens for a model of {} embedding rows",
+            vocab.tokens.len(),
+            c.vocab_size
+        )));
+    }
+    kv.extend([
+        ("tokenizer.ggml.tokens".into(), Value::Strs(vocab.tokens)),
+        ("tokenizer.ggml.token_type".into(), Value::I32s(vocab.types)),
+        ("tokenizer.ggml.merges".into(), Value::Strs(vocab.merges)),
+        // Without a BOS, point BOS at EOS (llama.cpp's gpt2 default, 11, is an ordinary token
+        // of ours) and say it is not added.
+        ("tokenizer.ggml.bos_token_id".into(), Value::U32(vocab.bos.unwrap_or(vocab.eos))),
+        ("tokenizer.ggml.eos_token_id".into(), Value::U32(vocab.eos)),
+        ("tokenizer.ggml.add_bos_token".into(), Value::Bool(vocab.bos.is_some())),
+    ]);
+
+    let mut tensors = Vec::new();
+    let e = model.embed.weight.val();
+    let [v, d] = e.dims();
+    let emb: Vec<f32> = e.into_data().convert::<f32>().iter::<f32>().collect();
+    tensors.push(tensor("token_embd.weight", &emb, &[v, d], table_ty(embeddings || (tied && lm_head)))?);
+    let permute = arch == "llama";
+    for (i, b) in model.blocks.iter().enumerate() {
+        let p = format!("blk.{i}");
+        tensors.push(tensor(&format!("{p}.attn_norm.weight"), &values(b.mixer_norm.gamma.val()), &[d], ty)?);
+        for (name, l) in b.linears() {
+            let short = match name {
+                "self_attn.q_proj" => "attn_q",
+                "self_attn.k_proj" => "attn_k",
+                "self_attn.v_proj" => "attn_v",
+                "self_attn.o_proj" => "attn_output",
+                "mlp.gate_proj" => "ffn_gate",
+                "mlp.up_proj" => "ffn_up",
+                "mlp.down_proj" => "ffn_down",
+                other => unreachable!("an attention-only model has no {other}"),
+            };
+            let heads = match short {
+                "attn_q" if permute => Some(s.n_heads),
+                "attn_k" if permute => Some(s.n_kv_heads),
+                _ => None,
+            };
+            let (mut w, rows, cols) = linear_out_in(l);
+            if let Some(n) = heads {
+                w = permute_rows(&w, rows, cols, n);
+            }
+            tensors.push(tensor(&format!("{p}.{short}.weight"), &w, &[rows, cols], ty)?);
+            if let Some(bias) = &l.bias {
+                let mut bv = values(bias.val());
+                if let Some(n) = heads {
+                    bv = permute_rows(&bv, rows, 1, n);
+                }
+                tensors.push(tensor(&format!("{p}.{short}.bias"), &bv, &[rows], ty)?);
+            }
+            if short == "attn_output" {
+                tensors.push(tensor(&format!("{p}.ffn_norm.weight"), &values(b.mlp_norm.gamma.val()), &[d], ty)?);
+            }
+        }
+    }
+    tensors.push(tensor("output_norm.weight", &values(model.norm.gamma.val()), &[d], ty)?);
+    if let Some(h) = &model.lm_head {
+        let (w, rows, cols) = linear_out_in(h);
+        tensors.push(tensor("output.weight", &w, &[rows, cols], table_ty(lm_head))?);
+    }
+    Ok(Gguf { kv, tensors })
+}
+
+/// Write `dir/model.<quant>.gguf` (atomically); returns its path and size in bytes.
+pub fn export(
+    model: &Decoder,
+    quant: GgufQuant,
+    embeddings: bool,
+    lm_head: bool,
+    dir: &Path,
+    tokenizer_json: &Path,
+) -> Result<(PathBuf, u64)> {
+    // Refused before anything is read or written.
+    architecture(model)?;
+    let what = tokenizer_json.display().to_string();
+    let tok = crate::data::tokenizer::Tokenizer::load(tokenizer_json)?;
+    let j: serde_json::Value = crate::util::read_json(tokenizer_json)?;
+    let vocab = Vocab::from_tokenizer_json(&j, model.config.vocab_size, tok.eos_id, tok.bos_id, &what)?;
+    let bytes = to_gguf(model, quant, embeddings, lm_head, vocab)?.to_bytes();
+    std::fs::create_dir_all(dir).map_err(|e| Error::runtime(format!("{}: {e}", dir.display())))?;
+    let path = dir.join(format!("model.{}.gguf", quant.name()));
+    crate::util::write_atomic(&path, &bytes)?;
+    Ok((path, bytes.len() as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{DType, Device};
+    use sha2::{Digest, Sha256};
+
+    fn fixture(rel: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
+    }
+
+    fn gqa() -> Decoder {
+        crate::teacher::hf::load(&fixture("hf/llama-gqa"), &Device::flex(), DType::F32).unwrap().0
+    }
+
+    fn vocab_of(model: &Decoder) -> Vocab {
+        let path = fixture("hf/llama-gqa/tokenizer.json");
+        let tok = crate::data::tokenizer::Tokenizer::load(&path).unwrap();
+        let j: serde_json::Value = crate::util::read_json(&path).unwrap();
+        Vocab::from_tokenizer_json(&j, model.config.vocab_size, tok.eos_id, tok.bos_id, "tokenizer.json").unwrap()
+    }
+
+    /// Our GGUF of the llama-gqa fixture is byte for byte what the `gguf` package writes from
+    /// the same Hugging Face folder (`scripts/make_gguf_fixture.py`): metadata, tokenizer,
+    /// permuted q/k rows, f16 conversion, ggml's blocks, the layout.
+    #[test]
+    fn files_are_byte_identical_to_the_gguf_packages() {
+        let model = gqa();
+        let cases: Vec<serde_json::Value> = crate::util::read_json(&fixture("gguf/llama-gqa.json")).unwrap();
+        assert_eq!(cases.len(), 4);
+        for c in cases {
+            let quant = match c["format"].as_str().unwrap() {
+                "f16" => GgufQuant::F16,
+                "q8_0" => GgufQuant::Q8_0,
+                _ => GgufQuant::Q4_0,
+            };
+            let (emb, head) = (c["embeddings"].as_bool().unwrap(), c["lm_head"].as_bool().unwrap());
+            let bytes = to_gguf(&model, quant, emb, head, vocab_of(&model)).unwrap().to_bytes();
+            assert_eq!(bytes.len() as u64, c["bytes"].as_u64().unwrap(), "{c}");
+            let sha = format!("{:x}", Sha256::digest(&bytes));
+            assert_eq!(sha, c["sha256"].as_str().unwrap(), "{c}");
+        }
+    }
+
+    /// Pair-interleaved RoPE (llama.cpp's `llama`) on the permuted rows is rotate-half RoPE
+    /// (ours, Hugging Face's) on the original rows, permuted: the export changes no attention
+    /// score.
+    #[test]
+    fn permuted_rows_under_interleaved_rope_are_rotate_half_rope() {
+        let (n_head, hd, pos) = (3, 8, 5.0f32);
+        let q: Vec<f32> = (0..n_head * hd).map(|i| (i as f32 * 0.37).sin()).collect();
+        let angle = |i: usize| pos * 10000f32.powf(-2.0 * i as f32 / hd as f32);
+        let mut half = q.clone();
+        let mut pairs = permute_rows(&q, n_head * hd, 1, n_head);
+        for h in 0..n_head {
+            for i in 0..hd / 2 {
+                let (c, s) = (angle(i).cos(), angle(i).sin());
+                let (a, b) = (h * hd + i, h * hd + i + hd / 2);
+                (half[a], half[b]) = (q[a] * c - q[b] * s, q[b] * c + q[a] * s);
+                let (a, b) = (h * hd + 2 * i, h * hd + 2 * i + 1);
+                let (x, y) = (pairs[a], pairs[b]);
+                (pairs[a], pairs[b]) = (x * c - y * s, y * c + x * s);
+            }
+        }
+        assert_eq!(permute_rows(&half, n_head * hd, 1, n_head), pairs);
+        assert_ne!(permute_rows(&q, n_head * hd, 1, n_head), q);
+    }
+
+    /// Models llama.cpp would compute differently are refused naming why; nothing is written.
+    #[test]
+    fn models_without_an_exact_llama_cpp_architecture_are_refused() {
+        use crate::model::{DecoderConfig, ModelShape};
+        let dir = std::env::temp_dir().join(format!("distill-gguf-refused-{}", std::process::id()));
+        let tok = fixture("hf/llama-gqa/tokenizer.json");
+        let mut c = DecoderConfig { vocab_size: 1024, shape: ModelShape::for_tests(64, 2, 4, 2, 96) };
+        c.shape.layer_pattern = "AM".into();
+        let e = export(&c.init(1, &Device::flex()), GgufQuant::Q8_0, false, false, &dir, &tok).unwrap_err();
+        assert!(e.to_string().contains("Mamba-2") && e.exit_code() == 2, "{e}");
+        let mut c = DecoderConfig { vocab_size: 1024, shape: ModelShape::for_tests(64, 2, 4, 2, 96) };
+        c.shape.window = Some(16);
+        let e = export(&c.init(1, &Device::flex()), GgufQuant::Q8_0, false, false, &dir, &tok).unwrap_err();
+        assert!(e.to_string().contains("sliding window"), "{e}");
+        assert!(!dir.exists(), "nothing written");
+        // A vocabulary larger than the model.
+        let small = DecoderConfig { vocab_size: 100, shape: ModelShape::for_tests(64, 2, 4, 2, 96) };
+        let e = export(&small.init(1, &Device::flex()), GgufQuant::Q8_0, false, false, &dir, &tok).unwrap_err();
+        assert!(e.to_string().contains("only 100 embedding rows"), "{e}");
+        // Rows that do not tile ggml's blocks.
+        let odd = DecoderConfig { vocab_size: 1024, shape: ModelShape::for_tests(48, 1, 4, 2, 96) };
+        let e = export(&odd.init(1, &Device::flex()), GgufQuant::Q4_0, false, false, &dir, &tok).unwrap_err();
+        assert!(e.to_string().contains("blk.0.attn_q.weight") && e.to_string().contains("48 values"), "{e}");
+        assert!(!dir.exists(), "nothing written");
+    }
+}
