@@ -31,7 +31,7 @@ from_serde_name! {
     Backend => ["cpu", "cuda", "wgpu", "libtorch", "libtorch-cpu"];
     TeacherDtype => ["f32", "bf16", "f16"];
     ValueCodec => ["f16", "bf16", "q8", "q6", "q4"];
-    ExportFormat => ["int8", "hf", "gguf-f16", "gguf-q8_0", "gguf-q4_0"];
+    ExportFormat => ["int8", "int4", "hf", "gguf-f16", "gguf-q8_0", "gguf-q4_0"];
     Scheme => ["q8_0", "q4_0"];
 }
 
@@ -84,7 +84,7 @@ mod tests {
         round_trip::<Backend>(&["cpu", "cuda", "wgpu", "libtorch", "libtorch-cpu"]);
         round_trip::<TeacherDtype>(&["f32", "bf16", "f16"]);
         round_trip::<ValueCodec>(&["f16", "bf16", "q8", "q6", "q4"]);
-        round_trip::<ExportFormat>(&["int8", "hf", "gguf-f16", "gguf-q8_0", "gguf-q4_0"]);
+        round_trip::<ExportFormat>(&["int8", "int4", "hf", "gguf-f16", "gguf-q8_0", "gguf-q4_0"]);
         // The earlier name of the transformers checkpoint still parses.
         assert_eq!("f32".parse::<ExportFormat>().unwrap(), ExportFormat::F32);
         round_trip::<Scheme>(&["q8_0", "q4_0"]);

@@ -17,7 +17,10 @@ pub(super) fn generate(a: GenerateArgs) -> Result<()> {
     if !(0.0..=1.0).contains(&top_p) || top_p == 0.0 {
         return Err(Error::input(format!("--top-p: expected a value in (0, 1], got {top_p}")));
     }
-    let mut m = load_final(&a.run_dir, which(a.teacher), &device)?;
+    let mut m = match &a.exported {
+        Some(path) => crate::export::open(path, &device)?,
+        None => load_final(&a.run_dir, which(a.teacher), &device)?,
+    };
     if let Some(q) = &a.quant {
         // The weights a GGUF export of this run holds (the run's `[qat]` says whether the
         // embedding table and LM head are quantized too).

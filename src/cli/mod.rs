@@ -116,6 +116,14 @@ struct EvalArgs {
     /// ggml's block quantizers, bit-exact (comma-separated: q8_0,q4_0).
     #[arg(long, value_delimiter = ',')]
     ptq: Vec<String>,
+    /// With --ptq: quantize the embedding table and a separate LM head too (as `[qat]
+    /// embeddings` / `lm_head`; default: as the run's recipe says).
+    #[arg(long)]
+    ptq_embeddings: bool,
+    /// Also evaluate exports of this run's student, from the files themselves: `.gguf` files or
+    /// export folders (hf, int8, int4), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    exported: Vec<PathBuf>,
 }
 
 // Enum-valued flags are `String`s parsed by the handler through the enum's `FromStr` (see
@@ -125,8 +133,8 @@ struct ExportArgs {
     run_dir: PathBuf,
     #[arg(long)]
     teacher: bool,
-    /// int8 (per-channel symmetric), f32 (transformers' safetensors), or GGUF for llama.cpp:
-    /// gguf-f16, gguf-q8_0, gguf-q4_0.
+    /// int8 (per-channel symmetric), hf (a transformers checkpoint, f32; also `f32`), or GGUF
+    /// for llama.cpp: gguf-f16, gguf-q8_0, gguf-q4_0.
     #[arg(long, default_value = "int8")]
     format: String,
     /// Output directory (default: <run_dir>/export).
@@ -161,12 +169,17 @@ struct GenerateArgs {
     /// Print the prompt's and the generated token ids as JSON instead of text.
     #[arg(long)]
     ids: bool,
+    /// Generate from an export of the run's student instead: a `.gguf` file or an export
+    /// folder (hf, int8, int4).
+    #[arg(long, conflicts_with_all = ["quant", "teacher"])]
+    exported: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
 struct LogitsArgs {
     /// A run directory (its student, or its teacher with --teacher), a model directory
-    /// holding model.json, or a Hugging Face folder (config.json + safetensors).
+    /// holding model.json, a Hugging Face folder (config.json + safetensors, e.g. an `hf`
+    /// export), or a `.gguf` file we exported.
     #[arg(long)]
     model: PathBuf,
     /// Comma-separated token ids, e.g. "1,2,3".

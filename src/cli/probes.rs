@@ -14,7 +14,9 @@ pub(super) fn logits(a: LogitsArgs) -> Result<()> {
     let device = backend_device(&a.backend)?;
     let dtype = flag::<TeacherDtype>("--dtype", &a.dtype)?.dtype();
     let model = &a.model;
-    let m = if model.join("model.json").is_file() {
+    let m = if model.extension().is_some_and(|e| e == "gguf") {
+        crate::export::open(model, &device)?
+    } else if model.join("model.json").is_file() {
         store::load(model, &device)?.0
     } else if model.join("config.json").is_file() && !crate::run_dir::RunDir(model).resolved_recipe().is_file() {
         crate::teacher::hf::load(model, &device, dtype)?.0
@@ -28,6 +30,9 @@ pub(super) fn logits(a: LogitsArgs) -> Result<()> {
             .split(',')
             .map(|t| t.trim().parse::<u32>().map_err(|_| Error::input(format!("--ids: `{t}` is not a token id"))))
             .collect::<Result<_>>()?,
+        (None, Some(_)) if model.is_file() => {
+            return Err(Error::input(format!("{}: give --ids (a GGUF's tokenizer is not read here)", model.display())));
+        }
         // Every kind of model directory keeps its tokenizer.json at the top.
         (None, Some(t)) => Tokenizer::load(&model.join("tokenizer.json"))?.encode_prompt(&t)?,
         (None, None) => return Err(Error::input("give --ids or --text")),

@@ -9,9 +9,10 @@ use super::{
 };
 use crate::data;
 use crate::error::{Error, Result};
+use crate::eval;
 use crate::export::ExportFormat;
 use crate::pipeline::{self, RunOptions, load_run_recipe};
-use crate::quant::fake_quant::{Plan, Scheme};
+use crate::quant::fake_quant::{Plan, Scheme, round_trip_model};
 use crate::recipe::Recipe;
 use crate::run_dir::Phase;
 use crate::run_dir::RunDir;
@@ -63,16 +64,46 @@ pub(super) fn eval(a: EvalArgs) -> Result<()> {
     let student = load_final(run_dir, Phase::Student, &device)?;
     let schemes = a.ptq.iter().map(|s| flag::<Scheme>("--ptq", s)).collect::<Result<Vec<_>>>()?;
     // The run's `[qat]` says whether the embedding table and LM head are quantized too.
-    let plans: Vec<_> = schemes.iter().map(|&scheme| Plan { scheme, ..r.qat.plan() }).collect();
+    let base = r.qat.plan();
+    let plans: Vec<_> = schemes
+        .iter()
+        .map(|&scheme| match a.ptq_embeddings {
+            true => Plan { scheme, embeddings: true, lm_head: true },
+            false => Plan { scheme, ..base },
+        })
+        .collect();
     let [te, se, q8] = pipeline::evaluate_models(&teacher, &student, &valid, r.optim.batch_size, &device);
-    println!("{:<20} {:>10} {:>12}", "model", "loss", "perplexity");
-    for (name, e) in [("teacher", te), ("student f32", se), ("student int8", q8)] {
-        println!("{name:<20} {:>10.4} {:>12.3}", e.loss, e.ppl);
+    let bs = r.optim.batch_size;
+    // KL(student f32 || variant) and KL(teacher || variant), nats per token.
+    let kls = |m: &crate::model::Decoder| {
+        (eval::kl_divergence(&student, m, &valid, bs, &device), eval::kl_divergence(&teacher, m, &valid, bs, &device))
+    };
+    println!("{:<28} {:>8} {:>10} {:>12} {:>12}", "model", "loss", "perplexity", "KL(f32||.)", "KL(teach||.)");
+    let row = |name: &str, e: &eval::EvalResult, kl: Option<(f64, f64)>| {
+        let (a, b) = kl.map(|(a, b)| (format!("{a:.5}"), format!("{b:.5}"))).unwrap_or_default();
+        println!("{name:<28} {:>8.4} {:>10.4} {a:>12} {b:>12}", e.loss, e.ppl);
+    };
+    row("teacher", &te, None);
+    row("student f32", &se, Some((0.0, eval::kl_divergence(&teacher, &student, &valid, bs, &device))));
+    row("student int8", &q8, Some(kls(&crate::quant::int8::fake_quant_model(&student))));
+    for p in &plans {
+        let m = round_trip_model(&student, p)?;
+        let e = eval::evaluate(&m, &valid, bs, None, &device);
+        let tables = if p.embeddings || p.lm_head { "+emb" } else { "" };
+        row(&format!("student {} PTQ{tables}", format!("{:?}", p.scheme).to_lowercase()), &e, Some(kls(&m)));
     }
-    let ptq = pipeline::evaluate_ptq(&student, &valid, r.optim.batch_size, &plans, &device)?;
-    for (scheme, e) in schemes.into_iter().zip(ptq) {
-        let name = format!("student {} PTQ", format!("{scheme:?}").to_lowercase());
-        println!("{name:<20} {:>10.4} {:>12.3}", e.loss, e.ppl);
+    for path in &a.exported {
+        let m = crate::export::open(path, &device)?;
+        if m.config.vocab_size != student.config.vocab_size {
+            return Err(Error::input(format!(
+                "{}: a vocabulary of {}, the run's student has {}",
+                path.display(),
+                m.config.vocab_size,
+                student.config.vocab_size
+            )));
+        }
+        let e = eval::evaluate(&m, &valid, bs, None, &device);
+        row(&path.display().to_string(), &e, Some(kls(&m)));
     }
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! A GGUF file we wrote, back as a [`Decoder`]: its tensors dequantized and renamed to our
 //! Hugging Face names, q/k rows of the `llama` architecture un-permuted, the metadata checked
-//! against the model it should hold. `distill eval --gguf` measures the file itself this way.
+//! against the model it should hold. `distill eval --exported` measures the file itself this way.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -107,6 +107,72 @@ impl GgufWeights {
     }
 }
 
+/// The model a GGUF file we wrote describes, from its metadata (`what`, its path, in errors).
+pub fn config_of(g: &Gguf, what: &str) -> Result<DecoderConfig> {
+    let arch = match g.get("general.architecture") {
+        Some(Value::Str(a)) if a == "llama" || a == "qwen2" => a.clone(),
+        other => {
+            return Err(Error::input(format!(
+                "{what}: general.architecture is {other:?}, expected \"llama\" or \"qwen2\""
+            )));
+        }
+    };
+    let get = |key: &str| -> Result<&Value> {
+        let k = format!("{arch}.{key}");
+        g.get(&k).ok_or_else(|| Error::input(format!("{what}: no `{k}`")))
+    };
+    let u = |key: &str| -> Result<usize> {
+        match get(key)? {
+            Value::U32(x) => Ok(*x as usize),
+            other => Err(Error::input(format!("{what}: `{arch}.{key}` is {other:?}, expected a u32"))),
+        }
+    };
+    // The shortest decimal that is this f32 (1e-5, not 9.99999974e-6): the value that was
+    // written, as the recipe spelled it.
+    let f = |key: &str| -> Result<f64> {
+        match get(key)? {
+            Value::F32(x) => Ok(x.to_string().parse().expect("a float's own spelling")),
+            other => Err(Error::input(format!("{what}: `{arch}.{key}` is {other:?}, expected an f32"))),
+        }
+    };
+    let has = |name: &str| g.tensor(name).is_some();
+    let shape = crate::model::ModelShape {
+        d_model: u("embedding_length")?,
+        n_layers: u("block_count")?,
+        n_heads: u("attention.head_count")?,
+        n_kv_heads: u("attention.head_count_kv")?,
+        d_ff: u("feed_forward_length")?,
+        max_seq_len: u("context_length")?,
+        rope_theta: f("rope.freq_base")?,
+        tie_embeddings: !has("output.weight"),
+        norm_eps: f("attention.layer_norm_rms_epsilon")?,
+        layer_pattern: "A".into(),
+        window: None,
+        qkv_bias: has("blk.0.attn_q.bias"),
+        o_bias: has("blk.0.attn_output.bias"),
+        window_from_layer: 0,
+        rope_scaling: None,
+        mamba: Default::default(),
+    };
+    let config = DecoderConfig { vocab_size: u("vocab_size")?, shape };
+    config.validate().map_err(|e| Error::input(format!("{what}: {e}")))?;
+    if u("rope.dimension_count")? != config.head_dim() {
+        return Err(Error::input(format!(
+            "{what}: `{arch}.rope.dimension_count` is not the head size {}: partial RoPE is not supported",
+            config.head_dim()
+        )));
+    }
+    Ok(config)
+}
+
+/// Read and load a GGUF file we wrote, as the model its metadata describes.
+pub fn open(path: &std::path::Path, device: &Device) -> Result<Decoder> {
+    let what = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| Error::input(format!("{what}: {e}")))?;
+    let g = Gguf::parse(&bytes, &what)?;
+    load(&g, &config_of(&g, &what)?, device, &what)
+}
+
 /// The model `config` with its weights from `g` (`what`, its path, in errors). The file's
 /// metadata must describe `config`; a tensor the model does not use is an error.
 pub fn load(g: &Gguf, config: &DecoderConfig, device: &Device, what: &str) -> Result<Decoder> {
@@ -175,6 +241,7 @@ mod tests {
         for (q, scheme) in [(GgufQuant::Q8_0, Scheme::Q8_0), (GgufQuant::Q4_0, Scheme::Q4_0)] {
             for (emb, head) in [(false, false), (true, true)] {
                 let g = to_gguf(&model, q, emb, head, vocab()).unwrap();
+                assert_eq!(config_of(&g, "m.gguf").unwrap(), model.config);
                 let back = load(&g, &model.config, &dev, "m.gguf").unwrap();
                 let rt = round_trip_model(&model, &Plan { scheme, embeddings: emb, lm_head: head }).unwrap();
                 assert_eq!(bits(&back), bits(&rt), "{scheme:?} embeddings {emb}");

@@ -21,6 +21,10 @@ pub enum ExportFormat {
     /// Symmetric per-output-channel int8 weights + f32 scales, in safetensors.
     #[serde(rename = "int8")]
     Int8,
+    /// ggml's Q4_0 blocks (4-bit, one f16 scale per 32 inputs) in safetensors: the block
+    /// linears, and the embedding table / LM head when `[qat]` quantizes them.
+    #[serde(rename = "int4")]
+    Int4,
     /// A transformers checkpoint: f32 `model.safetensors`, config.json, generation_config.json
     /// and tokenizer.json (`hf`, or `f32`).
     #[serde(rename = "hf", alias = "f32")]
@@ -47,9 +51,21 @@ pub fn export(
 ) -> Result<(PathBuf, u64)> {
     let gguf = |q: GgufQuant| gguf_model::export(model, q, qat.embeddings, qat.lm_head, dir, tokenizer_json);
     match format {
-        ExportFormat::Int8 | ExportFormat::F32 => native::export(model, format, dir, tokenizer_json),
+        ExportFormat::Int8 | ExportFormat::Int4 | ExportFormat::F32 => {
+            native::export(model, format, qat, dir, tokenizer_json)
+        }
         ExportFormat::GgufF16 => gguf(GgufQuant::F16),
         ExportFormat::GgufQ8_0 => gguf(GgufQuant::Q8_0),
         ExportFormat::GgufQ4_0 => gguf(GgufQuant::Q4_0),
+    }
+}
+
+/// An export read back as a model: a `.gguf` file, or an export folder (`hf`, `int8` or `int4`:
+/// config.json + safetensors; quantized weights dequantized exactly).
+pub fn open(path: &Path, device: &burn::tensor::Device) -> Result<Decoder> {
+    if path.extension().is_some_and(|e| e == "gguf") {
+        gguf_load::open(path, device)
+    } else {
+        Ok(crate::teacher::hf::load(path, device, burn::tensor::DType::F32)?.0)
     }
 }

@@ -15,6 +15,7 @@ use super::ExportFormat;
 use crate::error::{Error, Result};
 use crate::model::decoder::Mixer;
 use crate::model::{Decoder, DecoderConfig};
+use crate::quant::fake_quant::Plan;
 use crate::quant::int8::{linear_out_in, quantize_rows};
 use crate::util::write_json_atomic;
 
@@ -117,12 +118,47 @@ pub fn hf_architecture(c: &DecoderConfig) -> Result<(&'static str, &'static str,
     }
 }
 
-/// Write `dir/model.<format>.safetensors`; returns its path and size in bytes.
-pub fn export(model: &Decoder, format: ExportFormat, dir: &Path, tokenizer_json: &Path) -> Result<(PathBuf, u64)> {
-    let int8 = match format {
-        ExportFormat::Int8 => true,
-        ExportFormat::F32 => false,
+/// `[rows, cols]` as Q4_0 blocks along each row: the nibbles (ggml's order within each block
+/// of 32) as `[rows, cols / 2]` bytes and the f16 scales as `[rows, cols / 32]`.
+fn int4_rows(w: &[f32], rows: usize, cols: usize, name: &str) -> Result<(Vec<u8>, Vec<u8>)> {
+    use crate::quant::ggml::{QK, quantize_q4_0};
+    if !cols.is_multiple_of(QK) {
+        return Err(Error::input(format!(
+            "{name}: int4 quantizes blocks of {QK} values along each row, but rows have {cols} values"
+        )));
+    }
+    if let Some(i) = w.iter().position(|v| !v.is_finite()) {
+        return Err(Error::runtime(format!("{name}: non-finite weight at row {}, column {}", i / cols, i % cols)));
+    }
+    let (mut q, mut d) = (Vec::with_capacity(rows * cols / 2), Vec::with_capacity(rows * cols / QK * 2));
+    for b in w.chunks_exact(QK) {
+        let blk = quantize_q4_0(b.try_into().expect("whole blocks"));
+        q.extend(blk.qs);
+        d.extend(blk.d.to_le_bytes());
+    }
+    Ok((q, d))
+}
+
+/// Write `dir/model.<format>.safetensors` (`model.safetensors` for `hf`); returns its path and
+/// size in bytes. For int4, `plan` says whether the embedding table and LM head are int4 too.
+pub fn export(
+    model: &Decoder,
+    format: ExportFormat,
+    plan: &Plan,
+    dir: &Path,
+    tokenizer_json: &Path,
+) -> Result<(PathBuf, u64)> {
+    let fmt = match format {
+        ExportFormat::Int8 => "int8",
+        ExportFormat::Int4 => "int4",
+        ExportFormat::F32 => "f32",
         other => unreachable!("{other:?} is not a safetensors format"),
+    };
+    let tied = model.lm_head.is_none();
+    let int4_table = |name: &str| match name {
+        "model.embed_tokens.weight" => plan.embeddings || (tied && plan.lm_head),
+        "lm_head.weight" => plan.lm_head,
+        _ => true,
     };
     let c = &model.config;
     let hybrid = c.shape.layer_pattern.contains('M');
@@ -131,38 +167,39 @@ pub fn export(model: &Decoder, format: ExportFormat, dir: &Path, tokenizer_json:
     std::fs::create_dir_all(dir).map_err(|e| Error::runtime(format!("{}: {e}", dir.display())))?;
     let mut buffers: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     for (name, w) in named_weights(model) {
-        match (w, int8) {
+        match (w, format) {
             (Weight::Vector(v), _) => buffers.push((name, Dtype::F32, vec![v.len()], crate::util::f32s_to_le(&v))),
             (Weight::Dense(w, r, c), _) => buffers.push((name, Dtype::F32, vec![r, c], crate::util::f32s_to_le(&w))),
-            (Weight::Matrix(w, r, c), false) => {
-                buffers.push((name, Dtype::F32, vec![r, c], crate::util::f32s_to_le(&w)))
-            }
-            (Weight::Matrix(w, r, c), true) => {
+            (Weight::Matrix(w, r, c), ExportFormat::Int8) => {
                 let (q, s) = quantize_rows(&w, r, c);
                 buffers.push((format!("{name}_scale"), Dtype::F32, vec![r], crate::util::f32s_to_le(&s)));
                 buffers.push((name, Dtype::I8, vec![r, c], q.into_iter().map(|x| x as u8).collect()));
             }
+            (Weight::Matrix(w, r, c), ExportFormat::Int4) if int4_table(&name) => {
+                let (q, d) = int4_rows(&w, r, c, &name)?;
+                buffers.push((format!("{name}_scale"), Dtype::F16, vec![r, c / 32], d));
+                buffers.push((name, Dtype::U8, vec![r, c / 2], q));
+            }
+            (Weight::Matrix(w, r, c), _) => buffers.push((name, Dtype::F32, vec![r, c], crate::util::f32s_to_le(&w))),
         }
     }
     let views: Vec<(String, TensorView)> = buffers
         .iter()
         .map(|(n, dt, shape, b)| (n.clone(), TensorView::new(*dt, shape.clone(), b).expect("consistent shape")))
         .collect();
-    let fmt = if int8 { "int8" } else { "f32" };
     // The f32 file under the name transformers' `from_pretrained` looks for.
-    let path = match int8 {
-        true => dir.join(format!("model.{fmt}.safetensors")),
-        false => dir.join("model.safetensors"),
+    let path = match format {
+        ExportFormat::F32 => dir.join("model.safetensors"),
+        _ => dir.join(format!("model.{fmt}.safetensors")),
+    };
+    let quantization = match format {
+        ExportFormat::Int8 => "int8 symmetric per-output-channel; w = q * <name>_scale[row]",
+        ExportFormat::Int4 => INT4_LAYOUT,
+        _ => "none",
     };
     let meta = HashMap::from([
         ("format".to_string(), "pt".to_string()),
-        (
-            "distill.quantization".to_string(),
-            match int8 {
-                true => "int8 symmetric per-output-channel; w = q * <name>_scale[row]".to_string(),
-                false => "none".to_string(),
-            },
-        ),
+        ("distill.quantization".to_string(), quantization.to_string()),
     ]);
     let bytes =
         safetensors::serialize(views, Some(meta)).map_err(|e| Error::runtime(format!("{}: {e}", path.display())))?;
@@ -218,49 +255,10 @@ pub fn export(model: &Decoder, format: ExportFormat, dir: &Path, tokenizer_json:
     Ok((path, bytes.len() as u64))
 }
 
-/// A tensor's values and shape.
-pub type Matrix = (Vec<f32>, Vec<usize>);
-
-/// Read an int8 export back into f32 `[out, in]` matrices by name (for tests and tools).
-pub fn read_int8(path: &Path) -> Result<HashMap<String, Matrix>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::input(format!("{}: {e}", path.display())))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| Error::input(format!("{}: not a safetensors file: {e}", path.display())))?;
-    let mut out = HashMap::new();
-    for (name, view) in st.tensors() {
-        if name.ends_with("_scale") {
-            continue;
-        }
-        let shape = view.shape().to_vec();
-        let bad = |msg: String| Error::input(format!("{}: tensor `{name}`{msg}", path.display()));
-        let data = match view.dtype() {
-            Dtype::F32 => crate::util::f32s_from_le(view.data()),
-            Dtype::I8 => {
-                // Checked, not trusted: a crafted or damaged file must not index out of bounds.
-                let &[rows, cols] = shape.as_slice() else {
-                    return Err(bad(format!(" is int8 with shape {shape:?}: expected a matrix [rows, cols]")));
-                };
-                let sname = format!("{name}_scale");
-                let s = st.tensor(&sname).map_err(|e| bad(format!(" is int8 but `{sname}` cannot be read: {e}")))?;
-                if s.dtype() != Dtype::F32 {
-                    return Err(bad(format!(": `{sname}` has dtype {:?}, expected F32", s.dtype())));
-                }
-                if s.shape() != [rows] {
-                    return Err(bad(format!(
-                        ": `{sname}` has shape {:?}, expected [{rows}] (one scale per row)",
-                        s.shape()
-                    )));
-                }
-                let scales: Vec<f32> = crate::util::f32s_from_le(s.data());
-                let q: Vec<i8> = view.data().iter().map(|b| *b as i8).collect();
-                crate::quant::int8::dequantize_rows(&q, &scales, cols)
-            }
-            other => return Err(bad(format!(": unexpected dtype {other:?}"))),
-        };
-        out.insert(name, (data, shape));
-    }
-    Ok(out)
-}
+/// How an int4 file stores a matrix (its safetensors metadata says so).
+pub const INT4_LAYOUT: &str = "int4: ggml Q4_0 blocks of 32 along each row; <name> u8 [rows, cols/2]: \
+    in each block's 16 bytes, value j in the low nibble of byte j and value j+16 in the high nibble; \
+    <name>_scale f16 [rows, cols/32]; w = (nibble - 8) * scale";
 
 #[cfg(test)]
 mod tests {
@@ -268,6 +266,8 @@ mod tests {
     use crate::model::DecoderConfig;
     use crate::model::ModelShape;
     use burn::tensor::Device;
+
+    const NO_PLAN: Plan = Plan { scheme: crate::quant::fake_quant::Scheme::Q4_0, embeddings: false, lm_head: false };
 
     fn tiny() -> DecoderConfig {
         DecoderConfig { vocab_size: 40, shape: ModelShape::for_tests(16, 3, 4, 2, 32) }
@@ -288,7 +288,7 @@ mod tests {
     /// transformers) makes of it.
     fn exported(c: &DecoderConfig, tag: &str) -> Result<serde_json::Value> {
         let d = tmp(tag);
-        export(&c.init(1, &Device::flex()), ExportFormat::F32, &d, &tokenizer())?;
+        export(&c.init(1, &Device::flex()), ExportFormat::F32, &NO_PLAN, &d, &tokenizer())?;
         let v: serde_json::Value = crate::util::read_json(&d.join("config.json")).unwrap();
         let back = serde_json::from_value::<crate::teacher::hf::HfConfig>(v.clone())
             .unwrap()
@@ -350,7 +350,7 @@ mod tests {
             let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf").join(name);
             let (model, _) = crate::teacher::hf::load(&src, &dev, burn::tensor::DType::F32).unwrap();
             let d = tmp(&format!("hf-{name}"));
-            export(&model, ExportFormat::F32, &d, &src.join("tokenizer.json")).unwrap();
+            export(&model, ExportFormat::F32, &NO_PLAN, &d, &src.join("tokenizer.json")).unwrap();
             let (back, _) = crate::teacher::hf::load(&d, &dev, burn::tensor::DType::F32).unwrap();
             let bytes = std::fs::read(src.join("reference.safetensors")).unwrap();
             let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
@@ -377,15 +377,14 @@ mod tests {
     }
 
     /// The same weights give the same bytes, every time (the header's metadata map used to
-    /// come out in `HashMap` order), and the file still reads back.
+    /// come out in `HashMap` order).
     #[test]
     fn exports_are_byte_identical_from_run_to_run() {
         let model = tiny().init(1, &Device::flex());
         let files: Vec<Vec<u8>> = (0..8)
             .map(|i| {
                 let d = tmp(&format!("same-{i}"));
-                let (path, _) = export(&model, ExportFormat::Int8, &d, &tokenizer()).unwrap();
-                assert_eq!(read_int8(&path).unwrap().len(), read_int8(&path).unwrap().len());
+                let (path, _) = export(&model, ExportFormat::Int8, &NO_PLAN, &d, &tokenizer()).unwrap();
                 std::fs::read(path).unwrap()
             })
             .collect();
@@ -401,42 +400,87 @@ mod tests {
         let other = d.join("other");
         std::fs::write(&other, b"old tokenizer").unwrap();
         std::fs::hard_link(&other, d.join("tokenizer.json")).unwrap();
-        export(&tiny().init(1, &Device::flex()), ExportFormat::Int8, &d, &tokenizer()).unwrap();
+        export(&tiny().init(1, &Device::flex()), ExportFormat::Int8, &NO_PLAN, &d, &tokenizer()).unwrap();
         assert_eq!(std::fs::read(&other).unwrap(), b"old tokenizer");
         assert_eq!(std::fs::read(d.join("tokenizer.json")).unwrap(), std::fs::read(tokenizer()).unwrap());
     }
 
-    /// Crafted int8 files: each problem is an input error naming the file, the tensor and what
-    /// was expected (today's reader indexed shapes and scales blindly and panicked).
+    /// int8 and int4 exports load back (through the Hugging Face reader, as `distill logits
+    /// --model <export dir>` does) as exactly the quantized model: int8 as `fake_quant_model`,
+    /// int4 as the Q4_0 round trip of the plan (bit for bit, the embedding table included when
+    /// the plan says so).
     #[test]
-    fn read_int8_checks_shapes() {
-        let d = tmp("int8");
+    fn int8_and_int4_exports_load_back_as_the_quantized_model() {
+        use crate::quant::fake_quant::{Scheme, round_trip_model};
+        let dev = Device::flex();
+        let model = DecoderConfig { vocab_size: 1024, shape: ModelShape::for_tests(64, 2, 4, 2, 96) }.init(3, &dev);
+        let ids = crate::model::token_tensor(&[1, 7, 3, 9, 2, 5, 39], &dev);
+        let bits = |m: &Decoder| m.forward(ids.clone()).into_data().iter::<f32>().map(f32::to_bits).collect::<Vec<_>>();
+        let back = |tag: &str, format: ExportFormat, plan: &Plan| {
+            let d = tmp(tag);
+            let (path, size) = export(&model, format, plan, &d, &tokenizer()).unwrap();
+            (crate::teacher::hf::load(&d, &dev, burn::tensor::DType::F32).unwrap().0, size, path)
+        };
+        let (m8, size8, _) = back("int8-back", ExportFormat::Int8, &NO_PLAN);
+        let want = crate::quant::int8::fake_quant_model(&model);
+        let err: f32 = (m8.forward(ids.clone()) - want.forward(ids.clone())).abs().max().into_scalar();
+        assert!(err < 1e-5, "int8: {err}");
+        for (emb, tag) in [(false, "int4-linears"), (true, "int4-all")] {
+            let plan = Plan { scheme: Scheme::Q4_0, embeddings: emb, lm_head: emb };
+            let (m4, size4, path) = back(tag, ExportFormat::Int4, &plan);
+            assert_eq!(bits(&m4), bits(&round_trip_model(&model, &plan).unwrap()), "{tag}");
+            assert!(path.ends_with("model.int4.safetensors"));
+            if emb {
+                // 4.5 bits per weight against int8's 8 + a scale per row.
+                assert!((size4 as f64) < 0.62 * size8 as f64, "{size4} vs {size8}");
+            }
+        }
+    }
+
+    /// Crafted quantized files: each problem is an input error naming the file, the tensor and
+    /// what was expected, never an out-of-bounds index.
+    #[test]
+    fn quantized_tensors_are_checked() {
+        use crate::model::init::WeightSource;
         let case = |tag: &str, tensors: Vec<(&str, Dtype, Vec<usize>, Vec<u8>)>| -> String {
-            let p = d.join(format!("{tag}.safetensors"));
+            let d = tmp(&format!("crafted-{tag}"));
+            let p = d.join("model.int8.safetensors");
             let views: Vec<(String, TensorView)> = tensors
                 .iter()
                 .map(|(n, dt, s, b)| (n.to_string(), TensorView::new(*dt, s.clone(), b).unwrap()))
                 .collect();
             std::fs::write(&p, safetensors::serialize(views, None).unwrap()).unwrap();
-            let e = read_int8(&p).err().unwrap_or_else(|| panic!("{tag}: expected an error"));
+            let w = crate::teacher::hf::HfWeights::open(&d).unwrap();
+            let e = w.get("w").err().unwrap_or_else(|| panic!("{tag}: expected an error"));
             assert_eq!(e.exit_code(), 2);
             let msg = e.to_string();
-            assert!(msg.contains(&format!("{tag}.safetensors")), "{msg}");
+            assert!(msg.contains("model.int8.safetensors") && msg.contains("`w`"), "{msg}");
             msg
         };
         let f = |v: &[f32]| crate::util::f32s_to_le(v);
         let msg =
             case("vector", vec![("w", Dtype::I8, vec![6], vec![1; 6]), ("w_scale", Dtype::F32, vec![6], f(&[1.0; 6]))]);
-        assert!(msg.contains("`w`") && msg.contains("expected a matrix"), "{msg}");
+        assert!(msg.contains("expected a matrix"), "{msg}");
         let msg =
             case("scales", vec![("w", Dtype::I8, vec![2, 3], vec![1; 6]), ("w_scale", Dtype::F32, vec![1], f(&[1.0]))]);
-        assert!(msg.contains("`w_scale` has shape [1], expected [2]"), "{msg}");
+        assert!(msg.contains("`w_scale` is F32 [1], expected F32 [2]"), "{msg}");
         let msg = case(
             "scaledtype",
             vec![("w", Dtype::I8, vec![2, 3], vec![1; 6]), ("w_scale", Dtype::F16, vec![2], vec![0; 4])],
         );
-        assert!(msg.contains("`w_scale` has dtype F16, expected F32"), "{msg}");
+        assert!(msg.contains("`w_scale` is F16 [2], expected F32 [2]"), "{msg}");
         let msg = case("noscale", vec![("w", Dtype::I8, vec![2, 3], vec![1; 6])]);
         assert!(msg.contains("`w_scale`"), "{msg}");
+        // int4: one f16 scale per 32 values; a row of 24 values (12 bytes) is no whole block.
+        let msg = case(
+            "int4rows",
+            vec![("w", Dtype::U8, vec![2, 12], vec![0; 24]), ("w_scale", Dtype::F16, vec![2, 0], vec![])],
+        );
+        assert!(msg.contains("24 values per row: not a whole number of 32-value blocks"), "{msg}");
+        let msg = case(
+            "int4scales",
+            vec![("w", Dtype::U8, vec![2, 16], vec![0; 32]), ("w_scale", Dtype::F16, vec![2, 2], vec![0; 8])],
+        );
+        assert!(msg.contains("expected F16 [2, 1]"), "{msg}");
     }
 }

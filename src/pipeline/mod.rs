@@ -19,7 +19,6 @@ use crate::error::{Error, Result};
 use crate::eval::{EvalResult, evaluate};
 use crate::kd_loss::KdConfig;
 use crate::model::{Decoder, DecoderConfig, store};
-use crate::quant::fake_quant::{Plan, round_trip_model};
 use crate::quant::int8::fake_quant_model;
 use crate::recipe::{Recipe, TokenizerKind};
 use crate::run_dir::RunDir;
@@ -326,18 +325,6 @@ pub fn evaluate_models(
         evaluate(student, valid, batch_size, None, device),
         evaluate(&fake_quant_model(student), valid, batch_size, None, device),
     ]
-}
-
-/// Held-out loss of the student after post-training quantization with each of `plans` (ggml's
-/// quantizers, as QAT and the GGUF export use them).
-pub fn evaluate_ptq(
-    student: &Decoder,
-    valid: &Packed,
-    batch_size: usize,
-    plans: &[Plan],
-    device: &Device,
-) -> Result<Vec<EvalResult>> {
-    plans.iter().map(|p| Ok(evaluate(&round_trip_model(student, p)?, valid, batch_size, None, device))).collect()
 }
 
 /// Load a finished model of `phase`, or train it and freeze it into `<phase>/final`.

@@ -151,9 +151,9 @@ fn tiny_end_to_end_run_learns_and_exports() {
         assert!(run.join(f).is_file(), "missing {f}");
     }
     // The int8 file holds exactly the weights that were evaluated as "student int8".
-    let st = distill::export::native::read_int8(&run.join("export/model.int8.safetensors")).unwrap();
-    let (w, shape) = &st["model.layers.0.self_attn.k_proj.weight"];
-    assert_eq!(shape, &vec![8, 32], "HF layout [out = n_kv_heads * head_dim, in = d_model]");
+    let st = distill::teacher::hf::HfWeights::open(&run.join("export")).unwrap();
+    let (w, shape) = distill::model::init::WeightSource::get(&st, "model.layers.0.self_attn.k_proj.weight").unwrap();
+    assert_eq!(shape, vec![8, 32], "HF layout [out = n_kv_heads * head_dim, in = d_model]");
     let student = distill::model::store::load(&run.join("student/final"), &dev).unwrap().0;
     let fq = distill::quant::int8::fake_quant_model(&student);
     let (want, _, _) = distill::quant::int8::linear_out_in(fq.blocks[0].linears()[1].1);

@@ -204,10 +204,28 @@ impl HfWeights {
         } else if single.is_file() {
             vec![single]
         } else {
-            return Err(Error::input(format!(
-                "{}: no model.safetensors or model.safetensors.index.json",
-                dir.display()
-            )));
+            // Our own int8 / int4 exports, read back dequantized.
+            let ours: Vec<PathBuf> = ["model.int8.safetensors", "model.int4.safetensors"]
+                .iter()
+                .map(|n| dir.join(n))
+                .filter(|p| p.is_file())
+                .collect();
+            match ours.as_slice() {
+                [one] => vec![one.clone()],
+                [] => {
+                    return Err(Error::input(format!(
+                        "{}: no model.safetensors, model.safetensors.index.json, model.int8.safetensors or \
+                         model.int4.safetensors",
+                        dir.display()
+                    )));
+                }
+                _ => {
+                    return Err(Error::input(format!(
+                        "{}: both model.int8.safetensors and model.int4.safetensors: export them to separate folders",
+                        dir.display()
+                    )));
+                }
+            }
         };
         let mut maps = Vec::new();
         let mut index = HashMap::new();
@@ -235,26 +253,94 @@ impl HfWeights {
         let view = st.tensor(name).map_err(|e| Error::input(format!("{}: `{name}`: {e}", path.display())))?;
         match view.dtype() {
             Dtype::F32 | Dtype::F16 | Dtype::BF16 => Ok((path.as_path(), view)),
+            // Our int8 / int4 exports: read with their `_scale` (checked in `quantized`).
+            Dtype::I8 | Dtype::U8 => Ok((path.as_path(), view)),
             other => Err(Error::input(format!(
                 "{}: tensor `{name}` has dtype {other:?}; supported: F32, F16, BF16",
                 path.display()
             ))),
         }
     }
+
+    /// An int8 (`I8` + f32 scale per row) or int4 (`U8` Q4_0 nibbles + f16 scale per 32) matrix
+    /// of our exports, dequantized; every shape checked before it is used.
+    fn quantized(
+        &self,
+        name: &str,
+        path: &Path,
+        view: &safetensors::tensor::TensorView,
+    ) -> Result<(Vec<f32>, Vec<usize>)> {
+        use crate::quant::ggml::{BlockQ4_0, QK, dequantize_q4_0};
+        let bad = |msg: String| Error::input(format!("{}: tensor `{name}`{msg}", path.display()));
+        let &[rows, cols] = view.shape() else {
+            return Err(bad(format!(" is {:?} with shape {:?}: expected a matrix", view.dtype(), view.shape())));
+        };
+        let sname = format!("{name}_scale");
+        let (_, s) = self.view(&sname).map_err(|e| bad(format!(" is quantized but its scale: {e}")))?;
+        let int4 = view.dtype() == Dtype::U8;
+        if int4 && !(cols * 2).is_multiple_of(QK) {
+            return Err(bad(format!(
+                " is int4 with {} values per row: not a whole number of {QK}-value blocks",
+                cols * 2
+            )));
+        }
+        let (want_dtype, want_shape) = match int4 {
+            false => (Dtype::F32, vec![rows]),
+            true => (Dtype::F16, vec![rows, cols * 2 / QK]),
+        };
+        if s.dtype() != want_dtype || s.shape() != want_shape.as_slice() {
+            return Err(bad(format!(
+                ": `{sname}` is {:?} {:?}, expected {want_dtype:?} {want_shape:?} for a {:?} [{rows}, {cols}] matrix",
+                s.dtype(),
+                s.shape(),
+                view.dtype()
+            )));
+        }
+        let data = view.data();
+        if !int4 {
+            let scales = crate::util::f32s_from_le(s.data());
+            let q: Vec<i8> = data.iter().map(|b| *b as i8).collect();
+            return Ok((crate::quant::int8::dequantize_rows(&q, &scales, cols), vec![rows, cols]));
+        }
+        let d = s.data().chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]));
+        let w = data
+            .chunks_exact(QK / 2)
+            .zip(d)
+            .flat_map(|(qs, d)| dequantize_q4_0(&BlockQ4_0 { d, qs: qs.try_into().expect("16 bytes") }))
+            .collect();
+        Ok((w, vec![rows, cols * 2]))
+    }
 }
 
 impl WeightSource for HfWeights {
     fn shape(&self, name: &str) -> Result<Vec<usize>> {
-        Ok(self.view(name)?.1.shape().to_vec())
+        let view = self.view(name)?.1;
+        let mut shape = view.shape().to_vec();
+        if matches!(view.dtype(), Dtype::I8 | Dtype::U8) {
+            // A quantized matrix is read with its scale.
+            self.asked.borrow_mut().insert(format!("{name}_scale"));
+        }
+        // int4 stores two values per byte.
+        if let (Dtype::U8, Some(last)) = (view.dtype(), shape.last_mut()) {
+            *last *= 2;
+        }
+        Ok(shape)
     }
 
     fn get(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
         let (path, view) = self.view(name)?;
         let bytes = view.data();
-        let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => crate::util::f32s_from_le(bytes),
-            Dtype::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            Dtype::BF16 => bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        let (data, shape): (Vec<f32>, Vec<usize>) = match view.dtype() {
+            Dtype::F32 => (crate::util::f32s_from_le(bytes), view.shape().to_vec()),
+            Dtype::F16 => (
+                bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+                view.shape().to_vec(),
+            ),
+            Dtype::BF16 => (
+                bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+                view.shape().to_vec(),
+            ),
+            Dtype::I8 | Dtype::U8 => self.quantized(name, path, &view)?,
             _ => unreachable!("checked by view"),
         };
         // A NaN or infinity in a teacher's weights would surface as a NaN loss much later.
@@ -265,7 +351,7 @@ impl WeightSource for HfWeights {
                 data[j]
             )));
         }
-        Ok((data, view.shape().to_vec()))
+        Ok((data, shape))
     }
 
     fn check_all_used(&self) -> Result<()> {

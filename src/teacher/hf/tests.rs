@@ -342,5 +342,5 @@ fn errors_name_the_problem() {
     // No weights at all.
     let d = copy_fixture("llama-gqa", "noweights");
     std::fs::remove_file(d.join("model.safetensors")).unwrap();
-    assert!(msg(&d).contains("no model.safetensors or model.safetensors.index.json"), "{}", msg(&d));
+    assert!(msg(&d).contains("no model.safetensors, model.safetensors.index.json, model.int8"), "{}", msg(&d));
 }
