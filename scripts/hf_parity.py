@@ -2,10 +2,10 @@
 """Parity of distill's decoder and exports with Hugging Face transformers.
 
 For the teacher and the student of a finished run: export the weights with `distill export`
-(f32 and int8), load them into the transformers architecture their config.json names (Llama,
-Qwen2 or Mistral; int8 dequantized here, from
-the file, as w = q * scale[row]), and compare its logits with `distill logits` on the same
-tokens. An independent implementation of the same decoder (GQA, RoPE rotate-half, RMSNorm,
+(hf, int8, int4), load them into the transformers architecture their config.json names (Llama,
+Qwen2 or Mistral; the hf export with from_pretrained, as a user would; int8 and int4
+dequantized here, from the file), and compare its logits with `distill logits` on the same
+tokens (for int4: `distill logits --model <the int4 export>`). An independent implementation of the same decoder (GQA, RoPE rotate-half, RMSNorm,
 SwiGLU, tied embeddings) must agree to float32 rounding.
 
 usage: hf_parity.py <distill binary> <run dir> [--device cuda|cpu] [--backend cpu|cuda|wgpu]
@@ -38,6 +38,13 @@ def load_export(d, fmt):
             continue
         if v.dtype == torch.int8:
             v = v.float() * raw[k + "_scale"].float()[:, None]
+        if v.dtype == torch.uint8:
+            # int4: ggml Q4_0 blocks of 32 along each row; in a block's 16 bytes value j is
+            # the low nibble of byte j and value j + 16 the high nibble; w = (q - 8) * scale.
+            rows = v.shape[0]
+            b = v.reshape(rows, -1, 16).int()
+            q = torch.cat([b & 15, b >> 4], dim=2).float() - 8
+            v = (q * raw[k + "_scale"].float()[:, :, None]).reshape(rows, -1)
         sd[k] = v
     missing, unexpected = model.load_state_dict(sd, strict=False)
     missing = [m for m in missing if not (cfg.tie_word_embeddings and m == "lm_head.weight")]
@@ -55,7 +62,7 @@ def main():
     ap.add_argument("--backend", default="cpu")
     args = ap.parse_args()
     binary, run, device = args.binary, args.run, args.device
-    formats = ["f32", "int8"] if args.backend == "cpu" else ["f32"]
+    formats = ["f32", "int8", "int4"] if args.backend == "cpu" else ["f32"]
     # A GPU backend: burn-cuda f32 agreed to ~1e-2 on logits of scale ~18 (TF32-sized rounding).
     tol = 1e-4 if args.backend == "cpu" else 2e-2
     vocab = json.load(open(os.path.join(run, "student", "final", "model.json")))["config"]["vocab_size"]
@@ -72,7 +79,11 @@ def main():
                     ref = ref_model(torch.tensor([ids], device=device)).logits[0].float().cpu()
                 lp = os.path.join(tmp, f"{who}-{fmt}-logits.safetensors")
                 flags = (["--teacher"] if who == "teacher" else []) + (["--int8"] if fmt == "int8" else [])
-                sh(binary, "logits", "--model", run, "--ids", ",".join(map(str, ids)), "--out", lp, "--backend", args.backend, *flags)
+                # int4: our reading of the same file (its exactness against the Q4_0 round
+                # trip is a Rust test).
+                model = out if fmt == "int4" else run
+                flags = [] if fmt == "int4" else flags
+                sh(binary, "logits", "--model", model, "--ids", ",".join(map(str, ids)), "--out", lp, "--backend", args.backend, *flags)
                 ours = load_file(lp)["logits"]
                 err = (ours - ref).abs().max().item()
                 scale = ref.abs().max().item()

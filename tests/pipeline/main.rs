@@ -158,6 +158,33 @@ fn tiny_end_to_end_run_learns_and_exports() {
     let fq = distill::quant::int8::fake_quant_model(&student);
     let (want, _, _) = distill::quant::int8::linear_out_in(fq.blocks[0].linears()[1].1);
     assert!(w.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-6));
+    // Every export format from the CLI; the GGUF file, read back by `eval --exported`, has
+    // exactly the perplexity of the Q4_0 round trip `--ptq` measures (the tied table is f32 in
+    // both: the recipe's [qat] does not quantize it).
+    let r = run.to_str().unwrap();
+    for (fmt, file) in
+        [("gguf-q4_0", "model.q4_0.gguf"), ("int4", "model.int4.safetensors"), ("hf", "model.safetensors")]
+    {
+        let out = dir.join(format!("export-{fmt}"));
+        let (code, stdout, err) = distill_cmd(&["export", r, "--format", fmt, "--out", out.to_str().unwrap()]);
+        assert_eq!(code, 0, "{fmt}: {err}");
+        assert!(stdout.contains(file) && out.join(file).is_file(), "{fmt}: {stdout}");
+    }
+    let gguf = dir.join("export-gguf-q4_0/model.q4_0.gguf");
+    let (code, stdout, err) = distill_cmd(&["eval", r, "--ptq", "q4_0", "--exported", gguf.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let numbers = |prefix: &str| -> String {
+        let line = stdout.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("{prefix}: {stdout}"));
+        line[prefix.len()..].trim().to_string()
+    };
+    assert_eq!(numbers("student q4_0 PTQ"), numbers(gguf.to_str().unwrap()), "{stdout}");
+    assert_ne!(numbers("student q4_0 PTQ"), numbers("student f32"), "{stdout}");
+    let (code, _, err) = distill_cmd(&["export", r, "--format", "gguf-q5_1"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("--format: expected int8, int4, hf, gguf-f16, gguf-q8_0 or gguf-q4_0, got \"gguf-q5_1\""),
+        "{err}"
+    );
     // A second `run` of the same recipe finds everything done and reproduces the summary.
     let again = pipeline::run(&recipe, &opts(&stop, None), &mut |_| {}).unwrap();
     assert_eq!(again.student.loss, s.student.loss);
@@ -275,6 +302,10 @@ fn cli_exit_codes_and_messages() {
     let (code, _, err) = distill_cmd(&["resume", run_dir.to_str().unwrap(), "--quiet"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("optimizer.safetensors: checksum does not match MANIFEST"), "{err}");
+    // A run without a trained student has nothing to export.
+    let (code, _, err) = distill_cmd(&["export", run_dir.to_str().unwrap(), "--format", "gguf-q8_0"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("student"), "{err}");
     // Running a different recipe into an existing run directory is refused.
     let (code, _, err) = distill_cmd(&["run", good.to_str().unwrap(), "--set", "optim.lr=0.002"]);
     assert_eq!(code, 2);
@@ -325,6 +356,11 @@ fn hybrid_patterns_train_and_generate() {
             seq.push(next);
         }
         assert_eq!(got, want, "{pattern}: cached greedy generation vs full recomputation");
+        if pattern.contains('M') {
+            let (code, _, err) = distill_cmd(&["export", run.to_str().unwrap(), "--format", "gguf-q8_0"]);
+            assert_eq!(code, 2, "{err}");
+            assert!(err.contains("cannot export this model as GGUF") && err.contains("Mamba-2"), "{err}");
+        }
     }
     std::fs::remove_dir_all(&dir).ok();
 }
