@@ -10,7 +10,6 @@ use serde::de::{DeserializeOwned, IntoDeserializer, value};
 use crate::device::Backend;
 use crate::error::{Error, Result};
 use crate::export::ExportFormat;
-use crate::quant::fake_quant::Scheme;
 use crate::recipe::TeacherDtype;
 use crate::teacher::codec::ValueCodec;
 
@@ -32,7 +31,6 @@ from_serde_name! {
     TeacherDtype => ["f32", "bf16", "f16"];
     ValueCodec => ["f16", "bf16", "q8", "q6", "q4"];
     ExportFormat => ["int8", "int4", "hf", "gguf-f16", "gguf-q8_0", "gguf-q4_0"];
-    Scheme => ["q8_0", "q4_0"];
 }
 
 fn by_serde_name<T: DeserializeOwned>(s: &str) -> Option<T> {
@@ -69,6 +67,7 @@ pub(super) fn backend_device(backend: &str) -> Result<burn::tensor::Device> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quant::fake_quant::Scheme;
 
     /// Every name offered parses, and serializes back to itself; one that is not offered fails.
     fn round_trip<T: FromStr<Err = String> + serde::Serialize>(names: &[&str]) {
@@ -87,7 +86,15 @@ mod tests {
         round_trip::<ExportFormat>(&["int8", "int4", "hf", "gguf-f16", "gguf-q8_0", "gguf-q4_0"]);
         // The earlier name of the transformers checkpoint still parses.
         assert_eq!("f32".parse::<ExportFormat>().unwrap(), ExportFormat::F32);
-        round_trip::<Scheme>(&["q8_0", "q4_0"]);
+        // Scheme parses itself (int4-g<N> is a family): the same words as the recipe.
+        for n in ["q8_0", "q4_0", "int4-g128", "int4-g32"] {
+            let v: Scheme = n.parse().unwrap();
+            assert_eq!(serde_json::to_value(v).unwrap(), n);
+            assert_eq!(serde_json::from_value::<Scheme>(serde_json::json!(n)).unwrap(), v);
+        }
+        for bad in ["int4-g", "int4-g7", "int4-g0", "q5_1"] {
+            assert!(bad.parse::<Scheme>().unwrap_err().contains("expected q8_0, q4_0 or int4-g<N>"), "{bad}");
+        }
         assert_eq!(expected(&["f32", "bf16"], "x"), "expected f32 or bf16, got \"x\"");
     }
 }

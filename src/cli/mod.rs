@@ -113,7 +113,7 @@ struct ResumeArgs {
 struct EvalArgs {
     run_dir: PathBuf,
     /// Also evaluate the student after post-training quantization of its block linears with
-    /// ggml's block quantizers, bit-exact (comma-separated: q8_0,q4_0).
+    /// ggml's block quantizers, bit-exact, or grouped int4 (comma-separated: q8_0,q4_0,int4-g128).
     #[arg(long, value_delimiter = ',')]
     ptq: Vec<String>,
     /// With --ptq: quantize the embedding table and a separate LM head too (as `[qat]
@@ -163,7 +163,7 @@ struct GenerateArgs {
     /// Sample from the teacher instead of the student.
     #[arg(long)]
     teacher: bool,
-    /// Run the model as its ggml round trip, q8_0 or q4_0: what a GGUF export holds.
+    /// Run the model as its round trip, q8_0 or q4_0 (what a GGUF export holds) or int4-g<N>.
     #[arg(long)]
     quant: Option<String>,
     /// Print the prompt's and the generated token ids as JSON instead of text.

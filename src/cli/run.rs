@@ -68,7 +68,7 @@ pub(super) fn eval(a: EvalArgs) -> Result<()> {
     let plans: Vec<_> = schemes
         .iter()
         .map(|&scheme| match a.ptq_embeddings {
-            true => Plan { scheme, embeddings: true, lm_head: true },
+            true => Plan { scheme, embeddings: true, lm_head: true, ..base },
             false => Plan { scheme, ..base },
         })
         .collect();
@@ -90,7 +90,7 @@ pub(super) fn eval(a: EvalArgs) -> Result<()> {
         let m = round_trip_model(&student, p)?;
         let e = eval::evaluate(&m, &valid, bs, None, &device);
         let tables = if p.embeddings || p.lm_head { "+emb" } else { "" };
-        row(&format!("student {} PTQ{tables}", format!("{:?}", p.scheme).to_lowercase()), &e, Some(kls(&m)));
+        row(&format!("student {} PTQ{tables}", p.scheme), &e, Some(kls(&m)));
     }
     for path in &a.exported {
         let m = crate::export::open(path, &device)?;
@@ -114,6 +114,22 @@ pub(super) fn export(a: ExportArgs) -> Result<()> {
     let device = pipeline::device_for(r.run.backend);
     let m = load_final(&a.run_dir, which(a.teacher), &device)?;
     let out = a.out.unwrap_or_else(|| RunDir(&a.run_dir).export());
+    // A file in another quantizer than the one the run trained against is post-training
+    // quantization of the trained weights, not what was trained: say so.
+    let file_scheme = match format {
+        ExportFormat::GgufQ8_0 => Some(Scheme::Q8_0),
+        ExportFormat::GgufQ4_0 => Some(Scheme::Q4_0),
+        ExportFormat::Int4 if !matches!(r.qat.scheme, Scheme::Int4 { .. }) => Some(Scheme::Q4_0),
+        ExportFormat::Int4 => Some(r.qat.scheme),
+        _ => None,
+    };
+    if let Some(f) = file_scheme
+        && r.qat.enabled
+        && !a.teacher
+        && f != r.qat.scheme
+    {
+        eprintln!("note: the run trained against {}; this file holds the {f} quantization of its weights", r.qat.scheme);
+    }
     let (p, size) = crate::export::export(&m, format, &r.qat.plan(), &out, &RunDir(&a.run_dir).tokenizer())?;
     println!("wrote {} ({size} bytes)", p.display());
     Ok(())

@@ -15,7 +15,7 @@ use super::ExportFormat;
 use crate::error::{Error, Result};
 use crate::model::decoder::Mixer;
 use crate::model::{Decoder, DecoderConfig};
-use crate::quant::fake_quant::Plan;
+use crate::quant::fake_quant::{Plan, Scheme};
 use crate::quant::int8::{linear_out_in, quantize_rows};
 use crate::util::write_json_atomic;
 
@@ -118,25 +118,40 @@ pub fn hf_architecture(c: &DecoderConfig) -> Result<(&'static str, &'static str,
     }
 }
 
-/// `[rows, cols]` as Q4_0 blocks along each row: the nibbles (ggml's order within each block
-/// of 32) as `[rows, cols / 2]` bytes and the f16 scales as `[rows, cols / 32]`.
-fn int4_rows(w: &[f32], rows: usize, cols: usize, name: &str) -> Result<(Vec<u8>, Vec<u8>)> {
-    use crate::quant::ggml::{QK, quantize_q4_0};
-    if !cols.is_multiple_of(QK) {
+/// `[rows, cols]` as int4 groups along each row: the nibbles as `[rows, cols / 2]` bytes and
+/// the scales as `[rows, cols / group]`: ggml's Q4_0 blocks (f16 scales) unless `scheme` is
+/// int4-g<N> (f32 scales); the packing is the same ([`crate::quant::int4`]).
+fn int4_rows(w: &[f32], cols: usize, scheme: Scheme, name: &str) -> Result<(Vec<u8>, Dtype, Vec<u8>, usize)> {
+    use crate::quant::ggml::quantize_q4_0;
+    let group = match scheme {
+        Scheme::Int4 { group } => group,
+        _ => crate::quant::ggml::QK,
+    };
+    if !cols.is_multiple_of(group) {
         return Err(Error::input(format!(
-            "{name}: int4 quantizes blocks of {QK} values along each row, but rows have {cols} values"
+            "{name}: int4 quantizes groups of {group} values along each row, but rows have {cols} values"
         )));
     }
     if let Some(i) = w.iter().position(|v| !v.is_finite()) {
         return Err(Error::runtime(format!("{name}: non-finite weight at row {}, column {}", i / cols, i % cols)));
     }
-    let (mut q, mut d) = (Vec::with_capacity(rows * cols / 2), Vec::with_capacity(rows * cols / QK * 2));
-    for b in w.chunks_exact(QK) {
-        let blk = quantize_q4_0(b.try_into().expect("whole blocks"));
-        q.extend(blk.qs);
-        d.extend(blk.d.to_le_bytes());
+    let (mut q, mut d) = (Vec::with_capacity(w.len() / 2), Vec::new());
+    for g in w.chunks_exact(group) {
+        match scheme {
+            Scheme::Int4 { .. } => {
+                let (scale, nibbles) = crate::quant::int4::quantize_group(g);
+                q.extend(nibbles);
+                d.extend(scale.to_le_bytes());
+            }
+            _ => {
+                let blk = quantize_q4_0(g.try_into().expect("whole blocks"));
+                q.extend(blk.qs);
+                d.extend(blk.d.to_le_bytes());
+            }
+        }
     }
-    Ok((q, d))
+    let dtype = if matches!(scheme, Scheme::Int4 { .. }) { Dtype::F32 } else { Dtype::F16 };
+    Ok((q, dtype, d, group))
 }
 
 /// Write `dir/model.<format>.safetensors` (`model.safetensors` for `hf`); returns its path and
@@ -176,8 +191,8 @@ pub fn export(
                 buffers.push((name, Dtype::I8, vec![r, c], q.into_iter().map(|x| x as u8).collect()));
             }
             (Weight::Matrix(w, r, c), ExportFormat::Int4) if int4_table(&name) => {
-                let (q, d) = int4_rows(&w, r, c, &name)?;
-                buffers.push((format!("{name}_scale"), Dtype::F16, vec![r, c / 32], d));
+                let (q, dtype, d, group) = int4_rows(&w, c, plan.scheme, &name)?;
+                buffers.push((format!("{name}_scale"), dtype, vec![r, c / group], d));
                 buffers.push((name, Dtype::U8, vec![r, c / 2], q));
             }
             (Weight::Matrix(w, r, c), _) => buffers.push((name, Dtype::F32, vec![r, c], crate::util::f32s_to_le(&w))),
@@ -256,9 +271,10 @@ pub fn export(
 }
 
 /// How an int4 file stores a matrix (its safetensors metadata says so).
-pub const INT4_LAYOUT: &str = "int4: ggml Q4_0 blocks of 32 along each row; <name> u8 [rows, cols/2]: \
-    in each block's 16 bytes, value j in the low nibble of byte j and value j+16 in the high nibble; \
-    <name>_scale f16 [rows, cols/32]; w = (nibble - 8) * scale";
+pub const INT4_LAYOUT: &str = "int4: groups of G values along each row (G = cols / scale columns); \
+    <name> u8 [rows, cols/2]: in each group's G/2 bytes, value j in the low nibble of byte j and value \
+    j+G/2 in the high nibble; <name>_scale [rows, cols/G], f16 (ggml Q4_0, G = 32) or f32 (int4-g<G>); \
+    w = (nibble - 8) * scale";
 
 #[cfg(test)]
 mod tests {
@@ -267,7 +283,7 @@ mod tests {
     use crate::model::ModelShape;
     use burn::tensor::Device;
 
-    const NO_PLAN: Plan = Plan { scheme: crate::quant::fake_quant::Scheme::Q4_0, embeddings: false, lm_head: false };
+    const NO_PLAN: Plan = Plan::linears(crate::quant::fake_quant::Scheme::Q4_0);
 
     fn tiny() -> DecoderConfig {
         DecoderConfig { vocab_size: 40, shape: ModelShape::for_tests(16, 3, 4, 2, 32) }
@@ -411,7 +427,7 @@ mod tests {
     /// the plan says so).
     #[test]
     fn int8_and_int4_exports_load_back_as_the_quantized_model() {
-        use crate::quant::fake_quant::{Scheme, round_trip_model};
+        use crate::quant::fake_quant::round_trip_model;
         let dev = Device::flex();
         let model = DecoderConfig { vocab_size: 1024, shape: ModelShape::for_tests(64, 2, 4, 2, 96) }.init(3, &dev);
         let ids = crate::model::token_tensor(&[1, 7, 3, 9, 2, 5, 39], &dev);
@@ -425,12 +441,16 @@ mod tests {
         let want = crate::quant::int8::fake_quant_model(&model);
         let err: f32 = (m8.forward(ids.clone()) - want.forward(ids.clone())).abs().max().into_scalar();
         assert!(err < 1e-5, "int8: {err}");
-        for (emb, tag) in [(false, "int4-linears"), (true, "int4-all")] {
-            let plan = Plan { scheme: Scheme::Q4_0, embeddings: emb, lm_head: emb };
+        for (emb, scheme, tag) in [
+            (false, Scheme::Q4_0, "int4-linears"),
+            (true, Scheme::Q4_0, "int4-all"),
+            (true, Scheme::Int4 { group: 32 }, "int4-g32"),
+        ] {
+            let plan = Plan { scheme, embeddings: emb, lm_head: emb, activations: false };
             let (m4, size4, path) = back(tag, ExportFormat::Int4, &plan);
             assert_eq!(bits(&m4), bits(&round_trip_model(&model, &plan).unwrap()), "{tag}");
             assert!(path.ends_with("model.int4.safetensors"));
-            if emb {
+            if tag == "int4-all" {
                 // 4.5 bits per weight against int8's 8 + a scale per row.
                 assert!((size4 as f64) < 0.62 * size8 as f64, "{size4} vs {size8}");
             }
@@ -471,16 +491,17 @@ mod tests {
         assert!(msg.contains("`w_scale` is F16 [2], expected F32 [2]"), "{msg}");
         let msg = case("noscale", vec![("w", Dtype::I8, vec![2, 3], vec![1; 6])]);
         assert!(msg.contains("`w_scale`"), "{msg}");
-        // int4: one f16 scale per 32 values; a row of 24 values (12 bytes) is no whole block.
+        // int4: scales that do not cut a row of 32 values into groups of an even size.
+        for (tag, shape) in [("int4zero", vec![2, 0]), ("int4three", vec![2, 3]), ("int4rows", vec![3, 1])] {
+            let n = shape.iter().product::<usize>() * 2;
+            let msg =
+                case(tag, vec![("w", Dtype::U8, vec![2, 16], vec![0; 32]), ("w_scale", Dtype::F16, shape, vec![0; n])]);
+            assert!(msg.contains("is int4 with 32 values per row") && msg.contains("expected [2, G]"), "{msg}");
+        }
         let msg = case(
-            "int4rows",
-            vec![("w", Dtype::U8, vec![2, 12], vec![0; 24]), ("w_scale", Dtype::F16, vec![2, 0], vec![])],
+            "int4dtype",
+            vec![("w", Dtype::U8, vec![2, 16], vec![0; 32]), ("w_scale", Dtype::BF16, vec![2, 1], vec![0; 4])],
         );
-        assert!(msg.contains("24 values per row: not a whole number of 32-value blocks"), "{msg}");
-        let msg = case(
-            "int4scales",
-            vec![("w", Dtype::U8, vec![2, 16], vec![0; 32]), ("w_scale", Dtype::F16, vec![2, 2], vec![0; 8])],
-        );
-        assert!(msg.contains("expected F16 [2, 1]"), "{msg}");
+        assert!(msg.contains("`w_scale` has dtype BF16, expected F16 or F32"), "{msg}");
     }
 }

@@ -2,7 +2,7 @@
 //! (n_kv_heads = 1) are one module; the kernel is behind [`causal_attention`] so that a fused
 //! training kernel can replace it without touching the model.
 
-use super::linear::linear;
+use super::linear::{act_quant, linear};
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::module::attention;
@@ -23,6 +23,8 @@ pub struct Attention {
     pub head_dim: usize,
     /// Sliding window (tokens seen, the current one included); `None` = full causal.
     pub window: Option<usize>,
+    /// Fake-quantize the projections' inputs to int8 per token (`[qat] activations`).
+    pub act_quant: bool,
 }
 
 /// Keys and values of the tokens seen so far: (batch, n_kv_heads, seen, head_dim) each.
@@ -66,6 +68,7 @@ impl Attention {
             n_kv_heads,
             head_dim,
             window,
+            act_quant: false,
         }
     }
 
@@ -73,12 +76,13 @@ impl Attention {
     /// those positions. With a cache, the new keys/values are appended to it.
     pub fn forward(&self, x: Tensor<3>, cos: &Tensor<2>, sin: &Tensor<2>, cache: Option<&mut KvCache>) -> Tensor<3> {
         let [b, t, _] = x.dims();
+        let x = act_quant(x, self.act_quant);
         let (q, k, v) = (linear(&self.wq, x.clone()), linear(&self.wk, x.clone()), linear(&self.wv, x));
         // Training and scoring (no cache, full causal): on the CPU route, RoPE and attention as
         // one op, forward and backward, from the projections' layout and back to it.
         let (q, k, v) = match cache.is_none() && self.window.is_none_or(|w| w >= t) {
             true => match crate::kernels::cpu::rope_attention(q, k, v, cos, sin, self.n_heads, self.n_kv_heads) {
-                Ok(y) => return linear(&self.wo, y),
+                Ok(y) => return linear(&self.wo, act_quant(y, self.act_quant)),
                 Err([q, k, v]) => (q, k, v),
             },
             false => (q, k, v),
@@ -99,7 +103,7 @@ impl Attention {
         }
         let y = grouped_attention(q, k, v, start, self.window);
         let y = y.swap_dims(1, 2).reshape([b, t, self.n_heads * self.head_dim]);
-        linear(&self.wo, y)
+        linear(&self.wo, act_quant(y, self.act_quant))
     }
 }
 

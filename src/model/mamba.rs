@@ -9,7 +9,7 @@
 //! linear recurrence across chunks); generation runs the per-token recurrence ([`ssd_step`])
 //! with the conv and SSM states carried in a [`MambaState`].
 
-use super::linear::linear;
+use super::linear::{act_quant, linear};
 use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::activation::{silu, softplus};
@@ -37,6 +37,8 @@ pub struct Mamba2 {
     pub d_conv: usize,
     pub chunk_size: usize,
     pub eps: f64,
+    /// Fake-quantize the projections' inputs to int8 per token (`[qat] activations`).
+    pub act_quant: bool,
 }
 
 /// Generation state of one Mamba-2 layer.
@@ -77,6 +79,7 @@ impl Mamba2 {
             d_conv: s.d_conv,
             chunk_size: s.chunk_size,
             eps,
+            act_quant: false,
         }
     }
 
@@ -94,7 +97,7 @@ impl Mamba2 {
     /// Split the input projection: z (b,t,d_inner), xBC (b,t,conv_dim), dt (b,t,heads).
     fn project(&self, x: Tensor<3>) -> (Tensor<3>, Tensor<3>, Tensor<3>) {
         let [b, t, _] = x.dims();
-        let zxbcdt = linear(&self.in_proj, x);
+        let zxbcdt = linear(&self.in_proj, act_quant(x, self.act_quant));
         let (di, cd) = (self.d_inner, self.conv_dim());
         (
             zxbcdt.clone().slice([0..b, 0..t, 0..di]),
@@ -130,7 +133,7 @@ impl Mamba2 {
     fn finish(&self, y: Tensor<4>, x: Tensor<4>, z: Tensor<3>) -> Tensor<3> {
         let [b, t, h, p] = y.dims();
         let y = y + x * self.d.val().reshape([1, 1, h, 1]);
-        linear(&self.out_proj, self.gated_norm(y.reshape([b, t, h * p]), z))
+        linear(&self.out_proj, act_quant(self.gated_norm(y.reshape([b, t, h * p]), z), self.act_quant))
     }
 
     /// Training / prompt path over a whole sequence: (b, t, d_model) -> (b, t, d_model).

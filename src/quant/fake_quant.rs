@@ -1,7 +1,7 @@
 //! Fake quantization for quantization-aware training: a weight's forward value is exactly what
-//! the export will store (ggml's blocks, quantized and dequantized), its gradient passes
-//! straight through (the straight-through estimator), so the student learns around the
-//! rounding that llama.cpp will apply.
+//! the export will store (ggml's blocks, or our grouped int4, quantized and dequantized), its
+//! gradient passes straight through (the straight-through estimator), so the student learns
+//! around the rounding that llama.cpp (or our int4 file) will apply.
 
 use burn::module::Param;
 use burn::nn::Linear;
@@ -11,24 +11,87 @@ use serde::{Deserialize, Serialize};
 use super::ggml::{self, QK};
 use crate::error::{Error, Result};
 use crate::model::Decoder;
+use crate::model::decoder::Mixer;
 
-/// A ggml block format.
+/// A weight quantizer: one of ggml's block formats (`q8_0`, `q4_0`: what the GGUF export
+/// writes) or grouped symmetric int4 with `N` values per scale (`int4-g<N>`: what the int4
+/// export writes; [`super::int4`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(try_from = "String", into = "String")]
 pub enum Scheme {
     Q8_0,
     Q4_0,
+    Int4 { group: usize },
 }
 
-/// `values` (whole blocks of 32, each a run along one row) after quantizing and dequantizing.
+impl Scheme {
+    /// Values per scale: the run along each row that must tile the row.
+    pub fn block(self) -> usize {
+        match self {
+            Scheme::Q8_0 | Scheme::Q4_0 => QK,
+            Scheme::Int4 { group } => group,
+        }
+    }
+
+    pub fn bits(self) -> u8 {
+        match self {
+            Scheme::Q8_0 => 8,
+            _ => 4,
+        }
+    }
+
+    pub const NAMES: &str = "q8_0, q4_0 or int4-g<N> (N an even group size, e.g. int4-g128)";
+}
+
+impl std::fmt::Display for Scheme {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scheme::Q8_0 => write!(f, "q8_0"),
+            Scheme::Q4_0 => write!(f, "q4_0"),
+            Scheme::Int4 { group } => write!(f, "int4-g{group}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Scheme {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let group = s.strip_prefix("int4-g").map(|n| n.parse::<usize>());
+        match (s, group) {
+            ("q8_0", _) => Ok(Scheme::Q8_0),
+            ("q4_0", _) => Ok(Scheme::Q4_0),
+            (_, Some(Ok(group))) if group >= 2 && group.is_multiple_of(2) => Ok(Scheme::Int4 { group }),
+            _ => Err(format!("expected {}, got {s:?}", Scheme::NAMES)),
+        }
+    }
+}
+
+impl TryFrom<String> for Scheme {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<Scheme> for String {
+    fn from(s: Scheme) -> String {
+        s.to_string()
+    }
+}
+
+/// `values` (whole blocks of `scheme.block()`, each a run along one row) after quantizing and
+/// dequantizing.
 pub fn round_trip(values: &[f32], scheme: Scheme) -> Vec<f32> {
+    if let Scheme::Int4 { group } = scheme {
+        return super::int4::round_trip(values, group);
+    }
     values
         .chunks_exact(QK)
         .flat_map(|b| {
             let b: &[f32; QK] = b.try_into().expect("whole blocks");
             match scheme {
                 Scheme::Q8_0 => ggml::dequantize_q8_0(&ggml::quantize_q8_0(b)),
-                Scheme::Q4_0 => ggml::dequantize_q4_0(&ggml::quantize_q4_0(b)),
+                _ => ggml::dequantize_q4_0(&ggml::quantize_q4_0(b)),
             }
         })
         .collect()
@@ -49,8 +112,12 @@ pub fn fake_quant(w: Tensor<2>, scheme: Scheme, name: &str) -> Result<Tensor<2>>
 #[serde(default, deny_unknown_fields)]
 pub struct QatSection {
     pub enabled: bool,
-    /// The format the student will be exported to (`q8_0` or `q4_0`).
+    /// The quantizer the student will be exported with: `q8_0` / `q4_0` (GGUF) or
+    /// `int4-g<N>` (the int4 export).
     pub scheme: Scheme,
+    /// Optional: 8 or 4, checked against the scheme.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bits: Option<u8>,
     /// Train in full precision until this step, then against the quantizer.
     pub start_step: usize,
     /// Quantize the embedding table too (in training, PTQ and the GGUF export): a quarter of
@@ -58,35 +125,95 @@ pub struct QatSection {
     pub embeddings: bool,
     /// Quantize a separate (untied) LM head too.
     pub lm_head: bool,
+    /// `false`, or `"int8-dynamic"`: the block linears' inputs fake-quantized to int8 with a
+    /// scale per token, for runtimes that compute in int8 (W4A8 / W8A8).
+    pub activations: Activations,
+}
+
+/// `[qat] activations`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Activations {
+    #[default]
+    Off,
+    Int8Dynamic,
+}
+
+impl Serialize for Activations {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Activations::Off => s.serialize_bool(false),
+            Activations::Int8Dynamic => s.serialize_str("int8-dynamic"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Activations {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Activations;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("false or \"int8-dynamic\"")
+            }
+            fn visit_bool<E: serde::de::Error>(self, b: bool) -> std::result::Result<Activations, E> {
+                match b {
+                    false => Ok(Activations::Off),
+                    true => Err(E::invalid_value(serde::de::Unexpected::Bool(true), &self)),
+                }
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> std::result::Result<Activations, E> {
+                match s {
+                    "int8-dynamic" => Ok(Activations::Int8Dynamic),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(s), &self)),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl Default for QatSection {
     fn default() -> Self {
-        QatSection { enabled: false, scheme: Scheme::Q4_0, start_step: 0, embeddings: false, lm_head: false }
+        QatSection {
+            enabled: false,
+            scheme: Scheme::Q4_0,
+            bits: None,
+            start_step: 0,
+            embeddings: false,
+            lm_head: false,
+            activations: Activations::Off,
+        }
     }
 }
 
 impl QatSection {
     /// What the quantized student holds, whether or not training sees it.
     pub fn plan(&self) -> Plan {
-        Plan { scheme: self.scheme, embeddings: self.embeddings, lm_head: self.lm_head }
+        Plan {
+            scheme: self.scheme,
+            embeddings: self.embeddings,
+            lm_head: self.lm_head,
+            activations: self.activations == Activations::Int8Dynamic,
+        }
     }
 }
 
 /// Which weights a quantized student stores in `scheme`: always the block linears (attention
 /// or Mamba-2 projections, SwiGLU); the embedding table and a separate LM head when asked.
-/// Norms and biases stay as they are.
+/// Norms and biases stay as they are. `activations`: the block linears' inputs are int8 per
+/// token too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Plan {
     pub scheme: Scheme,
     pub embeddings: bool,
     pub lm_head: bool,
+    pub activations: bool,
 }
 
 impl Plan {
     /// The block linears only.
-    pub fn linears(scheme: Scheme) -> Plan {
-        Plan { scheme, embeddings: false, lm_head: false }
+    pub const fn linears(scheme: Scheme) -> Plan {
+        Plan { scheme, embeddings: false, lm_head: false, activations: false }
     }
 }
 
@@ -124,6 +251,11 @@ fn with_planned(
         for (j, l) in b.linears_mut().into_iter().enumerate() {
             linear(l, &format!("layer {i}, linear {j}"))?;
         }
+        b.mlp.act_quant = plan.activations;
+        match &mut b.mixer {
+            Mixer::Attention(a) => a.act_quant = plan.activations,
+            Mixer::Mamba(mb) => mb.act_quant = plan.activations,
+        }
     }
     if let (true, Some(h)) = (plan.lm_head, m.lm_head.as_mut()) {
         linear(h, "lm_head")?;
@@ -141,9 +273,10 @@ fn with_planned(
 /// The value of [`fake_quant`] without its gradient.
 fn quantized(w: Tensor<2>, scheme: Scheme, name: &str) -> Result<Tensor<2>> {
     let [d_in, d_out] = w.dims();
-    if !d_in.is_multiple_of(QK) {
+    if !d_in.is_multiple_of(scheme.block()) {
         return Err(Error::input(format!(
-            "{name}: {scheme:?} quantizes blocks of {QK} inputs, but the weight has {d_in} inputs per output"
+            "{name}: {scheme} quantizes blocks of {} inputs, but the weight has {d_in} inputs per output",
+            scheme.block()
         )));
     }
     let rows: Vec<f32> = w.clone().transpose().into_data().convert::<f32>().iter::<f32>().collect();
@@ -202,19 +335,21 @@ mod tests {
         use crate::quant::int8::linear_out_in;
         let c = DecoderConfig { vocab_size: 40, shape: ModelShape::for_tests(64, 2, 4, 2, 96) };
         let model = c.init(3, &Device::flex());
-        for scheme in [Scheme::Q8_0, Scheme::Q4_0] {
+        for scheme in [Scheme::Q8_0, Scheme::Q4_0, Scheme::Int4 { group: 16 }] {
             let mut q = round_trip_model(&model, &Plan::linears(scheme)).unwrap();
             let mut orig = model.clone();
             for (bq, bo) in q.blocks.iter_mut().zip(orig.blocks.iter_mut()) {
                 for (lq, lo) in bq.linears_mut().into_iter().zip(bo.linears_mut()) {
                     let ((wq, ..), (wo, dout, din)) = (linear_out_in(lq), linear_out_in(lo));
                     let want: Vec<f32> = wo
-                        .chunks(QK)
-                        .flat_map(|b| {
-                            let b: &[f32; QK] = b.try_into().unwrap();
-                            match scheme {
-                                Scheme::Q8_0 => ggml::dequantize_q8_0(&ggml::quantize_q8_0(b)),
-                                Scheme::Q4_0 => ggml::dequantize_q4_0(&ggml::quantize_q4_0(b)),
+                        .chunks(scheme.block())
+                        .flat_map(|b| match scheme {
+                            Scheme::Q8_0 => ggml::dequantize_q8_0(&ggml::quantize_q8_0(b.try_into().unwrap())).to_vec(),
+                            Scheme::Q4_0 => ggml::dequantize_q4_0(&ggml::quantize_q4_0(b.try_into().unwrap())).to_vec(),
+                            // Rows of 16: scale from the row's largest magnitude / 7.
+                            Scheme::Int4 { .. } => {
+                                let d = b.iter().fold(0f32, |a, v| a.max(v.abs())) / 7.0;
+                                b.iter().map(|v| (v / d).round() * d).collect()
                             }
                         })
                         .collect();
@@ -241,8 +376,8 @@ mod tests {
         let bits = |y: &Tensor<3>| y.clone().into_data().iter::<f32>().map(f32::to_bits).collect::<Vec<_>>();
         // With the (tied) embedding table quantized too: the forward still agrees, and the
         // table is not the original any more.
-        for scheme in [Scheme::Q8_0, Scheme::Q4_0] {
-            let all = Plan { scheme, embeddings: true, lm_head: true };
+        for scheme in [Scheme::Q8_0, Scheme::Q4_0, Scheme::Int4 { group: 32 }] {
+            let all = Plan { scheme, embeddings: true, lm_head: true, activations: false };
             let (view, ptq) = (qat_view(&model, &all).unwrap(), round_trip_model(&model, &all).unwrap());
             assert_eq!(bits(&view.forward(tokens.clone())), bits(&ptq.forward(tokens.clone())), "{scheme:?}");
             assert_ne!(
@@ -250,7 +385,7 @@ mod tests {
                 bits(&round_trip_model(&model, &Plan::linears(scheme)).unwrap().forward(tokens.clone()))
             );
         }
-        for scheme in [Scheme::Q8_0, Scheme::Q4_0] {
+        for scheme in [Scheme::Q8_0, Scheme::Q4_0, Scheme::Int4 { group: 32 }] {
             let view = qat_view(&model, &Plan::linears(scheme)).unwrap();
             let ptq = round_trip_model(&model, &Plan::linears(scheme)).unwrap();
             let (yv, yp) = (view.forward(tokens.clone()), ptq.forward(tokens.clone()));
@@ -267,6 +402,52 @@ mod tests {
                     assert_eq!(a, b, "{scheme:?}: straight-through gradient");
                 }
             }
+        }
+    }
+
+    /// `[qat]` as a recipe spells it: scheme names, `bits` checked elsewhere, `activations`
+    /// false or "int8-dynamic" and nothing else.
+    #[test]
+    fn qat_section_parses_as_documented() {
+        let q: QatSection =
+            toml::from_str("enabled = true\nscheme = \"int4-g64\"\nactivations = \"int8-dynamic\"").unwrap();
+        assert_eq!((q.scheme, q.activations), (Scheme::Int4 { group: 64 }, Activations::Int8Dynamic));
+        assert!(q.plan().activations);
+        let q: QatSection = toml::from_str("activations = false").unwrap();
+        assert_eq!(q.activations, Activations::Off);
+        for bad in ["activations = true", "activations = \"int4\"", "scheme = \"int4-g\""] {
+            let e = toml::from_str::<QatSection>(bad).unwrap_err().to_string();
+            assert!(e.contains("int8-dynamic") || e.contains("int4-g<N>"), "{bad}: {e}");
+        }
+        // Serialized back as written (the resolved recipe).
+        let q = QatSection { activations: Activations::Int8Dynamic, ..Default::default() };
+        let text = toml::to_string(&q).unwrap();
+        assert!(text.contains("activations = \"int8-dynamic\"") && text.contains("scheme = \"q4_0\""), "{text}");
+        assert_eq!(toml::from_str::<QatSection>(&text).unwrap(), q);
+    }
+
+    /// With `activations`, the QAT view quantizes the block linears' inputs as the PTQ model
+    /// does (same forward bits), and differently from the weights-only plan.
+    #[test]
+    fn activation_fake_quant_reaches_every_block() {
+        use crate::model::{DecoderConfig, ModelShape};
+        let mut c = DecoderConfig { vocab_size: 40, shape: ModelShape::for_tests(64, 2, 4, 2, 96) };
+        c.shape.layer_pattern = "AM".into();
+        let dev = Device::flex();
+        let model = c.init(5, &dev);
+        let tokens = Tensor::<2, burn::tensor::Int>::from_data([[1, 7, 3, 9, 2, 5]], &dev);
+        let bits =
+            |m: &Decoder| m.forward(tokens.clone()).into_data().iter::<f32>().map(f32::to_bits).collect::<Vec<_>>();
+        let w8a8 = Plan { activations: true, ..Plan::linears(Scheme::Q8_0) };
+        let view = qat_view(&model, &w8a8).unwrap();
+        assert_eq!(bits(&view), bits(&round_trip_model(&model, &w8a8).unwrap()));
+        assert_ne!(bits(&view), bits(&round_trip_model(&model, &Plan::linears(Scheme::Q8_0)).unwrap()));
+        for b in &view.blocks {
+            let mixer = match &b.mixer {
+                Mixer::Attention(a) => a.act_quant,
+                Mixer::Mamba(m) => m.act_quant,
+            };
+            assert!(b.mlp.act_quant && mixer);
         }
     }
 

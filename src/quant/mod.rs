@@ -3,4 +3,5 @@
 
 pub mod fake_quant;
 pub mod ggml;
+pub mod int4;
 pub mod int8;

@@ -64,17 +64,30 @@ fn check(r: &Recipe) -> Rule {
     eval(&r.eval)
 }
 
-/// QAT quantizes every block linear in ggml's blocks of 32 inputs: the student's widths must
-/// tile them (attention's output projection reads d_model inputs, SwiGLU's down projection
-/// d_ff, Mamba-2's a multiple of d_model).
+/// QAT quantizes every block linear in blocks of the scheme's size along its inputs (ggml's
+/// 32, or int4-g<N>'s N): the student's widths must tile them (attention's output projection
+/// reads d_model inputs, SwiGLU's down projection d_ff, Mamba-2's a multiple of d_model).
 fn qat(r: &Recipe) -> Rule {
+    let q = &r.qat;
+    if let Some(bits) = q.bits
+        && bits != q.scheme.bits()
+    {
+        return fail("qat.bits", format!("{bits} bits, but scheme {} has {}", q.scheme, q.scheme.bits()));
+    }
     if !r.qat.enabled {
         return Ok(());
     }
     let s = r.student.shape();
+    let block = q.scheme.block();
     for (key, width) in [("student.model.d_model", s.d_model), ("student.model.d_ff", s.d_ff)] {
-        if !width.is_multiple_of(crate::quant::ggml::QK) {
-            return fail(key, format!("[qat] quantizes blocks of 32 inputs; expected a multiple of 32, got {width}"));
+        if !width.is_multiple_of(block) {
+            return fail(
+                key,
+                format!(
+                    "[qat] scheme {} quantizes blocks of {block} inputs; expected a multiple of {block}, got {width}",
+                    q.scheme
+                ),
+            );
         }
     }
     Ok(())

@@ -435,13 +435,30 @@ fn qat_starts_at_its_step_and_refuses_widths_ggml_cannot_block() {
     let stop = AtomicBool::new(false);
     let plain = load(&tiny_recipe(&dir, "plain", 6), &dir);
     pipeline::run(&plain, &opts(&stop, None), &mut |_| {}).unwrap();
-    let qat_text = tiny_recipe(&dir, "qat", 6) + "\n[qat]\nenabled = true\nscheme = \"q4_0\"\nstart_step = 3\n";
+    let qat = |name: &str| {
+        tiny_recipe(&dir, name, 6)
+            + "\n[qat]\nenabled = true\nscheme = \"q4_0\"\nstart_step = 3\nembeddings = true\nactivations = \"int8-dynamic\"\n"
+    };
+    let qat_text = qat("qat");
     pipeline::run(&load(&qat_text, &dir), &opts(&stop, None), &mut |_| {}).unwrap();
     let (a, b) = (rows(&dir.join("plain"), "student"), rows(&dir.join("qat"), "student"));
     assert_eq!((a.len(), b.len()), (6, 6));
     for i in 0..6 {
         let same = a[i]["loss"] == b[i]["loss"];
         assert_eq!(same, i < 3, "step {}: plain {} vs QAT {}", i + 1, a[i]["loss"], b[i]["loss"]);
+    }
+    // Interrupted inside the QAT phase and resumed: the same steps, bit for bit (the QAT state
+    // is the recipe and the step, both in the checkpoint).
+    let cut = load(&qat("qat-cut"), &dir);
+    let e = pipeline::run(&cut, &opts(&stop, Some((Phase::Student, 4))), &mut |_| {}).unwrap_err();
+    assert!(matches!(e, distill::Error::Interrupted(_)), "{e}");
+    pipeline::resume(&dir.join("qat-cut"), &opts(&stop, None), &mut |_| {}).unwrap();
+    let c = rows(&dir.join("qat-cut"), "student");
+    assert_eq!(c.len(), 6);
+    for (x, y) in b.iter().zip(&c) {
+        for key in ["loss", "ce", "kl", "grad_norm"] {
+            assert_eq!(x[key], y[key], "resumed QAT step {}: {key}", x["step"]);
+        }
     }
     // `distill eval` of a run whose teacher lives outside it (a checkpoint), with PTQ rows.
     let ck = tiny_recipe(&dir, "ck", 6)
@@ -461,7 +478,7 @@ fn qat_starts_at_its_step_and_refuses_widths_ggml_cannot_block() {
     assert_eq!(rc, 0, "{err}");
     assert!(out.contains("teacher") && out.contains("student q8_0 PTQ") && out.contains("student q4_0 PTQ"), "{out}");
     let (rc, _, err) = distill_cmd(&["eval", dir.join("ck").to_str().unwrap(), "--ptq", "q5_0"]);
-    assert!(rc == 2 && err.contains("--ptq: expected q8_0 or q4_0"), "{rc}: {err}");
+    assert!(rc == 2 && err.contains("--ptq: expected q8_0, q4_0 or int4-g<N>"), "{rc}: {err}");
     let p = dir.join("bad.toml");
     std::fs::write(&p, qat_text.replace("d_ff = 64", "d_ff = 48")).unwrap();
     let e = Recipe::load(&p, &[]).unwrap_err().to_string();

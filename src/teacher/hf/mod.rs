@@ -262,53 +262,56 @@ impl HfWeights {
         }
     }
 
-    /// An int8 (`I8` + f32 scale per row) or int4 (`U8` Q4_0 nibbles + f16 scale per 32) matrix
-    /// of our exports, dequantized; every shape checked before it is used.
+    /// An int8 (`I8` + f32 scale per row) or int4 (`U8` nibbles + one f16 or f32 scale per
+    /// group of values along each row: Q4_0 or int4-g<N>) matrix of our exports, dequantized;
+    /// every shape checked before it is used.
     fn quantized(
         &self,
         name: &str,
         path: &Path,
         view: &safetensors::tensor::TensorView,
     ) -> Result<(Vec<f32>, Vec<usize>)> {
-        use crate::quant::ggml::{BlockQ4_0, QK, dequantize_q4_0};
         let bad = |msg: String| Error::input(format!("{}: tensor `{name}`{msg}", path.display()));
         let &[rows, cols] = view.shape() else {
             return Err(bad(format!(" is {:?} with shape {:?}: expected a matrix", view.dtype(), view.shape())));
         };
         let sname = format!("{name}_scale");
         let (_, s) = self.view(&sname).map_err(|e| bad(format!(" is quantized but its scale: {e}")))?;
-        let int4 = view.dtype() == Dtype::U8;
-        if int4 && !(cols * 2).is_multiple_of(QK) {
-            return Err(bad(format!(
-                " is int4 with {} values per row: not a whole number of {QK}-value blocks",
-                cols * 2
-            )));
-        }
-        let (want_dtype, want_shape) = match int4 {
-            false => (Dtype::F32, vec![rows]),
-            true => (Dtype::F16, vec![rows, cols * 2 / QK]),
-        };
-        if s.dtype() != want_dtype || s.shape() != want_shape.as_slice() {
-            return Err(bad(format!(
-                ": `{sname}` is {:?} {:?}, expected {want_dtype:?} {want_shape:?} for a {:?} [{rows}, {cols}] matrix",
-                s.dtype(),
-                s.shape(),
-                view.dtype()
-            )));
-        }
-        let data = view.data();
-        if !int4 {
+        if view.dtype() == Dtype::I8 {
+            if s.dtype() != Dtype::F32 || s.shape() != [rows] {
+                return Err(bad(format!(
+                    ": `{sname}` is {:?} {:?}, expected F32 [{rows}] for an I8 [{rows}, {cols}] matrix",
+                    s.dtype(),
+                    s.shape()
+                )));
+            }
             let scales = crate::util::f32s_from_le(s.data());
-            let q: Vec<i8> = data.iter().map(|b| *b as i8).collect();
+            let q: Vec<i8> = view.data().iter().map(|b| *b as i8).collect();
             return Ok((crate::quant::int8::dequantize_rows(&q, &scales, cols), vec![rows, cols]));
         }
-        let d = s.data().chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]));
-        let w = data
-            .chunks_exact(QK / 2)
-            .zip(d)
-            .flat_map(|(qs, d)| dequantize_q4_0(&BlockQ4_0 { d, qs: qs.try_into().expect("16 bytes") }))
+        // int4: two values per byte, `groups` scales per row.
+        let values = cols * 2;
+        let groups = match s.shape() {
+            &[r, g] if r == rows && g > 0 && values.is_multiple_of(g) && (values / g).is_multiple_of(2) => g,
+            other => {
+                return Err(bad(format!(
+                    " is int4 with {values} values per row: `{sname}` has shape {other:?}, expected [{rows}, G] \
+                     with G dividing them into groups of an even size"
+                )));
+            }
+        };
+        let scales: Vec<f32> = match s.dtype() {
+            Dtype::F32 => crate::util::f32s_from_le(s.data()),
+            Dtype::F16 => s.data().chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            other => return Err(bad(format!(": `{sname}` has dtype {other:?}, expected F16 or F32"))),
+        };
+        let w = view
+            .data()
+            .chunks_exact(values / groups / 2)
+            .zip(scales)
+            .flat_map(|(q, d)| crate::quant::int4::dequantize_group(d, q))
             .collect();
-        Ok((w, vec![rows, cols * 2]))
+        Ok((w, vec![rows, values]))
     }
 }
 
