@@ -128,7 +128,10 @@ pub(super) fn export(a: ExportArgs) -> Result<()> {
         && !a.teacher
         && f != r.qat.scheme
     {
-        eprintln!("note: the run trained against {}; this file holds the {f} quantization of its weights", r.qat.scheme);
+        eprintln!(
+            "note: the run trained against {}; this file holds the {f} quantization of its weights",
+            r.qat.scheme
+        );
     }
     let (p, size) = crate::export::export(&m, format, &r.qat.plan(), &out, &RunDir(&a.run_dir).tokenizer())?;
     println!("wrote {} ({size} bytes)", p.display());

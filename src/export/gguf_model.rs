@@ -21,7 +21,7 @@ use half::f16;
 
 use super::gguf::{GgmlType, Gguf, GgufTensor, Value};
 use crate::error::{Error, Result};
-use crate::model::Decoder;
+use crate::model::{Decoder, ModelShape};
 use crate::quant::ggml::{self, QK};
 use crate::quant::int8::linear_out_in;
 
@@ -60,9 +60,9 @@ impl GgufQuant {
     }
 }
 
-/// The llama.cpp architecture that computes exactly our model, or why none does.
-fn architecture(model: &Decoder) -> Result<&'static str> {
-    let s = &model.config.shape;
+/// The llama.cpp architecture that computes exactly a model of this shape, or why none does
+/// (also checked on the recipe, before any training, when it asks for a GGUF export).
+pub fn architecture(s: &ModelShape) -> Result<&'static str> {
     let refuse = |why: &str| Err(Error::input(format!("cannot export this model as GGUF: {why}")));
     if s.layer_pattern.contains('M') {
         return refuse(&format!(
@@ -216,7 +216,7 @@ impl Vocab {
 
 /// The model and its tokenizer as GGUF.
 pub fn to_gguf(model: &Decoder, quant: GgufQuant, embeddings: bool, lm_head: bool, vocab: Vocab) -> Result<Gguf> {
-    let arch = architecture(model)?;
+    let arch = architecture(&model.config.shape)?;
     let c = &model.config;
     let s = &c.shape;
     let hd = c.head_dim();
@@ -327,7 +327,7 @@ pub fn export(
     tokenizer_json: &Path,
 ) -> Result<(PathBuf, u64)> {
     // Refused before anything is read or written.
-    architecture(model)?;
+    architecture(&model.config.shape)?;
     let what = tokenizer_json.display().to_string();
     let tok = crate::data::tokenizer::Tokenizer::load(tokenizer_json)?;
     let j: serde_json::Value = crate::util::read_json(tokenizer_json)?;

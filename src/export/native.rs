@@ -14,7 +14,7 @@ use safetensors::{Dtype, tensor::TensorView};
 use super::ExportFormat;
 use crate::error::{Error, Result};
 use crate::model::decoder::Mixer;
-use crate::model::{Decoder, DecoderConfig};
+use crate::model::{Decoder, ModelShape};
 use crate::quant::fake_quant::{Plan, Scheme};
 use crate::quant::int8::{linear_out_in, quantize_rows};
 use crate::util::write_json_atomic;
@@ -83,8 +83,7 @@ fn named_weights(m: &Decoder) -> Vec<(String, Weight)> {
 /// `attention_bias` biases q, k, v AND o_proj and Llama ignores `sliding_window`; Qwen2 always
 /// biases q, k, v (never o_proj) and slides on layers >= max_window_layers when
 /// use_sliding_window; Mistral has no biases and slides on every layer.
-pub fn hf_architecture(c: &DecoderConfig) -> Result<(&'static str, &'static str, serde_json::Value)> {
-    let s = &c.shape;
+pub fn hf_architecture(s: &ModelShape) -> Result<(&'static str, &'static str, serde_json::Value)> {
     let n = s.n_layers;
     let refuse = |why: &str| {
         Err(Error::input(format!(
@@ -178,7 +177,7 @@ pub fn export(
     let c = &model.config;
     let hybrid = c.shape.layer_pattern.contains('M');
     // Refused before anything is written.
-    let arch = if hybrid { None } else { Some(hf_architecture(c)?) };
+    let arch = if hybrid { None } else { Some(hf_architecture(&c.shape)?) };
     std::fs::create_dir_all(dir).map_err(|e| Error::runtime(format!("{}: {e}", dir.display())))?;
     let mut buffers: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     for (name, w) in named_weights(model) {

@@ -253,3 +253,22 @@ fn loss_chunk_is_sized_to_the_vocabulary_unless_set() {
     let m = err(BASE, &["distill.chunk_tokens=0"]);
     assert!(m.contains("key `distill.chunk_tokens`: expected a positive integer, got 0"), "{m}");
 }
+
+/// An export the student cannot be written in is refused at load, naming the key, not after
+/// training; the native formats of a hybrid are fine. `[qat] bits` must match the scheme.
+#[test]
+fn exports_and_qat_bits_are_checked_at_load() {
+    let hybrid =
+        with("d_ff = 64\n", "d_ff = 64\nlayer_pattern = \"AM\"\nn_layers = 2\n").replacen("n_layers = 1\n", "", 1);
+    let e = err(&format!("{hybrid}\n[export]\nformats = [\"int8\", \"gguf-q4_0\"]\n"), &[]);
+    assert!(
+        e.contains("key `export.formats`: gguf-q4_0: cannot export this model as GGUF") && e.contains("Mamba-2"),
+        "{e}"
+    );
+    let ok = format!("{hybrid}\n[export]\nformats = [\"int8\", \"int4\", \"hf\"]\n");
+    Recipe::from_str_with(&ok, Path::new("r.toml"), &[]).unwrap();
+    let e = err(BASE, &["student.model.window=16", "export.formats=[\"gguf-q8_0\"]"]);
+    assert!(e.contains("export.formats") && e.contains("sliding window"), "{e}");
+    let e = err(&format!("{BASE}\n[qat]\nscheme = \"q8_0\"\nbits = 4\n"), &[]);
+    assert!(e.contains("key `qat.bits`: 4 bits, but scheme q8_0 has 8"), "{e}");
+}

@@ -59,6 +59,7 @@ fn check(r: &Recipe) -> Rule {
     distill_chunks_and_schedules(r)?;
     curriculum(&r.curriculum)?;
     qat(r)?;
+    exports(r)?;
     cache(&r.cache)?;
     checkpoint(&r.checkpoint)?;
     eval(&r.eval)
@@ -88,6 +89,26 @@ fn qat(r: &Recipe) -> Rule {
                     q.scheme
                 ),
             );
+        }
+    }
+    Ok(())
+}
+
+/// Formats the student's architecture cannot be written in are refused now, not after
+/// training: GGUF needs an exact llama.cpp architecture, `hf` a transformers one (a hybrid
+/// student's `hf` export is ours, DistillHybrid, which is allowed).
+fn exports(r: &Recipe) -> Rule {
+    use crate::export::ExportFormat as F;
+    let s = r.student.shape();
+    for f in &r.export.formats {
+        let refused = match f {
+            F::GgufF16 | F::GgufQ8_0 | F::GgufQ4_0 => crate::export::gguf_model::architecture(&s).err(),
+            F::F32 if !s.layer_pattern.contains('M') => crate::export::native::hf_architecture(&s).err(),
+            _ => None,
+        };
+        if let Some(e) = refused {
+            let name = serde_json::to_value(f).expect("a unit variant");
+            return fail("export.formats", format!("{}: {e}", name.as_str().unwrap_or_default()));
         }
     }
     Ok(())
