@@ -113,10 +113,26 @@ pub struct Decoder {
     pub config: DecoderConfig,
 }
 
+/// Give the parameters ids that are a function of `seed` and their order, instead of burn's
+/// random ones: the ids are written into model.bpk, so without this two runs of one recipe
+/// (or a run and its resumed self) wrote different bytes for the same weights.
+fn number_params(m: Decoder, seed: u64) -> Decoder {
+    struct Number(u64);
+    impl ModuleMapper for Number {
+        fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let (_, value, mapper) = p.consume();
+            self.0 = self.0.wrapping_add(1);
+            Param::from_mapped_value(burn::module::ParamId::from(self.0), value, mapper)
+        }
+    }
+    // Spread seeds apart so that two models' ranges (a teacher's and a student's) never meet.
+    m.map(&mut Number(crate::rng::SplitMix(seed).next_u64() & !0xFFFF_FFFF))
+}
+
 impl DecoderConfig {
     /// Random initialization, a function of `seed` alone.
     pub fn init(&self, seed: u64, device: &Device) -> Decoder {
-        self.build(&mut Init::new(seed, device))
+        number_params(self.build(&mut Init::new(seed, device)), seed)
     }
 
     /// The model with its weights read from `source` (Hugging Face names), held in `dtype`.
@@ -135,7 +151,8 @@ impl DecoderConfig {
         let mut init = Init::from_source(source, device, dtype);
         let m = self.build(&mut init);
         init.finish()?;
-        Ok(m)
+        // Loaded models (frozen teachers) get ids of their own, apart from any seed's.
+        Ok(number_params(m, 0x7EAC_4E55))
     }
 
     fn build(&self, init: &mut Init) -> Decoder {
@@ -308,6 +325,36 @@ impl Decoder {
 mod tests {
     use super::*;
     use burn::tensor::TensorData;
+
+    /// Parameter ids are part of model.bpk: the same seed gives the same file, byte for byte
+    /// (burn's ids are random per process), and two seeds give disjoint ids.
+    #[test]
+    fn same_seed_same_file_bytes() {
+        let c = DecoderConfig { vocab_size: 40, shape: ModelShape::for_tests(16, 2, 4, 2, 32) };
+        let dev = Device::flex();
+        let dir = std::env::temp_dir().join(format!("distill-ids-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = |seed: u64, tag: &str| {
+            let p = dir.join(format!("{tag}.bpk"));
+            c.init(seed, &dev).save_file(&p).unwrap();
+            std::fs::read(p).unwrap()
+        };
+        assert_eq!(file(3, "a"), file(3, "b"));
+        let ids = |seed: u64| {
+            let mut v = Vec::new();
+            struct Ids<'a>(&'a mut Vec<u64>);
+            impl burn::module::ModuleVisitor for Ids<'_> {
+                fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+                    self.0.push(p.id.val());
+                }
+            }
+            c.init(seed, &dev).visit(&mut Ids(&mut v));
+            v
+        };
+        let (a, b) = (ids(3), ids(4));
+        assert!(a.iter().all(|x| !b.contains(x)), "{a:?} {b:?}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
 
     fn tiny(tie: bool) -> DecoderConfig {
         DecoderConfig {

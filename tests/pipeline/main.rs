@@ -2,6 +2,7 @@
 //! tests are modules of this one). Runs, resume and the CLI here; teachers, caches, curricula
 //! and data in `teachers.rs`.
 
+mod crash;
 mod teachers;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,154 @@
+//! The crash harness: a real `distill run` as a child process, SIGKILLed at random moments
+//! (seeded) and started again each time, must end with exactly the metrics, weights and
+//! summary of an uninterrupted run: bit for bit on the CPU. Kills land anywhere: data
+//! preparation, tokenizer training, teacher training, cache building, checkpoint writes,
+//! evaluation, export. `DISTILL_CRASH_KILLS=<n>` sets the kills per variant (default 6),
+//! `DISTILL_CRASH_SEED` the seed.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::{tiny_recipe, tmp};
+
+/// SplitMix64, enough for kill times.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+fn env_num(key: &str, default: u64) -> u64 {
+    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// `distill run <recipe> --quiet`, killed after `after` unless it ends first; its exit code
+/// when it ended by itself.
+fn run_for(recipe: &Path, after: Option<Duration>) -> Option<i32> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_distill"))
+        .args(["run", recipe.to_str().unwrap(), "--quiet"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            let code = status.code().unwrap_or(-1);
+            assert!(code == 0, "distill run failed ({code}): {}", String::from_utf8_lossy(&out.stderr));
+            return Some(code);
+        }
+        if after.is_some_and(|a| start.elapsed() >= a) {
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// What must be identical: every metrics row without its timings, the summary without its
+/// timings, and the final weights' bytes (parameter ids included: they are seeded).
+fn outcome(run: &Path) -> (Vec<Value>, Value, Vec<u8>, Vec<u8>) {
+    let rows = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("metrics line {l:?}: {e}"));
+            for k in ["tok_per_s", "elapsed_s"] {
+                v.as_object_mut().unwrap().remove(k);
+            }
+            v
+        })
+        .collect();
+    let mut summary: Value = serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    strip_timings(&mut summary);
+    // Export paths name the run; their sizes must agree.
+    for e in summary["exports"].as_array_mut().into_iter().flatten() {
+        e[0] = Value::Null;
+    }
+    let w = |p: &str| std::fs::read(run.join(p)).unwrap();
+    (rows, summary, w("teacher/final/model.bpk"), w("student/final/model.bpk"))
+}
+
+fn strip_timings(v: &mut Value) {
+    if let Some(o) = v.as_object_mut() {
+        o.retain(|k, _| !k.contains("tok_per_s") && !k.contains("wall") && !k.contains("elapsed") && !k.contains("_s"));
+        o.values_mut().for_each(strip_timings);
+    }
+}
+
+/// One variant (`edit` turns the tiny recipe into it): the uninterrupted reference, then the
+/// same recipe killed `kills` times.
+fn variant(name: &str, edit: impl Fn(String) -> String, kills: u64, rng: &mut Rng) {
+    let dir = tmp(&format!("crash-{name}"));
+    let recipe = |run: &str| {
+        let p = dir.join(format!("{run}.toml"));
+        std::fs::write(&p, edit(tiny_recipe(&dir, run, 24))).unwrap();
+        p
+    };
+    let t0 = Instant::now();
+    run_for(&recipe("reference"), None);
+    let full = t0.elapsed();
+    let reference = outcome(&dir.join("reference"));
+    // Kill, restart, kill...: a run that finishes between kills is checked, and the next
+    // kills go to a fresh run, until `kills` kills have landed.
+    let (mut killed, mut runs) = (0, 0);
+    while killed < kills {
+        let name = format!("killed-{runs}");
+        let cut = recipe(&name);
+        let mut kills_here = 0;
+        loop {
+            if killed == kills {
+                run_for(&cut, None);
+                break;
+            }
+            // Anywhere in the first 60% of a whole run's time: a restart resumes where the
+            // last one left off, so later kills land in the late stages (evaluation, export,
+            // the last checkpoints) and the early ones in data preparation and the tokenizer.
+            let after = Duration::from_micros(rng.next() % (full.as_micros() as u64 * 6 / 10 + 1));
+            match run_for(&cut, Some(after)) {
+                None => (killed, kills_here) = (killed + 1, kills_here + 1),
+                Some(_) => break,
+            }
+        }
+        let got = outcome(&dir.join(&name));
+        let what = format!("{name}: after {kills_here} kills");
+        assert_eq!(reference.0.len(), got.0.len(), "{what}: metrics rows");
+        for (x, y) in reference.0.iter().zip(&got.0) {
+            assert_eq!(x, y, "{what}: metrics");
+        }
+        assert_eq!(reference.1, got.1, "{what}: summary");
+        assert!(reference.2 == got.2, "{what}: teacher weights differ");
+        assert!(reference.3 == got.3, "{what}: student weights differ");
+        runs += 1;
+    }
+    eprintln!(
+        "crash harness {name}: {killed} kills over {runs} runs, every run exact ({:.1} s per clean run)",
+        full.as_secs_f64()
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn sigkill_at_random_moments_then_resume_is_exact() {
+    let kills = env_num("DISTILL_CRASH_KILLS", 6);
+    let mut rng = Rng(env_num("DISTILL_CRASH_SEED", 2026));
+    variant("online", |r| r, kills, &mut rng);
+    // The cached teacher (built inside the run, so kills land in the cache build too), one
+    // document per row, and a curriculum scored from the cache.
+    let cached = |r: String| {
+        r.replace("[data]\n", "[data]\npacking = \"doc_per_row\"\n")
+            + "\n[teacher]\nlogits = \"cache\"\n\n[cache]\nk = 16\nrows_per_shard = 16\n\n[curriculum]\nschedule = \"linear\"\n"
+    };
+    variant("cache-docrow-curriculum", cached, kills, &mut rng);
+}
