@@ -109,3 +109,83 @@ impl RunDir<'_> {
         self.0.join("summary.json")
     }
 }
+
+/// A run directory held by one process: `LOCK` holds its pid, created exclusively, removed
+/// when dropped. A second `distill` on the same run is refused; the lock of a process that
+/// is gone (killed, crashed) is taken over.
+#[derive(Debug)]
+pub struct RunLock(PathBuf);
+
+impl RunLock {
+    pub fn acquire(dir: &Path) -> crate::Result<RunLock> {
+        use std::io::Write;
+        let path = dir.join("LOCK");
+        std::fs::create_dir_all(dir).map_err(|e| crate::Error::runtime(format!("{}: {e}", dir.display())))?;
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut f) => {
+                    writeln!(f, "{}", std::process::id())
+                        .map_err(|e| crate::Error::runtime(format!("{}: {e}", path.display())))?;
+                    return Ok(RunLock(path));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let text = std::fs::read_to_string(&path).unwrap_or_default();
+                    let pid: Option<u32> = text.trim().parse().ok();
+                    match pid {
+                        Some(p) if alive(p) => {
+                            return Err(crate::Error::input(format!(
+                                "{}: this run is in use by process {p} (its LOCK file); wait for it to finish or \
+                                 stop it (Ctrl-C checkpoints), then retry",
+                                dir.display()
+                            )));
+                        }
+                        // Gone (or unreadable, from a crash while writing it): take over.
+                        _ => {
+                            let _ = std::fs::remove_file(&path);
+                        }
+                    }
+                }
+                Err(e) => return Err(crate::Error::runtime(format!("{}: cannot create: {e}", path.display()))),
+            }
+        }
+        Err(crate::Error::input(format!("{}: another process took the run's LOCK first", dir.display())))
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Whether process `pid` exists (Linux: its /proc entry; elsewhere assume it does).
+fn alive(pid: u32) -> bool {
+    if cfg!(target_os = "linux") { Path::new(&format!("/proc/{pid}")).exists() } else { true }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A live holder (this process) refuses a second lock; a dead pid's lock is taken over;
+    /// dropping the lock removes the file.
+    #[test]
+    fn lock_refuses_a_live_holder_and_takes_over_a_dead_one() {
+        let dir = std::env::temp_dir().join(format!("distill-lock-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let held = RunLock::acquire(&dir).unwrap();
+        let e = RunLock::acquire(&dir).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains(&format!("in use by process {}", std::process::id())), "{e}");
+        drop(held);
+        assert!(!dir.join("LOCK").exists());
+        // A pid that cannot exist (above Linux's pid_max), and an empty file: both stale.
+        for stale in ["4294967295\n", ""] {
+            std::fs::write(dir.join("LOCK"), stale).unwrap();
+            let l = RunLock::acquire(&dir).unwrap();
+            assert_eq!(std::fs::read_to_string(dir.join("LOCK")).unwrap().trim(), std::process::id().to_string());
+            drop(l);
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

@@ -21,7 +21,7 @@ use crate::kd_loss::KdConfig;
 use crate::model::{Decoder, DecoderConfig, store};
 use crate::quant::int8::fake_quant_model;
 use crate::recipe::{Recipe, TokenizerKind};
-use crate::run_dir::RunDir;
+use crate::run_dir::{RunDir, RunLock};
 use crate::teacher::{TeacherSource, cache};
 use crate::train::{Phase, TrainJob, metrics, train};
 use student::StudentSetup;
@@ -53,6 +53,7 @@ pub use crate::device::device_for;
 /// Start a run (or continue it, when its directory holds the same resolved recipe).
 pub fn run(recipe: &Recipe, opts: &RunOptions, log: &mut dyn FnMut(String)) -> Result<Summary> {
     let dir = recipe.run_dir();
+    let _lock = RunLock::acquire(&dir)?;
     claim_run_dir(recipe, &dir)?;
     execute(recipe, &dir, opts, log)
 }
@@ -81,6 +82,7 @@ fn claim_run_dir(recipe: &Recipe, dir: &Path) -> Result<()> {
 /// Continue the run in `dir` from its resolved recipe.
 pub fn resume(dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(String)) -> Result<Summary> {
     let recipe = load_run_recipe(dir)?;
+    let _lock = RunLock::acquire(dir)?;
     execute(&recipe, dir, opts, log)
 }
 
@@ -188,6 +190,7 @@ fn obtain_teacher(
 /// `distill cache-teacher`: prepare the data and the teacher of a recipe and write its cache.
 pub fn cache_teacher(recipe: &Recipe, opts: &RunOptions, log: &mut dyn FnMut(String)) -> Result<cache::Manifest> {
     let dir = recipe.run_dir();
+    let _lock = RunLock::acquire(&dir)?;
     claim_run_dir(recipe, &dir)?;
     let device = device_for(recipe.run.backend);
     let d = prepare_run_data(recipe, &dir, log)?;
@@ -213,7 +216,9 @@ pub struct TrainRun {
 /// run; the final evaluation and exports are skipped.
 pub fn bench_train(recipe: &Recipe, opts: &RunOptions, log: &mut dyn FnMut(String)) -> Result<TrainRun> {
     let dir = recipe.run_dir();
+    // (After the claim, which may clear a bench directory of other inputs, lock and all.)
     claim_bench_dir(recipe, &dir)?;
+    let _lock = RunLock::acquire(&dir)?;
     // A fresh student each time: no checkpoint to resume, no metrics of an earlier bench.
     let student_dir = RunDir(&dir).phase(Phase::Student);
     if student_dir.exists() {

@@ -91,18 +91,32 @@ fn prune(dir: &Path, keep_last: usize) -> Result<()> {
     Ok(())
 }
 
-/// The checkpoint `LATEST` points at, if any.
-pub fn latest(dir: &Path) -> Result<Option<PathBuf>> {
-    let p = dir.join("LATEST");
-    if !p.is_file() {
-        return Ok(None);
+/// The newest checkpoint that loads: every `step-*` directory, newest first (each is complete
+/// once it has its name; `LATEST` is only a pointer, written after). A damaged one is skipped
+/// with a line on stderr naming it and why; `None` when there are none; the newest one's error
+/// when none loads.
+pub fn load_newest_good(
+    dir: &Path,
+    model: &Decoder,
+    o: &OptimSection,
+    device: &burn::tensor::Device,
+) -> Result<Option<(Decoder, AdamW, TrainState)>> {
+    let mut first_error = None;
+    for ck in list(dir).into_iter().rev() {
+        match load(&ck, model.clone(), o, device) {
+            Ok(loaded) => {
+                if let Some(e) = &first_error {
+                    eprintln!("warning: resuming from {} instead: {e}", ck.display());
+                }
+                return Ok(Some(loaded));
+            }
+            Err(e) => {
+                eprintln!("warning: checkpoint {} cannot be used: {e}", ck.display());
+                first_error.get_or_insert(e);
+            }
+        }
     }
-    let name = crate::error::read_to_string(&p)?;
-    let ck = dir.join(name.trim());
-    if !ck.is_dir() {
-        return Err(Error::input(format!("{}: points at {}, which does not exist", p.display(), ck.display())));
-    }
-    Ok(Some(ck))
+    first_error.map_or(Ok(None), Err)
 }
 
 /// Verify the manifest, then load model weights into `model` and the optimizer state.

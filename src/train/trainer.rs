@@ -121,8 +121,8 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
     let ck_dir = job.dir.join("checkpoints");
     std::fs::create_dir_all(&ck_dir).map_err(|e| Error::runtime(format!("{}: {e}", ck_dir.display())))?;
     let model = job.model.init(job.seed ^ phase_salt(job.phase), &ad);
-    let (mut model, mut optim, mut st) = match checkpoint::latest(&ck_dir)? {
-        Some(ck) => checkpoint::load(&ck, model, o, &ad)?,
+    let (mut model, mut optim, mut st) = match checkpoint::load_newest_good(&ck_dir, &model, o, &ad)? {
+        Some(loaded) => loaded,
         None => (model, AdamW::new(o), TrainState { step: 0, cursor: 0, tokens: 0, elapsed_s: 0.0 }),
     };
     let mut log = MetricsLog::open(&job.metrics, job.phase.name(), st.step)?;

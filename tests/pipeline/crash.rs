@@ -152,3 +152,50 @@ fn sigkill_at_random_moments_then_resume_is_exact() {
     };
     variant("cache-docrow-curriculum", cached, kills, &mut rng);
 }
+
+/// A second `distill` on a run that a live process holds is refused (exit 2, naming the
+/// process); once that process is SIGKILLed, its stale lock is taken over.
+#[test]
+fn a_second_process_on_a_live_run_is_refused() {
+    let dir = tmp("lock");
+    let p = dir.join("held.toml");
+    std::fs::write(&p, tiny_recipe(&dir, "held", 400)).unwrap();
+    let mut first = Command::new(env!("CARGO_BIN_EXE_distill"))
+        .args(["run", p.to_str().unwrap(), "--quiet"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lock = dir.join("held/LOCK");
+    let t0 = Instant::now();
+    while !lock.exists() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "no LOCK appeared");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_distill"))
+        .args(["resume", dir.join("held").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("in use by process {}", first.id())), "{err}");
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(lock.exists(), "SIGKILL leaves the lock behind");
+    // The dead holder's lock is taken over: a resume holds it (its own pid) and runs.
+    let mut second = Command::new(env!("CARGO_BIN_EXE_distill"))
+        .args(["resume", dir.join("held").to_str().unwrap(), "--quiet"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while std::fs::read_to_string(&lock).unwrap_or_default().trim() != second.id().to_string() {
+        assert!(second.try_wait().unwrap().is_none(), "the resume ended instead of taking the lock over");
+        assert!(t0.elapsed() < Duration::from_secs(30), "the stale lock was not taken over");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    second.kill().unwrap();
+    second.wait().unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -234,6 +234,28 @@ fn resume_matches_uninterrupted_run() {
     }
     let s_full: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("full/summary.json")).unwrap()).unwrap();
     assert_eq!(s_full["student"]["loss"].as_f64().unwrap(), s.student.loss);
+    // The newest checkpoint damaged (a flipped byte): resume says so, falls back to the one
+    // before it, and still ends exactly where the uninterrupted run did.
+    let fall = load(&tiny_recipe(&dir, "fall", 2 * k), &dir);
+    pipeline::run(&fall, &opts(&stop, Some((Phase::Student, 8))), &mut |_| {}).unwrap_err();
+    let ck = dir.join("fall/student/checkpoints/step-00000008/model.bpk");
+    let mut bytes = std::fs::read(&ck).unwrap();
+    let n = bytes.len();
+    bytes[n / 3] ^= 0x40;
+    std::fs::write(&ck, bytes).unwrap();
+    let (code, _, err) = distill_cmd(&["resume", dir.join("fall").to_str().unwrap(), "--quiet"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("step-00000008/model.bpk: checksum does not match MANIFEST")
+            && err.contains("resuming from")
+            && err.contains("step-00000004"),
+        "{err}"
+    );
+    let (a, b) = (rows(&dir.join("full"), "student"), rows(&dir.join("fall"), "student"));
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x["loss"], y["loss"], "after the fallback, step {}", x["step"]);
+    }
     std::fs::remove_dir_all(&dir).ok();
 }
 
