@@ -7,10 +7,9 @@ mod flags;
 mod generate;
 mod probes;
 mod run;
+mod signals;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand};
 
@@ -315,7 +314,10 @@ pub fn main() -> i32 {
                 Error::Interrupted(_) => "interrupted",
             };
             eprintln!("{kind}: {e}");
-            e.exit_code()
+            match e {
+                Error::Interrupted(_) => signals::interrupted_exit_code(),
+                _ => e.exit_code(),
+            }
         }
     }
 }
@@ -344,18 +346,7 @@ fn say(s: String) {
     println!("{s}");
 }
 
-fn stop_flag() -> Arc<AtomicBool> {
-    let flag = Arc::new(AtomicBool::new(false));
-    let f = flag.clone();
-    // First Ctrl-C: finish the step and checkpoint. Second: leave at once.
-    let _ = ctrlc::set_handler(move || {
-        if f.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-        eprintln!("\nstopping after this step (Ctrl-C again to quit now)...");
-    });
-    flag
-}
+use signals::stop_flag;
 
 /// The finished teacher or student (`which`) of a run, or an input error that says how to
 /// finish it.

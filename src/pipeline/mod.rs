@@ -261,6 +261,7 @@ fn claim_bench_dir(recipe: &Recipe, dir: &Path) -> Result<()> {
 fn execute(recipe: &Recipe, dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(String)) -> Result<Summary> {
     let wall = Instant::now();
     let setup = StudentSetup::load(recipe, dir, opts, log)?;
+    check_stop(opts, "the teacher")?;
     let curriculum = setup.curriculum(recipe, dir, log)?;
     let (device, d, metrics_path) = (&setup.device, &setup.d, RunDir(dir).metrics());
     let student = stage(
@@ -287,10 +288,13 @@ fn execute(recipe: &Recipe, dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(S
         (None, Some(t)) => evaluate(t, valid_data, recipe.optim.batch_size, None, device),
         (None, None) => unreachable!("an offline cache holds the held-out loss"),
     };
+    check_stop(opts, "the teacher's evaluation")?;
     let se = evaluate(&student, valid_data, recipe.optim.batch_size, None, device);
+    check_stop(opts, "the student's evaluation")?;
     let q8 = evaluate(&fake_quant_model(&student), valid_data, recipe.optim.batch_size, None, device);
     let mut exports = Vec::new();
     for f in &recipe.export.formats {
+        check_stop(opts, "evaluation")?;
         let (p, size) =
             crate::export::export(&student, *f, &recipe.qat.plan(), &RunDir(dir).export(), &RunDir(dir).tokenizer())?;
         exports.push((p.display().to_string(), size));
@@ -314,6 +318,15 @@ fn execute(recipe: &Recipe, dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(S
     crate::util::write_json_atomic(&RunDir(dir).summary(), &summary)?;
     log(summary_table(&summary, valid_data));
     Ok(summary)
+}
+
+/// A stop (SIGINT/SIGTERM) between stages: every finished stage is on disk and is skipped by
+/// `resume`, so stopping here loses nothing.
+pub(crate) fn check_stop(opts: &RunOptions, after: &str) -> Result<()> {
+    match opts.stop.load(std::sync::atomic::Ordering::SeqCst) {
+        true => Err(Error::Interrupted(format!("stopped after {after} (everything finished is saved)"))),
+        false => Ok(()),
+    }
 }
 
 /// Held-out loss of the teacher, the student, and the student's int8 round trip (the weights

@@ -40,6 +40,7 @@ impl StudentSetup {
     pub fn load(recipe: &Recipe, dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(String)) -> Result<Self> {
         let device = super::device_for(recipe.run.backend);
         let d = prepare_run_data(recipe, dir, log)?;
+        super::check_stop(opts, "data preparation")?;
         let student_done = RunDir(dir).is_trained(Phase::Student);
         // A cached teacher is offline: with a matching cache it is neither loaded nor hashed.
         let offline = cached::offline(recipe, dir, &d)?;

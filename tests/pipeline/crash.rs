@@ -199,3 +199,51 @@ fn a_second_process_on_a_live_run_is_refused() {
     second.wait().unwrap();
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// SIGTERM (a scheduler's preemption) and SIGINT stop at the next safe point with a
+/// checkpoint, print the resume command and exit 143 / 130; the resumed run completes with
+/// one metrics row per step.
+#[test]
+fn sigterm_and_sigint_checkpoint_and_exit_with_their_codes() {
+    let dir = tmp("signals");
+    for (sig, code) in [("TERM", 143), ("INT", 130)] {
+        let name = format!("sig{sig}");
+        let p = dir.join(format!("{name}.toml"));
+        std::fs::write(&p, tiny_recipe(&dir, &name, 300)).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_distill"))
+            .args(["run", p.to_str().unwrap(), "--quiet"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Mid-training: once the teacher has logged a few steps.
+        let metrics = dir.join(&name).join("metrics.jsonl");
+        let t0 = Instant::now();
+        while std::fs::read_to_string(&metrics).unwrap_or_default().lines().count() < 3 {
+            assert!(t0.elapsed() < Duration::from_secs(60), "no training progress");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let sent = Command::new("kill").args([&format!("-{sig}"), &child.id().to_string()]).status().unwrap();
+        assert!(sent.success());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "SIG{sig}: {err}");
+        assert!(err.contains("checkpoint saved") && err.contains("continue with `distill resume"), "SIG{sig}: {err}");
+        let out = Command::new(env!("CARGO_BIN_EXE_distill"))
+            .args(["resume", dir.join(&name).to_str().unwrap(), "--quiet"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let rows = std::fs::read_to_string(&metrics).unwrap();
+        let steps: Vec<(String, u64)> = rows
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .map(|v| (v["phase"].as_str().unwrap().to_string(), v["step"].as_u64().unwrap()))
+            .collect();
+        for phase in ["teacher", "student"] {
+            let s: Vec<u64> = steps.iter().filter(|(p, _)| p == phase).map(|(_, s)| *s).collect();
+            assert_eq!(s, (1..=300).collect::<Vec<_>>(), "SIG{sig}: {phase} steps");
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
