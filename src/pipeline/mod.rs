@@ -177,6 +177,9 @@ fn obtain_teacher(
                     eval: &recipe.eval,
                     stop: opts.stop,
                     stop_after,
+                    on_nan: recipe.run.on_nan,
+                    nan_retries: recipe.run.nan_retries,
+                    fault_nan_at: None,
                     quiet: opts.quiet,
                     qat: None,
                 };

@@ -153,6 +153,9 @@ impl StudentSetup {
             eval: &recipe.eval,
             stop: opts.stop,
             stop_after,
+            on_nan: recipe.run.on_nan,
+            nan_retries: recipe.run.nan_retries,
+            fault_nan_at: None,
             quiet: opts.quiet,
             qat: recipe.qat.enabled.then_some((recipe.qat.plan(), recipe.qat.start_step)),
         }

@@ -18,7 +18,7 @@ use crate::export::ExportFormat;
 use crate::kd_loss::Divergence;
 pub use crate::quant::fake_quant::{QatSection, Scheme};
 pub use crate::teacher::config::{CacheSection, LogitsSource, TeacherDtype, TeacherKind};
-pub use crate::train::config::{CheckpointSection, EvalSection, OptimSection, Precision};
+pub use crate::train::config::{CheckpointSection, EvalSection, OnNan, OptimSection, Precision};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,6 +34,20 @@ pub struct RunSection {
     /// recipe when f32, so runs made before the key existed still resume.
     #[serde(default, skip_serializing_if = "Precision::is_f32")]
     pub precision: Precision,
+    /// `stop`, `skip` or `rollback` on a non-finite loss or gradient (left out when `stop`,
+    /// so that runs made before the key existed still resume).
+    #[serde(default, skip_serializing_if = "OnNan::is_stop")]
+    pub on_nan: OnNan,
+    /// How many skips in a row, or rollbacks in all, `on_nan` may take before it stops.
+    #[serde(default = "d_nan_retries", skip_serializing_if = "is_default_retries")]
+    pub nan_retries: u32,
+}
+
+fn d_nan_retries() -> u32 {
+    3
+}
+fn is_default_retries(n: &u32) -> bool {
+    *n == d_nan_retries()
 }
 
 // Per-field defaults here because `name` has none.

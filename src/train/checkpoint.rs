@@ -26,6 +26,30 @@ pub struct TrainState {
     pub tokens: u64,
     /// Wall-clock seconds spent training so far, across restarts.
     pub elapsed_s: f64,
+    /// The learning rate's factor after `run.on_nan = "rollback"`s (1 before any).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub lr_scale: f64,
+    /// Rollbacks taken so far, and batches skipped in a row (`run.on_nan`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rollbacks: u32,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped_in_a_row: u32,
+}
+
+impl TrainState {
+    pub fn start() -> Self {
+        TrainState { step: 0, cursor: 0, tokens: 0, elapsed_s: 0.0, lr_scale: 1.0, rollbacks: 0, skipped_in_a_row: 0 }
+    }
+}
+
+fn one() -> f64 {
+    1.0
+}
+fn is_one(x: &f64) -> bool {
+    *x == 1.0
+}
+fn is_zero(x: &u32) -> bool {
+    *x == 0
 }
 
 const FILES: [&str; 3] = ["model.bpk", "optimizer.safetensors", "state.json"];

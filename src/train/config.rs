@@ -5,6 +5,28 @@ use serde::{Deserialize, Serialize};
 
 use super::decay::NoDecay;
 
+/// `run.on_nan`: what a non-finite loss or gradient norm does. Non-finite weights are never
+/// written in any case (the update is not applied).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnNan {
+    /// Stop with an error naming the step (the last checkpoint is intact).
+    #[default]
+    Stop,
+    /// Drop that batch's update and go on with the next batch (at most `run.nan_retries`
+    /// batches in a row).
+    Skip,
+    /// Reload the newest checkpoint and continue from it with half the learning rate, at most
+    /// `run.nan_retries` times in the run.
+    Rollback,
+}
+
+impl OnNan {
+    pub fn is_stop(&self) -> bool {
+        *self == OnNan::Stop
+    }
+}
+
 /// `run.precision`: the dtype training computes in. `bf16` is mixed precision as torch's
 /// autocast: the forward and backward run in bf16 through a bf16 copy of the weights made
 /// each micro-batch (the cast's backward carries the gradients back), while the master weights,

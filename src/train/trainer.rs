@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::adamw::{AdamW, StepArgs};
 use super::checkpoint::{self, TrainState};
-use super::config::{CheckpointSection, EvalSection, OptimSection, Precision};
+use super::config::{CheckpointSection, EvalSection, OnNan, OptimSection, Precision};
 use super::metrics::{MetricsLog, MetricsRow};
 use super::schedule::lr_at;
 use crate::curriculum;
@@ -108,6 +108,11 @@ pub struct TrainJob<'a> {
     pub stop_after: Option<usize>,
     /// No progress bar; evaluation lines are still printed.
     pub quiet: bool,
+    /// `run.on_nan` and its budget (`run.nan_retries`).
+    pub on_nan: OnNan,
+    pub nan_retries: u32,
+    /// Fault injection for tests: the loss reads as NaN the first time this step is reached.
+    pub fault_nan_at: Option<usize>,
     /// Quantization-aware training: from step `.1` on, the forward runs through the weights
     /// as ggml's format `.0` stores them (`quant::fake_quant::qat_view`).
     pub qat: Option<(Plan, usize)>,
@@ -123,8 +128,10 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
     let model = job.model.init(job.seed ^ phase_salt(job.phase), &ad);
     let (mut model, mut optim, mut st) = match checkpoint::load_newest_good(&ck_dir, &model, o, &ad)? {
         Some(loaded) => loaded,
-        None => (model, AdamW::new(o), TrainState { step: 0, cursor: 0, tokens: 0, elapsed_s: 0.0 }),
+        None => (model, AdamW::new(o), TrainState::start()),
     };
+    let fresh = model.clone();
+    let mut fault = job.fault_nan_at;
     let mut log = MetricsLog::open(&job.metrics, job.phase.name(), st.step)?;
     let pb = progress(job, st.step);
     let started = Instant::now();
@@ -139,7 +146,7 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
             prof.reset();
         }
         prof.start_step();
-        let lr = lr_at(o, st.step);
+        let lr = lr_at(o, st.step) * st.lr_scale;
         let progress = st.step as f64 / o.steps as f64;
         let mut kd = job.kd;
         if let Some(a) = job.alpha_end {
@@ -249,7 +256,10 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
         let read = Tensor::cat(vec![sums, sum_squares(&model, &grads)], 0).into_data().convert::<f64>();
         let read: Vec<f64> = read.try_to_vec::<f64>().map_err(|e| Error::runtime(format!("{e:?}")))?;
         let w = read[3].max(f32::MIN_POSITIVE as f64);
-        let (loss_sum, ce_sum, kl_sum) = (read[0] / w, read[1] / w, read[2] / w);
+        let (mut loss_sum, ce_sum, kl_sum) = (read[0] / w, read[1] / w, read[2] / w);
+        if fault == Some(st.step + 1) {
+            (fault, loss_sum) = (None, f64::NAN);
+        }
         let grad_norm = read[4].sqrt() / w;
         prof.mark("norm + read");
         if !loss_sum.is_finite() || !grad_norm.is_finite() {
@@ -258,12 +268,41 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
             } else {
                 format!("loss became {loss_sum}")
             };
-            return Err(Error::runtime(format!(
-                "{phase}: the {what} at step {}; lower {phase} lr (now {lr:.2e}) or raise grad_clip. The last good checkpoint is in {}",
-                st.step + 1,
-                ck_dir.display()
-            )));
+            let at = format!("{phase}: the {what} at step {}", st.step + 1);
+            let budget = job.nan_retries;
+            match job.on_nan {
+                OnNan::Skip if st.skipped_in_a_row < budget => {
+                    // The batch is consumed (the cursor moved) but nothing is applied.
+                    st.skipped_in_a_row += 1;
+                    eprintln!("warning: {at}; skipping that batch ({} of {budget} in a row)", st.skipped_in_a_row);
+                    continue;
+                }
+                OnNan::Rollback if st.rollbacks < budget => {
+                    let rollbacks = st.rollbacks + 1;
+                    let (m, opt, mut back) = match checkpoint::load_newest_good(&ck_dir, &fresh, o, &ad)? {
+                        Some(loaded) => loaded,
+                        None => (fresh.clone(), AdamW::new(o), TrainState::start()),
+                    };
+                    back.lr_scale = st.lr_scale * 0.5;
+                    back.rollbacks = rollbacks;
+                    eprintln!(
+                        "warning: {at}; rolling back to step {} with the learning rate halved (x{}; rollback {rollbacks} of {budget})",
+                        back.step, back.lr_scale
+                    );
+                    (model, optim, st) = (m, opt, back);
+                    log = MetricsLog::open(&job.metrics, job.phase.name(), st.step)?;
+                    read_ahead.pending = None;
+                    continue;
+                }
+                _ => {
+                    return Err(Error::runtime(format!(
+                        "{at}; lower {phase} lr (now {lr:.2e}) or raise grad_clip, or set run.on_nan = \"skip\" or \"rollback\". The last good checkpoint is in {}",
+                        ck_dir.display()
+                    )));
+                }
+            }
         }
+        st.skipped_in_a_row = 0;
         // Divide by the step's weight and clip to the global norm in the optimizer's pass.
         let clip = if o.grad_clip > 0.0 && grad_norm > o.grad_clip { o.grad_clip / (grad_norm + 1e-6) } else { 1.0 };
         let args = StepArgs { lr, grad_scale: clip / w, decay: 1.0 - lr * o.weight_decay, no_decay: &o.no_decay };
@@ -441,6 +480,9 @@ mod tests {
             eval: &EvalSection::default(),
             stop: &stop,
             stop_after: None,
+            on_nan: OnNan::Stop,
+            nan_retries: 3,
+            fault_nan_at: None,
             quiet: true,
             qat: None,
         };
@@ -448,6 +490,97 @@ mod tests {
         let row = super::super::metrics::read(&dir.join("metrics.jsonl")).remove(0);
         std::fs::remove_dir_all(&dir).ok();
         (row, model)
+    }
+
+    /// Six steps with checkpoints every two, and a NaN loss injected at `fault`: the metrics
+    /// rows, the final state.json, and the outcome.
+    fn faulty(
+        name: &str,
+        on_nan: OnNan,
+        fault: Option<usize>,
+    ) -> (Vec<MetricsRow>, Option<TrainState>, Result<Decoder>) {
+        let dir = std::env::temp_dir().join(format!("distill-nan-{}-{name}", std::process::id()));
+        std::fs::remove_dir_all(&dir).ok();
+        let model = DecoderConfig {
+            vocab_size: 16,
+            shape: PartialShape {
+                d_model: Some(16),
+                n_layers: Some(1),
+                n_heads: Some(2),
+                d_ff: Some(32),
+                ..Default::default()
+            }
+            .to_shape()
+            .unwrap(),
+        };
+        let optim = OptimSection { batch_size: 2, steps: 6, warmup_steps: 0, ..Default::default() };
+        let train = ragged_rows();
+        let stop = AtomicBool::new(false);
+        let checkpoint = CheckpointSection { every_steps: 2, keep_last: 2 };
+        let job = TrainJob {
+            phase: Phase::Student,
+            dir: dir.clone(),
+            metrics: dir.join("metrics.jsonl"),
+            model,
+            precision: Precision::F32,
+            optim: &optim,
+            teacher: TeacherSource::None,
+            kd: KdConfig {
+                alpha: 1.0,
+                temperature: 1.0,
+                chunk_tokens: 64,
+                divergence: crate::kd_loss::Divergence::ForwardKl,
+            },
+            alpha_end: None,
+            temperature_end: None,
+            curriculum: None,
+            train: &train,
+            valid: &train,
+            seed: 3,
+            checkpoint: &checkpoint,
+            eval: &EvalSection::default(),
+            stop: &stop,
+            stop_after: None,
+            on_nan,
+            nan_retries: 3,
+            fault_nan_at: fault,
+            quiet: true,
+            qat: None,
+        };
+        let out = super::train(&job, &Device::flex());
+        let rows = super::super::metrics::read(&dir.join("metrics.jsonl"));
+        let state = crate::util::read_json(&dir.join("checkpoints/step-00000006/state.json")).ok();
+        std::fs::remove_dir_all(&dir).ok();
+        (rows, state, out)
+    }
+
+    /// `on_nan`: stop names the step and the switch; skip drops that batch and goes on (the
+    /// later steps see other batches); rollback returns to the step-4 checkpoint and retrains
+    /// steps 5 and 6 with half the learning rate, one metrics row per step.
+    #[test]
+    fn on_nan_stops_skips_or_rolls_back() {
+        let (clean, ..) = faulty("clean", OnNan::Stop, None);
+        let (rows, _, out) = faulty("stop", OnNan::Stop, Some(5));
+        let e = out.err().unwrap().to_string();
+        assert!(e.contains("loss became NaN at step 5") && e.contains("run.on_nan"), "{e}");
+        assert_eq!(rows.len(), 4, "nothing logged or applied for the NaN step");
+        let (rows, state, out) = faulty("skip", OnNan::Skip, Some(5));
+        out.unwrap();
+        assert_eq!(rows.iter().map(|r| r.step).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(
+            rows[..4].iter().map(|r| r.loss).collect::<Vec<_>>(),
+            clean[..4].iter().map(|r| r.loss).collect::<Vec<_>>()
+        );
+        assert_ne!(rows[4].loss, clean[4].loss, "step 5 trains on the batch after the skipped one");
+        assert_eq!(state.unwrap().skipped_in_a_row, 0);
+        let (rows, state, out) = faulty("rollback", OnNan::Rollback, Some(5));
+        out.unwrap();
+        assert_eq!(rows.iter().map(|r| r.step).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(rows[4].lr, clean[4].lr * 0.5);
+        assert_eq!(rows[3].loss, clean[3].loss);
+        assert_eq!(rows[4].loss, clean[4].loss, "the checkpoint's model on the same batch again");
+        let state = state.unwrap();
+        assert_eq!((state.lr_scale, state.rollbacks), (0.5, 1));
     }
 
     /// Rows of one-document sequences of very different lengths (EOS = 0, rows of 16).
