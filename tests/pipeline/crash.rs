@@ -247,3 +247,35 @@ fn sigterm_and_sigint_checkpoint_and_exit_with_their_codes() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A full disk, simulated with a file-size limit (`ulimit -f`): the run stops with an error
+/// naming the file it could not write (no SIGXFSZ death), leaves no damaged checkpoint
+/// behind, and once space is back the same command finishes exactly as an unhindered run.
+#[test]
+fn a_full_disk_stops_cleanly_and_the_run_finishes_later() {
+    let dir = tmp("full");
+    let recipe = |name: &str| {
+        let p = dir.join(format!("{name}.toml"));
+        std::fs::write(&p, tiny_recipe(&dir, name, 24)).unwrap();
+        p
+    };
+    run_for(&recipe("reference"), None);
+    let p = recipe("limited");
+    // 400 KiB: enough for the data (train.u32: 355 KiB) and the tokenizer, not for the
+    // teacher checkpoint's model.bpk (451 KiB).
+    let cmd = format!("ulimit -f 400; exec {} run {} --quiet", env!("CARGO_BIN_EXE_distill"), p.display());
+    let out = Command::new("bash").args(["-c", &cmd]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("File too large") && err.contains("limited/teacher/checkpoints"), "{err}");
+    let ck = dir.join("limited/teacher/checkpoints");
+    let names: Vec<String> = std::fs::read_dir(&ck)
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    assert!(names.iter().all(|n| !n.starts_with("step-")), "no checkpoint may claim to be complete: {names:?}");
+    run_for(&p, None);
+    let (a, b) = (outcome(&dir.join("reference")), outcome(&dir.join("limited")));
+    assert_eq!((a.0, a.1), (b.0, b.1));
+    assert!(a.2 == b.2 && a.3 == b.3, "weights differ after the full-disk stop");
+    std::fs::remove_dir_all(&dir).ok();
+}
