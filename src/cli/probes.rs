@@ -20,8 +20,14 @@ pub(super) fn logits(a: LogitsArgs) -> Result<()> {
         store::load(model, &device)?.0
     } else if model.join("config.json").is_file() && !crate::run_dir::RunDir(model).resolved_recipe().is_file() {
         crate::teacher::hf::load(model, &device, dtype)?.0
-    } else {
+    } else if crate::run_dir::RunDir(model).resolved_recipe().is_file() {
         load_final(model, which(a.teacher), &device)?
+    } else {
+        return Err(Error::input(format!(
+            "{}: not a model: expected a run directory (recipe.resolved.toml), a model directory \
+             (model.json), a Hugging Face or export folder (config.json) or a .gguf file",
+            model.display()
+        )));
     };
     let m = if a.int8 { fake_quant_model(&m) } else { m };
     let m = m.cast(dtype);

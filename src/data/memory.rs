@@ -20,7 +20,11 @@ pub(super) fn prepare(job: &DataJob, run_dir: &Path, log: &mut dyn FnMut(String)
     let (docs, bad) = source::load(job.data, job.seed)?;
     stages::log_bad_lines(&bad, log);
     if docs.len() < 2 {
-        return Err(Error::input(format!("only {} documents in the input; need at least 2", docs.len())));
+        return Err(Error::input(format!(
+            "{}: only {} documents in the input; need at least 2",
+            source::describe(job.data),
+            docs.len()
+        )));
     }
     // Hold out whole documents before filtering: the held-out split is the same text whatever
     // the filters and noise settings, so such runs are compared on equal terms, and no

@@ -32,6 +32,14 @@ impl BadLines {
     }
 }
 
+/// The source as errors name it: the files (`data.paths`) or the generator.
+pub fn describe(data: &DataSection) -> String {
+    match data.source {
+        SourceKind::Synthetic => format!("data.source = \"synthetic\" ({} documents)", data.synthetic_docs),
+        _ => data.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+    }
+}
+
 pub fn load(data: &DataSection, seed: u64) -> Result<(Vec<String>, BadLines)> {
     let mut docs = Vec::new();
     let bad = for_each(data, seed, &mut |d| {

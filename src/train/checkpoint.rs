@@ -169,7 +169,13 @@ pub fn load(
     }
     let record = ModuleRecord::load(ck.join("model.bpk"))
         .map_err(|e| Error::input(format!("{}: {e}", ck.join("model.bpk").display())))?;
-    let model = model.load_record(record);
+    // A checkpoint of another model (a recipe edited between runs) is refused, not a panic.
+    let model = model.try_load_record(record).map_err(|e| {
+        Error::input(format!(
+            "{}: does not fit the model the recipe describes ({e}); the recipe changed since this checkpoint was written",
+            ck.join("model.bpk").display()
+        ))
+    })?;
     let optim = AdamW::load(o, &model, &ck.join("optimizer.safetensors"), device)?;
     let state: TrainState = read_json(&ck.join("state.json"))?;
     Ok((model, optim, state))

@@ -3,6 +3,7 @@
 //! and data in `teachers.rs`.
 
 mod crash;
+mod hostile;
 mod teachers;
 
 use std::path::{Path, PathBuf};

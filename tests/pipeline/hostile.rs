@@ -1,0 +1,589 @@
+//! The catalogue of bad inputs (docs/hostile-inputs.md): each one through the real CLI, with
+//! the error it must give (exit code 2, a message naming the file, key, line or tensor and
+//! what was expected) and nothing half-written. The document and this table must agree: every
+//! case's name and message appear in it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::AtomicBool;
+
+use super::{load, opts, tiny_recipe, tmp};
+
+struct Case {
+    name: &'static str,
+    args: Vec<String>,
+    /// What the message must contain.
+    says: &'static str,
+    /// A path that must not exist afterwards (nothing half-written).
+    absent: Option<PathBuf>,
+}
+
+fn s(p: &Path) -> String {
+    p.to_str().unwrap().to_string()
+}
+
+fn write(p: &Path, text: impl AsRef<[u8]>) -> PathBuf {
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+    p.to_path_buf()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// A copy of the llama-gqa Hugging Face fixture, changed by `edit`.
+fn hf(dir: &Path, name: &str, edit: impl FnOnce(&Path)) -> PathBuf {
+    let d = dir.join(name);
+    copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf/llama-gqa"), &d);
+    edit(&d);
+    d
+}
+
+fn edit_file(p: &Path, f: impl FnOnce(Vec<u8>) -> Vec<u8>) {
+    let b = std::fs::read(p).unwrap();
+    std::fs::write(p, f(b)).unwrap();
+}
+
+fn replace(p: &Path, from: &str, to: &str) {
+    let t = std::fs::read_to_string(p).unwrap();
+    assert!(t.contains(from), "{}: {from}", p.display());
+    std::fs::write(p, t.replacen(from, to, 1)).unwrap();
+}
+
+/// safetensors bytes from `(name, dtype, shape, data)` with a hand-written header.
+fn safetensors(tensors: &[(&str, &str, Vec<usize>, usize)]) -> Vec<u8> {
+    let mut header = serde_json::Map::new();
+    let mut at = 0;
+    for (n, dt, shape, bytes) in tensors {
+        header
+            .insert(n.to_string(), serde_json::json!({"dtype": dt, "shape": shape, "data_offsets": [at, at + bytes]}));
+        at += bytes;
+    }
+    let h = serde_json::to_vec(&header).unwrap();
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend(h);
+    out.extend(vec![0u8; at]);
+    out
+}
+
+fn cases(dir: &Path, done: &Path, cached: &Path) -> Vec<Case> {
+    let recipe = |name: &str, text: String| write(&dir.join(format!("{name}.toml")), text);
+    let base = |name: &str| tiny_recipe(dir, name, 8);
+    let validate = |name: &str, text: String, extra: &[&str]| -> Vec<String> {
+        let mut v = vec!["validate".to_string(), s(&recipe(name, text))];
+        v.extend(extra.iter().map(|x| x.to_string()));
+        v
+    };
+    let data = |name: &str, text: String| vec!["data".to_string(), s(&recipe(name, text))];
+    let text_source = |name: &str, file: &Path, extra: &str| {
+        base(name).replace("[data]\n", &format!("[data]\nsource = \"text\"\npaths = [\"{}\"]\n{extra}", file.display()))
+    };
+    let jsonl_source = |name: &str, file: &Path, extra: &str| {
+        base(name)
+            .replace("[data]\n", &format!("[data]\nsource = \"jsonl\"\npaths = [\"{}\"]\n{extra}", file.display()))
+    };
+    let logits = |d: &Path| vec!["logits".into(), "--model".into(), s(d), "--ids".into(), "1,2,3".into()];
+    let docs: String =
+        (0..60).map(|i| format!("Document number {i} tells a short story about a cat and a dog.\n\n")).collect();
+    let good_txt = write(&dir.join("good.txt"), &docs);
+    let mut c = Vec::new();
+    let mut add = |name: &'static str, args: Vec<String>, says: &'static str, absent: Option<PathBuf>| {
+        c.push(Case { name, args, says, absent })
+    };
+
+    // Recipes.
+    add(
+        "recipe: unknown key",
+        validate("r1", base("r1").replace("lr = 1e-2\nmin_lr", "lrr = 1e-2\nmin_lr"), &[]),
+        "unknown field `lrr`",
+        None,
+    );
+    add(
+        "recipe: wrong type",
+        validate("r2", base("r2").replace("steps = 8", "steps = \"eight\""), &[]),
+        "invalid type: string \"eight\", expected usize",
+        None,
+    );
+    add(
+        "recipe: out of range",
+        validate("r3", base("r3") + "\n[distill]\nalpha = 1.5\n", &[]),
+        "key `distill.alpha`",
+        None,
+    );
+    add(
+        "recipe: missing model key",
+        validate("r4", base("r4").replace("d_model = 32\n", ""), &[]),
+        "student.model.d_model",
+        None,
+    );
+    add(
+        "recipe: heads do not divide",
+        validate("r5", base("r5").replace("n_kv_heads = 1", "n_kv_heads = 3"), &[]),
+        "n_heads (4) must be divisible by n_kv_heads (3)",
+        None,
+    );
+    add(
+        "recipe: warmup past the end",
+        validate(
+            "r6",
+            base("r6").replace(
+                "warmup_steps = 5\nbatch_size = 8\nsteps = 8\n\n[checkpoint]",
+                "warmup_steps = 50\nbatch_size = 8\nsteps = 8\n\n[checkpoint]",
+            ),
+            &[],
+        ),
+        "warmup_steps (50) exceeds steps (8)",
+        None,
+    );
+    add(
+        "recipe: bad enum value",
+        validate("r7", base("r7").replace("[data]\n", "[data]\npacking = \"zip\"\n"), &[]),
+        "unknown variant `zip`",
+        None,
+    );
+    add("recipe: bad --set value", validate("r8", base("r8"), &["--set", "optim.lr=fast"]), "optim.lr", None);
+    add(
+        "recipe: --set of an unknown key",
+        validate("r9", base("r9"), &["--set", "optim.nope=1"]),
+        "unknown field `nope`",
+        None,
+    );
+    add("recipe: --set without =", validate("r10", base("r10"), &["--set", "optim.lr"]), "--set", None);
+    add(
+        "recipe: missing file",
+        vec!["validate".into(), s(&dir.join("no-such.toml"))],
+        "no-such.toml: cannot read file",
+        None,
+    );
+    add("recipe: not TOML", validate("r12", "[run\nname = 1".into(), &[]), "r12.toml", None);
+    add(
+        "recipe: QAT width",
+        validate("r13", base("r13") + "\n[qat]\nenabled = true\nscheme = \"int4-g64\"\n", &[]),
+        "[qat] scheme int4-g64 quantizes blocks of 64 inputs",
+        None,
+    );
+    add(
+        "recipe: GGUF of a hybrid",
+        validate(
+            "r14",
+            base("r14").replace("tie_embeddings = true\n", "tie_embeddings = true\nlayer_pattern = \"AM\"\n")
+                + "\n[export]\nformats = [\"gguf-q8_0\"]\n",
+            &[],
+        ),
+        "cannot export this model as GGUF",
+        None,
+    );
+    add(
+        "recipe: teacher path missing",
+        validate(
+            "r15",
+            base("r15").replace(
+                "[teacher.model]",
+                &format!("[teacher]\nkind = \"hf\"\npath = \"{}\"\n\n[teacher.model]", dir.join("nowhere").display()),
+            ),
+            &[],
+        ),
+        "nowhere",
+        None,
+    );
+
+    // Data.
+    let missing = dir.join("missing.txt");
+    add(
+        "data: missing file",
+        data("d1", text_source("d1", &missing, "")),
+        "missing.txt",
+        Some(dir.join("d1/data/meta.json")),
+    );
+    let empty = write(&dir.join("empty.txt"), "");
+    add(
+        "data: empty corpus",
+        data("d2", text_source("d2", &empty, "")),
+        "empty.txt: only 0 documents in the input; need at least 2",
+        Some(dir.join("d2/data/meta.json")),
+    );
+    let mut bad_utf8 = docs.clone().into_bytes();
+    bad_utf8.extend(b"\n\nbroken \xff\xfe text here\n");
+    let bad_utf8 = write(&dir.join("bad-utf8.txt"), bad_utf8);
+    add(
+        "data: invalid UTF-8 (strict)",
+        data("d3", text_source("d3", &bad_utf8, "strict = true\n")),
+        "bad-utf8.txt",
+        Some(dir.join("d3/data/meta.json")),
+    );
+    let jl: String =
+        (0..60).map(|i| format!("{{\"text\": \"Document {i} is about a cat who finds a dog.\"}}\n")).collect();
+    let broken = write(&dir.join("broken.jsonl"), format!("{jl}{{\"text\": \"unterminated\n"));
+    add(
+        "data: broken JSONL line (strict)",
+        data("d4", jsonl_source("d4", &broken, "strict = true\n")),
+        "broken.jsonl:61",
+        Some(dir.join("d4/data/meta.json")),
+    );
+    let nofield = write(&dir.join("nofield.jsonl"), format!("{jl}{{\"body\": \"no text field\"}}\n"));
+    add(
+        "data: JSONL without the field (strict)",
+        data("d5", jsonl_source("d5", &nofield, "strict = true\n")),
+        "nofield.jsonl:61",
+        Some(dir.join("d5/data/meta.json")),
+    );
+    add(
+        "data: everything filtered out",
+        data("d6", text_source("d6", &good_txt, "") + "\n[data.filter]\nmin_chars = 100000\nmax_chars = 200000\n"),
+        "no training documents left after filtering",
+        Some(dir.join("d6/data/meta.json")),
+    );
+    let short = write(
+        &dir.join("short.txt"),
+        "A tiny story about a cat and a dog, nothing more than this line.\n\nAnother tiny story about a dog and a cat, and that is all.\n\nA third one, short too, about a bird that sings in the morning.\n",
+    );
+    let run_args = |name: &str, text: String| vec!["run".to_string(), s(&recipe(name, text)), "--quiet".to_string()];
+    add(
+        "data: fewer tokens than one row",
+        run_args(
+            "d7",
+            text_source("d7", &short, "")
+                .replace("valid_fraction = 0.1", "valid_fraction = 0.34")
+                .replace("seq_len = 32", "seq_len = 64"),
+        ),
+        "fewer than one row of data.seq_len + 1 = 65",
+        Some(dir.join("d7/teacher")),
+    );
+
+    // Tokenizers.
+    add(
+        "tokenizer: missing file",
+        validate(
+            "t1",
+            base("t1").replace(
+                "[tokenizer]\n",
+                &format!("[tokenizer]\nkind = \"file\"\npath = \"{}\"\n", dir.join("no-tok.json").display()),
+            ),
+            &[],
+        ),
+        "no-tok.json",
+        None,
+    );
+    let bad_tok = write(&dir.join("bad-tok.json"), "{\"model\": 3}");
+    add(
+        "tokenizer: malformed tokenizer.json",
+        data(
+            "t2",
+            base("t2")
+                .replace("[tokenizer]\n", &format!("[tokenizer]\nkind = \"file\"\npath = \"{}\"\n", bad_tok.display())),
+        ),
+        "bad-tok.json: not a valid tokenizer.json",
+        Some(dir.join("t2/data/meta.json")),
+    );
+    let small =
+        hf(dir, "small-vocab", |d| replace(&d.join("config.json"), "\"vocab_size\": 1024", "\"vocab_size\": 100"));
+    add(
+        "teacher: config.json vocabulary smaller than the weights",
+        logits(&small),
+        "tensor `model.embed_tokens.weight` has shape [1024, 64], expected [100, 64]",
+        None,
+    );
+    let small_tok = hf(dir, "small-tok", |d| {
+        // The weights for 1024 tokens under a config that says so, but the embedding cut to
+        // 100 rows: the loader must refuse the 1024-token tokenizer for a 100-row model.
+        replace(&d.join("config.json"), "\"vocab_size\": 1024", "\"vocab_size\": 100");
+        let st = std::fs::read(d.join("model.safetensors")).unwrap();
+        let t = safetensors::SafeTensors::deserialize(&st).unwrap();
+        let mut keep: Vec<(String, safetensors::tensor::TensorView)> = Vec::new();
+        let mut cut: Vec<Vec<u8>> = Vec::new();
+        for (n, v) in t.tensors() {
+            if n == "model.embed_tokens.weight" || n == "lm_head.weight" {
+                cut.push(v.data()[..100 * 64 * 4].to_vec());
+            }
+            keep.push((n, v));
+        }
+        let mut views = Vec::new();
+        let mut it = cut.iter();
+        for (n, v) in keep {
+            if n == "model.embed_tokens.weight" || n == "lm_head.weight" {
+                views.push((
+                    n,
+                    safetensors::tensor::TensorView::new(v.dtype(), vec![100, 64], it.next().unwrap()).unwrap(),
+                ));
+            } else {
+                views.push((n, v));
+            }
+        }
+        std::fs::write(d.join("model.safetensors"), safetensors::serialize(views, None).unwrap()).unwrap();
+    });
+    add(
+        "tokenizer: vocabulary larger than the model",
+        logits(&small_tok),
+        "tokenizer.json has 1024 tokens but the model's vocab_size is 100",
+        None,
+    );
+
+    // Teacher folders.
+    let noconfig = hf(dir, "no-config", |d| std::fs::remove_file(d.join("config.json")).unwrap());
+    add("teacher: missing config.json", logits(&noconfig), "not a model: expected a run directory", None);
+    let arch =
+        hf(dir, "gpt2", |d| replace(&d.join("config.json"), "\"model_type\": \"llama\"", "\"model_type\": \"gpt2\""));
+    add("teacher: unsupported architecture", logits(&arch), "gpt2", None);
+    let badjson = hf(dir, "bad-json", |d| write(&d.join("config.json"), "{ not json").into_iter().for_each(drop));
+    add("teacher: config.json not JSON", logits(&badjson), "config.json", None);
+    let huge =
+        hf(dir, "huge", |d| replace(&d.join("config.json"), "\"hidden_size\": 64", "\"hidden_size\": 1099511627776"));
+    add("teacher: absurd shapes in config.json", logits(&huge), "hidden_size", None);
+    let trunc = hf(dir, "truncated", |d| edit_file(&d.join("model.safetensors"), |b| b[..b.len() / 2].to_vec()));
+    add("teacher: truncated safetensors", logits(&trunc), "model.safetensors: not a safetensors file", None);
+    let past = hf(dir, "past-end", |d| {
+        // A consistent header whose offsets claim 1 GB of data that the file does not have.
+        let mut b = safetensors(&[("model.norm.weight", "F32", vec![256 * 1024 * 1024], 1 << 30)]);
+        b.truncate(b.len() - (1 << 30) + 256);
+        write(&d.join("model.safetensors"), b);
+    });
+    add(
+        "teacher: header offsets past the end",
+        logits(&past),
+        "model.safetensors: not a safetensors file: incomplete metadata, file not fully covered",
+        None,
+    );
+    let missing_t = hf(dir, "missing-tensor", |d| {
+        write(&d.join("model.safetensors"), safetensors(&[("model.norm.weight", "F32", vec![64], 256)]))
+            .into_iter()
+            .for_each(drop)
+    });
+    add("teacher: missing tensor", logits(&missing_t), "missing tensor `model.layers.0.input_layernorm.weight`", None);
+    let wrong = hf(dir, "wrong-shape", |d| {
+        replace(&d.join("config.json"), "\"intermediate_size\": 128", "\"intermediate_size\": 96")
+    });
+    add("teacher: tensor of the wrong shape", logits(&wrong), "has shape [128, 64], expected [96, 64]", None);
+    let extra = hf(dir, "extra-tensor", |d| {
+        replace(&d.join("config.json"), "\"num_hidden_layers\": 2", "\"num_hidden_layers\": 1")
+    });
+    add(
+        "teacher: tensor the model does not use",
+        logits(&extra),
+        "is not used by the model that config.json describes",
+        None,
+    );
+    // The header's first F32 turned into I32 (same size): a tensor of a dtype we do not read.
+    let dtype = hf(dir, "int-dtype", |d| {
+        edit_file(&d.join("model.safetensors"), |b| {
+            let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
+            let header = String::from_utf8(b[8..8 + n].to_vec()).unwrap().replacen("\"F32\"", "\"I32\"", 1);
+            [&b[..8], header.as_bytes(), &b[8 + n..]].concat()
+        })
+    });
+    add("teacher: unsupported dtype", logits(&dtype), "has dtype I32; supported: F32, F16, BF16", None);
+
+    // Runs, checkpoints, caches and exports.
+    add("cli: not a run directory", vec!["resume".into(), s(&dir.join("nothing"))], "not a run directory", None);
+    add(
+        "cli: unknown export format",
+        vec!["export".into(), s(done), "--format".into(), "onnx".into()],
+        "--format: expected int8, int4, hf, gguf-f16, gguf-q8_0 or gguf-q4_0, got \"onnx\"",
+        None,
+    );
+    add(
+        "cli: unknown PTQ scheme",
+        vec!["eval".into(), s(done), "--ptq".into(), "q5_1".into()],
+        "--ptq: expected q8_0, q4_0 or int4-g<N>",
+        None,
+    );
+    add(
+        "cli: token id outside the vocabulary",
+        vec!["logits".into(), "--model".into(), s(done), "--ids".into(), "1,99999".into()],
+        "token id 99999 is outside the model's vocabulary",
+        None,
+    );
+    let gguf = write(&dir.join("bad.gguf"), b"GGUF\x03\x00\x00\x00\x01");
+    add(
+        "export: truncated GGUF",
+        vec!["eval".into(), s(done), "--exported".into(), s(&gguf)],
+        "bad.gguf: truncated",
+        None,
+    );
+    let crafted = {
+        let mut b = b"GGUF\x03\x00\x00\x00".to_vec();
+        b.extend(0u64.to_le_bytes());
+        b.extend(1u64.to_le_bytes());
+        b.extend(4u64.to_le_bytes());
+        b.extend(b"keys");
+        b.extend(9u32.to_le_bytes());
+        b.extend(8u32.to_le_bytes());
+        b.extend((1u64 << 62).to_le_bytes());
+        write(&dir.join("crafted.gguf"), b)
+    };
+    add(
+        "export: GGUF array count past the file",
+        vec!["eval".into(), s(done), "--exported".into(), s(&crafted)],
+        "key `keys`: 4611686018427387904 elements cannot fit",
+        None,
+    );
+    let ck_run = dir.join("ck-flip");
+    copy_dir(done, &ck_run);
+    for ck in std::fs::read_dir(ck_run.join("student/checkpoints")).unwrap().flatten() {
+        if ck.path().is_dir() {
+            edit_file(&ck.path().join("optimizer.safetensors"), |mut b| {
+                let n = b.len();
+                b[n / 2] ^= 1;
+                b
+            });
+        }
+    }
+    std::fs::remove_dir_all(ck_run.join("student/final")).unwrap();
+    add(
+        "checkpoint: flipped byte",
+        vec!["resume".into(), s(&ck_run), "--quiet".into()],
+        "optimizer.safetensors: checksum does not match MANIFEST",
+        Some(ck_run.join("student/final")),
+    );
+    let ck_trunc = dir.join("ck-trunc");
+    copy_dir(done, &ck_trunc);
+    for ck in std::fs::read_dir(ck_trunc.join("student/checkpoints")).unwrap().flatten() {
+        if ck.path().is_dir() {
+            edit_file(&ck.path().join("model.bpk"), |b| b[..b.len() / 3].to_vec());
+        }
+    }
+    std::fs::remove_dir_all(ck_trunc.join("student/final")).unwrap();
+    add(
+        "checkpoint: truncated",
+        vec!["resume".into(), s(&ck_trunc), "--quiet".into()],
+        "model.bpk: checksum does not match MANIFEST",
+        Some(ck_trunc.join("student/final")),
+    );
+    let shape = dir.join("ck-shape");
+    copy_dir(done, &shape);
+    std::fs::remove_dir_all(shape.join("student/final")).unwrap();
+    replace(&shape.join("recipe.resolved.toml"), "d_ff = 64", "d_ff = 96");
+    add(
+        "checkpoint: from another shape",
+        vec!["resume".into(), s(&shape), "--quiet".into()],
+        "does not fit the model the recipe describes",
+        Some(shape.join("student/final")),
+    );
+    let mj = dir.join("model-json");
+    copy_dir(&done.join("student/final"), &mj);
+    replace(&mj.join("model.json"), "\"n_heads\": 4", "\"n_heads\": 0");
+    add(
+        "model.json: impossible shape",
+        vec!["logits".into(), "--model".into(), s(&mj), "--ids".into(), "1,2".into()],
+        "model.json",
+        None,
+    );
+    let mb = dir.join("model-bpk");
+    copy_dir(&done.join("student/final"), &mb);
+    edit_file(&mb.join("model.bpk"), |mut b| {
+        b[100] ^= 0x10;
+        b
+    });
+    add(
+        "model: weights do not match model.json",
+        vec!["logits".into(), "--model".into(), s(&mb), "--ids".into(), "1,2".into()],
+        "model.bpk: checksum does not match model.json",
+        None,
+    );
+
+    // The teacher cache.
+    let shard = |run: &Path| -> PathBuf {
+        let c = run.join("teacher_cache");
+        std::fs::read_dir(&c)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "bin"))
+            .unwrap()
+    };
+    let fresh_student = |run: &Path| {
+        std::fs::remove_dir_all(run.join("student")).ok();
+    };
+    let c1 = dir.join("cache-flip");
+    copy_dir(cached, &c1);
+    fresh_student(&c1);
+    edit_file(&shard(&c1), |mut b| {
+        let n = b.len();
+        b[n - 7] ^= 0x20;
+        b
+    });
+    add(
+        "cache: flipped byte in a shard",
+        vec!["resume".into(), s(&c1), "--quiet".into()],
+        "corrupt teacher-cache shard (checksum mismatch)",
+        Some(c1.join("student/final")),
+    );
+    let c2 = dir.join("cache-trunc");
+    copy_dir(cached, &c2);
+    fresh_student(&c2);
+    edit_file(&shard(&c2), |b| b[..b.len() / 2].to_vec());
+    add(
+        "cache: truncated shard",
+        vec!["resume".into(), s(&c2), "--quiet".into()],
+        "shard-00001.bin: corrupt teacher-cache shard",
+        Some(c2.join("student/final")),
+    );
+    let c3 = dir.join("cache-version");
+    copy_dir(cached, &c3);
+    fresh_student(&c3);
+    replace(&c3.join("teacher_cache/cache.json"), "\"format_version\": ", "\"format_version\": 9");
+    add(
+        "cache: wrong format version",
+        vec!["resume".into(), s(&c3), "--quiet".into()],
+        "made for format version 92",
+        Some(c3.join("student/final")),
+    );
+    let c4 = dir.join("cache-header");
+    copy_dir(cached, &c4);
+    fresh_student(&c4);
+    edit_file(&shard(&c4), |mut b| {
+        // The rows field of the fixed header: an absurd count.
+        for x in &mut b[48..56] {
+            *x = 0x7f;
+        }
+        b
+    });
+    add(
+        "cache: crafted header sizes",
+        vec!["resume".into(), s(&c4), "--quiet".into()],
+        "shard-00001.bin: corrupt teacher-cache shard",
+        Some(c4.join("student/final")),
+    );
+    c
+}
+
+#[test]
+fn every_bad_input_is_a_clear_error() {
+    let dir = tmp("hostile");
+    let stop = AtomicBool::new(false);
+    // A finished run and a finished run on a cached teacher, for the cases that damage them.
+    distill::pipeline::run(&load(&tiny_recipe(&dir, "done", 8), &dir), &opts(&stop, None), &mut |_| {}).unwrap();
+    let cached_text = tiny_recipe(&dir, "cached", 8) + "\n[teacher]\nlogits = \"cache\"\n\n[cache]\nk = 8\n";
+    distill::pipeline::run(&load(&cached_text, &dir), &opts(&stop, None), &mut |_| {}).unwrap();
+    let cases = cases(&dir, &dir.join("done"), &dir.join("cached"));
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/hostile-inputs.md")).unwrap();
+    let mut failures = Vec::new();
+    for c in &cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_distill")).args(&c.args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        let first = err.lines().find(|l| l.starts_with("error")).unwrap_or("").to_string();
+        if out.status.code() != Some(2) || !err.contains(c.says) {
+            failures.push(format!("{}: exit {:?}, wanted 2 and {:?}; got: {err}", c.name, out.status.code(), c.says));
+        }
+        if let Some(p) = &c.absent
+            && p.exists()
+        {
+            failures.push(format!("{}: {} was written", c.name, p.display()));
+        }
+        if !doc.contains(c.name) || !doc.contains(c.says) {
+            failures.push(format!("{}: not in docs/hostile-inputs.md as `{}` ({first})", c.name, c.says));
+        }
+        eprintln!("| {} | `{}` |", c.name, first);
+    }
+    assert!(cases.len() >= 40, "{} cases", cases.len());
+    assert!(failures.is_empty(), "{} of {} cases:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    std::fs::remove_dir_all(&dir).ok();
+}
