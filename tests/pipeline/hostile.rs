@@ -333,7 +333,9 @@ fn cases(dir: &Path, done: &Path, cached: &Path) -> Vec<Case> {
     let arch =
         hf(dir, "gpt2", |d| replace(&d.join("config.json"), "\"model_type\": \"llama\"", "\"model_type\": \"gpt2\""));
     add("teacher: unsupported architecture", logits(&arch), "gpt2", None);
-    let badjson = hf(dir, "bad-json", |d| write(&d.join("config.json"), "{ not json").into_iter().for_each(drop));
+    let badjson = hf(dir, "bad-json", |d| {
+        write(&d.join("config.json"), "{ not json");
+    });
     add("teacher: config.json not JSON", logits(&badjson), "config.json", None);
     let huge =
         hf(dir, "huge", |d| replace(&d.join("config.json"), "\"hidden_size\": 64", "\"hidden_size\": 1099511627776"));
@@ -353,9 +355,7 @@ fn cases(dir: &Path, done: &Path, cached: &Path) -> Vec<Case> {
         None,
     );
     let missing_t = hf(dir, "missing-tensor", |d| {
-        write(&d.join("model.safetensors"), safetensors(&[("model.norm.weight", "F32", vec![64], 256)]))
-            .into_iter()
-            .for_each(drop)
+        write(&d.join("model.safetensors"), safetensors(&[("model.norm.weight", "F32", vec![64], 256)]));
     });
     add("teacher: missing tensor", logits(&missing_t), "missing tensor `model.layers.0.input_layernorm.weight`", None);
     let wrong = hf(dir, "wrong-shape", |d| {
