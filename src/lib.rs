@@ -32,5 +32,8 @@ pub mod teacher;
 pub mod train;
 pub mod util;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 pub use error::{Error, Result};
 pub mod cli;

@@ -290,6 +290,67 @@ pub(super) fn check_shard(bytes: &[u8], id: &CacheIdentity, path: &Path) -> Resu
 }
 
 #[cfg(test)]
+mod fuzz {
+    use super::*;
+    use crate::teacher::bits::BitReader;
+    use crate::teacher::cache::test_fixture::ident;
+    use proptest::prelude::*;
+
+    fn cases() -> u32 {
+        std::env::var("DISTILL_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000)
+    }
+
+    /// The body of a valid shard of three records, mutated, with its trailer recomputed so
+    /// that the parse goes past the checksum into the header and the offset table.
+    fn resealed(edits: &[(usize, u64)]) -> Vec<u8> {
+        let id = ident(4, ValueCodec::Q8, 3, "d");
+        let mut b = shard_bytes(&id, 6, &[vec![1; 10], vec![2; 7], vec![3; 12]]);
+        b.truncate(b.len() - 32);
+        for &(at, w) in edits {
+            let at = at % (b.len() - 7);
+            b[at..at + 8].copy_from_slice(&w.to_le_bytes());
+        }
+        use sha2::{Digest, Sha256};
+        let sum: [u8; 32] = Sha256::digest(&b).into();
+        b.extend(sum);
+        b
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Crafted sizes and offsets (the first row, the row count, each offset) behind a valid
+        /// checksum: an error naming the shard, or a consistent table, never a panic or a
+        /// huge allocation.
+        #[test]
+        fn shard_header_and_offsets(
+            edits in proptest::collection::vec(
+                (0usize..200, prop_oneof![Just(0u64), Just(u64::MAX), Just(1 << 61), any::<u64>(), 0u64..64]),
+                1..4,
+            )
+        ) {
+            let id = ident(4, ValueCodec::Q8, 3, "d");
+            let b = resealed(&edits);
+            match check_shard(&b, &id, Path::new("s.bin")) {
+                Ok((_, rows, _)) => prop_assert!(rows <= b.len() / 8),
+                Err(e) => prop_assert!(e.exit_code() == 2 && e.to_string().starts_with("s.bin: corrupt"), "{e}"),
+            }
+        }
+
+        /// A token record of random bits: decoded or refused (`None`), ids inside the
+        /// vocabulary, never a panic.
+        #[test]
+        fn token_records(bytes in proptest::collection::vec(any::<u8>(), 0..96), k in 1usize..40, codec in 0usize..5) {
+            let codec = [ValueCodec::F16, ValueCodec::Bf16, ValueCodec::Q8, ValueCodec::Q6, ValueCodec::Q4][codec];
+            let mut rd = BitReader::new(&bytes);
+            if let Some(t) = decode_token(&mut rd, k, codec, 2, 300) {
+                prop_assert!(t.ids.len() == k && t.ids.iter().all(|&i| i < 300));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::rng::SplitMix;
