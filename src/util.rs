@@ -129,3 +129,8 @@ pub fn par_map_leaving<T: Sync, R: Send>(items: &[T], spare: usize, f: impl Fn(&
         handles.into_iter().flat_map(|h| h.join().expect("worker thread")).collect()
     })
 }
+
+/// Set by SIGINT/SIGTERM (the CLI's signal thread) for the long loops that take no stop flag
+/// of their own: data preparation reads it per document and stops with `Error::Interrupted`
+/// (the stage starts over on resume; nothing of it is kept half-done).
+pub static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);

@@ -139,6 +139,8 @@ pub(super) fn export(a: ExportArgs) -> Result<()> {
 }
 
 pub(super) fn data(a: RecipeArgs) -> Result<()> {
+    // Ctrl-C / SIGTERM stop the preparation at the next document (exit 130 / 143).
+    let _stop = stop_flag();
     let r = Recipe::load(&a.recipe, &a.set)?;
     let dir = r.run_dir();
     if RunDir(&dir).data_meta().is_file() {

@@ -44,6 +44,7 @@ pub fn stop_flag() -> Arc<AtomicBool> {
             let sig = RECEIVED.load(Ordering::SeqCst);
             if sig != 0 {
                 f.store(true, Ordering::SeqCst);
+                crate::util::STOP.store(true, Ordering::SeqCst);
                 let name = if sig == SIGTERM { "SIGTERM" } else { "Ctrl-C" };
                 eprintln!("\n{name}: stopping at the next safe point (a second signal quits now)...");
                 return;

@@ -53,6 +53,15 @@ pub fn load(data: &DataSection, seed: u64) -> Result<(Vec<String>, BadLines)> {
 /// reads with); returns the bad lines skipped.
 pub fn for_each(data: &DataSection, seed: u64, sink: &mut dyn FnMut(String) -> Result<()>) -> Result<BadLines> {
     let mut bad = BadLines::default();
+    // A stop (Ctrl-C, SIGTERM) ends the pass at the next document.
+    let sink = &mut |doc: String| -> Result<()> {
+        if crate::util::STOP.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(crate::error::Error::Interrupted(
+                "stopped during data preparation (it starts over on resume)".into(),
+            ));
+        }
+        sink(doc)
+    };
     match data.source {
         SourceKind::Synthetic => {
             let mut g = super::synth::StoryGen::new(seed);

@@ -279,3 +279,30 @@ fn a_full_disk_stops_cleanly_and_the_run_finishes_later() {
     assert!(a.2 == b.2 && a.3 == b.3, "weights differ after the full-disk stop");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Ctrl-C during a long data preparation stops it at the next document (not at the end of
+/// the stage): exit 130 within a second, no data marked prepared, and the same command
+/// prepares it from the start afterwards.
+#[test]
+fn ctrl_c_stops_data_preparation_promptly() {
+    let dir = tmp("data-stop");
+    let p = dir.join("big.toml");
+    std::fs::write(&p, tiny_recipe(&dir, "big", 8).replace("synthetic_docs = 400", "synthetic_docs = 400000")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_distill"))
+        .args(["data", p.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    let sent = Instant::now();
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    let took = sent.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("stopped during data preparation"), "{err}");
+    assert!(took < Duration::from_secs(2), "took {took:?} to stop");
+    assert!(!dir.join("big/data/meta.json").exists());
+    std::fs::remove_dir_all(&dir).ok();
+}
