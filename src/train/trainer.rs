@@ -431,38 +431,23 @@ mod tests {
         first_step_in(name, batch, accum, train, Precision::F32).0
     }
 
-    /// The metrics row of the first step and the model after it.
-    fn first_step_in(
-        name: &str,
-        batch: usize,
-        accum: usize,
-        train: &Packed,
-        precision: Precision,
-    ) -> (MetricsRow, Decoder) {
-        let dir = std::env::temp_dir().join(format!("distill-accum-{}-{name}", std::process::id()));
-        std::fs::remove_dir_all(&dir).ok();
-        let model = DecoderConfig {
-            vocab_size: 16,
-            shape: PartialShape {
-                d_model: Some(16),
-                n_layers: Some(1),
-                n_heads: Some(2),
-                d_ff: Some(32),
-                ..Default::default()
-            }
-            .to_shape()
-            .unwrap(),
-        };
-        let optim =
-            OptimSection { batch_size: batch, grad_accum: accum, steps: 1, warmup_steps: 0, ..Default::default() };
-        let stop = AtomicBool::new(false);
-        let job = TrainJob {
+    /// A student job without a teacher (hard labels), f32, stopping on NaN: what the tests
+    /// below vary from.
+    fn test_job<'a>(
+        dir: &std::path::Path,
+        model: DecoderConfig,
+        optim: &'a OptimSection,
+        train: &'a Packed,
+        checkpoint: &'a CheckpointSection,
+        stop: &'a AtomicBool,
+    ) -> TrainJob<'a> {
+        TrainJob {
             phase: Phase::Student,
-            dir: dir.clone(),
+            dir: dir.to_path_buf(),
             metrics: dir.join("metrics.jsonl"),
             model,
-            precision,
-            optim: &optim,
+            precision: Precision::F32,
+            optim,
             teacher: TeacherSource::None,
             kd: KdConfig {
                 alpha: 1.0,
@@ -476,16 +461,48 @@ mod tests {
             train,
             valid: train,
             seed: 3,
-            checkpoint: &CheckpointSection::default(),
-            eval: &EvalSection::default(),
-            stop: &stop,
+            checkpoint,
+            eval: &EVAL,
+            stop,
             stop_after: None,
             on_nan: OnNan::Stop,
             nan_retries: 3,
             fault_nan_at: None,
             quiet: true,
             qat: None,
+        }
+    }
+
+    fn tiny_model() -> DecoderConfig {
+        let shape = PartialShape {
+            d_model: Some(16),
+            n_layers: Some(1),
+            n_heads: Some(2),
+            d_ff: Some(32),
+            ..Default::default()
         };
+        DecoderConfig { vocab_size: 16, shape: shape.to_shape().unwrap() }
+    }
+
+    static EVAL: std::sync::LazyLock<EvalSection> = std::sync::LazyLock::new(EvalSection::default);
+
+    /// The metrics row of the first step and the model after it.
+    fn first_step_in(
+        name: &str,
+        batch: usize,
+        accum: usize,
+        train: &Packed,
+        precision: Precision,
+    ) -> (MetricsRow, Decoder) {
+        let dir = std::env::temp_dir().join(format!("distill-accum-{}-{name}", std::process::id()));
+        std::fs::remove_dir_all(&dir).ok();
+        let model = tiny_model();
+        let optim =
+            OptimSection { batch_size: batch, grad_accum: accum, steps: 1, warmup_steps: 0, ..Default::default() };
+        let stop = AtomicBool::new(false);
+        let checkpoint = CheckpointSection::default();
+        let mut job = test_job(&dir, model, &optim, train, &checkpoint, &stop);
+        job.precision = precision;
         let model = super::train(&job, &Device::flex()).unwrap();
         let row = super::super::metrics::read(&dir.join("metrics.jsonl")).remove(0);
         std::fs::remove_dir_all(&dir).ok();
@@ -501,52 +518,13 @@ mod tests {
     ) -> (Vec<MetricsRow>, Option<TrainState>, Result<Decoder>) {
         let dir = std::env::temp_dir().join(format!("distill-nan-{}-{name}", std::process::id()));
         std::fs::remove_dir_all(&dir).ok();
-        let model = DecoderConfig {
-            vocab_size: 16,
-            shape: PartialShape {
-                d_model: Some(16),
-                n_layers: Some(1),
-                n_heads: Some(2),
-                d_ff: Some(32),
-                ..Default::default()
-            }
-            .to_shape()
-            .unwrap(),
-        };
+        let model = tiny_model();
         let optim = OptimSection { batch_size: 2, steps: 6, warmup_steps: 0, ..Default::default() };
         let train = ragged_rows();
         let stop = AtomicBool::new(false);
         let checkpoint = CheckpointSection { every_steps: 2, keep_last: 2 };
-        let job = TrainJob {
-            phase: Phase::Student,
-            dir: dir.clone(),
-            metrics: dir.join("metrics.jsonl"),
-            model,
-            precision: Precision::F32,
-            optim: &optim,
-            teacher: TeacherSource::None,
-            kd: KdConfig {
-                alpha: 1.0,
-                temperature: 1.0,
-                chunk_tokens: 64,
-                divergence: crate::kd_loss::Divergence::ForwardKl,
-            },
-            alpha_end: None,
-            temperature_end: None,
-            curriculum: None,
-            train: &train,
-            valid: &train,
-            seed: 3,
-            checkpoint: &checkpoint,
-            eval: &EvalSection::default(),
-            stop: &stop,
-            stop_after: None,
-            on_nan,
-            nan_retries: 3,
-            fault_nan_at: fault,
-            quiet: true,
-            qat: None,
-        };
+        let mut job = test_job(&dir, model, &optim, &train, &checkpoint, &stop);
+        (job.on_nan, job.fault_nan_at) = (on_nan, fault);
         let out = super::train(&job, &Device::flex());
         let rows = super::super::metrics::read(&dir.join("metrics.jsonl"));
         let state = crate::util::read_json(&dir.join("checkpoints/step-00000006/state.json")).ok();

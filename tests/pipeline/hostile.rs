@@ -499,59 +499,37 @@ fn cases(dir: &Path, done: &Path, cached: &Path) -> Vec<Case> {
             .find(|p| p.extension().is_some_and(|x| x == "bin"))
             .unwrap()
     };
-    let fresh_student = |run: &Path| {
+    // A copy of the cached run without its student, its cache damaged by `damage`: resuming
+    // must refuse the cache, not train on it.
+    let damaged = |name: &str, damage: &dyn Fn(&Path)| -> (Vec<String>, Option<PathBuf>) {
+        let run = dir.join(name);
+        copy_dir(cached, &run);
         std::fs::remove_dir_all(run.join("student")).ok();
+        damage(&run);
+        (vec!["resume".into(), s(&run), "--quiet".into()], Some(run.join("student/final")))
     };
-    let c1 = dir.join("cache-flip");
-    copy_dir(cached, &c1);
-    fresh_student(&c1);
-    edit_file(&shard(&c1), |mut b| {
-        let n = b.len();
-        b[n - 7] ^= 0x20;
-        b
+    let (args, absent) = damaged("cache-flip", &|r| {
+        edit_file(&shard(r), |mut b| {
+            let n = b.len();
+            b[n - 7] ^= 0x20;
+            b
+        })
     });
-    add(
-        "cache: flipped byte in a shard",
-        vec!["resume".into(), s(&c1), "--quiet".into()],
-        "corrupt teacher-cache shard (checksum mismatch)",
-        Some(c1.join("student/final")),
-    );
-    let c2 = dir.join("cache-trunc");
-    copy_dir(cached, &c2);
-    fresh_student(&c2);
-    edit_file(&shard(&c2), |b| b[..b.len() / 2].to_vec());
-    add(
-        "cache: truncated shard",
-        vec!["resume".into(), s(&c2), "--quiet".into()],
-        "shard-00001.bin: corrupt teacher-cache shard",
-        Some(c2.join("student/final")),
-    );
-    let c3 = dir.join("cache-version");
-    copy_dir(cached, &c3);
-    fresh_student(&c3);
-    replace(&c3.join("teacher_cache/cache.json"), "\"format_version\": ", "\"format_version\": 9");
-    add(
-        "cache: wrong format version",
-        vec!["resume".into(), s(&c3), "--quiet".into()],
-        "made for format version 92",
-        Some(c3.join("student/final")),
-    );
-    let c4 = dir.join("cache-header");
-    copy_dir(cached, &c4);
-    fresh_student(&c4);
-    edit_file(&shard(&c4), |mut b| {
-        // The rows field of the fixed header: an absurd count.
-        for x in &mut b[48..56] {
-            *x = 0x7f;
-        }
-        b
+    add("cache: flipped byte in a shard", args, "corrupt teacher-cache shard (checksum mismatch)", absent);
+    let (args, absent) = damaged("cache-trunc", &|r| edit_file(&shard(r), |b| b[..b.len() / 2].to_vec()));
+    add("cache: truncated shard", args, "shard-00001.bin: corrupt teacher-cache shard", absent);
+    let (args, absent) = damaged("cache-version", &|r| {
+        replace(&r.join("teacher_cache/cache.json"), "\"format_version\": ", "\"format_version\": 9")
     });
-    add(
-        "cache: crafted header sizes",
-        vec!["resume".into(), s(&c4), "--quiet".into()],
-        "shard-00001.bin: corrupt teacher-cache shard",
-        Some(c4.join("student/final")),
-    );
+    add("cache: wrong format version", args, "made for format version 92", absent);
+    // The rows field of the fixed header: an absurd count.
+    let (args, absent) = damaged("cache-header", &|r| {
+        edit_file(&shard(r), |mut b| {
+            b[48..56].fill(0x7f);
+            b
+        })
+    });
+    add("cache: crafted header sizes", args, "shard-00001.bin: corrupt teacher-cache shard", absent);
     c
 }
 
