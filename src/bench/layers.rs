@@ -14,8 +14,10 @@ use crate::model::init::Init;
 use crate::model::mamba::Mamba2;
 use crate::model::rope;
 
-/// The layer kinds `distill bench` sweeps, in the order it prints them.
-pub const KINDS: [&str; 2] = ["attention", "mamba"];
+/// The layer kinds `distill bench` sweeps, in the order it prints them: attention through the
+/// fused kernel (`attention_impl = "fused"`) and through burn's materialized composition
+/// (`"reference"`), and Mamba-2.
+pub const KINDS: [&str; 3] = ["attention", "attention-ref", "mamba"];
 
 #[derive(Debug, Clone, Copy)]
 pub struct LayerBench {
@@ -33,8 +35,9 @@ pub fn time_layer(kind: &str, seq: usize, cfg: LayerBench) -> Result<f64> {
     let d = cfg.d_model;
     let x = init.normal([cfg.batch, seq, d], 1.0);
     let run: Box<dyn Fn(Tensor<3>) -> Tensor<3>> = match kind {
-        "attention" => {
-            let a = Attention::new("bench", d, cfg.n_heads, cfg.n_kv_heads, false, false, None, &mut init);
+        "attention" | "attention-ref" => {
+            let fused = kind == "attention";
+            let a = Attention::new("bench", d, cfg.n_heads, cfg.n_kv_heads, false, false, None, fused, &mut init);
             let (cos, sin) = rope::tables(seq, 0, d / cfg.n_heads, 10_000.0, None, &device);
             Box::new(move |x| a.forward(x, &cos, &sin, None))
         }
@@ -43,7 +46,7 @@ pub fn time_layer(kind: &str, seq: usize, cfg: LayerBench) -> Result<f64> {
             let m = Mamba2::new(d, &shape, 1e-5, &mut init);
             Box::new(move |x| m.forward(x))
         }
-        other => return Err(Error::input(format!("unknown layer kind `{other}` (attention or mamba)"))),
+        other => return Err(Error::input(format!("unknown layer kind `{other}` ({})", KINDS.join(", ")))),
     };
     let mut times = Vec::new();
     for rep in 0..=cfg.reps {

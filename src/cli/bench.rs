@@ -16,7 +16,14 @@ use crate::recipe::Recipe;
 use crate::teacher::codec::ValueCodec;
 
 pub(super) fn layers(a: BenchArgs) -> Result<()> {
-    let BenchArgs { seq, d_model, n_heads, n_kv_heads, batch, reps, jsonl, one } = a;
+    let BenchArgs { seq, d_model, n_heads, n_kv_heads, batch, reps, jsonl, kinds, one } = a;
+    if let Some(k) = kinds.iter().find(|k| !bench::layers::KINDS.contains(&k.as_str())) {
+        return Err(Error::input(format!(
+            "--kinds: unknown layer `{k}`; expected {}",
+            bench::layers::KINDS.join(", ")
+        )));
+    }
+    let kinds: Vec<&str> = kinds.iter().map(String::as_str).collect();
     if n_heads == 0 || n_kv_heads == 0 || n_heads % n_kv_heads != 0 || d_model % n_heads != 0 {
         return Err(Error::input(format!(
             "--n-heads ({n_heads}) must divide --d-model ({d_model}) and be a multiple of --n-kv-heads ({n_kv_heads})"
@@ -33,18 +40,18 @@ pub(super) fn layers(a: BenchArgs) -> Result<()> {
     }
     let exe = bench::current_exe()?;
     println!("forward+backward of one layer, batch {batch}, d_model {d_model}, burn flex f32 (median of {reps})");
-    println!("{:<10} {:>7} {:>12} {:>12}", "layer", "seq", "ms", "peak MiB");
+    println!("{:<14} {:>7} {:>12} {:>12}", "layer", "seq", "ms", "peak MiB");
     let mut lines = String::new();
-    bench::layers::sweep(&exe, &bench::layers::KINDS, &seq, cfg, |kind, t, r| match r {
+    bench::layers::sweep(&exe, &kinds, &seq, cfg, |kind, t, r| match r {
         Some((ms, mib)) => {
-            println!("{kind:<10} {t:>7} {ms:>12.1} {mib:>12.0}");
+            println!("{kind:<14} {t:>7} {ms:>12.1} {mib:>12.0}");
             lines += &format!(
                 "{}\n",
                 serde_json::json!({"layer": kind, "seq": t, "ms": ms, "peak_mib": mib,
                 "d_model": d_model, "n_heads": n_heads, "n_kv_heads": n_kv_heads, "batch": batch})
             );
         }
-        None => println!("{kind:<10} {t:>7} {:>12} {:>12}", "failed", "-"),
+        None => println!("{kind:<14} {t:>7} {:>12} {:>12}", "failed", "-"),
     });
     println!("\nKV cache per token, f32, a 32-layer d_model 4096 model with 32 query heads:");
     for (name, bytes) in bench::layers::kv_cache_table() {

@@ -237,6 +237,10 @@ struct BenchArgs {
     /// Append results as JSON lines to this file.
     #[arg(long)]
     jsonl: Option<PathBuf>,
+    /// Layers to sweep: attention (the fused kernel), attention-ref (burn's materialized
+    /// composition), mamba.
+    #[arg(long, value_delimiter = ',', default_value = "attention,attention-ref,mamba")]
+    kinds: Vec<String>,
     /// Internal: measure one `kind:seq` in this process.
     #[arg(long, hide = true)]
     one: Option<String>,

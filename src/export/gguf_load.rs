@@ -153,6 +153,7 @@ pub fn config_of(g: &Gguf, what: &str) -> Result<DecoderConfig> {
         window_from_layer: 0,
         rope_scaling: None,
         mamba: Default::default(),
+        attention_impl: Default::default(),
     };
     let config = DecoderConfig { vocab_size: u("vocab_size")?, shape };
     config.validate().map_err(|e| Error::input(format!("{what}: {e}")))?;

@@ -25,6 +25,8 @@ pub struct Attention {
     pub window: Option<usize>,
     /// Fake-quantize the projections' inputs to int8 per token (`[qat] activations`).
     pub act_quant: bool,
+    /// `attention_impl = "fused"`: the fused kernel where the backend has one.
+    pub fused: bool,
 }
 
 /// Keys and values of the tokens seen so far: (batch, n_kv_heads, seen, head_dim) each.
@@ -55,6 +57,7 @@ impl Attention {
         qkv_bias: bool,
         o_bias: bool,
         window: Option<usize>,
+        fused: bool,
         init: &mut Init,
     ) -> Self {
         let head_dim = d_model / n_heads;
@@ -69,6 +72,7 @@ impl Attention {
             head_dim,
             window,
             act_quant: false,
+            fused,
         }
     }
 
@@ -80,11 +84,14 @@ impl Attention {
         let (q, k, v) = (linear(&self.wq, x.clone()), linear(&self.wk, x.clone()), linear(&self.wv, x));
         // Training and scoring (no cache, full causal): on the CPU route, RoPE and attention as
         // one op, forward and backward, from the projections' layout and back to it.
-        let (q, k, v) = match cache.is_none() && self.window.is_none_or(|w| w >= t) {
-            true => match crate::kernels::cpu::rope_attention(q, k, v, cos, sin, self.n_heads, self.n_kv_heads) {
-                Ok(y) => return linear(&self.wo, act_quant(y, self.act_quant)),
-                Err([q, k, v]) => (q, k, v),
-            },
+        let (q, k, v) = match cache.is_none() && self.fused {
+            true => {
+                let (h, kv, w) = (self.n_heads, self.n_kv_heads, self.window);
+                match crate::kernels::cpu::rope_attention(q, k, v, cos, sin, h, kv, w) {
+                    Ok(y) => return linear(&self.wo, act_quant(y, self.act_quant)),
+                    Err([q, k, v]) => (q, k, v),
+                }
+            }
             false => (q, k, v),
         };
         let split = |y: Tensor<3>, heads: usize| y.reshape([b, t, heads, self.head_dim]).swap_dims(1, 2);

@@ -37,6 +37,28 @@ pub struct ModelShape {
     pub rope_scaling: Option<RopeScaling>,
     #[serde(default)]
     pub mamba: MambaShape,
+    /// How attention is computed in training and scoring (not the model: same weights, same
+    /// function). Left out when `fused`, so model.json files stay as they were.
+    #[serde(default, skip_serializing_if = "AttentionImpl::is_fused")]
+    pub attention_impl: AttentionImpl,
+}
+
+/// `attention_impl`: `fused` runs RoPE and causal or sliding-window GQA attention as one op,
+/// forward and backward, in memory linear in the sequence (`kernels::cpu::rope_attention`,
+/// where the backend has it: f32 on the CPU); `reference` runs burn's composition, which
+/// materializes the scores (for comparison, and what other backends run).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttentionImpl {
+    #[default]
+    Fused,
+    Reference,
+}
+
+impl AttentionImpl {
+    pub fn is_fused(&self) -> bool {
+        *self == AttentionImpl::Fused
+    }
 }
 
 /// All-attention: the pattern of a shape that does not name one.
@@ -232,6 +254,7 @@ impl ModelShape {
             window_from_layer: 0,
             rope_scaling: None,
             mamba: Default::default(),
+            attention_impl: AttentionImpl::Fused,
         }
     }
 }

@@ -172,6 +172,7 @@ impl DecoderConfig {
                             s.qkv_bias,
                             s.o_bias,
                             s.window_of(i),
+                            s.attention_impl.is_fused(),
                             init,
                         )),
                     },
@@ -325,6 +326,26 @@ impl Decoder {
 mod tests {
     use super::*;
     use burn::tensor::TensorData;
+
+    /// `attention_impl` switches the computation, not the function: the fused kernel and
+    /// burn's composition agree to float rounding (windowed too) but are different code.
+    #[test]
+    fn attention_impl_switches_the_kernel_not_the_model() {
+        let dev = Device::flex();
+        for window in [None, Some(5)] {
+            let mut c = DecoderConfig { vocab_size: 40, shape: ModelShape::for_tests(32, 2, 4, 2, 64) };
+            c.shape.window = window;
+            let fused = c.init(7, &dev);
+            c.shape.attention_impl = super::super::config::AttentionImpl::Reference;
+            let reference = c.init(7, &dev);
+            let ids =
+                Tensor::<2, Int>::from_data(TensorData::new((0..24i64).map(|i| (i * 7) % 40).collect(), [2, 12]), &dev);
+            let (a, b) = (fused.forward(ids.clone()), reference.forward(ids));
+            let (a, b): (Vec<f32>, Vec<f32>) = (a.into_data().iter().collect(), b.into_data().iter().collect());
+            let err = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+            assert!(err < 1e-4 && a != b, "window {window:?}: max diff {err}");
+        }
+    }
 
     /// Parameter ids are part of model.bpk: the same seed gives the same file, byte for byte
     /// (burn's ids are random per process), and two seeds give disjoint ids.

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::locate::{locate, toml_error};
 use super::{Recipe, StudentSection, TeacherKind, TeacherSection};
 use crate::error::{Error, Result};
-use crate::model::config::{MambaShape, ModelShape, RopeScaling, default_layer_pattern};
+use crate::model::config::{AttentionImpl, MambaShape, ModelShape, RopeScaling, default_layer_pattern};
 
 /// A model shape, as written in a recipe or a `configs/*.toml` file: every key optional so that
 /// inline keys can override a shared config file. `to_shape` turns it into a [`ModelShape`].
@@ -42,6 +42,8 @@ pub struct PartialShape {
     pub rope_scaling: Option<RopeScaling>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mamba: Option<MambaShape>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attention_impl: Option<AttentionImpl>,
 }
 
 impl PartialShape {
@@ -62,6 +64,7 @@ impl PartialShape {
             qkv_bias: self.qkv_bias.or(base.qkv_bias),
             rope_scaling: self.rope_scaling.clone().or_else(|| base.rope_scaling.clone()),
             mamba: self.mamba.clone().or_else(|| base.mamba.clone()),
+            attention_impl: self.attention_impl.or(base.attention_impl),
         }
     }
 
@@ -84,6 +87,7 @@ impl PartialShape {
             window_from_layer: 0,
             rope_scaling: self.rope_scaling.clone(),
             mamba: self.mamba.clone().unwrap_or_default(),
+            attention_impl: self.attention_impl.unwrap_or_default(),
         })
     }
 
@@ -103,6 +107,7 @@ impl PartialShape {
             qkv_bias: Some(s.qkv_bias),
             rope_scaling: s.rope_scaling.clone(),
             mamba: Some(s.mamba.clone()),
+            attention_impl: (!s.attention_impl.is_fused()).then_some(s.attention_impl),
         }
     }
 }

@@ -1,5 +1,8 @@
-//! Causal grouped-query attention with RoPE, forward and backward, straight from the
-//! projections' `[batch, seq, heads * head_dim]` layout and back to it.
+//! Causal (optionally sliding-window) grouped-query attention with RoPE, forward and backward,
+//! straight from the projections' `[batch, seq, heads * head_dim]` layout and back to it. With
+//! a window of `w` tokens, row `i` sees keys `i + 1 - w ..= i`, and a block of query rows
+//! computes scores only from the first key any of its rows sees: tiles wholly outside the
+//! window are never formed, so the cost is `O(seq * w)`.
 //!
 //! burn's path splits heads (a copy), rotates q and k (slices, a negation, a concatenation, two
 //! multiplies and an add: six passes), repeats K and V per query head (two more copies), then
@@ -40,6 +43,20 @@ pub struct Dims {
     pub h: usize,
     pub kv: usize,
     pub hd: usize,
+    /// Keys each query sees (itself included); `usize::MAX` for full causal attention.
+    pub w: usize,
+}
+
+impl Dims {
+    /// The key columns `c0..n` that query rows `r0..r0 + m` need, and row `r0 + i`'s own live
+    /// range within them, relative to `c0`.
+    fn block(&self, r0: usize, m: usize) -> (usize, usize) {
+        ((r0 + 1).saturating_sub(self.w), r0 + m)
+    }
+
+    fn live(&self, row: usize, c0: usize) -> std::ops::Range<usize> {
+        (row + 1).saturating_sub(self.w).max(c0) - c0..row + 1 - c0
+    }
 }
 
 /// What the forward gives: the output in `q`'s layout, and for the backward the rotated Q
@@ -198,16 +215,20 @@ pub fn forward(q: &[f32], k: &[f32], v: &[f32], cos: &[f32], sin: &[f32], d: Dim
             let (qh, kh) = (&qr[bh * t * hd..][..t * hd], &kr[(bi * d.kv + g) * t * hd..][..t * hd]);
             let vh = &v[bi * t * d.kv * hd + g * hd..];
             for r0 in (0..t).step_by(BR) {
-                let (m, n) = ((t - r0).min(BR), (r0 + BR).min(t));
-                scores(s, qh, kh, r0, (m, n), d, scale);
+                let m = (t - r0).min(BR);
+                let (c0, n) = d.block(r0, m);
+                scores(s, qh, &kh[c0 * hd..], r0, (m, n - c0), d, scale);
                 for i in 0..m {
-                    let row = &mut s[i * t..i * t + n];
-                    lse[r0 + i] = softmax_row(&mut row[..=r0 + i]);
-                    row[r0 + i + 1..].fill(0.0);
+                    let row = &mut s[i * t..i * t + n - c0];
+                    let live = d.live(r0 + i, c0);
+                    lse[r0 + i] = softmax_row(&mut row[live.clone()]);
+                    row[..live.start].fill(0.0);
+                    row[live.end..].fill(0.0);
                 }
                 // SAFETY: this task alone writes head `head`'s columns of sequence bi's rows.
                 let o = dst.at((bi * t + r0) * big_h + head * hd);
-                unsafe { mm((m, hd, n), o, big_h, false, (s.as_ptr(), t, 1), (vh.as_ptr(), d.kv * hd, 1), 1.0) }
+                let vb = (vh[c0 * d.kv * hd..].as_ptr(), d.kv * hd, 1);
+                unsafe { mm((m, hd, n - c0), o, big_h, false, (s.as_ptr(), t, 1), vb, 1.0) }
             }
         },
     );
@@ -239,31 +260,38 @@ pub fn backward(dout: &[f32], out: &[f32], f: &Forward, v: &[f32], cos: &[f32], 
                         *dl = simd::sum_of(&dout[row.clone()], |j, g| g * out[row.start + j]);
                     }
                     for r0 in (0..t).step_by(BR) {
-                        let (m, n) = ((t - r0).min(BR), (r0 + BR).min(t));
-                        scores(s, qh, kh, r0, (m, n), d, scale);
+                        let m = (t - r0).min(BR);
+                        let (c0, n) = d.block(r0, m);
+                        let nc = n - c0;
+                        let kb = &kh[c0 * hd..];
+                        scores(s, qh, kb, r0, (m, nc), d, scale);
                         let d_o = (dout[base + r0 * big_h..].as_ptr(), big_h, 1);
+                        let vb = (vh[c0 * d.kv * hd..].as_ptr(), 1, d.kv * hd);
                         // SAFETY (all four products): the buffers hold the rows and strides named.
-                        unsafe { mm((m, n, hd), dp.as_mut_ptr(), t, false, d_o, (vh.as_ptr(), 1, d.kv * hd), 1.0) };
+                        unsafe { mm((m, nc, hd), dp.as_mut_ptr(), t, false, d_o, vb, 1.0) };
                         for i in 0..m {
-                            let live = r0 + i + 1;
-                            let (si, di) = (&mut s[i * t..i * t + n], &mut dp[i * t..i * t + n]);
-                            grad_row(&mut si[..live], &mut di[..live], f.lse[bh * t + r0 + i], delta[r0 + i]);
-                            si[live..].fill(0.0);
-                            di[live..].fill(0.0);
+                            let live = d.live(r0 + i, c0);
+                            let (si, di) = (&mut s[i * t..i * t + nc], &mut dp[i * t..i * t + nc]);
+                            let (lse, dl) = (f.lse[bh * t + r0 + i], delta[r0 + i]);
+                            grad_row(&mut si[live.clone()], &mut di[live.clone()], lse, dl);
+                            for x in [si, di] {
+                                x[..live.start].fill(0.0);
+                                x[live.end..].fill(0.0);
+                            }
                         }
                         let dq_rows = dq[(r * t + r0) * hd..].as_mut_ptr();
                         unsafe {
-                            mm((m, hd, n), dq_rows, hd, false, (dp.as_ptr(), t, 1), (kh.as_ptr(), hd, 1), scale);
+                            mm((m, hd, nc), dq_rows, hd, false, (dp.as_ptr(), t, 1), (kb.as_ptr(), hd, 1), scale);
                             mm(
-                                (n, hd, m),
-                                dk.as_mut_ptr(),
+                                (nc, hd, m),
+                                dk[c0 * hd..].as_mut_ptr(),
                                 hd,
                                 true,
                                 (dp.as_ptr(), 1, t),
                                 (qh[r0 * hd..].as_ptr(), hd, 1),
                                 scale,
                             );
-                            mm((n, hd, m), dv.as_mut_ptr(), hd, true, (s.as_ptr(), 1, t), d_o, 1.0);
+                            mm((nc, hd, m), dv[c0 * hd..].as_mut_ptr(), hd, true, (s.as_ptr(), 1, t), d_o, 1.0);
                         }
                     }
                 }
@@ -329,10 +357,12 @@ impl Backward<Flex, 5> for RopeAttention {
     }
 }
 
-/// Full causal attention with RoPE from the projections: `q` `[b, t, heads * hd]`, `k` and
-/// `v` `[b, t, kv_heads * hd]`, `cos`/`sin` `[t, hd]` (positions `0..t`); the output is
-/// `[b, t, heads * hd]`, ready for the output projection. f32 Flex tensors, plain or under
-/// autodiff; anything else comes back unchanged.
+/// Causal attention with RoPE from the projections, each query seeing at most `window` keys
+/// (itself included; `None`: all before it): `q` `[b, t, heads * hd]`, `k` and `v` `[b, t,
+/// kv_heads * hd]`, `cos`/`sin` `[t, hd]` (positions `0..t`); the output is `[b, t, heads *
+/// hd]`, ready for the output projection. f32 Flex tensors, plain or under autodiff; anything
+/// else comes back unchanged.
+#[allow(clippy::too_many_arguments)]
 pub fn rope_attention(
     q: Tensor<3>,
     k: Tensor<3>,
@@ -341,11 +371,13 @@ pub fn rope_attention(
     sin: &Tensor<2>,
     heads: usize,
     kv_heads: usize,
+    window: Option<usize>,
 ) -> Result<Tensor<3>, [Tensor<3>; 3]> {
     let [b, t, qw] = q.dims();
     let hd = qw / heads.max(1);
     let fits = heads > 0
         && kv_heads > 0
+        && window != Some(0)
         && heads.is_multiple_of(kv_heads)
         && hd.is_multiple_of(2)
         && qw == heads * hd
@@ -360,7 +392,7 @@ pub fn rope_attention(
     let Some(args) = args.and_then(|a| a.push(cos)).and_then(|a| a.push(sin)) else {
         return Err([q, k, v]);
     };
-    let dims = Dims { b, t, h: heads, kv: kv_heads, hd };
+    let dims = Dims { b, t, h: heads, kv: kv_heads, hd, w: window.unwrap_or(usize::MAX) };
     let f = forward(args.get(0), args.get(1), args.get(2), args.get(3), args.get(4), dims);
     let out = flex(f.out, &[b, t, qw]);
     let [v, cos, sin] = [2, 3, 4].map(|i| args.t[i].clone());

@@ -153,24 +153,36 @@ fn silu_mul_equals_the_composition_and_its_gradients() {
 }
 
 /// What the fused attention replaces: heads split, RoPE (`model::rope::apply`), burn's causal
-/// GQA attention (`grouped_attention`, scores materialized), heads merged.
-fn reference_attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, h: usize, kv: usize) -> Tensor<3> {
+/// (or windowed) GQA attention (`grouped_attention`, scores materialized), heads merged.
+fn reference_attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, h: usize, kv: usize, w: Option<usize>) -> Tensor<3> {
     use crate::model::{attention::grouped_attention, rope};
-    let [b, t, w] = q.dims();
-    let hd = w / h;
+    let [b, t, width] = q.dims();
+    let hd = width / h;
     let (cos, sin) = rope::tables(t, 0, hd, 10_000.0, None, &q.device());
     let split = |y: Tensor<3>, n: usize| y.reshape([b, t, n, hd]).swap_dims(1, 2);
     let (q, k) = (rope::apply(split(q, h), &cos, &sin), rope::apply(split(k, kv), &cos, &sin));
-    grouped_attention(q, k, split(v, kv), 0, None).swap_dims(1, 2).reshape([b, t, w])
+    grouped_attention(q, k, split(v, kv), 0, w).swap_dims(1, 2).reshape([b, t, width])
 }
 
 /// The fused RoPE attention gives the reference's output and its dq, dk, dv for MHA, GQA and
-/// MQA, head dims 32 and 64, lengths below, at and across the 64-row blocks; plain tensors
-/// (the frozen teacher) get the same output.
+/// MQA, head dims 32, 64 and 128, lengths below, at and across the 64-row blocks, full causal
+/// and with sliding windows (shorter than a block, spanning blocks, longer than the sequence,
+/// and of one token); plain tensors (the frozen teacher) get the same output.
 #[test]
 fn rope_attention_equals_the_reference_and_its_gradients() {
     use crate::model::rope;
-    for (b, h, kv, t, hd) in [(2, 4, 4, 37, 32), (1, 4, 2, 130, 64), (2, 4, 1, 64, 32), (1, 6, 2, 1, 64)] {
+    for (b, h, kv, t, hd, w) in [
+        (2, 4, 4, 37, 32, None),
+        (1, 4, 2, 130, 64, None),
+        (2, 4, 1, 64, 32, None),
+        (1, 6, 2, 1, 64, None),
+        (1, 2, 1, 70, 128, None),
+        (1, 4, 2, 150, 32, Some(16)),
+        (2, 4, 1, 130, 64, Some(70)),
+        (1, 2, 2, 40, 32, Some(100)),
+        (1, 2, 1, 66, 32, Some(1)),
+        (1, 4, 4, 200, 128, Some(64)),
+    ] {
         let inputs =
             [(rnd([b, t, h * hd], 1.0), true), (rnd([b, t, kv * hd], 1.0), true), (rnd([b, t, kv * hd], 1.0), true)];
         let run = |fused: bool| {
@@ -179,20 +191,20 @@ fn rope_attention_equals_the_reference_and_its_gradients() {
                 match fused {
                     true => {
                         let (cos, sin) = rope::tables(t, 0, hd, 10_000.0, None, &q.device());
-                        super::rope_attention(q, k, v, &cos, &sin, h, kv).unwrap_or_else(|_| panic!("f32 flex"))
+                        super::rope_attention(q, k, v, &cos, &sin, h, kv, w).unwrap_or_else(|_| panic!("f32 flex"))
                     }
-                    false => reference_attention(q, k, v, h, kv),
+                    false => reference_attention(q, k, v, h, kv, w),
                 }
             })
         };
         let (got, want) = (run(true), run(false));
-        let case = format!("b{b} h{h} kv{kv} t{t} hd{hd}");
+        let case = format!("b{b} h{h} kv{kv} t{t} hd{hd} window {w:?}");
         for (i, name) in ["y", "dq", "dk", "dv"].iter().enumerate() {
             close(&got[i], &want[i], 2e-5, &format!("{name} ({case})"));
         }
         let plain = |i: usize| Tensor::<3>::from_data(inputs[i].0.clone(), &Device::flex());
         let (cos, sin) = rope::tables(t, 0, hd, 10_000.0, None, &Device::flex());
-        let y = super::rope_attention(plain(0), plain(1), plain(2), &cos, &sin, h, kv)
+        let y = super::rope_attention(plain(0), plain(1), plain(2), &cos, &sin, h, kv, w)
             .unwrap_or_else(|_| panic!("plain flex"));
         close(&vals(y), &want[0], 2e-5, &format!("plain y ({case})"));
     }

@@ -173,6 +173,7 @@ impl HfConfig {
                 o_bias: !qwen && self.attention_bias.unwrap_or(false),
                 rope_scaling,
                 mamba: MambaShape::default(),
+                attention_impl: Default::default(),
             },
         };
         config.validate().map_err(|e| bad(format!("the converted model is invalid: {e}")))?;
