@@ -9,7 +9,7 @@ use burn::tensor::{DType, Device};
 use half::f16;
 
 use super::gguf::{GgmlType, Gguf, GgufTensor, Value};
-use super::gguf_model::permute_rows;
+use super::gguf_model::{LAYER_NAMES, TOP_NAMES, source_row};
 use crate::error::{Error, Result};
 use crate::model::init::WeightSource;
 use crate::model::{Decoder, DecoderConfig};
@@ -34,42 +34,34 @@ fn dequantize(t: &GgufTensor) -> Vec<f32> {
 
 /// The inverse of [`permute_rows`].
 fn unpermute_rows(w: &[f32], rows: usize, cols: usize, n_head: usize) -> Vec<f32> {
+    let hd = rows / n_head;
     let mut out = vec![0.0; w.len()];
-    let moved = permute_rows(&(0..rows).map(|r| r as f32).collect::<Vec<_>>(), rows, 1, n_head);
-    for (new, &old) in moved.iter().enumerate() {
-        let old = old as usize;
-        out[old * cols..(old + 1) * cols].copy_from_slice(&w[new * cols..(new + 1) * cols]);
+    for (r, row) in w.chunks_exact(cols).enumerate() {
+        let src = source_row(r, hd);
+        out[src * cols..(src + 1) * cols].copy_from_slice(row);
     }
     out
 }
 
-/// Our Hugging Face name for a GGUF tensor name.
+/// Our Hugging Face name for a GGUF tensor name (the exporter's tables, read backwards).
 fn hf_name(name: &str) -> Option<String> {
-    let top = match name {
-        "token_embd.weight" => Some("model.embed_tokens.weight"),
-        "output_norm.weight" => Some("model.norm.weight"),
-        "output.weight" => Some("lm_head.weight"),
-        _ => None,
-    };
-    if let Some(t) = top {
+    let ours = |table: &[(&'static str, &str)], theirs: &str| table.iter().find(|(_, g)| *g == theirs).map(|(o, _)| *o);
+    if let Some(t) = ours(&TOP_NAMES, name) {
         return Some(t.into());
     }
-    let rest = name.strip_prefix("blk.")?;
-    let (layer, rest) = rest.split_once('.')?;
+    let (layer, rest) = name.strip_prefix("blk.")?.split_once('.')?;
     let (short, kind) = rest.rsplit_once('.')?;
-    let hf = match short {
-        "attn_norm" => "input_layernorm",
-        "ffn_norm" => "post_attention_layernorm",
-        "attn_q" => "self_attn.q_proj",
-        "attn_k" => "self_attn.k_proj",
-        "attn_v" => "self_attn.v_proj",
-        "attn_output" => "self_attn.o_proj",
-        "ffn_gate" => "mlp.gate_proj",
-        "ffn_up" => "mlp.up_proj",
-        "ffn_down" => "mlp.down_proj",
-        _ => return None,
-    };
-    Some(format!("model.layers.{}.{hf}.{kind}", layer.parse::<usize>().ok()?))
+    Some(format!("model.layers.{}.{}.{kind}", layer.parse::<usize>().ok()?, ours(&LAYER_NAMES, short)?))
+}
+
+/// The file's architecture, one we write.
+fn architecture_of(g: &Gguf, what: &str) -> Result<String> {
+    match g.get("general.architecture") {
+        Some(Value::Str(a)) if a == "llama" || a == "qwen2" => Ok(a.clone()),
+        other => {
+            Err(Error::input(format!("{what}: general.architecture is {other:?}, expected \"llama\" or \"qwen2\"")))
+        }
+    }
 }
 
 /// A GGUF file's weights under our names, as f32.
@@ -109,14 +101,7 @@ impl GgufWeights {
 
 /// The model a GGUF file we wrote describes, from its metadata (`what`, its path, in errors).
 pub fn config_of(g: &Gguf, what: &str) -> Result<DecoderConfig> {
-    let arch = match g.get("general.architecture") {
-        Some(Value::Str(a)) if a == "llama" || a == "qwen2" => a.clone(),
-        other => {
-            return Err(Error::input(format!(
-                "{what}: general.architecture is {other:?}, expected \"llama\" or \"qwen2\""
-            )));
-        }
-    };
+    let arch = architecture_of(g, what)?;
     let get = |key: &str| -> Result<&Value> {
         let k = format!("{arch}.{key}");
         g.get(&k).ok_or_else(|| Error::input(format!("{what}: no `{k}`")))
@@ -177,14 +162,7 @@ pub fn open(path: &std::path::Path, device: &Device) -> Result<Decoder> {
 /// The model `config` with its weights from `g` (`what`, its path, in errors). The file's
 /// metadata must describe `config`; a tensor the model does not use is an error.
 pub fn load(g: &Gguf, config: &DecoderConfig, device: &Device, what: &str) -> Result<Decoder> {
-    let arch = match g.get("general.architecture") {
-        Some(Value::Str(a)) if a == "llama" || a == "qwen2" => a.clone(),
-        other => {
-            return Err(Error::input(format!(
-                "{what}: general.architecture is {other:?}, expected \"llama\" or \"qwen2\""
-            )));
-        }
-    };
+    let arch = architecture_of(g, what)?;
     let s = &config.shape;
     for (key, want) in [
         ("block_count", s.n_layers),

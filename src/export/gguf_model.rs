@@ -86,32 +86,48 @@ pub fn architecture(s: &ModelShape) -> Result<&'static str> {
     }
 }
 
-/// Each head's rows in pair-interleaved order: within a head of `hd` rows, new row `2i + j`
-/// is old row `j hd/2 + i` (the converter's `reshape(n_head, 2, hd/2, ..).swapaxes(1, 2)`).
+/// Our tensor names (Hugging Face's) and llama.cpp's: the model-level ones, then a block's
+/// (`model.layers.N.<ours>` is `blk.N.<theirs>`, `.weight` or `.bias` after either). The
+/// writer and the reader both go by this table.
+pub const TOP_NAMES: [(&str, &str); 3] = [
+    ("model.embed_tokens.weight", "token_embd.weight"),
+    ("model.norm.weight", "output_norm.weight"),
+    ("lm_head.weight", "output.weight"),
+];
+pub const LAYER_NAMES: [(&str, &str); 9] = [
+    ("input_layernorm", "attn_norm"),
+    ("self_attn.q_proj", "attn_q"),
+    ("self_attn.k_proj", "attn_k"),
+    ("self_attn.v_proj", "attn_v"),
+    ("self_attn.o_proj", "attn_output"),
+    ("post_attention_layernorm", "ffn_norm"),
+    ("mlp.gate_proj", "ffn_gate"),
+    ("mlp.up_proj", "ffn_up"),
+    ("mlp.down_proj", "ffn_down"),
+];
+
+/// llama.cpp's name of one of our tensors in `table`.
+fn gguf_name(table: &[(&str, &'static str)], ours: &str) -> &'static str {
+    table.iter().find(|(o, _)| *o == ours).map(|(_, g)| *g).unwrap_or_else(|| unreachable!("no tensor {ours}"))
+}
+
+/// Row `r` of the pair-interleaved layout comes from this row of the rotate-half one: within
+/// a head of `hd` rows, row `2i + j` is row `j hd/2 + i` (the converter's `reshape(n_head, 2,
+/// hd/2, ..).swapaxes(1, 2)`).
+pub fn source_row(r: usize, hd: usize) -> usize {
+    let (head, k) = (r / hd, r % hd);
+    head * hd + (k % 2) * (hd / 2) + k / 2
+}
+
+/// Each head's rows in pair-interleaved order (see [`source_row`]).
 pub fn permute_rows(w: &[f32], rows: usize, cols: usize, n_head: usize) -> Vec<f32> {
     let hd = rows / n_head;
-    let mut out = Vec::with_capacity(w.len());
-    for h in 0..n_head {
-        for i in 0..hd / 2 {
-            for j in 0..2 {
-                let r = h * hd + j * (hd / 2) + i;
-                out.extend_from_slice(&w[r * cols..(r + 1) * cols]);
-            }
-        }
-    }
-    out
+    (0..rows).flat_map(|r| &w[source_row(r, hd) * cols..][..cols]).copied().collect()
 }
 
 /// `[rows, cols]` f32 values (output channels as rows) in `ty`'s bytes; `name` for errors.
 fn encode(w: &[f32], cols: usize, ty: GgmlType, name: &str) -> Result<Vec<u8>> {
-    if let Some(i) = w.iter().position(|v| !v.is_finite()) {
-        return Err(Error::runtime(format!(
-            "{name}: non-finite weight {} at row {}, column {}",
-            w[i],
-            i / cols,
-            i % cols
-        )));
-    }
+    crate::quant::check_finite(w, cols, name)?;
     if matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0) && !cols.is_multiple_of(QK) {
         return Err(Error::input(format!(
             "{name}: {ty:?} quantizes blocks of {QK} values along each row, but rows have {cols} values"
@@ -271,22 +287,16 @@ pub fn to_gguf(model: &Decoder, quant: GgufQuant, embeddings: bool, lm_head: boo
     let e = model.embed.weight.val();
     let [v, d] = e.dims();
     let emb: Vec<f32> = e.into_data().convert::<f32>().iter::<f32>().collect();
-    tensors.push(tensor("token_embd.weight", &emb, &[v, d], table_ty(embeddings || (tied && lm_head)))?);
+    let emb_ty = table_ty(crate::quant::fake_quant::embedding_quantized(embeddings, lm_head, tied));
+    let top = |ours: &str| gguf_name(&TOP_NAMES, ours);
+    tensors.push(tensor(top("model.embed_tokens.weight"), &emb, &[v, d], emb_ty)?);
     let permute = arch == "llama";
     for (i, b) in model.blocks.iter().enumerate() {
         let p = format!("blk.{i}");
-        tensors.push(tensor(&format!("{p}.attn_norm.weight"), &values(b.mixer_norm.gamma.val()), &[d], ty)?);
+        let norm = |ours: &str| format!("{p}.{}.weight", gguf_name(&LAYER_NAMES, ours));
+        tensors.push(tensor(&norm("input_layernorm"), &values(b.mixer_norm.gamma.val()), &[d], ty)?);
         for (name, l) in b.linears() {
-            let short = match name {
-                "self_attn.q_proj" => "attn_q",
-                "self_attn.k_proj" => "attn_k",
-                "self_attn.v_proj" => "attn_v",
-                "self_attn.o_proj" => "attn_output",
-                "mlp.gate_proj" => "ffn_gate",
-                "mlp.up_proj" => "ffn_up",
-                "mlp.down_proj" => "ffn_down",
-                other => unreachable!("an attention-only model has no {other}"),
-            };
+            let short = gguf_name(&LAYER_NAMES, name);
             let heads = match short {
                 "attn_q" if permute => Some(s.n_heads),
                 "attn_k" if permute => Some(s.n_kv_heads),
@@ -305,14 +315,14 @@ pub fn to_gguf(model: &Decoder, quant: GgufQuant, embeddings: bool, lm_head: boo
                 tensors.push(tensor(&format!("{p}.{short}.bias"), &bv, &[rows], ty)?);
             }
             if short == "attn_output" {
-                tensors.push(tensor(&format!("{p}.ffn_norm.weight"), &values(b.mlp_norm.gamma.val()), &[d], ty)?);
+                tensors.push(tensor(&norm("post_attention_layernorm"), &values(b.mlp_norm.gamma.val()), &[d], ty)?);
             }
         }
     }
-    tensors.push(tensor("output_norm.weight", &values(model.norm.gamma.val()), &[d], ty)?);
+    tensors.push(tensor(top("model.norm.weight"), &values(model.norm.gamma.val()), &[d], ty)?);
     if let Some(h) = &model.lm_head {
         let (w, rows, cols) = linear_out_in(h);
-        tensors.push(tensor("output.weight", &w, &[rows, cols], table_ty(lm_head))?);
+        tensors.push(tensor(top("lm_head.weight"), &w, &[rows, cols], table_ty(lm_head))?);
     }
     Ok(Gguf { kv, tensors })
 }
@@ -321,8 +331,7 @@ pub fn to_gguf(model: &Decoder, quant: GgufQuant, embeddings: bool, lm_head: boo
 pub fn export(
     model: &Decoder,
     quant: GgufQuant,
-    embeddings: bool,
-    lm_head: bool,
+    plan: &crate::quant::fake_quant::Plan,
     dir: &Path,
     tokenizer_json: &Path,
 ) -> Result<(PathBuf, u64)> {
@@ -332,7 +341,7 @@ pub fn export(
     let tok = crate::data::tokenizer::Tokenizer::load(tokenizer_json)?;
     let j: serde_json::Value = crate::util::read_json(tokenizer_json)?;
     let vocab = Vocab::from_tokenizer_json(&j, model.config.vocab_size, tok.eos_id, tok.bos_id, &what)?;
-    let bytes = to_gguf(model, quant, embeddings, lm_head, vocab)?.to_bytes();
+    let bytes = to_gguf(model, quant, plan.embeddings, plan.lm_head, vocab)?.to_bytes();
     std::fs::create_dir_all(dir).map_err(|e| Error::runtime(format!("{}: {e}", dir.display())))?;
     let path = dir.join(format!("model.{}.gguf", quant.name()));
     crate::util::write_atomic(&path, &bytes)?;
@@ -342,6 +351,7 @@ pub fn export(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quant::fake_quant::{Plan, Scheme};
     use burn::tensor::{DType, Device};
     use sha2::{Digest, Sha256};
 
@@ -406,6 +416,8 @@ mod tests {
         assert_ne!(permute_rows(&q, n_head * hd, 1, n_head), q);
     }
 
+    const LINEARS: Plan = Plan::linears(Scheme::Q8_0);
+
     /// Models llama.cpp would compute differently are refused naming why; nothing is written.
     #[test]
     fn models_without_an_exact_llama_cpp_architecture_are_refused() {
@@ -414,20 +426,20 @@ mod tests {
         let tok = fixture("hf/llama-gqa/tokenizer.json");
         let mut c = DecoderConfig { vocab_size: 1024, shape: ModelShape::for_tests(64, 2, 4, 2, 96) };
         c.shape.layer_pattern = "AM".into();
-        let e = export(&c.init(1, &Device::flex()), GgufQuant::Q8_0, false, false, &dir, &tok).unwrap_err();
+        let e = export(&c.init(1, &Device::flex()), GgufQuant::Q8_0, &LINEARS, &dir, &tok).unwrap_err();
         assert!(e.to_string().contains("Mamba-2") && e.exit_code() == 2, "{e}");
         let mut c = DecoderConfig { vocab_size: 1024, shape: ModelShape::for_tests(64, 2, 4, 2, 96) };
         c.shape.window = Some(16);
-        let e = export(&c.init(1, &Device::flex()), GgufQuant::Q8_0, false, false, &dir, &tok).unwrap_err();
+        let e = export(&c.init(1, &Device::flex()), GgufQuant::Q8_0, &LINEARS, &dir, &tok).unwrap_err();
         assert!(e.to_string().contains("sliding window"), "{e}");
         assert!(!dir.exists(), "nothing written");
         // A vocabulary larger than the model.
         let small = DecoderConfig { vocab_size: 100, shape: ModelShape::for_tests(64, 2, 4, 2, 96) };
-        let e = export(&small.init(1, &Device::flex()), GgufQuant::Q8_0, false, false, &dir, &tok).unwrap_err();
+        let e = export(&small.init(1, &Device::flex()), GgufQuant::Q8_0, &LINEARS, &dir, &tok).unwrap_err();
         assert!(e.to_string().contains("only 100 embedding rows"), "{e}");
         // Rows that do not tile ggml's blocks.
         let odd = DecoderConfig { vocab_size: 1024, shape: ModelShape::for_tests(48, 1, 4, 2, 96) };
-        let e = export(&odd.init(1, &Device::flex()), GgufQuant::Q4_0, false, false, &dir, &tok).unwrap_err();
+        let e = export(&odd.init(1, &Device::flex()), GgufQuant::Q4_0, &LINEARS, &dir, &tok).unwrap_err();
         assert!(e.to_string().contains("blk.0.attn_q.weight") && e.to_string().contains("48 values"), "{e}");
         assert!(!dir.exists(), "nothing written");
     }

@@ -21,8 +21,9 @@ pub enum ExportFormat {
     /// Symmetric per-output-channel int8 weights + f32 scales, in safetensors.
     #[serde(rename = "int8")]
     Int8,
-    /// ggml's Q4_0 blocks (4-bit, one f16 scale per 32 inputs) in safetensors: the block
-    /// linears, and the embedding table / LM head when `[qat]` quantizes them.
+    /// 4-bit weights in safetensors: ggml's Q4_0 blocks (one f16 scale per 32 inputs), or the
+    /// run's `int4-g<N>` groups (one f32 scale per N); the block linears, and the embedding
+    /// table / LM head when `[qat]` quantizes them.
     #[serde(rename = "int4")]
     Int4,
     /// A transformers checkpoint: f32 `model.safetensors`, config.json, generation_config.json
@@ -40,8 +41,9 @@ pub enum ExportFormat {
     GgufQ4_0,
 }
 
-/// Write `model` in `format` into `dir`; returns the weights file and its size. `qat` says
-/// whether GGUF's embedding table and LM head are quantized too (as the run trained them).
+/// Write `model` in `format` into `dir`; returns the weights file and its size. `qat` (the
+/// run's `[qat]`) says whether the int4 and GGUF files quantize the embedding table and LM
+/// head too, and the int4 file's grouping, as the run trained them.
 pub fn export(
     model: &Decoder,
     format: ExportFormat,
@@ -49,7 +51,7 @@ pub fn export(
     dir: &Path,
     tokenizer_json: &Path,
 ) -> Result<(PathBuf, u64)> {
-    let gguf = |q: GgufQuant| gguf_model::export(model, q, qat.embeddings, qat.lm_head, dir, tokenizer_json);
+    let gguf = |q: GgufQuant| gguf_model::export(model, q, qat, dir, tokenizer_json);
     match format {
         ExportFormat::Int8 | ExportFormat::Int4 | ExportFormat::F32 => {
             native::export(model, format, qat, dir, tokenizer_json)

@@ -131,9 +131,7 @@ fn int4_rows(w: &[f32], cols: usize, scheme: Scheme, name: &str) -> Result<(Vec<
             "{name}: int4 quantizes groups of {group} values along each row, but rows have {cols} values"
         )));
     }
-    if let Some(i) = w.iter().position(|v| !v.is_finite()) {
-        return Err(Error::runtime(format!("{name}: non-finite weight at row {}, column {}", i / cols, i % cols)));
-    }
+    crate::quant::check_finite(w, cols, name)?;
     let (mut q, mut d) = (Vec::with_capacity(w.len() / 2), Vec::new());
     for g in w.chunks_exact(group) {
         match scheme {
@@ -168,9 +166,8 @@ pub fn export(
         ExportFormat::F32 => "f32",
         other => unreachable!("{other:?} is not a safetensors format"),
     };
-    let tied = model.lm_head.is_none();
     let int4_table = |name: &str| match name {
-        "model.embed_tokens.weight" => plan.embeddings || (tied && plan.lm_head),
+        "model.embed_tokens.weight" => plan.quantizes_embedding(model.lm_head.is_none()),
         "lm_head.weight" => plan.lm_head,
         _ => true,
     };

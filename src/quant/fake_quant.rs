@@ -215,6 +215,17 @@ impl Plan {
     pub const fn linears(scheme: Scheme) -> Plan {
         Plan { scheme, embeddings: false, lm_head: false, activations: false }
     }
+
+    /// Whether the embedding table is quantized (see [`embedding_quantized`]).
+    pub fn quantizes_embedding(&self, tied: bool) -> bool {
+        embedding_quantized(self.embeddings, self.lm_head, tied)
+    }
+}
+
+/// Whether the embedding table is quantized: when asked (`embeddings`), or when it is also the
+/// (tied) LM head and the head is asked for. One rule for QAT, PTQ and every export.
+pub fn embedding_quantized(embeddings: bool, lm_head: bool, tied: bool) -> bool {
+    embeddings || (tied && lm_head)
 }
 
 /// The model the QAT forward runs: each weight of the plan replaced by its [`fake_quant`]
@@ -260,8 +271,7 @@ fn with_planned(
     if let (true, Some(h)) = (plan.lm_head, m.lm_head.as_mut()) {
         linear(h, "lm_head")?;
     }
-    // A tied table is the LM head too.
-    if plan.embeddings || (plan.lm_head && m.lm_head.is_none()) {
+    if plan.quantizes_embedding(m.lm_head.is_none()) {
         // The table is `[vocab, d_model]`: each token's row is quantized along d_model, as
         // the transpose of a linear weight.
         let w = f(m.embed.weight.val().transpose(), "embedding")?.transpose();
@@ -280,14 +290,7 @@ fn quantized(w: Tensor<2>, scheme: Scheme, name: &str) -> Result<Tensor<2>> {
         )));
     }
     let rows: Vec<f32> = w.clone().transpose().into_data().convert::<f32>().iter::<f32>().collect();
-    if let Some(i) = rows.iter().position(|v| !v.is_finite()) {
-        return Err(Error::runtime(format!(
-            "{name}: non-finite weight {} at output {}, input {}: nothing to quantize",
-            rows[i],
-            i / d_in,
-            i % d_in
-        )));
-    }
+    super::check_finite(&rows, d_in, name)?;
     let q = TensorData::new(round_trip(&rows, scheme), [d_out, d_in]).convert_dtype(w.dtype());
     Ok(Tensor::<2>::from_data(q, &w.device()).transpose())
 }

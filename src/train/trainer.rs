@@ -125,12 +125,16 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
     let o = job.optim;
     let ck_dir = job.dir.join("checkpoints");
     std::fs::create_dir_all(&ck_dir).map_err(|e| Error::runtime(format!("{}: {e}", ck_dir.display())))?;
-    let model = job.model.init(job.seed ^ phase_salt(job.phase), &ad);
-    let (mut model, mut optim, mut st) = match checkpoint::load_newest_good(&ck_dir, &model, o, &ad)? {
-        Some(loaded) => loaded,
-        None => (model, AdamW::new(o), TrainState::start()),
+    // The start of training, or where the newest good checkpoint left it (also what a
+    // rollback returns to): the initial model is a function of the seed, made when needed.
+    let newest = || -> Result<(Decoder, AdamW, TrainState)> {
+        let model = job.model.init(job.seed ^ phase_salt(job.phase), &ad);
+        Ok(match checkpoint::load_newest_good(&ck_dir, &model, o, &ad)? {
+            Some(loaded) => loaded,
+            None => (model, AdamW::new(o), TrainState::start()),
+        })
     };
-    let fresh = model.clone();
+    let (mut model, mut optim, mut st) = newest()?;
     let mut fault = job.fault_nan_at;
     let mut log = MetricsLog::open(&job.metrics, job.phase.name(), st.step)?;
     let pb = progress(job, st.step);
@@ -279,10 +283,7 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
                 }
                 OnNan::Rollback if st.rollbacks < budget => {
                     let rollbacks = st.rollbacks + 1;
-                    let (m, opt, mut back) = match checkpoint::load_newest_good(&ck_dir, &fresh, o, &ad)? {
-                        Some(loaded) => loaded,
-                        None => (fresh.clone(), AdamW::new(o), TrainState::start()),
-                    };
+                    let (m, opt, mut back) = newest()?;
                     back.lr_scale = st.lr_scale * 0.5;
                     back.rollbacks = rollbacks;
                     eprintln!(
