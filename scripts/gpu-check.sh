@@ -23,13 +23,15 @@ done
 for b in ${BACKENDS:-cpu}; do
   PYTHONUNBUFFERED=1 python3 "$(dirname "$0")/half_parity.py" "$bin" --backend "$b" || status=1
 done
-# The LibTorch route (a `--features tch` build): its unit tests (the fused attention op, the
+# The LibTorch route (a `--features tch` build): its unit tests (the GPU attention kernels, the
 # AdamW update and the gradient norm as PyTorch kernels against their reference paths; built
 # with `cargo test --release --features tch --lib --no-run`) and the training benchmark.
 if [ -n "${TCH_TESTS:-}" ]; then
   "$TCH_TESTS" --test-threads 8 2>&1 | grep -E "kernels::torch|adamw|fused|test result|FAILED|panicked" || status=1
 fi
 if [ -n "${TCH_BIN:-}" ]; then
+  # The training attention op (cuDNN's and FlashAttention-2's kernels) against SDPA on each.
+  PYTHONUNBUFFERED=1 python3 "$(dirname "$0")/attention_peer.py" "$TCH_BIN" --rounds 2 || status=1
   "$(dirname "$0")/bf16-agreement.sh" "$TCH_BIN" || status=1
   "$(dirname "$0")/gpu-bench.sh" "$TCH_BIN" || status=1
 fi

@@ -1,4 +1,5 @@
-//! Benchmarks behind `distill bench` ([`layers`]), `distill bench-loss` ([`loss`]),
+//! Benchmarks behind `distill bench` ([`layers`]), `distill bench-attention` ([`attention`]),
+//! `distill bench-loss` ([`loss`]),
 //! `distill bench-cache` ([`cache`]) and `distill bench-train` ([`train`]). They are compiled into the library so the CLI can call
 //! them, but nothing on the training path uses this module: a benchmark may hard-code a device
 //! or a model shape, training may not.
@@ -7,6 +8,7 @@
 //! ...`) per measurement, so one measurement's peak is never another's; the protocol's two ends
 //! (run a child, read its `ms peak_mib` line) live here.
 
+pub mod attention;
 pub mod cache;
 pub mod layers;
 pub mod loss;

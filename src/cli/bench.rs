@@ -3,7 +3,7 @@
 //! the flag checks and the printed tables.
 
 use super::flags::flag;
-use super::{BenchArgs, BenchCacheArgs, BenchLossArgs, BenchTrainArgs, say, stop_flag};
+use super::{BenchArgs, BenchAttentionArgs, BenchCacheArgs, BenchLossArgs, BenchTrainArgs, say, stop_flag};
 use crate::bench::{
     self,
     cache::{cache_record_bytes, cache_sweep, trainer_tok_per_s},
@@ -56,6 +56,66 @@ pub(super) fn layers(a: BenchArgs) -> Result<()> {
     println!("\nKV cache per token, f32, a 32-layer d_model 4096 model with 32 query heads:");
     for (name, bytes) in bench::layers::kv_cache_table() {
         println!("  {name:<18} {:>8} KiB", bytes / 1024);
+    }
+    if let Some(p) = jsonl {
+        bench::append_jsonl(&p, &lines)?;
+    }
+    Ok(())
+}
+
+pub(super) fn attention(a: BenchAttentionArgs) -> Result<()> {
+    use crate::bench::attention::{AttnShape, Impl, time_attention};
+    let BenchAttentionArgs { seq, head_dim, tokens, d_model, group, window, backend, dtype, r#impl, warm, reps, jsonl } =
+        a;
+    let device = super::flags::backend_device(&backend)?;
+    let dt = match dtype.as_str() {
+        "f32" => burn::tensor::DType::F32,
+        "bf16" => burn::tensor::DType::BF16,
+        "f16" => burn::tensor::DType::F16,
+        other => return Err(Error::input(format!("--dtype: expected f32, bf16 or f16, got `{other}`"))),
+    };
+    let imp = match r#impl.as_str() {
+        "fused" => Impl::Fused,
+        "reference" => Impl::Reference,
+        other => return Err(Error::input(format!("--impl: expected fused or reference, got `{other}`"))),
+    };
+    if let Some(hd) = head_dim.iter().find(|&&hd| hd == 0 || hd % 2 == 1 || d_model % (hd * group.max(1)) != 0) {
+        return Err(Error::input(format!(
+            "--head-dim {hd}: must be even and divide --d-model ({d_model}) into a multiple of --group ({group}) heads"
+        )));
+    }
+    if tokens == 0 || group == 0 || seq.contains(&0) || window == Some(0) {
+        return Err(Error::input("--tokens, --group, --seq and --window must be positive"));
+    }
+    let cpu = backend == "cpu";
+    println!(
+        "attention forward+backward, {tokens} tokens a batch, d_model {d_model}, {} query heads per KV head, {}, {backend} {dtype}, {} (mean of {reps} after {warm})",
+        group,
+        window.map_or("causal".to_string(), |w| format!("causal, window {w}")),
+        r#impl
+    );
+    #[cfg(feature = "tch")]
+    if backend == "libtorch" && imp == Impl::Fused {
+        let k = crate::kernels::torch::kernel_for(0, window);
+        println!("GPU kernel: {k:?} (cuDNN's for causal attention; DISTILL_GPU_ATTENTION=flash: FlashAttention-2)");
+    }
+    println!("{:>5} {:>7} {:>6} {:>6} {:>10} {:>9}", "hd", "seq", "batch", "heads", "ms", "TFLOP/s");
+    let mut lines = String::new();
+    for &hd in &head_dim {
+        for &t in &seq {
+            let heads = d_model / hd;
+            let s =
+                AttnShape { batch: (tokens / t).max(1), heads, kv_heads: heads / group, seq: t, head_dim: hd, window };
+            let ms = time_attention((&device, cpu), dt, s, imp, warm, reps)?;
+            let tflops = s.flops() / (ms * 1e-3) / 1e12;
+            println!("{hd:>5} {t:>7} {:>6} {heads:>6} {ms:>10.3} {tflops:>9.1}", s.batch);
+            lines += &format!(
+                "{}\n",
+                serde_json::json!({"impl": r#impl, "backend": backend, "dtype": dtype, "head_dim": hd, "seq": t,
+                "batch": s.batch, "heads": heads, "kv_heads": s.kv_heads, "window": window, "ms": ms,
+                "tflops": tflops})
+            );
+        }
     }
     if let Some(p) = jsonl {
         bench::append_jsonl(&p, &lines)?;

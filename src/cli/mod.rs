@@ -56,6 +56,10 @@ enum Cmd {
     /// Benchmark forward+backward time and peak memory of an attention layer and a Mamba-2
     /// layer against sequence length, and print KV-cache sizes of MHA, GQA and MQA.
     Bench(BenchArgs),
+    /// Benchmark the training attention op (forward+backward) in TFLOP/s at FlashAttention's
+    /// benchmark shapes, bf16 on a GPU: the figures `scripts/attention_peer.py` sets beside
+    /// PyTorch's scaled_dot_product_attention.
+    BenchAttention(BenchAttentionArgs),
     /// Benchmark the top-k teacher cache on a finished run: bytes per token, the KL error
     /// against the full teacher for each k and value codec, and the reader's tokens/s against
     /// the student trainer's consumption.
@@ -247,6 +251,45 @@ struct BenchArgs {
 }
 
 #[derive(clap::Args)]
+struct BenchAttentionArgs {
+    /// Sequence lengths.
+    #[arg(long, value_delimiter = ',', default_value = "512,1024,2048,4096,8192,16384")]
+    seq: Vec<usize>,
+    /// Head dimensions.
+    #[arg(long, value_delimiter = ',', default_value = "64,128")]
+    head_dim: Vec<usize>,
+    /// Tokens per batch: the batch is tokens / seq (at least 1).
+    #[arg(long, default_value_t = 16384)]
+    tokens: usize,
+    /// Query heads are d_model / head_dim.
+    #[arg(long, default_value_t = 2048)]
+    d_model: usize,
+    /// Query heads per key/value head (1: MHA).
+    #[arg(long, default_value_t = 1)]
+    group: usize,
+    /// Sliding window: keys each query sees, itself included.
+    #[arg(long)]
+    window: Option<usize>,
+    /// cpu (burn flex; f32 only) or libtorch (the first CUDA GPU) when compiled in.
+    #[arg(long, default_value = "cpu")]
+    backend: String,
+    /// f32, bf16 or f16.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// fused (the model's attention op) or reference (burn's materialized softmax(QK^T)V).
+    #[arg(long, default_value = "fused")]
+    r#impl: String,
+    #[arg(long, default_value_t = 3)]
+    warm: usize,
+    /// Timed repetitions (their mean is reported).
+    #[arg(long, default_value_t = 10)]
+    reps: usize,
+    /// Append results as JSON lines to this file.
+    #[arg(long)]
+    jsonl: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
 struct BenchCacheArgs {
     run_dir: PathBuf,
     #[arg(long, value_delimiter = ',', default_value = "8,32,128")]
@@ -337,6 +380,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
         Cmd::Logits(a) => probes::logits(a),
         Cmd::Attention(a) => probes::attention(a),
         Cmd::Bench(a) => bench::layers(a),
+        Cmd::BenchAttention(a) => bench::attention(a),
         Cmd::BenchCache(a) => bench::cache(a),
         Cmd::BenchLoss(a) => bench::loss(a),
         Cmd::BenchTrain(a) => bench::train(a),

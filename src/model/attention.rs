@@ -108,7 +108,21 @@ impl Attention {
             c.k = Some(k.clone());
             c.v = Some(v.clone());
         }
-        let y = grouped_attention(q, k, v, start, self.window);
+        // Cached decoding (queries after the cached keys) and anything the fused op above did
+        // not take: the fused kernel on rotated heads where there is one, else the reference.
+        if !self.fused {
+            return self.merge(reference_attention(q, k, v, start, self.window), b, t);
+        }
+        let y = match crate::kernels::cpu::grouped(q, k, v, start, self.window) {
+            Ok(y) => y,
+            Err([q, k, v]) => grouped_attention(q, k, v, start, self.window),
+        };
+        self.merge(y, b, t)
+    }
+
+    /// Heads `[b, heads, t, hd]` merged back to `[b, t, heads * hd]`, through the output
+    /// projection.
+    fn merge(&self, y: Tensor<4>, b: usize, t: usize) -> Tensor<3> {
         let y = y.swap_dims(1, 2).reshape([b, t, self.n_heads * self.head_dim]);
         linear(&self.wo, act_quant(y, self.act_quant))
     }
@@ -134,28 +148,58 @@ pub fn causal_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
 /// `k`/`v` the keys and values of positions `0..start + t`. Query i sees key j when
 /// j <= start + i and, with a window w, j > start + i - w.
 pub fn grouped_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, start: usize, window: Option<usize>) -> Tensor<4> {
+    #[cfg(feature = "tch")]
+    let (q, k, v) = match torch_attention(q, k, v, start, window) {
+        Ok(y) => return y,
+        Err([q, k, v]) => (q, k, v),
+    };
+    reference_attention(q, k, v, start, window)
+}
+
+/// The LibTorch route's kernels, where they apply; the inputs back otherwise.
+#[cfg(feature = "tch")]
+fn torch_attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    start: usize,
+    window: Option<usize>,
+) -> Result<Tensor<4>, [Tensor<4>; 3]> {
+    use crate::kernels::torch;
+    // On a GPU in half precision, FlashAttention-2 itself: windows, GQA and cached keys
+    // included, tracked or not.
+    let [q, k, v] = match torch::flash(q, k, v, start, window) {
+        Ok(y) => return Ok(y),
+        Err(x) => x,
+    };
+    let full_causal = start == 0 && window.is_none_or(|w| w >= k.dims()[2]);
+    if !full_causal {
+        return Err([q, k, v]);
+    }
+    // Without autodiff (the frozen teacher), PyTorch's SDPA reads the shared KV heads itself:
+    // no repeated copies of K and V.
+    let [q, k, v] = match torch::causal_gqa_untracked(q, k, v) {
+        Ok(y) => return Ok(y),
+        Err(x) => x,
+    };
+    // Under autodiff (f32), PyTorch's fused forward and backward (no [t, t] scores).
+    if !torch::is_tracked(&q) {
+        return Err([q, k, v]);
+    }
+    let n_rep = q.dims()[1] / k.dims()[1];
+    torch::causal(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep))
+}
+
+/// burn's own attention (`attention_impl = "reference"`, and every backend without a fused
+/// kernel): K and V repeated per query head, then `softmax(Q K^T / sqrt(d) + mask) V` with the
+/// mask of [`grouped_attention`]; under autodiff the `[b, heads, t, s]` scores are kept.
+pub fn reference_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, start: usize, window: Option<usize>) -> Tensor<4> {
     let [b, h, t, _] = q.dims();
     let s = k.dims()[2];
     let n_rep = h / k.dims()[1];
     let full_causal = start == 0 && window.is_none_or(|w| w >= s);
-    // Without autodiff on LibTorch (the frozen teacher), PyTorch's SDPA reads the shared KV
-    // heads itself: no repeated copies of K and V.
-    #[cfg(feature = "tch")]
-    let (q, k, v) = match full_causal {
-        true => match crate::kernels::torch::causal_gqa_untracked(q, k, v) {
-            Ok(y) => return y,
-            Err([q, k, v]) => (q, k, v),
-        },
-        false => (q, k, v),
-    };
     let (k, v) = (repeat_kv(k, n_rep), repeat_kv(v, n_rep));
     if full_causal {
-        // Under autodiff on LibTorch, PyTorch's fused forward and backward (no [t, t] scores).
-        #[cfg(feature = "tch")]
-        let (q, k, v) = match crate::kernels::torch::causal(q, k, v) {
-            Ok(y) => return y,
-            Err([q, k, v]) => (q, k, v),
-        };
         let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: true };
         return attention(q, k, v, None, None, options);
     }

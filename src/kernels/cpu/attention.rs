@@ -35,7 +35,29 @@ use super::simd::{self, exp, simd_fn};
 /// Query rows per block.
 const BR: usize = 64;
 
-/// The shapes: `q` is `[b, t, h * hd]`, `k` and `v` `[b, t, kv * hd]`, the tables `[t, hd]`.
+/// How a tensor of `n` heads lays out its rows: the projections' `[b, rows, n * hd]`, or
+/// split heads `[b, n, rows, hd]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    Rows,
+    Heads,
+}
+
+impl Layout {
+    /// Where row 0 of head `head` of sequence `bi` starts, and the stride between its rows.
+    fn at(self, bi: usize, head: usize, n: usize, rows: usize, hd: usize) -> (usize, usize) {
+        match self {
+            Layout::Rows => (bi * rows * n * hd + head * hd, n * hd),
+            Layout::Heads => ((bi * n + head) * rows * hd, hd),
+        }
+    }
+}
+
+/// The shapes: `t` query rows at positions `start..start + t` against `s = start + t` keys.
+/// In [`Layout::Rows`] (RoPE applied here, `start` 0) `q` is `[b, t, h * hd]`, `k` and `v`
+/// `[b, t, kv * hd]`, the tables `[t, hd]`; in [`Layout::Heads`] (already rotated) `q` is `[b,
+/// h, t, hd]`, `k` and `v` `[b, kv, s, hd]`. The output and the gradients take the inputs'
+/// layouts.
 #[derive(Debug, Clone, Copy)]
 pub struct Dims {
     pub b: usize,
@@ -45,22 +67,41 @@ pub struct Dims {
     pub hd: usize,
     /// Keys each query sees (itself included); `usize::MAX` for full causal attention.
     pub w: usize,
+    /// Keys before the first query (cached ones); `s = start + t` keys in all.
+    pub start: usize,
+    pub layout: Layout,
 }
 
 impl Dims {
-    /// The key columns `c0..n` that query rows `r0..r0 + m` need, and row `r0 + i`'s own live
-    /// range within them, relative to `c0`.
-    fn block(&self, r0: usize, m: usize) -> (usize, usize) {
-        ((r0 + 1).saturating_sub(self.w), r0 + m)
+    /// Keys in all.
+    fn s(&self) -> usize {
+        self.start + self.t
     }
 
+    /// The key columns `c0..n` that query rows `r0..r0 + m` need.
+    fn block(&self, r0: usize, m: usize) -> (usize, usize) {
+        ((self.start + r0 + 1).saturating_sub(self.w), self.start + r0 + m)
+    }
+
+    /// Query row `row`'s live keys within the columns from `c0`, relative to `c0`.
     fn live(&self, row: usize, c0: usize) -> std::ops::Range<usize> {
-        (row + 1).saturating_sub(self.w).max(c0) - c0..row + 1 - c0
+        let p = self.start + row;
+        (p + 1).saturating_sub(self.w).max(c0) - c0..p + 1 - c0
+    }
+
+    /// Where query head `head`'s rows of sequence `bi` start in q, the output and its gradient.
+    fn q_at(&self, bi: usize, head: usize) -> (usize, usize) {
+        self.layout.at(bi, head, self.h, self.t, self.hd)
+    }
+
+    /// Where KV head `g`'s rows of sequence `bi` start in k and v.
+    fn kv_at(&self, bi: usize, g: usize) -> (usize, usize) {
+        self.layout.at(bi, g, self.kv, self.s(), self.hd)
     }
 }
 
 /// What the forward gives: the output in `q`'s layout, and for the backward the rotated Q
-/// (`[b, h, t, hd]`) and K (`[b, kv, t, hd]`) and each row's log-sum-exp (`[b, h, t]`).
+/// (`[b, h, t, hd]`) and K (`[b, kv, s, hd]`) and each row's log-sum-exp (`[b, h, t]`).
 pub struct Forward {
     pub out: Vec<f32>,
     pub q: Vec<f32>,
@@ -191,44 +232,54 @@ simd_fn! {
     }
 }
 
-/// `S = scale Q[r0..r0+m] K[0..n]^T` into `s` (row stride `t`).
+/// `S = scale Q[r0..r0+m] K[0..n]^T` into `s` (row stride `s()`).
 fn scores(s: &mut [f32], q: &[f32], k: &[f32], r0: usize, (m, n): (usize, usize), d: Dims, scale: f32) {
-    // SAFETY: q holds rows r0..r0 + m of hd, k rows 0..n of hd, s m rows of stride t >= n.
+    // SAFETY: q holds rows r0..r0 + m of hd, k rows 0..n of hd, s m rows of stride s() >= n.
     unsafe {
-        mm((m, n, d.hd), s.as_mut_ptr(), d.t, false, (q[r0 * d.hd..].as_ptr(), d.hd, 1), (k.as_ptr(), 1, d.hd), scale)
+        mm((m, n, d.hd), s.as_mut_ptr(), d.s(), false, (q[r0 * d.hd..].as_ptr(), d.hd, 1), (k.as_ptr(), 1, d.hd), scale)
     }
 }
 
-/// Causal attention of `q`, `k`, `v` (layouts in [`Dims`]) with RoPE tables `cos`, `sin`.
+/// Q and K rotated into split heads: by the tables in [`Layout::Rows`], as given (a copy) in
+/// [`Layout::Heads`].
+fn rotated(q: &[f32], k: &[f32], cos: &[f32], sin: &[f32], d: Dims) -> (Vec<f32>, Vec<f32>) {
+    match d.layout {
+        Layout::Rows => (rope_heads(q, d, d.h, cos, sin), rope_heads(k, d, d.kv, cos, sin)),
+        Layout::Heads => (q.to_vec(), k.to_vec()),
+    }
+}
+
+/// Causal attention of `q`, `k`, `v` (layouts in [`Dims`]) with RoPE tables `cos`, `sin`
+/// (unused in [`Layout::Heads`]).
 pub fn forward(q: &[f32], k: &[f32], v: &[f32], cos: &[f32], sin: &[f32], d: Dims) -> Forward {
-    let (t, hd, big_h) = (d.t, d.hd, d.h * d.hd);
-    let (qr, kr) = (rope_heads(q, d, d.h, cos, sin), rope_heads(k, d, d.kv, cos, sin));
+    let (t, s_len, hd) = (d.t, d.s(), d.hd);
+    let (qr, kr) = rotated(q, k, cos, sin, d);
     let scale = 1.0 / (hd as f32).sqrt();
-    let mut out = vec![0f32; d.b * t * big_h];
+    let mut out = vec![0f32; d.b * t * d.h * hd];
     let mut lse = vec![0f32; d.b * d.h * t];
     let dst = Shared(out.as_mut_ptr());
     lse.par_chunks_mut(t).enumerate().for_each_init(
-        || vec![0f32; BR * t],
+        || vec![0f32; BR * s_len],
         |s, (bh, lse)| {
             let (bi, head) = (bh / d.h, bh % d.h);
             let g = head / (d.h / d.kv);
-            let (qh, kh) = (&qr[bh * t * hd..][..t * hd], &kr[(bi * d.kv + g) * t * hd..][..t * hd]);
-            let vh = &v[bi * t * d.kv * hd + g * hd..];
+            let (qh, kh) = (&qr[bh * t * hd..][..t * hd], &kr[(bi * d.kv + g) * s_len * hd..][..s_len * hd]);
+            let ((vo, vs), (oo, os)) = (d.kv_at(bi, g), d.q_at(bi, head));
             for r0 in (0..t).step_by(BR) {
                 let m = (t - r0).min(BR);
                 let (c0, n) = d.block(r0, m);
                 scores(s, qh, &kh[c0 * hd..], r0, (m, n - c0), d, scale);
                 for i in 0..m {
-                    let row = &mut s[i * t..i * t + n - c0];
+                    let row = &mut s[i * s_len..i * s_len + n - c0];
                     let live = d.live(r0 + i, c0);
                     lse[r0 + i] = softmax_row(&mut row[live.clone()]);
                     row[..live.start].fill(0.0);
                     row[live.end..].fill(0.0);
                 }
-                // SAFETY: this task alone writes head `head`'s columns of sequence bi's rows.
-                let o = dst.at((bi * t + r0) * big_h + head * hd);
-                let vb = (vh[c0 * d.kv * hd..].as_ptr(), d.kv * hd, 1);
-                unsafe { mm((m, hd, n - c0), o, big_h, false, (s.as_ptr(), t, 1), vb, 1.0) }
+                // SAFETY: this task alone writes head `head`'s rows of sequence bi.
+                let o = dst.at(oo + r0 * os);
+                let vb = (v[vo + c0 * vs..].as_ptr(), vs, 1);
+                unsafe { mm((m, hd, n - c0), o, os, false, (s.as_ptr(), s_len, 1), vb, 1.0) }
             }
         },
     );
@@ -238,25 +289,26 @@ pub fn forward(q: &[f32], k: &[f32], v: &[f32], cos: &[f32], sin: &[f32], d: Dim
 /// The gradients of [`forward`]'s inputs from its output's `dout`, its output `out`, the
 /// saved rotated Q and K and log-sum-exps, `v` and the tables.
 pub fn backward(dout: &[f32], out: &[f32], f: &Forward, v: &[f32], cos: &[f32], sin: &[f32], d: Dims) -> Grads {
-    let (t, hd, big_h, rep) = (d.t, d.hd, d.h * d.hd, d.h / d.kv);
+    let (t, s_len, hd, rep) = (d.t, d.s(), d.hd, d.h / d.kv);
     let scale = 1.0 / (hd as f32).sqrt();
     // Per (sequence, KV head): dQ of its query heads ([rep, t, hd], rotated), dK (rotated), dV.
     let per: Vec<[Vec<f32>; 3]> = (0..d.b * d.kv)
         .into_par_iter()
         .map_init(
-            || (vec![0f32; BR * t], vec![0f32; BR * t], vec![0f32; t]),
+            || (vec![0f32; BR * s_len], vec![0f32; BR * s_len], vec![0f32; t]),
             |(s, dp, delta), bg| {
-                let bi = bg / d.kv;
-                let kh = &f.k[bg * t * hd..][..t * hd];
-                let vh = &v[bi * t * d.kv * hd + (bg % d.kv) * hd..];
-                let (mut dq, mut dk, mut dv) = (vec![0f32; rep * t * hd], vec![0f32; t * hd], vec![0f32; t * hd]);
+                let (bi, g) = (bg / d.kv, bg % d.kv);
+                let kh = &f.k[bg * s_len * hd..][..s_len * hd];
+                let (vo, vs) = d.kv_at(bi, g);
+                let (mut dq, mut dk, mut dv) =
+                    (vec![0f32; rep * t * hd], vec![0f32; s_len * hd], vec![0f32; s_len * hd]);
                 for r in 0..rep {
-                    let head = (bg % d.kv) * rep + r;
+                    let head = g * rep + r;
                     let bh = bi * d.h + head;
                     let qh = &f.q[bh * t * hd..][..t * hd];
-                    let base = bi * t * big_h + head * hd;
+                    let (oo, os) = d.q_at(bi, head);
                     for (i, dl) in delta.iter_mut().enumerate() {
-                        let row = base + i * big_h..base + i * big_h + hd;
+                        let row = oo + i * os..oo + i * os + hd;
                         *dl = simd::sum_of(&dout[row.clone()], |j, g| g * out[row.start + j]);
                     }
                     for r0 in (0..t).step_by(BR) {
@@ -265,13 +317,13 @@ pub fn backward(dout: &[f32], out: &[f32], f: &Forward, v: &[f32], cos: &[f32], 
                         let nc = n - c0;
                         let kb = &kh[c0 * hd..];
                         scores(s, qh, kb, r0, (m, nc), d, scale);
-                        let d_o = (dout[base + r0 * big_h..].as_ptr(), big_h, 1);
-                        let vb = (vh[c0 * d.kv * hd..].as_ptr(), 1, d.kv * hd);
+                        let d_o = (dout[oo + r0 * os..].as_ptr(), os, 1);
+                        let vb = (v[vo + c0 * vs..].as_ptr(), 1, vs);
                         // SAFETY (all four products): the buffers hold the rows and strides named.
-                        unsafe { mm((m, nc, hd), dp.as_mut_ptr(), t, false, d_o, vb, 1.0) };
+                        unsafe { mm((m, nc, hd), dp.as_mut_ptr(), s_len, false, d_o, vb, 1.0) };
                         for i in 0..m {
                             let live = d.live(r0 + i, c0);
-                            let (si, di) = (&mut s[i * t..i * t + nc], &mut dp[i * t..i * t + nc]);
+                            let (si, di) = (&mut s[i * s_len..i * s_len + nc], &mut dp[i * s_len..i * s_len + nc]);
                             let (lse, dl) = (f.lse[bh * t + r0 + i], delta[r0 + i]);
                             grad_row(&mut si[live.clone()], &mut di[live.clone()], lse, dl);
                             for x in [si, di] {
@@ -281,17 +333,17 @@ pub fn backward(dout: &[f32], out: &[f32], f: &Forward, v: &[f32], cos: &[f32], 
                         }
                         let dq_rows = dq[(r * t + r0) * hd..].as_mut_ptr();
                         unsafe {
-                            mm((m, hd, nc), dq_rows, hd, false, (dp.as_ptr(), t, 1), (kb.as_ptr(), hd, 1), scale);
+                            mm((m, hd, nc), dq_rows, hd, false, (dp.as_ptr(), s_len, 1), (kb.as_ptr(), hd, 1), scale);
                             mm(
                                 (nc, hd, m),
                                 dk[c0 * hd..].as_mut_ptr(),
                                 hd,
                                 true,
-                                (dp.as_ptr(), 1, t),
+                                (dp.as_ptr(), 1, s_len),
                                 (qh[r0 * hd..].as_ptr(), hd, 1),
                                 scale,
                             );
-                            mm((nc, hd, m), dv[c0 * hd..].as_mut_ptr(), hd, true, (s.as_ptr(), 1, t), d_o, 1.0);
+                            mm((nc, hd, m), dv[c0 * hd..].as_mut_ptr(), hd, true, (s.as_ptr(), 1, s_len), d_o, 1.0);
                         }
                     }
                 }
@@ -299,37 +351,46 @@ pub fn backward(dout: &[f32], out: &[f32], f: &Forward, v: &[f32], cos: &[f32], 
             },
         )
         .collect();
-    // Back to the projections' layout, undoing the rotation on dQ and dK.
-    let gather = |n: usize, which: usize| {
-        let mut g = vec![0f32; d.b * t * n * hd];
-        g.par_chunks_mut(n * hd).enumerate().for_each(|(bt, row)| {
-            let (bi, ti) = (bt / t, bt % t);
-            let tab = ti * hd..(ti + 1) * hd;
-            for head in 0..n {
-                // dQ's heads live with their KV head; dK and dV are one head per task.
-                let (task, off) = match which {
-                    0 => (bi * d.kv + head / rep, ((head % rep) * t + ti) * hd),
-                    _ => (bi * d.kv + head, ti * hd),
-                };
-                let src = &per[task][which][off..off + hd];
-                let dst = &mut row[head * hd..(head + 1) * hd];
-                match which {
-                    2 => dst.copy_from_slice(src),
-                    _ => unrope_row(src, &cos[tab.clone()], &sin[tab.clone()], dst),
+    // Back to the inputs' layout, undoing the rotation on dQ and dK in [`Layout::Rows`].
+    let gather = |n: usize, rows: usize, which: usize| {
+        let mut grad = vec![0f32; d.b * rows * n * hd];
+        let src = |bi: usize, head: usize, ti: usize| -> &[f32] {
+            // dQ's heads live with their KV head; dK and dV are one head per task.
+            let (task, off) = match which {
+                0 => (bi * d.kv + head / rep, ((head % rep) * t + ti) * hd),
+                _ => (bi * d.kv + head, ti * hd),
+            };
+            &per[task][which][off..off + hd]
+        };
+        match d.layout {
+            Layout::Rows => grad.par_chunks_mut(n * hd).enumerate().for_each(|(bt, row)| {
+                let (bi, ti) = (bt / rows, bt % rows);
+                let tab = ti * hd..(ti + 1) * hd;
+                for head in 0..n {
+                    let dst = &mut row[head * hd..(head + 1) * hd];
+                    match which {
+                        2 => dst.copy_from_slice(src(bi, head, ti)),
+                        _ => unrope_row(src(bi, head, ti), &cos[tab.clone()], &sin[tab.clone()], dst),
+                    }
                 }
-            }
-        });
-        g
+            }),
+            Layout::Heads => grad.par_chunks_mut(hd).enumerate().for_each(|(i, dst)| {
+                let (bn, ti) = (i / rows, i % rows);
+                dst.copy_from_slice(src(bn / n, bn % n, ti));
+            }),
+        }
+        grad
     };
-    Grads { dq: gather(d.h, 0), dk: gather(d.kv, 1), dv: gather(d.kv, 2) }
+    Grads { dq: gather(d.h, t, 0), dk: gather(d.kv, s_len, 1), dv: gather(d.kv, s_len, 2) }
 }
 
-/// The autodiff op over q, k, v (and the tables, which get no gradient).
+/// The autodiff op over q, k, v (and, in [`Layout::Rows`], the tables, which get no
+/// gradient): `N` is 5 there and 3 in [`Layout::Heads`].
 #[derive(Debug)]
-struct RopeAttention;
+struct FusedAttention;
 
 /// What the backward keeps: the saved forward (in `Forward`'s fields), `v`, the output and
-/// the tables.
+/// the tables (empty in [`Layout::Heads`]).
 #[derive(Debug, Clone)]
 struct Saved {
     q: Vec<f32>,
@@ -337,24 +398,54 @@ struct Saved {
     lse: Vec<f32>,
     v: FlexTensor,
     out: FlexTensor,
-    cos: FlexTensor,
-    sin: FlexTensor,
+    tables: Option<[FlexTensor; 2]>,
     dims: Dims,
 }
 
-impl Backward<Flex, 5> for RopeAttention {
+impl Dims {
+    /// The shapes of q, k (and v) in this layout.
+    fn shapes(&self) -> [Vec<usize>; 2] {
+        let (b, t, s, hd) = (self.b, self.t, self.s(), self.hd);
+        match self.layout {
+            Layout::Rows => [vec![b, t, self.h * hd], vec![b, s, self.kv * hd]],
+            Layout::Heads => [vec![b, self.h, t, hd], vec![b, self.kv, s, hd]],
+        }
+    }
+}
+
+impl<const N: usize> Backward<Flex, N> for FusedAttention {
     type State = Saved;
 
-    fn backward(self, ops: Ops<Self::State, 5>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (dout, [pq, pk, pv, _, _]) = upstream(grads, &ops);
+    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (dout, parents) = upstream(grads, &ops);
         let st = ops.state;
         let d = st.dims;
         let f = Forward { out: Vec::new(), q: st.q, k: st.k, lse: st.lse };
-        let g = backward(values(&dout), values(&st.out), &f, values(&st.v), values(&st.cos), values(&st.sin), d);
-        give(grads, pq, || flex(g.dq, &[d.b, d.t, d.h * d.hd]));
-        give(grads, pk, || flex(g.dk, &[d.b, d.t, d.kv * d.hd]));
-        give(grads, pv, || flex(g.dv, &[d.b, d.t, d.kv * d.hd]));
+        let (cos, sin) = match &st.tables {
+            Some([c, s]) => (values(c), values(s)),
+            None => (&[][..], &[][..]),
+        };
+        let g = backward(values(&dout), values(&st.out), &f, values(&st.v), cos, sin, d);
+        let [qs, ks] = d.shapes();
+        give(grads, parents[0], || flex(g.dq, &qs));
+        give(grads, parents[1], || flex(g.dk, &ks));
+        give(grads, parents[2], || flex(g.dv, &ks));
     }
+}
+
+/// Runs the op on gathered `args` (q, k, v, then the tables in [`Layout::Rows`]).
+fn run<const N: usize, const D: usize>(args: Args, dims: Dims) -> Tensor<D> {
+    let rows = dims.layout == Layout::Rows;
+    let (cos, sin) = match rows {
+        true => (args.get(3), args.get(4)),
+        false => (&[][..], &[][..]),
+    };
+    let f = forward(args.get(0), args.get(1), args.get(2), cos, sin, dims);
+    let out = flex(f.out, &dims.shapes()[0]);
+    let v = args.t[2].clone();
+    let tables = rows.then(|| [args.t[3].clone(), args.t[4].clone()]);
+    let o = out.clone();
+    args.finish::<_, N, D>(FusedAttention, out, move || Saved { q: f.q, k: f.k, lse: f.lse, v, out: o, tables, dims })
 }
 
 /// Causal attention with RoPE from the projections, each query seeing at most `window` keys
@@ -392,10 +483,37 @@ pub fn rope_attention(
     let Some(args) = args.and_then(|a| a.push(cos)).and_then(|a| a.push(sin)) else {
         return Err([q, k, v]);
     };
-    let dims = Dims { b, t, h: heads, kv: kv_heads, hd, w: window.unwrap_or(usize::MAX) };
-    let f = forward(args.get(0), args.get(1), args.get(2), args.get(3), args.get(4), dims);
-    let out = flex(f.out, &[b, t, qw]);
-    let [v, cos, sin] = [2, 3, 4].map(|i| args.t[i].clone());
-    let o = out.clone();
-    Ok(args.finish(RopeAttention, out, move || Saved { q: f.q, k: f.k, lse: f.lse, v, out: o, cos, sin, dims }))
+    let w = window.unwrap_or(usize::MAX);
+    let dims = Dims { b, t, h: heads, kv: kv_heads, hd, w, start: 0, layout: Layout::Rows };
+    Ok(run::<5, 3>(args, dims))
+}
+
+/// Causal grouped-query attention of rotated split heads whose queries follow `start` cached
+/// keys: `q` `[b, heads, t, hd]` at positions `start..start + t`, `k` and `v` `[b, kv_heads,
+/// start + t, hd]`; query `i` sees keys `j <= start + i` (and, with a window `w`, `j > start +
+/// i - w`), as [`crate::model::attention::grouped_attention`] defines. f32 Flex tensors,
+/// plain or under autodiff; anything else comes back unchanged.
+pub fn grouped(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    start: usize,
+    window: Option<usize>,
+) -> Result<Tensor<4>, [Tensor<4>; 3]> {
+    let ([b, h, t, hd], [kb, kv, s, khd]) = (q.dims(), k.dims());
+    let fits = h > 0
+        && kv > 0
+        && window != Some(0)
+        && h.is_multiple_of(kv)
+        && [kb, s, khd] == [b, start + t, hd]
+        && v.dims() == k.dims();
+    let args = match fits {
+        true => Args::default().push(&q).and_then(|a| a.push(&k)).and_then(|a| a.push(&v)),
+        false => None,
+    };
+    let Some(args) = args else {
+        return Err([q, k, v]);
+    };
+    let w = window.unwrap_or(usize::MAX);
+    Ok(run::<3, 4>(args, Dims { b, t, h, kv, hd, w, start, layout: Layout::Heads }))
 }

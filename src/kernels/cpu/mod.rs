@@ -1,7 +1,8 @@
 //! The CPU (burn-flex) route's fast paths behind our seams, each tested against the reference
 //! path it replaces (tests.rs):
 //! - [`kd_closed_form`]: the KD loss's closed-form chunk, one pass per row (kd.rs);
-//! - [`rope_attention`]: causal GQA attention with RoPE, forward and backward (attention.rs);
+//! - [`rope_attention`]: causal GQA attention with RoPE, forward and backward (attention.rs),
+//!   and [`grouped`]: the same on rotated heads whose queries follow cached keys (decoding);
 //! - [`rms_norm`]: RMSNorm forward and backward, one pass per row (norm.rs);
 //! - [`silu_mul`]: SwiGLU's `silu(gate) * up`, forward and backward in one pass (swiglu.rs);
 //!
@@ -23,7 +24,7 @@ mod op;
 pub mod simd;
 pub mod swiglu;
 
-pub use attention::rope_attention;
+pub use attention::{grouped, rope_attention};
 pub use norm::rms_norm;
 pub use swiglu::silu_mul;
 

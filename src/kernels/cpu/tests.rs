@@ -153,15 +153,15 @@ fn silu_mul_equals_the_composition_and_its_gradients() {
 }
 
 /// What the fused attention replaces: heads split, RoPE (`model::rope::apply`), burn's causal
-/// (or windowed) GQA attention (`grouped_attention`, scores materialized), heads merged.
-fn reference_attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, h: usize, kv: usize, w: Option<usize>) -> Tensor<3> {
-    use crate::model::{attention::grouped_attention, rope};
+/// (or windowed) GQA attention (`reference_attention`, scores materialized), heads merged.
+fn rope_reference(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, h: usize, kv: usize, w: Option<usize>) -> Tensor<3> {
+    use crate::model::{attention::reference_attention, rope};
     let [b, t, width] = q.dims();
     let hd = width / h;
     let (cos, sin) = rope::tables(t, 0, hd, 10_000.0, None, &q.device());
     let split = |y: Tensor<3>, n: usize| y.reshape([b, t, n, hd]).swap_dims(1, 2);
     let (q, k) = (rope::apply(split(q, h), &cos, &sin), rope::apply(split(k, kv), &cos, &sin));
-    grouped_attention(q, k, split(v, kv), 0, w).swap_dims(1, 2).reshape([b, t, width])
+    reference_attention(q, k, split(v, kv), 0, w).swap_dims(1, 2).reshape([b, t, width])
 }
 
 /// The fused RoPE attention gives the reference's output and its dq, dk, dv for MHA, GQA and
@@ -193,7 +193,7 @@ fn rope_attention_equals_the_reference_and_its_gradients() {
                         let (cos, sin) = rope::tables(t, 0, hd, 10_000.0, None, &q.device());
                         super::rope_attention(q, k, v, &cos, &sin, h, kv, w).unwrap_or_else(|_| panic!("f32 flex"))
                     }
-                    false => reference_attention(q, k, v, h, kv, w),
+                    false => rope_reference(q, k, v, h, kv, w),
                 }
             })
         };
@@ -208,6 +208,50 @@ fn rope_attention_equals_the_reference_and_its_gradients() {
             .unwrap_or_else(|_| panic!("plain flex"));
         close(&vals(y), &want[0], 2e-5, &format!("plain y ({case})"));
     }
+}
+
+/// The fused kernel on rotated heads with queries after cached keys (decoding, or scoring a
+/// continuation) gives burn's masked attention (`reference_attention`, which aligns the causal
+/// mask bottom-right) and its dq, dk and dv: one and many queries, offsets inside and across
+/// the 64-row blocks, MHA/GQA/MQA, head dims 32, 64 and 128, with and without windows.
+#[test]
+fn grouped_attention_with_cached_keys_equals_the_reference() {
+    use crate::model::attention::reference_attention;
+    for (b, h, kv, start, t, hd, w) in [
+        (1, 4, 2, 5, 1, 32, None),
+        (2, 4, 4, 70, 3, 64, None),
+        (1, 4, 1, 37, 100, 32, None),
+        (1, 2, 2, 0, 67, 128, None),
+        (1, 6, 2, 130, 1, 64, Some(16)),
+        (2, 4, 1, 9, 80, 32, Some(20)),
+        (1, 2, 1, 64, 64, 128, Some(1)),
+        (1, 4, 2, 20, 30, 64, Some(200)),
+    ] {
+        let s = start + t;
+        let inputs =
+            [(rnd([b, h, t, hd], 1.0), true), (rnd([b, kv, s, hd], 1.0), true), (rnd([b, kv, s, hd], 1.0), true)];
+        let run = |fused: bool| {
+            value_and_grads::<4, 4>(&inputs, |x| {
+                let [q, k, v] = [x[0].clone(), x[1].clone(), x[2].clone()];
+                match fused {
+                    true => super::grouped(q, k, v, start, w).unwrap_or_else(|_| panic!("f32 flex")),
+                    false => reference_attention(q, k, v, start, w),
+                }
+            })
+        };
+        let (got, want) = (run(true), run(false));
+        let case = format!("b{b} h{h} kv{kv} start{start} t{t} hd{hd} window {w:?}");
+        for (i, name) in ["y", "dq", "dk", "dv"].iter().enumerate() {
+            close(&got[i], &want[i], 2e-5, &format!("{name} ({case})"));
+        }
+        let plain = |i: usize| Tensor::<4>::from_data(inputs[i].0.clone(), &Device::flex());
+        let y = super::grouped(plain(0), plain(1), plain(2), start, w).unwrap_or_else(|_| panic!("plain flex"));
+        close(&vals(y), &want[0], 2e-5, &format!("plain y ({case})"));
+    }
+    // Keys that do not cover the queries' positions are refused, not read out of bounds.
+    let x = |shape: [usize; 4]| Tensor::<4>::zeros(shape, &Device::flex());
+    assert!(super::grouped(x([1, 2, 3, 8]), x([1, 2, 4, 8]), x([1, 2, 4, 8]), 2, None).is_err());
+    assert!(super::grouped(x([1, 3, 3, 8]), x([1, 2, 5, 8]), x([1, 2, 5, 8]), 2, None).is_err());
 }
 
 /// burn-flex's matmul, which the `x86-v4` feature sends to the `gemm` crate's AVX-512 kernels
@@ -226,6 +270,9 @@ fn flex_matmul_equals_a_naive_product() {
                 (0..k).map(|l| av[i * k + l] as f64 * bv[j * k + l] as f64).sum::<f64>() as f32
             })
             .collect();
-        close(&got, &want, 2e-5, &format!("{m}x{k}x{n}"));
+        // f32 sums of k products of unit normals: rounding grows like sqrt(k) eps |terms|, and
+        // a sum that cancels to near zero has no relative precision (2.2e-5 seen at k 256); a
+        // wrong kernel is off by O(1).
+        close(&got, &want, 1e-4, &format!("{m}x{k}x{n}"));
     }
 }

@@ -1,7 +1,9 @@
 //! The LibTorch route's fast paths behind our seams (cargo feature `tch`), each tested against
 //! the reference path it replaces:
+//! - [`flash`] (flash.rs): FlashAttention-2 forward and backward called directly, bf16/f16 on
+//!   CUDA: causal, sliding windows, GQA in place, queries after cached keys;
 //! - [`causal`]: causal attention under autodiff, as one burn autodiff op over PyTorch's fused
-//!   scaled-dot-product attention (flash for bf16/f16, memory-efficient for f32);
+//!   scaled-dot-product attention (what [`flash`] does not take: f32, memory-efficient);
 //! - [`causal_gqa_untracked`]: the frozen teacher's attention with SDPA's own GQA;
 //! - [`rms_norm`]: PyTorch's fused RMSNorm, forward and backward (one kernel each way where
 //!   burn's composition runs eight);
@@ -226,6 +228,11 @@ pub fn add_matmul_tn(acc: &mut Option<Tensor<2>>, a: &Tensor<2>, b: &Tensor<2>) 
     true
 }
 
+/// Whether `t` is a LibTorch tensor under autodiff.
+pub fn is_tracked<const D: usize>(t: &Tensor<D>) -> bool {
+    tracked(t).is_some()
+}
+
 /// Whether `t` is a plain LibTorch tensor (what the fused paths below take).
 pub fn is_libtorch<const D: usize>(t: &Tensor<D>) -> bool {
     t.clone().try_into_primitive::<LibTorch>().is_ok()
@@ -265,6 +272,8 @@ pub fn topk_tail_sums(
 
 mod adam;
 pub use adam::*;
+mod flash;
+pub use flash::{GpuKernel, flash, kernel_for, with_kernels};
 
 #[cfg(test)]
 mod tests;

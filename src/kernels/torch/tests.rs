@@ -93,3 +93,67 @@ fn other_backends_get_their_tensors_back() {
     let q = Tensor::<4>::zeros([1, 1, 2, 4], &Device::flex().autodiff());
     assert!(super::causal(q.clone(), q.clone(), q).is_err());
 }
+
+/// The GPU's fused kernels called directly (bf16; skipped without a GPU): cuDNN's for full
+/// causal attention and FlashAttention-2 for everything, each give the output and the three
+/// gradients of the reference attention (burn flex, f32, materialized scores, on the same
+/// bf16-rounded inputs) within bf16 rounding: MHA, GQA and MQA, head dims 32 / 64 / 128,
+/// lengths off the tiles, sliding windows, queries after cached keys (one and several), and
+/// plain tensors (the frozen teacher). Each kernel must take the calls it is chosen for.
+#[test]
+fn gpu_kernels_equal_the_reference_attention_and_its_gradients() {
+    use super::GpuKernel::{Cudnn, Flash};
+    if !tch::Cuda::is_available() {
+        eprintln!("no CUDA device: the GPU attention kernels not checked");
+        return;
+    }
+    let flex = Device::flex();
+    let gpu = Device::libtorch_cuda(0);
+    let bf = burn::tensor::DType::BF16;
+    for (b, h, kv, start, t, d, w) in [
+        (2, 4, 4, 0, 37, 64, None),
+        (1, 8, 2, 0, 130, 128, None),
+        (2, 4, 1, 0, 65, 32, None),
+        (2, 4, 1, 0, 65, 32, Some(16)),
+        (1, 4, 2, 0, 200, 128, Some(64)),
+        (1, 4, 2, 50, 30, 64, None),
+        (2, 8, 2, 100, 1, 64, Some(20)),
+        (1, 4, 4, 0, 300, 64, Some(1)),
+    ] {
+        let s = start + t;
+        let bf16 = |x: Tensor<4>| x.cast(bf).cast(burn::tensor::DType::F32).into_data();
+        let rnd = |shape: [usize; 4]| bf16(Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &flex));
+        let data = [rnd([b, h, t, d]), rnd([b, kv, s, d]), rnd([b, kv, s, d]), rnd([b, h, t, d])];
+        type Attend<'a> = dyn Fn(Tensor<4>, Tensor<4>, Tensor<4>) -> Tensor<4> + 'a;
+        let go = |dev: &Device, half: bool, attend: &Attend<'_>| {
+            let ad = dev.clone().autodiff();
+            let cast = |x: Tensor<4>| if half { x.cast(bf) } else { x };
+            let x = |i: usize| cast(Tensor::<4>::from_data(data[i].clone(), &ad)).require_grad();
+            let (q, k, v) = (x(0), x(1), x(2));
+            let y = attend(q.clone(), k.clone(), v.clone());
+            let g = (y.clone() * cast(Tensor::<4>::from_data(data[3].clone(), &ad))).sum().backward();
+            let vec = |x: Tensor<4>| x.into_data().convert::<f32>().to_vec::<f32>().unwrap();
+            let plain = |i: usize| cast(Tensor::<4>::from_data(data[i].clone(), dev));
+            let y_plain = attend(plain(0), plain(1), plain(2));
+            [vec(y.inner()), vec(q.grad(&g).unwrap()), vec(k.grad(&g).unwrap()), vec(v.grad(&g).unwrap()), vec(y_plain)]
+        };
+        let want = go(&flex, false, &|q, k, v| grouped_attention(q, k, v, start, w));
+        let full = start == 0 && w.is_none();
+        for kernel in [Cudnn, Flash].into_iter().filter(|&k| full || k == Flash) {
+            let only = |q, k, v| {
+                super::with_kernels(&[kernel], q, k, v, start, w)
+                    .unwrap_or_else(|_| panic!("{kernel:?} refused b{b} h{h} kv{kv} start{start} t{t} d{d} {w:?}"))
+            };
+            let got = go(&gpu, true, &only);
+            let case = format!("{kernel:?} b{b} h{h} kv{kv} start{start} t{t} d{d} window {w:?}");
+            for (name, (w, g)) in ["y", "dq", "dk", "dv", "y untracked"].iter().zip(want.iter().zip(&got)) {
+                let err = w.iter().zip(g).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+                let scale = w.iter().map(|x| x.abs()).fold(0.0f32, f32::max);
+                assert!(err <= 2e-2 * scale.max(1.0), "{name} ({case}): max err {err} (scale {scale})");
+            }
+        }
+        // The model's seam takes the same calls (whichever kernel it picks).
+        let x = |i: usize| Tensor::<4>::from_data(data[i].clone(), &gpu).cast(bf);
+        assert!(super::flash(x(0), x(1), x(2), start, w).is_ok(), "seam refused");
+    }
+}
