@@ -155,13 +155,56 @@ fn values(t: burn::tensor::Tensor<1>) -> Vec<f32> {
     t.into_data().convert::<f32>().iter::<f32>().collect()
 }
 
-/// The tokenizer as GGUF metadata: byte-level BPE (`gpt2`) with GPT-2's pre-tokenizer.
+/// The tokenizer as GGUF metadata: byte-level BPE (`gpt2`) with one of the pre-tokenizers
+/// llama.cpp implements ([`pre_tokenizer`]).
 pub struct Vocab {
     pub tokens: Vec<String>,
     pub types: Vec<i32>,
     pub merges: Vec<String>,
     pub eos: u32,
     pub bos: Option<u32>,
+    /// llama.cpp's name of the pre-tokenizer (`tokenizer.ggml.pre`).
+    pub pre: &'static str,
+}
+
+/// The split regex of Llama 3's tokenizer.json (llama.cpp's `llama-bpe`).
+pub const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// The split regex of Qwen2's tokenizer.json (llama.cpp's `qwen2`): Llama 3's, but digits one
+/// at a time.
+pub const QWEN2_SPLIT: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// llama.cpp's name for a byte-level BPE tokenizer.json's pre-tokenizer, when it implements the
+/// same split: GPT-2's (`ByteLevel` with its own regex, no normalizer), Llama 3's (`Split` on
+/// [`LLAMA3_SPLIT`], then `ByteLevel` without a regex; `ignore_merges`, as llama.cpp does for
+/// it) and Qwen2's ([`QWEN2_SPLIT`]; its NFC normalizer is dropped, as llama.cpp's converter
+/// drops it: text already in NFC tokenizes the same). llama.cpp's converter recognizes these by
+/// hashing a test string's tokens; we compare the definitions themselves.
+pub fn pre_tokenizer(j: &serde_json::Value) -> std::result::Result<&'static str, String> {
+    let (pre, norm, ignore) = (&j["pre_tokenizer"], &j["normalizer"], j["model"]["ignore_merges"] == true);
+    let byte_level = |p: &serde_json::Value, regex: bool| {
+        p["type"] == "ByteLevel" && (p["use_regex"] != false) == regex && p["add_prefix_space"] != true
+    };
+    fn split(p: &serde_json::Value) -> Option<&str> {
+        let isolated = p["type"] == "Split" && p["behavior"] == "Isolated" && p["invert"] != true;
+        p["pattern"]["Regex"].as_str().filter(|_| isolated)
+    }
+    let steps = pre["pretokenizers"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let name = match (pre["type"].as_str(), steps) {
+        (Some("ByteLevel"), _) if byte_level(pre, true) && norm.is_null() && !ignore => Some("gpt-2"),
+        (Some("Sequence"), [s, b]) if byte_level(b, false) => match split(s) {
+            Some(LLAMA3_SPLIT) if norm.is_null() && ignore => Some("llama-bpe"),
+            Some(QWEN2_SPLIT) if (norm.is_null() || norm["type"] == "NFC") && !ignore => Some("qwen2"),
+            _ => None,
+        },
+        _ => None,
+    };
+    name.ok_or_else(|| {
+        format!(
+            "pre-tokenizer {pre} with normalizer {norm} and ignore_merges {ignore}: llama.cpp's splits written are \
+             GPT-2's (`gpt-2`), Llama 3's (`llama-bpe`) and Qwen2's (`qwen2`), each as its tokenizer.json defines it"
+        )
+    })
 }
 
 // llama.cpp's token types.
@@ -185,15 +228,7 @@ impl Vocab {
         if model["type"] != "BPE" {
             return Err(bad(format!("model type {}, expected BPE", model["type"])));
         }
-        let pre = &j["pre_tokenizer"];
-        let gpt2 = pre["type"] == "ByteLevel" && pre["use_regex"] != false && pre["add_prefix_space"] != true;
-        if !gpt2 || !j["normalizer"].is_null() {
-            return Err(bad(format!(
-                "pre-tokenizer {pre} with normalizer {}: only byte-level BPE with GPT-2's pre-tokenizer and no \
-                 normalizer is written (llama.cpp's `gpt-2`)",
-                j["normalizer"]
-            )));
-        }
+        let pre = pre_tokenizer(j).map_err(bad)?;
         let mut tokens: Vec<Option<(String, i32)>> = vec![None; n_vocab];
         let mut put = |id: u64, tok: &str, ty: i32| -> Result<()> {
             let slot = tokens.get_mut(id as usize).ok_or_else(|| {
@@ -226,7 +261,7 @@ impl Vocab {
                 _ => Err(bad(format!("merge {m} is neither \"a b\" nor [\"a\", \"b\"]"))),
             })
             .collect::<Result<_>>()?;
-        Ok(Vocab { tokens, types, merges, eos, bos })
+        Ok(Vocab { tokens, types, merges, eos, bos, pre })
     }
 }
 
@@ -263,7 +298,7 @@ pub fn to_gguf(model: &Decoder, quant: GgufQuant, embeddings: bool, lm_head: boo
         ("general.file_type".into(), Value::U32(quant.file_type())),
         ("general.quantization_version".into(), Value::U32(2)),
         ("tokenizer.ggml.model".into(), Value::Str("gpt2".into())),
-        ("tokenizer.ggml.pre".into(), Value::Str("gpt-2".into())),
+        ("tokenizer.ggml.pre".into(), Value::Str(vocab.pre.into())),
     ];
     if vocab.tokens.len() != c.vocab_size {
         return Err(Error::input(format!(
@@ -390,6 +425,44 @@ mod tests {
             let sha = format!("{:x}", Sha256::digest(&bytes));
             assert_eq!(sha, c["sha256"].as_str().unwrap(), "{c}");
         }
+    }
+
+    /// The pre-tokenizers llama.cpp implements are named as its converter names them, from
+    /// tokenizer.json as each family writes it; a split llama.cpp would cut differently (another
+    /// regex, a normalizer, merges used where llama.cpp ignores them) is refused, naming it.
+    /// That llama.cpp then tokenizes as the tokenizer.json does: scripts/gguf_tokenizer_check.py.
+    #[test]
+    fn pre_tokenizers_are_named_as_llama_cpp_names_them() {
+        let base: serde_json::Value = crate::util::read_json(&fixture("hf/llama-gqa/tokenizer.json")).unwrap();
+        let with = |split: Option<&str>, normalizer: serde_json::Value, ignore: bool| {
+            let mut j = base.clone();
+            if let Some(p) = split {
+                j["pre_tokenizer"] = serde_json::json!({"type": "Sequence", "pretokenizers": [
+                    {"type": "Split", "pattern": {"Regex": p}, "behavior": "Isolated", "invert": false},
+                    {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}]});
+            }
+            j["normalizer"] = normalizer;
+            j["model"]["ignore_merges"] = ignore.into();
+            pre_tokenizer(&j)
+        };
+        let null = serde_json::Value::Null;
+        let nfc = serde_json::json!({"type": "NFC"});
+        assert_eq!(with(None, null.clone(), false), Ok("gpt-2"));
+        assert_eq!(with(Some(LLAMA3_SPLIT), null.clone(), true), Ok("llama-bpe"));
+        assert_eq!(with(Some(QWEN2_SPLIT), nfc.clone(), false), Ok("qwen2"));
+        assert_eq!(with(Some(QWEN2_SPLIT), null.clone(), false), Ok("qwen2"));
+        for (split, norm, ignore) in [
+            (None, nfc.clone(), false),
+            (Some(LLAMA3_SPLIT), null.clone(), false),
+            (Some(LLAMA3_SPLIT), nfc, true),
+            (Some(QWEN2_SPLIT), null.clone(), true),
+            (Some(r"\s+|\w+"), null.clone(), false),
+        ] {
+            let e = with(split, norm, ignore).unwrap_err();
+            assert!(e.contains("`llama-bpe`") && e.contains("ignore_merges"), "{e}");
+        }
+        // Llama 3's regex differs from Qwen2's in the digits alone.
+        assert_eq!(LLAMA3_SPLIT.replace(r"\p{N}{1,3}", r"\p{N}"), QWEN2_SPLIT);
     }
 
     /// Pair-interleaved RoPE (llama.cpp's `llama`) on the permuted rows is rotate-half RoPE
