@@ -211,9 +211,13 @@ pub fn reference_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, start: usiz
         let too_old = Tensor::<2, Bool>::tril_mask([t, s], start as i64 - w as i64, &device).bool_not();
         mask = mask.bool_or(too_old);
     }
+    // Spelled out rather than through burn's `attention` with a mask: burn-tch 0.22 hands that
+    // mask to PyTorch, whose boolean masks mean the opposite (true = attend), and attends to
+    // exactly the hidden keys (seen in scripts/attention_parity.py on LibTorch in f32).
     let mask = mask.reshape([1, 1, t, s]).expand([b, h, t, s]);
-    let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: false };
-    attention(q, k, v, Some(mask), None, options)
+    let scale = 1.0 / (q.dims()[3] as f64).sqrt();
+    let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale).mask_fill(mask, f32::NEG_INFINITY);
+    burn::tensor::activation::softmax(scores, 3).matmul(v)
 }
 
 #[cfg(test)]
