@@ -20,7 +20,7 @@ use burn_tch::{LibTorch, TchTensor};
 use std::ffi::c_void;
 use tch::Kind;
 
-use super::{Ad, tracked};
+use super::{Ad, plain_qkv, tracked};
 
 // Tensors as tch's handles (torch-sys's `C_tensor`, which tch does not re-export: `c_void`
 // here, cast at the calls).
@@ -297,11 +297,7 @@ pub fn with_kernels(
         }
         return Err([q, k, v]);
     }
-    let (Ok(pq), Ok(pk), Ok(pv)) = (
-        q.clone().try_into_primitive::<LibTorch>(),
-        k.clone().try_into_primitive::<LibTorch>(),
-        v.clone().try_into_primitive::<LibTorch>(),
-    ) else {
+    let Some([pq, pk, pv]) = plain_qkv(&q, &k, &v) else {
         return Err([q, k, v]);
     };
     if !fits(&pq.tensor, &pk.tensor, &pv.tensor, start) {

@@ -133,11 +133,7 @@ pub fn rms_norm<const D: usize>(x: Tensor<D>, gamma: Tensor<1>, eps: f64) -> Res
 /// Full causal grouped-query attention of plain (untracked) LibTorch tensors, `k`/`v` with
 /// fewer heads than `q`, through SDPA's own GQA; anything else comes back unchanged.
 pub fn causal_gqa_untracked(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Result<Tensor<4>, [Tensor<4>; 3]> {
-    let (Ok(pq), Ok(pk), Ok(pv)) = (
-        q.clone().try_into_primitive::<LibTorch>(),
-        k.clone().try_into_primitive::<LibTorch>(),
-        v.clone().try_into_primitive::<LibTorch>(),
-    ) else {
+    let Some([pq, pk, pv]) = plain_qkv(&q, &k, &v) else {
         return Err([q, k, v]);
     };
     let gqa = pq.tensor.size()[1] != pk.tensor.size()[1];
@@ -152,6 +148,12 @@ pub fn causal_gqa_untracked(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Result<
         gqa,
     );
     Ok(Tensor::from_primitive::<LibTorch>(TchTensor::new(out)))
+}
+
+/// q, k and v as plain (untracked) LibTorch tensors, when all three are.
+fn plain_qkv(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>) -> Option<[TchTensor; 3]> {
+    let p = |x: &Tensor<4>| x.clone().try_into_primitive::<LibTorch>().ok();
+    Some([p(q)?, p(k)?, p(v)?])
 }
 
 /// A scalar zero whose gradients with respect to its inputs are given (times the gradient that
