@@ -1,9 +1,12 @@
 //! Held-out evaluation: mean next-token cross-entropy over real (non-padded) tokens, and its
 //! exponential, the perplexity.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use burn::tensor::Device;
 
 use crate::data::pack::Packed;
+use crate::error::{Error, Result};
 use crate::kd_loss::{KdConfig, kd_loss};
 use crate::model::Decoder;
 
@@ -23,12 +26,43 @@ pub fn evaluate(
     max_batches: Option<usize>,
     device: &Device,
 ) -> EvalResult {
+    let never = AtomicBool::new(false);
+    evaluate_until(model, data, batch_size, max_batches, device, &never).expect("never stopped")
+}
+
+/// [`evaluate`] over the whole split, stopping between batches once `stop` is set (SIGINT /
+/// SIGTERM): a held-out split can take minutes, and an evaluation keeps no state, so a stop
+/// loses only the pass, which `resume` runs again. `what` names the pass in the error.
+pub fn evaluate_or_stop(
+    model: &Decoder,
+    data: &Packed,
+    batch_size: usize,
+    device: &Device,
+    stop: &AtomicBool,
+    what: &str,
+) -> Result<EvalResult> {
+    evaluate_until(model, data, batch_size, None, device, stop)
+        .ok_or_else(|| Error::Interrupted(format!("stopped during {what} (everything finished is saved)")))
+}
+
+/// The evaluation loop; `None` once `stop` is set.
+fn evaluate_until(
+    model: &Decoder,
+    data: &Packed,
+    batch_size: usize,
+    max_batches: Option<usize>,
+    device: &Device,
+    stop: &AtomicBool,
+) -> Option<EvalResult> {
     let rows: Vec<usize> = (0..data.n_rows()).collect();
     let mut sum = 0.0;
     let mut tokens = 0;
     for (i, chunk) in rows.chunks(batch_size).enumerate() {
         if max_batches.is_some_and(|m| i >= m) {
             break;
+        }
+        if stop.load(Ordering::SeqCst) {
+            return None;
         }
         let batch = data.batch(chunk, device);
         let [b, t] = batch.inputs.dims();
@@ -45,7 +79,7 @@ pub fn evaluate(
         tokens += batch.real_tokens;
     }
     let loss = sum / tokens.max(1) as f64;
-    EvalResult { loss, ppl: loss.exp(), tokens }
+    Some(EvalResult { loss, ppl: loss.exp(), tokens })
 }
 
 /// Mean per-token KL(reference || model) over the real tokens of `data`, in nats: how far the
@@ -111,5 +145,23 @@ mod tests {
         let want = sum / n as f64;
         assert!(want > 1e-3 && (got - want).abs() < 1e-5 * want.max(1.0), "{got} vs {want}");
         assert!(kl_divergence(&p, &p, &data, 2, &dev).abs() < 1e-7);
+    }
+
+    /// A stop between batches ends the pass with `Interrupted` (exit 130, resumable); without
+    /// one the pass is [`evaluate`]'s over the whole split.
+    #[test]
+    fn evaluation_stops_between_batches() {
+        let dev = Device::flex();
+        let m = DecoderConfig { vocab_size: 12, shape: ModelShape::for_tests(16, 1, 2, 1, 32) }.init(1, &dev);
+        let data = Packed::per_document((0..40u32).map(|i| i % 11 + 1).collect::<Vec<u32>>(), 4, 0);
+        let stop = AtomicBool::new(false);
+        let full = evaluate_or_stop(&m, &data, 2, &dev, &stop, "the test's evaluation").unwrap();
+        let plain = evaluate(&m, &data, 2, None, &dev);
+        assert_eq!((full.loss, full.tokens), (plain.loss, plain.tokens));
+        assert!(full.tokens > 0 && full.loss.is_finite());
+        stop.store(true, Ordering::SeqCst);
+        let e = evaluate_or_stop(&m, &data, 2, &dev, &stop, "the test's evaluation").unwrap_err();
+        assert!(matches!(e, Error::Interrupted(_)) && e.exit_code() == 130, "{e}");
+        assert!(e.to_string().contains("during the test's evaluation"), "{e}");
     }
 }

@@ -12,7 +12,7 @@ use super::teacher::{Teacher, dtype_name};
 use crate::data::RunData;
 use crate::data::pack::Packed;
 use crate::error::{Error, Result};
-use crate::eval::{EvalResult, evaluate};
+use crate::eval::{EvalResult, evaluate_or_stop};
 use crate::model::Decoder;
 use crate::recipe::{LogitsSource, Recipe};
 use crate::teacher::cache::{self, CacheReader};
@@ -154,7 +154,8 @@ pub fn open_or_build(
         std::fs::create_dir_all(&path).map_err(|e| Error::runtime(format!("{}: {e}", path.display())))?;
         crate::util::copy_atomic(&crate::run_dir::RunDir(dir).tokenizer(), &path.join("tokenizer.json"))?;
         let t_eval = Instant::now();
-        let ev = evaluate(teacher, &d.valid, recipe.optim.batch_size, None, device);
+        let ev =
+            evaluate_or_stop(teacher, &d.valid, recipe.optim.batch_size, device, stop, "the teacher's evaluation")?;
         let eval_s = t_eval.elapsed().as_secs_f64();
         let record = cache::TeacherRecord {
             source: who.source(),

@@ -16,7 +16,7 @@ pub mod teacher;
 
 use crate::data::{self, RunData, pack::Packed};
 use crate::error::{Error, Result};
-use crate::eval::{EvalResult, evaluate};
+use crate::eval::{EvalResult, evaluate, evaluate_or_stop};
 use crate::kd_loss::KdConfig;
 use crate::model::{Decoder, DecoderConfig, store};
 use crate::quant::int8::fake_quant_model;
@@ -286,15 +286,15 @@ fn execute(recipe: &Recipe, dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(S
         .as_ref()
         .or(reader.as_ref().map(|r| &r.manifest))
         .and_then(|m| cached::cached_held_out(m, valid_data, recipe.data.seq_len));
+    let bs = recipe.optim.batch_size;
+    let eval_or_stop = |m: &Decoder, what: &str| evaluate_or_stop(m, valid_data, bs, device, opts.stop, what);
     let te = match (cached, &teacher) {
         (Some(e), _) => e,
-        (None, Some(t)) => evaluate(t, valid_data, recipe.optim.batch_size, None, device),
+        (None, Some(t)) => eval_or_stop(t, "the teacher's evaluation")?,
         (None, None) => unreachable!("an offline cache holds the held-out loss"),
     };
-    check_stop(opts, "the teacher's evaluation")?;
-    let se = evaluate(&student, valid_data, recipe.optim.batch_size, None, device);
-    check_stop(opts, "the student's evaluation")?;
-    let q8 = evaluate(&fake_quant_model(&student), valid_data, recipe.optim.batch_size, None, device);
+    let se = eval_or_stop(&student, "the student's evaluation")?;
+    let q8 = eval_or_stop(&fake_quant_model(&student), "the int8 student's evaluation")?;
     let mut exports = Vec::new();
     for f in &recipe.export.formats {
         check_stop(opts, "evaluation")?;
