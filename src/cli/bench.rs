@@ -68,6 +68,15 @@ pub(super) fn attention(a: BenchAttentionArgs) -> Result<()> {
     let BenchAttentionArgs { seq, head_dim, tokens, d_model, group, window, backend, dtype, r#impl, warm, reps, jsonl } =
         a;
     let device = super::flags::backend_device(&backend)?;
+    // FlashAttention's benchmark shapes on a GPU; on the CPU a size that ends in minutes.
+    let cpu = backend == "cpu";
+    let seq = match (seq.is_empty(), cpu) {
+        (false, _) => seq,
+        (true, true) => vec![256, 512, 1024, 2048],
+        (true, false) => vec![512, 1024, 2048, 4096, 8192, 16384],
+    };
+    let tokens = tokens.unwrap_or(if cpu { 2048 } else { 16384 });
+    let d_model = d_model.unwrap_or(if cpu { 256 } else { 2048 });
     let dt = match dtype.as_str() {
         "f32" => burn::tensor::DType::F32,
         "bf16" => burn::tensor::DType::BF16,
@@ -87,7 +96,6 @@ pub(super) fn attention(a: BenchAttentionArgs) -> Result<()> {
     if tokens == 0 || group == 0 || seq.contains(&0) || window == Some(0) {
         return Err(Error::input("--tokens, --group, --seq and --window must be positive"));
     }
-    let cpu = backend == "cpu";
     println!(
         "attention forward+backward, {tokens} tokens a batch, d_model {d_model}, {} query heads per KV head, {}, {backend} {dtype}, {} (mean of {reps} after {warm})",
         group,
@@ -108,7 +116,7 @@ pub(super) fn attention(a: BenchAttentionArgs) -> Result<()> {
                 AttnShape { batch: (tokens / t).max(1), heads, kv_heads: heads / group, seq: t, head_dim: hd, window };
             let ms = time_attention((&device, cpu), dt, s, imp, warm, reps)?;
             let tflops = s.flops() / (ms * 1e-3) / 1e12;
-            println!("{hd:>5} {t:>7} {:>6} {heads:>6} {ms:>10.3} {tflops:>9.1}", s.batch);
+            println!("{hd:>5} {t:>7} {:>6} {heads:>6} {ms:>10.3} {tflops:>9.3}", s.batch);
             lines += &format!(
                 "{}\n",
                 serde_json::json!({"impl": r#impl, "backend": backend, "dtype": dtype, "head_dim": hd, "seq": t,

@@ -252,18 +252,18 @@ struct BenchArgs {
 
 #[derive(clap::Args)]
 struct BenchAttentionArgs {
-    /// Sequence lengths.
-    #[arg(long, value_delimiter = ',', default_value = "512,1024,2048,4096,8192,16384")]
+    /// Sequence lengths [GPU: 512,1024,...,16384; CPU: 256,512,1024,2048].
+    #[arg(long, value_delimiter = ',')]
     seq: Vec<usize>,
     /// Head dimensions.
     #[arg(long, value_delimiter = ',', default_value = "64,128")]
     head_dim: Vec<usize>,
-    /// Tokens per batch: the batch is tokens / seq (at least 1).
-    #[arg(long, default_value_t = 16384)]
-    tokens: usize,
-    /// Query heads are d_model / head_dim.
-    #[arg(long, default_value_t = 2048)]
-    d_model: usize,
+    /// Tokens per batch: the batch is tokens / seq, at least 1 [GPU: 16384; CPU: 2048].
+    #[arg(long)]
+    tokens: Option<usize>,
+    /// Query heads are d_model / head_dim [GPU: 2048, FlashAttention's benchmark; CPU: 256].
+    #[arg(long)]
+    d_model: Option<usize>,
     /// Query heads per key/value head (1: MHA).
     #[arg(long, default_value_t = 1)]
     group: usize,
