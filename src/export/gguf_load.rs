@@ -9,8 +9,9 @@ use burn::tensor::{DType, Device};
 use half::f16;
 
 use super::gguf::{GgmlType, Gguf, GgufTensor, Value};
-use super::gguf_model::{LAYER_NAMES, TOP_NAMES, source_row};
+use super::gguf_model::{LAYER_NAMES, ROPE_SCALING_KEY, TOP_NAMES, rope_freqs, source_row};
 use crate::error::{Error, Result};
+use crate::model::config::RopeScaling;
 use crate::model::init::WeightSource;
 use crate::model::{Decoder, DecoderConfig};
 use crate::quant::ggml::{BlockQ4_0, BlockQ8_0, dequantize_q4_0, dequantize_q8_0};
@@ -136,7 +137,7 @@ pub fn config_of(g: &Gguf, what: &str) -> Result<DecoderConfig> {
         qkv_bias: has("blk.0.attn_q.bias"),
         o_bias: has("blk.0.attn_output.bias"),
         window_from_layer: 0,
-        rope_scaling: None,
+        rope_scaling: rope_scaling_of(g, what)?,
         mamba: Default::default(),
         attention_impl: Default::default(),
     };
@@ -149,6 +150,42 @@ pub fn config_of(g: &Gguf, what: &str) -> Result<DecoderConfig> {
         )));
     }
     Ok(config)
+}
+
+/// The Llama-3 RoPE scaling our exporter wrote (`distill.rope_scaling.*` beside llama.cpp's
+/// `rope_freqs.weight`), checked against that tensor; none without either. A `rope_freqs`
+/// from another converter (no parameters to rebuild the model's own from) is refused.
+fn rope_scaling_of(g: &Gguf, what: &str) -> Result<Option<RopeScaling>> {
+    let key = |k: &str| format!("{ROPE_SCALING_KEY}.{k}");
+    let f = |k: &str| match g.get(&key(k)) {
+        Some(Value::F32(x)) => Ok(x.to_string().parse::<f64>().expect("a float's own spelling")),
+        other => Err(Error::input(format!("{what}: `{}` is {other:?}, expected an f32", key(k)))),
+    };
+    let tensor = g.tensor("rope_freqs.weight");
+    let scaling = match (g.get(&key("factor")), tensor) {
+        (None, None) => return Ok(None),
+        (None, Some(_)) => {
+            return Err(Error::input(format!(
+                "{what}: a rope_freqs tensor without `{ROPE_SCALING_KEY}.*` keys (not a file distill wrote): its \
+                 per-frequency RoPE factors cannot be read back as Llama-3 scaling"
+            )));
+        }
+        (Some(_), _) => RopeScaling {
+            factor: f("factor")?,
+            low_freq_factor: f("low_freq_factor")?,
+            high_freq_factor: f("high_freq_factor")?,
+            original_max_position_embeddings: match g.get(&key("original_max_position_embeddings")) {
+                Some(Value::U32(x)) => *x as usize,
+                other => {
+                    return Err(Error::input(format!(
+                        "{what}: `{}` is {other:?}, expected a u32",
+                        key("original_max_position_embeddings")
+                    )));
+                }
+            },
+        },
+    };
+    Ok(Some(scaling))
 }
 
 /// Read and load a GGUF file we wrote, as the model its metadata describes.
@@ -177,8 +214,18 @@ pub fn load(g: &Gguf, config: &DecoderConfig, device: &Device, what: &str) -> Re
             return Err(Error::input(format!("{what}: {key} is {:?}, the run's model has {want}", g.get(&key))));
         }
     }
+    // The RoPE factors llama.cpp reads must be the ones the shape's scaling gives.
+    let want = rope_freqs(s, config.head_dim()).map(|(f, _)| f);
+    let got = g.tensor("rope_freqs.weight").map(dequantize);
+    if want.as_ref().map(|w| w.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
+        != got.as_ref().map(|w| w.iter().map(|x| x.to_bits()).collect())
+    {
+        return Err(Error::input(format!(
+            "{what}: rope_freqs.weight is {got:?}, the model's RoPE scaling gives {want:?}"
+        )));
+    }
     let mut map = HashMap::new();
-    for t in &g.tensors {
+    for t in g.tensors.iter().filter(|t| t.name != "rope_freqs.weight") {
         let name = hf_name(&t.name)
             .ok_or_else(|| Error::input(format!("{what}: tensor `{}` is not one of a llama model's", t.name)))?;
         let shape: Vec<usize> = t.ne.iter().rev().map(|&d| d as usize).collect();
@@ -210,8 +257,14 @@ mod tests {
     /// one. f16 loads back as the f16 rounding of every matrix.
     #[test]
     fn loaded_file_is_the_round_trip_model() {
+        for fixture in ["llama-gqa", "llama-mqa-rope3"] {
+            round_trips(fixture);
+        }
+    }
+
+    fn round_trips(fixture: &str) {
         let dev = Device::flex();
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf/llama-gqa");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf").join(fixture);
         let (model, tok) = crate::teacher::hf::load(&dir, &dev, DType::F32).unwrap();
         let j: serde_json::Value = crate::util::read_json(&dir.join("tokenizer.json")).unwrap();
         let vocab = || Vocab::from_tokenizer_json(&j, 1024, tok.eos_id, tok.bos_id, "t").unwrap();
@@ -232,6 +285,54 @@ mod tests {
         let (a, b) = (back.forward(ids.clone()), model.forward(ids.clone()));
         let err: f32 = (a - b).abs().max().into_scalar();
         assert!(err > 0.0 && err < 1e-2, "f16: {err}");
+        assert_eq!(g.tensor("rope_freqs.weight").is_some(), model.config.shape.rope_scaling.is_some(), "{fixture}");
+    }
+
+    /// Llama-3 RoPE scaling goes to llama.cpp as the converter writes it: `rope_freqs.weight`
+    /// holds its `rope_factors` (computed here as convert_hf_to_gguf.py does, from the
+    /// wavelengths, not from our frequencies), and our parameters ride along; a file whose
+    /// factors disagree with them, or that has factors but no parameters, is refused.
+    #[test]
+    fn rope_scaling_is_written_as_llama_cpp_reads_it() {
+        let dev = Device::flex();
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf/llama-mqa-rope3");
+        let (model, tok) = crate::teacher::hf::load(&dir, &dev, DType::F32).unwrap();
+        let j: serde_json::Value = crate::util::read_json(&dir.join("tokenizer.json")).unwrap();
+        let vocab = || Vocab::from_tokenizer_json(&j, 1024, tok.eos_id, tok.bos_id, "t").unwrap();
+        let mut g = to_gguf(&model, GgufQuant::F16, false, false, vocab()).unwrap();
+        // The converter: factor 8, low 1, high 4, original context 64, theta 5e5, head dim 16.
+        let (factor, low, high, old, base, dim) = (8.0f64, 1.0f64, 4.0f64, 64.0f64, 500000.0f64, 16);
+        let want: Vec<f32> = (0..dim / 2)
+            .map(|i| {
+                let freq = 1.0 / base.powf((2 * i) as f64 / dim as f64);
+                let wavelen = 2.0 * std::f64::consts::PI / freq;
+                if wavelen < old / high {
+                    1.0
+                } else if wavelen > old / low {
+                    factor as f32
+                } else {
+                    let smooth = (old / wavelen - low) / (high - low);
+                    (1.0 / ((1.0 - smooth) / factor + smooth)) as f32
+                }
+            })
+            .collect();
+        let got = dequantize(g.tensor("rope_freqs.weight").unwrap());
+        assert!(want.iter().any(|&f| f != 1.0 && f != 8.0), "a smoothed frequency is covered: {want:?}");
+        for (a, b) in got.iter().zip(&want) {
+            assert!((a - b).abs() <= 1e-6 * b, "{got:?} vs {want:?}");
+        }
+        assert_eq!(config_of(&g, "m.gguf").unwrap().shape.rope_scaling, model.config.shape.rope_scaling);
+        // Factors that disagree with the parameters.
+        let i = g.tensors.iter().position(|t| t.name == "rope_freqs.weight").unwrap();
+        let saved = g.tensors[i].clone();
+        g.tensors[i].data[0] ^= 1;
+        let e = load(&g, &model.config, &dev, "m.gguf").unwrap_err();
+        assert!(e.to_string().contains("rope_freqs.weight is"), "{e}");
+        // Factors without parameters (another converter's file).
+        g.tensors[i] = saved;
+        g.kv.retain(|(k, _)| !k.starts_with("distill.rope_scaling"));
+        let e = config_of(&g, "m.gguf").unwrap_err();
+        assert!(e.to_string().contains("not a file distill wrote"), "{e}");
     }
 
     /// A file for another model is refused naming the key.

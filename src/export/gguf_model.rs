@@ -3,8 +3,9 @@
 //! `convert_hf_to_gguf.py` writes them.
 //!
 //! - Architecture: `llama` (no biases, or q/k/v/o biases) or `qwen2` (q/k/v biases). Sliding
-//!   windows, RoPE scaling and Mamba-2 layers have no exact llama.cpp counterpart here: refused,
-//!   naming why, before anything is written.
+//!   windows and Mamba-2 layers have no exact llama.cpp counterpart here, nor Llama-3 RoPE
+//!   scaling in `qwen2`: refused, naming why, before anything is written. In `llama` that
+//!   scaling is the converter's `rope_freqs.weight` ([`rope_freqs`]).
 //! - RoPE: llama.cpp's `llama` rotates adjacent pairs `(2i, 2i + 1)` where our q/k (as Hugging
 //!   Face's) rotate halves `(i, i + d/2)`, so each head's q/k rows (and biases) are permuted
 //!   ([`permute_rows`]), as the converter does. `qwen2` rotates halves in llama.cpp too: no
@@ -76,15 +77,43 @@ pub fn architecture(s: &ModelShape) -> Result<&'static str> {
             "it attends through a sliding window of {w} tokens, which llama.cpp's llama and qwen2 ignore"
         ));
     }
-    if s.rope_scaling.is_some() {
-        return refuse("it uses Llama-3 RoPE scaling, which this exporter does not write (a rope_freqs tensor)");
-    }
     match (s.qkv_bias, s.o_bias) {
         (false, false) | (true, true) => Ok("llama"),
+        (true, false) if s.rope_scaling.is_some() => refuse(
+            "it has q/k/v biases without an o_proj bias (llama.cpp's qwen2) and Llama-3 RoPE scaling, whose \
+             rope_freqs tensor llama.cpp reads only for llama",
+        ),
         (true, false) => Ok("qwen2"),
         (false, true) => refuse("an o_proj bias without q/k/v biases exists in no llama.cpp architecture"),
     }
 }
+
+/// Llama-3 RoPE scaling as llama.cpp takes it: `rope_freqs.weight`, one divisor per rotation
+/// frequency (the plain frequency over the scaled one, as the converter's `rope_factors`).
+/// Our own parameters ride along as `distill.rope_scaling.*` keys (llama.cpp ignores them) so
+/// that reading the file back gives the same shape.
+pub fn rope_freqs(s: &ModelShape, head_dim: usize) -> Option<(Vec<f32>, [MetaKey; 4])> {
+    let r = s.rope_scaling.as_ref()?;
+    let plain = crate::model::rope::inv_freqs(head_dim, s.rope_theta, None);
+    let scaled = crate::model::rope::inv_freqs(head_dim, s.rope_theta, Some(r));
+    let factors = plain.iter().zip(&scaled).map(|(p, q)| (p / q) as f32).collect();
+    let key = |k: &str| format!("{ROPE_SCALING_KEY}.{k}");
+    Some((
+        factors,
+        [
+            (key("factor"), Value::F32(r.factor as f32)),
+            (key("low_freq_factor"), Value::F32(r.low_freq_factor as f32)),
+            (key("high_freq_factor"), Value::F32(r.high_freq_factor as f32)),
+            (key("original_max_position_embeddings"), Value::U32(r.original_max_position_embeddings as u32)),
+        ],
+    ))
+}
+
+/// One metadata key and its value.
+pub type MetaKey = (String, Value);
+
+/// Where [`rope_freqs`] keeps the scaling's parameters.
+pub const ROPE_SCALING_KEY: &str = "distill.rope_scaling";
 
 /// Our tensor names (Hugging Face's) and llama.cpp's: the model-level ones, then a block's
 /// (`model.layers.N.<ours>` is `blk.N.<theirs>`, `.weight` or `.bias` after either). The
@@ -319,6 +348,11 @@ pub fn to_gguf(model: &Decoder, quant: GgufQuant, embeddings: bool, lm_head: boo
     ]);
 
     let mut tensors = Vec::new();
+    // First, as the converter yields it before the checkpoint's tensors.
+    if let Some((factors, keys)) = rope_freqs(s, hd) {
+        tensors.push(tensor("rope_freqs.weight", &factors, &[hd / 2], GgmlType::F32)?);
+        kv.extend(keys);
+    }
     let e = model.embed.weight.val();
     let [v, d] = e.dims();
     let emb: Vec<f32> = e.into_data().convert::<f32>().iter::<f32>().collect();
