@@ -102,6 +102,75 @@ pub fn kl_divergence(reference: &Decoder, model: &Decoder, data: &Packed, batch_
     sum / tokens.max(1) as f64
 }
 
+/// A model's held-out figures in [`compare`]: its loss and perplexity, and the KL of its
+/// next-token distributions from the student's and from the teacher's (nats per token).
+#[derive(Debug, Clone, Copy)]
+pub struct Compared {
+    pub eval: EvalResult,
+    pub kl_student: f64,
+    pub kl_teacher: f64,
+}
+
+/// [`evaluate`] and [`kl_divergence`] from the student and from the teacher, for the teacher,
+/// the student and each of `variants` (quantized students, exported files), in one pass over
+/// `data`: per batch the teacher's and the student's forward once and each variant's once
+/// (figure by figure it was five forwards per variant). Rows: teacher, student, then
+/// `variants` in order; the same sums in the same order as the separate functions.
+pub fn compare(
+    teacher: &Decoder,
+    student: &Decoder,
+    variants: &[&Decoder],
+    data: &Packed,
+    batch_size: usize,
+    device: &Device,
+) -> Vec<Compared> {
+    use burn::tensor::Tensor;
+    use burn::tensor::activation::log_softmax;
+    let n = variants.len() + 2;
+    let (mut ce, mut kl_s, mut kl_t) = (vec![0.0f64; n], vec![0.0f64; n], vec![0.0f64; n]);
+    let rows: Vec<usize> = (0..data.n_rows()).collect();
+    let mut tokens = 0usize;
+    for chunk in rows.chunks(batch_size) {
+        let batch = data.batch(chunk, device);
+        let [b, t] = batch.inputs.dims();
+        let v = student.config.vocab_size;
+        let logits = |m: &Decoder| m.forward(batch.inputs.clone()).reshape([b * t, v]);
+        let (zt, zs) = (logits(teacher), logits(student));
+        let (lt, ls) = (log_softmax(zt.clone(), 1), log_softmax(zs.clone(), 1));
+        // KL(p || q) summed over the batch's real tokens, as `kl_divergence` sums it.
+        let kl = |lp: &Tensor<2>, lq: &Tensor<2>| -> f64 {
+            let per_row: Tensor<1> = (lp.clone().exp() * (lp.clone() - lq.clone())).sum_dim(1).reshape([b * t]);
+            (per_row * batch.mask.clone()).sum().into_scalar::<f32>() as f64
+        };
+        let cfg = KdConfig {
+            alpha: 1.0,
+            temperature: 1.0,
+            chunk_tokens: 4096,
+            divergence: crate::kd_loss::Divergence::ForwardKl,
+        };
+        for (i, z) in [Some(zt), Some(zs)].into_iter().chain(variants.iter().map(|_| None)).enumerate() {
+            let z = z.unwrap_or_else(|| logits(variants[i - 2]));
+            let lq = log_softmax(z.clone(), 1);
+            let mean: f32 = kd_loss(z, None, batch.targets.clone(), batch.mask.clone(), cfg).ce.into_scalar();
+            ce[i] += mean as f64 * batch.real_tokens as f64;
+            kl_s[i] += kl(&ls, &lq);
+            kl_t[i] += kl(&lt, &lq);
+        }
+        tokens += batch.real_tokens;
+    }
+    let per = |x: f64| x / tokens.max(1) as f64;
+    (0..n)
+        .map(|i| {
+            let loss = per(ce[i]);
+            Compared {
+                eval: EvalResult { loss, ppl: loss.exp(), tokens },
+                kl_student: per(kl_s[i]),
+                kl_teacher: per(kl_t[i]),
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,5 +232,24 @@ mod tests {
         let e = evaluate_or_stop(&m, &data, 2, &dev, &stop, "the test's evaluation").unwrap_err();
         assert!(matches!(e, Error::Interrupted(_)) && e.exit_code() == 130, "{e}");
         assert!(e.to_string().contains("during the test's evaluation"), "{e}");
+    }
+
+    /// One pass gives what the figure-by-figure functions give, to the bit: each model's
+    /// loss, and its KL from the student and from the teacher (zero from itself).
+    #[test]
+    fn compare_is_evaluate_and_kl_divergence() {
+        let dev = Device::flex();
+        let c = DecoderConfig { vocab_size: 12, shape: ModelShape::for_tests(16, 1, 2, 1, 32) };
+        let (teacher, student, a, b) = (c.init(1, &dev), c.init(2, &dev), c.init(3, &dev), c.init(4, &dev));
+        let data = Packed::per_document((0..50u32).map(|i| (i * 7) % 11 + 1).collect::<Vec<u32>>(), 4, 0);
+        let rows = compare(&teacher, &student, &[&a, &b], &data, 3, &dev);
+        for (r, m) in rows.iter().zip([&teacher, &student, &a, &b]) {
+            let e = evaluate(m, &data, 3, None, &dev);
+            assert_eq!((r.eval.loss, r.eval.tokens), (e.loss, e.tokens));
+            assert_eq!(r.kl_student, kl_divergence(&student, m, &data, 3, &dev));
+            assert_eq!(r.kl_teacher, kl_divergence(&teacher, m, &data, 3, &dev));
+        }
+        assert!(rows[0].kl_teacher.abs() < 1e-7 && rows[1].kl_student.abs() < 1e-7);
+        assert!(rows[2].kl_teacher > 1e-3 && rows[3].kl_student > 1e-3);
     }
 }

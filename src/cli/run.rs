@@ -72,25 +72,13 @@ pub(super) fn eval(a: EvalArgs) -> Result<()> {
             false => Plan { scheme, ..base },
         })
         .collect();
-    let [te, se, q8] = pipeline::evaluate_models(&teacher, &student, &valid, r.optim.batch_size, &device);
-    let bs = r.optim.batch_size;
-    // KL(student f32 || variant) and KL(teacher || variant), nats per token.
-    let kls = |m: &crate::model::Decoder| {
-        (eval::kl_divergence(&student, m, &valid, bs, &device), eval::kl_divergence(&teacher, m, &valid, bs, &device))
-    };
-    println!("{:<28} {:>8} {:>10} {:>12} {:>12}", "model", "loss", "perplexity", "KL(f32||.)", "KL(teach||.)");
-    let row = |name: &str, e: &eval::EvalResult, kl: Option<(f64, f64)>| {
-        let (a, b) = kl.map(|(a, b)| (format!("{a:.5}"), format!("{b:.5}"))).unwrap_or_default();
-        println!("{name:<28} {:>8.4} {:>10.4} {a:>12} {b:>12}", e.loss, e.ppl);
-    };
-    row("teacher", &te, None);
-    row("student f32", &se, Some((0.0, eval::kl_divergence(&teacher, &student, &valid, bs, &device))));
-    row("student int8", &q8, Some(kls(&crate::quant::int8::fake_quant_model(&student))));
+    // Every variant in memory (students are small), then one pass over the held-out split.
+    let mut names = vec!["student int8".to_string()];
+    let mut variants = vec![crate::quant::int8::fake_quant_model(&student)];
     for p in &plans {
-        let m = round_trip_model(&student, p)?;
-        let e = eval::evaluate(&m, &valid, bs, None, &device);
         let tables = if p.embeddings || p.lm_head { "+emb" } else { "" };
-        row(&format!("student {} PTQ{tables}", p.scheme), &e, Some(kls(&m)));
+        names.push(format!("student {} PTQ{tables}", p.scheme));
+        variants.push(round_trip_model(&student, p)?);
     }
     for path in &a.exported {
         let m = crate::export::open(path, &device)?;
@@ -102,8 +90,20 @@ pub(super) fn eval(a: EvalArgs) -> Result<()> {
                 student.config.vocab_size
             )));
         }
-        let e = eval::evaluate(&m, &valid, bs, None, &device);
-        row(&path.display().to_string(), &e, Some(kls(&m)));
+        names.push(path.display().to_string());
+        variants.push(m);
+    }
+    let refs: Vec<&crate::model::Decoder> = variants.iter().collect();
+    let rows = eval::compare(&teacher, &student, &refs, &valid, r.optim.batch_size, &device);
+    // KL(student f32 || variant) and KL(teacher || variant), nats per token.
+    println!("{:<28} {:>8} {:>10} {:>12} {:>12}", "model", "loss", "perplexity", "KL(f32||.)", "KL(teach||.)");
+    let names = ["teacher".to_string(), "student f32".to_string()].into_iter().chain(names);
+    for (i, (name, c)) in names.zip(&rows).enumerate() {
+        let (ks, kt) = match i {
+            0 => (String::new(), String::new()),
+            _ => (format!("{:.5}", c.kl_student), format!("{:.5}", c.kl_teacher)),
+        };
+        println!("{name:<28} {:>8.4} {:>10.4} {ks:>12} {kt:>12}", c.eval.loss, c.eval.ppl);
     }
     Ok(())
 }

@@ -16,7 +16,7 @@ pub mod teacher;
 
 use crate::data::{self, RunData, pack::Packed};
 use crate::error::{Error, Result};
-use crate::eval::{EvalResult, evaluate, evaluate_or_stop};
+use crate::eval::{EvalResult, evaluate_or_stop};
 use crate::kd_loss::KdConfig;
 use crate::model::{Decoder, DecoderConfig, store};
 use crate::quant::int8::fake_quant_model;
@@ -330,22 +330,6 @@ pub(crate) fn check_stop(opts: &RunOptions, after: &str) -> Result<()> {
         true => Err(Error::Interrupted(format!("stopped after {after} (everything finished is saved)"))),
         false => Ok(()),
     }
-}
-
-/// Held-out loss of the teacher, the student, and the student's int8 round trip (the weights
-/// the int8 export holds), each over the whole split.
-pub fn evaluate_models(
-    teacher: &Decoder,
-    student: &Decoder,
-    valid: &Packed,
-    batch_size: usize,
-    device: &Device,
-) -> [EvalResult; 3] {
-    [
-        evaluate(teacher, valid, batch_size, None, device),
-        evaluate(student, valid, batch_size, None, device),
-        evaluate(&fake_quant_model(student), valid, batch_size, None, device),
-    ]
 }
 
 /// Load a finished model of `phase`, or train it and freeze it into `<phase>/final`.
