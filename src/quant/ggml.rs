@@ -70,10 +70,17 @@ pub fn dequantize_q4_0(b: &BlockQ4_0) -> [f32; QK] {
     let d = b.d.to_f32();
     let mut y = [0f32; QK];
     for (j, &q) in b.qs.iter().enumerate() {
-        y[j] = ((q & 0x0F) as i32 - 8) as f32 * d;
-        y[j + QK / 2] = ((q >> 4) as i32 - 8) as f32 * d;
+        y[j] = nibble(q & 0x0F, d);
+        y[j + QK / 2] = nibble(q >> 4, d);
     }
     y
+}
+
+/// A 4-bit code's value at scale `d`: codes 0..16 stand for -8..8 (Q4_0's and our int4
+/// groups' one rule).
+#[inline(always)]
+pub fn nibble(code: u8, d: f32) -> f32 {
+    (code as i32 - 8) as f32 * d
 }
 
 impl BlockQ8_0 {

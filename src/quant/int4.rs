@@ -22,7 +22,7 @@ pub fn quantize_group(x: &[f32]) -> (f32, Vec<u8>) {
 
 /// The values of one group from its scale and nibbles (also Q4_0's, with its f16 scale).
 pub fn dequantize_group(d: f32, packed: &[u8]) -> Vec<f32> {
-    let value = |n: u8| (n as i32 - 8) as f32 * d;
+    let value = |n: u8| super::ggml::nibble(n, d);
     let lo = packed.iter().map(|b| value(b & 0x0F));
     let hi = packed.iter().map(|b| value(b >> 4));
     lo.chain(hi).collect()
