@@ -252,6 +252,15 @@ mod tests {
     use crate::quant::fake_quant::{Plan, Scheme, round_trip_model};
     use std::path::Path;
 
+    /// An HF fixture's model and its tokenizer as GGUF metadata.
+    fn fixture_model(name: &str) -> (Decoder, Vocab) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf").join(name);
+        let (model, tok) = crate::teacher::hf::load(&dir, &Device::flex(), DType::F32).unwrap();
+        let j: serde_json::Value = crate::util::read_json(&dir.join("tokenizer.json")).unwrap();
+        let vocab = Vocab::from_tokenizer_json(&j, model.config.vocab_size, tok.eos_id, tok.bos_id, "t").unwrap();
+        (model, vocab)
+    }
+
     /// A model written as Q8_0/Q4_0 GGUF and loaded back computes exactly what its round trip
     /// (the QAT forward, the PTQ evaluation) computes: the file's perplexity is the trained
     /// one. f16 loads back as the f16 rounding of every matrix.
@@ -264,10 +273,8 @@ mod tests {
 
     fn round_trips(fixture: &str) {
         let dev = Device::flex();
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf").join(fixture);
-        let (model, tok) = crate::teacher::hf::load(&dir, &dev, DType::F32).unwrap();
-        let j: serde_json::Value = crate::util::read_json(&dir.join("tokenizer.json")).unwrap();
-        let vocab = || Vocab::from_tokenizer_json(&j, 1024, tok.eos_id, tok.bos_id, "t").unwrap();
+        let (model, v) = fixture_model(fixture);
+        let vocab = || v.clone();
         let ids = crate::model::token_tensor(&[5, 9, 77, 1000, 3, 3, 41], &dev);
         let bits = |m: &Decoder| m.forward(ids.clone()).into_data().iter::<f32>().map(f32::to_bits).collect::<Vec<_>>();
         for (q, scheme) in [(GgufQuant::Q8_0, Scheme::Q8_0), (GgufQuant::Q4_0, Scheme::Q4_0)] {
@@ -295,11 +302,8 @@ mod tests {
     #[test]
     fn rope_scaling_is_written_as_llama_cpp_reads_it() {
         let dev = Device::flex();
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf/llama-mqa-rope3");
-        let (model, tok) = crate::teacher::hf::load(&dir, &dev, DType::F32).unwrap();
-        let j: serde_json::Value = crate::util::read_json(&dir.join("tokenizer.json")).unwrap();
-        let vocab = || Vocab::from_tokenizer_json(&j, 1024, tok.eos_id, tok.bos_id, "t").unwrap();
-        let mut g = to_gguf(&model, GgufQuant::F16, false, false, vocab()).unwrap();
+        let (model, vocab) = fixture_model("llama-mqa-rope3");
+        let mut g = to_gguf(&model, GgufQuant::F16, false, false, vocab).unwrap();
         // The converter: factor 8, low 1, high 4, original context 64, theta 5e5, head dim 16.
         let (factor, low, high, old, base, dim) = (8.0f64, 1.0f64, 4.0f64, 64.0f64, 500000.0f64, 16);
         let want: Vec<f32> = (0..dim / 2)
@@ -339,10 +343,7 @@ mod tests {
     #[test]
     fn metadata_must_match_the_run() {
         let dev = Device::flex();
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf/llama-gqa");
-        let (model, tok) = crate::teacher::hf::load(&dir, &dev, DType::F32).unwrap();
-        let j: serde_json::Value = crate::util::read_json(&dir.join("tokenizer.json")).unwrap();
-        let vocab = Vocab::from_tokenizer_json(&j, 1024, tok.eos_id, tok.bos_id, "t").unwrap();
+        let (model, vocab) = fixture_model("llama-gqa");
         let g = to_gguf(&model, GgufQuant::Q8_0, false, false, vocab).unwrap();
         let mut other = model.config.clone();
         other.shape.n_layers = 3;

@@ -186,6 +186,7 @@ fn values(t: burn::tensor::Tensor<1>) -> Vec<f32> {
 
 /// The tokenizer as GGUF metadata: byte-level BPE (`gpt2`) with one of the pre-tokenizers
 /// llama.cpp implements ([`pre_tokenizer`]).
+#[derive(Debug, Clone)]
 pub struct Vocab {
     pub tokens: Vec<String>,
     pub types: Vec<i32>,
