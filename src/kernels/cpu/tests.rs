@@ -77,8 +77,18 @@ fn value_and_grads<const D: usize, const E: usize>(
     out
 }
 
+thread_local! {
+    /// Draws so far on this thread: libtest runs each test on a thread of its own, so a test's
+    /// inputs are the same in every run and a failure reproduces (with `--test-threads 1` the
+    /// tests share one, and their order fixes the draws).
+    static DRAWS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Normal values of the given spread, seeded by the test's own draw count.
 fn rnd<const D: usize>(shape: [usize; D], std: f64) -> TensorData {
-    Tensor::<D>::random(shape, Distribution::Normal(0.0, std), &Device::flex()).into_data()
+    let n = DRAWS.with(|d| d.replace(d.get() + 1));
+    let dev = Device::flex();
+    crate::model::init::Init::new(0x7e57_0000 + n, &dev).normal(shape, std).into_data()
 }
 
 /// The fused RMSNorm: output, dx and dgamma equal burn's `RmsNorm` (the composition it
