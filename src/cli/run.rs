@@ -153,6 +153,7 @@ pub(super) fn data(a: RecipeArgs) -> Result<()> {
 
 pub(super) fn validate(a: RecipeArgs) -> Result<()> {
     let r = Recipe::load(&a.recipe, &a.set)?;
+    pipeline::preflight(&r)?;
     print!("{}", r.to_toml());
     eprintln!("{}: ok", a.recipe.display());
     Ok(())

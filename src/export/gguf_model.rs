@@ -204,6 +204,16 @@ pub const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?
 pub const QWEN2_SPLIT: &str =
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// Whether a tokenizer.json can be written to GGUF (BPE, and a split llama.cpp implements):
+/// llama.cpp's pre-tokenizer name, or why not. Checked before a run starts
+/// (`pipeline::preflight`) and when the file is written.
+pub fn gguf_tokenizer(j: &serde_json::Value) -> std::result::Result<&'static str, String> {
+    match j["model"]["type"].as_str() {
+        Some("BPE") => pre_tokenizer(j),
+        _ => Err(format!("model type {}, expected BPE", j["model"]["type"])),
+    }
+}
+
 /// llama.cpp's name for a byte-level BPE tokenizer.json's pre-tokenizer, when it implements the
 /// same split: GPT-2's (`ByteLevel` with its own regex, no normalizer), Llama 3's (`Split` on
 /// [`LLAMA3_SPLIT`], then `ByteLevel` without a regex; `ignore_merges`, as llama.cpp does for
@@ -255,10 +265,7 @@ impl Vocab {
     ) -> Result<Vocab> {
         let bad = |msg: String| Error::input(format!("{what}: cannot write this tokenizer to GGUF: {msg}"));
         let model = &j["model"];
-        if model["type"] != "BPE" {
-            return Err(bad(format!("model type {}, expected BPE", model["type"])));
-        }
-        let pre = pre_tokenizer(j).map_err(bad)?;
+        let pre = gguf_tokenizer(j).map_err(bad)?;
         let mut tokens: Vec<Option<(String, i32)>> = vec![None; n_vocab];
         let mut put = |id: u64, tok: &str, ty: i32| -> Result<()> {
             let slot = tokens.get_mut(id as usize).ok_or_else(|| {

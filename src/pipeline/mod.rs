@@ -52,10 +52,35 @@ pub use crate::device::device_for;
 
 /// Start a run (or continue it, when its directory holds the same resolved recipe).
 pub fn run(recipe: &Recipe, opts: &RunOptions, log: &mut dyn FnMut(String)) -> Result<Summary> {
+    preflight(recipe)?;
     let dir = recipe.run_dir();
     let _lock = RunLock::acquire(&dir)?;
     claim_run_dir(recipe, &dir)?;
     execute(recipe, &dir, opts, log)
+}
+
+/// What the recipe's files must allow, checked before anything is written (recipe validation
+/// reads no files): a GGUF export needs a tokenizer llama.cpp splits as we do. A tokenizer
+/// trained here always is one; a given one (a file, or the teacher's) is read now rather
+/// than refused after training. A file that is missing is left to the stage that reads it.
+pub fn preflight(recipe: &Recipe) -> Result<()> {
+    use crate::export::ExportFormat as F;
+    let gguf = recipe.export.formats.iter().any(|f| matches!(f, F::GgufF16 | F::GgufQ8_0 | F::GgufQ4_0));
+    let path = match recipe.tokenizer.kind {
+        TokenizerKind::Train => None,
+        TokenizerKind::File => recipe.tokenizer.path.clone(),
+        TokenizerKind::Teacher => Some(teacher::teacher_tokenizer(recipe)),
+    };
+    let Some(path) = path.filter(|p| gguf && p.is_file()) else {
+        return Ok(());
+    };
+    let j: serde_json::Value = crate::util::read_json(&path)?;
+    crate::export::gguf_model::gguf_tokenizer(&j).map(|_| ()).map_err(|e| {
+        Error::input(format!(
+            "export.formats asks for GGUF, but {}: cannot write this tokenizer to GGUF: {e}",
+            path.display()
+        ))
+    })
 }
 
 /// Write the resolved recipe into a new run directory, or check that an existing one holds

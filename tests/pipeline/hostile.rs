@@ -284,6 +284,24 @@ fn cases(dir: &Path, done: &Path, cached: &Path) -> Vec<Case> {
         "bad-tok.json: not a valid tokenizer.json",
         Some(dir.join("t2/data/meta.json")),
     );
+    // The llama-gqa tokenizer with a SentencePiece-style split (Llama 2, Mistral v0.1).
+    let fixture_tok = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf/llama-gqa/tokenizer.json");
+    let mut j: serde_json::Value = serde_json::from_slice(&std::fs::read(fixture_tok).unwrap()).unwrap();
+    j["pre_tokenizer"] =
+        serde_json::json!({"type": "Metaspace", "replacement": "\u{2581}", "prepend_scheme": "first", "split": false});
+    let metaspace = write(&dir.join("metaspace-tok.json"), serde_json::to_vec(&j).unwrap());
+    add(
+        "export: GGUF with a split llama.cpp does not implement",
+        run_args(
+            "t3",
+            base("t3").replace(
+                "[tokenizer]\n",
+                &format!("[tokenizer]\nkind = \"file\"\npath = \"{}\"\n", metaspace.display()),
+            ) + "\n[export]\nformats = [\"gguf-f16\"]\n",
+        ),
+        "cannot write this tokenizer to GGUF: pre-tokenizer",
+        Some(dir.join("t3")),
+    );
     let small =
         hf(dir, "small-vocab", |d| replace(&d.join("config.json"), "\"vocab_size\": 1024", "\"vocab_size\": 100"));
     add(
