@@ -100,12 +100,12 @@ impl Dims {
     }
 }
 
-/// What the forward gives: the output in `q`'s layout, and for the backward the rotated Q
-/// (`[b, h, t, hd]`) and K (`[b, kv, s, hd]`) and each row's log-sum-exp (`[b, h, t]`).
+/// What the forward gives: the output in `q`'s layout, and for the backward each row's
+/// log-sum-exp (`[b, h, t]`) and, in [`Layout::Rows`], the rotated Q (`[b, h, t, hd]`) and K
+/// (`[b, kv, t, hd]`) it computed (in [`Layout::Heads`] the inputs are already those).
 pub struct Forward {
     pub out: Vec<f32>,
-    pub q: Vec<f32>,
-    pub k: Vec<f32>,
+    pub rotated: Option<[Vec<f32>; 2]>,
     pub lse: Vec<f32>,
 }
 
@@ -240,20 +240,14 @@ fn scores(s: &mut [f32], q: &[f32], k: &[f32], r0: usize, (m, n): (usize, usize)
     }
 }
 
-/// Q and K rotated into split heads: by the tables in [`Layout::Rows`], as given (a copy) in
-/// [`Layout::Heads`].
-fn rotated(q: &[f32], k: &[f32], cos: &[f32], sin: &[f32], d: Dims) -> (Vec<f32>, Vec<f32>) {
-    match d.layout {
-        Layout::Rows => (rope_heads(q, d, d.h, cos, sin), rope_heads(k, d, d.kv, cos, sin)),
-        Layout::Heads => (q.to_vec(), k.to_vec()),
-    }
-}
-
 /// Causal attention of `q`, `k`, `v` (layouts in [`Dims`]) with RoPE tables `cos`, `sin`
 /// (unused in [`Layout::Heads`]).
 pub fn forward(q: &[f32], k: &[f32], v: &[f32], cos: &[f32], sin: &[f32], d: Dims) -> Forward {
     let (t, s_len, hd) = (d.t, d.s(), d.hd);
-    let (qr, kr) = rotated(q, k, cos, sin, d);
+    // Split, rotated heads: computed from the projections, or the inputs themselves.
+    let rotated =
+        (d.layout == Layout::Rows).then(|| [rope_heads(q, d, d.h, cos, sin), rope_heads(k, d, d.kv, cos, sin)]);
+    let (qr, kr) = rotated.as_ref().map_or((q, k), |[q, k]| (&q[..], &k[..]));
     let scale = 1.0 / (hd as f32).sqrt();
     let mut out = vec![0f32; d.b * t * d.h * hd];
     let mut lse = vec![0f32; d.b * d.h * t];
@@ -283,12 +277,22 @@ pub fn forward(q: &[f32], k: &[f32], v: &[f32], cos: &[f32], sin: &[f32], d: Dim
             }
         },
     );
-    Forward { out, q: qr, k: kr, lse }
+    Forward { out, rotated, lse }
 }
 
 /// The gradients of [`forward`]'s inputs from its output's `dout`, its output `out`, the
-/// saved rotated Q and K and log-sum-exps, `v` and the tables.
-pub fn backward(dout: &[f32], out: &[f32], f: &Forward, v: &[f32], cos: &[f32], sin: &[f32], d: Dims) -> Grads {
+/// rotated Q and K (split heads) and the log-sum-exps it saved, `v` and the tables.
+#[allow(clippy::too_many_arguments)]
+pub fn backward(
+    dout: &[f32],
+    out: &[f32],
+    [q, k]: [&[f32]; 2],
+    lse: &[f32],
+    v: &[f32],
+    cos: &[f32],
+    sin: &[f32],
+    d: Dims,
+) -> Grads {
     let (t, s_len, hd, rep) = (d.t, d.s(), d.hd, d.h / d.kv);
     let scale = 1.0 / (hd as f32).sqrt();
     // Per (sequence, KV head): dQ of its query heads ([rep, t, hd], rotated), dK (rotated), dV.
@@ -298,14 +302,14 @@ pub fn backward(dout: &[f32], out: &[f32], f: &Forward, v: &[f32], cos: &[f32], 
             || (vec![0f32; BR * s_len], vec![0f32; BR * s_len], vec![0f32; t]),
             |(s, dp, delta), bg| {
                 let (bi, g) = (bg / d.kv, bg % d.kv);
-                let kh = &f.k[bg * s_len * hd..][..s_len * hd];
+                let kh = &k[bg * s_len * hd..][..s_len * hd];
                 let (vo, vs) = d.kv_at(bi, g);
                 let (mut dq, mut dk, mut dv) =
                     (vec![0f32; rep * t * hd], vec![0f32; s_len * hd], vec![0f32; s_len * hd]);
                 for r in 0..rep {
                     let head = g * rep + r;
                     let bh = bi * d.h + head;
-                    let qh = &f.q[bh * t * hd..][..t * hd];
+                    let qh = &q[bh * t * hd..][..t * hd];
                     let (oo, os) = d.q_at(bi, head);
                     for (i, dl) in delta.iter_mut().enumerate() {
                         let row = oo + i * os..oo + i * os + hd;
@@ -324,7 +328,7 @@ pub fn backward(dout: &[f32], out: &[f32], f: &Forward, v: &[f32], cos: &[f32], 
                         for i in 0..m {
                             let live = d.live(r0 + i, c0);
                             let (si, di) = (&mut s[i * s_len..i * s_len + nc], &mut dp[i * s_len..i * s_len + nc]);
-                            let (lse, dl) = (f.lse[bh * t + r0 + i], delta[r0 + i]);
+                            let (lse, dl) = (lse[bh * t + r0 + i], delta[r0 + i]);
                             grad_row(&mut si[live.clone()], &mut di[live.clone()], lse, dl);
                             for x in [si, di] {
                                 x[..live.start].fill(0.0);
@@ -389,17 +393,33 @@ pub fn backward(dout: &[f32], out: &[f32], f: &Forward, v: &[f32], cos: &[f32], 
 #[derive(Debug)]
 struct FusedAttention;
 
-/// What the backward keeps: the saved forward (in `Forward`'s fields), `v`, the output and
-/// the tables (empty in [`Layout::Heads`]).
+/// What the backward keeps: the rotated Q and K (computed, or the inputs), the log-sum-exps,
+/// `v`, the output and the tables (none in [`Layout::Heads`]).
 #[derive(Debug, Clone)]
 struct Saved {
-    q: Vec<f32>,
-    k: Vec<f32>,
+    qk: Qk,
     lse: Vec<f32>,
     v: FlexTensor,
     out: FlexTensor,
     tables: Option<[FlexTensor; 2]>,
     dims: Dims,
+}
+
+/// The rotated Q and K the backward reads: those the forward computed from the projections,
+/// or the split heads it was given (kept by handle, not copied).
+#[derive(Debug, Clone)]
+enum Qk {
+    Rotated([Vec<f32>; 2]),
+    Given([FlexTensor; 2]),
+}
+
+impl Qk {
+    fn slices(&self) -> [&[f32]; 2] {
+        match self {
+            Qk::Rotated([q, k]) => [q, k],
+            Qk::Given([q, k]) => [values(q), values(k)],
+        }
+    }
 }
 
 impl Dims {
@@ -420,12 +440,11 @@ impl<const N: usize> Backward<Flex, N> for FusedAttention {
         let (dout, parents) = upstream(grads, &ops);
         let st = ops.state;
         let d = st.dims;
-        let f = Forward { out: Vec::new(), q: st.q, k: st.k, lse: st.lse };
         let (cos, sin) = match &st.tables {
             Some([c, s]) => (values(c), values(s)),
             None => (&[][..], &[][..]),
         };
-        let g = backward(values(&dout), values(&st.out), &f, values(&st.v), cos, sin, d);
+        let g = backward(values(&dout), values(&st.out), st.qk.slices(), &st.lse, values(&st.v), cos, sin, d);
         let [qs, ks] = d.shapes();
         give(grads, parents[0], || flex(g.dq, &qs));
         give(grads, parents[1], || flex(g.dk, &ks));
@@ -444,8 +463,12 @@ fn run<const N: usize, const D: usize>(args: Args, dims: Dims) -> Tensor<D> {
     let out = flex(f.out, &dims.shapes()[0]);
     let v = args.t[2].clone();
     let tables = rows.then(|| [args.t[3].clone(), args.t[4].clone()]);
+    let qk = match f.rotated {
+        Some(r) => Qk::Rotated(r),
+        None => Qk::Given([args.t[0].clone(), args.t[1].clone()]),
+    };
     let o = out.clone();
-    args.finish::<_, N, D>(FusedAttention, out, move || Saved { q: f.q, k: f.k, lse: f.lse, v, out: o, tables, dims })
+    args.finish::<_, N, D>(FusedAttention, out, move || Saved { qk, lse: f.lse, v, out: o, tables, dims })
 }
 
 /// Causal attention with RoPE from the projections, each query seeing at most `window` keys
