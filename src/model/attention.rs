@@ -156,6 +156,12 @@ pub fn grouped_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, start: usize,
     reference_attention(q, k, v, start, window)
 }
 
+/// Whether queries after `start` cached keys, each seeing `window` of `keys` keys, are plain
+/// causal attention (no cached keys, no window shorter than the keys).
+fn full_causal(start: usize, window: Option<usize>, keys: usize) -> bool {
+    start == 0 && window.is_none_or(|w| w >= keys)
+}
+
 /// The LibTorch route's kernels, where they apply; the inputs back otherwise (three tensor
 /// handles, a few words each: nothing worth boxing).
 #[cfg(feature = "tch")]
@@ -168,14 +174,13 @@ fn torch_attention(
     window: Option<usize>,
 ) -> Result<Tensor<4>, [Tensor<4>; 3]> {
     use crate::kernels::torch;
-    // On a GPU in half precision, FlashAttention-2 itself: windows, GQA and cached keys
-    // included, tracked or not.
+    // On a GPU in half precision, cuDNN's or FlashAttention-2's kernel: windows, GQA and
+    // cached keys included, tracked or not.
     let [q, k, v] = match torch::flash(q, k, v, start, window) {
         Ok(y) => return Ok(y),
         Err(x) => x,
     };
-    let full_causal = start == 0 && window.is_none_or(|w| w >= k.dims()[2]);
-    if !full_causal {
+    if !full_causal(start, window, k.dims()[2]) {
         return Err([q, k, v]);
     }
     // Without autodiff (the frozen teacher), PyTorch's SDPA reads the shared KV heads itself:
@@ -199,9 +204,9 @@ pub fn reference_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, start: usiz
     let [b, h, t, _] = q.dims();
     let s = k.dims()[2];
     let n_rep = h / k.dims()[1];
-    let full_causal = start == 0 && window.is_none_or(|w| w >= s);
+    let full = full_causal(start, window, s);
     let (k, v) = (repeat_kv(k, n_rep), repeat_kv(v, n_rep));
-    if full_causal {
+    if full {
         let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: true };
         return attention(q, k, v, None, None, options);
     }

@@ -56,15 +56,29 @@ pub enum GpuKernel {
     Flash,
 }
 
-/// The kernel for a call: cuDNN's for full causal attention unless `DISTILL_GPU_ATTENTION=flash`
-/// (read once), FlashAttention-2 for windows and queries after cached keys.
-pub fn kernel_for(start: usize, window: Option<usize>) -> GpuKernel {
+/// The kernels [`flash`] tries, in order: cuDNN's, then FlashAttention-2 (where cuDNN's
+/// refuses); FlashAttention-2 alone with `DISTILL_GPU_ATTENTION=flash` (read once).
+fn preferred() -> &'static [GpuKernel] {
     static FLASH_ONLY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let flash_only = *FLASH_ONLY.get_or_init(|| std::env::var("DISTILL_GPU_ATTENTION").is_ok_and(|v| v == "flash"));
-    match start == 0 && window.is_none() && !flash_only {
-        true => GpuKernel::Cudnn,
-        false => GpuKernel::Flash,
+    match *FLASH_ONLY.get_or_init(|| std::env::var("DISTILL_GPU_ATTENTION").is_ok_and(|v| v == "flash")) {
+        true => &[GpuKernel::Flash],
+        false => &[GpuKernel::Cudnn, GpuKernel::Flash],
     }
+}
+
+impl GpuKernel {
+    /// Whether the kernel computes this call: cuDNN's only full causal attention (`start` 0,
+    /// no window shorter than the keys), FlashAttention-2 everything.
+    fn takes(self, start: usize, window: Option<usize>) -> bool {
+        self == GpuKernel::Flash || (start == 0 && window.is_none())
+    }
+}
+
+/// The kernel that runs a call with queries after `start` cached keys and `window` (shorter
+/// than the keys): cuDNN's for full causal attention unless `DISTILL_GPU_ATTENTION=flash`,
+/// FlashAttention-2 for windows and cached keys.
+pub fn kernel_for(start: usize, window: Option<usize>) -> GpuKernel {
+    *preferred().iter().find(|k| k.takes(start, window)).expect("FlashAttention-2 takes every call")
 }
 
 /// A forward's results: the output (in the kernel's layout), the per-row log-sum-exp and the
@@ -248,16 +262,11 @@ pub fn flash(
     start: usize,
     window: Option<usize>,
 ) -> Result<Tensor<4>, [Tensor<4>; 3]> {
-    // Windows at least as long as the keys are full causal attention.
-    let window = window.filter(|&w| w < start + q.dims()[2]);
-    match kernel_for(start, window) {
-        GpuKernel::Cudnn => with_kernels(&[GpuKernel::Cudnn, GpuKernel::Flash], q, k, v, start, window),
-        GpuKernel::Flash => with_kernels(&[GpuKernel::Flash], q, k, v, start, window),
-    }
+    with_kernels(preferred(), q, k, v, start, window)
 }
 
-/// [`flash`] through the first of `kernels` that takes the call (cuDNN's only where
-/// [`kernel_for`] would choose it: full causal attention).
+/// [`flash`] through the first of `kernels` that takes the call ([`GpuKernel::takes`]) and
+/// does not refuse it.
 pub fn with_kernels(
     kernels: &[GpuKernel],
     q: Tensor<4>,
@@ -267,10 +276,10 @@ pub fn with_kernels(
     window: Option<usize>,
 ) -> Result<Tensor<4>, [Tensor<4>; 3]> {
     let [_, _, t, hd] = q.dims();
+    // Windows at least as long as the keys are full causal attention.
     let window = window.filter(|&w| w < start + t);
     let dims = |kernel| Dims { t: t as i64, s: (start + t) as i64, window, scale: 1.0 / (hd as f64).sqrt(), kernel };
-    let full = start == 0 && window.is_none();
-    let kernels: Vec<GpuKernel> = kernels.iter().copied().filter(|&k| full || k == GpuKernel::Flash).collect();
+    let kernels: Vec<GpuKernel> = kernels.iter().copied().filter(|k| k.takes(start, window)).collect();
     if let (Some(tq), Some(tk), Some(tv)) = (tracked(&q), tracked(&k), tracked(&v)) {
         if !fits(&tq.prim.tensor, &tk.prim.tensor, &tv.prim.tensor, start) {
             return Err([q, k, v]);

@@ -1,7 +1,8 @@
 //! The LibTorch route's fast paths behind our seams (cargo feature `tch`), each tested against
 //! the reference path it replaces:
-//! - [`flash`] (flash.rs): FlashAttention-2 forward and backward called directly, bf16/f16 on
-//!   CUDA: causal, sliding windows, GQA in place, queries after cached keys;
+//! - [`flash`] (flash.rs): cuDNN's fused attention and FlashAttention-2, forward and backward
+//!   called directly, bf16/f16 on CUDA: causal, sliding windows, GQA in place, queries after
+//!   cached keys;
 //! - [`causal`]: causal attention under autodiff, as one burn autodiff op over PyTorch's fused
 //!   scaled-dot-product attention (what [`flash`] does not take: f32, memory-efficient);
 //! - [`causal_gqa_untracked`]: the frozen teacher's attention with SDPA's own GQA;
