@@ -3,11 +3,11 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor};
 
-use crate::data::pack::Packed;
+use crate::data::pack::{Batch, Packed};
 use crate::error::{Error, Result};
-use crate::kd_loss::{KdConfig, kd_loss};
+use crate::kd_loss::{Divergence, KdConfig, kd_loss};
 use crate::model::Decoder;
 
 #[derive(Debug, Clone, Copy, serde::Serialize)]
@@ -66,25 +66,33 @@ fn evaluate_until(
         }
         let batch = data.batch(chunk, device);
         let [b, t] = batch.inputs.dims();
-        let logits = model.forward(batch.inputs).reshape([b * t, model.config.vocab_size]);
-        let cfg = KdConfig {
-            alpha: 1.0,
-            temperature: 1.0,
-            chunk_tokens: 4096,
-            divergence: crate::kd_loss::Divergence::ForwardKl,
-        };
-        let out = kd_loss(logits, None, batch.targets, batch.mask, cfg);
-        let mean: f32 = out.ce.into_scalar();
-        sum += mean as f64 * batch.real_tokens as f64;
+        let logits = model.forward(batch.inputs.clone()).reshape([b * t, model.config.vocab_size]);
+        sum += ce_sum(logits, &batch);
         tokens += batch.real_tokens;
     }
-    let loss = sum / tokens.max(1) as f64;
-    Some(EvalResult { loss, ppl: loss.exp(), tokens })
+    Some(result(sum, tokens))
+}
+
+/// A batch's cross-entropy summed over its real tokens (the loss's mean, the way training
+/// computes it, times their count).
+fn ce_sum(logits: Tensor<2>, batch: &Batch) -> f64 {
+    let cfg = KdConfig { alpha: 1.0, temperature: 1.0, chunk_tokens: 4096, divergence: Divergence::ForwardKl };
+    let mean: f32 = kd_loss(logits, None, batch.targets.clone(), batch.mask.clone(), cfg).ce.into_scalar();
+    mean as f64 * batch.real_tokens as f64
+}
+
+/// The loss and perplexity of a summed cross-entropy over `tokens`.
+fn result(ce_sum: f64, tokens: usize) -> EvalResult {
+    let loss = ce_sum / tokens.max(1) as f64;
+    EvalResult { loss, ppl: loss.exp(), tokens }
 }
 
 /// Mean per-token KL(reference || model) over the real tokens of `data`, in nats: how far the
 /// quantized model's next-token distributions moved from the reference's (llama.cpp's
-/// `perplexity --kl-divergence` reports the same quantity against the f16 model).
+/// `perplexity --kl-divergence` reports the same quantity against the f16 model). Figure by
+/// figure, two forwards a batch: [`compare`] computes it for `distill eval`; this is its
+/// reference in the tests.
+#[cfg(test)]
 pub fn kl_divergence(reference: &Decoder, model: &Decoder, data: &Packed, batch_size: usize, device: &Device) -> f64 {
     use burn::tensor::activation::log_softmax;
     let rows: Vec<usize> = (0..data.n_rows()).collect();
@@ -124,7 +132,6 @@ pub fn compare(
     batch_size: usize,
     device: &Device,
 ) -> Vec<Compared> {
-    use burn::tensor::Tensor;
     use burn::tensor::activation::log_softmax;
     let n = variants.len() + 2;
     let (mut ce, mut kl_s, mut kl_t) = (vec![0.0f64; n], vec![0.0f64; n], vec![0.0f64; n]);
@@ -142,17 +149,10 @@ pub fn compare(
             let per_row: Tensor<1> = (lp.clone().exp() * (lp.clone() - lq.clone())).sum_dim(1).reshape([b * t]);
             (per_row * batch.mask.clone()).sum().into_scalar::<f32>() as f64
         };
-        let cfg = KdConfig {
-            alpha: 1.0,
-            temperature: 1.0,
-            chunk_tokens: 4096,
-            divergence: crate::kd_loss::Divergence::ForwardKl,
-        };
         for (i, z) in [Some(zt), Some(zs)].into_iter().chain(variants.iter().map(|_| None)).enumerate() {
             let z = z.unwrap_or_else(|| logits(variants[i - 2]));
             let lq = log_softmax(z.clone(), 1);
-            let mean: f32 = kd_loss(z, None, batch.targets.clone(), batch.mask.clone(), cfg).ce.into_scalar();
-            ce[i] += mean as f64 * batch.real_tokens as f64;
+            ce[i] += ce_sum(z, &batch);
             kl_s[i] += kl(&ls, &lq);
             kl_t[i] += kl(&lt, &lq);
         }
@@ -160,14 +160,7 @@ pub fn compare(
     }
     let per = |x: f64| x / tokens.max(1) as f64;
     (0..n)
-        .map(|i| {
-            let loss = per(ce[i]);
-            Compared {
-                eval: EvalResult { loss, ppl: loss.exp(), tokens },
-                kl_student: per(kl_s[i]),
-                kl_teacher: per(kl_t[i]),
-            }
-        })
+        .map(|i| Compared { eval: result(ce[i], tokens), kl_student: per(kl_s[i]), kl_teacher: per(kl_t[i]) })
         .collect()
 }
 
