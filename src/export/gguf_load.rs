@@ -9,7 +9,7 @@ use burn::tensor::{DType, Device};
 use half::f16;
 
 use super::gguf::{GgmlType, Gguf, GgufTensor, Value};
-use super::gguf_model::{LAYER_NAMES, ROPE_SCALING_KEY, TOP_NAMES, rope_freqs, source_row};
+use super::gguf_model::{LAYER_NAMES, ROPE_FREQS, ROPE_SCALING_KEY, TOP_NAMES, rope_freqs, source_row};
 use crate::error::{Error, Result};
 use crate::model::config::RopeScaling;
 use crate::model::init::WeightSource;
@@ -103,24 +103,8 @@ impl GgufWeights {
 /// The model a GGUF file we wrote describes, from its metadata (`what`, its path, in errors).
 pub fn config_of(g: &Gguf, what: &str) -> Result<DecoderConfig> {
     let arch = architecture_of(g, what)?;
-    let get = |key: &str| -> Result<&Value> {
-        let k = format!("{arch}.{key}");
-        g.get(&k).ok_or_else(|| Error::input(format!("{what}: no `{k}`")))
-    };
-    let u = |key: &str| -> Result<usize> {
-        match get(key)? {
-            Value::U32(x) => Ok(*x as usize),
-            other => Err(Error::input(format!("{what}: `{arch}.{key}` is {other:?}, expected a u32"))),
-        }
-    };
-    // The shortest decimal that is this f32 (1e-5, not 9.99999974e-6): the value that was
-    // written, as the recipe spelled it.
-    let f = |key: &str| -> Result<f64> {
-        match get(key)? {
-            Value::F32(x) => Ok(x.to_string().parse().expect("a float's own spelling")),
-            other => Err(Error::input(format!("{what}: `{arch}.{key}` is {other:?}, expected an f32"))),
-        }
-    };
+    let u = |key: &str| key_u32(g, &format!("{arch}.{key}"), what);
+    let f = |key: &str| key_f32(g, &format!("{arch}.{key}"), what);
     let has = |name: &str| g.tensor(name).is_some();
     let shape = crate::model::ModelShape {
         d_model: u("embedding_length")?,
@@ -152,17 +136,35 @@ pub fn config_of(g: &Gguf, what: &str) -> Result<DecoderConfig> {
     Ok(config)
 }
 
+/// The metadata value `key`, which must be there.
+fn key_value<'a>(g: &'a Gguf, key: &str, what: &str) -> Result<&'a Value> {
+    g.get(key).ok_or_else(|| Error::input(format!("{what}: no `{key}`")))
+}
+
+/// A u32 metadata value.
+fn key_u32(g: &Gguf, key: &str, what: &str) -> Result<usize> {
+    match key_value(g, key, what)? {
+        Value::U32(x) => Ok(*x as usize),
+        other => Err(Error::input(format!("{what}: `{key}` is {other:?}, expected a u32"))),
+    }
+}
+
+/// An f32 metadata value as the shortest decimal that is this f32 (1e-5, not 9.99999974e-6):
+/// the value that was written, as the recipe spelled it.
+fn key_f32(g: &Gguf, key: &str, what: &str) -> Result<f64> {
+    match key_value(g, key, what)? {
+        Value::F32(x) => Ok(x.to_string().parse().expect("a float's own spelling")),
+        other => Err(Error::input(format!("{what}: `{key}` is {other:?}, expected an f32"))),
+    }
+}
+
 /// The Llama-3 RoPE scaling our exporter wrote (`distill.rope_scaling.*` beside llama.cpp's
 /// `rope_freqs.weight`), checked against that tensor; none without either. A `rope_freqs`
 /// from another converter (no parameters to rebuild the model's own from) is refused.
 fn rope_scaling_of(g: &Gguf, what: &str) -> Result<Option<RopeScaling>> {
     let key = |k: &str| format!("{ROPE_SCALING_KEY}.{k}");
-    let f = |k: &str| match g.get(&key(k)) {
-        Some(Value::F32(x)) => Ok(x.to_string().parse::<f64>().expect("a float's own spelling")),
-        other => Err(Error::input(format!("{what}: `{}` is {other:?}, expected an f32", key(k)))),
-    };
-    let tensor = g.tensor("rope_freqs.weight");
-    let scaling = match (g.get(&key("factor")), tensor) {
+    let f = |k: &str| key_f32(g, &key(k), what);
+    let scaling = match (g.get(&key("factor")), g.tensor(ROPE_FREQS)) {
         (None, None) => return Ok(None),
         (None, Some(_)) => {
             return Err(Error::input(format!(
@@ -174,15 +176,7 @@ fn rope_scaling_of(g: &Gguf, what: &str) -> Result<Option<RopeScaling>> {
             factor: f("factor")?,
             low_freq_factor: f("low_freq_factor")?,
             high_freq_factor: f("high_freq_factor")?,
-            original_max_position_embeddings: match g.get(&key("original_max_position_embeddings")) {
-                Some(Value::U32(x)) => *x as usize,
-                other => {
-                    return Err(Error::input(format!(
-                        "{what}: `{}` is {other:?}, expected a u32",
-                        key("original_max_position_embeddings")
-                    )));
-                }
-            },
+            original_max_position_embeddings: key_u32(g, &key("original_max_position_embeddings"), what)?,
         },
     };
     Ok(Some(scaling))
@@ -216,7 +210,7 @@ pub fn load(g: &Gguf, config: &DecoderConfig, device: &Device, what: &str) -> Re
     }
     // The RoPE factors llama.cpp reads must be the ones the shape's scaling gives.
     let want = rope_freqs(s, config.head_dim()).map(|(f, _)| f);
-    let got = g.tensor("rope_freqs.weight").map(dequantize);
+    let got = g.tensor(ROPE_FREQS).map(dequantize);
     if want.as_ref().map(|w| w.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
         != got.as_ref().map(|w| w.iter().map(|x| x.to_bits()).collect())
     {
@@ -225,7 +219,7 @@ pub fn load(g: &Gguf, config: &DecoderConfig, device: &Device, what: &str) -> Re
         )));
     }
     let mut map = HashMap::new();
-    for t in g.tensors.iter().filter(|t| t.name != "rope_freqs.weight") {
+    for t in g.tensors.iter().filter(|t| t.name != ROPE_FREQS) {
         let name = hf_name(&t.name)
             .ok_or_else(|| Error::input(format!("{what}: tensor `{}` is not one of a llama model's", t.name)))?;
         let shape: Vec<usize> = t.ne.iter().rev().map(|&d| d as usize).collect();

@@ -115,6 +115,9 @@ pub type MetaKey = (String, Value);
 /// Where [`rope_freqs`] keeps the scaling's parameters.
 pub const ROPE_SCALING_KEY: &str = "distill.rope_scaling";
 
+/// The tensor [`rope_freqs`]'s factors go in (llama.cpp's name).
+pub const ROPE_FREQS: &str = "rope_freqs.weight";
+
 /// Our tensor names (Hugging Face's) and llama.cpp's: the model-level ones, then a block's
 /// (`model.layers.N.<ours>` is `blk.N.<theirs>`, `.weight` or `.bias` after either). The
 /// writer and the reader both go by this table.
@@ -358,7 +361,7 @@ pub fn to_gguf(model: &Decoder, quant: GgufQuant, embeddings: bool, lm_head: boo
     let mut tensors = Vec::new();
     // First, as the converter yields it before the checkpoint's tensors.
     if let Some((factors, keys)) = rope_freqs(s, hd) {
-        tensors.push(tensor("rope_freqs.weight", &factors, &[hd / 2], GgmlType::F32)?);
+        tensors.push(tensor(ROPE_FREQS, &factors, &[hd / 2], GgmlType::F32)?);
         kv.extend(keys);
     }
     let e = model.embed.weight.val();
