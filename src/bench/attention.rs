@@ -18,6 +18,7 @@ use burn::tensor::{DType, Device, Distribution, Tensor};
 
 use crate::error::{Error, Result};
 use crate::model::attention::{grouped_attention, reference_attention};
+use crate::model::config::AttentionImpl;
 
 /// One benchmark point: `batch x seq` tokens, `heads` query heads of `head_dim` sharing
 /// `kv_heads` key/value heads, causal, each query seeing at most `window` keys.
@@ -46,13 +47,6 @@ impl AttnShape {
     }
 }
 
-/// Which attention: the model's fused seam, or burn's materialized composition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Impl {
-    Fused,
-    Reference,
-}
-
 /// Milliseconds per forward+backward, the mean of `reps` after `warm` unmeasured ones, on
 /// `device` (`cpu`: burn's flex, where the fused op is ours) in `dtype`. The clock stops when
 /// dQ of the last repetition has been read back, so an asynchronous device (a GPU) has
@@ -61,7 +55,7 @@ pub fn time_attention(
     (device, cpu): (&Device, bool),
     dtype: DType,
     s: AttnShape,
-    imp: Impl,
+    imp: AttentionImpl,
     warm: usize,
     reps: usize,
 ) -> Result<f64> {
@@ -78,15 +72,15 @@ pub fn time_attention(
     let to_rows = |x: &Tensor<4>| x.clone().swap_dims(1, 2).reshape([b, t, x.dims()[1] * hd]);
     let run = || -> Result<Tensor<4>> {
         let y = match (imp, cpu) {
-            (Impl::Fused, true) => {
+            (AttentionImpl::Fused, true) => {
                 let (cos, sin) = &tables;
                 let y =
                     crate::kernels::cpu::rope_attention(to_rows(&q), to_rows(&k), to_rows(&v), cos, sin, h, kv, window)
                         .map_err(|_| Error::input(format!("no fused CPU attention for {dtype:?}")))?;
                 y.reshape([b, t, h, hd]).swap_dims(1, 2)
             }
-            (Impl::Fused, false) => grouped_attention(q.clone(), k.clone(), v.clone(), 0, window),
-            (Impl::Reference, _) => reference_attention(q.clone(), k.clone(), v.clone(), 0, window),
+            (AttentionImpl::Fused, false) => grouped_attention(q.clone(), k.clone(), v.clone(), 0, window),
+            (AttentionImpl::Reference, _) => reference_attention(q.clone(), k.clone(), v.clone(), 0, window),
         };
         // Backward from y * g itself (burn seeds it with ones): the same kernels as PyTorch's
         // `grad(y * g, grad_outputs=ones)` in the peer. A `.sum()` here would add two passes
@@ -141,7 +135,7 @@ mod tests {
     fn cpu_fused_refuses_half_precision() {
         let dev = Device::flex();
         let s = AttnShape { batch: 1, heads: 2, kv_heads: 1, seq: 33, head_dim: 8, window: Some(5) };
-        let err = time_attention((&dev, true), DType::BF16, s, Impl::Fused, 1, 1).unwrap_err();
+        let err = time_attention((&dev, true), DType::BF16, s, AttentionImpl::Fused, 1, 1).unwrap_err();
         assert!(err.to_string().contains("no fused CPU attention for BF16"), "{err}");
     }
 }

@@ -64,7 +64,8 @@ pub(super) fn layers(a: BenchArgs) -> Result<()> {
 }
 
 pub(super) fn attention(a: BenchAttentionArgs) -> Result<()> {
-    use crate::bench::attention::{AttnShape, Impl, time_attention};
+    use crate::bench::attention::{AttnShape, time_attention};
+    use crate::model::config::AttentionImpl;
     let BenchAttentionArgs { seq, head_dim, tokens, d_model, group, window, backend, dtype, r#impl, warm, reps, jsonl } =
         a;
     let device = super::flags::backend_device(&backend)?;
@@ -77,17 +78,8 @@ pub(super) fn attention(a: BenchAttentionArgs) -> Result<()> {
     };
     let tokens = tokens.unwrap_or(if cpu { 2048 } else { 16384 });
     let d_model = d_model.unwrap_or(if cpu { 256 } else { 2048 });
-    let dt = match dtype.as_str() {
-        "f32" => burn::tensor::DType::F32,
-        "bf16" => burn::tensor::DType::BF16,
-        "f16" => burn::tensor::DType::F16,
-        other => return Err(Error::input(format!("--dtype: expected f32, bf16 or f16, got `{other}`"))),
-    };
-    let imp = match r#impl.as_str() {
-        "fused" => Impl::Fused,
-        "reference" => Impl::Reference,
-        other => return Err(Error::input(format!("--impl: expected fused or reference, got `{other}`"))),
-    };
+    let dt = flag::<crate::recipe::TeacherDtype>("--dtype", &dtype)?.dtype();
+    let imp = flag::<AttentionImpl>("--impl", &r#impl)?;
     if let Some(hd) = head_dim.iter().find(|&&hd| hd == 0 || hd % 2 == 1 || d_model % (hd * group.max(1)) != 0) {
         return Err(Error::input(format!(
             "--head-dim {hd}: must be even and divide --d-model ({d_model}) into a multiple of --group ({group}) heads"
@@ -103,7 +95,7 @@ pub(super) fn attention(a: BenchAttentionArgs) -> Result<()> {
         r#impl
     );
     #[cfg(feature = "tch")]
-    if backend == "libtorch" && imp == Impl::Fused {
+    if backend == "libtorch" && imp.is_fused() {
         let k = crate::kernels::torch::kernel_for(0, window);
         println!("GPU kernel: {k:?} (cuDNN's for causal attention; DISTILL_GPU_ATTENTION=flash: FlashAttention-2)");
     }

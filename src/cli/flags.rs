@@ -10,6 +10,7 @@ use serde::de::{DeserializeOwned, IntoDeserializer, value};
 use crate::device::Backend;
 use crate::error::{Error, Result};
 use crate::export::ExportFormat;
+use crate::model::config::AttentionImpl;
 use crate::recipe::TeacherDtype;
 use crate::teacher::codec::ValueCodec;
 
@@ -31,6 +32,7 @@ from_serde_name! {
     TeacherDtype => ["f32", "bf16", "f16"];
     ValueCodec => ["f16", "bf16", "q8", "q6", "q4"];
     ExportFormat => ["int8", "int4", "hf", "gguf-f16", "gguf-q8_0", "gguf-q4_0"];
+    AttentionImpl => ["fused", "reference"];
 }
 
 fn by_serde_name<T: DeserializeOwned>(s: &str) -> Option<T> {
@@ -84,6 +86,7 @@ mod tests {
         round_trip::<TeacherDtype>(&["f32", "bf16", "f16"]);
         round_trip::<ValueCodec>(&["f16", "bf16", "q8", "q6", "q4"]);
         round_trip::<ExportFormat>(&["int8", "int4", "hf", "gguf-f16", "gguf-q8_0", "gguf-q4_0"]);
+        round_trip::<AttentionImpl>(&["fused", "reference"]);
         // The earlier name of the transformers checkpoint still parses.
         assert_eq!("f32".parse::<ExportFormat>().unwrap(), ExportFormat::F32);
         // Scheme parses itself (int4-g<N> is a family): the same words as the recipe.

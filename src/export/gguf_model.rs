@@ -223,7 +223,7 @@ pub fn gguf_tokenizer(j: &serde_json::Value) -> std::result::Result<&'static str
 /// it) and Qwen2's ([`QWEN2_SPLIT`]; its NFC normalizer is dropped, as llama.cpp's converter
 /// drops it: text already in NFC tokenizes the same). llama.cpp's converter recognizes these by
 /// hashing a test string's tokens; we compare the definitions themselves.
-pub fn pre_tokenizer(j: &serde_json::Value) -> std::result::Result<&'static str, String> {
+fn pre_tokenizer(j: &serde_json::Value) -> std::result::Result<&'static str, String> {
     let (pre, norm, ignore) = (&j["pre_tokenizer"], &j["normalizer"], j["model"]["ignore_merges"] == true);
     let byte_level = |p: &serde_json::Value, regex: bool| {
         p["type"] == "ByteLevel" && (p["use_regex"] != false) == regex && p["add_prefix_space"] != true
