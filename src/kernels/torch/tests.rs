@@ -1,17 +1,38 @@
-use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use burn::tensor::{DType, Device, Distribution, Tensor, TensorData};
 
 use crate::model::attention::grouped_attention;
 
-/// `(y, dq, dk, dv)` of `sum(attention(q, k, v) * w)` on `device` under autodiff.
-fn run(device: &Device, data: &[TensorData; 4], n_kv: usize) -> [Vec<f32>; 4] {
+/// An attention function of q, k and v.
+type Attend<'a> = dyn Fn(Tensor<4>, Tensor<4>, Tensor<4>) -> Tensor<4> + 'a;
+
+/// `[y, dq, dk, dv, y untracked]`: `attend(q, k, v)` and the gradients of `sum(y * w)` under
+/// autodiff on `device`, then `attend` on plain tensors; `data` is q, k, v, w, cast to
+/// `dtype` (kept as they are with `None`).
+fn value_and_grads(
+    device: &Device,
+    dtype: Option<DType>,
+    data: &[TensorData; 4],
+    attend: &Attend<'_>,
+) -> [Vec<f32>; 5] {
     let ad = device.clone().autodiff();
-    let t = |d: &TensorData| Tensor::<4>::from_data(d.clone(), &ad).require_grad();
-    let (q, k, v, w) = (t(&data[0]), t(&data[1]), t(&data[2]), Tensor::<4>::from_data(data[3].clone(), &ad));
-    let y = grouped_attention(q.clone(), k.clone(), v.clone(), 0, None);
-    assert_eq!(k.dims()[1], n_kv);
-    let g = (y.clone() * w).sum().backward();
+    let cast = |x: Tensor<4>| match dtype {
+        Some(d) => x.cast(d),
+        None => x,
+    };
+    let x = |i: usize| cast(Tensor::<4>::from_data(data[i].clone(), &ad)).require_grad();
+    let (q, k, v) = (x(0), x(1), x(2));
+    let y = attend(q.clone(), k.clone(), v.clone());
+    let g = (y.clone() * cast(Tensor::<4>::from_data(data[3].clone(), &ad))).sum().backward();
     let vec = |x: Tensor<4>| x.into_data().convert::<f32>().to_vec::<f32>().unwrap();
-    [vec(y.inner()), vec(q.grad(&g).unwrap()), vec(k.grad(&g).unwrap()), vec(v.grad(&g).unwrap())]
+    let plain = |i: usize| cast(Tensor::<4>::from_data(data[i].clone(), device));
+    let y_plain = attend(plain(0), plain(1), plain(2));
+    [vec(y.inner()), vec(q.grad(&g).unwrap()), vec(k.grad(&g).unwrap()), vec(v.grad(&g).unwrap()), vec(y_plain)]
+}
+
+/// The largest absolute difference, and the largest absolute value of `want`.
+fn max_err(want: &[f32], got: &[f32]) -> (f32, f32) {
+    let err = want.iter().zip(got).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    (err, want.iter().map(|x| x.abs()).fold(0.0f32, f32::max))
 }
 
 /// The fused LibTorch op (PyTorch's SDPA forward and backward) gives the output and the
@@ -27,11 +48,12 @@ fn torch_sdpa_equals_the_reference_attention_and_its_gradients() {
                 .into_data()
         };
         let data = [rnd(h, 1), rnd(kv, 2), rnd(kv, 3), rnd(h, 4)];
-        let want = run(&flex, &data, kv);
-        let got = run(&Device::libtorch(), &data, kv);
+        let attend = |q, k, v| grouped_attention(q, k, v, 0, None);
+        let want = value_and_grads(&flex, None, &data, &attend);
+        let got = value_and_grads(&Device::libtorch(), None, &data, &attend);
+        assert_eq!(got[2].len(), b * kv * t * d, "dk has the KV heads' shape");
         for (name, (w, g)) in ["y", "dq", "dk", "dv"].iter().zip(want.iter().zip(&got)) {
-            let err = w.iter().zip(g).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
-            let scale = w.iter().map(|x| x.abs()).fold(0.0f32, f32::max);
+            let (err, scale) = max_err(w, g);
             assert!(err <= 1e-5 * scale.max(1.0), "{name} (b{b} h{h} kv{kv} t{t} d{d}): max err {err}");
         }
     }
@@ -48,20 +70,11 @@ fn masked_reference_on_libtorch_equals_flex() {
         let rnd = |shape: [usize; 4]| Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &flex).into_data();
         let s = start + t;
         let data = [rnd([1, h, t, d]), rnd([1, kv, s, d]), rnd([1, kv, s, d]), rnd([1, h, t, d])];
-        let go = |dev: &Device| {
-            let ad = dev.clone().autodiff();
-            let x = |i: usize| Tensor::<4>::from_data(data[i].clone(), &ad).require_grad();
-            let (q, k, v) = (x(0), x(1), x(2));
-            let y = grouped_attention(q.clone(), k.clone(), v.clone(), start, w);
-            let g = (y.clone() * Tensor::<4>::from_data(data[3].clone(), &ad)).sum().backward();
-            let vec = |x: Tensor<4>| x.into_data().convert::<f32>().to_vec::<f32>().unwrap();
-            let plain = |i: usize| Tensor::<4>::from_data(data[i].clone(), dev);
-            let y_plain = grouped_attention(plain(0), plain(1), plain(2), start, w);
-            [vec(y.inner()), vec(q.grad(&g).unwrap()), vec(k.grad(&g).unwrap()), vec(v.grad(&g).unwrap()), vec(y_plain)]
-        };
-        let (want, got) = (go(&flex), go(&Device::libtorch()));
+        let attend = |q, k, v| grouped_attention(q, k, v, start, w);
+        let want = value_and_grads(&flex, None, &data, &attend);
+        let got = value_and_grads(&Device::libtorch(), None, &data, &attend);
         for (name, (w_, g)) in ["y", "dq", "dk", "dv", "y plain"].iter().zip(want.iter().zip(&got)) {
-            let err = w_.iter().zip(g).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+            let (err, _) = max_err(w_, g);
             assert!(err < 1e-5, "{name} (start {start} t {t} window {w:?}): max err {err}");
         }
     }
@@ -139,7 +152,7 @@ fn gpu_kernels_equal_the_reference_attention_and_its_gradients() {
     }
     let flex = Device::flex();
     let gpu = Device::libtorch_cuda(0);
-    let bf = burn::tensor::DType::BF16;
+    let bf = DType::BF16;
     for (b, h, kv, start, t, d, w) in [
         (2, 4, 4, 0, 37, 64, None),
         (1, 8, 2, 0, 130, 128, None),
@@ -151,34 +164,20 @@ fn gpu_kernels_equal_the_reference_attention_and_its_gradients() {
         (1, 4, 4, 0, 300, 64, Some(1)),
     ] {
         let s = start + t;
-        let bf16 = |x: Tensor<4>| x.cast(bf).cast(burn::tensor::DType::F32).into_data();
+        let bf16 = |x: Tensor<4>| x.cast(bf).cast(DType::F32).into_data();
         let rnd = |shape: [usize; 4]| bf16(Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &flex));
         let data = [rnd([b, h, t, d]), rnd([b, kv, s, d]), rnd([b, kv, s, d]), rnd([b, h, t, d])];
-        type Attend<'a> = dyn Fn(Tensor<4>, Tensor<4>, Tensor<4>) -> Tensor<4> + 'a;
-        let go = |dev: &Device, half: bool, attend: &Attend<'_>| {
-            let ad = dev.clone().autodiff();
-            let cast = |x: Tensor<4>| if half { x.cast(bf) } else { x };
-            let x = |i: usize| cast(Tensor::<4>::from_data(data[i].clone(), &ad)).require_grad();
-            let (q, k, v) = (x(0), x(1), x(2));
-            let y = attend(q.clone(), k.clone(), v.clone());
-            let g = (y.clone() * cast(Tensor::<4>::from_data(data[3].clone(), &ad))).sum().backward();
-            let vec = |x: Tensor<4>| x.into_data().convert::<f32>().to_vec::<f32>().unwrap();
-            let plain = |i: usize| cast(Tensor::<4>::from_data(data[i].clone(), dev));
-            let y_plain = attend(plain(0), plain(1), plain(2));
-            [vec(y.inner()), vec(q.grad(&g).unwrap()), vec(k.grad(&g).unwrap()), vec(v.grad(&g).unwrap()), vec(y_plain)]
-        };
-        let want = go(&flex, false, &|q, k, v| grouped_attention(q, k, v, start, w));
+        let want = value_and_grads(&flex, None, &data, &|q, k, v| grouped_attention(q, k, v, start, w));
         let full = start == 0 && w.is_none();
         for kernel in [Cudnn, Flash].into_iter().filter(|&k| full || k == Flash) {
             let only = |q, k, v| {
                 super::with_kernels(&[kernel], q, k, v, start, w)
                     .unwrap_or_else(|_| panic!("{kernel:?} refused b{b} h{h} kv{kv} start{start} t{t} d{d} {w:?}"))
             };
-            let got = go(&gpu, true, &only);
+            let got = value_and_grads(&gpu, Some(bf), &data, &only);
             let case = format!("{kernel:?} b{b} h{h} kv{kv} start{start} t{t} d{d} window {w:?}");
             for (name, (w, g)) in ["y", "dq", "dk", "dv", "y untracked"].iter().zip(want.iter().zip(&got)) {
-                let err = w.iter().zip(g).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
-                let scale = w.iter().map(|x| x.abs()).fold(0.0f32, f32::max);
+                let (err, scale) = max_err(w, g);
                 assert!(err <= 2e-2 * scale.max(1.0), "{name} ({case}): max err {err} (scale {scale})");
             }
         }
