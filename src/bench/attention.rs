@@ -64,20 +64,25 @@ pub fn time_attention(
     let randn = |shape: [usize; 4]| -> Tensor<4> {
         Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), device).cast(dtype).autodiff()
     };
-    let (q, k, v) = (randn([b, h, t, hd]), randn([b, kv, t, hd]), randn([b, kv, t, hd]));
-    let g = randn([b, h, t, hd]);
+    // The CPU kernel takes the projections' layout, `[b, t, heads * hd]`, as training gives
+    // it: its inputs are made `[b, t, heads, hd]`, whose merge of the last two is free, so
+    // that no layout change is timed. The others take split heads, `[b, heads, t, hd]`.
+    let rows = cpu && imp.is_fused();
+    let shape = |n: usize| if rows { [b, t, n, hd] } else { [b, n, t, hd] };
+    let (q, k, v) = (randn(shape(h)), randn(shape(kv)), randn(shape(kv)));
+    let g = randn(shape(h));
     let (q, k, v) = (q.require_grad(), k.require_grad(), v.require_grad());
-    // The CPU kernel's layout is the projections' [b, t, heads * hd]; RoPE by identity tables.
+    // RoPE by identity tables.
     let tables = (Tensor::<2>::ones([t, hd], &dev), Tensor::<2>::zeros([t, hd], &dev));
-    let to_rows = |x: &Tensor<4>| x.clone().swap_dims(1, 2).reshape([b, t, x.dims()[1] * hd]);
+    let merged = |x: &Tensor<4>| x.clone().reshape([b, t, x.dims()[2] * hd]);
     let run = || -> Result<Tensor<4>> {
         let y = match (imp, cpu) {
             (AttentionImpl::Fused, true) => {
                 let (cos, sin) = &tables;
                 let y =
-                    crate::kernels::cpu::rope_attention(to_rows(&q), to_rows(&k), to_rows(&v), cos, sin, h, kv, window)
+                    crate::kernels::cpu::rope_attention(merged(&q), merged(&k), merged(&v), cos, sin, h, kv, window)
                         .map_err(|_| Error::input(format!("no fused CPU attention for {dtype:?}")))?;
-                y.reshape([b, t, h, hd]).swap_dims(1, 2)
+                y.reshape([b, t, h, hd])
             }
             (AttentionImpl::Fused, false) => grouped_attention(q.clone(), k.clone(), v.clone(), 0, window),
             (AttentionImpl::Reference, _) => reference_attention(q.clone(), k.clone(), v.clone(), 0, window),
