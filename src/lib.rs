@@ -19,6 +19,7 @@ pub mod error;
 pub mod eval;
 pub mod export;
 pub mod generate;
+pub mod import;
 pub mod kd_loss;
 pub mod kernels;
 pub mod model;

@@ -74,8 +74,16 @@ enum Cmd {
     BenchTrain(BenchTrainArgs),
     /// Prepare and filter a recipe's data into its run directory and print the filter report.
     Data(RecipeArgs),
+    /// Cut a recipe's student from its teacher (`student.init = "prune"`): one calibration pass
+    /// ranks layers, heads, FFN and embedding channels; writes the pruned student
+    /// (`<run>/student/init/`) and its importance table (`<run>/student/prune/importance.json`
+    /// and `.svg`) without training. A later `distill run` of the recipe starts from it.
+    Prune(RecipeArgs),
     /// Check a recipe and print it fully resolved (defaults, config files, overrides applied).
     Validate(RecipeArgs),
+    /// Rebuild a llama.cpp GGUF file's tokenizer (byte-level BPE) as a Hugging Face
+    /// tokenizer.json that gives llama.cpp's token ids.
+    Tokenizer(TokenizerArgs),
 }
 
 #[derive(clap::Args)]
@@ -85,6 +93,15 @@ struct RecipeArgs {
     /// Override any recipe key, e.g. `--set optim.lr=3e-4 --set run.name=try2`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
+}
+
+#[derive(clap::Args)]
+struct TokenizerArgs {
+    /// The .gguf file.
+    gguf: PathBuf,
+    /// Where to write the tokenizer.json.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -385,7 +402,9 @@ fn dispatch(cmd: Cmd) -> Result<()> {
         Cmd::BenchLoss(a) => bench::loss(a),
         Cmd::BenchTrain(a) => bench::train(a),
         Cmd::Data(a) => run::data(a),
+        Cmd::Prune(a) => run::prune(a),
         Cmd::Validate(a) => run::validate(a),
+        Cmd::Tokenizer(a) => crate::teacher::gguf_tokenizer::write(&a.gguf, &a.out).map(say),
     }
 }
 

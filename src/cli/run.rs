@@ -44,6 +44,26 @@ pub(super) fn cache_teacher(a: CacheTeacherArgs) -> Result<()> {
     Ok(())
 }
 
+pub(super) fn prune(a: RecipeArgs) -> Result<()> {
+    let r = Recipe::load(&a.recipe, &a.set)?;
+    let stop = stop_flag();
+    let opts = RunOptions { stop: &stop, stop_after: None, quiet: false };
+    let m = pipeline::prune(&r, &opts, &mut say)?;
+    let dir = RunDir(&r.run_dir()).phase(Phase::Student);
+    println!(
+        "pruned student: {} ({} layers, d_model {}, d_ff {}, {} heads / {} KV heads, {} parameters in matmuls)",
+        dir.join("init").display(),
+        m.config.shape.n_layers,
+        m.config.shape.d_model,
+        m.config.shape.d_ff,
+        m.config.shape.n_heads,
+        m.config.shape.n_kv_heads,
+        m.config.matmul_params()
+    );
+    println!("importance: {}, {}", dir.join("prune/importance.json").display(), dir.join("prune/importance.svg").display());
+    Ok(())
+}
+
 pub(super) fn resume(a: ResumeArgs) -> Result<()> {
     let stop = stop_flag();
     let opts = RunOptions { stop: &stop, stop_after: None, quiet: a.quiet };

@@ -121,6 +121,16 @@ impl Tokenizer {
         Ok(ids)
     }
 
+    /// The first id at which `self` and `other` spell a token differently (or only one has
+    /// it), with both spellings: `None` when the vocabularies are the same id for id.
+    pub fn first_difference(&self, other: &Tokenizer) -> Option<(u32, Option<String>, Option<String>)> {
+        let n = self.inner.get_vocab_size(true).max(other.inner.get_vocab_size(true)) as u32;
+        (0..n).find_map(|id| {
+            let (a, b) = (self.inner.id_to_token(id), other.inner.id_to_token(id));
+            (a != b).then_some((id, a, b))
+        })
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }

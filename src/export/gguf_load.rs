@@ -6,31 +6,17 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 
 use burn::tensor::{DType, Device};
-use half::f16;
 
-use super::gguf::{GgmlType, Gguf, GgufTensor, Value};
+use super::gguf::{Gguf, GgufTensor, Value};
 use super::gguf_model::{LAYER_NAMES, ROPE_FREQS, ROPE_SCALING_KEY, TOP_NAMES, rope_freqs, source_row};
 use crate::error::{Error, Result};
 use crate::model::config::RopeScaling;
 use crate::model::init::WeightSource;
 use crate::model::{Decoder, DecoderConfig};
-use crate::quant::ggml::{BlockQ4_0, BlockQ8_0, dequantize_q4_0, dequantize_q8_0};
 
 /// A tensor's values as f32.
 fn dequantize(t: &GgufTensor) -> Vec<f32> {
-    let (_, size) = t.ty.block();
-    let blocks = t.data.chunks_exact(size);
-    let d = |b: &[u8]| f16::from_le_bytes([b[0], b[1]]);
-    match t.ty {
-        GgmlType::F32 => crate::util::f32s_from_le(&t.data),
-        GgmlType::F16 => blocks.map(|b| d(b).to_f32()).collect(),
-        GgmlType::Q8_0 => blocks
-            .flat_map(|b| dequantize_q8_0(&BlockQ8_0 { d: d(b), qs: std::array::from_fn(|i| b[2 + i] as i8) }))
-            .collect(),
-        GgmlType::Q4_0 => blocks
-            .flat_map(|b| dequantize_q4_0(&BlockQ4_0 { d: d(b), qs: b[2..].try_into().expect("18-byte blocks") }))
-            .collect(),
-    }
+    crate::quant::ggml_dequant::dequantize(t.ty, &t.data)
 }
 
 /// The inverse of [`permute_rows`].
@@ -65,22 +51,32 @@ fn architecture_of(g: &Gguf, what: &str) -> Result<String> {
     }
 }
 
-/// A GGUF file's weights under our names, as f32.
-struct GgufWeights {
-    map: HashMap<String, (Vec<f32>, Vec<usize>)>,
+/// A GGUF file's weights under our names, dequantized to f32 one tensor at a time as the model
+/// asks for it (an 8B teacher never exists as f32 in whole: each tensor is cast to the run's
+/// dtype as it arrives).
+struct GgufWeights<'a> {
+    /// Our Hugging Face name -> the file's tensor, and the heads its rows were permuted by.
+    map: HashMap<String, (&'a GgufTensor, Option<usize>)>,
     asked: RefCell<HashSet<String>>,
     what: String,
 }
 
-impl WeightSource for GgufWeights {
+impl WeightSource for GgufWeights<'_> {
     fn shape(&self, name: &str) -> Result<Vec<usize>> {
         self.asked.borrow_mut().insert(name.into());
-        self.map.get(name).map(|(_, s)| s.clone()).ok_or_else(|| self.missing(name))
+        self.map.get(name).map(|(t, _)| shape_of(t)).ok_or_else(|| self.missing(name))
     }
 
     fn get(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
         self.asked.borrow_mut().insert(name.into());
-        self.map.get(name).cloned().ok_or_else(|| self.missing(name))
+        let (t, heads) = self.map.get(name).ok_or_else(|| self.missing(name))?;
+        let shape = shape_of(t);
+        let mut v = dequantize(t);
+        if let Some(n) = heads {
+            let cols = if shape.len() == 2 { shape[1] } else { 1 };
+            v = unpermute_rows(&v, shape[0], cols, *n);
+        }
+        Ok((v, shape))
     }
 
     fn check_all_used(&self) -> Result<()> {
@@ -94,17 +90,26 @@ impl WeightSource for GgufWeights {
     }
 }
 
-impl GgufWeights {
+/// A tensor's shape outermost first (`ne` reversed), as our loaders take it.
+fn shape_of(t: &GgufTensor) -> Vec<usize> {
+    t.ne.iter().rev().map(|&d| d as usize).collect()
+}
+
+impl GgufWeights<'_> {
     fn missing(&self, name: &str) -> Error {
         Error::input(format!("{}: no tensor for `{name}`", self.what))
     }
 }
 
-/// The model a GGUF file we wrote describes, from its metadata (`what`, its path, in errors).
+/// The model a GGUF file describes, from its metadata (`what`, its path, in errors): ours, or a
+/// llama/qwen2 file as llama.cpp's converter writes it. Keys llama.cpp itself treats as
+/// optional take its defaults: `rope.freq_base` 10,000, `rope.dimension_count` the head size,
+/// `vocab_size` the embedding's rows.
 pub fn config_of(g: &Gguf, what: &str) -> Result<DecoderConfig> {
     let arch = architecture_of(g, what)?;
     let u = |key: &str| key_u32(g, &format!("{arch}.{key}"), what);
     let f = |key: &str| key_f32(g, &format!("{arch}.{key}"), what);
+    let or = |key: &str| g.get(&format!("{arch}.{key}")).is_some();
     let has = |name: &str| g.tensor(name).is_some();
     let shape = crate::model::ModelShape {
         d_model: u("embedding_length")?,
@@ -113,7 +118,7 @@ pub fn config_of(g: &Gguf, what: &str) -> Result<DecoderConfig> {
         n_kv_heads: u("attention.head_count_kv")?,
         d_ff: u("feed_forward_length")?,
         max_seq_len: u("context_length")?,
-        rope_theta: f("rope.freq_base")?,
+        rope_theta: if or("rope.freq_base") { f("rope.freq_base")? } else { 10_000.0 },
         tie_embeddings: !has("output.weight"),
         norm_eps: f("attention.layer_norm_rms_epsilon")?,
         layer_pattern: "A".into(),
@@ -125,9 +130,14 @@ pub fn config_of(g: &Gguf, what: &str) -> Result<DecoderConfig> {
         mamba: Default::default(),
         attention_impl: Default::default(),
     };
-    let config = DecoderConfig { vocab_size: u("vocab_size")?, shape };
+    let vocab_size = match (or("vocab_size"), g.tensor("token_embd.weight")) {
+        (true, _) => u("vocab_size")?,
+        (false, Some(t)) if t.ne.len() == 2 => t.ne[1] as usize,
+        _ => return Err(Error::input(format!("{what}: no `{arch}.vocab_size` and no 2-D token_embd.weight"))),
+    };
+    let config = DecoderConfig { vocab_size, shape };
     config.validate().map_err(|e| Error::input(format!("{what}: {e}")))?;
-    if u("rope.dimension_count")? != config.head_dim() {
+    if or("rope.dimension_count") && u("rope.dimension_count")? != config.head_dim() {
         return Err(Error::input(format!(
             "{what}: `{arch}.rope.dimension_count` is not the head size {}: partial RoPE is not supported",
             config.head_dim()
@@ -193,6 +203,11 @@ pub fn open(path: &std::path::Path, device: &Device) -> Result<Decoder> {
 /// The model `config` with its weights from `g` (`what`, its path, in errors). The file's
 /// metadata must describe `config`; a tensor the model does not use is an error.
 pub fn load(g: &Gguf, config: &DecoderConfig, device: &Device, what: &str) -> Result<Decoder> {
+    load_as(g, config, device, DType::F32, what)
+}
+
+/// [`load`], each tensor cast to `dtype` as it is dequantized.
+pub fn load_as(g: &Gguf, config: &DecoderConfig, device: &Device, dtype: DType, what: &str) -> Result<Decoder> {
     let arch = architecture_of(g, what)?;
     let s = &config.shape;
     for (key, want) in [
@@ -204,6 +219,10 @@ pub fn load(g: &Gguf, config: &DecoderConfig, device: &Device, what: &str) -> Re
         ("vocab_size", config.vocab_size),
     ] {
         let key = format!("{arch}.{key}");
+        // Without the key (older converters) the embedding's shape is checked at the load.
+        if key.ends_with(".vocab_size") && g.get(&key).is_none() {
+            continue;
+        }
         if g.get(&key) != Some(&Value::U32(want as u32)) {
             return Err(Error::input(format!("{what}: {key} is {:?}, the run's model has {want}", g.get(&key))));
         }
@@ -222,21 +241,16 @@ pub fn load(g: &Gguf, config: &DecoderConfig, device: &Device, what: &str) -> Re
     for t in g.tensors.iter().filter(|t| t.name != ROPE_FREQS) {
         let name = hf_name(&t.name)
             .ok_or_else(|| Error::input(format!("{what}: tensor `{}` is not one of a llama model's", t.name)))?;
-        let shape: Vec<usize> = t.ne.iter().rev().map(|&d| d as usize).collect();
-        let mut v = dequantize(t);
+        // llama.cpp's converter permutes the q/k rows of `llama` files for its RoPE layout.
         let heads = match (arch.as_str(), t.name.rsplit('.').nth(1)) {
             ("llama", Some("attn_q")) => Some(s.n_heads),
             ("llama", Some("attn_k")) => Some(s.n_kv_heads),
             _ => None,
         };
-        if let Some(n) = heads {
-            let cols = if shape.len() == 2 { shape[1] } else { 1 };
-            v = unpermute_rows(&v, shape[0], cols, n);
-        }
-        map.insert(name, (v, shape));
+        map.insert(name, (t, heads));
     }
     let weights = GgufWeights { map, asked: RefCell::new(HashSet::new()), what: what.into() };
-    config.load(&weights, device, DType::F32).map_err(|e| Error::input(format!("{what}: {e}")))
+    config.load(&weights, device, dtype).map_err(|e| Error::input(format!("{what}: {e}")))
 }
 
 #[cfg(test)]

@@ -173,6 +173,7 @@ fn encode(w: &[f32], cols: usize, ty: GgmlType, name: &str) -> Result<Vec<u8>> {
         GgmlType::F16 => w.iter().flat_map(|v| f16::from_f32(*v).to_le_bytes()).collect(),
         GgmlType::Q8_0 => blocks(&|b| ggml::quantize_q8_0(b).to_bytes().to_vec()),
         GgmlType::Q4_0 => blocks(&|b| ggml::quantize_q4_0(b).to_bytes().to_vec()),
+        other => return Err(Error::runtime(format!("{name}: we read {other:?} tensors but do not write them"))),
     })
 }
 

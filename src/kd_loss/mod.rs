@@ -11,6 +11,8 @@ use burn::tensor::{DType, IndexingUpdateOp, Int, Tensor};
 
 use crate::util::accumulate;
 
+pub mod hidden;
+
 /// A divergence with its parameter, as the loss uses it (the recipe's `[distill]` section
 /// names the kind and its parameter separately; `DistillSection::divergence` joins them).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -481,5 +483,7 @@ pub fn kd_loss_fused_head(
     parts.into_loss(surrogate, &h.device())
 }
 
+#[cfg(test)]
+mod hidden_tests;
 #[cfg(test)]
 mod tests;

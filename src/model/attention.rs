@@ -79,6 +79,20 @@ impl Attention {
     /// `x`: (batch, seq, d_model) at positions `cache.len()..`; `cos`/`sin`: RoPE tables for
     /// those positions. With a cache, the new keys/values are appended to it.
     pub fn forward(&self, x: Tensor<3>, cos: &Tensor<2>, sin: &Tensor<2>, cache: Option<&mut KvCache>) -> Tensor<3> {
+        let y = self.context(x, cos, sin, cache);
+        linear(&self.wo, act_quant(y, self.act_quant))
+    }
+
+    /// The attention output before the output projection: (batch, seq, n_heads * head_dim),
+    /// query head h in columns `h * head_dim..(h + 1) * head_dim`. Pruning ranks heads by it;
+    /// [`Attention::forward`] is this and `wo`, so the two cannot drift apart.
+    pub(crate) fn context(
+        &self,
+        x: Tensor<3>,
+        cos: &Tensor<2>,
+        sin: &Tensor<2>,
+        cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let x = act_quant(x, self.act_quant);
         let (q, k, v) = (linear(&self.wq, x.clone()), linear(&self.wk, x.clone()), linear(&self.wv, x));
@@ -88,7 +102,7 @@ impl Attention {
             true => {
                 let (h, kv, w) = (self.n_heads, self.n_kv_heads, self.window);
                 match crate::kernels::cpu::rope_attention(q, k, v, cos, sin, h, kv, w) {
-                    Ok(y) => return linear(&self.wo, act_quant(y, self.act_quant)),
+                    Ok(y) => return y,
                     Err([q, k, v]) => (q, k, v),
                 }
             }
@@ -120,11 +134,10 @@ impl Attention {
         self.merge(y, b, t)
     }
 
-    /// Heads `[b, heads, t, hd]` merged back to `[b, t, heads * hd]`, through the output
-    /// projection.
+    /// Heads `[b, heads, t, hd]` merged back to `[b, t, heads * hd]`, the layout the output
+    /// projection reads.
     fn merge(&self, y: Tensor<4>, b: usize, t: usize) -> Tensor<3> {
-        let y = y.swap_dims(1, 2).reshape([b, t, self.n_heads * self.head_dim]);
-        linear(&self.wo, act_quant(y, self.act_quant))
+        y.swap_dims(1, 2).reshape([b, t, self.n_heads * self.head_dim])
     }
 }
 

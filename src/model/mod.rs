@@ -9,12 +9,13 @@ pub mod linear;
 pub mod mamba;
 pub mod mlp;
 pub mod norm;
+pub mod prune;
 pub mod qkv_file;
 pub mod rope;
 pub mod store;
 
 pub use config::{MambaShape, ModelShape, RopeScaling};
-pub use decoder::{Decoder, DecoderConfig};
+pub use decoder::{Decoder, DecoderConfig, number_params};
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 

@@ -39,11 +39,23 @@ pub fn save(dir: &Path, model: &Decoder, tokenizer_hash: &str) -> Result<()> {
 }
 
 /// Load a frozen model; returns it with the hash of the tokenizer it was trained with.
-pub fn load(dir: &Path, device: &Device) -> Result<(Decoder, String)> {
+/// model.json, its config checked: a hand-edited or damaged one must fail here, not divide by
+/// zero while building.
+fn read_meta(dir: &Path) -> Result<ModelJson> {
     let json = dir.join("model.json");
     let meta: ModelJson = read_json(&json)?;
-    // A hand-edited or damaged model.json must fail here, not divide by zero while building.
     meta.config.validate().map_err(|e| Error::input(format!("{}: {e}", json.display())))?;
+    Ok(meta)
+}
+
+/// The model a saved model's model.json describes (its weights not read).
+pub fn read_config(dir: &Path) -> Result<DecoderConfig> {
+    Ok(read_meta(dir)?.config)
+}
+
+pub fn load(dir: &Path, device: &Device) -> Result<(Decoder, String)> {
+    let meta = read_meta(dir)?;
+    let json = dir.join("model.json");
     let w = dir.join("model.bpk");
     let bytes = std::fs::read(&w).map_err(|e| Error::input(format!("{}: {e}", w.display())))?;
     if sha256_hex(&bytes) != meta.weights_sha256 {

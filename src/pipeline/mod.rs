@@ -11,6 +11,7 @@ use burn::tensor::Device;
 use serde::Serialize;
 
 mod cached;
+pub mod init;
 mod student;
 pub mod teacher;
 
@@ -69,6 +70,8 @@ pub fn preflight(recipe: &Recipe) -> Result<()> {
     let path = match recipe.tokenizer.kind {
         TokenizerKind::Train => None,
         TokenizerKind::File => recipe.tokenizer.path.clone(),
+        // A GGUF teacher's vocabulary is rebuilt from the file, which the import checks.
+        TokenizerKind::Teacher if recipe.teacher.kind == crate::recipe::TeacherKind::Gguf => None,
         TokenizerKind::Teacher => Some(teacher::teacher_tokenizer(recipe)),
     };
     let Some(path) = path.filter(|p| gguf && p.is_file()) else {
@@ -140,7 +143,8 @@ fn with_data_job<T>(recipe: &Recipe, dir: &Path, f: impl FnOnce(&data::DataJob) 
         tokenizer: &recipe.tokenizer,
         seed: recipe.run.seed,
         teacher_tokenizer: (recipe.tokenizer.kind == TokenizerKind::Teacher)
-            .then(|| teacher::teacher_tokenizer(recipe)),
+            .then(|| teacher::teacher_tokenizer_in(recipe, dir))
+            .transpose()?,
         doc_ppl: Some(&doc_ppl),
     };
     f(&job)
@@ -207,12 +211,30 @@ fn obtain_teacher(
                     fault_nan_at: None,
                     quiet: opts.quiet,
                     qat: None,
+                    init: None,
+                    freeze: Default::default(),
                 };
                 train(&job, device)
             },
             opts,
         )
     })
+}
+
+/// `distill prune`: prepare the data and the teacher, then cut and keep the student (its
+/// importance table beside it), without training.
+pub fn prune(recipe: &Recipe, opts: &RunOptions, log: &mut dyn FnMut(String)) -> Result<Decoder> {
+    if recipe.student.init != crate::import::StudentInit::Prune {
+        return Err(Error::input("distill prune: the recipe's student.init must be \"prune\" (add --set student.init=prune)"));
+    }
+    let dir = recipe.run_dir();
+    let _lock = RunLock::acquire(&dir)?;
+    claim_run_dir(recipe, &dir)?;
+    let device = device_for(recipe.run.backend);
+    let d = prepare_run_data(recipe, &dir, log)?;
+    check_stop(opts, "data preparation")?;
+    let teacher = obtain_teacher(recipe, &dir, &d, &device, opts, log)?;
+    Ok(init::student_init(recipe, &dir, &d, Some(&teacher), &device, log)?.expect("a pruned student"))
 }
 
 /// `distill cache-teacher`: prepare the data and the teacher of a recipe and write its cache.

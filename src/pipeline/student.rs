@@ -19,6 +19,7 @@ use crate::run_dir::RunDir;
 use crate::teacher::TeacherSource;
 use crate::teacher::cache::{self, CacheReader};
 use crate::teacher::codec::TailMode;
+use crate::train::freeze::Freeze;
 use crate::train::{CurriculumRun, Phase, TrainJob};
 
 pub(super) struct StudentSetup {
@@ -29,6 +30,8 @@ pub(super) struct StudentSetup {
     pub teacher: Option<Decoder>,
     pub reader: Option<Arc<CacheReader>>,
     pub student_cfg: DecoderConfig,
+    /// The first weights of a loaded or pruned student (`None`: random).
+    pub init: Option<Decoder>,
     pub teacher_params: usize,
     /// The student finished training in an earlier session: no targets are needed.
     pub student_done: bool,
@@ -63,9 +66,16 @@ impl StudentSetup {
             (LogitsSource::Cache, None, Some(m)) => Some(Arc::new(cached::open_offline(recipe, &d, m)?)),
             _ => None,
         };
-        let student_cfg = DecoderConfig { vocab_size: vocab, shape: recipe.student.shape() };
+        let init = match student_done {
+            true => None,
+            false => super::init::student_init(recipe, dir, &d, teacher.as_ref(), &device, log)?,
+        };
+        let student_cfg = match &init {
+            Some(m) => m.config.clone(),
+            None => DecoderConfig { vocab_size: vocab, shape: recipe.student.shape() },
+        };
         let tail = recipe.cache.tail;
-        Ok(StudentSetup { device, d, offline, teacher, reader, student_cfg, teacher_params, student_done, tail })
+        Ok(StudentSetup { device, d, offline, teacher, reader, student_cfg, init, teacher_params, student_done, tail })
     }
 
     /// Where the distillation targets come from.
@@ -158,6 +168,8 @@ impl StudentSetup {
             fault_nan_at: None,
             quiet: opts.quiet,
             qat: recipe.qat.enabled.then_some((recipe.qat.plan(), recipe.qat.start_step)),
+            init: self.init.as_ref(),
+            freeze: Freeze::parse(&recipe.student.freeze).expect("validated"),
         }
     }
 }

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use burn::tensor::Device;
 
 use crate::data::RunData;
+use crate::data::tokenizer::Tokenizer;
 use crate::error::{Error, Result};
+use crate::import::ModelFiles;
 use crate::model::{Decoder, store};
 use crate::recipe::{LogitsSource, Recipe, TeacherDtype, TeacherKind};
 use crate::run_dir::Phase;
@@ -51,6 +53,20 @@ impl<'a> Teacher<'a> {
                 log(format!("teacher: {} ({} parameters in matmuls)", p.display(), t.config.matmul_params()));
                 t
             }
+            TeacherKind::Gguf => {
+                let p = recipe.teacher.path.as_ref().expect("validated");
+                let tok = Tokenizer::load(&gguf_tokenizer_file(recipe, dir)?)?;
+                if &tok.hash() != tok_hash {
+                    return Err(Error::input(format!(
+                        "teacher {}: its vocabulary differs from the one the data in {} was prepared with: the vocabularies must be identical",
+                        p.display(),
+                        dir.display()
+                    )));
+                }
+                let t = ModelFiles::Gguf(p).load(device, recipe.teacher.dtype.dtype())?;
+                log(format!("teacher: {} ({} parameters in matmuls)", p.display(), t.config.matmul_params()));
+                t
+            }
             TeacherKind::Checkpoint => {
                 let p = recipe.teacher.path.as_ref().expect("validated");
                 let (t, hash) = store::load(p, device)?;
@@ -88,10 +104,12 @@ impl<'a> Teacher<'a> {
     pub fn load_before_data(&self, device: &Device) -> Result<Decoder> {
         let recipe = self.recipe;
         let p = recipe.teacher.path.as_ref().expect("validated");
-        Ok(match recipe.teacher.kind {
-            TeacherKind::Hf => crate::teacher::hf::load(p, device, recipe.teacher.dtype.dtype())?.0,
-            _ => store::load(p, device)?.0.cast(recipe.teacher.dtype.dtype()),
-        })
+        let dtype = recipe.teacher.dtype.dtype();
+        match recipe.teacher.kind {
+            TeacherKind::Hf => ModelFiles::Hf(p).load(device, dtype),
+            TeacherKind::Gguf => ModelFiles::Gguf(p).load(device, dtype),
+            _ => ModelFiles::Checkpoint(p).load(device, dtype),
+        }
     }
 
     /// The files that make the teacher (weights and shape), in hashing order.
@@ -106,6 +124,7 @@ impl<'a> Teacher<'a> {
                 let p = recipe.teacher.path.as_ref().expect("validated");
                 vec![p.join("model.json"), p.join("model.bpk")]
             }
+            TeacherKind::Gguf => vec![recipe.teacher.path.clone().expect("validated")],
             TeacherKind::Hf => {
                 let p = recipe.teacher.path.as_ref().expect("validated");
                 let mut w: Vec<PathBuf> = std::fs::read_dir(p)
@@ -130,13 +149,31 @@ impl<'a> Teacher<'a> {
         match (self.recipe.teacher.kind, &self.recipe.teacher.path) {
             (TeacherKind::Hf, Some(p)) => format!("hf {}", p.display()),
             (TeacherKind::Checkpoint, Some(p)) => format!("checkpoint {}", p.display()),
+            (TeacherKind::Gguf, Some(p)) => format!("gguf {}", p.display()),
             _ => format!("pretrain {}", RunDir(self.run_dir).final_model(Phase::Teacher).display()),
         }
     }
 }
 
+/// Where a GGUF teacher's vocabulary is written as a tokenizer.json (`<run>/teacher/`), rebuilt
+/// from the file each time it is asked for (cheap, and never stale).
+pub fn gguf_tokenizer_file(recipe: &Recipe, run_dir: &Path) -> Result<PathBuf> {
+    let p = recipe.teacher.path.as_ref().expect("validated");
+    let scratch = RunDir(run_dir).phase(Phase::Teacher).join("tokenizer.json");
+    Ok(ModelFiles::Gguf(p).tokenizer_file(&scratch)?.expect("a GGUF file has a vocabulary"))
+}
+
 /// The teacher's tokenizer.json: in its folder, or, for a cached teacher whose folder is gone,
-/// the copy its cache keeps (so such a run can still prepare its data).
+/// the copy its cache keeps (so such a run can still prepare its data). A GGUF teacher's is
+/// rebuilt from the file into the run directory `run_dir`.
+pub fn teacher_tokenizer_in(recipe: &Recipe, run_dir: &Path) -> Result<PathBuf> {
+    match recipe.teacher.kind {
+        TeacherKind::Gguf => gguf_tokenizer_file(recipe, run_dir),
+        _ => Ok(teacher_tokenizer(recipe)),
+    }
+}
+
+/// [`teacher_tokenizer_in`] for a teacher folder (hf or checkpoint).
 pub fn teacher_tokenizer(recipe: &Recipe) -> PathBuf {
     let own = recipe.teacher.path.as_ref().expect("validated").join("tokenizer.json");
     let copy = recipe.cache_dir().join("tokenizer.json");

@@ -3,6 +3,7 @@
 
 pub mod fake_quant;
 pub mod ggml;
+pub mod ggml_dequant;
 pub mod int4;
 pub mod int8;
 

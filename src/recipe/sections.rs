@@ -15,6 +15,7 @@ pub use crate::data::config::{
 };
 pub use crate::device::Backend;
 use crate::export::ExportFormat;
+pub use crate::import::{PruneSection, StudentInit};
 use crate::kd_loss::Divergence;
 pub use crate::quant::fake_quant::{QatSection, Scheme};
 pub use crate::teacher::config::{CacheSection, LogitsSource, TeacherDtype, TeacherKind};
@@ -99,6 +100,18 @@ pub struct StudentSection {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub config: Option<PathBuf>,
     pub model: PartialShape,
+    /// Where the first weights come from: random (default), hf, gguf, or prune (the teacher).
+    #[serde(skip_serializing_if = "StudentInit::is_random")]
+    pub init: StudentInit,
+    /// The HF folder (`init = "hf"`) or GGUF file (`init = "gguf"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Parameter groups that stay as loaded: "embedding", "lm_head", "norms", "layers i..j".
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub freeze: Vec<String>,
+    /// How `init = "prune"` ranks and cuts (left out of the resolved recipe otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prune: Option<PruneSection>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

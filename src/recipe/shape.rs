@@ -5,7 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::locate::{locate, toml_error};
-use super::{Recipe, StudentSection, TeacherKind, TeacherSection};
+use super::{Recipe, StudentInit, StudentSection, TeacherKind, TeacherSection};
+use crate::import::ModelFiles;
 use crate::error::{Error, Result};
 use crate::model::config::{AttentionImpl, MambaShape, ModelShape, RopeScaling, default_layer_pattern};
 
@@ -126,15 +127,55 @@ impl StudentSection {
 }
 
 impl Recipe {
+    /// The shape a student starts from when it is not random: an HF/GGUF student's own (which
+    /// `[student.model]` may not change but for `attention_impl`), or a pruned student's
+    /// teacher's (which its keys shrink).
+    fn student_base(&self, file: &str, text: &str, ov: &[String]) -> Result<Option<PartialShape>> {
+        let s = &self.student;
+        let at = |key: &str, msg: String| Error::input(format!("{}: key `{key}`: {msg}", locate(file, text, ov, key)));
+        let files = match (s.init, &s.path) {
+            (StudentInit::Random, _) => return Ok(None),
+            (StudentInit::Prune, _) => match (self.teacher.kind, &self.teacher.path) {
+                (TeacherKind::Pretrain, _) => return Ok(Some(self.teacher.model.clone())),
+                (TeacherKind::Hf, Some(p)) => ModelFiles::Hf(p),
+                (TeacherKind::Gguf, Some(p)) => ModelFiles::Gguf(p),
+                (TeacherKind::Checkpoint, Some(p)) => ModelFiles::Checkpoint(p),
+                (_, None) => return Err(at("teacher.path", "required: a pruned student is cut from the teacher".into())),
+            },
+            (_, None) => return Err(at("student.path", format!("required when student.init = \"{}\"", init_name(s.init)))),
+            (StudentInit::Hf, Some(p)) => ModelFiles::Hf(p),
+            (StudentInit::Gguf, Some(p)) => ModelFiles::Gguf(p),
+        };
+        let key = if s.init == StudentInit::Prune { "teacher.path" } else { "student.path" };
+        let own = PartialShape::from_shape(&files.config().map_err(|e| at(key, e.to_string()))?.shape);
+        // A loaded student's keys may only repeat its files' values (a resolved recipe does).
+        let given = PartialShape { attention_impl: None, ..s.model.clone() };
+        if s.init != StudentInit::Prune && (s.config.is_some() || given.over(&own) != own) {
+            return Err(at(
+                "student.model",
+                format!(
+                    "a student loaded from {} takes its shape from its files: leave [student.model] and student.config out (attention_impl excepted)",
+                    files.path().display()
+                ),
+            ));
+        }
+        Ok(Some(own))
+    }
+
     /// Merges each `[x.model]` over the file named by `x.config` and completes it, so that
     /// `shape()` cannot fail afterwards; a missing required key is an error naming it.
     pub(super) fn resolve_shapes(&mut self, file: &str, text: &str, ov: &[String]) -> Result<()> {
         // A loaded teacher brings its shape (model.json or config.json).
         let teacher_shape = self.teacher.kind == TeacherKind::Pretrain;
-        for (section, config, model) in [
-            ("teacher", self.teacher.config.take(), &mut self.teacher.model),
-            ("student", self.student.config.take(), &mut self.student.model),
-        ] {
+        for section in ["teacher", "student"] {
+            // A loaded or pruned student's shape comes from files (read now, so that every
+            // rule on the student's shape holds before anything runs) or from the teacher's,
+            // resolved just before.
+            let start = if section == "student" { self.student_base(file, text, ov)? } else { None };
+            let (config, model) = match section {
+                "teacher" => (self.teacher.config.take(), &mut self.teacher.model),
+                _ => (self.student.config.take(), &mut self.student.model),
+            };
             if section == "teacher" && !teacher_shape {
                 // Not used: the resolved recipe shows that by leaving them out.
                 *model = PartialShape::default();
@@ -150,7 +191,10 @@ impl Recipe {
                 }
                 None => PartialShape::default(),
             };
-            let merged = model.over(&base);
+            let merged = match &start {
+                Some(start) => model.over(&base).over(start),
+                None => model.over(&base),
+            };
             let shape = merged.to_shape().map_err(|missing| {
                 let loc = locate(file, text, ov, &format!("{section}.model"));
                 Error::input(format!(
@@ -161,4 +205,8 @@ impl Recipe {
         }
         Ok(())
     }
+}
+
+fn init_name(i: StudentInit) -> String {
+    serde_json::to_value(i).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
 }

@@ -16,7 +16,9 @@ use super::{
     TeacherSection, TokenizerKind, TokenizerSection,
 };
 use crate::error::{Error, Result};
+use crate::import::StudentInit;
 use crate::model::config::ModelShape;
+use crate::train::freeze::Freeze;
 use crate::teacher::codec::TailMode;
 
 /// A broken rule: the dotted key it is about and what is wrong with its value.
@@ -51,6 +53,7 @@ fn check(r: &Recipe) -> Rule {
         shape("teacher", &r.teacher.shape(), r.data.seq_len)?;
     }
     shape("student", &r.student.shape(), r.data.seq_len)?;
+    student_start(r)?;
     distill_loss(&r.distill)?;
     optim("optim", &r.optim)?;
     optim("teacher.optim", &r.teacher.optim)?;
@@ -234,17 +237,23 @@ fn teacher_source(r: &Recipe) -> Rule {
         if tok == TokenizerKind::Teacher {
             return fail(
                 "tokenizer.kind",
-                "\"teacher\" needs teacher.kind = \"hf\" or \"checkpoint\"; a pretrained teacher uses the trained tokenizer",
+                "\"teacher\" needs teacher.kind = \"hf\", \"gguf\" or \"checkpoint\"; a pretrained teacher uses the trained tokenizer",
             );
         }
         return Ok(());
     }
     let (kind, marker) = match r.teacher.kind {
         TeacherKind::Hf => ("hf", "config.json"),
+        TeacherKind::Gguf => ("gguf", ""),
         _ => ("checkpoint", "model.json"),
     };
     match &r.teacher.path {
         None => return fail("teacher.path", format!("required when teacher.kind = \"{kind}\"")),
+        Some(p) if marker.is_empty() => {
+            if !p.is_file() && (r.teacher.logits != LogitsSource::Cache || !r.cache_dir().join("cache.json").is_file()) {
+                return fail("teacher.path", format!("{} is not a GGUF file", p.display()));
+            }
+        }
         // A cached teacher is offline: its cache stands in for a folder that is gone.
         Some(p)
             if !p.join(marker).is_file()
@@ -262,6 +271,41 @@ fn teacher_source(r: &Recipe) -> Rule {
             "tokenizer.kind",
             "this teacher brings its own vocabulary: set tokenizer.kind = \"teacher\" (or \"file\" with the same tokenizer.json)",
         );
+    }
+    Ok(())
+}
+
+/// Where the student starts and what of it stays fixed (`student.init`, `path`, `freeze`,
+/// `[student.prune]`).
+fn student_start(r: &Recipe) -> Rule {
+    let s = &r.student;
+    if s.path.is_some() && !s.init.from_files() {
+        return fail("student.path", "is read only with student.init = \"hf\" or \"gguf\"");
+    }
+    if s.prune.is_some() && s.init != StudentInit::Prune {
+        return fail("student.prune", "is read only with student.init = \"prune\"");
+    }
+    if let Some(p) = &s.prune
+        && p.calibration_rows == 0
+    {
+        return fail("student.prune.calibration_rows", "expected at least 1 row");
+    }
+    let f = Freeze::parse(&s.freeze).or_else(|e| fail("student.freeze", e).map(|_| Freeze::default()))?;
+    if f.is_empty() {
+        return Ok(());
+    }
+    let shape = s.shape();
+    if s.init.is_random() {
+        return fail("student.freeze", "keeps loaded weights fixed; a random student (student.init = \"random\") has none");
+    }
+    if f.layers_end() > shape.n_layers {
+        return fail(
+            "student.freeze",
+            format!("names layers up to {}, but the student has {} (0..{})", f.layers_end() - 1, shape.n_layers, shape.n_layers),
+        );
+    }
+    if f.lm_head && shape.tie_embeddings {
+        return fail("student.freeze", "\"lm_head\": the student's head is its embedding (tied): freeze \"embedding\"");
     }
     Ok(())
 }

@@ -16,6 +16,8 @@ pub enum TeacherKind {
     Checkpoint,
     /// A Hugging Face Llama or Qwen2 folder: config.json, safetensors, tokenizer.json.
     Hf,
+    /// A llama.cpp GGUF file (llama or qwen2), its tokenizer rebuilt from the file.
+    Gguf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

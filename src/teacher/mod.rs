@@ -9,6 +9,7 @@ pub mod bits;
 pub mod cache;
 pub mod codec;
 pub mod config;
+pub mod gguf_tokenizer;
 pub mod hf;
 mod nll;
 

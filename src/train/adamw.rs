@@ -180,7 +180,8 @@ impl ModuleMapper for Step<'_, '_> {
             let x = if tracked { t.inner() } else { t };
             let x = match grad {
                 Some(g) => opt.update(id, x, g, decay, a),
-                None if decay != 1.0 => x * decay,
+                // A frozen parameter (untracked) keeps its value: no decay either.
+                None if tracked && decay != 1.0 => x * decay,
                 None => x,
             };
             // A leaf again: the next step's graph starts from it.

@@ -11,6 +11,7 @@ pub mod adamw;
 pub mod checkpoint;
 pub mod config;
 pub mod decay;
+pub mod freeze;
 pub mod metrics;
 pub mod schedule;
 pub mod trainer;

@@ -116,6 +116,11 @@ pub struct TrainJob<'a> {
     /// Quantization-aware training: from step `.1` on, the forward runs through the weights
     /// as ggml's format `.0` stores them (`quant::fake_quant::qat_view`).
     pub qat: Option<(Plan, usize)>,
+    /// The first weights (a loaded or pruned student), instead of a seeded random init of
+    /// `model`; on any device (moved to the training one).
+    pub init: Option<&'a Decoder>,
+    /// Parameter groups that keep their first values.
+    pub freeze: super::freeze::Freeze,
 }
 
 /// Train to `optim.steps` (continuing from the latest checkpoint if there is one) and return
@@ -128,7 +133,11 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
     // The start of training, or where the newest good checkpoint left it (also what a
     // rollback returns to): the initial model is a function of the seed, made when needed.
     let newest = || -> Result<(Decoder, AdamW, TrainState)> {
-        let model = job.model.init(job.seed ^ phase_salt(job.phase), &ad);
+        let model = match job.init {
+            Some(m) => crate::model::number_params(m.clone(), job.seed ^ phase_salt(job.phase)),
+            None => job.model.init(job.seed ^ phase_salt(job.phase), &ad),
+        };
+        let model = super::freeze::trainable(model, &job.freeze, &ad);
         Ok(match checkpoint::load_newest_good(&ck_dir, &model, o, &ad)? {
             Some(loaded) => loaded,
             None => (model, AdamW::new(o), TrainState::start()),
@@ -160,6 +169,13 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
             kd.temperature += (tau - job.kd.temperature) * progress;
         }
         let first_epoch = job.curriculum.as_ref().and_then(|c| c.first_epoch.as_deref());
+        // alpha = 1 is the hard-label loss alone: an online teacher's logits would go unused,
+        // so it does not run (a cache's targets cost only a read and keep the KL logged).
+        let targets = match &job.teacher {
+            TeacherSource::None => false,
+            TeacherSource::Online(_) => kd.alpha < 1.0,
+            TeacherSource::Cache { .. } => true,
+        };
         let mut acc = GradientsAccumulator::<Decoder>::new();
         // The step's loss is the weighted mean over the real tokens of all its micro-batches:
         // each micro-batch contributes its weighted sum (its mean times its weight W_m), and
@@ -179,6 +195,7 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
             let v = job.model.vocab_size;
             let target = match &job.teacher {
                 TeacherSource::None => None,
+                TeacherSource::Online(_) if !targets => None,
                 TeacherSource::Online(tm) => {
                     Some(Target::Full(tm.forward(batch.inputs.clone().inner()).reshape([b * t, v])))
                 }
@@ -321,7 +338,7 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
             lr,
             loss: loss_sum,
             ce: ce_sum,
-            kl: job.teacher.is_some().then_some(kl_sum),
+            kl: targets.then_some(kl_sum),
             grad_norm,
             tokens: st.tokens,
             tok_per_s: tok_s,
@@ -471,6 +488,8 @@ mod tests {
             fault_nan_at: None,
             quiet: true,
             qat: None,
+            init: None,
+            freeze: Default::default(),
         }
     }
 

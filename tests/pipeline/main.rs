@@ -1,9 +1,10 @@
 //! Whole-run tests (one integration binary: each file in tests/ links the whole crate, so the
 //! tests are modules of this one). Runs, resume and the CLI here; teachers, caches, curricula
-//! and data in `teachers.rs`.
+//! and data in `teachers.rs`; students from trained models in `students.rs`.
 
 mod crash;
 mod hostile;
+mod students;
 mod teachers;
 
 use std::path::{Path, PathBuf};

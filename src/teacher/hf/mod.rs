@@ -380,13 +380,18 @@ impl WeightSource for HfWeights {
     }
 }
 
-/// Load a Hugging Face folder: the model (frozen, on `device`, its weights in `dtype`, each
-/// converted as it is read) and its tokenizer.
-pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<(Decoder, Tokenizer)> {
+/// The model a Hugging Face folder's config.json describes (nothing else read).
+pub fn config(dir: &Path) -> Result<DecoderConfig> {
     let cfg_path = dir.join("config.json");
     let text = crate::error::read_to_string(&cfg_path)?;
     let hf: HfConfig = serde_json::from_str(&text).map_err(|e| Error::input(format!("{}: {e}", cfg_path.display())))?;
-    let config = hf.into_config(&cfg_path)?;
+    hf.into_config(&cfg_path)
+}
+
+/// Load a Hugging Face folder: the model (frozen, on `device`, its weights in `dtype`, each
+/// converted as it is read) and its tokenizer.
+pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<(Decoder, Tokenizer)> {
+    let config = config(dir)?;
     let weights = HfWeights::open(dir)?;
     let model = config.load(&weights, device, dtype).map_err(|e| Error::input(format!("{}: {e}", dir.display())))?;
     let tokenizer = Tokenizer::load(&dir.join("tokenizer.json"))?;
