@@ -109,6 +109,10 @@ pub struct Decoder {
     pub norm: RmsNorm,
     /// `None` when the output projection is tied to the embedding.
     pub lm_head: Option<Linear>,
+    /// Training only, with a hidden-state loss: the learned maps from this student's widths to
+    /// its teacher's. Trained, decayed and checkpointed with the weights (the optimizer and
+    /// checkpoints see one module); dropped from the final model and never exported.
+    pub hidden_proj: Option<crate::kd_loss::hidden::HiddenProjection>,
     #[module(skip)]
     pub config: DecoderConfig,
 }
@@ -191,6 +195,7 @@ impl DecoderConfig {
             blocks,
             norm: init.named_norm("model.norm", s.d_model, s.norm_eps),
             lm_head,
+            hidden_proj: None,
             config: self.clone(),
         }
     }
@@ -286,6 +291,11 @@ impl Decoder {
 
     fn run(&self, tokens: Tensor<2, Int>, cache: Option<&mut Cache>) -> Tensor<3> {
         let (x, _) = self.hidden(tokens, cache, &[]);
+        self.logits_of(x)
+    }
+
+    /// The logits (f32) of final hidden states (what [`Decoder::forward_hidden`] returns).
+    pub fn logits_of(&self, x: Tensor<3>) -> Tensor<3> {
         let logits = super::linear::lm_head(x, self.lm_head.as_ref(), &self.embed.weight.val());
         if logits.dtype() == DType::F32 { logits } else { logits.cast(DType::F32) }
     }

@@ -213,6 +213,7 @@ fn obtain_teacher(
                     qat: None,
                     init: None,
                     freeze: Default::default(),
+                    hidden: None,
                 };
                 train(&job, device)
             },

@@ -19,7 +19,9 @@ use crate::run_dir::RunDir;
 use crate::teacher::TeacherSource;
 use crate::teacher::cache::{self, CacheReader};
 use crate::teacher::codec::TailMode;
+use crate::error::Error;
 use crate::train::freeze::Freeze;
+use crate::train::hidden::HiddenJob;
 use crate::train::{CurriculumRun, Phase, TrainJob};
 
 pub(super) struct StudentSetup {
@@ -32,6 +34,8 @@ pub(super) struct StudentSetup {
     pub student_cfg: DecoderConfig,
     /// The first weights of a loaded or pruned student (`None`: random).
     pub init: Option<Decoder>,
+    /// The hidden-state loss, resolved against both models' depths and widths.
+    pub hidden: Option<HiddenJob>,
     pub teacher_params: usize,
     /// The student finished training in an earlier session: no targets are needed.
     pub student_done: bool,
@@ -74,8 +78,13 @@ impl StudentSetup {
             Some(m) => m.config.clone(),
             None => DecoderConfig { vocab_size: vocab, shape: recipe.student.shape() },
         };
+        let hidden = match &teacher {
+            Some(t) if !crate::recipe::hidden_off(&recipe.distill.hidden) => Some(hidden_job(recipe, &student_cfg, t)?),
+            _ => None,
+        };
         let tail = recipe.cache.tail;
-        Ok(StudentSetup { device, d, offline, teacher, reader, student_cfg, init, teacher_params, student_done, tail })
+        Ok(StudentSetup {
+            hidden, device, d, offline, teacher, reader, student_cfg, init, teacher_params, student_done, tail })
     }
 
     /// Where the distillation targets come from.
@@ -170,6 +179,17 @@ impl StudentSetup {
             qat: recipe.qat.enabled.then_some((recipe.qat.plan(), recipe.qat.start_step)),
             init: self.init.as_ref(),
             freeze: Freeze::parse(&recipe.student.freeze).expect("validated"),
+            hidden: self.hidden.clone(),
         }
     }
+}
+
+/// `[distill.hidden]` against the student and the loaded teacher: the layer pairs checked
+/// against both depths.
+fn hidden_job(recipe: &Recipe, student: &DecoderConfig, teacher: &Decoder) -> Result<HiddenJob> {
+    let h = &recipe.distill.hidden;
+    let (s, t) = (student.shape.n_layers, teacher.config.shape.n_layers);
+    let pairs = crate::kd_loss::hidden::resolve_pairs(&h.pairs, s, t)
+        .map_err(|e| Error::input(format!("key `distill.hidden.pairs`: {e}")))?;
+    Ok(HiddenJob { weight: h.weight, loss: h.loss, pairs, d_teacher: teacher.config.shape.d_model })
 }

@@ -17,6 +17,7 @@ pub use crate::device::Backend;
 use crate::export::ExportFormat;
 pub use crate::import::{PruneSection, StudentInit};
 use crate::kd_loss::Divergence;
+pub use crate::kd_loss::hidden::{HiddenLoss, HiddenSection, LayerPairs};
 pub use crate::quant::fake_quant::{QatSection, Scheme};
 pub use crate::teacher::config::{CacheSection, LogitsSource, TeacherDtype, TeacherKind};
 pub use crate::train::config::{CheckpointSection, EvalSection, OnNan, OptimSection, Precision};
@@ -137,6 +138,10 @@ pub struct DistillSection {
     /// If set, tau moves linearly from `temperature` to `temperature_end` over training.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub temperature_end: Option<f64>,
+    /// A hidden-state loss between block outputs (off at weight 0, and then left out of the
+    /// resolved recipe).
+    #[serde(skip_serializing_if = "hidden_off")]
+    pub hidden: HiddenSection,
 }
 
 impl DistillSection {
@@ -148,6 +153,11 @@ impl DistillSection {
     pub fn chunk_tokens_for(&self, vocab: usize) -> usize {
         self.chunk_tokens.unwrap_or_else(|| (CHUNK_BYTES / (4 * vocab.max(1)) / 256 * 256).clamp(256, 16384))
     }
+}
+
+/// `[distill.hidden]` at weight 0 (or unset): no hidden-state loss.
+pub fn hidden_off(h: &HiddenSection) -> bool {
+    h.weight == 0.0
 }
 
 /// The default budget of one loss chunk's `[tokens, vocab]` f32 logits.
@@ -164,6 +174,7 @@ impl Default for DistillSection {
             chunk_tokens: None,
             alpha_end: None,
             temperature_end: None,
+            hidden: HiddenSection::default(),
         }
     }
 }

@@ -54,6 +54,7 @@ fn check(r: &Recipe) -> Rule {
     }
     shape("student", &r.student.shape(), r.data.seq_len)?;
     student_start(r)?;
+    hidden(r)?;
     distill_loss(&r.distill)?;
     optim("optim", &r.optim)?;
     optim("teacher.optim", &r.teacher.optim)?;
@@ -306,6 +307,21 @@ fn student_start(r: &Recipe) -> Rule {
     }
     if f.lm_head && shape.tie_embeddings {
         return fail("student.freeze", "\"lm_head\": the student's head is its embedding (tied): freeze \"embedding\"");
+    }
+    Ok(())
+}
+
+/// `[distill.hidden]` compares the student's block outputs with the live teacher's.
+fn hidden(r: &Recipe) -> Rule {
+    let h = &r.distill.hidden;
+    if !(h.weight >= 0.0 && h.weight.is_finite()) {
+        return fail("distill.hidden.weight", format!("expected a finite weight >= 0, got {}", h.weight));
+    }
+    if h.weight > 0.0 && r.teacher.logits == LogitsSource::Cache {
+        return fail(
+            "distill.hidden.weight",
+            "the hidden-state loss needs the teacher's block outputs, which a teacher cache does not hold: set teacher.logits = \"online\" (or the weight to 0)",
+        );
     }
     Ok(())
 }

@@ -21,6 +21,9 @@ pub struct MetricsRow {
     /// The divergence term (distillation only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kl: Option<f64>,
+    /// The hidden-state loss (`[distill.hidden]`), before its weight; `loss` includes it weighted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden: Option<f64>,
     /// Global gradient L2 norm before clipping.
     pub grad_norm: f64,
     /// Real (unpadded) tokens trained on so far in this phase.

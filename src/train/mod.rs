@@ -12,6 +12,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod decay;
 pub mod freeze;
+pub mod hidden;
 pub mod metrics;
 pub mod schedule;
 pub mod trainer;

@@ -121,6 +121,8 @@ pub struct TrainJob<'a> {
     pub init: Option<&'a Decoder>,
     /// Parameter groups that keep their first values.
     pub freeze: super::freeze::Freeze,
+    /// A hidden-state loss against the online teacher's block outputs.
+    pub hidden: Option<super::hidden::HiddenJob>,
 }
 
 /// Train to `optim.steps` (continuing from the latest checkpoint if there is one) and return
@@ -136,6 +138,10 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
         let model = match job.init {
             Some(m) => crate::model::number_params(m.clone(), job.seed ^ phase_salt(job.phase)),
             None => job.model.init(job.seed ^ phase_salt(job.phase), &ad),
+        };
+        let model = match &job.hidden {
+            Some(h) => h.attach(model, job.seed ^ phase_salt(job.phase), &ad),
+            None => model,
         };
         let model = super::freeze::trainable(model, &job.freeze, &ad);
         Ok(match checkpoint::load_newest_good(&ck_dir, &model, o, &ad)? {
@@ -193,16 +199,20 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
             prof.mark("data");
             let [b, t] = batch.inputs.dims();
             let v = job.model.vocab_size;
-            let target = match &job.teacher {
-                TeacherSource::None => None,
-                TeacherSource::Online(_) if !targets => None,
-                TeacherSource::Online(tm) => {
-                    Some(Target::Full(tm.forward(batch.inputs.clone().inner()).reshape([b * t, v])))
+            // The teacher's final hidden states give its logits; its block outputs, the
+            // hidden-state loss's targets (one pass, no graph).
+            let (target, teacher_layers) = match &job.teacher {
+                TeacherSource::Online(tm) if targets || job.hidden.is_some() => {
+                    let layers = job.hidden.as_ref().map(|h| h.teacher_layers()).unwrap_or_default();
+                    let (h, layers) = tm.forward_with_layers(batch.inputs.clone().inner(), &layers);
+                    let logits = targets.then(|| Target::Full(tm.logits_of(h).reshape([b * t, v])));
+                    (logits, Some(layers))
                 }
+                TeacherSource::None | TeacherSource::Online(_) => (None, None),
                 TeacherSource::Cache { reader, tail } => {
                     let next = job.train.rows_at_ordered(job.seed, st.cursor, o.batch_size, first_epoch);
                     let host = read_ahead.take(reader, &rows, next, kd.temperature, *tail)?;
-                    Some(Target::TopK(host.to_device(&ad)))
+                    (Some(Target::TopK(host.to_device(&ad))), None)
                 }
             };
             prof.mark("teacher");
@@ -219,12 +229,11 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
             // The loss fuses the LM head into its chunks, unless self-paced learning needs the
             // logits of every row.
             let self_paced = job.curriculum.as_ref().is_some_and(|c| c.cfg.schedule == Schedule::SelfPaced);
+            let layers = job.hidden.as_ref().map(|h| h.student_layers()).unwrap_or_default();
+            let (h, student_layers) = fwd.forward_with_layers(batch.inputs, &layers);
             let student = match self_paced {
-                true => Student::Logits(fwd.forward(batch.inputs).reshape([b * t, v])),
-                false => {
-                    let d = job.model.shape.d_model;
-                    Student::Hidden(fwd.forward_hidden(batch.inputs).reshape([b * t, d]), fwd.head_weight())
-                }
+                true => Student::Logits(fwd.logits_of(h).reshape([b * t, v])),
+                false => Student::Hidden(h.reshape([b * t, job.model.shape.d_model]), fwd.head_weight()),
             };
             prof.mark("student forward");
             // Curriculum weights ride on the loss mask: sum_i w_i L_i / sum_i w_i over tokens.
@@ -258,17 +267,25 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
                 _ => batch.mask,
             };
             let w_m = mask.clone().inner().sum();
+            let hidden = match (&job.hidden, &teacher_layers) {
+                (Some(hj), Some(tl)) => Some((hj.weight, hj.loss(&fwd, &student_layers, tl, mask.clone()))),
+                _ => None,
+            };
             let out = match student {
                 Student::Logits(logits) => kd_loss_streamed(logits, target, batch.targets, mask, kd),
                 Student::Hidden(h, w) => kd_loss_fused_head(h, w, target, batch.targets, mask, kd),
             };
             prof.mark("loss (+ its bwd)");
             let w = || w_m.clone();
-            let row =
-                Tensor::cat(vec![out.total.clone().inner() * w(), out.ce.inner() * w(), out.kl.inner() * w(), w()], 0);
-            crate::util::accumulate(&mut sums, row);
+            let total = match &hidden {
+                Some((weight, hl)) => out.total + hl.clone() * *weight,
+                None => out.total,
+            };
+            let mut row = vec![total.clone().inner() * w(), out.ce.inner() * w(), out.kl.inner() * w(), w()];
+            row.extend(hidden.map(|(_, hl)| hl.inner() * w()));
+            crate::util::accumulate(&mut sums, Tensor::cat(row, 0));
             step_tokens += batch.real_tokens;
-            let grads = (out.total * Tensor::from_inner(w_m)).backward();
+            let grads = (total * Tensor::from_inner(w_m)).backward();
             acc.accumulate(&model, GradientsParams::from_grads(grads, &model));
             prof.mark("student backward");
         }
@@ -281,7 +298,8 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
         if fault == Some(st.step + 1) {
             (fault, loss_sum) = (None, f64::NAN);
         }
-        let grad_norm = read[4].sqrt() / w;
+        let hidden_sum = job.hidden.is_some().then(|| read[4] / w);
+        let grad_norm = read[read.len() - 1].sqrt() / w;
         prof.mark("norm + read");
         if !loss_sum.is_finite() || !grad_norm.is_finite() {
             let what = if loss_sum.is_finite() {
@@ -339,6 +357,7 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
             loss: loss_sum,
             ce: ce_sum,
             kl: targets.then_some(kl_sum),
+            hidden: hidden_sum,
             grad_norm,
             tokens: st.tokens,
             tok_per_s: tok_s,
@@ -390,7 +409,10 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
     if let Some(r) = prof.report() {
         eprintln!("{phase} {r}");
     }
-    Ok(model.valid())
+    // The projection of a hidden-state loss served training only.
+    let mut model = model.valid();
+    model.hidden_proj = None;
+    Ok(model)
 }
 
 fn phase_salt(p: Phase) -> u64 {
@@ -490,6 +512,7 @@ mod tests {
             qat: None,
             init: None,
             freeze: Default::default(),
+            hidden: None,
         }
     }
 

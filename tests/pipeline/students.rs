@@ -171,3 +171,42 @@ fn pruned_student_is_written_then_trained() {
     assert_eq!(fin.config, m.config);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A hidden-state loss through a learned projection (student width 32, teacher 64): logged per
+/// step, inside the step's loss as `alpha ce + (1 - alpha) kl + weight hidden`, saved with the
+/// checkpoints (a run stopped at step 3 and resumed logs what the uninterrupted one does), and
+/// gone from the final model. With a cached teacher it is refused, naming why.
+#[test]
+fn hidden_state_loss_trains_logs_and_resumes() {
+    let dir = tmp("hidden");
+    let text = |name: &str| {
+        tiny_recipe(&dir, name, 6)
+            .replace("[optim]", "[distill]\nalpha = 0.5\n\n[distill.hidden]\nweight = 0.25\nloss = \"cosine\"\n\n[optim]")
+            .replace("n_layers = 1", "n_layers = 2")
+    };
+    let stop = AtomicBool::new(false);
+    pipeline::run(&load(&text("a"), &dir), &opts(&stop, None), &mut |_| {}).unwrap();
+    let b = load(&text("b"), &dir);
+    let e = pipeline::run(&b, &opts(&stop, Some((Phase::Student, 3))), &mut |_| {}).unwrap_err();
+    assert!(matches!(e, distill::error::Error::Interrupted(_)), "{e}");
+    pipeline::resume(&dir.join("b"), &opts(&stop, None), &mut |_| {}).unwrap();
+    let (ra, rb) = (rows(&dir.join("a"), "student"), rows(&dir.join("b"), "student"));
+    assert_eq!((ra.len(), rb.len()), (6, 6));
+    for (x, y) in ra.iter().zip(&rb) {
+        let f = |r: &Value, k: &str| r[k].as_f64().unwrap();
+        let (loss, ce, kl, hidden) = (f(x, "loss"), f(x, "ce"), f(x, "kl"), f(x, "hidden"));
+        assert!(hidden > 0.0 && hidden < 2.0, "cosine loss in (0, 2): {hidden}");
+        let want = 0.5 * ce + 0.5 * kl + 0.25 * hidden;
+        assert!((loss - want).abs() < 1e-5 * want, "step {}: loss {loss} vs {want}", x["step"]);
+        for key in ["loss", "hidden", "grad_norm"] {
+            assert_eq!(x[key], y[key], "step {}: {key} after resume", x["step"]);
+        }
+    }
+    let (fin, _) = distill::model::store::load(&dir.join("a/student/final"), &Device::flex()).unwrap();
+    assert!(fin.hidden_proj.is_none());
+    let cached = text("c").replace("[teacher.optim]", "[teacher]\nlogits = \"cache\"\n\n[teacher.optim]");
+    std::fs::write(dir.join("c.toml"), cached).unwrap();
+    let e = Recipe::load(&dir.join("c.toml"), &[]).unwrap_err().to_string();
+    assert!(e.contains("distill.hidden.weight") && e.contains("teacher cache"), "{e}");
+    std::fs::remove_dir_all(&dir).ok();
+}

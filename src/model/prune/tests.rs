@@ -308,3 +308,12 @@ fn refusals_name_the_key_and_both_values() {
     refused(importance(&h, std::slice::from_ref(&x)), &["layer 1", "Mamba"]);
     refused(prune(&h, &imp, &hybrid.shape, DepthMethod::Last), &["layer 1", "Mamba"]);
 }
+
+/// Ranking: highest scores first, the lower index on ties, kept indices ascending.
+#[test]
+fn top_k_breaks_ties_by_the_lower_index() {
+    assert_eq!(top_k(&[1.0, 2.0, 2.0, 0.0, 2.0], 2), [1, 2]);
+    assert_eq!(top_k(&[0.5, 0.0, 0.0, 0.0, 3.0], 3), [0, 1, 4]);
+    assert_eq!(top_k(&[3.0, 1.0, 2.0], 3), [0, 1, 2]);
+    assert_eq!(top_k(&[3.0, 1.0, 2.0], 0), Vec::<usize>::new());
+}
