@@ -60,7 +60,11 @@ pub(super) fn prune(a: RecipeArgs) -> Result<()> {
         m.config.shape.n_kv_heads,
         m.config.matmul_params()
     );
-    println!("importance: {}, {}", dir.join("prune/importance.json").display(), dir.join("prune/importance.svg").display());
+    println!(
+        "importance: {}, {}",
+        dir.join("prune/importance.json").display(),
+        dir.join("prune/importance.svg").display()
+    );
     Ok(())
 }
 

@@ -236,6 +236,12 @@ fn pre_tokenizer(j: &serde_json::Value) -> std::result::Result<&'static str, Str
     let steps = pre["pretokenizers"].as_array().map(Vec::as_slice).unwrap_or_default();
     let name = match (pre["type"].as_str(), steps) {
         (Some("ByteLevel"), _) if byte_level(pre, true) && norm.is_null() && !ignore => Some("gpt-2"),
+        // SmolLM's: every digit alone, then GPT-2's split (llama.cpp's `smollm`).
+        (Some("Sequence"), [d, b])
+            if d["type"] == "Digits" && d["individual_digits"] == true && byte_level(b, true) && norm.is_null() =>
+        {
+            (!ignore).then_some("smollm")
+        }
         (Some("Sequence"), [s, b]) if byte_level(b, false) => match split(s) {
             Some(LLAMA3_SPLIT) if norm.is_null() && ignore => Some("llama-bpe"),
             Some(QWEN2_SPLIT) if (norm.is_null() || norm["type"] == "NFC") && !ignore => Some("qwen2"),
@@ -246,7 +252,8 @@ fn pre_tokenizer(j: &serde_json::Value) -> std::result::Result<&'static str, Str
     name.ok_or_else(|| {
         format!(
             "pre-tokenizer {pre} with normalizer {norm} and ignore_merges {ignore}: llama.cpp's splits written are \
-             GPT-2's (`gpt-2`), Llama 3's (`llama-bpe`) and Qwen2's (`qwen2`), each as its tokenizer.json defines it"
+             GPT-2's (`gpt-2`), Llama 3's (`llama-bpe`), Qwen2's (`qwen2`) and SmolLM's (`smollm`), each as its \
+             tokenizer.json defines it"
         )
     })
 }
@@ -509,6 +516,14 @@ mod tests {
         }
         // Llama 3's regex differs from Qwen2's in the digits alone.
         assert_eq!(LLAMA3_SPLIT.replace(r"\p{N}{1,3}", r"\p{N}"), QWEN2_SPLIT);
+        // SmolLM2's tokenizer.json (as on the Hub): digits one by one, then GPT-2's ByteLevel.
+        let mut smol = base.clone();
+        smol["pre_tokenizer"] = serde_json::json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Digits", "individual_digits": true},
+            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}]});
+        assert_eq!(pre_tokenizer(&smol), Ok("smollm"));
+        smol["pre_tokenizer"]["pretokenizers"][0]["individual_digits"] = false.into();
+        assert!(pre_tokenizer(&smol).is_err(), "digit runs are not llama.cpp's smollm");
     }
 
     /// Pair-interleaved RoPE (llama.cpp's `llama`) on the permuted rows is rotate-half RoPE

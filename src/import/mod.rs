@@ -69,7 +69,8 @@ impl ModelFiles<'_> {
                 let (g, what) = read_gguf(file, Gguf::parse_header)?;
                 let json = crate::teacher::gguf_tokenizer::tokenizer_json(&g, &what)?;
                 if let Some(parent) = scratch.parent() {
-                    std::fs::create_dir_all(parent).map_err(|e| Error::runtime(format!("{}: {e}", parent.display())))?;
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| Error::runtime(format!("{}: {e}", parent.display())))?;
                 }
                 crate::util::write_atomic(scratch, json.as_bytes())?;
                 Ok(Some(scratch.to_path_buf()))
@@ -105,3 +106,6 @@ pub fn same_vocabulary(teacher: &Tokenizer, student: &Tokenizer, student_what: &
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -81,10 +81,10 @@ impl<'de> Deserialize<'de> for LayerPairs {
                 // As vectors: serde's `[usize; 2]` stops after two numbers and toml does not
                 // complain about a third, so `[1, 2, 3]` would read as `[1, 2]`.
                 while let Some(p) = seq.next_element::<Vec<usize>>()? {
-                    match p[..] {
-                        [a, b] => pairs.push([a, b]),
-                        _ => return Err(de::Error::custom(format!("pair {p:?}: expected [student_layer, teacher_layer]"))),
-                    }
+                    let &[a, b] = &p[..] else {
+                        return Err(de::Error::custom(format!("pair {p:?}: expected [student_layer, teacher_layer]")));
+                    };
+                    pairs.push([a, b]);
                 }
                 Ok(LayerPairs::Explicit(pairs))
             }

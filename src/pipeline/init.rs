@@ -104,14 +104,17 @@ fn loaded(files: ModelFiles, dir: &Path, d: &RunData, device: &Device) -> Result
 
 /// The teacher cut to the recipe's student shape by importance from one calibration pass
 /// over the first `calibration_rows` training rows (in the run's seeded order).
-pub fn pruned(recipe: &Recipe, d: &RunData, teacher: &Decoder, device: &Device) -> Result<(Decoder, Importance, PrunePlan)> {
+pub fn pruned(
+    recipe: &Recipe,
+    d: &RunData,
+    teacher: &Decoder,
+    device: &Device,
+) -> Result<(Decoder, Importance, PrunePlan)> {
     let p = recipe.student.prune.clone().unwrap_or_default();
     let n = p.calibration_rows.min(d.train.n_rows());
     let rows = d.train.rows_at_ordered(recipe.run.seed, 0, n, None);
-    let batches: Vec<_> = rows
-        .chunks(recipe.optim.batch_size.max(1))
-        .map(|r| d.train.batch(r, device).inputs)
-        .collect();
+    let batches: Vec<_> =
+        rows.chunks(recipe.optim.batch_size.max(1)).map(|r| d.train.batch(r, device).inputs).collect();
     let imp = prune::importance(teacher, &batches)?;
     // Every key the recipe does not shrink is the teacher's own (biases, windows, scaling).
     let s = recipe.student.shape();

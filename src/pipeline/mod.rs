@@ -226,7 +226,9 @@ fn obtain_teacher(
 /// importance table beside it), without training.
 pub fn prune(recipe: &Recipe, opts: &RunOptions, log: &mut dyn FnMut(String)) -> Result<Decoder> {
     if recipe.student.init != crate::import::StudentInit::Prune {
-        return Err(Error::input("distill prune: the recipe's student.init must be \"prune\" (add --set student.init=prune)"));
+        return Err(Error::input(
+            "distill prune: the recipe's student.init must be \"prune\" (add --set student.init=prune)",
+        ));
     }
     let dir = recipe.run_dir();
     let _lock = RunLock::acquire(&dir)?;

@@ -11,6 +11,7 @@ use super::teacher::Teacher;
 use super::{RunOptions, cached, obtain_teacher, prepare_run_data};
 use crate::curriculum::TeacherScores;
 use crate::data::RunData;
+use crate::error::Error;
 use crate::error::Result;
 use crate::kd_loss::KdConfig;
 use crate::model::{Decoder, DecoderConfig};
@@ -19,7 +20,6 @@ use crate::run_dir::RunDir;
 use crate::teacher::TeacherSource;
 use crate::teacher::cache::{self, CacheReader};
 use crate::teacher::codec::TailMode;
-use crate::error::Error;
 use crate::train::freeze::Freeze;
 use crate::train::hidden::HiddenJob;
 use crate::train::{CurriculumRun, Phase, TrainJob};
@@ -84,7 +84,18 @@ impl StudentSetup {
         };
         let tail = recipe.cache.tail;
         Ok(StudentSetup {
-            hidden, device, d, offline, teacher, reader, student_cfg, init, teacher_params, student_done, tail })
+            hidden,
+            device,
+            d,
+            offline,
+            teacher,
+            reader,
+            student_cfg,
+            init,
+            teacher_params,
+            student_done,
+            tail,
+        })
     }
 
     /// Where the distillation targets come from.

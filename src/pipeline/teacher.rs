@@ -167,8 +167,10 @@ pub fn gguf_tokenizer_file(recipe: &Recipe, run_dir: &Path) -> Result<PathBuf> {
 /// the copy its cache keeps (so such a run can still prepare its data). A GGUF teacher's is
 /// rebuilt from the file into the run directory `run_dir`.
 pub fn teacher_tokenizer_in(recipe: &Recipe, run_dir: &Path) -> Result<PathBuf> {
+    let file = recipe.teacher.path.as_ref().is_some_and(|p| p.is_file());
     match recipe.teacher.kind {
-        TeacherKind::Gguf => gguf_tokenizer_file(recipe, run_dir),
+        TeacherKind::Gguf if file => gguf_tokenizer_file(recipe, run_dir),
+        // Gone: a cached teacher's cache keeps a copy.
         _ => Ok(teacher_tokenizer(recipe)),
     }
 }

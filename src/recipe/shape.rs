@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use super::locate::{locate, toml_error};
 use super::{Recipe, StudentInit, StudentSection, TeacherKind, TeacherSection};
-use crate::import::ModelFiles;
 use crate::error::{Error, Result};
+use crate::import::ModelFiles;
 use crate::model::config::{AttentionImpl, MambaShape, ModelShape, RopeScaling, default_layer_pattern};
 
 /// A model shape, as written in a recipe or a `configs/*.toml` file: every key optional so that
@@ -140,9 +140,13 @@ impl Recipe {
                 (TeacherKind::Hf, Some(p)) => ModelFiles::Hf(p),
                 (TeacherKind::Gguf, Some(p)) => ModelFiles::Gguf(p),
                 (TeacherKind::Checkpoint, Some(p)) => ModelFiles::Checkpoint(p),
-                (_, None) => return Err(at("teacher.path", "required: a pruned student is cut from the teacher".into())),
+                (_, None) => {
+                    return Err(at("teacher.path", "required: a pruned student is cut from the teacher".into()));
+                }
             },
-            (_, None) => return Err(at("student.path", format!("required when student.init = \"{}\"", init_name(s.init)))),
+            (_, None) => {
+                return Err(at("student.path", format!("required when student.init = \"{}\"", init_name(s.init))));
+            }
             (StudentInit::Hf, Some(p)) => ModelFiles::Hf(p),
             (StudentInit::Gguf, Some(p)) => ModelFiles::Gguf(p),
         };
@@ -202,6 +206,10 @@ impl Recipe {
                 ))
             })?;
             *model = PartialShape::from_shape(&shape);
+        }
+        // Read only when pruning: the resolved recipe shows that by leaving it out.
+        if self.student.init != StudentInit::Prune {
+            self.student.prune = None;
         }
         Ok(())
     }

@@ -16,10 +16,9 @@ use super::{
     TeacherSection, TokenizerKind, TokenizerSection,
 };
 use crate::error::{Error, Result};
-use crate::import::StudentInit;
 use crate::model::config::ModelShape;
-use crate::train::freeze::Freeze;
 use crate::teacher::codec::TailMode;
+use crate::train::freeze::Freeze;
 
 /// A broken rule: the dotted key it is about and what is wrong with its value.
 struct Broken {
@@ -248,18 +247,14 @@ fn teacher_source(r: &Recipe) -> Rule {
         TeacherKind::Gguf => ("gguf", ""),
         _ => ("checkpoint", "model.json"),
     };
+    let offline = r.teacher.logits == LogitsSource::Cache && r.cache_dir().join("cache.json").is_file();
     match &r.teacher.path {
         None => return fail("teacher.path", format!("required when teacher.kind = \"{kind}\"")),
-        Some(p) if marker.is_empty() => {
-            if !p.is_file() && (r.teacher.logits != LogitsSource::Cache || !r.cache_dir().join("cache.json").is_file()) {
-                return fail("teacher.path", format!("{} is not a GGUF file", p.display()));
-            }
+        // A cached teacher is offline: its cache stands in for a folder or file that is gone.
+        Some(p) if marker.is_empty() && !p.is_file() && !offline => {
+            return fail("teacher.path", format!("{} is not a GGUF file", p.display()));
         }
-        // A cached teacher is offline: its cache stands in for a folder that is gone.
-        Some(p)
-            if !p.join(marker).is_file()
-                && (r.teacher.logits != LogitsSource::Cache || !r.cache_dir().join("cache.json").is_file()) =>
-        {
+        Some(p) if !marker.is_empty() && !p.join(marker).is_file() && !offline => {
             return fail(
                 "teacher.path",
                 format!("{} is not a teacher directory for kind \"{kind}\" (no {marker} in it)", p.display()),
@@ -283,9 +278,6 @@ fn student_start(r: &Recipe) -> Rule {
     if s.path.is_some() && !s.init.from_files() {
         return fail("student.path", "is read only with student.init = \"hf\" or \"gguf\"");
     }
-    if s.prune.is_some() && s.init != StudentInit::Prune {
-        return fail("student.prune", "is read only with student.init = \"prune\"");
-    }
     if let Some(p) = &s.prune
         && p.calibration_rows == 0
     {
@@ -297,12 +289,20 @@ fn student_start(r: &Recipe) -> Rule {
     }
     let shape = s.shape();
     if s.init.is_random() {
-        return fail("student.freeze", "keeps loaded weights fixed; a random student (student.init = \"random\") has none");
+        return fail(
+            "student.freeze",
+            "keeps loaded weights fixed; a random student (student.init = \"random\") has none",
+        );
     }
     if f.layers_end() > shape.n_layers {
         return fail(
             "student.freeze",
-            format!("names layers up to {}, but the student has {} (0..{})", f.layers_end() - 1, shape.n_layers, shape.n_layers),
+            format!(
+                "names layers up to {}, but the student has {} (0..{})",
+                f.layers_end() - 1,
+                shape.n_layers,
+                shape.n_layers
+            ),
         );
     }
     if f.lm_head && shape.tie_embeddings {

@@ -14,6 +14,7 @@ pub mod decay;
 pub mod freeze;
 pub mod hidden;
 pub mod metrics;
+mod read_ahead;
 pub mod schedule;
 pub mod trainer;
 

@@ -52,7 +52,8 @@ fn transformers_logits(dir: &Path) -> (Vec<i64>, Vec<f32>) {
     let bytes = std::fs::read(dir.join("reference.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let ids = st.tensor("ids").unwrap().data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()));
-    let logits = st.tensor("logits_f32").unwrap().data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()));
+    let logits =
+        st.tensor("logits_f32").unwrap().data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()));
     (ids.collect(), logits.collect())
 }
 
@@ -125,7 +126,8 @@ fn a_student_with_another_vocabulary_is_refused() {
     for f in ["config.json", "model.safetensors"] {
         std::fs::copy(fixture.join(f), other.join(f)).unwrap();
     }
-    let mut tok: Value = serde_json::from_str(&std::fs::read_to_string(fixture.join("tokenizer.json")).unwrap()).unwrap();
+    let mut tok: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture.join("tokenizer.json")).unwrap()).unwrap();
     // Two tokens swap ids: still a valid tokenizer, but not the teacher's vocabulary.
     let vocab = tok["model"]["vocab"].as_object_mut().unwrap();
     let name_of = |id: u64| vocab.iter().find(|(_, v)| v.as_u64() == Some(id)).map(|(k, _)| k.clone()).unwrap();
@@ -181,7 +183,10 @@ fn hidden_state_loss_trains_logs_and_resumes() {
     let dir = tmp("hidden");
     let text = |name: &str| {
         tiny_recipe(&dir, name, 6)
-            .replace("[optim]", "[distill]\nalpha = 0.5\n\n[distill.hidden]\nweight = 0.25\nloss = \"cosine\"\n\n[optim]")
+            .replace(
+                "[optim]",
+                "[distill]\nalpha = 0.5\n\n[distill.hidden]\nweight = 0.25\nloss = \"cosine\"\n\n[optim]",
+            )
             .replace("n_layers = 1", "n_layers = 2")
     };
     let stop = AtomicBool::new(false);

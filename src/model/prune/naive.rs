@@ -101,12 +101,8 @@ pub(super) fn importance(m: &Decoder, seqs: &[Vec<usize>]) -> (Importance, Vec<V
                 let (gate, up) = (mat_vec(&b.mlp.w_gate, &h2), mat_vec(&b.mlp.w_up, &h2));
                 let act: Vec<f64> = gate.iter().zip(&up).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect();
                 let o: Vec<f64> = mid.iter().zip(mat_vec(&b.mlp.w_down, &act)).map(|(a, b)| a + b).collect();
-                for c in 0..s.d_ff {
-                    imp.ffn[l][c] += act[c].abs();
-                }
-                for c in 0..s.d_model {
-                    imp.embed[c] += h[i][c].abs() + h2[c].abs();
-                }
+                imp.ffn[l].iter_mut().zip(&act).for_each(|(f, a)| *f += a.abs());
+                imp.embed.iter_mut().zip(h[i].iter().zip(&h2)).for_each(|(e, (a, b))| *e += a.abs() + b.abs());
                 let dot: f64 = xi.iter().zip(&o).map(|(a, b)| a * b).sum();
                 imp.block_influence[l] += dot / (norm(xi) * norm(&o));
                 out.push(o);

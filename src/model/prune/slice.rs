@@ -54,7 +54,9 @@ pub fn prune(
         // head j / rep, as the teacher's did.
         let kept: Vec<usize> = groups
             .iter()
-            .flat_map(|&g| top_k(&h[g * teacher_rep..(g + 1) * teacher_rep], rep).into_iter().map(move |j| g * teacher_rep + j))
+            .flat_map(|&g| {
+                top_k(&h[g * teacher_rep..(g + 1) * teacher_rep], rep).into_iter().map(move |j| g * teacher_rep + j)
+            })
             .collect();
         kv_groups.push(groups);
         heads.push(kept);
@@ -176,7 +178,6 @@ fn check_importance(imp: &Importance, s: &ModelShape) -> Result<()> {
     }
     Ok(())
 }
-
 
 /// Named tensors in memory: what the student is loaded from. Remembers the names asked for, so
 /// that a tensor it holds but the student never reads is an error (as for checkpoints).

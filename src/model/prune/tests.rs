@@ -69,8 +69,11 @@ fn head_rows(heads: &[usize], hd: usize) -> Vec<usize> {
     heads.iter().flat_map(|&h| (0..hd).map(move |c| h * hd + c)).collect()
 }
 
+/// A matrix as `(row-major values, rows, cols)`.
+type Mat = (Vec<f32>, usize, usize);
+
 /// `student` [rows, cols] equals `teacher` at (rows[i], cols[j]) for every (i, j), to the bit.
-fn assert_slice(what: &str, student: (Vec<f32>, usize, usize), teacher: (Vec<f32>, usize, usize), rows: &[usize], cols: &[usize]) {
+fn assert_slice(what: &str, student: Mat, teacher: Mat, rows: &[usize], cols: &[usize]) {
     let ((s, sr, sc), (t, _, tc)) = (student, teacher);
     assert_eq!((sr, sc), (rows.len(), cols.len()), "{what}: shape");
     for (i, &r) in rows.iter().enumerate() {
@@ -80,7 +83,7 @@ fn assert_slice(what: &str, student: (Vec<f32>, usize, usize), teacher: (Vec<f32
     }
 }
 
-fn as_row(v: Vec<f32>) -> (Vec<f32>, usize, usize) {
+fn as_row(v: Vec<f32>) -> Mat {
     let n = v.len();
     (v, 1, n)
 }
@@ -106,8 +109,8 @@ fn nothing_pruned_is_the_teacher_to_the_bit() {
             assert_eq!(plan.embed, (0..16).collect::<Vec<_>>());
             assert!(plan.ffn.iter().all(|f| *f == (0..24).collect::<Vec<_>>()));
             assert!(plan.heads.iter().all(|h| *h == [0, 1, 2, 3]) && plan.kv_groups.iter().all(|g| *g == [0, 1]));
-            let (a, b) = (vals(m.forward(x.clone())), vals(s.forward(x.clone())));
-            assert_eq!(a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), b.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+            let bits = |d: &Decoder| vals(d.forward(x.clone())).into_iter().map(f32::to_bits).collect::<Vec<_>>();
+            assert_eq!(bits(&m), bits(&s));
         }
     }
 }
@@ -152,7 +155,8 @@ fn importance_matches_a_naive_reference() {
 }
 
 /// A teacher with planted structure: FFN channels 1, 4, 6 of layer 0 dead (zero gate rows),
-/// layer 1 an identity (zero o_proj and down), d_model channels 3, 9, 12 zero after every
+/// layer 0's KV group 1 values scaled by 3 (so the group kept is not the first one), layer 1
+/// an identity (zero o_proj and down), d_model channels 3, 9, 12 zero after every
 /// norm, and in layer 2 KV group 1's values zeroed and group 0's scaled by 10 (8 heads of 4
 /// channels in 2 groups). The scores find exactly that, and the student is exactly the slices
 /// the scores rank highest.
@@ -162,6 +166,10 @@ fn planted_structure_is_found_and_cut() {
     let mut m = c.init(11, &Device::flex());
     let (x, _) = ids(2, 8, 30, 5);
     edit(&mut m.blocks[0].mlp.w_gate, |r, _, w| if [1, 4, 6].contains(&r) { 0.0 } else { w });
+    let a0 = attn(&mut m, 0);
+    let triple = |r: usize, w: f32| if r >= 4 { 3.0 * w } else { w };
+    edit(&mut a0.wv, |r, _, w| triple(r, w));
+    edit_vec(a0.wv.bias.as_mut().unwrap(), triple);
     let a1 = attn(&mut m, 1);
     edit(&mut a1.wo, |_, _, _| 0.0);
     edit_vec(a1.wo.bias.as_mut().unwrap(), |_, _| 0.0);
@@ -188,8 +196,8 @@ fn planted_structure_is_found_and_cut() {
     // Layer 2's heads read layer 2's input, which its own v does not change.
     let h = &imp.heads[2];
     assert_eq!(h[4..], [0.0; 4]);
-    for j in 0..4 {
-        assert!((h[j] - 10.0 * before.heads[2][j]).abs() <= 1e-5 * h[j], "head {j}: {} vs {}", h[j], before.heads[2][j]);
+    for (j, (now, was)) in h.iter().zip(&before.heads[2]).take(4).enumerate() {
+        assert!((now - 10.0 * was).abs() <= 1e-5 * now, "head {j}: {now} vs {was}");
     }
     assert_eq!(imp.heads[..2], before.heads[..2]);
 
@@ -202,9 +210,13 @@ fn planted_structure_is_found_and_cut() {
     assert_eq!(plan.kv_groups[1], [0]);
     assert_eq!(plan.heads[1], rank(&h[..4], 2));
     let group = |l: usize| -> Vec<f64> { (0..2).map(|g| imp.heads[l][4 * g..4 * g + 4].iter().sum()).collect() };
+    assert_eq!(plan.kv_groups[0], [1]);
     assert_eq!(plan.kv_groups[0], rank(&group(0), 1));
     let g0 = plan.kv_groups[0][0];
-    assert_eq!(plan.heads[0], rank(&imp.heads[0][4 * g0..4 * g0 + 4], 2).iter().map(|j| 4 * g0 + j).collect::<Vec<_>>());
+    assert_eq!(
+        plan.heads[0],
+        rank(&imp.heads[0][4 * g0..4 * g0 + 4], 2).iter().map(|j| 4 * g0 + j).collect::<Vec<_>>()
+    );
     assert_eq!(plan.embed, rank(&imp.embed, 8));
     assert!(plan.embed.iter().all(|c| ![3, 9, 12].contains(c)));
     assert_eq!(plan.shape, target);
@@ -214,7 +226,13 @@ fn planted_structure_is_found_and_cut() {
     let vocab: Vec<usize> = (0..30).collect();
     let embed = |d: &Decoder| (vals(d.embed.weight.val()), 30, d.embed.weight.dims()[1]);
     assert_slice("embed", embed(&s), embed(&m), &vocab, e);
-    assert_slice("lm_head", linear_out_in(s.lm_head.as_ref().unwrap()), linear_out_in(m.lm_head.as_ref().unwrap()), &vocab, e);
+    assert_slice(
+        "lm_head",
+        linear_out_in(s.lm_head.as_ref().unwrap()),
+        linear_out_in(m.lm_head.as_ref().unwrap()),
+        &vocab,
+        e,
+    );
     assert_slice("norm", as_row(vals(s.norm.gamma.val())), as_row(vals(m.norm.gamma.val())), &[0], e);
     for (i, &l) in plan.layers.iter().enumerate() {
         let (sb, tb) = (&s.blocks[i], &m.blocks[l]);
@@ -256,7 +274,10 @@ fn planted_structure_is_found_and_cut() {
     assert!(flat(&back).iter().zip(flat(&imp)).all(|(a, b)| (a - b).abs() <= 1e-15 * b.abs()));
     assert_eq!(flat(&back).len(), 3 + 32 + 3 * 8 + 3 * 8);
     let plan_json = serde_json::to_value(&plan).unwrap();
-    assert_eq!((plan_json["depth"].as_str(), plan_json["width"].as_str()), (Some("block_influence"), Some("activation")));
+    assert_eq!(
+        (plan_json["depth"].as_str(), plan_json["width"].as_str()),
+        (Some("block_influence"), Some("activation"))
+    );
     assert_eq!(serde_json::to_value(DepthMethod::Last).unwrap(), "last");
     let svg = std::env::temp_dir().join(format!("distill-prune-{}.svg", std::process::id()));
     plot(&imp, &plan, &svg).unwrap();
