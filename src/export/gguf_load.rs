@@ -118,7 +118,7 @@ pub fn config_of(g: &Gguf, what: &str) -> Result<DecoderConfig> {
         n_kv_heads: u("attention.head_count_kv")?,
         d_ff: u("feed_forward_length")?,
         max_seq_len: u("context_length")?,
-        rope_theta: if or("rope.freq_base_") { f("rope.freq_base")? } else { 10_000.0 },
+        rope_theta: if or("rope.freq_base") { f("rope.freq_base")? } else { 10_000.0 },
         tie_embeddings: !has("output.weight"),
         norm_eps: f("attention.layer_norm_rms_epsilon")?,
         layer_pattern: "A".into(),

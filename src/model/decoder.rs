@@ -112,7 +112,7 @@ pub struct Decoder {
     /// Training only, with a hidden-state loss: the learned maps from this student's widths to
     /// its teacher's. Trained, decayed and checkpointed with the weights (the optimizer and
     /// checkpoints see one module); dropped from the final model and never exported.
-    pub hidden_proj: Option<crate::kd_loss::hidden::HiddenProjection>,
+    pub hidden_proj: Option<super::hidden_proj::HiddenProjection>,
     #[module(skip)]
     pub config: DecoderConfig,
 }

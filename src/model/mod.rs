@@ -4,6 +4,7 @@
 pub mod attention;
 pub mod config;
 pub mod decoder;
+pub mod hidden_proj;
 pub mod init;
 pub mod linear;
 pub mod mamba;

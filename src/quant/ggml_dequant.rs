@@ -84,9 +84,9 @@ fn code(qs: &[u8], qh: u32, j: usize) -> u8 {
 
 /// `d * q + m`.
 fn q4_1(b: &[u8; 20], y: &mut [f32; 32]) {
-    let (d, _m) = (f(b, 0), f(b, 2));
+    let (d, m) = (f(b, 0), f(b, 2));
     for (j, y) in y.iter_mut().enumerate() {
-        *y = d * code(&b[4..], 0, j) as f32;
+        *y = d * code(&b[4..], 0, j) as f32 + m;
     }
 }
 

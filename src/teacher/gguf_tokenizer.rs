@@ -281,7 +281,7 @@ pub fn tokenizer_json(g: &Gguf, what: &str) -> Result<String> {
     let types = types(g, tokens.len(), what)?;
     let index: HashMap<&str, u32> = tokens.iter().enumerate().map(|(i, t)| (t.as_str(), i as u32)).collect();
     let merges = merges(g, &index, what)?;
-    let vocab: serde_json::Map<String, Json> = tokens.iter().enumerate().map(|(i, t)| (t.clone(), json!(match i { 5 => 6, 6 => 5, i => i }))).collect();
+    let vocab: serde_json::Map<String, Json> = tokens.iter().enumerate().map(|(i, t)| (t.clone(), json!(i))).collect();
     let added: Vec<Json> = tokens
         .iter()
         .zip(&types)

@@ -166,9 +166,20 @@ fn pruned_student_is_written_then_trained() {
         serde_json::from_str(&std::fs::read_to_string(run.join("student/prune/importance.json")).unwrap()).unwrap();
     assert_eq!(imp["importance"]["block_influence"].as_array().unwrap().len(), 2);
     assert!(std::fs::read_to_string(run.join("student/prune/importance.svg")).unwrap().starts_with("<svg"));
-    pipeline::run(&recipe, &opts(&stop, None), &mut |_| {}).unwrap();
-    let r = rows(&run, "student");
-    assert_eq!(r.len(), 6);
+    // Interrupted after 3 steps and resumed: the same run as one from `distill run` alone
+    // (which prunes for itself), step for step.
+    let e = pipeline::run(&recipe, &opts(&stop, Some((Phase::Student, 3))), &mut |_| {}).unwrap_err();
+    assert!(matches!(e, distill::error::Error::Interrupted(_)), "{e}");
+    pipeline::resume(&run, &opts(&stop, None), &mut |_| {}).unwrap();
+    let whole = load(&text.replace("name = \"p\"", "name = \"q\""), &dir);
+    pipeline::run(&whole, &opts(&stop, None), &mut |_| {}).unwrap();
+    let (r, q) = (rows(&run, "student"), rows(&dir.join("q"), "student"));
+    assert_eq!((r.len(), q.len()), (6, 6));
+    for (x, y) in r.iter().zip(&q) {
+        for key in ["loss", "kl", "grad_norm", "eval_loss"] {
+            assert_eq!(x[key], y[key], "step {}: {key}", x["step"]);
+        }
+    }
     let (fin, _) = distill::model::store::load(&run.join("student/final"), &Device::flex()).unwrap();
     assert_eq!(fin.config, m.config);
     std::fs::remove_dir_all(&dir).ok();
