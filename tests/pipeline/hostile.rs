@@ -195,6 +195,43 @@ fn cases(dir: &Path, done: &Path, cached: &Path) -> Vec<Case> {
         "nowhere",
         None,
     );
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf/llama-gqa");
+    let hf_student = |name: &str, student: &str| {
+        base(name).replace("[student.model]", &format!("[student]\n{student}\n\n[student.model]"))
+    };
+    add(
+        "recipe: loaded student given a shape",
+        validate("r16", hf_student("r16", &format!("init = \"hf\"\npath = \"{}\"", fixture.display())), &[]),
+        "takes its shape from its files",
+        None,
+    );
+    add(
+        "recipe: GGUF student without a path",
+        validate("r17", hf_student("r17", "init = \"gguf\""), &[]),
+        "key `student.path`: required when student.init = \"gguf\"",
+        None,
+    );
+    add(
+        "recipe: unknown freeze group",
+        validate("r18", hf_student("r18", "init = \"prune\"\nfreeze = [\"heads\"]"), &[]),
+        "key `student.freeze`: \"heads\": expected",
+        None,
+    );
+    // A GGUF whose vocabulary is SentencePiece's (not rebuilt as byte-level BPE).
+    let gguf_fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gguf/llama-gqa-q.gguf");
+    let mut g = distill::export::gguf::Gguf::parse(&std::fs::read(&gguf_fixture).unwrap(), "x").unwrap();
+    for (k, v) in g.kv.iter_mut() {
+        if k == "tokenizer.ggml.model" {
+            *v = distill::export::gguf::Value::Str("llama".into());
+        }
+    }
+    let spm = write(&dir.join("spm.gguf"), g.to_bytes());
+    add(
+        "gguf: SentencePiece vocabulary",
+        vec!["tokenizer".into(), s(&spm), "--out".into(), s(&dir.join("spm-tok.json"))],
+        "tokenizer.ggml.model",
+        Some(dir.join("spm-tok.json")),
+    );
 
     // Data.
     let missing = dir.join("missing.txt");
