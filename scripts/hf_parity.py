@@ -8,7 +8,7 @@ dequantized here, from the file), and compare its logits with `distill logits` o
 tokens (for int4: `distill logits --model <the int4 export>`). An independent implementation of the same decoder (GQA, RoPE rotate-half, RMSNorm,
 SwiGLU, tied embeddings) must agree to float32 rounding.
 
-usage: hf_parity.py <distill binary> <run dir> [--device cuda|cpu] [--backend cpu|cuda|wgpu]
+usage: hf_parity.py <distill binary> <run dir> [--device cuda|cpu] [--backend cpu|cuda|wgpu] [--who student]
   --device   where transformers runs (default: cuda when available)
   --backend  where distill runs (a cuda/wgpu build for the GPU backends); on a GPU backend
              only f32 is compared, with tolerance 2e-2 (its f32 kernels round like TF32)
@@ -60,6 +60,8 @@ def main():
     ap.add_argument("run")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--backend", default="cpu")
+    # A run whose teacher came from a file (a GGUF or HF teacher) has no teacher of its own to export.
+    ap.add_argument("--who", default="teacher,student", help="comma-separated: teacher, student")
     args = ap.parse_args()
     binary, run, device = args.binary, args.run, args.device
     formats = ["f32", "int8", "int4"] if args.backend == "cpu" else ["f32"]
@@ -70,7 +72,7 @@ def main():
     ids = torch.randint(0, vocab, (100,), generator=g).tolist()
     worst = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for who in ["teacher", "student"]:
+        for who in args.who.split(","):
             for fmt in formats:
                 out = os.path.join(tmp, f"{who}-{fmt}")
                 sh(binary, "export", run, "--format", fmt, "--out", out, *(["--teacher"] if who == "teacher" else []))
