@@ -50,16 +50,7 @@ pub(super) fn prune(a: RecipeArgs) -> Result<()> {
     let opts = RunOptions { stop: &stop, stop_after: None, quiet: false };
     let m = pipeline::prune(&r, &opts, &mut say)?;
     let dir = RunDir(&r.run_dir()).phase(Phase::Student);
-    println!(
-        "pruned student: {} ({} layers, d_model {}, d_ff {}, {} heads / {} KV heads, {} parameters in matmuls)",
-        dir.join("init").display(),
-        m.config.shape.n_layers,
-        m.config.shape.d_model,
-        m.config.shape.d_ff,
-        m.config.shape.n_heads,
-        m.config.shape.n_kv_heads,
-        m.config.matmul_params()
-    );
+    println!("pruned student: {}: {}", dir.join("init").display(), pipeline::init::describe(&m));
     println!(
         "importance: {}, {}",
         dir.join("prune/importance.json").display(),

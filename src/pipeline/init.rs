@@ -60,15 +60,7 @@ pub fn student_init(
             };
             let (m, imp, plan) = pruned(recipe, d, t, device)?;
             write_prune_report(&RunDir(dir).phase(Phase::Student).join("prune"), &imp, &plan)?;
-            log(format!(
-                "student: pruned from the teacher to {} layers, d_model {}, d_ff {}, {}/{} heads ({} parameters in matmuls)",
-                m.config.shape.n_layers,
-                m.config.shape.d_model,
-                m.config.shape.d_ff,
-                m.config.shape.n_heads,
-                m.config.shape.n_kv_heads,
-                m.config.matmul_params()
-            ));
+            log(format!("student: pruned from the teacher to {}", describe(&m)));
             m
         }
         _ => {
@@ -83,6 +75,20 @@ pub fn student_init(
     let model = model.cast(DType::F32);
     store::save(&kept, &model, &d.tok_hash)?;
     Ok(Some(model))
+}
+
+/// A pruned model's shape in a line: what `distill prune` and a run's log print.
+pub fn describe(m: &Decoder) -> String {
+    let s = &m.config.shape;
+    format!(
+        "{} layers, d_model {}, d_ff {}, {} heads / {} KV heads ({} parameters in matmuls)",
+        s.n_layers,
+        s.d_model,
+        s.d_ff,
+        s.n_heads,
+        s.n_kv_heads,
+        m.config.matmul_params()
+    )
 }
 
 /// A student from an HF folder or GGUF file, checked against the run's vocabulary: the same
