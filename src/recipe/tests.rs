@@ -204,7 +204,12 @@ fn backends_not_compiled_in_are_refused() {
 #[test]
 fn loaded_teachers_bring_shape_and_vocabulary() {
     let m = err(BASE, &["tokenizer.kind=teacher"]);
-    assert!(m.contains("key `tokenizer.kind`: \"teacher\" needs teacher.kind = \"hf\" or \"checkpoint\""), "{m}");
+    assert!(
+        m.contains("key `tokenizer.kind`: \"teacher\" needs teacher.kind = \"hf\", \"gguf\" or \"checkpoint\""),
+        "{m}"
+    );
+    let m = err(BASE, &["teacher.kind=gguf", "teacher.path=/no/such.gguf"]);
+    assert!(m.contains("key `teacher.path`: /no/such.gguf is not a GGUF file"), "{m}");
     let m = err(BASE, &["teacher.kind=hf"]);
     assert!(m.contains("key `teacher.path`: required when teacher.kind = \"hf\""), "{m}");
     let m = err(BASE, &["teacher.kind=hf", "teacher.path=/no/such/dir"]);
@@ -217,6 +222,25 @@ fn loaded_teachers_bring_shape_and_vocabulary() {
     ok.push("tokenizer.kind=teacher".into());
     let r = Recipe::from_str_with(BASE, Path::new("r.toml"), &ok).unwrap();
     assert_eq!(r.teacher.model, PartialShape::default(), "the recipe's teacher shape is not used");
+    // A student from the same folder takes its shape from config.json (64 wide, 2 layers, 4/2
+    // heads), and may not be given another; a pruned one keeps what [student.model] shrinks.
+    let student = |extra: &[&str]| {
+        let text = BASE.replace(
+            "[student.model]\nd_model = 32\nn_layers = 1\nn_heads = 4\nn_kv_heads = 1\nd_ff = 64\n",
+            "[student]\n",
+        );
+        let mut ov = ok.clone();
+        ov.extend(extra.iter().map(|x| x.to_string()));
+        Recipe::from_str_with(&text, Path::new("r.toml"), &ov)
+    };
+    let r = student(&["student.init=hf", &format!("student.path={fixture}")]).unwrap();
+    let s = r.student.shape();
+    assert_eq!((s.d_model, s.n_layers, s.n_heads, s.n_kv_heads), (64, 2, 4, 2));
+    let e = student(&["student.init=hf", &format!("student.path={fixture}"), "student.model.n_layers=1"]).unwrap_err();
+    assert!(e.to_string().contains("key `student.model`: a student loaded from"), "{e}");
+    let r = student(&["student.init=prune", "student.model.n_layers=1", "student.model.d_ff=32"]).unwrap();
+    let s = r.student.shape();
+    assert_eq!((s.d_model, s.n_layers, s.d_ff, s.n_heads), (64, 1, 32, 4));
 }
 
 #[test]
