@@ -4,6 +4,7 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 
 use burn::tensor::{DType, Device};
 
@@ -192,12 +193,30 @@ fn rope_scaling_of(g: &Gguf, what: &str) -> Result<Option<RopeScaling>> {
     Ok(Some(scaling))
 }
 
-/// Read and load a GGUF file we wrote, as the model its metadata describes.
-pub fn open(path: &std::path::Path, device: &Device) -> Result<Decoder> {
+/// A GGUF file on disk parsed by `parse` ([`Gguf::parse`], or [`Gguf::parse_header`] for
+/// its shapes alone) from a memory map, with its path for errors.
+pub fn read(path: &Path, parse: fn(&[u8], &str) -> Result<Gguf>) -> Result<(Gguf, String)> {
     let what = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| Error::input(format!("{what}: {e}")))?;
-    let g = Gguf::parse(&bytes, &what)?;
-    load(&g, &config_of(&g, &what)?, device, &what)
+    let f = std::fs::File::open(path).map_err(|e| Error::input(format!("{what}: {e}")))?;
+    let meta = f.metadata().map_err(|e| Error::input(format!("{what}: {e}")))?;
+    if !meta.is_file() {
+        return Err(Error::input(format!("{what}: not a regular file (expected a .gguf model)")));
+    }
+    // Safety: the file is only read; a concurrent writer is the user's error, as for any reader.
+    let map = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| Error::input(format!("{what}: {e}")))?;
+    let g = parse(&map, &what)?;
+    Ok((g, what))
+}
+
+/// Read and load a GGUF file (ours or llama.cpp's), as the model its metadata describes.
+pub fn open(path: &Path, device: &Device) -> Result<Decoder> {
+    open_as(path, device, DType::F32)
+}
+
+/// [`open`], each tensor cast to `dtype` as it is dequantized.
+pub fn open_as(path: &Path, device: &Device, dtype: DType) -> Result<Decoder> {
+    let (g, what) = read(path, Gguf::parse)?;
+    load_as(&g, &config_of(&g, &what)?, device, dtype, &what)
 }
 
 /// The model `config` with its weights from `g` (`what`, its path, in errors). The file's

@@ -14,7 +14,10 @@ pub use config::{PruneSection, StudentInit};
 use crate::data::tokenizer::Tokenizer;
 use crate::error::{Error, Result};
 use crate::export::gguf::Gguf;
+use crate::export::gguf_load;
 use crate::model::{Decoder, DecoderConfig, store};
+use crate::teacher::config::TeacherKind;
+use crate::teacher::gguf_tokenizer;
 
 /// Where a trained model's files are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +30,26 @@ pub enum ModelFiles<'a> {
     Checkpoint(&'a Path),
 }
 
-impl ModelFiles<'_> {
+impl<'a> ModelFiles<'a> {
+    /// A loaded teacher's files (`None` for one the run pretrains).
+    pub fn teacher(kind: TeacherKind, path: &'a Path) -> Option<Self> {
+        match kind {
+            TeacherKind::Hf => Some(ModelFiles::Hf(path)),
+            TeacherKind::Gguf => Some(ModelFiles::Gguf(path)),
+            TeacherKind::Checkpoint => Some(ModelFiles::Checkpoint(path)),
+            TeacherKind::Pretrain => None,
+        }
+    }
+
+    /// A loaded student's files (`None` for a random or pruned start).
+    pub fn student(init: StudentInit, path: &'a Path) -> Option<Self> {
+        match init {
+            StudentInit::Hf => Some(ModelFiles::Hf(path)),
+            StudentInit::Gguf => Some(ModelFiles::Gguf(path)),
+            StudentInit::Random | StudentInit::Prune => None,
+        }
+    }
+
     pub fn path(&self) -> &Path {
         match self {
             ModelFiles::Hf(p) | ModelFiles::Gguf(p) | ModelFiles::Checkpoint(p) => p,
@@ -39,8 +61,8 @@ impl ModelFiles<'_> {
         match self {
             ModelFiles::Hf(dir) => crate::teacher::hf::config(dir),
             ModelFiles::Gguf(file) => {
-                let (g, what) = read_gguf(file, Gguf::parse_header)?;
-                crate::export::gguf_load::config_of(&g, &what)
+                let (g, what) = gguf_load::read(file, Gguf::parse_header)?;
+                gguf_load::config_of(&g, &what)
             }
             ModelFiles::Checkpoint(dir) => store::read_config(dir),
         }
@@ -50,11 +72,7 @@ impl ModelFiles<'_> {
     pub fn load(&self, device: &Device, dtype: DType) -> Result<Decoder> {
         match self {
             ModelFiles::Hf(dir) => Ok(crate::teacher::hf::load(dir, device, dtype)?.0),
-            ModelFiles::Gguf(file) => {
-                let (g, what) = read_gguf(file, Gguf::parse)?;
-                let config = crate::export::gguf_load::config_of(&g, &what)?;
-                crate::export::gguf_load::load_as(&g, &config, device, dtype, &what)
-            }
+            ModelFiles::Gguf(file) => gguf_load::open_as(file, device, dtype),
             ModelFiles::Checkpoint(dir) => Ok(store::load(dir, device)?.0.cast(dtype)),
         }
     }
@@ -66,8 +84,8 @@ impl ModelFiles<'_> {
         match self {
             ModelFiles::Hf(dir) => Ok(Some(dir.join("tokenizer.json"))),
             ModelFiles::Gguf(file) => {
-                let (g, what) = read_gguf(file, Gguf::parse_header)?;
-                let json = crate::teacher::gguf_tokenizer::tokenizer_json(&g, &what)?;
+                let g = gguf_tokenizer::read_metadata(file)?;
+                let json = gguf_tokenizer::tokenizer_json(&g, &file.display().to_string())?;
                 if let Some(parent) = scratch.parent() {
                     std::fs::create_dir_all(parent)
                         .map_err(|e| Error::runtime(format!("{}: {e}", parent.display())))?;
@@ -78,21 +96,6 @@ impl ModelFiles<'_> {
             ModelFiles::Checkpoint(_) => Ok(None),
         }
     }
-}
-
-/// A GGUF file parsed by `parse` (whole, or its header) from a memory map, with its path for
-/// errors.
-fn read_gguf(file: &Path, parse: fn(&[u8], &str) -> Result<Gguf>) -> Result<(Gguf, String)> {
-    let what = file.display().to_string();
-    let f = std::fs::File::open(file).map_err(|e| Error::input(format!("{what}: {e}")))?;
-    let meta = f.metadata().map_err(|e| Error::input(format!("{what}: {e}")))?;
-    if !meta.is_file() {
-        return Err(Error::input(format!("{what}: not a regular file (expected a .gguf model)")));
-    }
-    // Safety: the file is only read; a concurrent writer is the user's error, as for any reader.
-    let map = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| Error::input(format!("{what}: {e}")))?;
-    let g = parse(&map, &what)?;
-    Ok((g, what))
 }
 
 /// Teacher and student must share their vocabulary id for id: the KL compares their

@@ -65,8 +65,7 @@ pub fn student_init(
         }
         _ => {
             let p = recipe.student.path.as_ref().expect("validated");
-            let files = if init == StudentInit::Hf { ModelFiles::Hf(p) } else { ModelFiles::Gguf(p) };
-            let m = loaded(files, dir, d, device)?;
+            let m = loaded(ModelFiles::student(init, p).expect("hf or gguf"), dir, d, device)?;
             log(format!("student: {} ({} parameters in matmuls)", p.display(), m.config.matmul_params()));
             m
         }

@@ -40,30 +40,22 @@ impl<'a> Teacher<'a> {
         let tok_hash = &d.tok_hash;
         let vocab = d.vocab;
         let teacher = match recipe.teacher.kind {
-            TeacherKind::Hf => {
+            TeacherKind::Hf | TeacherKind::Gguf => {
                 let p = recipe.teacher.path.as_ref().expect("validated");
-                let (t, tok) = crate::teacher::hf::load(p, device, recipe.teacher.dtype.dtype())?;
+                let (t, tok) = match recipe.teacher.kind {
+                    TeacherKind::Hf => crate::teacher::hf::load(p, device, recipe.teacher.dtype.dtype())?,
+                    _ => (
+                        ModelFiles::Gguf(p).load(device, recipe.teacher.dtype.dtype())?,
+                        Tokenizer::load(&gguf_tokenizer_file(recipe, dir)?)?,
+                    ),
+                };
                 if &tok.hash() != tok_hash {
                     return Err(Error::input(format!(
-                        "teacher {}: its tokenizer.json differs from the one the data in {} was prepared with: the vocabularies must be identical",
+                        "teacher {}: its tokenizer differs from the one the data in {} was prepared with: the vocabularies must be identical",
                         p.display(),
                         dir.display()
                     )));
                 }
-                log(format!("teacher: {} ({} parameters in matmuls)", p.display(), t.config.matmul_params()));
-                t
-            }
-            TeacherKind::Gguf => {
-                let p = recipe.teacher.path.as_ref().expect("validated");
-                let tok = Tokenizer::load(&gguf_tokenizer_file(recipe, dir)?)?;
-                if &tok.hash() != tok_hash {
-                    return Err(Error::input(format!(
-                        "teacher {}: its vocabulary differs from the one the data in {} was prepared with: the vocabularies must be identical",
-                        p.display(),
-                        dir.display()
-                    )));
-                }
-                let t = ModelFiles::Gguf(p).load(device, recipe.teacher.dtype.dtype())?;
                 log(format!("teacher: {} ({} parameters in matmuls)", p.display(), t.config.matmul_params()));
                 t
             }
@@ -104,12 +96,8 @@ impl<'a> Teacher<'a> {
     pub fn load_before_data(&self, device: &Device) -> Result<Decoder> {
         let recipe = self.recipe;
         let p = recipe.teacher.path.as_ref().expect("validated");
-        let dtype = recipe.teacher.dtype.dtype();
-        match recipe.teacher.kind {
-            TeacherKind::Hf => ModelFiles::Hf(p).load(device, dtype),
-            TeacherKind::Gguf => ModelFiles::Gguf(p).load(device, dtype),
-            _ => ModelFiles::Checkpoint(p).load(device, dtype),
-        }
+        let files = ModelFiles::teacher(recipe.teacher.kind, p).expect("a loaded teacher has a path");
+        files.load(device, recipe.teacher.dtype.dtype())
     }
 
     /// The files that make the teacher (weights and shape), in hashing order.

@@ -135,20 +135,17 @@ impl Recipe {
         let at = |key: &str, msg: String| Error::input(format!("{}: key `{key}`: {msg}", locate(file, text, ov, key)));
         let files = match (s.init, &s.path) {
             (StudentInit::Random, _) => return Ok(None),
-            (StudentInit::Prune, _) => match (self.teacher.kind, &self.teacher.path) {
-                (TeacherKind::Pretrain, _) => return Ok(Some(self.teacher.model.clone())),
-                (TeacherKind::Hf, Some(p)) => ModelFiles::Hf(p),
-                (TeacherKind::Gguf, Some(p)) => ModelFiles::Gguf(p),
-                (TeacherKind::Checkpoint, Some(p)) => ModelFiles::Checkpoint(p),
-                (_, None) => {
-                    return Err(at("teacher.path", "required: a pruned student is cut from the teacher".into()));
-                }
+            (StudentInit::Prune, _) if self.teacher.kind == TeacherKind::Pretrain => {
+                return Ok(Some(self.teacher.model.clone()));
+            }
+            (StudentInit::Prune, _) => match &self.teacher.path {
+                Some(p) => ModelFiles::teacher(self.teacher.kind, p).expect("a loaded teacher"),
+                None => return Err(at("teacher.path", "required: a pruned student is cut from the teacher".into())),
             },
             (_, None) => {
                 return Err(at("student.path", format!("required when student.init = \"{}\"", init_name(s.init))));
             }
-            (StudentInit::Hf, Some(p)) => ModelFiles::Hf(p),
-            (StudentInit::Gguf, Some(p)) => ModelFiles::Gguf(p),
+            (init, Some(p)) => ModelFiles::student(init, p).expect("hf or gguf"),
         };
         let key = if s.init == StudentInit::Prune { "teacher.path" } else { "student.path" };
         let own = PartialShape::from_shape(&files.config().map_err(|e| at(key, e.to_string()))?.shape);

@@ -283,7 +283,10 @@ fn student_start(r: &Recipe) -> Rule {
     {
         return fail("student.prune.calibration_rows", "expected at least 1 row");
     }
-    let f = Freeze::parse(&s.freeze).or_else(|e| fail("student.freeze", e).map(|_| Freeze::default()))?;
+    let f = match Freeze::parse(&s.freeze) {
+        Ok(f) => f,
+        Err(e) => return fail("student.freeze", e),
+    };
     if f.is_empty() {
         return Ok(());
     }
