@@ -249,7 +249,7 @@ pub fn scores(run_dir: &Path, score: DifficultyScore, data: &Packed, teacher: &T
             for chunk in rows.chunks((*batch).max(1)) {
                 let b = data.batch(chunk, device);
                 let [nb, t] = b.inputs.dims();
-                let logits = teacher.forward(b.inputs);
+                let logits = teacher.forward_docs(b.inputs, b.docs.as_ref());
                 if score == DifficultyScore::TeacherCe {
                     // The per-row loss every row scorer shares; the logits stay on the device.
                     let ce = row_nll(logits.reshape([nb * t, v]), b.targets, b.mask, nb, t);

@@ -66,7 +66,8 @@ fn evaluate_until(
         }
         let batch = data.batch(chunk, device);
         let [b, t] = batch.inputs.dims();
-        let logits = model.forward(batch.inputs.clone()).reshape([b * t, model.config.vocab_size]);
+        let logits =
+            model.forward_docs(batch.inputs.clone(), batch.docs.as_ref()).reshape([b * t, model.config.vocab_size]);
         sum += ce_sum(logits, &batch);
         tokens += batch.real_tokens;
     }
@@ -101,8 +102,8 @@ pub fn kl_divergence(reference: &Decoder, model: &Decoder, data: &Packed, batch_
         let batch = data.batch(chunk, device);
         let [b, t] = batch.inputs.dims();
         let v = model.config.vocab_size;
-        let lp = log_softmax(reference.forward(batch.inputs.clone()).reshape([b * t, v]), 1);
-        let lq = log_softmax(model.forward(batch.inputs).reshape([b * t, v]), 1);
+        let lp = log_softmax(reference.forward_docs(batch.inputs.clone(), batch.docs.as_ref()).reshape([b * t, v]), 1);
+        let lq = log_softmax(model.forward_docs(batch.inputs, batch.docs.as_ref()).reshape([b * t, v]), 1);
         let per_row: burn::tensor::Tensor<1> = (lp.clone().exp() * (lp - lq)).sum_dim(1).reshape([b * t]);
         sum += (per_row * batch.mask).sum().into_scalar::<f32>() as f64;
         tokens += batch.real_tokens;
@@ -141,7 +142,7 @@ pub fn compare(
         let batch = data.batch(chunk, device);
         let [b, t] = batch.inputs.dims();
         let v = student.config.vocab_size;
-        let logits = |m: &Decoder| m.forward(batch.inputs.clone()).reshape([b * t, v]);
+        let logits = |m: &Decoder| m.forward_docs(batch.inputs.clone(), batch.docs.as_ref()).reshape([b * t, v]);
         let (zt, zs) = (logits(teacher), logits(student));
         let (lt, ls) = (log_softmax(zt.clone(), 1), log_softmax(zs.clone(), 1));
         // KL(p || q) summed over the batch's real tokens, as `kl_divergence` sums it.

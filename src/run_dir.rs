@@ -59,6 +59,15 @@ impl RunDir<'_> {
         self.data().join("valid.u32")
     }
 
+    /// One byte per token of `train.u32`: [`crate::data::tokens::LOSS`], `DOC_START`.
+    pub fn train_flags(&self) -> PathBuf {
+        self.data().join("train.flags")
+    }
+
+    pub fn valid_flags(&self) -> PathBuf {
+        self.data().join("valid.flags")
+    }
+
     pub fn filter_report(&self) -> PathBuf {
         self.data().join("filter_report.json")
     }

@@ -79,9 +79,18 @@ pub fn time_attention(
         let y = match (imp, cpu) {
             (AttentionImpl::Fused, true) => {
                 let (cos, sin) = &tables;
-                let y =
-                    crate::kernels::cpu::rope_attention(merged(&q), merged(&k), merged(&v), cos, sin, h, kv, window)
-                        .map_err(|_| Error::input(format!("no fused CPU attention for {dtype:?}")))?;
+                let y = crate::kernels::cpu::rope_attention(
+                    merged(&q),
+                    merged(&k),
+                    merged(&v),
+                    cos,
+                    sin,
+                    h,
+                    kv,
+                    window,
+                    None,
+                )
+                .map_err(|_| Error::input(format!("no fused CPU attention for {dtype:?}")))?;
                 y.reshape([b, t, h, hd])
             }
             (AttentionImpl::Fused, false) => grouped_attention(q.clone(), k.clone(), v.clone(), 0, window),

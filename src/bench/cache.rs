@@ -39,7 +39,7 @@ pub fn cache_sweep(
     let recipe = crate::pipeline::load_run_recipe(run_dir)?;
     let prepared = crate::data::load_prepared(run_dir)?;
     let seq = recipe.data.seq_len;
-    let data = Packed::build(prepared.train, seq, prepared.tokenizer.eos_id, recipe.data.packing);
+    let data = Packed::build(prepared.train, prepared.train_flags, seq, prepared.tokenizer.eos_id, recipe.data.packing);
     let data = data.prefix(rows.min(data.n_rows()));
     // The benchmark reports CPU numbers ("burn flex"), whatever backend the run trained on.
     let dev = Device::flex();

@@ -39,7 +39,7 @@ pub fn time_layer(kind: &str, seq: usize, cfg: LayerBench) -> Result<f64> {
             let fused = kind == "attention";
             let a = Attention::new("bench", d, cfg.n_heads, cfg.n_kv_heads, false, false, None, fused, &mut init);
             let (cos, sin) = rope::tables(seq, 0, d / cfg.n_heads, 10_000.0, None, &device);
-            Box::new(move |x| a.forward(x, &cos, &sin, None))
+            Box::new(move |x| a.forward(x, &cos, &sin, None, None))
         }
         "mamba" => {
             let shape = MambaShape { head_dim: 64, d_state: 64, chunk_size: 64, ..MambaShape::default() };

@@ -11,6 +11,39 @@ pub enum SourceKind {
     Synthetic,
     Text,
     Jsonl,
+    /// Parquet files (Hugging Face datasets' format); `paths` may hold globs over shards.
+    Parquet,
+}
+
+/// What a row holds (JSONL and Parquet sources).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataFormat {
+    /// Plain text under `field`; every token is trained on.
+    Text,
+    /// A list of `{role, content}` messages under `messages_field` (TRL's conversational
+    /// format), rendered through the chat template.
+    Chat,
+    /// `prompt_field` and `completion_field`, both text or both message lists.
+    PromptCompletion,
+}
+
+/// Which tokens of chat and prompt/completion rows carry the loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LossOn {
+    /// The assistant's turns (chat) or the completion (prompt/completion), end-of-turn included.
+    Assistant,
+    All,
+}
+
+/// What the synthetic generator writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyntheticFormat {
+    Text,
+    /// Its question/answer dialogues as messages rows (`data.format = "chat"`).
+    Chat,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -19,8 +52,23 @@ pub struct DataSection {
     pub source: SourceKind,
     /// Input files for `text` (one document per blank-line-separated paragraph) and `jsonl`.
     pub paths: Vec<PathBuf>,
-    /// JSONL field holding the document text.
+    /// What a JSONL or Parquet row holds (the synthetic source follows `synthetic_format`).
+    pub format: DataFormat,
+    /// Field (JSONL) or column (Parquet) holding the document text.
     pub field: String,
+    /// Field holding the messages (`format = "chat"`).
+    pub messages_field: String,
+    /// Fields of `format = "prompt_completion"`.
+    pub prompt_field: String,
+    pub completion_field: String,
+    /// A Jinja chat template file; overrides the teacher's (tokenizer_config.json or GGUF).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chat_template: Option<PathBuf>,
+    /// Which of a `tokenizer_config.json`'s named templates to use (a list form).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chat_template_name: Option<String>,
+    pub loss_on: LossOn,
+    pub synthetic_format: SyntheticFormat,
     /// Number of documents the synthetic generator writes.
     pub synthetic_docs: usize,
     pub seq_len: usize,
@@ -29,7 +77,7 @@ pub struct DataSection {
     pub strict: bool,
     pub filter: FilterSection,
     /// `concat`: documents joined with EOS and cut into rows; `doc_per_row`: one document per
-    /// row, padded (and masked).
+    /// row, padded (and masked); `documents`: joined, each attending to itself only.
     pub packing: Packing,
     /// Extra junk documents mixed into the training split (synthetic source), as a share of
     /// it: exact and near duplicates, repeated phrases, symbol noise, shouting, word salad.
@@ -47,7 +95,15 @@ impl Default for DataSection {
         DataSection {
             source: SourceKind::Synthetic,
             paths: Vec::new(),
+            format: DataFormat::Text,
             field: "text".into(),
+            messages_field: "messages".into(),
+            prompt_field: "prompt".into(),
+            completion_field: "completion".into(),
+            chat_template: None,
+            chat_template_name: None,
+            loss_on: LossOn::Assistant,
+            synthetic_format: SyntheticFormat::Text,
             synthetic_docs: 4000,
             seq_len: 128,
             valid_fraction: 0.05,
@@ -61,11 +117,29 @@ impl Default for DataSection {
     }
 }
 
+impl DataSection {
+    /// What the documents are: `format`, or for the synthetic source its `synthetic_format`;
+    /// plain text files are text.
+    pub fn row_format(&self) -> DataFormat {
+        match self.source {
+            SourceKind::Synthetic if self.synthetic_format == SyntheticFormat::Chat => DataFormat::Chat,
+            SourceKind::Synthetic | SourceKind::Text => DataFormat::Text,
+            SourceKind::Jsonl | SourceKind::Parquet => self.format,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Packing {
+    /// Documents joined end to end and cut into rows; a row attends across documents.
     Concat,
+    /// One document per row, padded.
     DocPerRow,
+    /// Joined and cut as `concat`, but each token attends only to its own document
+    /// (block-diagonal causal attention), positions restart at each document, and no target
+    /// crosses from one document into the next.
+    Documents,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,10 +223,20 @@ pub struct TokenizerSection {
     pub min_frequency: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
+    /// Extra special tokens a trained tokenizer keeps whole (a chat template's `<|im_start|>`,
+    /// `<|im_end|>`, ...), after EOS.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub special_tokens: Vec<String>,
 }
 
 impl Default for TokenizerSection {
     fn default() -> Self {
-        TokenizerSection { kind: TokenizerKind::Train, vocab_size: 1024, min_frequency: 2, path: None }
+        TokenizerSection {
+            kind: TokenizerKind::Train,
+            vocab_size: 1024,
+            min_frequency: 2,
+            path: None,
+            special_tokens: Vec::new(),
+        }
     }
 }

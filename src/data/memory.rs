@@ -17,7 +17,7 @@ use crate::util::write_atomic;
 pub(super) fn prepare(job: &DataJob, run_dir: &Path, log: &mut dyn FnMut(String)) -> Result<Prepared> {
     let dir = RunDir(run_dir).data();
     std::fs::create_dir_all(&dir).map_err(|e| Error::runtime(format!("{}: {e}", dir.display())))?;
-    let (docs, bad) = source::load(job.data, job.seed)?;
+    let (docs, bad) = source::load(job)?;
     stages::log_bad_lines(&bad, log);
     if docs.len() < 2 {
         return Err(Error::input(format!(
@@ -57,16 +57,21 @@ pub(super) fn prepare(job: &DataJob, run_dir: &Path, log: &mut dyn FnMut(String)
     if train_docs.is_empty() {
         return Err(Error::input("no training documents left after filtering; loosen [data.filter]"));
     }
-    let tokenizer = stages::tokenizer(job, train_docs.iter().map(|s| s.as_str()))?;
-    let mut train_tok: Vec<Vec<u32>> = train_docs.iter().map(|d| tokenizer.encode_doc(d)).collect::<Result<_>>()?;
+    let sample: Vec<String> = train_docs.iter().map(|d| stages::sample_text(job, d)).collect();
+    let tokenizer = stages::tokenizer(job, sample.iter().map(|s| s.as_str()))?;
+    drop(sample);
+    let encode = |d: &String| stages::encode(job.data, &tokenizer, d);
+    let mut train_tok: Vec<(Vec<u32>, Vec<u8>)> = train_docs.iter().map(encode).collect::<Result<_>>()?;
     for (rule, doc) in &removed {
-        report.rules[*rule].removed_tokens += tokenizer.encode_doc(doc)?.len();
+        report.rules[*rule].removed_tokens += encode(doc)?.0.len();
     }
     if let (lo, hi) = (job.data.filter.teacher_ppl_min, job.data.filter.teacher_ppl_max)
         && (lo.is_some() || hi.is_some())
     {
         let doc_ppl = job.doc_ppl.ok_or_else(|| Error::input("data.filter.teacher_ppl_* needs a loaded teacher"))?;
-        let ppl = doc_ppl(&train_tok, tokenizer.eos_id)?;
+        let ids: Vec<Vec<u32>> = train_tok.iter().map(|(t, _)| t.clone()).collect();
+        let ppl = doc_ppl(&ids, tokenizer.eos_id)?;
+        drop(ids);
         let (lo, hi) = (lo.unwrap_or(1.0), hi.unwrap_or(f64::INFINITY));
         let mut keep_docs = Vec::new();
         let mut keep_tok = Vec::new();
@@ -75,27 +80,45 @@ pub(super) fn prepare(job: &DataJob, run_dir: &Path, log: &mut dyn FnMut(String)
                 keep_docs.push(d);
                 keep_tok.push(tk);
             } else {
-                report.remove_by_teacher_ppl(&d, tk.len());
+                report.remove_by_teacher_ppl(&d, tk.0.len());
             }
         }
         (train_docs, train_tok) = (keep_docs, keep_tok);
     }
-    let train: Vec<u32> = train_tok.into_iter().flatten().collect();
-    let mut valid = Vec::new();
+    let (mut train, mut train_flags) = (Vec::new(), Vec::new());
+    for (t, f) in train_tok {
+        train.extend(t);
+        train_flags.extend(f);
+    }
+    let (mut valid, mut valid_flags) = (Vec::new(), Vec::new());
     for d in &valid_docs {
-        valid.extend(tokenizer.encode_doc(d)?);
+        let (t, f) = encode(d)?;
+        valid.extend(t);
+        valid_flags.extend(f);
     }
     stages::report(job, &mut report, train.len(), valid.len(), log)?;
-    write_atomic(&RunDir(run_dir).train_tokens(), &to_bytes(&train))?;
-    write_atomic(&RunDir(run_dir).valid_tokens(), &to_bytes(&valid))?;
+    let rd = RunDir(run_dir);
+    write_atomic(&rd.train_tokens(), &to_bytes(&train))?;
+    write_atomic(&rd.valid_tokens(), &to_bytes(&valid))?;
+    write_atomic(&rd.train_flags(), &train_flags)?;
+    write_atomic(&rd.valid_flags(), &valid_flags)?;
     let n = Counts {
         train_docs: train_docs.len(),
         valid_docs: valid_docs.len(),
         train_tokens: train.len(),
         valid_tokens: valid.len(),
+        train_loss_tokens: stages::loss_tokens(&train_flags),
+        valid_loss_tokens: stages::loss_tokens(&valid_flags),
     };
     let meta = stages::commit(run_dir, &report, &bad, &tokenizer, n, log)?;
-    Ok(Prepared { tokenizer, train: train.into(), valid: valid.into(), meta })
+    Ok(Prepared {
+        tokenizer,
+        train: train.into(),
+        valid: valid.into(),
+        train_flags: Some(train_flags.into()),
+        valid_flags: Some(valid_flags.into()),
+        meta,
+    })
 }
 
 fn to_bytes(t: &[u32]) -> Vec<u8> {

@@ -6,10 +6,12 @@
 //! `stages` (tokenizer choice, size checks, report, `meta.json` and the log lines), so their
 //! output files are byte-identical for the same split.
 
+pub mod chat;
 pub mod config;
 pub mod filter;
 mod memory;
 pub mod pack;
+pub mod parquet_rows;
 pub mod source;
 mod stages;
 pub mod stream;
@@ -28,7 +30,7 @@ use config::{DataSection, Packing, TokenizerSection};
 use pack::Packed;
 pub use stages::check_split_sizes;
 use tokenizer::Tokenizer;
-use tokens::Tokens;
+use tokens::{Flags, Tokens};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DataMeta {
@@ -39,12 +41,23 @@ pub struct DataMeta {
     pub bad_lines: usize,
     pub tokenizer_hash: String,
     pub vocab_size: usize,
+    /// Whether `train.flags` / `valid.flags` were written (runs prepared before they existed
+    /// have none: every token trained on, documents ending at EOS).
+    #[serde(default)]
+    pub flags: bool,
+    #[serde(default)]
+    pub train_loss_tokens: usize,
+    #[serde(default)]
+    pub valid_loss_tokens: usize,
 }
 
 pub struct Prepared {
     pub tokenizer: Tokenizer,
     pub train: Tokens,
     pub valid: Tokens,
+    /// The token flags (`None` for data prepared before they existed).
+    pub train_flags: Option<Flags>,
+    pub valid_flags: Option<Flags>,
     pub meta: DataMeta,
 }
 
@@ -59,8 +72,8 @@ pub struct RunData {
 impl Prepared {
     pub fn pack(self, seq_len: usize, packing: Packing) -> RunData {
         RunData {
-            train: Packed::build(self.train, seq_len, self.tokenizer.eos_id, packing),
-            valid: Packed::build(self.valid, seq_len, self.tokenizer.eos_id, packing),
+            train: Packed::build(self.train, self.train_flags, seq_len, self.tokenizer.eos_id, packing),
+            valid: Packed::build(self.valid, self.valid_flags, seq_len, self.tokenizer.eos_id, packing),
             tok_hash: self.meta.tokenizer_hash.clone(),
             vocab: self.meta.vocab_size,
         }
@@ -80,12 +93,39 @@ pub struct DataJob<'a> {
     /// `data.filter.teacher_ppl_*`; loads the teacher only when called.
     #[allow(clippy::type_complexity)]
     pub doc_ppl: Option<&'a dyn Fn(&[Vec<u32>], u32) -> Result<Vec<f64>>>,
+    pub chat: ChatJob,
+}
+
+/// What rendering chat and prompt/completion rows needs beyond the recipe: the template (read
+/// by the pipeline from `data.chat_template`, the teacher's tokenizer_config.json or its GGUF
+/// file) and the BOS/EOS spellings plain prompt/completion rows are framed with.
+pub struct ChatJob {
+    pub template: Option<chat::ChatTemplate>,
+    /// BOS before a plain prompt, when the tokenizer adds one.
+    pub plain_bos: Option<String>,
+    /// EOS after a plain completion.
+    pub plain_eos: String,
+}
+
+impl Default for ChatJob {
+    fn default() -> Self {
+        ChatJob { template: None, plain_bos: None, plain_eos: tokenizer::EOS.to_string() }
+    }
 }
 
 impl<'a> DataJob<'a> {
     /// A job that needs no teacher.
     pub fn new(data: &'a DataSection, tokenizer: &'a TokenizerSection, seed: u64) -> Self {
-        DataJob { data, tokenizer, seed, teacher_tokenizer: None, doc_ppl: None }
+        DataJob { data, tokenizer, seed, teacher_tokenizer: None, doc_ppl: None, chat: ChatJob::default() }
+    }
+
+    pub fn renderer(&self) -> chat::Renderer<'_> {
+        chat::Renderer {
+            data: self.data,
+            template: self.chat.template.as_ref(),
+            plain_bos: self.chat.plain_bos.clone(),
+            plain_eos: self.chat.plain_eos.clone(),
+        }
     }
 }
 
@@ -131,9 +171,12 @@ pub fn load_prepared(run_dir: &Path) -> Result<Prepared> {
             run_dir.display()
         )));
     }
+    let flags = |path: &Path, n: usize| meta.flags.then(|| Flags::open(path, n)).transpose();
     Ok(Prepared {
         train: Tokens::open(&rd.train_tokens(), meta.train_tokens, meta.vocab_size)?,
         valid: Tokens::open(&rd.valid_tokens(), meta.valid_tokens, meta.vocab_size)?,
+        train_flags: flags(&rd.train_flags(), meta.train_tokens)?,
+        valid_flags: flags(&rd.valid_flags(), meta.valid_tokens)?,
         tokenizer,
         meta,
     })

@@ -2,13 +2,20 @@
 //! inputs (+1 for the shifted targets). The last, shorter row is padded and its padding is
 //! masked out of the loss. Rows are visited in a seeded per-epoch permutation addressed by a
 //! single counter, so the data position of a run is one integer.
+//!
+//! With token flags (`*.flags`), a target is in the loss only where its `LOSS` bit is set
+//! (chat data: the assistant's tokens), and documents begin at `DOC_START` bits rather than
+//! after EOS. With `packing = "documents"` each row also carries every token's position in
+//! its document, which the model turns into block-diagonal attention, and no target crosses
+//! into the next document.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use crate::data::tokens::Tokens;
+use crate::data::tokens::{DOC_START, Flags, LOSS, Tokens};
+use crate::model::DocPositions;
 pub use crate::rng::SplitMix;
 
 pub struct Batch {
@@ -16,14 +23,23 @@ pub struct Batch {
     pub inputs: Tensor<2, Int>,
     /// (batch * seq_len,)
     pub targets: Tensor<1, Int>,
-    /// (batch * seq_len,): 1 for a real target, 0 for padding.
+    /// (batch * seq_len,): 1 for a target in the loss, 0 for padding and masked tokens.
     pub mask: Tensor<1>,
+    /// Targets in the loss (the mask's ones).
     pub real_tokens: usize,
+    /// Real (unpadded) input positions, what throughput counts.
+    pub input_tokens: usize,
+    /// `packing = "documents"`: each input's position in its document.
+    pub docs: Option<DocPositions>,
 }
 
 // Not burn-dataset's `Dataset`: rows are drawn by a cursor-addressed permutation over memory-mapped token files and batched straight into tensors, which `get(i) -> item` adds nothing to, and it would add burn's `dataset` feature (new crates, a new Cargo.lock).
 pub struct Packed {
     tokens: Tokens,
+    /// One per token: [`LOSS`], [`DOC_START`]; `None`: all in the loss, documents end at EOS.
+    flags: Option<Flags>,
+    /// Rows keep documents apart (`packing = "documents"`).
+    bounded: bool,
     seq_len: usize,
     pad_id: u32,
     /// One document per row: each row's (start, length) in `tokens`, length <= seq_len + 1
@@ -45,17 +61,25 @@ struct EpochOrder {
 impl Packed {
     /// Documents joined with EOS into one stream, cut into rows of `seq_len`.
     pub fn new(tokens: impl Into<Tokens>, seq_len: usize, pad_id: u32) -> Self {
-        Packed::from_parts(tokens.into(), seq_len, pad_id, None)
+        Packed::from_parts(tokens.into(), None, seq_len, pad_id, None)
     }
 
     /// One document per row (a document longer than a row continues in the next rows, never
     /// sharing a row with another document); `eos` ends each document in `tokens`.
     pub fn per_document(tokens: impl Into<Tokens>, seq_len: usize, eos: u32) -> Self {
-        let tokens = tokens.into();
+        Packed::per_document_flagged(tokens.into(), None, seq_len, eos)
+    }
+
+    /// As [`Packed::per_document`], documents starting at `DOC_START` flags when given.
+    fn per_document_flagged(tokens: Tokens, flags: Option<Flags>, seq_len: usize, eos: u32) -> Self {
         let mut spans = Vec::new();
         let mut doc_start = 0;
-        for (i, &t) in tokens.iter().enumerate() {
-            if t == eos || i + 1 == tokens.len() {
+        let ends_doc = |i: usize| match &flags {
+            Some(f) => i + 1 == tokens.len() || f[i + 1] & DOC_START != 0,
+            None => tokens[i] == eos || i + 1 == tokens.len(),
+        };
+        for i in 0..tokens.len() {
+            if ends_doc(i) {
                 let end = i + 1;
                 let mut s = doc_start;
                 // Rows overlap by one token so that every next-token target is predicted once.
@@ -67,13 +91,36 @@ impl Packed {
                 doc_start = end;
             }
         }
-        Packed::from_parts(tokens, seq_len, eos, Some(spans))
+        Packed::from_parts(tokens, flags, seq_len, eos, Some(spans))
     }
 
-    pub fn build(tokens: impl Into<Tokens>, seq_len: usize, eos: u32, packing: super::config::Packing) -> Self {
+    /// `tokens` and their `flags` (from preparation; `None` for runs prepared without) packed
+    /// as `packing` says.
+    pub fn build(
+        tokens: impl Into<Tokens>,
+        flags: Option<Flags>,
+        seq_len: usize,
+        eos: u32,
+        packing: super::config::Packing,
+    ) -> Self {
+        use super::config::Packing;
+        let tokens = tokens.into();
         match packing {
-            super::config::Packing::Concat => Packed::new(tokens, seq_len, eos),
-            super::config::Packing::DocPerRow => Packed::per_document(tokens, seq_len, eos),
+            Packing::Concat => Packed::from_parts(tokens, flags, seq_len, eos, None),
+            Packing::DocPerRow => Packed::per_document_flagged(tokens, flags, seq_len, eos),
+            Packing::Documents => {
+                let mut p = Packed::from_parts(tokens, flags, seq_len, eos, None);
+                p.bounded = true;
+                p
+            }
+        }
+    }
+
+    /// Whether token `i` begins a document.
+    fn doc_start(&self, i: usize) -> bool {
+        match &self.flags {
+            Some(f) => f[i] & DOC_START != 0,
+            None => i == 0 || self.tokens[i - 1] == self.pad_id,
         }
     }
 
@@ -104,16 +151,39 @@ impl Packed {
         let rows = rows.min(self.n_rows());
         let (s, l) = self.span(rows - 1);
         let end = s + l;
-        Packed::from_parts(
+        let mut p = Packed::from_parts(
             self.tokens[..end].to_vec().into(),
+            self.flags.as_ref().map(|f| f[..end].to_vec().into()),
             self.seq_len,
             self.pad_id,
             self.spans.as_ref().map(|sp| sp[..rows].to_vec()),
-        )
+        );
+        p.bounded = self.bounded;
+        p
     }
 
-    fn from_parts(tokens: Tokens, seq_len: usize, pad_id: u32, spans: Option<Vec<(usize, usize)>>) -> Self {
-        Packed { tokens, seq_len, pad_id, spans, order: Mutex::new(None), builds: AtomicUsize::new(0) }
+    fn from_parts(
+        tokens: Tokens,
+        flags: Option<Flags>,
+        seq_len: usize,
+        pad_id: u32,
+        spans: Option<Vec<(usize, usize)>>,
+    ) -> Self {
+        Packed {
+            tokens,
+            flags,
+            bounded: false,
+            seq_len,
+            pad_id,
+            spans,
+            order: Mutex::new(None),
+            builds: AtomicUsize::new(0),
+        }
+    }
+
+    /// Whether rows keep documents apart (`packing = "documents"`).
+    pub fn bounded(&self) -> bool {
+        self.bounded
     }
 
     /// The permutation of epoch `epoch` (memoized: the same Fisher-Yates shuffle as before,
@@ -192,38 +262,87 @@ impl Packed {
             h.update((*s as u64).to_le_bytes());
             h.update((*l as u64).to_le_bytes());
         }
+        // The flags and the layout decide which targets a cache serves and how the teacher
+        // saw them; text prepared without flags hashes as before.
+        if let Some(f) = &self.flags
+            && f.iter().any(|&b| b & LOSS == 0)
+        {
+            h.update(b"loss");
+            for part in f.chunks(1 << 16) {
+                h.update(part.iter().map(|b| b & LOSS).collect::<Vec<u8>>());
+            }
+        }
+        if self.bounded {
+            h.update(b"documents");
+            if let Some(f) = &self.flags {
+                for part in f.chunks(1 << 16) {
+                    h.update(part.iter().map(|b| b & DOC_START).collect::<Vec<u8>>());
+                }
+            }
+        }
     }
 
-    /// Row `i` as (inputs, targets, mask), each `seq_len` long.
+    /// Row `i` as (inputs, targets, mask), each `seq_len` long. A target is in the loss when
+    /// it is real, flagged `LOSS`, and (with `packing = "documents"`) not the first token of
+    /// another document.
     pub fn row(&self, i: usize) -> (Vec<u32>, Vec<u32>, Vec<f32>) {
         let (start, len) = self.span(i);
         let chunk = &self.tokens[start..start + len];
         let real = chunk.len() - 1;
         let mut inputs = chunk[..real].to_vec();
         let mut targets = chunk[1..].to_vec();
-        let mut mask = vec![1f32; real];
+        let mut mask: Vec<f32> = (start + 1..start + len)
+            .map(|j| {
+                let loss = self.flags.as_ref().is_none_or(|f| f[j] & LOSS != 0);
+                let crosses = self.bounded && self.doc_start(j);
+                if loss && !crosses { 1.0 } else { 0.0 }
+            })
+            .collect();
         inputs.resize(self.seq_len, self.pad_id);
         targets.resize(self.seq_len, self.pad_id);
         mask.resize(self.seq_len, 0.0);
         (inputs, targets, mask)
     }
 
+    /// Row `i`'s input positions within their documents (`seq_len` long): 0 at each document
+    /// start and at the row's start, counting up; the padding continues the last document.
+    pub fn positions(&self, i: usize) -> Vec<u32> {
+        let start = self.span(i).0;
+        let real = self.row_len(i);
+        let mut pos = Vec::with_capacity(self.seq_len);
+        let mut p = 0u32;
+        for j in 0..self.seq_len {
+            if j > 0 && j < real && self.doc_start(start + j) {
+                p = 0;
+            }
+            pos.push(p);
+            p += 1;
+        }
+        pos
+    }
+
     pub fn batch(&self, rows: &[usize], device: &Device) -> Batch {
         let (b, t) = (rows.len(), self.seq_len);
         let (mut inp, mut tgt, mut msk) =
             (Vec::with_capacity(b * t), Vec::with_capacity(b * t), Vec::with_capacity(b * t));
+        let mut input_tokens = 0;
         for &r in rows {
             let (i, o, m) = self.row(r);
             inp.extend(i.into_iter().map(|x| x as i64));
             tgt.extend(o.into_iter().map(|x| x as i64));
             msk.extend(m);
+            input_tokens += self.row_len(r);
         }
         let real_tokens = msk.iter().filter(|m| **m > 0.0).count();
+        let docs =
+            self.bounded.then(|| DocPositions::new(rows.iter().flat_map(|&r| self.positions(r)).collect(), b, t));
         Batch {
             inputs: Tensor::from_data(TensorData::new(inp, [b, t]), device),
             targets: Tensor::from_data(TensorData::new(tgt, [b * t]), device),
             mask: Tensor::from_data(TensorData::new(msk, [b * t]), device),
             real_tokens,
+            input_tokens,
+            docs,
         }
     }
 
@@ -349,3 +468,7 @@ mod tests {
         assert_eq!(p.rows_at(5, 7, 6), all[7..13].to_vec());
     }
 }
+
+#[cfg(test)]
+#[path = "pack_docs_tests.rs"]
+mod docs_tests;

@@ -1,15 +1,20 @@
 //! Where documents come from: our synthetic generator, plain text files (documents separated
-//! by blank lines) or JSONL (one object per line, text under `field`).
+//! by blank lines), JSONL (one object per line) or Parquet (one row per document). JSONL and
+//! Parquet rows are text, chat messages or prompt/completion pairs (`data.format`), rendered
+//! by [`super::chat::Renderer`].
 //!
-//! A bad line (invalid UTF-8, broken JSON, missing field) is counted and reported with its file
-//! and line, then skipped, unless the recipe says `strict = true`.
+//! A bad line or row (invalid UTF-8, broken JSON, a missing field, a malformed message, a
+//! template error) is counted and reported with its file and line (Parquet: row), then
+//! skipped, unless the recipe says `strict = true`.
 
 use std::io::BufRead;
 use std::path::Path;
 
 use serde::Serialize;
 
-use super::config::{DataSection, SourceKind};
+use super::DataJob;
+use super::chat::Renderer;
+use super::config::{DataSection, SourceKind, SyntheticFormat};
 use crate::error::{Error, Result};
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -40,9 +45,9 @@ pub fn describe(data: &DataSection) -> String {
     }
 }
 
-pub fn load(data: &DataSection, seed: u64) -> Result<(Vec<String>, BadLines)> {
+pub fn load(job: &DataJob) -> Result<(Vec<String>, BadLines)> {
     let mut docs = Vec::new();
-    let bad = for_each(data, seed, &mut |d| {
+    let bad = for_each(job, &mut |d| {
         docs.push(d);
         Ok(())
     })?;
@@ -51,7 +56,9 @@ pub fn load(data: &DataSection, seed: u64) -> Result<(Vec<String>, BadLines)> {
 
 /// Hand every document to `sink` in source order, one at a time (what streaming preparation
 /// reads with); returns the bad lines skipped.
-pub fn for_each(data: &DataSection, seed: u64, sink: &mut dyn FnMut(String) -> Result<()>) -> Result<BadLines> {
+pub fn for_each(job: &DataJob, sink: &mut dyn FnMut(String) -> Result<()>) -> Result<BadLines> {
+    let (data, seed) = (job.data, job.seed);
+    let r = job.renderer();
     let mut bad = BadLines::default();
     // A stop (Ctrl-C, SIGTERM) ends the pass at the next document.
     let sink = &mut |doc: String| -> Result<()> {
@@ -65,8 +72,15 @@ pub fn for_each(data: &DataSection, seed: u64, sink: &mut dyn FnMut(String) -> R
     match data.source {
         SourceKind::Synthetic => {
             let mut g = super::synth::StoryGen::new(seed);
-            for _ in 0..data.synthetic_docs {
-                sink(g.next_story())?;
+            for i in 0..data.synthetic_docs {
+                let story = g.next_story();
+                match data.synthetic_format {
+                    SyntheticFormat::Text => sink(story)?,
+                    SyntheticFormat::Chat => match r.document(&super::synth::chat_row(&story, &data.messages_field)) {
+                        Ok(doc) => sink(doc)?,
+                        Err(e) => bad.push(data.strict, format!("synthetic dialogue {}: {e}", i + 1))?,
+                    },
+                }
             }
         }
         SourceKind::Text => {
@@ -76,7 +90,12 @@ pub fn for_each(data: &DataSection, seed: u64, sink: &mut dyn FnMut(String) -> R
         }
         SourceKind::Jsonl => {
             for p in &data.paths {
-                read_jsonl(p, &data.field, data.strict, sink, &mut bad)?;
+                read_jsonl(p, &r, sink, &mut bad)?;
+            }
+        }
+        SourceKind::Parquet => {
+            for p in parquet_files(data)? {
+                read_parquet(&p, &r, sink, &mut bad)?;
             }
         }
     }
@@ -114,13 +133,8 @@ fn read_text(path: &Path, strict: bool, docs: &mut dyn FnMut(String) -> Result<(
     Ok(())
 }
 
-fn read_jsonl(
-    path: &Path,
-    field: &str,
-    strict: bool,
-    docs: &mut dyn FnMut(String) -> Result<()>,
-    bad: &mut BadLines,
-) -> Result<()> {
+fn read_jsonl(path: &Path, r: &Renderer, docs: &mut dyn FnMut(String) -> Result<()>, bad: &mut BadLines) -> Result<()> {
+    let strict = r.data.strict;
     for (i, line) in lines(path)?.enumerate() {
         let line = line.map_err(|e| Error::runtime(format!("{}: read error: {e}", path.display())))?;
         let at = || format!("{}:{}", path.display(), i + 1);
@@ -133,13 +147,59 @@ fn read_jsonl(
         }
         match serde_json::from_str::<serde_json::Value>(&line) {
             Err(e) => bad.push(strict, format!("{}: invalid JSON: {e}", at()))?,
-            Ok(v) => match v.get(field).and_then(|t| t.as_str()) {
-                Some(t) => docs(t.to_string())?,
-                None => bad.push(strict, format!("{}: no string field `{field}`", at()))?,
+            Ok(v) => match r.document(&v) {
+                Ok(doc) => docs(doc)?,
+                Err(e) => bad.push(strict, format!("{}: {e}", at()))?,
             },
         }
     }
     Ok(())
+}
+
+/// The Parquet files of `data.paths`, globs expanded (in name order), each pattern matching.
+pub fn parquet_files(data: &DataSection) -> Result<Vec<std::path::PathBuf>> {
+    let mut out = Vec::new();
+    for p in &data.paths {
+        out.extend(super::parquet_rows::expand_glob(p).map_err(|e| Error::input(format!("data.paths: {e}")))?);
+    }
+    Ok(out)
+}
+
+/// The columns a row needs under `data.format`.
+fn columns(data: &DataSection) -> Vec<&str> {
+    use super::config::DataFormat;
+    match data.format {
+        DataFormat::Text => vec![data.field.as_str()],
+        DataFormat::Chat => vec![data.messages_field.as_str()],
+        DataFormat::PromptCompletion => vec![data.prompt_field.as_str(), data.completion_field.as_str()],
+    }
+}
+
+fn read_parquet(
+    path: &Path,
+    r: &Renderer,
+    docs: &mut dyn FnMut(String) -> Result<()>,
+    bad: &mut BadLines,
+) -> Result<()> {
+    let strict = r.data.strict;
+    // The sink's own errors (a stop, a strict failure) leave the reader through this slot, so
+    // they keep their kind instead of becoming the reader's strings.
+    let mut failed: Option<Error> = None;
+    let res = super::parquet_rows::for_each_row(path, &columns(r.data), &mut |i, row| {
+        let outcome = match r.document(&row) {
+            Ok(doc) => docs(doc),
+            Err(e) => bad.push(strict, format!("{}: row {}: {e}", path.display(), i + 1)),
+        };
+        outcome.map_err(|e| {
+            failed = Some(e);
+            String::new()
+        })
+    });
+    match (failed, res) {
+        (Some(e), _) => Err(e),
+        (None, Err(e)) => Err(Error::input(e)),
+        (None, Ok(())) => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -157,6 +217,8 @@ mod tests {
         let t = dir.join("c.txt");
         std::fs::write(&t, "para one\nstill one\n\n\npara two\n").unwrap();
         let mut d = DataSection { source: SourceKind::Jsonl, paths: vec![j.clone()], ..Default::default() };
+        let tk = crate::data::config::TokenizerSection::default();
+        let load = |d: &DataSection, seed| load(&DataJob::new(d, &tk, seed));
         let (docs, bad) = load(&d, 0).unwrap();
         assert_eq!(docs, vec!["first doc", "second doc"]);
         assert_eq!(bad.count, 3);

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use super::config::TokenizerKind;
+use super::config::{DataFormat, DataSection, TokenizerKind};
 use super::filter::FilterReport;
 use super::source::BadLines;
 use super::tokenizer::Tokenizer;
@@ -27,12 +27,49 @@ pub(super) fn log_held_out_copies(n: usize, log: &mut dyn FnMut(String)) {
     }
 }
 
+/// A document's tokens and their flags ([`super::tokens::LOSS`], `DOC_START`): plain text as
+/// [`Tokenizer::encode_doc`] gives it, every token trained on; a chat or prompt/completion
+/// document as rendered, trained on where its spans are marked.
+pub(super) fn encode(data: &DataSection, tokenizer: &Tokenizer, doc: &str) -> Result<(Vec<u32>, Vec<u8>)> {
+    use super::tokens::{DOC_START, LOSS};
+    let (ids, mut flags) = match data.row_format() {
+        DataFormat::Text => {
+            let ids = tokenizer.encode_doc(doc)?;
+            let n = ids.len();
+            (ids, vec![LOSS; n])
+        }
+        _ => {
+            let (ids, mask) = tokenizer.encode_marked(doc)?;
+            (ids, mask.into_iter().map(|m| if m { LOSS } else { 0 }).collect())
+        }
+    };
+    if let Some(f) = flags.first_mut() {
+        *f |= DOC_START;
+    }
+    Ok((ids, flags))
+}
+
+/// How many of `flags`' tokens carry the loss. The first token of a document is never a
+/// target (nothing before it in its document predicts it), so it is not counted.
+pub(super) fn loss_tokens(flags: &[u8]) -> usize {
+    use super::tokens::{DOC_START, LOSS};
+    flags.iter().filter(|&&f| f & LOSS != 0 && f & DOC_START == 0).count()
+}
+
+/// The text a tokenizer is trained on: chat documents without their span markers.
+pub(super) fn sample_text(job: &DataJob, doc: &str) -> String {
+    match job.data.row_format() {
+        DataFormat::Text => doc.to_string(),
+        _ => super::chat::unmark(doc).0,
+    }
+}
+
 /// The job's tokenizer: trained on `train_text` (the kept training documents, or the
 /// streaming engine's sample of them), or loaded.
 pub(super) fn tokenizer<'a>(job: &DataJob, train_text: impl Iterator<Item = &'a str> + Send) -> Result<Tokenizer> {
     let t = job.tokenizer;
     match t.kind {
-        TokenizerKind::Train => Tokenizer::train(train_text, t.vocab_size, t.min_frequency),
+        TokenizerKind::Train => Tokenizer::train(train_text, t.vocab_size, t.min_frequency, &t.special_tokens),
         TokenizerKind::File => Tokenizer::load(t.path.as_ref().expect("validated")),
         TokenizerKind::Teacher => {
             Tokenizer::load(job.teacher_tokenizer.as_ref().expect("set for tokenizer.kind = \"teacher\""))
@@ -79,6 +116,9 @@ pub(super) struct Counts {
     pub valid_docs: usize,
     pub train_tokens: usize,
     pub valid_tokens: usize,
+    /// Tokens that carry the loss in each split.
+    pub train_loss_tokens: usize,
+    pub valid_loss_tokens: usize,
 }
 
 /// Write the filter report and the tokenizer beside the token files (already in place), then
@@ -102,11 +142,24 @@ pub(super) fn commit(
         bad_lines: bad.count,
         tokenizer_hash: tokenizer.hash(),
         vocab_size: tokenizer.vocab_size(),
+        flags: true,
+        train_loss_tokens: n.train_loss_tokens,
+        valid_loss_tokens: n.valid_loss_tokens,
     };
     write_json_atomic(&rd.data_meta(), &meta)?;
     log(format!(
         "data: {} train docs ({} tokens), {} held-out docs ({} tokens), vocab {}",
         meta.train_docs, meta.train_tokens, meta.valid_docs, meta.valid_tokens, meta.vocab_size
     ));
+    if meta.train_loss_tokens < meta.train_tokens {
+        log(format!(
+            "loss on {} of {} training tokens ({:.1}%) and {} of {} held-out tokens",
+            meta.train_loss_tokens,
+            meta.train_tokens,
+            100.0 * meta.train_loss_tokens as f64 / meta.train_tokens.max(1) as f64,
+            meta.valid_loss_tokens,
+            meta.valid_tokens
+        ));
+    }
     Ok(meta)
 }

@@ -33,32 +33,56 @@ fn held_out(seed: u64, i: u64, fraction: f64) -> bool {
     r.uniform() < fraction
 }
 
-/// Appends u32 tokens to `<path>.tmp`; `finish` syncs and renames it into place.
-struct TokenFile {
+/// Appends bytes to `<path>.tmp`; `finish` syncs and renames it into place.
+struct AppendFile {
     path: PathBuf,
     tmp: PathBuf,
     w: std::io::BufWriter<std::fs::File>,
+}
+
+impl AppendFile {
+    fn create(path: PathBuf) -> Result<Self> {
+        let mut tmp = path.clone().into_os_string();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        let f = std::fs::File::create(&tmp).map_err(|e| Error::runtime(format!("{}: {e}", tmp.display())))?;
+        Ok(AppendFile { path, tmp, w: std::io::BufWriter::with_capacity(1 << 20, f) })
+    }
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.w.write_all(bytes).map_err(|e| Error::runtime(format!("{}: {e}", self.tmp.display())))
+    }
+    fn finish(self) -> Result<()> {
+        let f = self.w.into_inner().map_err(|e| Error::runtime(format!("{}: {e}", self.tmp.display())))?;
+        f.sync_all().map_err(|e| Error::runtime(format!("{}: {e}", self.tmp.display())))?;
+        std::fs::rename(&self.tmp, &self.path).map_err(|e| Error::runtime(format!("{}: {e}", self.path.display())))
+    }
+}
+
+/// A split's token file and its flags, appended together.
+struct TokenFile {
+    toks: AppendFile,
+    flags: AppendFile,
     n: usize,
+    loss: usize,
 }
 
 impl TokenFile {
-    fn create(path: PathBuf) -> Result<Self> {
-        let tmp = path.with_extension("u32.tmp");
-        let f = std::fs::File::create(&tmp).map_err(|e| Error::runtime(format!("{}: {e}", tmp.display())))?;
-        Ok(TokenFile { path, tmp, w: std::io::BufWriter::with_capacity(1 << 20, f), n: 0 })
+    fn create(toks: PathBuf, flags: PathBuf) -> Result<Self> {
+        Ok(TokenFile { toks: AppendFile::create(toks)?, flags: AppendFile::create(flags)?, n: 0, loss: 0 })
     }
-    fn push(&mut self, toks: &[u32]) -> Result<()> {
-        for t in toks {
-            self.w.write_all(&t.to_le_bytes()).map_err(|e| Error::runtime(format!("{}: {e}", self.tmp.display())))?;
-        }
+    fn push(&mut self, (toks, flags): &(Vec<u32>, Vec<u8>)) -> Result<()> {
+        let bytes: Vec<u8> = toks.iter().flat_map(|t| t.to_le_bytes()).collect();
+        self.toks.write(&bytes)?;
+        self.flags.write(flags)?;
         self.n += toks.len();
+        self.loss += stages::loss_tokens(flags);
         Ok(())
     }
-    fn finish(self) -> Result<usize> {
-        let f = self.w.into_inner().map_err(|e| Error::runtime(format!("{}: {e}", self.tmp.display())))?;
-        f.sync_all().map_err(|e| Error::runtime(format!("{}: {e}", self.tmp.display())))?;
-        std::fs::rename(&self.tmp, &self.path).map_err(|e| Error::runtime(format!("{}: {e}", self.path.display())))?;
-        Ok(self.n)
+    /// The tokens written, and those in the loss.
+    fn finish(self) -> Result<(usize, usize)> {
+        self.toks.finish()?;
+        self.flags.finish()?;
+        Ok((self.n, self.loss))
     }
 }
 
@@ -108,14 +132,14 @@ pub fn prepare(job: &DataJob, run_dir: &Path, log: &mut dyn FnMut(String)) -> Re
                         fate.push(0);
                         if sample_bytes < cap {
                             sample_bytes += doc.len();
-                            sample.push(doc);
+                            sample.push(stages::sample_text(job, &doc));
                         }
                     }
                 },
             }
         }
     };
-    let bad = source::for_each(d, seed, &mut |doc| {
+    let bad = source::for_each(job, &mut |doc| {
         bytes_in += doc.len() as u64;
         batch.push((held_out(seed, i, d.valid_fraction), doc));
         if batch.len() == BATCH {
@@ -138,8 +162,9 @@ pub fn prepare(job: &DataJob, run_dir: &Path, log: &mut dyn FnMut(String)) -> Re
     let t_tok = started.elapsed().as_secs_f64() - t_scan;
 
     // Pass 2: encode straight to disk.
-    let mut train = TokenFile::create(RunDir(run_dir).train_tokens())?;
-    let mut valid = TokenFile::create(RunDir(run_dir).valid_tokens())?;
+    let rd = RunDir(run_dir);
+    let mut train = TokenFile::create(rd.train_tokens(), rd.train_flags())?;
+    let mut valid = TokenFile::create(rd.valid_tokens(), rd.valid_flags())?;
     let (mut train_docs, mut valid_docs, mut copies, mut j) = (0usize, 0usize, 0usize, 0u64);
     let mut report = f.report;
     let pb = crate::util::progress_bar("encode", n_docs, false);
@@ -153,7 +178,7 @@ pub fn prepare(job: &DataJob, run_dir: &Path, log: &mut dyn FnMut(String)) -> Re
     // Documents are encoded in batches across the cores, then written in source order.
     let mut batch: Vec<(u8, String)> = Vec::with_capacity(BATCH);
     let mut flush = |batch: &mut Vec<(u8, String)>, report: &mut filter::FilterReport| -> Result<()> {
-        let encoded = crate::util::par_map(batch, |(_, doc)| tokenizer.encode_doc(doc))
+        let encoded = crate::util::par_map(batch, |(_, doc)| stages::encode(d, &tokenizer, doc))
             .into_iter()
             .collect::<Result<Vec<_>>>()?;
         for ((rule, doc), toks) in batch.drain(..).zip(encoded) {
@@ -169,12 +194,12 @@ pub fn prepare(job: &DataJob, run_dir: &Path, log: &mut dyn FnMut(String)) -> Re
                 }
             } else {
                 // Removed by a filter: counted in its rule's tokens for the report.
-                report.rules[rule as usize - 1].removed_tokens += toks.len();
+                report.rules[rule as usize - 1].removed_tokens += toks.0.len();
             }
         }
         Ok(())
     };
-    source::for_each(d, seed, &mut |doc| {
+    source::for_each(job, &mut |doc| {
         let idx = j;
         j += 1;
         if idx % 4096 == 0 {
@@ -195,7 +220,7 @@ pub fn prepare(job: &DataJob, run_dir: &Path, log: &mut dyn FnMut(String)) -> Re
         return Err(Error::input("the data source changed between the two streaming passes"));
     }
     stages::log_held_out_copies(copies, log);
-    let (train_tokens, valid_tokens) = (train.finish()?, valid.finish()?);
+    let ((train_tokens, train_loss_tokens), (valid_tokens, valid_loss_tokens)) = (train.finish()?, valid.finish()?);
     stages::report(job, &mut report, train_tokens, valid_tokens, log)?;
     let total = started.elapsed().as_secs_f64();
     log(format!(
@@ -204,7 +229,7 @@ pub fn prepare(job: &DataJob, run_dir: &Path, log: &mut dyn FnMut(String)) -> Re
         bytes_in as f64 / 1e6 / total,
         total - t_scan - t_tok
     ));
-    let n = Counts { train_docs, valid_docs, train_tokens, valid_tokens };
+    let n = Counts { train_docs, valid_docs, train_tokens, valid_tokens, train_loss_tokens, valid_loss_tokens };
     stages::commit(run_dir, &report, &bad, &tokenizer, n, log)
 }
 
@@ -267,7 +292,7 @@ d_ff = 64
         let prepared = crate::data::prepare(&job, &run, &mut |_| {}).unwrap();
         assert_eq!(prepared.meta.bad_lines, 1, "the invalid UTF-8 line is reported and skipped");
         // The reference: read the same documents, split by the same hash, filter in memory.
-        let (all, _) = source::load(&recipe.data, 5).unwrap();
+        let (all, _) = source::load(&job).unwrap();
         let (mut train, mut valid) = (Vec::new(), Vec::new());
         for (i, d) in all.into_iter().enumerate() {
             if held_out(5, i as u64, 0.1) { valid.push(d) } else { train.push(d) }

@@ -26,11 +26,13 @@ pub struct Tokenizer {
 }
 
 impl Tokenizer {
-    /// Train a byte-level BPE of `vocab_size` (including the 256 byte symbols and EOS).
+    /// Train a byte-level BPE of `vocab_size` (including the 256 byte symbols, EOS and the
+    /// `specials`, which stay whole tokens).
     pub fn train<'a>(
         docs: impl Iterator<Item = &'a str> + Send,
         vocab_size: usize,
         min_frequency: u64,
+        specials: &[String],
     ) -> Result<Self> {
         let mut builder = TokenizerBuilder::<
             BPE,
@@ -49,7 +51,12 @@ impl Tokenizer {
             .min_frequency(min_frequency)
             .show_progress(false)
             .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
-            .special_tokens(vec![AddedToken::from(EOS, true)])
+            .special_tokens(
+                std::iter::once(EOS)
+                    .chain(specials.iter().map(String::as_str).filter(|s| *s != EOS))
+                    .map(|s| AddedToken::from(s, true))
+                    .collect(),
+            )
             .build();
         builder.train(&mut trainer, docs).map_err(|e| Error::runtime(format!("tokenizer training failed: {e}")))?;
         Self::wrap(builder.into(), "trained tokenizer")
@@ -114,6 +121,20 @@ impl Tokenizer {
         Ok(ids)
     }
 
+    /// A marked chat or prompt/completion document (see [`crate::data::chat`]) as it was
+    /// rendered, special tokens parsed and nothing added, with each token's loss flag: whether
+    /// its text overlaps a marked span.
+    pub fn encode_marked(&self, marked: &str) -> Result<(Vec<u32>, Vec<bool>)> {
+        let (text, spans) = crate::data::chat::unmark(marked);
+        let enc = self.inner.encode(text.as_str(), false).map_err(|e| Error::runtime(format!("tokenizer: {e}")))?;
+        Ok((enc.get_ids().to_vec(), crate::data::chat::token_mask(enc.get_offsets(), &spans)))
+    }
+
+    /// The spelling of token `id`, if the vocabulary has it.
+    pub fn token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
     /// A prompt: BOS (when the tokenizer adds one) and its tokens.
     pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
         let mut ids: Vec<u32> = self.bos_id.into_iter().collect();
@@ -157,7 +178,7 @@ mod tests {
     #[test]
     fn tokenizer_round_trips_corpus_and_arbitrary_utf8() {
         let docs = crate::data::synth::generate(7, 300);
-        let tok = Tokenizer::train(docs.iter().map(|s| s.as_str()), 400, 2).unwrap();
+        let tok = Tokenizer::train(docs.iter().map(|s| s.as_str()), 400, 2, &[]).unwrap();
         assert!(tok.vocab_size() <= 400 && tok.vocab_size() > 300, "vocab {}", tok.vocab_size());
         let mut total_tokens = 0;
         let mut total_bytes = 0;

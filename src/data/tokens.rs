@@ -39,6 +39,56 @@ impl Tokens {
     }
 }
 
+/// Flag bits of a prepared token (`*.flags`, one byte per token of the `*.u32` beside it).
+/// The token is a target that carries the loss.
+pub const LOSS: u8 = 1;
+/// The token begins a document.
+pub const DOC_START: u8 = 2;
+
+/// The flags of a token stream, in memory or memory-mapped.
+pub enum Flags {
+    Owned(Vec<u8>),
+    Mapped(memmap2::Mmap),
+}
+
+impl Flags {
+    /// Map `path`, checking that it has one byte per token and no unknown bits.
+    pub fn open(path: &Path, expect: usize) -> Result<Flags> {
+        let err = |what: String| Error::input(format!("{}: {what}", path.display()));
+        let f = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+        let len = f.metadata().map_err(|e| err(e.to_string()))?.len() as usize;
+        if len != expect {
+            return Err(err(format!("corrupt flags file ({len} bytes; expected {expect}, one per token)")));
+        }
+        let flags = if len > 0 {
+            // SAFETY: as for the token files (written once, atomically, never modified).
+            Flags::Mapped(unsafe { memmap2::Mmap::map(&f) }.map_err(|e| err(e.to_string()))?)
+        } else {
+            Flags::Owned(Vec::new())
+        };
+        if let Some(bad) = flags.iter().find(|&&b| b & !(LOSS | DOC_START) != 0) {
+            return Err(err(format!("unknown token flag bits {bad:#04x}")));
+        }
+        Ok(flags)
+    }
+}
+
+impl From<Vec<u8>> for Flags {
+    fn from(v: Vec<u8>) -> Self {
+        Flags::Owned(v)
+    }
+}
+
+impl std::ops::Deref for Flags {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Flags::Owned(v) => v,
+            Flags::Mapped(m) => m,
+        }
+    }
+}
+
 impl From<Vec<u32>> for Tokens {
     fn from(v: Vec<u32>) -> Self {
         Tokens::Owned(v)

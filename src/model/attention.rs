@@ -9,6 +9,7 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Tensor};
 
+use super::DocPositions;
 use super::init::Init;
 use super::rope;
 
@@ -77,9 +78,18 @@ impl Attention {
     }
 
     /// `x`: (batch, seq, d_model) at positions `cache.len()..`; `cos`/`sin`: RoPE tables for
-    /// those positions. With a cache, the new keys/values are appended to it.
-    pub fn forward(&self, x: Tensor<3>, cos: &Tensor<2>, sin: &Tensor<2>, cache: Option<&mut KvCache>) -> Tensor<3> {
-        let y = self.context(x, cos, sin, cache);
+    /// those positions. With a cache, the new keys/values are appended to it. With `docs`
+    /// (packed documents, no cache), each token attends to its own document only and the
+    /// tables are per token ([`rope::tables_at`]).
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        cos: &Tensor<2>,
+        sin: &Tensor<2>,
+        cache: Option<&mut KvCache>,
+        docs: Option<&DocPositions>,
+    ) -> Tensor<3> {
+        let y = self.context(x, cos, sin, cache, docs);
         linear(&self.wo, act_quant(y, self.act_quant))
     }
 
@@ -92,7 +102,9 @@ impl Attention {
         cos: &Tensor<2>,
         sin: &Tensor<2>,
         cache: Option<&mut KvCache>,
+        docs: Option<&DocPositions>,
     ) -> Tensor<3> {
+        assert!(docs.is_none() || cache.is_none(), "packed documents are a training layout: no cache");
         let [b, t, _] = x.dims();
         let x = act_quant(x, self.act_quant);
         let (q, k, v) = (linear(&self.wq, x.clone()), linear(&self.wk, x.clone()), linear(&self.wv, x));
@@ -101,7 +113,7 @@ impl Attention {
         let (q, k, v) = match cache.is_none() && self.fused {
             true => {
                 let (h, kv, w) = (self.n_heads, self.n_kv_heads, self.window);
-                match crate::kernels::cpu::rope_attention(q, k, v, cos, sin, h, kv, w) {
+                match crate::kernels::cpu::rope_attention(q, k, v, cos, sin, h, kv, w, docs.map(|d| &d.pos)) {
                     Ok(y) => return y,
                     Err([q, k, v]) => (q, k, v),
                 }
@@ -112,6 +124,11 @@ impl Attention {
         let q = rope::apply(split(q, self.n_heads), cos, sin);
         let mut k = rope::apply(split(k, self.n_kv_heads), cos, sin);
         let mut v = split(v, self.n_kv_heads);
+        if let Some(d) = docs {
+            // Block-diagonal causal attention with the mask spelled out (every backend; the
+            // fused CPU kernel above takes the common case without it).
+            return self.merge(masked_attention(q, k, v, d.hidden(self.window, &cos.device())), b, t);
+        }
         let mut start = 0;
         if let Some(c) = cache {
             start = c.len();
@@ -208,6 +225,19 @@ fn torch_attention(
     }
     let n_rep = q.dims()[1] / k.dims()[1];
     torch::causal(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep))
+}
+
+/// `softmax(Q K^T / sqrt(d) + mask) V` with KV heads repeated per query head; `hidden`
+/// (`[b, 1, t, s]`, true = not seen) broadcast over the heads.
+pub fn masked_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, hidden: Tensor<4, Bool>) -> Tensor<4> {
+    let [b, h, t, _] = q.dims();
+    let s = k.dims()[2];
+    let n_rep = h / k.dims()[1];
+    let (k, v) = (repeat_kv(k, n_rep), repeat_kv(v, n_rep));
+    let scale = 1.0 / (q.dims()[3] as f64).sqrt();
+    let hidden = hidden.expand([b, h, t, s]);
+    let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale).mask_fill(hidden, f32::NEG_INFINITY);
+    burn::tensor::activation::softmax(scores, 3).matmul(v)
 }
 
 /// burn's own attention (`attention_impl = "reference"`, and every backend without a fused

@@ -5,6 +5,7 @@ use burn::nn::{Embedding, Linear, RmsNorm};
 use burn::tensor::{DType, Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::DocPositions;
 use super::attention::{Attention, KvCache};
 use super::config::ModelShape;
 use super::init::{Init, WeightSource};
@@ -80,12 +81,22 @@ impl Block {
         v
     }
 
-    /// `cos`/`sin`: RoPE tables for the positions of `x`.
-    fn forward(&self, x: Tensor<3>, cos: &Tensor<2>, sin: &Tensor<2>, cache: Option<&mut LayerCache>) -> Tensor<3> {
+    /// `cos`/`sin`: RoPE tables for the positions of `x`; `docs`: packed documents.
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        cos: &Tensor<2>,
+        sin: &Tensor<2>,
+        cache: Option<&mut LayerCache>,
+        docs: Option<&DocPositions>,
+    ) -> Tensor<3> {
         let h = rms_norm(&self.mixer_norm, x.clone());
         let h = match (&self.mixer, cache) {
-            (Mixer::Attention(a), None) => a.forward(h, cos, sin, None),
-            (Mixer::Attention(a), Some(LayerCache::Attention(c))) => a.forward(h, cos, sin, Some(c)),
+            (Mixer::Attention(a), None) => a.forward(h, cos, sin, None, docs),
+            (Mixer::Attention(a), Some(LayerCache::Attention(c))) => a.forward(h, cos, sin, Some(c), None),
+            // The recipe refuses packed documents for models with Mamba layers: the scan would
+            // carry state across documents.
+            (Mixer::Mamba(_), None) if docs.is_some() => panic!("packed documents through a Mamba layer"),
             (Mixer::Mamba(m), None) => m.forward(h),
             (Mixer::Mamba(m), Some(LayerCache::Mamba(state))) => {
                 // The recurrence, token by token: exact, and O(1) memory per token.
@@ -268,6 +279,12 @@ impl Decoder {
         self.run(tokens, None)
     }
 
+    /// [`Decoder::forward`] of packed rows: with `docs`, each token sees only its document.
+    pub fn forward_docs(&self, tokens: Tensor<2, Int>, docs: Option<&DocPositions>) -> Tensor<3> {
+        let (x, _) = self.hidden(tokens, None, &[], docs);
+        self.logits_of(x)
+    }
+
     pub fn new_cache(&self) -> Cache {
         let layers = self
             .blocks
@@ -290,7 +307,7 @@ impl Decoder {
     }
 
     fn run(&self, tokens: Tensor<2, Int>, cache: Option<&mut Cache>) -> Tensor<3> {
-        let (x, _) = self.hidden(tokens, cache, &[]);
+        let (x, _) = self.hidden(tokens, cache, &[], None);
         self.logits_of(x)
     }
 
@@ -303,14 +320,20 @@ impl Decoder {
     /// The last hidden states `(batch, seq, d_model)`, after the final norm: what the LM head
     /// reads. With [`Decoder::head_weight`], the loss can fuse the head into its chunks.
     pub fn forward_hidden(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
-        self.hidden(tokens, None, &[]).0
+        self.hidden(tokens, None, &[], None).0
     }
 
     /// [`Decoder::forward_hidden`]'s result, and the residual stream at the output of each block
     /// in `layers` (0-based; block `i`'s output is block `i + 1`'s input, before any norm), in the
     /// order asked: what hidden-state distillation compares. Panics on an index past the last block.
-    pub fn forward_with_layers(&self, tokens: Tensor<2, Int>, layers: &[usize]) -> (Tensor<3>, Vec<Tensor<3>>) {
-        self.hidden(tokens, None, layers)
+    /// With `docs`, packed rows (see [`Decoder::forward_docs`]).
+    pub fn forward_with_layers(
+        &self,
+        tokens: Tensor<2, Int>,
+        layers: &[usize],
+        docs: Option<&DocPositions>,
+    ) -> (Tensor<3>, Vec<Tensor<3>>) {
+        self.hidden(tokens, None, layers, docs)
     }
 
     /// The LM head as `(vocab, d_model)`: the tied embedding, or the head's weight transposed
@@ -329,6 +352,7 @@ impl Decoder {
         tokens: Tensor<2, Int>,
         mut cache: Option<&mut Cache>,
         layers: &[usize],
+        docs: Option<&DocPositions>,
     ) -> (Tensor<3>, Vec<Tensor<3>>) {
         let n = self.blocks.len();
         if let Some(l) = layers.iter().find(|&&l| l >= n) {
@@ -338,14 +362,17 @@ impl Decoder {
         let device = tokens.device();
         let c = &self.config;
         let start = cache.as_ref().map_or(0, |c| c.pos);
-        let (cos, sin) =
-            rope::tables(t, start, c.head_dim(), c.shape.rope_theta, c.shape.rope_scaling.as_ref(), &device);
+        let scaling = c.shape.rope_scaling.as_ref();
+        let (cos, sin) = match docs {
+            Some(d) => rope::tables_at(&d.pos, c.head_dim(), c.shape.rope_theta, scaling, &device),
+            None => rope::tables(t, start, c.head_dim(), c.shape.rope_theta, scaling, &device),
+        };
         let mut x = self.embed.forward(tokens);
         let (cos, sin) = (cos.cast(x.dtype()), sin.cast(x.dtype()));
         let mut taken: Vec<Option<Tensor<3>>> = vec![None; layers.len()];
         for (i, block) in self.blocks.iter().enumerate() {
             let layer_cache = cache.as_mut().map(|c| &mut c.layers[i]);
-            x = block.forward(x, &cos, &sin, layer_cache);
+            x = block.forward(x, &cos, &sin, layer_cache, docs);
             for (slot, _) in taken.iter_mut().zip(layers).filter(|(_, l)| **l == i) {
                 *slot = Some(x.clone());
             }
@@ -504,7 +531,7 @@ mod tests {
         let ids = Tensor::<2, Int>::from_data(TensorData::new((0..14i64).map(|i| i * 11 % 50).collect(), [2, 7]), &dev);
         let bits = |x: Tensor<3>| -> Vec<u32> { x.into_data().iter::<f32>().map(f32::to_bits).collect() };
         let want = bits(m.forward_hidden(ids.clone()));
-        let (h, outs) = m.forward_with_layers(ids.clone(), &[2, 0, 1, 2]);
+        let (h, outs) = m.forward_with_layers(ids.clone(), &[2, 0, 1, 2], None);
         assert_eq!(outs.len(), 4);
         assert_eq!(bits(h), want);
         assert_eq!(bits(rms_norm(&m.norm, outs[0].clone())), want);
@@ -512,7 +539,7 @@ mod tests {
         let mut x = m.embed.forward(ids);
         let mut by_hand = Vec::new();
         for block in &m.blocks {
-            x = block.forward(x, &cos, &sin, None);
+            x = block.forward(x, &cos, &sin, None, None);
             by_hand.push(bits(x.clone()));
         }
         for (got, i) in outs.into_iter().zip([2, 0, 1, 2]) {
@@ -527,7 +554,7 @@ mod tests {
         let dev = Device::flex();
         let m = tiny(true).init(1, &dev);
         let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![1i64, 2, 3], [1, 3]), &dev);
-        let _ = m.forward_with_layers(ids, &[0, 2]);
+        let _ = m.forward_with_layers(ids, &[0, 2], None);
     }
 
     #[test]

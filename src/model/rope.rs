@@ -41,6 +41,26 @@ pub fn tables(
     (Tensor::from_data(TensorData::new(cos, shape), device), Tensor::from_data(TensorData::new(sin, shape), device))
 }
 
+/// cos/sin tables `[pos.len(), head_dim]`, one row per token at position `pos[i]`.
+pub fn tables_at(
+    pos: &[u32],
+    head_dim: usize,
+    theta: f64,
+    scaling: Option<&RopeScaling>,
+    device: &Device,
+) -> (Tensor<2>, Tensor<2>) {
+    let n = pos.iter().max().map_or(0, |m| *m as usize + 1);
+    let (cos, sin) = host_tables(n, 0, head_dim, theta, scaling);
+    let gather = |tab: &[f32]| -> Vec<f32> {
+        pos.iter().flat_map(|&p| tab[p as usize * head_dim..(p as usize + 1) * head_dim].iter().copied()).collect()
+    };
+    let shape = [pos.len(), head_dim];
+    (
+        Tensor::from_data(TensorData::new(gather(&cos), shape), device),
+        Tensor::from_data(TensorData::new(gather(&sin), shape), device),
+    )
+}
+
 type TableKey = (usize, usize, usize, u64, Option<[u64; 4]>);
 type Tables = Option<(TableKey, Vec<f32>, Vec<f32>)>;
 
@@ -93,16 +113,19 @@ fn host_tables(
     (cos, sin)
 }
 
-/// Rotate `x` `[batch, heads, seq, head_dim]` by the tables from [`tables`].
+/// Rotate `x` `[batch, heads, seq, head_dim]` by the tables from [`tables`] (`[seq,
+/// head_dim]`) or [`tables_at`] (`[batch * seq, head_dim]`, one row per token).
 pub fn apply(x: Tensor<4>, cos: &Tensor<2>, sin: &Tensor<2>) -> Tensor<4> {
     let [b, h, t, d] = x.dims();
     let half = d / 2;
     let x1 = x.clone().slice([0..b, 0..h, 0..t, 0..half]);
     let x2 = x.clone().slice([0..b, 0..h, 0..t, half..d]);
     let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-    let cos = cos.clone().unsqueeze::<4>();
-    let sin = sin.clone().unsqueeze::<4>();
-    x * cos + rotated * sin
+    let shape = |c: &Tensor<2>| match c.dims()[0] == t {
+        true => c.clone().unsqueeze::<4>(),
+        false => c.clone().reshape([b, 1, t, d]),
+    };
+    x * shape(cos) + rotated * shape(sin)
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use burn::tensor::Device;
 use serde::Serialize;
 
 mod cached;
+pub mod chat;
 pub mod init;
 mod student;
 pub mod teacher;
@@ -138,14 +139,17 @@ fn with_data_job<T>(recipe: &Recipe, dir: &Path, f: impl FnOnce(&data::DataJob) 
         let teacher = Teacher::of(recipe, dir).load_before_data(&device)?;
         Ok(crate::teacher::doc_ppl(&teacher, docs, eos, &device))
     };
+    let teacher_tokenizer = (recipe.tokenizer.kind == TokenizerKind::Teacher)
+        .then(|| teacher::teacher_tokenizer_in(recipe, dir))
+        .transpose()?;
+    let chat = chat::chat_job(recipe, teacher_tokenizer.as_deref())?;
     let job = data::DataJob {
         data: &recipe.data,
         tokenizer: &recipe.tokenizer,
         seed: recipe.run.seed,
-        teacher_tokenizer: (recipe.tokenizer.kind == TokenizerKind::Teacher)
-            .then(|| teacher::teacher_tokenizer_in(recipe, dir))
-            .transpose()?,
+        teacher_tokenizer,
         doc_ppl: Some(&doc_ppl),
+        chat,
     };
     f(&job)
 }

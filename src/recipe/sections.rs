@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use super::PartialShape;
 pub use crate::curriculum::{CurriculumSection, DifficultyScore, RowOrder, Schedule};
 pub use crate::data::config::{
-    DataSection, Dedup, FilterSection, Packing, SourceKind, TokenizerKind, TokenizerSection,
+    DataFormat, DataSection, Dedup, FilterSection, LossOn, Packing, SourceKind, SyntheticFormat, TokenizerKind,
+    TokenizerSection,
 };
 pub use crate::device::Backend;
 use crate::export::ExportFormat;

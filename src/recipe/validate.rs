@@ -11,9 +11,9 @@
 
 use super::locate::locate;
 use super::{
-    CacheSection, CheckpointSection, CurriculumSection, DataSection, DistillSection, EvalSection, FilterSection,
-    LogitsSource, OptimSection, Recipe, RowOrder, RunSection, Schedule, SourceKind, TeacherDtype, TeacherKind,
-    TeacherSection, TokenizerKind, TokenizerSection,
+    CacheSection, CheckpointSection, CurriculumSection, DataFormat, DataSection, DistillSection, EvalSection,
+    FilterSection, LogitsSource, OptimSection, Packing, Recipe, RowOrder, RunSection, Schedule, SourceKind,
+    SyntheticFormat, TeacherDtype, TeacherKind, TeacherSection, TokenizerKind, TokenizerSection,
 };
 use crate::error::{Error, Result};
 use crate::model::config::ModelShape;
@@ -45,6 +45,7 @@ impl Recipe {
 fn check(r: &Recipe) -> Rule {
     run(&r.run)?;
     data(&r.data)?;
+    packing(r)?;
     filter(&r.data.filter, r.teacher.kind)?;
     tokenizer(&r.tokenizer)?;
     teacher_source(r)?;
@@ -154,15 +155,58 @@ fn data(d: &DataSection) -> Rule {
         SourceKind::Synthetic if d.synthetic_docs < 20 => {
             return fail("data.synthetic_docs", format!("expected at least 20 documents, got {}", d.synthetic_docs));
         }
-        SourceKind::Text | SourceKind::Jsonl if d.paths.is_empty() => {
+        SourceKind::Text | SourceKind::Jsonl | SourceKind::Parquet if d.paths.is_empty() => {
             return fail("data.paths", "expected at least one input file for this source");
+        }
+        SourceKind::Text if d.format != DataFormat::Text => {
+            return fail(
+                "data.format",
+                "plain text files hold text; chat and prompt/completion rows come from jsonl or parquet",
+            );
         }
         _ => {}
     }
     for p in &d.paths {
-        if !p.is_file() {
+        // Parquet paths may be globs over shards, expanded (and checked) when read.
+        let glob =
+            d.source == SourceKind::Parquet && p.file_name().is_some_and(|n| n.to_string_lossy().contains(['*', '?']));
+        if !glob && !p.is_file() {
             return fail("data.paths", format!("file {} does not exist", p.display()));
         }
+    }
+    for (key, v) in [
+        ("data.field", &d.field),
+        ("data.messages_field", &d.messages_field),
+        ("data.prompt_field", &d.prompt_field),
+        ("data.completion_field", &d.completion_field),
+    ] {
+        if v.is_empty() {
+            return fail(key, "expected a field name, got an empty string");
+        }
+    }
+    if let Some(p) = &d.chat_template
+        && !p.is_file()
+    {
+        return fail("data.chat_template", format!("file {} does not exist", p.display()));
+    }
+    if d.synthetic_format == SyntheticFormat::Chat && d.source != SourceKind::Synthetic {
+        return fail("data.synthetic_format", "applies to data.source = \"synthetic\" only");
+    }
+    Ok(())
+}
+
+/// Packed documents restart attention at each document; a Mamba-2 scan would carry its state
+/// across them.
+fn packing(r: &Recipe) -> Rule {
+    if r.data.packing != Packing::Documents {
+        return Ok(());
+    }
+    let pretrained = r.teacher.kind == TeacherKind::Pretrain && r.teacher.shape().layer_pattern.contains('M');
+    if r.student.shape().layer_pattern.contains('M') || pretrained {
+        return fail(
+            "data.packing",
+            "\"documents\" is for attention-only models (a Mamba-2 scan would carry state across documents); use \"doc_per_row\"",
+        );
     }
     Ok(())
 }
@@ -221,6 +265,9 @@ fn tokenizer(t: &TokenizerSection) -> Rule {
                 t.vocab_size
             ),
         ),
+        _ if t.kind != TokenizerKind::Train && !t.special_tokens.is_empty() => {
+            fail("tokenizer.special_tokens", "applies to a trained tokenizer (tokenizer.kind = \"train\") only")
+        }
         TokenizerKind::File => match &t.path {
             None => fail("tokenizer.path", "required when tokenizer.kind = \"file\""),
             Some(p) if !p.is_file() => fail("tokenizer.path", format!("file {} does not exist", p.display())),

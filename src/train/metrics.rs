@@ -26,8 +26,12 @@ pub struct MetricsRow {
     pub hidden: Option<f64>,
     /// Global gradient L2 norm before clipping.
     pub grad_norm: f64,
-    /// Real (unpadded) tokens trained on so far in this phase.
+    /// Real (unpadded) input tokens trained on so far in this phase.
     pub tokens: u64,
+    /// Targets in this step's loss (chat data: the assistant's tokens; packed documents: no
+    /// target crossing a boundary), the count its mean is over.
+    #[serde(default)]
+    pub loss_tokens: u64,
     pub tok_per_s: f64,
     pub elapsed_s: f64,
     /// With alpha / tau schedules.

@@ -155,7 +155,7 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
         // The sums stay on the device, [loss, ce, kl] * W_m and W_m, and are read once per step
         // with the gradient norm: every read-back would stall a GPU's queue.
         let mut sums: Option<Tensor<1>> = None;
-        let mut step_tokens = 0usize;
+        let (mut step_tokens, mut loss_tokens) = (0usize, 0usize);
         let mut wsum = [0.0f64; 4];
         for _ in 0..o.grad_accum {
             let rows = job.train.rows_at_ordered(job.seed, st.cursor, o.batch_size, first_epoch);
@@ -169,7 +169,8 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
             let (target, teacher_layers) = match &job.teacher {
                 TeacherSource::Online(tm) if targets || job.hidden.is_some() => {
                     let layers = job.hidden.as_ref().map(|h| h.teacher_layers()).unwrap_or_default();
-                    let (h, layers) = tm.forward_with_layers(batch.inputs.clone().inner(), &layers);
+                    let (h, layers) =
+                        tm.forward_with_layers(batch.inputs.clone().inner(), &layers, batch.docs.as_ref());
                     let logits = targets.then(|| Target::Full(tm.logits_of(h).reshape([b * t, v])));
                     (logits, Some(layers))
                 }
@@ -195,7 +196,7 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
             // logits of every row.
             let self_paced = job.curriculum.as_ref().is_some_and(|c| c.cfg.schedule == Schedule::SelfPaced);
             let layers = job.hidden.as_ref().map(|h| h.student_layers()).unwrap_or_default();
-            let (h, student_layers) = fwd.forward_with_layers(batch.inputs, &layers);
+            let (h, student_layers) = fwd.forward_with_layers(batch.inputs, &layers, batch.docs.as_ref());
             let student = match self_paced {
                 true => Student::Logits(fwd.logits_of(h).reshape([b * t, v])),
                 false => Student::Hidden(h.reshape([b * t, job.model.shape.d_model]), fwd.head_weight()),
@@ -249,7 +250,8 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
             let mut row = vec![total.clone().inner() * w(), out.ce.inner() * w(), out.kl.inner() * w(), w()];
             row.extend(hidden.map(|(_, hl)| hl.inner() * w()));
             crate::util::accumulate(&mut sums, Tensor::cat(row, 0));
-            step_tokens += batch.real_tokens;
+            step_tokens += batch.input_tokens;
+            loss_tokens += batch.real_tokens;
             let grads = (total * Tensor::from_inner(w_m)).backward();
             acc.accumulate(&model, GradientsParams::from_grads(grads, &model));
             prof.mark("student backward");
@@ -325,6 +327,7 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
             hidden: hidden_sum,
             grad_norm,
             tokens: st.tokens,
+            loss_tokens: loss_tokens as u64,
             tok_per_s: tok_s,
             elapsed_s: st.elapsed_s,
             alpha: scheduled.then_some(kd.alpha),

@@ -206,7 +206,7 @@ fn cached_hf_teacher_runs_without_its_folder() {
     let dev = Device::flex();
     let (t, _) = distill::teacher::hf::load(&teacher, &dev, burn::tensor::DType::F32).unwrap();
     let prepared = distill::data::load_prepared(&dir.join("a")).unwrap();
-    let valid = Packed::build(prepared.valid, 32, prepared.tokenizer.eos_id, a.data.packing);
+    let valid = Packed::build(prepared.valid, prepared.valid_flags, 32, prepared.tokenizer.eos_id, a.data.packing);
     let want = evaluate(&t, &valid, 8, None, &dev);
     assert!((sa.teacher.loss - want.loss).abs() < 1e-9, "teacher loss {} vs {}", sa.teacher.loss, want.loss);
     assert_eq!(sa.teacher.tokens, want.tokens);

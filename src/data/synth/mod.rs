@@ -547,6 +547,43 @@ pub fn noise(seed: u64, docs: &[String], n: usize) -> Vec<String> {
         .collect()
 }
 
+/// A story as a conversation (`data.synthetic_format = "chat"`): the user tells the story up
+/// to its first question and asks it; the assistant answers with the sentence the story
+/// answers it with; the user asks how it goes on, and the assistant tells the rest. A story
+/// without a question is asked for whole. What the assistant says follows from what the user
+/// said, so a student learns the story's state tracking on the assistant's tokens alone.
+pub fn chat_row(story: &str, key: &str) -> serde_json::Value {
+    let msg = |role: &str, content: &str| serde_json::json!({"role": role, "content": content});
+    // Sentences end at ". ", "? " or "! " (a quote may close them first).
+    let ends: Vec<usize> = story
+        .match_indices(". ")
+        .chain(story.match_indices("? "))
+        .chain(story.match_indices("! "))
+        .map(|(i, _)| i + 1)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let end_after = |at: usize| ends.iter().copied().find(|&e| e > at).unwrap_or(story.len());
+    let messages = match story.find("?\"") {
+        Some(q) => {
+            let asked = end_after(q + 2);
+            let answered = end_after(asked + 1);
+            let (question, answer, rest) =
+                (story[..asked].trim(), story[asked..answered].trim(), story[answered..].trim());
+            let mut m = vec![msg("user", question), msg("assistant", answer)];
+            if !rest.is_empty() {
+                m.push(msg("user", "What happens next?"));
+                m.push(msg("assistant", rest));
+            }
+            m
+        }
+        None => vec![msg("user", "Tell me a story."), msg("assistant", story)],
+    };
+    let mut row = serde_json::Map::new();
+    row.insert(key.to_string(), serde_json::Value::Array(messages));
+    serde_json::Value::Object(row)
+}
+
 /// Deterministic generator: the same seed gives the same documents.
 pub fn generate(seed: u64, n_docs: usize) -> Vec<String> {
     let mut g = StoryGen::new(seed);

@@ -70,6 +70,10 @@ pub struct Dims {
     /// Keys before the first query (cached ones); `s = start + t` keys in all.
     pub start: usize,
     pub layout: Layout,
+    /// Packed documents ([`Layout::Rows`] only): each row's position within its document is
+    /// given (`pos`, `[b, t]`), the row sees only keys of its own document (from `row - pos`),
+    /// and the tables are per token, `[b * t, hd]`, gathered at those positions.
+    pub docs: bool,
 }
 
 impl Dims {
@@ -78,15 +82,31 @@ impl Dims {
         self.start + self.t
     }
 
-    /// The key columns `c0..n` that query rows `r0..r0 + m` need.
-    fn block(&self, r0: usize, m: usize) -> (usize, usize) {
-        ((self.start + r0 + 1).saturating_sub(self.w), self.start + r0 + m)
+    /// The first key query row `row` of sequence `bi` sees: the window's and, with packed
+    /// documents, its document's first (both grow with the row).
+    fn first(&self, pos: &[u32], bi: usize, row: usize) -> usize {
+        let p = self.start + row;
+        let w = (p + 1).saturating_sub(self.w);
+        match self.docs {
+            true => w.max(row - pos[bi * self.t + row] as usize),
+            false => w,
+        }
+    }
+
+    /// The key columns `c0..n` that query rows `r0..r0 + m` of sequence `bi` need.
+    fn block(&self, pos: &[u32], bi: usize, r0: usize, m: usize) -> (usize, usize) {
+        (self.first(pos, bi, r0), self.start + r0 + m)
     }
 
     /// Query row `row`'s live keys within the columns from `c0`, relative to `c0`.
-    fn live(&self, row: usize, c0: usize) -> std::ops::Range<usize> {
-        let p = self.start + row;
-        (p + 1).saturating_sub(self.w).max(c0) - c0..p + 1 - c0
+    fn live(&self, pos: &[u32], bi: usize, row: usize, c0: usize) -> std::ops::Range<usize> {
+        self.first(pos, bi, row).max(c0) - c0..self.start + row + 1 - c0
+    }
+
+    /// Where the RoPE tables' row for row `ti` of sequence `bi` starts.
+    fn tab(&self, bi: usize, ti: usize) -> std::ops::Range<usize> {
+        let r = if self.docs { bi * self.t + ti } else { ti };
+        r * self.hd..(r + 1) * self.hd
     }
 
     /// Where query head `head`'s rows of sequence `bi` start in q, the output and its gradient.
@@ -198,7 +218,7 @@ fn rope_heads(x: &[f32], d: Dims, n: usize, cos: &[f32], sin: &[f32]) -> Vec<f32
         let (bi, head) = (bn / n, bn % n);
         for ti in 0..t {
             let src = &x[(bi * t + ti) * n * hd + head * hd..][..hd];
-            let tab = ti * hd..(ti + 1) * hd;
+            let tab = d.tab(bi, ti);
             rope_row(src, &cos[tab.clone()], &sin[tab], &mut o[ti * hd..][..hd]);
         }
     });
@@ -241,8 +261,8 @@ fn scores(s: &mut [f32], q: &[f32], k: &[f32], r0: usize, (m, n): (usize, usize)
 }
 
 /// Causal attention of `q`, `k`, `v` (layouts in [`Dims`]) with RoPE tables `cos`, `sin`
-/// (unused in [`Layout::Heads`]).
-pub fn forward(q: &[f32], k: &[f32], v: &[f32], cos: &[f32], sin: &[f32], d: Dims) -> Forward {
+/// (unused in [`Layout::Heads`]) and, with `d.docs`, each row's position in its document.
+pub fn forward(q: &[f32], k: &[f32], v: &[f32], cos: &[f32], sin: &[f32], pos: &[u32], d: Dims) -> Forward {
     let (t, s_len, hd) = (d.t, d.s(), d.hd);
     // Split, rotated heads: computed from the projections, or the inputs themselves.
     let rotated =
@@ -261,11 +281,11 @@ pub fn forward(q: &[f32], k: &[f32], v: &[f32], cos: &[f32], sin: &[f32], d: Dim
             let ((vo, vs), (oo, os)) = (d.kv_at(bi, g), d.q_at(bi, head));
             for r0 in (0..t).step_by(BR) {
                 let m = (t - r0).min(BR);
-                let (c0, n) = d.block(r0, m);
+                let (c0, n) = d.block(pos, bi, r0, m);
                 scores(s, qh, &kh[c0 * hd..], r0, (m, n - c0), d, scale);
                 for i in 0..m {
                     let row = &mut s[i * s_len..i * s_len + n - c0];
-                    let live = d.live(r0 + i, c0);
+                    let live = d.live(pos, bi, r0 + i, c0);
                     lse[r0 + i] = softmax_row(&mut row[live.clone()]);
                     row[..live.start].fill(0.0);
                     row[live.end..].fill(0.0);
@@ -291,6 +311,7 @@ pub fn backward(
     v: &[f32],
     cos: &[f32],
     sin: &[f32],
+    pos: &[u32],
     d: Dims,
 ) -> Grads {
     let (t, s_len, hd, rep) = (d.t, d.s(), d.hd, d.h / d.kv);
@@ -317,7 +338,7 @@ pub fn backward(
                     }
                     for r0 in (0..t).step_by(BR) {
                         let m = (t - r0).min(BR);
-                        let (c0, n) = d.block(r0, m);
+                        let (c0, n) = d.block(pos, bi, r0, m);
                         let nc = n - c0;
                         let kb = &kh[c0 * hd..];
                         scores(s, qh, kb, r0, (m, nc), d, scale);
@@ -326,7 +347,7 @@ pub fn backward(
                         // SAFETY (all four products): the buffers hold the rows and strides named.
                         unsafe { mm((m, nc, hd), dp.as_mut_ptr(), s_len, false, d_o, vb, 1.0) };
                         for i in 0..m {
-                            let live = d.live(r0 + i, c0);
+                            let live = d.live(pos, bi, r0 + i, c0);
                             let (si, di) = (&mut s[i * s_len..i * s_len + nc], &mut dp[i * s_len..i * s_len + nc]);
                             let (lse, dl) = (lse[bh * t + r0 + i], delta[r0 + i]);
                             grad_row(&mut si[live.clone()], &mut di[live.clone()], lse, dl);
@@ -369,7 +390,7 @@ pub fn backward(
         match d.layout {
             Layout::Rows => grad.par_chunks_mut(n * hd).enumerate().for_each(|(bt, row)| {
                 let (bi, ti) = (bt / rows, bt % rows);
-                let tab = ti * hd..(ti + 1) * hd;
+                let tab = d.tab(bi, ti);
                 for head in 0..n {
                     let dst = &mut row[head * hd..(head + 1) * hd];
                     match which {
@@ -402,6 +423,8 @@ struct Saved {
     v: FlexTensor,
     out: FlexTensor,
     tables: Option<[FlexTensor; 2]>,
+    /// Each row's position in its document (with `dims.docs`).
+    pos: std::sync::Arc<Vec<u32>>,
     dims: Dims,
 }
 
@@ -444,7 +467,7 @@ impl<const N: usize> Backward<Flex, N> for FusedAttention {
             Some([c, s]) => (values(c), values(s)),
             None => (&[][..], &[][..]),
         };
-        let g = backward(values(&dout), values(&st.out), st.qk.slices(), &st.lse, values(&st.v), cos, sin, d);
+        let g = backward(values(&dout), values(&st.out), st.qk.slices(), &st.lse, values(&st.v), cos, sin, &st.pos, d);
         let [qs, ks] = d.shapes();
         give(grads, parents[0], || flex(g.dq, &qs));
         give(grads, parents[1], || flex(g.dk, &ks));
@@ -453,13 +476,13 @@ impl<const N: usize> Backward<Flex, N> for FusedAttention {
 }
 
 /// Runs the op on gathered `args` (q, k, v, then the tables in [`Layout::Rows`]).
-fn run<const N: usize, const D: usize>(args: Args, dims: Dims) -> Tensor<D> {
+fn run<const N: usize, const D: usize>(args: Args, dims: Dims, pos: std::sync::Arc<Vec<u32>>) -> Tensor<D> {
     let rows = dims.layout == Layout::Rows;
     let (cos, sin) = match rows {
         true => (args.get(3), args.get(4)),
         false => (&[][..], &[][..]),
     };
-    let f = forward(args.get(0), args.get(1), args.get(2), cos, sin, dims);
+    let f = forward(args.get(0), args.get(1), args.get(2), cos, sin, &pos, dims);
     let out = flex(f.out, &dims.shapes()[0]);
     let v = args.t[2].clone();
     let tables = rows.then(|| [args.t[3].clone(), args.t[4].clone()]);
@@ -468,14 +491,16 @@ fn run<const N: usize, const D: usize>(args: Args, dims: Dims) -> Tensor<D> {
         None => Qk::Given([args.t[0].clone(), args.t[1].clone()]),
     };
     let o = out.clone();
-    args.finish::<_, N, D>(FusedAttention, out, move || Saved { qk, lse: f.lse, v, out: o, tables, dims })
+    args.finish::<_, N, D>(FusedAttention, out, move || Saved { qk, lse: f.lse, v, out: o, tables, pos, dims })
 }
 
 /// Causal attention with RoPE from the projections, each query seeing at most `window` keys
 /// (itself included; `None`: all before it): `q` `[b, t, heads * hd]`, `k` and `v` `[b, t,
 /// kv_heads * hd]`, `cos`/`sin` `[t, hd]` (positions `0..t`); the output is `[b, t, heads *
-/// hd]`, ready for the output projection. f32 Flex tensors, plain or under autodiff; anything
-/// else comes back unchanged.
+/// hd]`, ready for the output projection. With `docs` (each row's position in its packed
+/// document, `[b * t]`), a row sees only its own document and the tables are `[b * t, hd]`,
+/// one row per token. f32 Flex tensors, plain or under autodiff; anything else comes back
+/// unchanged.
 #[allow(clippy::too_many_arguments)]
 pub fn rope_attention(
     q: Tensor<3>,
@@ -486,8 +511,10 @@ pub fn rope_attention(
     heads: usize,
     kv_heads: usize,
     window: Option<usize>,
+    docs: Option<&std::sync::Arc<Vec<u32>>>,
 ) -> Result<Tensor<3>, [Tensor<3>; 3]> {
     let [b, t, qw] = q.dims();
+    let rows = if docs.is_some() { b * t } else { t };
     let hd = qw / heads.max(1);
     let fits = heads > 0
         && kv_heads > 0
@@ -497,8 +524,9 @@ pub fn rope_attention(
         && qw == heads * hd
         && k.dims() == [b, t, kv_heads * hd]
         && v.dims() == [b, t, kv_heads * hd]
-        && cos.dims() == [t, hd]
-        && sin.dims() == [t, hd];
+        && docs.is_none_or(|p| p.len() == b * t && (0..b * t).all(|i| p[i] as usize <= i % t))
+        && cos.dims() == [rows, hd]
+        && sin.dims() == [rows, hd];
     let args = match fits {
         true => Args::default().push(&q).and_then(|a| a.push(&k)).and_then(|a| a.push(&v)),
         false => None,
@@ -507,8 +535,8 @@ pub fn rope_attention(
         return Err([q, k, v]);
     };
     let w = window.unwrap_or(usize::MAX);
-    let dims = Dims { b, t, h: heads, kv: kv_heads, hd, w, start: 0, layout: Layout::Rows };
-    Ok(run::<5, 3>(args, dims))
+    let dims = Dims { b, t, h: heads, kv: kv_heads, hd, w, start: 0, layout: Layout::Rows, docs: docs.is_some() };
+    Ok(run::<5, 3>(args, dims, docs.cloned().unwrap_or_default()))
 }
 
 /// Causal grouped-query attention of rotated split heads whose queries follow `start` cached
@@ -538,5 +566,6 @@ pub fn grouped(
         return Err([q, k, v]);
     };
     let w = window.unwrap_or(usize::MAX);
-    Ok(run::<3, 4>(args, Dims { b, t, h, kv, hd, w, start, layout: Layout::Heads }))
+    let dims = Dims { b, t, h, kv, hd, w, start, layout: Layout::Heads, docs: false };
+    Ok(run::<3, 4>(args, dims, Default::default()))
 }

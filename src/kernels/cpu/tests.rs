@@ -201,7 +201,8 @@ fn rope_attention_equals_the_reference_and_its_gradients() {
                 match fused {
                     true => {
                         let (cos, sin) = rope::tables(t, 0, hd, 10_000.0, None, &q.device());
-                        super::rope_attention(q, k, v, &cos, &sin, h, kv, w).unwrap_or_else(|_| panic!("f32 flex"))
+                        super::rope_attention(q, k, v, &cos, &sin, h, kv, w, None)
+                            .unwrap_or_else(|_| panic!("f32 flex"))
                     }
                     false => rope_reference(q, k, v, h, kv, w),
                 }
@@ -214,7 +215,7 @@ fn rope_attention_equals_the_reference_and_its_gradients() {
         }
         let plain = |i: usize| Tensor::<3>::from_data(inputs[i].0.clone(), &Device::flex());
         let (cos, sin) = rope::tables(t, 0, hd, 10_000.0, None, &Device::flex());
-        let y = super::rope_attention(plain(0), plain(1), plain(2), &cos, &sin, h, kv, w)
+        let y = super::rope_attention(plain(0), plain(1), plain(2), &cos, &sin, h, kv, w, None)
             .unwrap_or_else(|_| panic!("plain flex"));
         close(&vals(y), &want[0], 1e-5, &format!("plain y ({case})"));
     }

@@ -89,7 +89,7 @@ impl Sums {
             let Mixer::Attention(a) = &block.mixer else { unreachable!("refused before the pass") };
             let h = rms_norm(&block.mixer_norm, x.clone());
             add(&mut self.embed, token_sums(h.clone().abs()));
-            let ctx = a.context(h, &cos, &sin, None);
+            let ctx = a.context(h, &cos, &sin, None, None);
             let per_head = ctx.clone().reshape([b, t, a.n_heads, a.head_dim]).cast(DType::F32).square().sum_dim(3);
             add(&mut self.heads[i], token_sums(per_head.sqrt().reshape([b, t, a.n_heads])));
             let mid = x.clone() + linear(&a.wo, act_quant(ctx, a.act_quant));

@@ -76,7 +76,12 @@ pub fn decoder_logits<'a>(
 ) -> impl FnMut(&[usize]) -> Vec<f32> + 'a {
     move |rows| {
         let batch = data.batch(rows, device);
-        teacher.forward(batch.inputs).into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 logits")
+        teacher
+            .forward_docs(batch.inputs, batch.docs.as_ref())
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .expect("f32 logits")
     }
 }
 
@@ -144,7 +149,10 @@ pub fn decoder_select<'a>(
     device: &'a Device,
     id: &CacheIdentity,
 ) -> impl FnMut(&[usize]) -> Result<Launched<'a>> + 'a {
-    let forward = move |rows: &[usize]| teacher.forward(data.batch(rows, device).inputs);
+    let forward = move |rows: &[usize]| {
+        let batch = data.batch(rows, device);
+        teacher.forward_docs(batch.inputs, batch.docs.as_ref())
+    };
     device_select(forward, data, id, TIE_SLACK, crate::profile::PhaseTimer::reporting_on_drop(device, "teacher cache"))
 }
 

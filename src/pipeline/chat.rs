@@ -1,0 +1,135 @@
+//! Where a run's chat template and special-token spellings come from (the pipeline reads the
+//! files; the data module only renders): `data.chat_template` if given, else the teacher's
+//! (`tokenizer_config.json` in its folder, or the GGUF file's `tokenizer.chat_template`), else
+//! a `tokenizer.path`'s `tokenizer_config.json`.
+
+use std::path::Path;
+
+use crate::data::chat::{ChatTemplate, Specials, template};
+use crate::data::config::{DataFormat, TokenizerKind};
+use crate::data::tokenizer::Tokenizer;
+use crate::data::{ChatJob, tokenizer};
+use crate::error::{Error, Result};
+use crate::export::gguf::Value;
+use crate::recipe::Recipe;
+use crate::teacher::config::TeacherKind;
+
+/// Whether the run's rows go through a chat template or a prompt/completion frame.
+pub fn needs_chat(recipe: &Recipe) -> bool {
+    recipe.data.row_format() != DataFormat::Text
+}
+
+/// A template text and the special tokens it prints, with where it came from.
+struct Found {
+    source: Option<(String, String)>,
+    specials: Specials,
+}
+
+fn read_config(path: &Path) -> Result<Option<serde_json::Value>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    crate::util::read_json(path).map(Some)
+}
+
+/// A `tokenizer_config.json`'s template (by `data.chat_template_name`) and special tokens.
+fn from_config(path: &Path, name: Option<&str>) -> Result<Found> {
+    let Some(cfg) = read_config(path)? else {
+        return Ok(Found { source: None, specials: Specials::default() });
+    };
+    let source = template::from_tokenizer_config(&cfg, name)
+        .map_err(|e| Error::input(format!("{}: {e}", path.display())))?
+        .map(|t| (t, format!("{}: chat_template", path.display())));
+    let specials =
+        Specials { bos: template::special_of(&cfg, "bos_token"), eos: template::special_of(&cfg, "eos_token") };
+    Ok(Found { source, specials })
+}
+
+/// A GGUF file's template and its BOS/EOS spellings.
+fn from_gguf(path: &Path) -> Result<Found> {
+    let g = crate::teacher::gguf_tokenizer::read_metadata(path)?;
+    let source = match g.get("tokenizer.chat_template") {
+        Some(Value::Str(s)) => Some((s.clone(), format!("{}: tokenizer.chat_template", path.display()))),
+        _ => None,
+    };
+    let token = |key: &str| -> Option<String> {
+        let id = match g.get(key)? {
+            Value::U32(i) => *i as usize,
+            Value::I32(i) => usize::try_from(*i).ok()?,
+            Value::U64(i) => usize::try_from(*i).ok()?,
+            _ => return None,
+        };
+        match g.get("tokenizer.ggml.tokens")? {
+            Value::Strs(v) => v.get(id).cloned(),
+            _ => None,
+        }
+    };
+    let specials = Specials { bos: token("tokenizer.ggml.bos_token_id"), eos: token("tokenizer.ggml.eos_token_id") };
+    Ok(Found { source, specials })
+}
+
+/// The tokenizer data will be encoded with, when it exists before the data (not trained).
+fn known_tokenizer(recipe: &Recipe, teacher_tokenizer: Option<&Path>) -> Result<Option<Tokenizer>> {
+    match recipe.tokenizer.kind {
+        TokenizerKind::Train => Ok(None),
+        TokenizerKind::File => Tokenizer::load(recipe.tokenizer.path.as_ref().expect("validated")).map(Some),
+        TokenizerKind::Teacher => teacher_tokenizer.map(Tokenizer::load).transpose(),
+    }
+}
+
+/// The [`ChatJob`] of `recipe`: its template and special-token spellings.
+pub fn chat_job(recipe: &Recipe, teacher_tokenizer: Option<&Path>) -> Result<ChatJob> {
+    if !needs_chat(recipe) {
+        return Ok(ChatJob::default());
+    }
+    let d = &recipe.data;
+    let name = d.chat_template_name.as_deref();
+    // The teacher's (or the tokenizer file's) template and special tokens.
+    let t = &recipe.teacher;
+    let mut found = match (t.kind, &t.path) {
+        (TeacherKind::Gguf, Some(p)) if p.is_file() => from_gguf(p)?,
+        (TeacherKind::Hf | TeacherKind::Checkpoint, Some(p)) => from_config(&p.join("tokenizer_config.json"), name)?,
+        _ => Found { source: None, specials: Specials::default() },
+    };
+    if found.source.is_none()
+        && let (TokenizerKind::File, Some(p)) = (recipe.tokenizer.kind, &recipe.tokenizer.path)
+    {
+        let own = from_config(&p.with_file_name("tokenizer_config.json"), name)?;
+        if own.source.is_some() {
+            found = own;
+        }
+    }
+    if let Some(p) = &d.chat_template {
+        let text = std::fs::read_to_string(p)
+            .map_err(|e| Error::input(format!("data.chat_template: {}: cannot read: {e}", p.display())))?;
+        found.source = Some((text, format!("data.chat_template = {}", p.display())));
+    }
+    let tok = known_tokenizer(recipe, teacher_tokenizer)?;
+    // Specials the configuration does not spell come from the tokenizer itself.
+    if recipe.tokenizer.kind == TokenizerKind::Train {
+        found.specials.eos.get_or_insert_with(|| tokenizer::EOS.to_string());
+    }
+    if let Some(tok) = &tok {
+        if found.specials.eos.is_none() {
+            found.specials.eos = tok.token(tok.eos_id);
+        }
+        if found.specials.bos.is_none() {
+            found.specials.bos = tok.bos_id.and_then(|b| tok.token(b));
+        }
+    }
+    let plain_bos = tok.as_ref().and_then(|t| t.bos_id.and_then(|b| t.token(b)));
+    let plain_eos = match &tok {
+        Some(t) => t.token(t.eos_id).unwrap_or_else(|| tokenizer::EOS.to_string()),
+        None => tokenizer::EOS.to_string(),
+    };
+    let template = match found.source {
+        Some((text, origin)) => Some(ChatTemplate::new(&text, found.specials, &origin).map_err(Error::input)?),
+        None => None,
+    };
+    if template.is_none() && d.row_format() == DataFormat::Chat {
+        return Err(Error::input(
+            "data.format = \"chat\" needs a chat template: set data.chat_template to a Jinja file, or use a teacher whose tokenizer_config.json or GGUF file has one",
+        ));
+    }
+    Ok(ChatJob { template, plain_bos, plain_eos })
+}
