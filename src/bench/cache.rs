@@ -102,7 +102,8 @@ pub fn cache_sweep(
             let mut tokens = 0usize;
             while t0.elapsed().as_secs_f64() < 1.0 {
                 for c in all.chunks(16) {
-                    let h = reader.batch(c, tau, TailMode::Other)?;
+                    let keep: Vec<Vec<usize>> = c.iter().map(|&r| data.loss_positions(r)).collect();
+                    let h = reader.batch(c, &keep, tau, TailMode::Other)?;
                     tokens += c.iter().map(|&r| data.row_len(r)).sum::<usize>();
                     std::hint::black_box(h);
                 }

@@ -291,17 +291,26 @@ impl Packed {
         let real = chunk.len() - 1;
         let mut inputs = chunk[..real].to_vec();
         let mut targets = chunk[1..].to_vec();
-        let mut mask: Vec<f32> = (start + 1..start + len)
-            .map(|j| {
-                let loss = self.flags.as_ref().is_none_or(|f| f[j] & LOSS != 0);
-                let crosses = self.bounded && self.doc_start(j);
-                if loss && !crosses { 1.0 } else { 0.0 }
-            })
-            .collect();
+        let mut mask = vec![0f32; real];
+        for p in self.loss_positions(i) {
+            mask[p] = 1.0;
+        }
         inputs.resize(self.seq_len, self.pad_id);
         targets.resize(self.seq_len, self.pad_id);
         mask.resize(self.seq_len, 0.0);
         (inputs, targets, mask)
+    }
+
+    /// The positions of row `i` whose targets are in the loss (ascending): what a teacher
+    /// cache stores. Every real position for text packed without boundaries.
+    pub fn loss_positions(&self, i: usize) -> Vec<usize> {
+        let (start, len) = self.span(i);
+        (0..len - 1)
+            .filter(|&p| {
+                let j = start + p + 1;
+                self.flags.as_ref().is_none_or(|f| f[j] & LOSS != 0) && !(self.bounded && self.doc_start(j))
+            })
+            .collect()
     }
 
     /// Row `i`'s input positions within their documents (`seq_len` long): 0 at each document

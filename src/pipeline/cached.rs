@@ -188,6 +188,14 @@ pub fn open_or_build(
             hashing_s,
             eval_s
         ));
+        if m.skipped > 0 {
+            log(format!(
+                "teacher cache: {} positions outside the loss not stored, about {:.2} MB saved ({:.0}% of a cache of every position)",
+                m.skipped,
+                m.skipped as f64 * m.bytes_per_token() / 1e6,
+                100.0 * m.skipped as f64 / (m.skipped + m.tokens).max(1) as f64
+            ));
+        }
     }
     let reader = CacheReader::open(&path, &expect)?;
     check_settings(recipe, &reader)?;

@@ -177,7 +177,7 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
                 TeacherSource::None | TeacherSource::Online(_) => (None, None),
                 TeacherSource::Cache { reader, tail } => {
                     let next = job.train.rows_at_ordered(job.seed, st.cursor, o.batch_size, first_epoch);
-                    let host = read_ahead.take(reader, &rows, next, kd.temperature, *tail)?;
+                    let host = read_ahead.take(reader, job.train, &rows, next, kd.temperature, *tail)?;
                     (Some(Target::TopK(host.to_device(&ad))), None)
                 }
             };

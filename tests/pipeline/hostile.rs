@@ -273,6 +273,94 @@ fn cases(dir: &Path, done: &Path, cached: &Path) -> Vec<Case> {
         "nofield.jsonl:61",
         Some(dir.join("d5/data/meta.json")),
     );
+    // Chat rows, templates and Parquet files.
+    let chat_source = |name: &str, source: &str, file: &Path, extra: &str| {
+        base(name).replace(
+            "[data]\n",
+            &format!("[data]\nsource = \"{source}\"\nformat = \"chat\"\npaths = [\"{}\"]\n{extra}", file.display()),
+        )
+    };
+    let chats: String = (0..60)
+        .map(|i| {
+            format!(
+                "{{\"messages\": [{{\"role\": \"user\", \"content\": \"Where is cat {i}?\"}}, {{\"role\": \"assistant\", \"content\": \"Cat {i} is in the garden.\"}}]}}\n"
+            )
+        })
+        .collect();
+    let good_chat = write(&dir.join("good-chat.jsonl"), &chats);
+    let chatml = write(
+        &dir.join("chatml.jinja"),
+        "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}",
+    );
+    let bad_msg = write(
+        &dir.join("bad-chat.jsonl"),
+        format!("{chats}{{\"messages\": [{{\"role\": \"user\", \"content\": 3}}]}}\n"),
+    );
+    let with_template = |t: &Path| format!("chat_template = \"{}\"\nstrict = true\n", t.display());
+    add(
+        "data: malformed chat message (strict)",
+        data("d8", chat_source("d8", "jsonl", &bad_msg, &with_template(&chatml))),
+        "bad-chat.jsonl:61: `messages`[0] (user) has no string `content`",
+        Some(dir.join("d8/data/meta.json")),
+    );
+    add(
+        "data: chat rows without a template",
+        data("d9", chat_source("d9", "jsonl", &good_chat, "")),
+        "data.format = \"chat\" needs a chat template",
+        Some(dir.join("d9/data/meta.json")),
+    );
+    let broken_t = write(&dir.join("broken.jinja"), "{% for m in messages %}{{ m.content }}");
+    add(
+        "data: chat template with a syntax error",
+        data("d10", chat_source("d10", "jsonl", &good_chat, &with_template(&broken_t))),
+        "broken.jinja: not a valid chat template",
+        Some(dir.join("d10/data/meta.json")),
+    );
+    let spin = write(
+        &dir.join("spin.jinja"),
+        "{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}",
+    );
+    add(
+        "data: chat template that never ends (strict)",
+        data("d11", chat_source("d11", "jsonl", &good_chat, &with_template(&spin))),
+        "good-chat.jsonl:1: chat template (data.chat_template = ",
+        Some(dir.join("d11/data/meta.json")),
+    );
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parquet");
+    add(
+        "data: Parquet file with a crafted footer length",
+        data("d12", chat_source("d12", "parquet", &fixtures.join("huge_footer.parquet"), &with_template(&chatml))),
+        "huge_footer.parquet: corrupt or truncated Parquet file: its footer claims 2147483647 bytes",
+        Some(dir.join("d12/data/meta.json")),
+    );
+    add(
+        "data: Parquet file without the column",
+        data(
+            "d13",
+            chat_source("d13", "parquet", &fixtures.join("chat.parquet"), &with_template(&chatml))
+                .replace("format = \"chat\"", "format = \"chat\"\nmessages_field = \"conversation\""),
+        ),
+        "no column `conversation`; the file has columns: messages, id",
+        Some(dir.join("d13/data/meta.json")),
+    );
+    add(
+        "data: Parquet glob that matches nothing",
+        data("d14", chat_source("d14", "parquet", &dir.join("shard-*.parquet"), &with_template(&chatml))),
+        "shard-*.parquet`: no file matches",
+        Some(dir.join("d14/data/meta.json")),
+    );
+    add(
+        "recipe: packed documents with Mamba layers",
+        validate(
+            "r40",
+            base("r40")
+                .replace("[data]\n", "[data]\npacking = \"documents\"\n")
+                .replace("tie_embeddings = true\n", "tie_embeddings = true\nlayer_pattern = \"AM\"\n"),
+            &[],
+        ),
+        "key `data.packing`",
+        None,
+    );
     add(
         "data: everything filtered out",
         data("d6", text_source("d6", &good_txt, "") + "\n[data.filter]\nmin_chars = 100000\nmax_chars = 200000\n"),

@@ -116,7 +116,8 @@ pub fn host_select<'a>(
             .iter()
             .enumerate()
             .map(|(j, &r)| {
-                (0..data.row_len(r))
+                data.loss_positions(r)
+                    .into_iter()
                     .map(|p| {
                         let z = &logits[(j * t + p) * v..(j * t + p + 1) * v];
                         match z.iter().find(|x| !x.is_finite()) {
@@ -184,10 +185,19 @@ fn device_select<'a>(
                 .count("positions selected from their whole row (ties past the candidates)", cand.full_at.len() as u64);
             Ok(Box::new(move || {
                 let sel = cand.select(k, &temps, |i| (rows[i / t], i % t))?;
-                let mut out: Selections = rows.iter().map(|&r| Vec::with_capacity(data.row_len(r))).collect();
+                // Only the positions in the loss are kept (and stored).
+                let keep: Vec<Vec<bool>> = rows
+                    .iter()
+                    .map(|&r| {
+                        let mut k = vec![false; t];
+                        data.loss_positions(r).into_iter().for_each(|p| k[p] = true);
+                        k
+                    })
+                    .collect();
+                let mut out: Selections = keep.iter().map(|k| Vec::with_capacity(k.len())).collect();
                 for (i, s) in sel.into_iter().enumerate() {
                     let (j, p) = (i / t, i % t);
-                    if p < data.row_len(rows[j]) {
+                    if keep[j][p] {
                         out[j].push(s);
                     }
                 }
@@ -382,14 +392,14 @@ pub fn build<'s>(
     opts: &BuildOptions,
 ) -> Result<Manifest> {
     std::fs::create_dir_all(dir).map_err(|e| Error::runtime(format!("{}: {e}", dir.display())))?;
-    let total_tokens: u64 = (0..data.n_rows()).map(|r| data.row_len(r) as u64).sum();
+    let total_tokens: u64 = (0..data.n_rows()).map(|r| data.loss_positions(r).len() as u64).sum();
     let pb = crate::util::progress_bar("cache", total_tokens, opts.quiet);
     let mut shards = Vec::new();
     let mut tokens = 0u64;
     for s in 0..id.n_shards() {
         let first = s * id.rows_per_shard;
         let rows: Vec<usize> = (first..((s + 1) * id.rows_per_shard).min(id.n_rows)).collect();
-        let shard_tokens: u64 = rows.iter().map(|&r| data.row_len(r) as u64).sum();
+        let shard_tokens: u64 = rows.iter().map(|&r| data.loss_positions(r).len() as u64).sum();
         let path = dir.join(shard_name(s));
         let existing = std::fs::read(&path)
             .ok()
@@ -462,7 +472,9 @@ pub fn build<'s>(
     }
     pb.finish_and_clear();
     let bytes = shards.iter().map(|s| s.bytes).sum();
-    let m = Manifest { id: id.clone(), tokens, bytes, shards, teacher: opts.teacher.clone() };
+    // Real positions the cache does not hold: prompts, padding-free boundaries, masked turns.
+    let skipped = (0..data.n_rows()).map(|r| data.row_len(r) as u64).sum::<u64>() - tokens;
+    let m = Manifest { id: id.clone(), tokens, skipped, bytes, shards, teacher: opts.teacher.clone() };
     write_json_atomic(&dir.join(MANIFEST), &m)?;
     Ok(m)
 }

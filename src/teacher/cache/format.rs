@@ -55,6 +55,10 @@ pub struct Manifest {
     #[serde(flatten)]
     pub id: CacheIdentity,
     pub tokens: u64,
+    /// Real positions not stored because their targets are out of the loss (chat prompts,
+    /// document boundaries); 0 in caches written before.
+    #[serde(default)]
+    pub skipped: u64,
     pub bytes: u64,
     pub shards: Vec<ShardInfo>,
     #[serde(default)]

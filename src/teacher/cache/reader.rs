@@ -172,9 +172,12 @@ impl CacheReader {
         self.manifest.id.temperatures.iter().position(|&t| (t - tau).abs() < 1e-9)
     }
 
-    /// Teacher targets for `rows` (each `seq_len` positions; padding gets a harmless uniform
-    /// target that the loss mask removes) at temperature `tau`.
-    pub fn batch(&self, rows: &[usize], tau: f64, tail: TailMode) -> Result<TopKHost> {
+    /// Teacher targets for `rows` (each `seq_len` positions) at temperature `tau`. The cache
+    /// holds the positions in the loss only, `keep[i]` those of `rows[i]`
+    /// ([`Packed::loss_positions`](crate::data::pack::Packed::loss_positions)); the others
+    /// (padding, prompts, document boundaries) get a harmless uniform target that the loss
+    /// mask removes.
+    pub fn batch(&self, rows: &[usize], keep: &[Vec<usize>], tau: f64, tail: TailMode) -> Result<TopKHost> {
         let id = &self.manifest.id;
         let (t, k) = (id.seq_len, id.k.min(id.vocab_size));
         let n = rows.len() * t;
@@ -187,9 +190,28 @@ impl CacheReader {
                 self.dir.display(), id.temperatures)))?),
             TailMode::Renormalize => None,
         };
-        for &r in rows {
+        let uniform = |ids: &mut Vec<i64>, logp: &mut Vec<f32>, tails: &mut Vec<f32>| {
+            ids.extend(0..k as i64);
+            logp.extend(std::iter::repeat_n(-(k as f32).ln(), k));
+            tails.push(EMPTY_TAIL);
+        };
+        for (&r, keep) in rows.iter().zip(keep) {
             let toks = self.row(r)?;
-            for tok in &toks {
+            if toks.len() != keep.len() || keep.last().is_some_and(|&p| p >= t) {
+                return Err(Error::input(format!(
+                    "teacher cache {}: row {r} holds {} positions, the data has {} in the loss; rebuild the cache",
+                    self.dir.display(),
+                    toks.len(),
+                    keep.len()
+                )));
+            }
+            let mut at = 0;
+            for (tok, &p) in toks.iter().zip(keep) {
+                while at < p {
+                    uniform(&mut ids, &mut logp, &mut tails);
+                    at += 1;
+                }
+                at += 1;
                 ids.extend(tok.ids.iter().map(|&i| i as i64));
                 let scaled: Vec<f64> = tok.logits.iter().map(|&z| z as f64 / tau).collect();
                 let m = scaled.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -205,12 +227,9 @@ impl CacheReader {
                 logp.extend(scaled.iter().map(|x| (x - norm + shift) as f32));
                 tails.push(tail);
             }
-            let pad = t.saturating_sub(toks.len());
-            for _ in 0..pad {
-                ids.extend(0..k as i64);
-                logp.extend(std::iter::repeat_n(-(k as f32).ln(), k));
+            for _ in at..t {
+                uniform(&mut ids, &mut logp, &mut tails);
             }
-            tails.extend(std::iter::repeat_n(EMPTY_TAIL, pad));
         }
         Ok(TopKHost { n, k, ids, logp, tail: ti.map(|_| tails) })
     }
@@ -242,7 +261,8 @@ pub fn divergence_online_and_cached(
         let st = || Tensor::<2>::from_data(TensorData::new(student[span.clone()].to_vec(), [nt, v]), dev);
         let te = Tensor::<2>::from_data(TensorData::new(teacher[span.clone()].to_vec(), [nt, v]), dev);
         let a = kd_loss(st(), Some(te), batch.targets.clone(), batch.mask.clone(), cfg);
-        let host = reader.batch(chunk, tau, tail)?;
+        let keep: Vec<Vec<usize>> = chunk.iter().map(|&r| data.loss_positions(r)).collect();
+        let host = reader.batch(chunk, &keep, tau, tail)?;
         let b = kd_loss_to(st(), Some(Target::TopK(host.to_device(dev))), batch.targets, batch.mask, cfg);
         let w = batch.real_tokens as f64;
         on += a.kl.into_scalar::<f32>() as f64 * w;
@@ -285,6 +305,37 @@ mod round_trip {
             }
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Chat data: the cache holds only the positions in the loss, reports the rest as skipped,
+    /// and its targets land back on their positions (the divergences equal the online ones).
+    #[test]
+    fn a_cache_of_loss_positions_only_serves_them_in_place() {
+        use crate::data::config::Packing;
+        use crate::data::tokens::{DOC_START, LOSS};
+        let f = fixture();
+        let n = f.data.n_tokens();
+        // The fixture's tokens (drawn as `fixture` draws them).
+        let mut rng = crate::rng::SplitMix(1);
+        let toks: Vec<u32> = (0..n).map(|_| rng.below(V) as u32).collect();
+        // Prompt-like stretches out of the loss, and documents starting every 11 tokens.
+        let flags: Vec<u8> =
+            (0..n).map(|i| if (i / 5) % 3 == 0 { 0 } else { LOSS } | if i % 11 == 0 { DOC_START } else { 0 }).collect();
+        for packing in [Packing::Concat, Packing::Documents] {
+            let data = Packed::build(toks.clone(), Some(flags.clone().into()), T, 0, packing);
+            let g = Fixture { data, teacher: f.teacher.clone(), student: f.student.clone(), rows: f.rows.clone() };
+            let dir = tmp(&format!("loss-only-{packing:?}"));
+            let m = build_cache(&g, &dir, V, ValueCodec::F16);
+            let kept: usize = g.rows.iter().map(|&r| g.data.row(r).2.iter().filter(|&&x| x > 0.0).count()).sum();
+            assert_eq!((m.tokens as usize, (m.tokens + m.skipped) as usize), (kept, n - 1), "{packing:?}");
+            assert!(kept < (n - 1) * 3 / 4, "{packing:?}: a third or more is out of the loss");
+            let reader = CacheReader::open(&dir, &expect(&m.id)).unwrap();
+            for d in [Divergence::ForwardKl, Divergence::ReverseKl] {
+                let (on, ca) = kl_pair(&g, &reader, 1.0, TailMode::Other, d);
+                assert!((on - ca).abs() < 2e-3 * on.max(0.1), "{packing:?} {d:?}: online {on}, cache {ca}");
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
 
     /// The top-k approximation error, measured (printed with `--nocapture`): it shrinks as k
