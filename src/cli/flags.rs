@@ -7,6 +7,7 @@ use std::str::FromStr;
 
 use serde::de::{DeserializeOwned, IntoDeserializer, value};
 
+use crate::data::config::Packing;
 use crate::device::Backend;
 use crate::error::{Error, Result};
 use crate::export::ExportFormat;
@@ -33,6 +34,7 @@ from_serde_name! {
     ValueCodec => ["f16", "bf16", "q8", "q6", "q4"];
     ExportFormat => ["int8", "int4", "hf", "gguf-f16", "gguf-q8_0", "gguf-q4_0"];
     AttentionImpl => ["fused", "reference"];
+    Packing => ["concat", "doc_per_row", "documents"];
 }
 
 fn by_serde_name<T: DeserializeOwned>(s: &str) -> Option<T> {
@@ -87,6 +89,7 @@ mod tests {
         round_trip::<ValueCodec>(&["f16", "bf16", "q8", "q6", "q4"]);
         round_trip::<ExportFormat>(&["int8", "int4", "hf", "gguf-f16", "gguf-q8_0", "gguf-q4_0"]);
         round_trip::<AttentionImpl>(&["fused", "reference"]);
+        round_trip::<Packing>(&["concat", "doc_per_row", "documents"]);
         // The earlier name of the transformers checkpoint still parses.
         assert_eq!("f32".parse::<ExportFormat>().unwrap(), ExportFormat::F32);
         // Scheme parses itself (int4-g<N> is a family): the same words as the recipe.

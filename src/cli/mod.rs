@@ -144,6 +144,10 @@ struct EvalArgs {
     /// export folders (hf, int8, int4), comma-separated.
     #[arg(long, value_delimiter = ',')]
     exported: Vec<PathBuf>,
+    /// Pack the held-out split this way instead of as the run did (concat, doc_per_row,
+    /// documents): runs trained with different packings compared on one layout.
+    #[arg(long)]
+    packing: Option<String>,
 }
 
 // Enum-valued flags are `String`s parsed by the handler through the enum's `FromStr` (see

@@ -70,7 +70,11 @@ pub(super) fn eval(a: EvalArgs) -> Result<()> {
     let run_dir = &a.run_dir;
     let r = load_run_recipe(run_dir)?;
     let device = pipeline::device_for(r.run.backend);
-    let d = data::load_prepared(run_dir)?.pack(r.data.seq_len, r.data.packing);
+    let packing = match &a.packing {
+        Some(p) => flag::<crate::data::config::Packing>("--packing", p)?,
+        None => r.data.packing,
+    };
+    let d = data::load_prepared(run_dir)?.pack(r.data.seq_len, packing);
     // The run's teacher wherever it lives: pretrained in the run, a checkpoint or an HF folder
     // (checked against the run's tokenizer, as the run did).
     let teacher = pipeline::teacher::Teacher::of(&r, run_dir)

@@ -125,8 +125,14 @@ impl Attention {
         let mut k = rope::apply(split(k, self.n_kv_heads), cos, sin);
         let mut v = split(v, self.n_kv_heads);
         if let Some(d) = docs {
-            // Block-diagonal causal attention with the mask spelled out (every backend; the
-            // fused CPU kernel above takes the common case without it).
+            // On a GPU, FlashAttention-2's variable-length kernel (documents cut apart);
+            // elsewhere block-diagonal causal attention with the mask spelled out (the fused
+            // CPU kernel above takes the common case without it).
+            #[cfg(feature = "tch")]
+            let (q, k, v) = match crate::kernels::torch::flash_documents(q, k, v, self.window, d) {
+                Ok(y) => return self.merge(y, b, t),
+                Err([q, k, v]) => (q, k, v),
+            };
             return self.merge(masked_attention(q, k, v, d.hidden(self.window, &cos.device())), b, t);
         }
         let mut start = 0;

@@ -296,3 +296,31 @@ fn exports_and_qat_bits_are_checked_at_load() {
     let e = err(&format!("{BASE}\n[qat]\nscheme = \"q8_0\"\nbits = 4\n"), &[]);
     assert!(e.contains("key `qat.bits`: 4 bits, but scheme q8_0 has 8"), "{e}");
 }
+
+/// The shipped recipes load and validate (run from the repository root, as the README says);
+/// those that name downloaded models are skipped when the files are absent.
+#[test]
+fn shipped_recipes_validate() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut checked = Vec::new();
+    for e in std::fs::read_dir(root.join("recipes")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_none_or(|x| x != "toml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&p).unwrap();
+        // Relative paths in a recipe are relative to the current directory: the repository.
+        let text = text.replace("\"configs/", &format!("\"{}/configs/", root.display()));
+        let text = text.replace("\"recipes/", &format!("\"{}/recipes/", root.display()));
+        let text = text.replace("\"data/", &format!("\"{}/data/", root.display()));
+        let text = text.replace("\"tests/", &format!("\"{}/tests/", root.display()));
+        match Recipe::from_str_with(&text, &p, &[]) {
+            Ok(_) => checked.push(p.file_name().unwrap().to_string_lossy().to_string()),
+            Err(e) if text.contains("models/") || text.contains("runs/") => eprintln!("{}: skipped ({e})", p.display()),
+            Err(e) => panic!("{}: {e}", p.display()),
+        }
+    }
+    for want in ["quickstart.toml", "quickstart-chat.toml", "chat-parquet.toml"] {
+        assert!(checked.iter().any(|c| c == want), "{want} not checked: {checked:?}");
+    }
+}

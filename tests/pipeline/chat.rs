@@ -27,6 +27,22 @@ fn chat_recipe(dir: &Path, name: &str, source: &str, file: &str, format: &str, e
         .replace("[tokenizer]\n", "[tokenizer]\nspecial_tokens = [\"<|im_start|>\", \"<|im_end|>\"]\n")
 }
 
+/// Per document of a prepared split (documents start at DOC_START), its loss tokens decoded.
+fn loss_text(tokens: &[u32], flags: &[u8], tok: &distill::data::tokenizer::Tokenizer) -> Vec<String> {
+    let mut out = Vec::new();
+    let (mut start, n) = (0, tokens.len());
+    while start < n {
+        let mut end = start + 1;
+        while end < n && flags[end] & DOC_START == 0 {
+            end += 1;
+        }
+        let ids: Vec<u32> = (start..end).filter(|&i| flags[i] & LOSS != 0).map(|i| tokens[i]).collect();
+        out.push(tok.decode(&ids).unwrap());
+        start = end;
+    }
+    out
+}
+
 fn read(p: &Path) -> Vec<u8> {
     std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
@@ -62,19 +78,11 @@ fn chat_data_trains_on_assistant_tokens_with_packed_documents_and_a_cache() {
                 .collect::<String>()
         })
         .collect();
-    let mut docs = 0;
-    let (mut start, n) = (0, p.train.len());
-    while start < n {
-        let mut end = start + 1;
-        while end < n && flags[end] & DOC_START == 0 {
-            end += 1;
-        }
-        let ids: Vec<u32> = (start..end).filter(|&i| flags[i] & LOSS != 0).map(|i| p.train[i]).collect();
-        let said = p.tokenizer.decode(&ids).unwrap();
-        assert!(answers.contains(&said), "document at {start}: loss tokens decode to {said:?}");
-        docs += 1;
-        start = end;
+    let said = loss_text(&p.train, flags, &p.tokenizer);
+    for (i, s) in said.iter().enumerate() {
+        assert!(answers.contains(s), "document {i}: loss tokens decode to {s:?}");
     }
+    let docs = said.len();
     assert_eq!(docs, m.train_docs);
     // Each step logs the count its loss is over, fewer than the tokens it reads.
     let student = rows(&run, "student");
@@ -106,32 +114,32 @@ fn parquet_and_jsonl_chat_samples_prepare_identically() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// Plain prompt/completion rows: the loss is on each completion and the EOS after it.
+/// Plain prompt/completion rows: the loss is on each completion and the EOS after it, prepared
+/// in memory and streaming.
 #[test]
 fn prompt_completion_loss_is_on_the_completion() {
     let dir = tmp("pc");
-    let r = load(&chat_recipe(&dir, "pc", "jsonl", "data/prompt_completion.jsonl", "prompt_completion", ""), &dir);
-    pipeline::prepare_data_to_disk(&r, &dir.join("pc"), &mut |_| {}).unwrap();
-    let p = distill::data::load_prepared(&dir.join("pc")).unwrap();
-    let flags = p.valid_flags.as_ref().unwrap();
     let completions: std::collections::HashSet<String> = std::fs::read_to_string(repo("data/prompt_completion.jsonl"))
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["completion"].as_str().unwrap().to_string())
         .collect();
-    let (mut start, n, mut docs) = (0, p.valid.len(), 0);
-    while start < n {
-        let mut end = start + 1;
-        while end < n && flags[end] & DOC_START == 0 {
-            end += 1;
+    for (name, extra) in [("pc", ""), ("pc-stream", "streaming = true\n")] {
+        let text = chat_recipe(&dir, name, "jsonl", "data/prompt_completion.jsonl", "prompt_completion", extra);
+        let r = load(&text, &dir);
+        pipeline::prepare_data_to_disk(&r, &dir.join(name), &mut |_| {}).unwrap();
+        let p = distill::data::load_prepared(&dir.join(name)).unwrap();
+        for (tokens, flags, docs) in [
+            (&p.train, p.train_flags.as_ref().unwrap(), p.meta.train_docs),
+            (&p.valid, p.valid_flags.as_ref().unwrap(), p.meta.valid_docs),
+        ] {
+            let said = loss_text(tokens, flags, &p.tokenizer);
+            for s in &said {
+                let c = s.strip_suffix("<|endoftext|>").unwrap_or_else(|| panic!("{name}: {s:?} ends with EOS"));
+                assert!(completions.contains(c), "{name}: {s:?}");
+            }
+            assert_eq!(said.len(), docs, "{name}");
         }
-        let ids: Vec<u32> = (start..end).filter(|&i| flags[i] & LOSS != 0).map(|i| p.valid[i]).collect();
-        let said = p.tokenizer.decode(&ids).unwrap();
-        let c = said.strip_suffix("<|endoftext|>").unwrap_or_else(|| panic!("{said:?} ends with EOS"));
-        assert!(completions.contains(c), "{said:?}");
-        docs += 1;
-        start = end;
     }
-    assert_eq!(docs, p.meta.valid_docs);
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -55,4 +55,29 @@ int distill_cudnn_forward(const at::Tensor *q, const at::Tensor *k, const at::Te
     return 1;
   }
 }
+
+// Packed documents (FlashAttention-2's variable-length form): q: [total, h, d], k and v:
+// [total, kv, d]; `cu` (int32, [documents + 1]) the offsets where each document starts (the
+// same for queries and keys), `max_len` the longest; causal within each document, with a
+// window as above. Writes out, logsumexp, rng_state and unused to `outs`.
+int distill_flash_varlen_forward(const at::Tensor *q, const at::Tensor *k, const at::Tensor *v, const at::Tensor *cu,
+                                 int64_t max_len, int64_t window_left, double scale, at::Tensor **outs, char **err) {
+  try {
+    std::optional<int64_t> left, right;
+    if (window_left >= 0) {
+      left = window_left;
+      right = 0;
+    }
+    auto r = at::_flash_attention_forward(*q, *k, *v, *cu, *cu, max_len, max_len, 0.0, /*is_causal=*/true,
+                                          /*return_debug_mask=*/false, scale, left, right);
+    outs[0] = new at::Tensor(std::get<0>(r));
+    outs[1] = new at::Tensor(std::get<1>(r));
+    outs[2] = new at::Tensor(std::get<2>(r));
+    outs[3] = new at::Tensor(std::get<3>(r));
+    return 0;
+  } catch (const std::exception &e) {
+    *err = strdup(e.what());
+    return 1;
+  }
+}
 }

@@ -83,14 +83,14 @@ pub fn kernel_for(start: usize, window: Option<usize>) -> GpuKernel {
 
 /// A forward's results: the output (in the kernel's layout), the per-row log-sum-exp and the
 /// two tensors its backward wants back (RNG state; unused without dropout).
-struct Forward {
-    out: tch::Tensor,
-    lse: tch::Tensor,
-    rng: [tch::Tensor; 2],
+pub(super) struct Forward {
+    pub(super) out: tch::Tensor,
+    pub(super) lse: tch::Tensor,
+    pub(super) rng: [tch::Tensor; 2],
 }
 
 /// Calls a forward of flash.cpp; `Err` with PyTorch's message.
-fn call(f: impl FnOnce(*mut *mut c_void, *mut *mut std::ffi::c_char) -> i32) -> Result<Forward, String> {
+pub(super) fn call(f: impl FnOnce(*mut *mut c_void, *mut *mut std::ffi::c_char) -> i32) -> Result<Forward, String> {
     let mut outs = [std::ptr::null_mut(); 4];
     let mut err = std::ptr::null_mut();
     // SAFETY: on success the four outputs are fresh heap tensors whose ownership passes to tch

@@ -277,6 +277,8 @@ mod adam;
 pub use adam::*;
 mod flash;
 pub use flash::{GpuKernel, flash, kernel_for, with_kernels};
+mod varlen;
+pub use varlen::flash_documents;
 
 #[cfg(test)]
 mod tests;
