@@ -134,3 +134,14 @@ pub fn par_map_leaving<T: Sync, R: Send>(items: &[T], spare: usize, f: impl Fn(&
 /// of their own: data preparation reads it per document and stops with `Error::Interrupted`
 /// (the stage starts over on resume; nothing of it is kept half-done).
 pub static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[cfg(test)]
+mod profile_tests {
+    /// The tests build our crate with overflow checks (the `test` profile), though the
+    /// quickstart's `dev` build leaves them out for speed (Cargo.toml).
+    #[test]
+    fn overflow_checks_are_on_in_the_tests() {
+        let x: u8 = std::hint::black_box(255);
+        assert!(std::panic::catch_unwind(|| x + 1).is_err(), "255u8 + 1 must panic under the test profile");
+    }
+}

@@ -129,7 +129,7 @@ impl Attention {
             // elsewhere block-diagonal causal attention with the mask spelled out (the fused
             // CPU kernel above takes the common case without it).
             #[cfg(feature = "tch")]
-            let (q, k, v) = match crate::kernels::torch::flash_documents(q, k, v, self.window, d) {
+            let (q, k, v) = match crate::kernels::torch::flash_documents(q, k, v, self.window, &d.pos) {
                 Ok(y) => return self.merge(y, b, t),
                 Err([q, k, v]) => (q, k, v),
             };

@@ -133,3 +133,35 @@ pub fn chat_job(recipe: &Recipe, teacher_tokenizer: Option<&Path>) -> Result<Cha
     }
     Ok(ChatJob { template, plain_bos, plain_eos })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::gguf::Gguf;
+
+    /// A GGUF file's template and its BOS/EOS spellings, by token id as llama.cpp reads them.
+    #[test]
+    fn a_gguf_files_template_and_specials_are_read() {
+        let dir = std::env::temp_dir().join(format!("distill-chat-gguf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("m.gguf");
+        let tokens: Vec<String> = ["<unk>", "<|im_start|>", "<|im_end|>", "a"].iter().map(|s| s.to_string()).collect();
+        let g = Gguf {
+            kv: vec![
+                ("general.architecture".into(), Value::Str("llama".into())),
+                ("tokenizer.chat_template".into(), Value::Str("{{ bos_token }}{{ messages[0].content }}".into())),
+                ("tokenizer.ggml.tokens".into(), Value::Strs(tokens)),
+                ("tokenizer.ggml.bos_token_id".into(), Value::U32(1)),
+                ("tokenizer.ggml.eos_token_id".into(), Value::U32(2)),
+            ],
+            tensors: vec![],
+        };
+        std::fs::write(&p, g.to_bytes()).unwrap();
+        let f = from_gguf(&p).unwrap();
+        let (text, origin) = f.source.unwrap();
+        assert_eq!(text, "{{ bos_token }}{{ messages[0].content }}");
+        assert!(origin.ends_with("m.gguf: tokenizer.chat_template"), "{origin}");
+        assert_eq!(f.specials, Specials { bos: Some("<|im_start|>".into()), eos: Some("<|im_end|>".into()) });
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

@@ -15,7 +15,6 @@ use tch::Kind;
 
 use super::flash::{Forward, call};
 use super::{Ad, plain_qkv, tracked};
-use crate::model::DocPositions;
 
 unsafe extern "C" {
     fn distill_flash_varlen_forward(
@@ -31,12 +30,12 @@ unsafe extern "C" {
     ) -> i32;
 }
 
-/// The documents of packed rows as FlashAttention's variable-length form wants them: the
-/// offset of each document start in the `b * t` tokens laid end to end (a row's start is one),
-/// the total last, and the longest document.
-fn cu_seqlens(docs: &DocPositions) -> (Vec<i32>, i64) {
-    let mut cu: Vec<i32> = (0..docs.b * docs.t).filter(|&i| docs.pos[i] == 0).map(|i| i as i32).collect();
-    cu.push((docs.b * docs.t) as i32);
+/// The documents of packed rows (`pos`: each token's position in its document, rows end to
+/// end) as FlashAttention's variable-length form wants them: the offset of each document start
+/// (a row's start is one), the total last, and the longest document.
+fn cu_seqlens(pos: &[u32]) -> (Vec<i32>, i64) {
+    let mut cu: Vec<i32> = (0..pos.len()).filter(|&i| pos[i] == 0).map(|i| i as i32).collect();
+    cu.push(pos.len() as i32);
     let max = cu.windows(2).map(|w| (w[1] - w[0]) as i64).max().unwrap_or(0);
     (cu, max)
 }
@@ -164,20 +163,21 @@ fn fits(q: &tch::Tensor, k: &tch::Tensor, v: &tch::Tensor) -> bool {
 /// Block-diagonal causal (sliding-window) grouped-query attention of packed rows: `q` `[b,
 /// heads, t, hd]` (rotated), `k`, `v` `[b, kv_heads, t, hd]`; token `i` of a row sees the keys
 /// of its own document up to itself (and, with a window `w`, `j > i - w`), as
-/// [`crate::model::attention::masked_attention`] with [`DocPositions::hidden`] defines it.
-/// LibTorch tensors on a GPU in bf16 or f16, tracked or plain; anything else comes back.
+/// [`crate::model::attention::masked_attention`] with `DocPositions::hidden` defines it; `pos`
+/// holds each token's position in its document (`[b, t]`, a row starting at 0). LibTorch
+/// tensors on a GPU in bf16 or f16, tracked or plain; anything else comes back.
 pub fn flash_documents(
     q: Tensor<4>,
     k: Tensor<4>,
     v: Tensor<4>,
     window: Option<usize>,
-    docs: &DocPositions,
+    pos: &[u32],
 ) -> Result<Tensor<4>, [Tensor<4>; 3]> {
     let [b, _, t, hd] = q.dims();
-    if docs.b != b || docs.t != t {
+    if pos.len() != b * t || (0..b).any(|r| pos[r * t] != 0) {
         return Err([q, k, v]);
     }
-    let (cu, max) = cu_seqlens(docs);
+    let (cu, max) = cu_seqlens(pos);
     let d = Dims { b: b as i64, t: t as i64, max, window: window.filter(|&w| w < t), scale: 1.0 / (hd as f64).sqrt() };
     if let (Some(tq), Some(tk), Some(tv)) = (tracked(&q), tracked(&k), tracked(&v)) {
         let (pq, pk, pv) = (&tq.prim.tensor, &tk.prim.tensor, &tv.prim.tensor);
@@ -217,7 +217,6 @@ mod tests {
     /// Documents start at position 0 of each row and wherever a position restarts.
     #[test]
     fn document_offsets_cover_the_rows() {
-        let docs = DocPositions::new(vec![0, 1, 2, 0, 1, 0, 1, 2, 3, 0], 2, 5);
-        assert_eq!(cu_seqlens(&docs), (vec![0, 3, 5, 9, 10], 4));
+        assert_eq!(cu_seqlens(&[0, 1, 2, 0, 1, 0, 1, 2, 3, 0]), (vec![0, 3, 5, 9, 10], 4));
     }
 }
