@@ -12,6 +12,15 @@
 #include <cstring>
 #include <exception>
 
+// FlashAttention-2's forward results (out, logsumexp, rng_state, unused) to `outs`.
+template <typename R> static int flash_outs(const R &r, at::Tensor **outs) {
+  outs[0] = new at::Tensor(std::get<0>(r));
+  outs[1] = new at::Tensor(std::get<1>(r));
+  outs[2] = new at::Tensor(std::get<2>(r));
+  outs[3] = new at::Tensor(std::get<3>(r));
+  return 0;
+}
+
 extern "C" {
 
 // q: [b, t, h, d], k and v: [b, s, kv, d] (last dimension contiguous). `window_left` < 0: no
@@ -27,11 +36,7 @@ int distill_flash_forward(const at::Tensor *q, const at::Tensor *k, const at::Te
     }
     auto r = at::_flash_attention_forward(*q, *k, *v, std::nullopt, std::nullopt, q->size(1), k->size(1), 0.0,
                                           /*is_causal=*/true, /*return_debug_mask=*/false, scale, left, right);
-    outs[0] = new at::Tensor(std::get<0>(r));
-    outs[1] = new at::Tensor(std::get<1>(r));
-    outs[2] = new at::Tensor(std::get<2>(r));
-    outs[3] = new at::Tensor(std::get<3>(r));
-    return 0;
+    return flash_outs(r, outs);
   } catch (const std::exception &e) {
     *err = strdup(e.what());
     return 1;
@@ -70,11 +75,7 @@ int distill_flash_varlen_forward(const at::Tensor *q, const at::Tensor *k, const
     }
     auto r = at::_flash_attention_forward(*q, *k, *v, *cu, *cu, max_len, max_len, 0.0, /*is_causal=*/true,
                                           /*return_debug_mask=*/false, scale, left, right);
-    outs[0] = new at::Tensor(std::get<0>(r));
-    outs[1] = new at::Tensor(std::get<1>(r));
-    outs[2] = new at::Tensor(std::get<2>(r));
-    outs[3] = new at::Tensor(std::get<3>(r));
-    return 0;
+    return flash_outs(r, outs);
   } catch (const std::exception &e) {
     *err = strdup(e.what());
     return 1;

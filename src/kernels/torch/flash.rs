@@ -231,7 +231,7 @@ impl Backward<LibTorch, 3> for Fused {
 
 /// Whether the kernel takes these: CUDA, bf16 or f16, head dims PyTorch's flash build has
 /// (multiples of 8 up to 256), whole KV groups, the keys covering the queries.
-fn fits(q: &tch::Tensor, k: &tch::Tensor, v: &tch::Tensor, start: usize) -> bool {
+pub(super) fn fits(q: &tch::Tensor, k: &tch::Tensor, v: &tch::Tensor, start: usize) -> bool {
     let (qs, ks) = (q.size(), k.size());
     q.device().is_cuda()
         && matches!(q.kind(), Kind::BFloat16 | Kind::Half)

@@ -11,9 +11,8 @@ use burn_autodiff::grads::Gradients;
 use burn_autodiff::ops::{Backward, Ops, OpsKind};
 use burn_tch::{LibTorch, TchTensor};
 use std::ffi::c_void;
-use tch::Kind;
 
-use super::flash::{Forward, call};
+use super::flash::{Forward, call, fits};
 use super::{Ad, plain_qkv, tracked};
 
 unsafe extern "C" {
@@ -140,26 +139,6 @@ impl Backward<LibTorch, 3> for Varlen {
     }
 }
 
-/// Whether FlashAttention-2 takes these: CUDA, bf16 or f16, head dims its build has, whole KV
-/// groups, queries and keys of one length.
-fn fits(q: &tch::Tensor, k: &tch::Tensor, v: &tch::Tensor) -> bool {
-    let (qs, ks) = (q.size(), k.size());
-    q.device().is_cuda()
-        && matches!(q.kind(), Kind::BFloat16 | Kind::Half)
-        && k.kind() == q.kind()
-        && v.kind() == q.kind()
-        && qs.len() == 4
-        && ks.len() == 4
-        && v.size() == ks
-        && qs[0] == ks[0]
-        && qs[2] == ks[2]
-        && qs[3] == ks[3]
-        && qs[3] % 8 == 0
-        && qs[3] <= 256
-        && ks[1] > 0
-        && qs[1] % ks[1] == 0
-}
-
 /// Block-diagonal causal (sliding-window) grouped-query attention of packed rows: `q` `[b,
 /// heads, t, hd]` (rotated), `k`, `v` `[b, kv_heads, t, hd]`; token `i` of a row sees the keys
 /// of its own document up to itself (and, with a window `w`, `j > i - w`), as
@@ -181,7 +160,7 @@ pub fn flash_documents(
     let d = Dims { b: b as i64, t: t as i64, max, window: window.filter(|&w| w < t), scale: 1.0 / (hd as f64).sqrt() };
     if let (Some(tq), Some(tk), Some(tv)) = (tracked(&q), tracked(&k), tracked(&v)) {
         let (pq, pk, pv) = (&tq.prim.tensor, &tk.prim.tensor, &tv.prim.tensor);
-        if !fits(pq, pk, pv) {
+        if !fits(pq, pk, pv, 0) {
             return Err([q, k, v]);
         }
         let cu = tch::Tensor::from_slice(&cu).to_device(pq.device());
@@ -200,7 +179,7 @@ pub fn flash_documents(
     let Some([pq, pk, pv]) = plain_qkv(&q, &k, &v) else {
         return Err([q, k, v]);
     };
-    if !fits(&pq.tensor, &pk.tensor, &pv.tensor) {
+    if !fits(&pq.tensor, &pk.tensor, &pv.tensor, 0) {
         return Err([q, k, v]);
     }
     let cu = tch::Tensor::from_slice(&cu).to_device(pq.tensor.device());
