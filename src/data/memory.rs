@@ -57,11 +57,13 @@ pub(super) fn prepare(job: &DataJob, run_dir: &Path, log: &mut dyn FnMut(String)
     if train_docs.is_empty() {
         return Err(Error::input("no training documents left after filtering; loosen [data.filter]"));
     }
-    let sample: Vec<String> = train_docs.iter().map(|d| stages::sample_text(job, d)).collect();
-    let tokenizer = stages::tokenizer(job, sample.iter().map(|s| s.as_str()))?;
+    // Plain text is borrowed as it is; chat documents lose their span marks.
+    let sample: Vec<_> = train_docs.iter().map(|d| stages::sample_text(job, d)).collect();
+    let tokenizer = stages::tokenizer(job, sample.iter().map(|s| s.as_ref()))?;
     drop(sample);
     let encode = |d: &String| stages::encode(job.data, &tokenizer, d);
-    let mut train_tok: Vec<(Vec<u32>, Vec<u8>)> = train_docs.iter().map(encode).collect::<Result<_>>()?;
+    let encoded: Vec<(Vec<u32>, Vec<u8>)> = train_docs.iter().map(encode).collect::<Result<_>>()?;
+    let (mut train_tok, mut train_doc_flags): (Vec<Vec<u32>>, Vec<Vec<u8>>) = encoded.into_iter().unzip();
     for (rule, doc) in &removed {
         report.rules[*rule].removed_tokens += encode(doc)?.0.len();
     }
@@ -69,27 +71,22 @@ pub(super) fn prepare(job: &DataJob, run_dir: &Path, log: &mut dyn FnMut(String)
         && (lo.is_some() || hi.is_some())
     {
         let doc_ppl = job.doc_ppl.ok_or_else(|| Error::input("data.filter.teacher_ppl_* needs a loaded teacher"))?;
-        let ids: Vec<Vec<u32>> = train_tok.iter().map(|(t, _)| t.clone()).collect();
-        let ppl = doc_ppl(&ids, tokenizer.eos_id)?;
-        drop(ids);
+        let ppl = doc_ppl(&train_tok, tokenizer.eos_id)?;
         let (lo, hi) = (lo.unwrap_or(1.0), hi.unwrap_or(f64::INFINITY));
-        let mut keep_docs = Vec::new();
-        let mut keep_tok = Vec::new();
-        for ((d, tk), p) in train_docs.into_iter().zip(train_tok).zip(ppl) {
+        let (mut keep_docs, mut keep_tok, mut keep_flags) = (Vec::new(), Vec::new(), Vec::new());
+        for (((d, tk), fl), p) in train_docs.into_iter().zip(train_tok).zip(train_doc_flags).zip(ppl) {
             if (lo..=hi).contains(&p) {
                 keep_docs.push(d);
                 keep_tok.push(tk);
+                keep_flags.push(fl);
             } else {
-                report.remove_by_teacher_ppl(&d, tk.0.len());
+                report.remove_by_teacher_ppl(&d, tk.len());
             }
         }
-        (train_docs, train_tok) = (keep_docs, keep_tok);
+        (train_docs, train_tok, train_doc_flags) = (keep_docs, keep_tok, keep_flags);
     }
-    let (mut train, mut train_flags) = (Vec::new(), Vec::new());
-    for (t, f) in train_tok {
-        train.extend(t);
-        train_flags.extend(f);
-    }
+    let train: Vec<u32> = train_tok.into_iter().flatten().collect();
+    let train_flags: Vec<u8> = train_doc_flags.into_iter().flatten().collect();
     let (mut valid, mut valid_flags) = (Vec::new(), Vec::new());
     for d in &valid_docs {
         let (t, f) = encode(d)?;

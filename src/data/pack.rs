@@ -181,11 +181,6 @@ impl Packed {
         }
     }
 
-    /// Whether rows keep documents apart (`packing = "documents"`).
-    pub fn bounded(&self) -> bool {
-        self.bounded
-    }
-
     /// The permutation of epoch `epoch` (memoized: the same Fisher-Yates shuffle as before,
     /// so runs and resumes are unchanged).
     fn epoch_order(&self, seed: u64, epoch: u64) -> Arc<Vec<usize>> {

@@ -57,10 +57,10 @@ pub(super) fn loss_tokens(flags: &[u8]) -> usize {
 }
 
 /// The text a tokenizer is trained on: chat documents without their span markers.
-pub(super) fn sample_text(job: &DataJob, doc: &str) -> String {
+pub(super) fn sample_text<'a>(job: &DataJob, doc: &'a str) -> std::borrow::Cow<'a, str> {
     match job.data.row_format() {
-        DataFormat::Text => doc.to_string(),
-        _ => super::chat::unmark(doc).0,
+        DataFormat::Text => doc.into(),
+        _ => super::chat::unmark(doc).0.into(),
     }
 }
 

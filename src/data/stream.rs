@@ -132,7 +132,7 @@ pub fn prepare(job: &DataJob, run_dir: &Path, log: &mut dyn FnMut(String)) -> Re
                         fate.push(0);
                         if sample_bytes < cap {
                             sample_bytes += doc.len();
-                            sample.push(stages::sample_text(job, &doc));
+                            sample.push(stages::sample_text(job, &doc).into_owned());
                         }
                     }
                 },

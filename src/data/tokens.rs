@@ -136,6 +136,15 @@ mod tests {
         assert!(e.contains("outside the vocabulary (400)"), "{e}");
         std::fs::write(&p, [1u8, 2, 3]).unwrap();
         assert!(Tokens::open(&p, 0, 500).unwrap_err().to_string().contains("corrupt token file"));
+        // Flags: one byte per token, known bits only.
+        let f = dir.join("t.flags");
+        std::fs::write(&f, [LOSS | DOC_START, 0, LOSS]).unwrap();
+        assert_eq!(&Flags::open(&f, 3).unwrap()[..], &[LOSS | DOC_START, 0, LOSS]);
+        let e = Flags::open(&f, 4).err().unwrap().to_string();
+        assert!(e.contains("t.flags: corrupt flags file (3 bytes; expected 4, one per token)"), "{e}");
+        std::fs::write(&f, [LOSS, 0x84]).unwrap();
+        let e = Flags::open(&f, 2).err().unwrap().to_string();
+        assert!(e.contains("t.flags: unknown token flag bits 0x84"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -84,10 +84,6 @@ impl ChatTemplate {
         &self.origin
     }
 
-    pub fn specials(&self) -> &Specials {
-        &self.specials
-    }
-
     /// The text of `messages`, with the assistant's opening when `add_generation_prompt`.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, String> {
         let t = self.env.get_template("chat_template").map_err(|e| describe(&e))?;
