@@ -23,6 +23,7 @@ pub mod import;
 pub mod kd_loss;
 pub mod kernels;
 pub mod model;
+pub mod on_policy;
 pub mod pipeline;
 pub mod profile;
 pub mod quant;

@@ -124,6 +124,11 @@ impl Packed {
         }
     }
 
+    /// The id rows are padded with.
+    pub fn pad_id(&self) -> u32 {
+        self.pad_id
+    }
+
     pub fn n_rows(&self) -> usize {
         match &self.spans {
             Some(s) => s.len(),

@@ -135,6 +135,11 @@ impl Tokenizer {
         self.inner.id_to_token(id)
     }
 
+    /// The id of a token spelled `token` (a special token's text), if the vocabulary has it.
+    pub fn id_of(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
     /// A prompt: BOS (when the tokenizer adds one) and its tokens.
     pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
         let mut ids: Vec<u32> = self.bos_id.into_iter().collect();

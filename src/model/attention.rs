@@ -104,12 +104,13 @@ impl Attention {
         cache: Option<&mut KvCache>,
         docs: Option<&DocPositions>,
     ) -> Tensor<3> {
-        assert!(docs.is_none() || cache.is_none(), "packed documents are a training layout: no cache");
+        let start = cache.as_ref().map_or(0, |c| c.len());
+        assert!(docs.is_none_or(|d| d.start == start), "positions given for the tokens after the cache");
         let [b, t, _] = x.dims();
         let x = act_quant(x, self.act_quant);
         let (q, k, v) = (linear(&self.wq, x.clone()), linear(&self.wk, x.clone()), linear(&self.wv, x));
-        // Training and scoring (no cache, full causal): on the CPU route, RoPE and attention as
-        // one op, forward and backward, from the projections' layout and back to it.
+        // Training and scoring (no cache): on the CPU route, RoPE and attention as one op,
+        // forward and backward, from the projections' layout and back to it.
         let (q, k, v) = match cache.is_none() && self.fused {
             true => {
                 let (h, kv, w) = (self.n_heads, self.n_kv_heads, self.window);
@@ -124,20 +125,7 @@ impl Attention {
         let q = rope::apply(split(q, self.n_heads), cos, sin);
         let mut k = rope::apply(split(k, self.n_kv_heads), cos, sin);
         let mut v = split(v, self.n_kv_heads);
-        if let Some(d) = docs {
-            // On a GPU, FlashAttention-2's variable-length kernel (documents cut apart);
-            // elsewhere block-diagonal causal attention with the mask spelled out (the fused
-            // CPU kernel above takes the common case without it).
-            #[cfg(feature = "tch")]
-            let (q, k, v) = match crate::kernels::torch::flash_documents(q, k, v, self.window, &d.pos) {
-                Ok(y) => return self.merge(y, b, t),
-                Err([q, k, v]) => (q, k, v),
-            };
-            return self.merge(masked_attention(q, k, v, d.hidden(self.window, &cos.device())), b, t);
-        }
-        let mut start = 0;
         if let Some(c) = cache {
-            start = c.len();
             if let (Some(pk), Some(pv)) = (c.k.take(), c.v.take()) {
                 k = Tensor::cat(vec![pk, k], 2);
                 v = Tensor::cat(vec![pv, v], 2);
@@ -145,12 +133,33 @@ impl Attention {
             c.k = Some(k.clone());
             c.v = Some(v.clone());
         }
+        if let Some(d) = docs {
+            // Packed documents, or left-padded generation. On a GPU without cached keys,
+            // FlashAttention-2's variable-length kernel (sequences cut apart); on the CPU the
+            // fused kernel with each query's first key; else the mask spelled out.
+            #[cfg(feature = "tch")]
+            let (q, k, v) = match start == 0 {
+                true => match crate::kernels::torch::flash_documents(q, k, v, self.window, &d.pos) {
+                    Ok(y) => return self.merge(y, b, t),
+                    Err([q, k, v]) => (q, k, v),
+                },
+                false => (q, k, v),
+            };
+            let (q, k, v) = match self.fused {
+                true => match crate::kernels::cpu::grouped(q, k, v, start, self.window, Some(&d.pos)) {
+                    Ok(y) => return self.merge(y, b, t),
+                    Err([q, k, v]) => (q, k, v),
+                },
+                false => (q, k, v),
+            };
+            return self.merge(masked_attention(q, k, v, d.hidden(self.window, &cos.device())), b, t);
+        }
         // Cached decoding (queries after the cached keys) and anything the fused op above did
         // not take: the fused kernel on rotated heads where there is one, else the reference.
         if !self.fused {
             return self.merge(reference_attention(q, k, v, start, self.window), b, t);
         }
-        let y = match crate::kernels::cpu::grouped(q, k, v, start, self.window) {
+        let y = match crate::kernels::cpu::grouped(q, k, v, start, self.window, None) {
             Ok(y) => y,
             Err([q, k, v]) => grouped_attention(q, k, v, start, self.window),
         };
@@ -233,17 +242,22 @@ fn torch_attention(
     torch::causal(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep))
 }
 
-/// `softmax(Q K^T / sqrt(d) + mask) V` with KV heads repeated per query head; `hidden`
-/// (`[b, 1, t, s]`, true = not seen) broadcast over the heads.
+/// `softmax(Q K^T / sqrt(d) + mask) V` with grouped KV heads; `hidden` (`[b, 1, t, s]`, true =
+/// not seen) broadcast over the heads. The query heads sharing a KV head are stacked as rows
+/// of one matmul against it (`[b, kv, n_rep * t, d]`), so K and V are read in place, never
+/// repeated: generation calls this on the whole cache every step.
 pub fn masked_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, hidden: Tensor<4, Bool>) -> Tensor<4> {
-    let [b, h, t, _] = q.dims();
-    let s = k.dims()[2];
-    let n_rep = h / k.dims()[1];
-    let (k, v) = (repeat_kv(k, n_rep), repeat_kv(v, n_rep));
-    let scale = 1.0 / (q.dims()[3] as f64).sqrt();
-    let hidden = hidden.expand([b, h, t, s]);
-    let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale).mask_fill(hidden, f32::NEG_INFINITY);
-    burn::tensor::activation::softmax(scores, 3).matmul(v)
+    let [b, h, t, d] = q.dims();
+    let [_, kv, s, _] = k.dims();
+    let n_rep = h / kv;
+    let q = q.reshape([b, kv, n_rep * t, d]);
+    let scale = 1.0 / (d as f64).sqrt();
+    let hidden = hidden.unsqueeze_dim::<5>(2).expand([b, 1, n_rep, t, s]).reshape([b, 1, n_rep * t, s]);
+    let scores = q
+        .matmul(k.swap_dims(2, 3))
+        .mul_scalar(scale)
+        .mask_fill(hidden.expand([b, kv, n_rep * t, s]), f32::NEG_INFINITY);
+    burn::tensor::activation::softmax(scores, 3).matmul(v).reshape([b, h, t, d])
 }
 
 /// burn's own attention (`attention_impl = "reference"`, and every backend without a fused

@@ -44,11 +44,15 @@ pub enum LayerCache {
     Mamba(Option<MambaState>),
 }
 
-/// Generation state: one entry per layer and the number of positions already processed.
+/// Generation state: one entry per layer and the number of columns already processed.
 #[derive(Clone, Debug)]
 pub struct Cache {
     pub layers: Vec<LayerCache>,
     pub pos: usize,
+    /// Left pads per row of a batch of unequal prompts (empty: none). A row's first `pads`
+    /// columns are seen by nothing and change no state: its tokens are at the positions and
+    /// in the states they would have alone.
+    pub pads: Vec<usize>,
 }
 
 impl Block {
@@ -93,17 +97,30 @@ impl Block {
         let h = rms_norm(&self.mixer_norm, x.clone());
         let h = match (&self.mixer, cache) {
             (Mixer::Attention(a), None) => a.forward(h, cos, sin, None, docs),
-            (Mixer::Attention(a), Some(LayerCache::Attention(c))) => a.forward(h, cos, sin, Some(c), None),
+            (Mixer::Attention(a), Some(LayerCache::Attention(c))) => a.forward(h, cos, sin, Some(c), docs),
             // The recipe refuses packed documents for models with Mamba layers: the scan would
             // carry state across documents.
             (Mixer::Mamba(_), None) if docs.is_some() => panic!("packed documents through a Mamba layer"),
             (Mixer::Mamba(m), None) => m.forward(h),
             (Mixer::Mamba(m), Some(LayerCache::Mamba(state))) => {
-                // The recurrence, token by token: exact, and O(1) memory per token.
+                // The recurrence, token by token: exact, and O(1) memory per token. A row's
+                // left pads leave its state as it was (zero), as if they were not there.
                 let [b, t, d] = h.dims();
                 let st = state.get_or_insert_with(|| m.empty_state(b, &h.device()));
-                let outs: Vec<Tensor<3>> =
-                    (0..t).map(|i| m.step(h.clone().slice([0..b, i..i + 1, 0..d]), st)).collect();
+                let outs: Vec<Tensor<3>> = (0..t)
+                    .map(|i| {
+                        let x = h.clone().slice([0..b, i..i + 1, 0..d]);
+                        match pad_mask(docs, i, &h.device()) {
+                            None => m.step(x, st),
+                            Some(pad) => {
+                                let before = st.clone();
+                                let y = m.step(x, st);
+                                st.keep_where(pad, before);
+                                y
+                            }
+                        }
+                    })
+                    .collect();
                 Tensor::cat(outs, 1)
             }
             _ => unreachable!("a cache is built from the same layer pattern"),
@@ -111,6 +128,13 @@ impl Block {
         let x = x + h;
         x.clone() + self.mlp.forward(rms_norm(&self.mlp_norm, x))
     }
+}
+
+/// Which rows' token `i` (of the call) is a left pad, `[b]`, when any is.
+fn pad_mask(docs: Option<&DocPositions>, i: usize, device: &Device) -> Option<Tensor<1, burn::tensor::Bool>> {
+    let d = docs?;
+    let pads: Vec<bool> = (0..d.b).map(|r| d.is_pad(r, i)).collect();
+    pads.iter().any(|p| *p).then(|| Tensor::from_data(burn::tensor::TensorData::new(pads, [d.b]), device))
 }
 
 #[derive(Module, Debug)]
@@ -286,6 +310,11 @@ impl Decoder {
     }
 
     pub fn new_cache(&self) -> Cache {
+        self.new_padded_cache(Vec::new())
+    }
+
+    /// A cache for a batch of prompts left-padded by `pads` tokens each (see [`Cache::pads`]).
+    pub fn new_padded_cache(&self, pads: Vec<usize>) -> Cache {
         let layers = self
             .blocks
             .iter()
@@ -294,7 +323,7 @@ impl Decoder {
                 Mixer::Mamba(_) => LayerCache::Mamba(None),
             })
             .collect();
-        Cache { layers, pos: 0 }
+        Cache { layers, pos: 0, pads }
     }
 
     /// Logits of `tokens`, which follow the `cache.pos` tokens already in `cache`; the cache
@@ -304,6 +333,16 @@ impl Decoder {
         let out = self.run(tokens, Some(cache));
         cache.pos += t;
         out
+    }
+
+    /// The last column's logits `[b, vocab]` of `tokens` after `cache` (extended with them):
+    /// the LM head runs on that column only, never on a prompt's every position.
+    pub fn forward_cached_last(&self, tokens: Tensor<2, Int>, cache: &mut Cache) -> Tensor<2> {
+        let [b, t] = tokens.dims();
+        let (x, _) = self.hidden(tokens, Some(cache), &[], None);
+        cache.pos += t;
+        let d = x.dims()[2];
+        self.logits_of(x.slice([0..b, t - 1..t, 0..d])).reshape([b, self.config.vocab_size])
     }
 
     fn run(&self, tokens: Tensor<2, Int>, cache: Option<&mut Cache>) -> Tensor<3> {
@@ -362,6 +401,11 @@ impl Decoder {
         let device = tokens.device();
         let c = &self.config;
         let start = cache.as_ref().map_or(0, |c| c.pos);
+        let padded = cache
+            .as_ref()
+            .filter(|c| c.pads.iter().any(|&p| p > 0))
+            .map(|c| DocPositions::left_padded(&c.pads, start, t));
+        let docs = docs.or(padded.as_ref());
         let scaling = c.shape.rope_scaling.as_ref();
         let (cos, sin) = match docs {
             Some(d) => rope::tables_at(&d.pos, c.head_dim(), c.shape.rope_theta, scaling, &device),

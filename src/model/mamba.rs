@@ -50,6 +50,22 @@ pub struct MambaState {
     pub ssm: Tensor<4>,
 }
 
+impl MambaState {
+    /// Rows where `mask` (`[batch]`) is true take their state from `other`.
+    pub fn keep_where(&mut self, mask: Tensor<1, burn::tensor::Bool>, other: MambaState) {
+        let [b] = mask.dims();
+        let c = self.conv.dims();
+        let s = self.ssm.dims();
+        self.conv = self.conv.clone().mask_where(mask.clone().reshape([b, 1, 1]).expand(c), other.conv);
+        self.ssm = self.ssm.clone().mask_where(mask.reshape([b, 1, 1, 1]).expand(s), other.ssm);
+    }
+
+    /// The states of rows `rows` only, in that order.
+    pub fn select(&self, rows: &Tensor<1, burn::tensor::Int>) -> MambaState {
+        MambaState { conv: self.conv.clone().select(0, rows.clone()), ssm: self.ssm.clone().select(0, rows.clone()) }
+    }
+}
+
 impl Mamba2 {
     pub fn new(d_model: usize, s: &MambaShape, eps: f64, init: &mut Init) -> Self {
         let device = init.device;

@@ -134,6 +134,26 @@ pub fn chat_job(recipe: &Recipe, teacher_tokenizer: Option<&Path>) -> Result<Cha
     Ok(ChatJob { template, plain_bos, plain_eos })
 }
 
+/// The ids that end a completion the run's models write: the tokenizer's EOS, and the chat
+/// template's end-of-turn where it is another token (`<|im_end|>`, `<|eot_id|>`).
+pub fn stop_ids(recipe: &Recipe, dir: &Path) -> Result<Vec<u32>> {
+    let tok = Tokenizer::load(&crate::run_dir::RunDir(dir).tokenizer())?;
+    let mut stops = vec![tok.eos_id];
+    if needs_chat(recipe) {
+        let teacher_tokenizer = (recipe.tokenizer.kind == TokenizerKind::Teacher)
+            .then(|| super::teacher::teacher_tokenizer_in(recipe, dir))
+            .transpose()?;
+        let job = chat_job(recipe, teacher_tokenizer.as_deref())?;
+        let eot = job.template.as_ref().and_then(|t| t.specials().eos.clone());
+        if let Some(id) = eot.and_then(|e| tok.id_of(&e))
+            && !stops.contains(&id)
+        {
+            stops.push(id);
+        }
+    }
+    Ok(stops)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

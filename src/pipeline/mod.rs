@@ -218,6 +218,7 @@ fn obtain_teacher(
                     init: None,
                     freeze: Default::default(),
                     hidden: None,
+                    on_policy: None,
                 };
                 train(&job, device)
             },

@@ -22,6 +22,7 @@ use crate::teacher::cache::{self, CacheReader};
 use crate::teacher::codec::TailMode;
 use crate::train::freeze::Freeze;
 use crate::train::hidden::HiddenJob;
+use crate::train::trainer::OnPolicyJob;
 use crate::train::{CurriculumRun, Phase, TrainJob};
 
 pub(super) struct StudentSetup {
@@ -36,6 +37,8 @@ pub(super) struct StudentSetup {
     pub init: Option<Decoder>,
     /// The hidden-state loss, resolved against both models' depths and widths.
     pub hidden: Option<HiddenJob>,
+    /// The ids that end an on-policy completion (empty without `[distill.on_policy]`).
+    pub stops: Vec<u32>,
     pub teacher_params: usize,
     /// The student finished training in an earlier session: no targets are needed.
     pub student_done: bool,
@@ -83,8 +86,13 @@ impl StudentSetup {
             _ => None,
         };
         let tail = recipe.cache.tail;
+        let stops = match crate::on_policy::off(&recipe.distill.on_policy) {
+            true => Vec::new(),
+            false => super::chat::stop_ids(recipe, dir)?,
+        };
         Ok(StudentSetup {
             hidden,
+            stops,
             device,
             d,
             offline,
@@ -191,6 +199,8 @@ impl StudentSetup {
             init: self.init.as_ref(),
             freeze: Freeze::parse(&recipe.student.freeze).expect("validated"),
             hidden: self.hidden.clone(),
+            on_policy: (!crate::on_policy::off(&recipe.distill.on_policy))
+                .then(|| OnPolicyJob { cfg: recipe.distill.on_policy.clone(), stops: self.stops.clone() }),
         }
     }
 }

@@ -143,6 +143,9 @@ pub struct DistillSection {
     /// resolved recipe).
     #[serde(skip_serializing_if = "hidden_off")]
     pub hidden: HiddenSection,
+    /// On-policy distillation (off at fraction 0, and then left out of the resolved recipe).
+    #[serde(skip_serializing_if = "crate::on_policy::off")]
+    pub on_policy: crate::on_policy::OnPolicySection,
 }
 
 impl DistillSection {
@@ -176,6 +179,7 @@ impl Default for DistillSection {
             alpha_end: None,
             temperature_end: None,
             hidden: HiddenSection::default(),
+            on_policy: Default::default(),
         }
     }
 }

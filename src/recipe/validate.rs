@@ -55,6 +55,7 @@ fn check(r: &Recipe) -> Rule {
     shape("student", &r.student.shape(), r.data.seq_len)?;
     student_start(r)?;
     hidden(r)?;
+    on_policy(r)?;
     distill_loss(&r.distill)?;
     optim("optim", &r.optim)?;
     optim("teacher.optim", &r.teacher.optim)?;
@@ -371,6 +372,56 @@ fn hidden(r: &Recipe) -> Rule {
         return fail(
             "distill.hidden.weight",
             "the hidden-state loss needs the teacher's block outputs, which a teacher cache does not hold: set teacher.logits = \"online\" (or the weight to 0)",
+        );
+    }
+    Ok(())
+}
+
+/// `[distill.on_policy]`: its ranges, and a run it can work in (prompts to continue, a live
+/// teacher to grade what the student writes).
+fn on_policy(r: &Recipe) -> Rule {
+    let o = &r.distill.on_policy;
+    let key = |k: &str| format!("distill.on_policy.{k}");
+    if !(0.0..=1.0).contains(&o.fraction) {
+        return fail(key("fraction"), format!("expected a share of batches in [0, 1], got {}", o.fraction));
+    }
+    if !(o.temperature >= 0.0 && o.temperature.is_finite()) {
+        return fail(
+            key("temperature"),
+            format!("expected a finite temperature >= 0 (0 = greedy), got {}", o.temperature),
+        );
+    }
+    if !(o.top_p > 0.0 && o.top_p <= 1.0) {
+        return fail(key("top_p"), format!("expected a value in (0, 1], got {}", o.top_p));
+    }
+    if !(0.0..=1.0).contains(&o.jsd_beta) {
+        return fail(key("jsd_beta"), format!("expected 0 <= jsd_beta <= 1, got {}", o.jsd_beta));
+    }
+    if o.max_new_tokens == 0 || o.max_new_tokens > r.data.seq_len {
+        return fail(
+            key("max_new_tokens"),
+            format!("expected 1 to data.seq_len ({}) tokens, got {}", r.data.seq_len, o.max_new_tokens),
+        );
+    }
+    if o.fraction == 0.0 {
+        return Ok(());
+    }
+    if r.teacher.logits == LogitsSource::Cache {
+        return fail(
+            key("fraction"),
+            "on-policy batches are text the student writes during training, which a teacher cache (the teacher's logits of the dataset's text, computed beforehand) cannot hold: set teacher.logits = \"online\"",
+        );
+    }
+    if r.data.row_format() == crate::data::config::DataFormat::Text {
+        return fail(
+            key("fraction"),
+            "on-policy distillation continues prompts, and plain text has none: use data.format = \"chat\" or \"prompt_completion\" (the prompt is what precedes a row's first loss token)",
+        );
+    }
+    if r.data.packing != crate::data::config::Packing::DocPerRow {
+        return fail(
+            key("fraction"),
+            "on-policy distillation rewrites each row after its prompt, so a row must hold one conversation: set data.packing = \"doc_per_row\"",
         );
     }
     Ok(())

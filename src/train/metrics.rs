@@ -50,6 +50,12 @@ pub struct MetricsRow {
     pub w_max: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hard_share: Option<f64>,
+    /// With `[distill.on_policy]`: the step's micro-batches the student wrote, and the seconds
+    /// spent writing them (generation; the teacher's scoring and the training follow as usual).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_policy: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_s: Option<f64>,
     /// At periodic evaluations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_loss: Option<f64>,

@@ -88,6 +88,14 @@ pub struct TrainJob<'a> {
     pub freeze: super::freeze::Freeze,
     /// A hidden-state loss against the online teacher's block outputs.
     pub hidden: Option<super::hidden::HiddenJob>,
+    /// On-policy distillation: the share of micro-batches the student writes.
+    pub on_policy: Option<OnPolicyJob>,
+}
+
+/// `[distill.on_policy]` and the ids that end a completion (EOS, a template's end of turn).
+pub struct OnPolicyJob {
+    pub cfg: crate::on_policy::OnPolicySection,
+    pub stops: Vec<u32>,
 }
 
 /// Train to `optim.steps` (continuing from the latest checkpoint if there is one) and return
@@ -157,10 +165,28 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
         let mut sums: Option<Tensor<1>> = None;
         let (mut step_tokens, mut loss_tokens) = (0usize, 0usize);
         let mut wsum = [0.0f64; 4];
-        for _ in 0..o.grad_accum {
+        let (mut on_policy_batches, mut rollout_s) = (0usize, 0.0f64);
+        let step_kd = kd;
+        for micro in 0..o.grad_accum {
             let rows = job.train.rows_at_ordered(job.seed, st.cursor, o.batch_size, first_epoch);
             st.cursor += o.batch_size as u64;
-            let batch = job.train.batch(&rows, &ad);
+            // On-policy: the student writes this batch's completions (no graph), graded by the
+            // divergence alone.
+            let (batch, kd, targets) = match &job.on_policy {
+                Some(op) if op.cfg.takes(job.seed, st.step, micro) => {
+                    let clock = Instant::now();
+                    let writer = match job.precision.compute_dtype() {
+                        Some(dtype) => model.valid().cast(dtype),
+                        None => model.valid(),
+                    };
+                    let at = (job.seed, st.step, micro);
+                    let r = crate::on_policy::rollout(&op.cfg, &writer, job.train, &rows, &op.stops, at, device, &ad);
+                    (on_policy_batches, rollout_s) = (on_policy_batches + 1, rollout_s + clock.elapsed().as_secs_f64());
+                    let kd = KdConfig { alpha: 0.0, divergence: op.cfg.divergence(), ..step_kd };
+                    (r.batch, kd, true)
+                }
+                _ => (job.train.batch(&rows, &ad), step_kd, targets),
+            };
             prof.mark("data");
             let [b, t] = batch.inputs.dims();
             let v = job.model.vocab_size;
@@ -337,6 +363,8 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
             w_min: curriculum_on.map(|_| wsum[1]),
             w_max: curriculum_on.map(|_| wsum[2]),
             hard_share: curriculum_on.map(|_| wsum[3]),
+            on_policy: job.on_policy.is_some().then_some(on_policy_batches),
+            rollout_s: job.on_policy.is_some().then_some(rollout_s),
             ..Default::default()
         };
         pb.set_position(st.step as u64);

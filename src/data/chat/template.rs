@@ -80,6 +80,11 @@ impl ChatTemplate {
         Ok(ChatTemplate { env, specials, origin: origin.to_string() })
     }
 
+    /// The BOS and EOS spellings the template prints.
+    pub fn specials(&self) -> &Specials {
+        &self.specials
+    }
+
     pub fn origin(&self) -> &str {
         &self.origin
     }

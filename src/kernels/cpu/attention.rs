@@ -70,9 +70,10 @@ pub struct Dims {
     /// Keys before the first query (cached ones); `s = start + t` keys in all.
     pub start: usize,
     pub layout: Layout,
-    /// Packed documents ([`Layout::Rows`] only): each row's position within its document is
-    /// given (`pos`, `[b, t]`), the row sees only keys of its own document (from `row - pos`),
-    /// and the tables are per token, `[b * t, hd]`, gathered at those positions.
+    /// Packed documents, or left-padded rows being generated: each query row's position
+    /// within its sequence is given (`pos`, `[b, t]`) and it sees only keys from `start + row -
+    /// pos` on. In [`Layout::Rows`] the tables are per token, `[b * t, hd]`, gathered at those
+    /// positions; in [`Layout::Heads`] q and k come rotated.
     pub docs: bool,
 }
 
@@ -88,7 +89,7 @@ impl Dims {
         let p = self.start + row;
         let w = (p + 1).saturating_sub(self.w);
         match self.docs {
-            true => w.max(row - pos[bi * self.t + row] as usize),
+            true => w.max(p - pos[bi * self.t + row] as usize),
             false => w,
         }
     }
@@ -542,14 +543,17 @@ pub fn rope_attention(
 /// Causal grouped-query attention of rotated split heads whose queries follow `start` cached
 /// keys: `q` `[b, heads, t, hd]` at positions `start..start + t`, `k` and `v` `[b, kv_heads,
 /// start + t, hd]`; query `i` sees keys `j <= start + i` (and, with a window `w`, `j > start +
-/// i - w`), as [`crate::model::attention::grouped_attention`] defines. f32 Flex tensors,
-/// plain or under autodiff; anything else comes back unchanged.
+/// i - w`), as [`crate::model::attention::grouped_attention`] defines. With `pos` (`[b * t]`,
+/// each query's position in its own sequence: left-padded generation), query `i` of row `r`
+/// sees keys from `start + i - pos[r * t + i]` on only. f32 Flex tensors, plain or under
+/// autodiff; anything else comes back unchanged.
 pub fn grouped(
     q: Tensor<4>,
     k: Tensor<4>,
     v: Tensor<4>,
     start: usize,
     window: Option<usize>,
+    pos: Option<&std::sync::Arc<Vec<u32>>>,
 ) -> Result<Tensor<4>, [Tensor<4>; 3]> {
     let ([b, h, t, hd], [kb, kv, s, khd]) = (q.dims(), k.dims());
     let fits = h > 0
@@ -557,7 +561,8 @@ pub fn grouped(
         && window != Some(0)
         && h.is_multiple_of(kv)
         && [kb, s, khd] == [b, start + t, hd]
-        && v.dims() == k.dims();
+        && v.dims() == k.dims()
+        && pos.is_none_or(|p| p.len() == b * t && (0..b * t).all(|i| p[i] as usize <= start + i % t));
     let args = match fits {
         true => Args::default().push(&q).and_then(|a| a.push(&k)).and_then(|a| a.push(&v)),
         false => None,
@@ -566,6 +571,6 @@ pub fn grouped(
         return Err([q, k, v]);
     };
     let w = window.unwrap_or(usize::MAX);
-    let dims = Dims { b, t, h, kv, hd, w, start, layout: Layout::Heads, docs: false };
-    Ok(run::<3, 4>(args, dims, Default::default()))
+    let dims = Dims { b, t, h, kv, hd, w, start, layout: Layout::Heads, docs: pos.is_some() };
+    Ok(run::<3, 4>(args, dims, pos.cloned().unwrap_or_default()))
 }

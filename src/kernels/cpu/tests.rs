@@ -245,7 +245,7 @@ fn grouped_attention_with_cached_keys_equals_the_reference() {
             value_and_grads::<4, 4>(&inputs, |x| {
                 let [q, k, v] = [x[0].clone(), x[1].clone(), x[2].clone()];
                 match fused {
-                    true => super::grouped(q, k, v, start, w).unwrap_or_else(|_| panic!("f32 flex")),
+                    true => super::grouped(q, k, v, start, w, None).unwrap_or_else(|_| panic!("f32 flex")),
                     false => reference_attention(q, k, v, start, w),
                 }
             })
@@ -256,13 +256,13 @@ fn grouped_attention_with_cached_keys_equals_the_reference() {
             close(&got[i], &want[i], 1e-5, &format!("{name} ({case})"));
         }
         let plain = |i: usize| Tensor::<4>::from_data(inputs[i].0.clone(), &Device::flex());
-        let y = super::grouped(plain(0), plain(1), plain(2), start, w).unwrap_or_else(|_| panic!("plain flex"));
+        let y = super::grouped(plain(0), plain(1), plain(2), start, w, None).unwrap_or_else(|_| panic!("plain flex"));
         close(&vals(y), &want[0], 1e-5, &format!("plain y ({case})"));
     }
     // Keys that do not cover the queries' positions are refused, not read out of bounds.
     let x = |shape: [usize; 4]| Tensor::<4>::zeros(shape, &Device::flex());
-    assert!(super::grouped(x([1, 2, 3, 8]), x([1, 2, 4, 8]), x([1, 2, 4, 8]), 2, None).is_err());
-    assert!(super::grouped(x([1, 3, 3, 8]), x([1, 2, 5, 8]), x([1, 2, 5, 8]), 2, None).is_err());
+    assert!(super::grouped(x([1, 2, 3, 8]), x([1, 2, 4, 8]), x([1, 2, 4, 8]), 2, None, None).is_err());
+    assert!(super::grouped(x([1, 3, 3, 8]), x([1, 2, 5, 8]), x([1, 2, 5, 8]), 2, None, None).is_err());
 }
 
 /// burn-flex's matmul, which the `x86-v4` feature sends to the `gemm` crate's AVX-512 kernels

@@ -52,6 +52,7 @@ fn test_job<'a>(
         init: None,
         freeze: Default::default(),
         hidden: None,
+        on_policy: None,
     }
 }
 

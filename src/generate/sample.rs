@@ -1,0 +1,102 @@
+//! Picking the next token from one row of logits: greedy, temperature, top-k and top-p, from a
+//! seeded generator. Each row of a batch has its own generator, so a row's tokens do not depend
+//! on which other rows share its batch.
+
+use crate::rng::SplitMix;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampling {
+    /// 0 means greedy.
+    pub temperature: f64,
+    /// 0 means no limit.
+    pub top_k: usize,
+    /// 1 means no limit.
+    pub top_p: f64,
+    pub seed: u64,
+    pub max_tokens: usize,
+}
+
+impl Sampling {
+    pub fn greedy(max_tokens: usize) -> Self {
+        Sampling { temperature: 0.0, top_k: 0, top_p: 1.0, seed: 0, max_tokens }
+    }
+}
+
+/// The generator of row `index` of a job seeded with `seed`: a row's draws depend on its own
+/// index only, whatever batch it is generated in.
+pub fn row_rng(seed: u64, index: u64) -> SplitMix {
+    let mut mix = SplitMix(seed ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03));
+    SplitMix(mix.next_u64())
+}
+
+fn argmax(logits: &[f32]) -> u32 {
+    logits.iter().enumerate().fold(0, |b, (i, v)| if *v > logits[b] { i } else { b }) as u32
+}
+
+/// Pick the next token from `logits` (one row over the vocabulary). The distribution is the
+/// softmax of `logits / temperature`, cut to the `top_k` most likely tokens, then to the
+/// smallest most-likely set holding `top_p` of the mass (the token that crosses `top_p` kept,
+/// as transformers does), renormalized. Ties rank the lower id first.
+pub fn sample(logits: &[f32], s: &Sampling, rng: &mut SplitMix) -> u32 {
+    if s.temperature <= 0.0 {
+        return argmax(logits);
+    }
+    let inv_t = 1.0 / s.temperature;
+    let m = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+    let weight = |v: f32| ((v as f64 - m) * inv_t).exp();
+    if s.top_k == 0 && s.top_p >= 1.0 {
+        // The whole vocabulary: one pass for the mass, one to draw. No sort.
+        let z: f64 = logits.iter().map(|&v| weight(v)).sum();
+        let mut u = rng.uniform() * z;
+        for (i, &v) in logits.iter().enumerate() {
+            let w = weight(v);
+            if u < w {
+                return i as u32;
+            }
+            u -= w;
+        }
+        return argmax(logits);
+    }
+    let rank = |a: &(usize, f64), b: &(usize, f64)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    let mut cand: Vec<(usize, f64)> = match s.top_k {
+        0 => {
+            // top-p alone keeps a prefix of the ranking; tokens below a weight `c` whose
+            // heavier set already holds `top_p` of the mass can never be in it, so only the
+            // heavier set is sorted (typically a few hundred tokens, not the vocabulary).
+            let all: Vec<f64> = logits.iter().map(|&v| weight(v)).collect();
+            let z: f64 = all.iter().sum();
+            let mut c = 1.0 / 16.0;
+            while c > 0.0 && all.iter().filter(|&&w| w >= c).sum::<f64>() < s.top_p * z {
+                c /= 16.0;
+            }
+            all.iter().enumerate().filter(|(_, w)| **w >= c).map(|(i, w)| (i, *w)).collect()
+        }
+        k => {
+            let mut all: Vec<(usize, f64)> = logits.iter().map(|&v| weight(v)).enumerate().collect();
+            if k < all.len() {
+                all.select_nth_unstable_by(k - 1, rank);
+                all.truncate(k);
+            }
+            all
+        }
+    };
+    cand.sort_unstable_by(rank);
+    let z: f64 = cand.iter().map(|c| c.1).sum();
+    if s.top_p < 1.0 {
+        let (mut cum, mut keep) = (0.0, 0);
+        while keep < cand.len() && cum < s.top_p * z {
+            cum += cand[keep].1;
+            keep += 1;
+        }
+        cand.truncate(keep.max(1));
+    }
+    let z: f64 = cand.iter().map(|c| c.1).sum();
+    let mut u = rng.uniform() * z;
+    for &(i, w) in &cand {
+        if u < w {
+            return i as u32;
+        }
+        u -= w;
+    }
+    cand.last().expect("non-empty").0 as u32
+}
