@@ -64,6 +64,11 @@ enum Cmd {
     /// against the full teacher for each k and value codec, and the reader's tokens/s against
     /// the student trainer's consumption.
     BenchCache(BenchCacheArgs),
+    /// Benchmark batched generation: tokens/s of greedy (or sampled) decoding of a model at a
+    /// batch, prompt length and output length, every row running to the limit, with the time
+    /// split into prefill, decode and sampling: the figure `scripts/generate_peer.py` sets
+    /// beside transformers' `generate`.
+    BenchGenerate(BenchGenerateArgs),
     /// Benchmark the distillation loss's forward+backward time and peak memory at large
     /// vocabularies: one chunk (naive), forward-only chunks, and the streamed loss the trainer
     /// uses (one chunk's graph at a time). Each measurement runs in a child process.
@@ -197,6 +202,23 @@ struct GenerateArgs {
     /// folder (hf, int8, int4).
     #[arg(long, conflicts_with_all = ["quant", "teacher"])]
     exported: Option<PathBuf>,
+    /// Generate for every prompt of this file, in batches: JSON Lines (a string, or an object
+    /// with a `prompt` string or a `messages` list, rendered with the run's chat template) or
+    /// plain text (one prompt per line). Writes one JSON line per prompt.
+    #[arg(long, conflicts_with = "prompt")]
+    prompts: Option<PathBuf>,
+    /// Prompts per batch with --prompts.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Where --prompts writes its JSON lines (default: stdout).
+    #[arg(long, requires = "prompts")]
+    out: Option<PathBuf>,
+    /// Do not stop at EOS: every row generates --max-tokens (benchmarks).
+    #[arg(long)]
+    ignore_eos: bool,
+    /// Print the time split (prefill, decode, sampling) and tokens/s to stderr.
+    #[arg(long)]
+    stats: bool,
 }
 
 #[derive(clap::Args)]
@@ -269,6 +291,35 @@ struct BenchArgs {
     /// Internal: measure one `kind:seq` in this process.
     #[arg(long, hide = true)]
     one: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct BenchGenerateArgs {
+    /// A run directory, model directory, Hugging Face folder or .gguf file.
+    #[arg(long)]
+    model: PathBuf,
+    /// cpu or libtorch (the first CUDA GPU) when compiled in.
+    #[arg(long, default_value = "cpu")]
+    backend: String,
+    /// The model's weights in f32, bf16 or f16.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Prompt tokens per row (random ids, seeded).
+    #[arg(long, default_value_t = 128)]
+    prompt_len: usize,
+    /// Tokens generated per row.
+    #[arg(long, default_value_t = 256)]
+    new_tokens: usize,
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    /// Timed repetitions after one warm-up; the best is reported.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(clap::Args)]
@@ -402,6 +453,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
         Cmd::Attention(a) => probes::attention(a),
         Cmd::Bench(a) => bench::layers(a),
         Cmd::BenchAttention(a) => bench::attention(a),
+        Cmd::BenchGenerate(a) => bench::generate(a),
         Cmd::BenchCache(a) => bench::cache(a),
         Cmd::BenchLoss(a) => bench::loss(a),
         Cmd::BenchTrain(a) => bench::train(a),

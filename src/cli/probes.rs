@@ -14,21 +14,7 @@ pub(super) fn logits(a: LogitsArgs) -> Result<()> {
     let device = backend_device(&a.backend)?;
     let dtype = flag::<TeacherDtype>("--dtype", &a.dtype)?.dtype();
     let model = &a.model;
-    let m = if model.extension().is_some_and(|e| e == "gguf") {
-        crate::export::open(model, &device)?
-    } else if model.join("model.json").is_file() {
-        store::load(model, &device)?.0
-    } else if model.join("config.json").is_file() && !crate::run_dir::RunDir(model).resolved_recipe().is_file() {
-        crate::teacher::hf::load(model, &device, dtype)?.0
-    } else if crate::run_dir::RunDir(model).resolved_recipe().is_file() {
-        load_final(model, which(a.teacher), &device)?
-    } else {
-        return Err(Error::input(format!(
-            "{}: not a model: expected a run directory (recipe.resolved.toml), a model directory \
-             (model.json), a Hugging Face or export folder (config.json) or a .gguf file",
-            model.display()
-        )));
-    };
+    let m = open_model(model, a.teacher, &device, dtype)?;
     let m = if a.int8 { fake_quant_model(&m) } else { m };
     let m = m.cast(dtype);
     let ids: Vec<u32> = match (a.ids, a.text) {
@@ -80,4 +66,29 @@ pub(super) fn attention(a: AttentionArgs) -> Result<()> {
     };
     let outputs = file.run(&device, dtype, a.window)?;
     crate::util::write_f32_safetensors(&a.out, outputs)
+}
+
+/// A model from a run directory (its student, or its teacher with `teacher`), a model
+/// directory (model.json), a Hugging Face or export folder (config.json) or a `.gguf` file.
+pub(super) fn open_model(
+    model: &std::path::Path,
+    teacher: bool,
+    device: &burn::tensor::Device,
+    dtype: burn::tensor::DType,
+) -> Result<crate::model::Decoder> {
+    Ok(if model.extension().is_some_and(|e| e == "gguf") {
+        crate::export::open(model, device)?
+    } else if model.join("model.json").is_file() {
+        store::load(model, device)?.0
+    } else if model.join("config.json").is_file() && !crate::run_dir::RunDir(model).resolved_recipe().is_file() {
+        crate::teacher::hf::load(model, device, dtype)?.0
+    } else if crate::run_dir::RunDir(model).resolved_recipe().is_file() {
+        load_final(model, which(teacher), device)?
+    } else {
+        return Err(Error::input(format!(
+            "{}: not a model: expected a run directory (recipe.resolved.toml), a model directory \
+             (model.json), a Hugging Face or export folder (config.json) or a .gguf file",
+            model.display()
+        )));
+    })
 }

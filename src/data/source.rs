@@ -13,7 +13,6 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::DataJob;
-use super::chat::Renderer;
 use super::config::{DataSection, SourceKind, SyntheticFormat};
 use crate::error::{Error, Result};
 
@@ -57,8 +56,20 @@ pub fn load(job: &DataJob) -> Result<(Vec<String>, BadLines)> {
 /// Hand every document to `sink` in source order, one at a time (what streaming preparation
 /// reads with); returns the bad lines skipped.
 pub fn for_each(job: &DataJob, sink: &mut dyn FnMut(String) -> Result<()>) -> Result<BadLines> {
-    let (data, seed) = (job.data, job.seed);
     let r = job.renderer();
+    for_each_row(job, &|row| r.document(row), sink)
+}
+
+/// [`for_each`] with each JSONL or Parquet row (and each synthetic dialogue) made into a string
+/// by `row` instead of rendered as a document (plain text files and synthetic stories come as
+/// they are): what `distill synth` reads its prompts with.
+pub fn for_each_row(
+    job: &DataJob,
+    row: &dyn Fn(&serde_json::Value) -> std::result::Result<String, String>,
+    sink: &mut dyn FnMut(String) -> Result<()>,
+) -> Result<BadLines> {
+    let (data, seed) = (job.data, job.seed);
+    let r = row;
     let mut bad = BadLines::default();
     // A stop (Ctrl-C, SIGTERM) ends the pass at the next document.
     let sink = &mut |doc: String| -> Result<()> {
@@ -76,7 +87,7 @@ pub fn for_each(job: &DataJob, sink: &mut dyn FnMut(String) -> Result<()>) -> Re
                 let story = g.next_story();
                 match data.synthetic_format {
                     SyntheticFormat::Text => sink(story)?,
-                    SyntheticFormat::Chat => match r.document(&super::synth::chat_row(&story, &data.messages_field)) {
+                    SyntheticFormat::Chat => match r(&super::synth::chat_row(&story, &data.messages_field)) {
                         Ok(doc) => sink(doc)?,
                         Err(e) => bad.push(data.strict, format!("synthetic dialogue {}: {e}", i + 1))?,
                     },
@@ -90,12 +101,12 @@ pub fn for_each(job: &DataJob, sink: &mut dyn FnMut(String) -> Result<()>) -> Re
         }
         SourceKind::Jsonl => {
             for p in &data.paths {
-                read_jsonl(p, &r, sink, &mut bad)?;
+                read_jsonl(p, data.strict, r, sink, &mut bad)?;
             }
         }
         SourceKind::Parquet => {
             for p in parquet_files(data)? {
-                read_parquet(&p, &r, sink, &mut bad)?;
+                read_parquet(&p, data, r, sink, &mut bad)?;
             }
         }
     }
@@ -133,8 +144,15 @@ fn read_text(path: &Path, strict: bool, docs: &mut dyn FnMut(String) -> Result<(
     Ok(())
 }
 
-fn read_jsonl(path: &Path, r: &Renderer, docs: &mut dyn FnMut(String) -> Result<()>, bad: &mut BadLines) -> Result<()> {
-    let strict = r.data.strict;
+type RowFn<'a> = &'a dyn Fn(&serde_json::Value) -> std::result::Result<String, String>;
+
+fn read_jsonl(
+    path: &Path,
+    strict: bool,
+    r: RowFn,
+    docs: &mut dyn FnMut(String) -> Result<()>,
+    bad: &mut BadLines,
+) -> Result<()> {
     for (i, line) in lines(path)?.enumerate() {
         let line = line.map_err(|e| Error::runtime(format!("{}: read error: {e}", path.display())))?;
         let at = || format!("{}:{}", path.display(), i + 1);
@@ -147,7 +165,7 @@ fn read_jsonl(path: &Path, r: &Renderer, docs: &mut dyn FnMut(String) -> Result<
         }
         match serde_json::from_str::<serde_json::Value>(&line) {
             Err(e) => bad.push(strict, format!("{}: invalid JSON: {e}", at()))?,
-            Ok(v) => match r.document(&v) {
+            Ok(v) => match r(&v) {
                 Ok(doc) => docs(doc)?,
                 Err(e) => bad.push(strict, format!("{}: {e}", at()))?,
             },
@@ -177,16 +195,17 @@ fn columns(data: &DataSection) -> Vec<&str> {
 
 fn read_parquet(
     path: &Path,
-    r: &Renderer,
+    data: &DataSection,
+    r: RowFn,
     docs: &mut dyn FnMut(String) -> Result<()>,
     bad: &mut BadLines,
 ) -> Result<()> {
-    let strict = r.data.strict;
+    let strict = data.strict;
     // The sink's own errors (a stop, a strict failure) leave the reader through this slot, so
     // they keep their kind instead of becoming the reader's strings.
     let mut failed: Option<Error> = None;
-    let res = super::parquet_rows::for_each_row(path, &columns(r.data), &mut |i, row| {
-        let outcome = match r.document(&row) {
+    let res = super::parquet_rows::for_each_row(path, &columns(data), &mut |i, row| {
+        let outcome = match r(&row) {
             Ok(doc) => docs(doc),
             Err(e) => bad.push(strict, format!("{}: row {}: {e}", path.display(), i + 1)),
         };

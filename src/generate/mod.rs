@@ -9,6 +9,7 @@
 //! stop ids, after `max_tokens`, or at the model's context; finished rows are dropped from the
 //! batch (and the cache) once a quarter of it has finished.
 
+pub mod prompts;
 pub mod sample;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -50,8 +51,8 @@ pub struct Timing {
 }
 
 /// Continuations of `prompts`, row `i` drawing from `rngs[i]` (see [`row_rng`]); `stops` are
-/// the ids that end a row (the tokenizer's EOS, a chat template's end-of-turn). An empty
-/// prompt starts from `stops[0]`; a prompt longer than the context keeps its tail.
+/// the ids that end a row (the tokenizer's EOS, a chat template's end-of-turn; none: rows run
+/// to their limit). An empty prompt starts from `stops[0]` (else id 0); a prompt longer than the context keeps its tail.
 pub fn generate_batch(
     model: &Decoder,
     prompts: &[Vec<u32>],
@@ -61,13 +62,13 @@ pub fn generate_batch(
     device: &Device,
 ) -> (Vec<Generated>, Timing) {
     assert_eq!(prompts.len(), rngs.len(), "one generator per prompt");
-    assert!(!stops.is_empty(), "at least one stop id");
     let ctx = model.config.shape.max_seq_len;
     let mut timing = Timing::default();
+    let start = [stops.first().copied().unwrap_or(0)];
     let prompts: Vec<&[u32]> = prompts
         .iter()
         .map(|p| match p.is_empty() {
-            true => &stops[..1],
+            true => &start[..],
             false => &p[p.len().saturating_sub(ctx - 1)..],
         })
         .collect();

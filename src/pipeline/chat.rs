@@ -138,20 +138,34 @@ pub fn chat_job(recipe: &Recipe, teacher_tokenizer: Option<&Path>) -> Result<Cha
 /// template's end-of-turn where it is another token (`<|im_end|>`, `<|eot_id|>`).
 pub fn stop_ids(recipe: &Recipe, dir: &Path) -> Result<Vec<u32>> {
     let tok = Tokenizer::load(&crate::run_dir::RunDir(dir).tokenizer())?;
+    Ok(stops_of(&tok, run_template(recipe, dir)?.as_ref()))
+}
+
+/// The tokenizer's EOS and, where it is another token, the template's EOS spelling.
+pub fn stops_of(tok: &Tokenizer, template: Option<&ChatTemplate>) -> Vec<u32> {
     let mut stops = vec![tok.eos_id];
-    if needs_chat(recipe) {
-        let teacher_tokenizer = (recipe.tokenizer.kind == TokenizerKind::Teacher)
-            .then(|| super::teacher::teacher_tokenizer_in(recipe, dir))
-            .transpose()?;
-        let job = chat_job(recipe, teacher_tokenizer.as_deref())?;
-        let eot = job.template.as_ref().and_then(|t| t.specials().eos.clone());
-        if let Some(id) = eot.and_then(|e| tok.id_of(&e))
-            && !stops.contains(&id)
-        {
-            stops.push(id);
-        }
+    let eot = template.and_then(|t| t.specials().eos.clone());
+    if let Some(id) = eot.and_then(|e| tok.id_of(&e))
+        && !stops.contains(&id)
+    {
+        stops.push(id);
     }
-    Ok(stops)
+    stops
+}
+
+/// The chat template of the run in `dir` (as its data was rendered with), if its data is
+/// chat or prompt/completion rows, or its teacher has one.
+pub fn run_template(recipe: &Recipe, dir: &Path) -> Result<Option<ChatTemplate>> {
+    let teacher_tokenizer = (recipe.tokenizer.kind == TokenizerKind::Teacher)
+        .then(|| super::teacher::teacher_tokenizer_in(recipe, dir))
+        .transpose()?;
+    let mut r = recipe.clone();
+    if !needs_chat(&r) {
+        // Asked for a conversation's prompt: the same lookup as for chat data.
+        r.data.source = crate::data::config::SourceKind::Jsonl;
+        r.data.format = DataFormat::PromptCompletion;
+    }
+    Ok(chat_job(&r, teacher_tokenizer.as_deref())?.template)
 }
 
 #[cfg(test)]

@@ -397,14 +397,14 @@ fn on_policy(r: &Recipe) -> Rule {
     if !(0.0..=1.0).contains(&o.jsd_beta) {
         return fail(key("jsd_beta"), format!("expected 0 <= jsd_beta <= 1, got {}", o.jsd_beta));
     }
+    if o.fraction == 0.0 {
+        return Ok(());
+    }
     if o.max_new_tokens == 0 || o.max_new_tokens > r.data.seq_len {
         return fail(
             key("max_new_tokens"),
             format!("expected 1 to data.seq_len ({}) tokens, got {}", r.data.seq_len, o.max_new_tokens),
         );
-    }
-    if o.fraction == 0.0 {
-        return Ok(());
     }
     if r.teacher.logits == LogitsSource::Cache {
         return fail(

@@ -64,7 +64,7 @@ fn outcome(run: &Path) -> (Vec<Value>, Value, Vec<u8>, Vec<u8>) {
         .lines()
         .map(|l| {
             let mut v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("metrics line {l:?}: {e}"));
-            for k in ["tok_per_s", "elapsed_s"] {
+            for k in ["tok_per_s", "elapsed_s", "rollout_s"] {
                 v.as_object_mut().unwrap().remove(k);
             }
             v
@@ -151,6 +151,65 @@ fn sigkill_at_random_moments_then_resume_is_exact() {
             + "\n[teacher]\nlogits = \"cache\"\n\n[cache]\nk = 16\nrows_per_shard = 16\n\n[curriculum]\nschedule = \"linear\"\n"
     };
     variant("cache-docrow-curriculum", cached, kills, &mut rng);
+}
+
+/// The tiny recipe as on-policy distillation on chat rows: half the batches the student writes.
+fn on_policy(r: String) -> String {
+    let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/templates/smollm2.jinja");
+    let data = format!(
+        "[data]\nsynthetic_format = \"chat\"\nchat_template = \"{}\"\npacking = \"doc_per_row\"\n",
+        template.display()
+    );
+    r.replace("[data]\n", &data)
+        .replace("seq_len = 32", "seq_len = 64")
+        .replace("[tokenizer]\n", "[tokenizer]\nspecial_tokens = [\"<|im_start|>\", \"<|im_end|>\"]\n")
+        + "\n[distill.on_policy]\nfraction = 0.5\nmax_new_tokens = 16\n"
+}
+
+/// On-policy runs SIGKILLed in the middle of the student's training (random kills mostly land
+/// in the longer stages before it): the resumed process draws the same batches and samples
+/// from (seed, step, micro-batch, row) alone, so metrics and weights equal the uninterrupted
+/// run's (fails when a draw depends on anything the process carried).
+#[test]
+fn on_policy_killed_while_the_student_trains_resumes_exactly() {
+    let dir = tmp("crash-on-policy-student");
+    let recipe = |run: &str| {
+        let p = dir.join(format!("{run}.toml"));
+        std::fs::write(&p, on_policy(tiny_recipe(&dir, run, 24))).unwrap();
+        p
+    };
+    run_for(&recipe("reference"), None);
+    let reference = outcome(&dir.join("reference"));
+    for at_step in [6, 15] {
+        let name = format!("killed-at-{at_step}");
+        let cut = recipe(&name);
+        let metrics = dir.join(&name).join("metrics.jsonl");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_distill"))
+            .args(["run", cut.to_str().unwrap(), "--quiet"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let student_at = |step: usize| {
+            std::fs::read_to_string(&metrics)
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.contains("\"phase\":\"student\"") && l.contains(&format!("\"step\":{step},")))
+        };
+        while !student_at(at_step) && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(child.try_wait().unwrap().is_none(), "{name}: the run ended before the kill");
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let rows = std::fs::read_to_string(&metrics).unwrap().lines().filter(|l| l.contains("\"student\"")).count();
+        eprintln!("{name}: killed after {rows} student rows");
+        run_for(&cut, None);
+        let got = outcome(&dir.join(&name));
+        assert_eq!(reference.0, got.0, "{name}: metrics");
+        assert!(reference.3 == got.3, "{name}: student weights differ");
+    }
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// A second `distill` on a run that a live process holds is refused (exit 2, naming the

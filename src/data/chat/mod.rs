@@ -48,7 +48,7 @@ enum Turns {
     Messages(Vec<Message>),
 }
 
-fn messages(v: &Value, field: &str) -> Result<Vec<Message>, String> {
+pub fn messages(v: &Value, field: &str) -> Result<Vec<Message>, String> {
     let list = v.as_array().ok_or_else(|| format!("`{field}` is not a list of messages"))?;
     if list.is_empty() {
         return Err(format!("`{field}` is an empty list"));

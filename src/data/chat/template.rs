@@ -17,7 +17,7 @@ const FUEL: u64 = 5_000_000;
 
 /// A message as templates read it: `role`, `content`, and any other fields the row had
 /// (`name`, `tool_calls`, ...), passed through.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Message {
     pub role: String,
     pub content: String,
