@@ -77,6 +77,10 @@ enum Cmd {
     /// memory, on whatever backend the recipe (or `--set run.backend=...`) names. Trains a fresh
     /// student in the run directory `<run.name>-bench` (data, teacher and cache are reused).
     BenchTrain(BenchTrainArgs),
+    /// Have the recipe's teacher write a dataset (`[synth]`): responses to the user turns of
+    /// its chat data, or continuations of its text. Writes JSON Lines shards with provenance to
+    /// `<run>/synth` (or `synth.out`); a rerun continues a killed job exactly.
+    Synth(RecipeArgs),
     /// Prepare and filter a recipe's data into its run directory and print the filter report.
     Data(RecipeArgs),
     /// Cut a recipe's student from its teacher (`student.init = "prune"`): one calibration pass
@@ -458,6 +462,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
         Cmd::BenchLoss(a) => bench::loss(a),
         Cmd::BenchTrain(a) => bench::train(a),
         Cmd::Data(a) => run::data(a),
+        Cmd::Synth(a) => run::synth(a),
         Cmd::Prune(a) => run::prune(a),
         Cmd::Validate(a) => run::validate(a),
         Cmd::Tokenizer(a) => crate::teacher::gguf_tokenizer::write(&a.gguf, &a.out).map(say),

@@ -157,6 +157,25 @@ pub(super) fn export(a: ExportArgs) -> Result<()> {
     Ok(())
 }
 
+pub(super) fn synth(a: RecipeArgs) -> Result<()> {
+    let r = Recipe::load(&a.recipe, &a.set)?;
+    let stop = stop_flag();
+    let opts = RunOptions { stop: &stop, stop_after: None, quiet: false };
+    let (out, report) = pipeline::synth::synth(&r, &opts, &mut say)?;
+    let files = out.join("shard-*.jsonl");
+    let format = match r.data.row_format() {
+        crate::data::config::DataFormat::Text => "prompt_completion",
+        _ => "chat",
+    };
+    println!(
+        "{} rows in {}; train on them with [data] source = \"jsonl\", paths = [\"{}\"], format = \"{format}\"",
+        report.rows,
+        out.display(),
+        files.display()
+    );
+    Ok(())
+}
+
 pub(super) fn data(a: RecipeArgs) -> Result<()> {
     // Ctrl-C / SIGTERM stop the preparation at the next document (exit 130 / 143).
     let _stop = stop_flag();

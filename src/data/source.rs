@@ -100,8 +100,16 @@ pub fn for_each_row(
             }
         }
         SourceKind::Jsonl => {
-            for p in &data.paths {
-                read_jsonl(p, data.strict, r, sink, &mut bad)?;
+            // A file name with wildcards names shards (what `distill synth` writes).
+            for pattern in &data.paths {
+                let files = match pattern.to_string_lossy().contains(['*', '?']) {
+                    true => super::parquet_rows::expand_glob(pattern)
+                        .map_err(|e| Error::input(format!("data.paths: {e}")))?,
+                    false => vec![pattern.clone()],
+                };
+                for p in &files {
+                    read_jsonl(p, data.strict, r, sink, &mut bad)?;
+                }
             }
         }
         SourceKind::Parquet => {

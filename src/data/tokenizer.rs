@@ -135,6 +135,11 @@ impl Tokenizer {
         self.inner.id_to_token(id)
     }
 
+    /// Whether `id` is an added (special) token: `<|im_end|>`, `<|eot_id|>`, EOS.
+    pub fn is_added(&self, id: u32) -> bool {
+        self.inner.get_added_tokens_decoder().contains_key(&id)
+    }
+
     /// The id of a token spelled `token` (a special token's text), if the vocabulary has it.
     pub fn id_of(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)

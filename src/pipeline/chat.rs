@@ -141,14 +141,35 @@ pub fn stop_ids(recipe: &Recipe, dir: &Path) -> Result<Vec<u32>> {
     Ok(stops_of(&tok, run_template(recipe, dir)?.as_ref()))
 }
 
-/// The tokenizer's EOS and, where it is another token, the template's EOS spelling.
+/// The tokenizer's EOS and, where they are other tokens, the template's EOS spelling and the
+/// special token the template closes an assistant turn with (what follows the assistant's
+/// content when it renders a probe conversation: ChatML's `<|im_end|>`, Llama 3's
+/// `<|eot_id|>`), so a model stops where its turn ends.
 pub fn stops_of(tok: &Tokenizer, template: Option<&ChatTemplate>) -> Vec<u32> {
     let mut stops = vec![tok.eos_id];
-    let eot = template.and_then(|t| t.specials().eos.clone());
-    if let Some(id) = eot.and_then(|e| tok.id_of(&e))
-        && !stops.contains(&id)
+    let mut add = |id: u32| {
+        if !stops.contains(&id) {
+            stops.push(id);
+        }
+    };
+    let Some(t) = template else { return stops };
+    if let Some(id) = t.specials().eos.as_deref().and_then(|e| tok.id_of(e)) {
+        add(id);
+    }
+    let msg = |role: &str, content: &str| crate::data::chat::Message {
+        role: role.into(),
+        content: content.into(),
+        extra: Default::default(),
+    };
+    let probe = [msg("user", "Hi"), msg("assistant", "Fine.")];
+    if let (Ok(before), Ok(full)) = (t.render(&probe[..1], true), t.render(&probe, false))
+        && let Some(rest) = full.strip_prefix(before.as_str()).and_then(|r| r.trim_start().strip_prefix("Fine."))
+        && let Ok(ids) = tok.encode(rest)
+        && let Some(&first) = ids.first()
+        && tok.is_added(first)
+        && tok.token(first).is_some_and(|s| rest.starts_with(&s))
     {
-        stops.push(id);
+        add(first);
     }
     stops
 }
@@ -159,13 +180,23 @@ pub fn run_template(recipe: &Recipe, dir: &Path) -> Result<Option<ChatTemplate>>
     let teacher_tokenizer = (recipe.tokenizer.kind == TokenizerKind::Teacher)
         .then(|| super::teacher::teacher_tokenizer_in(recipe, dir))
         .transpose()?;
+    template_for(recipe, teacher_tokenizer.as_deref())
+}
+
+/// The chat template of `recipe`'s data or teacher, with the teacher's tokenizer.json at
+/// `teacher_tokenizer` (its specials): what a conversation is rendered with, whatever the
+/// recipe's data format.
+pub fn template_for(recipe: &Recipe, teacher_tokenizer: Option<&Path>) -> Result<Option<ChatTemplate>> {
     let mut r = recipe.clone();
     if !needs_chat(&r) {
         // Asked for a conversation's prompt: the same lookup as for chat data.
         r.data.source = crate::data::config::SourceKind::Jsonl;
         r.data.format = DataFormat::PromptCompletion;
     }
-    Ok(chat_job(&r, teacher_tokenizer.as_deref())?.template)
+    if r.tokenizer.kind == TokenizerKind::Train && teacher_tokenizer.is_some() {
+        r.tokenizer.kind = TokenizerKind::Teacher;
+    }
+    Ok(chat_job(&r, teacher_tokenizer)?.template)
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ mod cached;
 pub mod chat;
 pub mod init;
 mod student;
+pub mod synth;
 pub mod teacher;
 
 use crate::data::{self, RunData, pack::Packed};

@@ -53,6 +53,10 @@ pub struct Recipe {
     pub curriculum: CurriculumSection,
     #[serde(default)]
     pub qat: QatSection,
+    /// `distill synth`: the teacher writes a dataset (left out of the resolved recipe when
+    /// untouched).
+    #[serde(default, skip_serializing_if = "crate::synth::untouched")]
+    pub synth: crate::synth::SynthSection,
 }
 
 impl Recipe {

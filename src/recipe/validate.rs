@@ -56,6 +56,9 @@ fn check(r: &Recipe) -> Rule {
     student_start(r)?;
     hidden(r)?;
     on_policy(r)?;
+    if let Err((key, msg)) = r.synth.check() {
+        return fail(format!("synth.{key}"), msg);
+    }
     distill_loss(&r.distill)?;
     optim("optim", &r.optim)?;
     optim("teacher.optim", &r.teacher.optim)?;
@@ -168,9 +171,9 @@ fn data(d: &DataSection) -> Rule {
         _ => {}
     }
     for p in &d.paths {
-        // Parquet paths may be globs over shards, expanded (and checked) when read.
-        let glob =
-            d.source == SourceKind::Parquet && p.file_name().is_some_and(|n| n.to_string_lossy().contains(['*', '?']));
+        // Parquet and JSONL paths may be globs over shards, expanded (and checked) when read.
+        let glob = matches!(d.source, SourceKind::Parquet | SourceKind::Jsonl)
+            && p.file_name().is_some_and(|n| n.to_string_lossy().contains(['*', '?']));
         if !glob && !p.is_file() {
             return fail("data.paths", format!("file {} does not exist", p.display()));
         }

@@ -365,3 +365,59 @@ fn ctrl_c_stops_data_preparation_promptly() {
     assert!(!dir.join("big/data/meta.json").exists());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `distill synth` SIGKILLed after its first shard (and again later), then rerun: the shards
+/// are byte for byte those of an uninterrupted job (rows draw from their own generators, and
+/// a shard appears whole or not at all).
+#[test]
+fn synth_killed_between_shards_resumes_to_the_same_bytes() {
+    let dir = tmp("crash-synth");
+    // A teacher to write with: the tiny run's, trained on chat rows.
+    let base = dir.join("base.toml");
+    std::fs::write(&base, on_policy(tiny_recipe(&dir, "base", 8))).unwrap();
+    run_for(&base, None);
+    let synth = |name: &str| {
+        let p = dir.join(format!("{name}.toml"));
+        let recipe = on_policy(tiny_recipe(&dir, name, 8))
+            + &format!(
+                "\n[teacher]\nkind = \"checkpoint\"\npath = \"{}\"\n\n[synth]\nsamples_per_prompt = 3\nmax_new_tokens = 24\nshard_rows = 40\nbatch_size = 16\nmax_prompts = 120\n",
+                dir.join("base/teacher/final").display()
+            );
+        let tokenizer = "[tokenizer]\nspecial_tokens = [\"<|im_start|>\", \"<|im_end|>\"]\nvocab_size = 320\n";
+        assert!(recipe.contains(tokenizer));
+        std::fs::write(&p, recipe.replace(tokenizer, "[tokenizer]\nkind = \"teacher\"\n")).unwrap();
+        p
+    };
+    let spawn = |recipe: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_distill"))
+            .args(["synth", recipe.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let finish = |recipe: &Path| {
+        let out = spawn(recipe).wait_with_output().unwrap();
+        assert!(out.status.success(), "synth failed: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let shards = |name: &str| -> Vec<Vec<u8>> {
+        (0..9).map(|k| std::fs::read(dir.join(name).join(format!("synth/shard-{k:05}.jsonl"))).unwrap()).collect()
+    };
+    finish(&synth("reference"));
+    let reference = shards("reference");
+    let cut = synth("killed");
+    for wait_for in [0, 4] {
+        let mut child = spawn(&cut);
+        let shard = dir.join(format!("killed/synth/shard-{wait_for:05}.jsonl"));
+        while !shard.is_file() && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(child.try_wait().unwrap().is_none(), "synth ended before the kill after shard {wait_for}");
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        assert!(!dir.join("killed/synth/shard-00008.jsonl").is_file());
+    }
+    finish(&cut);
+    assert!(shards("killed") == reference, "the resumed job's shards differ from the uninterrupted job's");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -673,6 +673,79 @@ fn cases(dir: &Path, done: &Path, cached: &Path) -> Vec<Case> {
         })
     });
     add("cache: crafted header sizes", args, "shard-00001.bin: corrupt teacher-cache shard", absent);
+    // On-policy distillation and teacher-made data.
+    let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/templates/smollm2.jinja");
+    let chat = |name: &str, packing: &str| {
+        base(name).replace(
+            "[data]\n",
+            &format!(
+                "[data]\nsynthetic_format = \"chat\"\nchat_template = \"{}\"\npacking = \"{packing}\"\n",
+                template.display()
+            ),
+        ) + "\n[distill.on_policy]\nfraction = 0.5\nmax_new_tokens = 8\n"
+    };
+    add(
+        "on-policy: with a teacher cache",
+        validate("op1", chat("op1", "doc_per_row") + "\n[teacher]\nlogits = \"cache\"\n", &[]),
+        "which a teacher cache (the teacher's logits of the dataset's text, computed beforehand) cannot hold",
+        None,
+    );
+    add(
+        "on-policy: plain text rows",
+        validate("op2", base("op2") + "\n[distill.on_policy]\nfraction = 0.5\nmax_new_tokens = 8\n", &[]),
+        "on-policy distillation continues prompts, and plain text has none",
+        None,
+    );
+    add(
+        "on-policy: rows packed across conversations",
+        validate("op3", chat("op3", "concat"), &[]),
+        "a row must hold one conversation: set data.packing = \"doc_per_row\"",
+        None,
+    );
+    add(
+        "on-policy: more new tokens than a row",
+        validate("op4", chat("op4", "doc_per_row").replace("max_new_tokens = 8", "max_new_tokens = 4096"), &[]),
+        "key `distill.on_policy.max_new_tokens`: expected 1 to data.seq_len (32) tokens, got 4096",
+        None,
+    );
+    add(
+        "synth: a teacher the run pretrains",
+        vec!["synth".into(), s(&recipe("sy1", base("sy1") + "\n[synth]\nmax_prompts = 4\n"))],
+        "synth needs a teacher that exists (\"hf\", \"gguf\" or \"checkpoint\")",
+        Some(dir.join("sy1/synth")),
+    );
+    add(
+        "synth: zero rows per shard",
+        validate("sy2", base("sy2") + "\n[synth]\nshard_rows = 0\n", &[]),
+        "key `synth.shard_rows`: expected at least 1",
+        None,
+    );
+    // A folder another synth job wrote (other settings): refused, nothing overwritten.
+    let with_teacher = |name: &str, temperature: &str| {
+        let text = base(name).replace("vocab_size = 320\n", "kind = \"teacher\"\n")
+            + &format!(
+                "\n[teacher]\nkind = \"checkpoint\"\npath = \"{}\"\n\n[synth]\nmax_prompts = 4\nmax_new_tokens = 4\ntemperature = {temperature}\nout = \"{}\"\n",
+                done.join("teacher/final").display(),
+                dir.join("sy-shared").display()
+            );
+        recipe(name, text)
+    };
+    let first =
+        Command::new(env!("CARGO_BIN_EXE_distill")).args(["synth", &s(&with_teacher("sy3a", "0.7"))]).output().unwrap();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    add(
+        "synth: a folder another job wrote",
+        vec!["synth".into(), s(&with_teacher("sy3b", "0.2"))],
+        "written by another synth job (it differs in `settings.temperature`): remove the folder, or set synth.out to another",
+        None,
+    );
+    let bad_prompts = write(&dir.join("prompts.jsonl"), "\"fine\"\n{\"prompt\": 3}\n");
+    add(
+        "generate: a malformed prompts file",
+        vec!["generate".into(), s(done), "--prompts".into(), s(&bad_prompts)],
+        "prompts.jsonl:2: expected a `prompt` string or a `messages` list (one of them)",
+        None,
+    );
     c
 }
 
