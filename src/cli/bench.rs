@@ -300,6 +300,28 @@ pub(super) fn generate(a: super::BenchGenerateArgs) -> Result<()> {
     }
     let (wall, t) = best.expect("at least one timed repetition");
     let generated = a.batch * a.new_tokens;
+    let check = (a.check > 0).then(|| {
+        // Left-padded rows against each prompt alone: the tokens agree until the first
+        // position where rounding flips a near-tie (bf16), and exactly in f32.
+        let ragged: Vec<Vec<u32>> = (0..a.check)
+            .map(|_| {
+                let n = a.prompt_len / 4 + rng.below(a.prompt_len - a.prompt_len / 4 + 1);
+                (0..n.max(1)).map(|_| rng.below(v) as u32).collect()
+            })
+            .collect();
+        let g = Sampling { temperature: 0.0, max_tokens: a.check_tokens, ..s };
+        let rngs = (0..a.check as u64).map(|i| row_rng(0, i)).collect();
+        let (rows, _) = generate_batch(&m, &ragged, rngs, &[], &g, &device);
+        let alone: Vec<Vec<u32>> =
+            ragged.iter().map(|p| crate::generate::generate(&m, p, u32::MAX, &g, &device, |_| {})).collect();
+        let same = rows.iter().zip(&alone).filter(|(r, a)| &r.tokens == *a).count();
+        let agree: usize = rows
+            .iter()
+            .zip(&alone)
+            .map(|(r, a)| r.tokens.iter().zip(a).take_while(|(x, y)| x == y).count())
+            .sum();
+        serde_json::json!({"rows": a.check, "identical_rows": same, "agreeing_prefix": agree as f64 / (a.check * a.check_tokens) as f64})
+    });
     println!(
         "{}",
         serde_json::json!({
@@ -312,6 +334,7 @@ pub(super) fn generate(a: super::BenchGenerateArgs) -> Result<()> {
             "tok_per_s": generated as f64 / wall,
             "prefill_s": t.prefill_s, "decode_s": t.decode_s, "sample_s": t.sample_s, "steps": t.steps,
             "ms_per_step": 1e3 * t.decode_s / t.steps.max(1) as f64,
+            "batched_vs_alone": check,
         })
     );
     Ok(())

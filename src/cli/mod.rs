@@ -157,6 +157,16 @@ struct EvalArgs {
     /// documents): runs trained with different packings compared on one layout.
     #[arg(long)]
     packing: Option<String>,
+    /// Also grade the student on its own text: greedy completions of the prompts of this many
+    /// held-out chat rows, scored by the teacher (mean log-probability, top-1 agreement).
+    #[arg(long, default_value_t = 0)]
+    policy: usize,
+    /// Tokens per completion with --policy.
+    #[arg(long, default_value_t = 64)]
+    policy_tokens: usize,
+    /// Print the results as one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 // Enum-valued flags are `String`s parsed by the handler through the enum's `FromStr` (see
@@ -324,6 +334,12 @@ struct BenchGenerateArgs {
     repeat: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Also check N rows of prompts of unequal lengths (a quarter to all of --prompt-len):
+    /// greedy batched generation against each prompt alone, --check-tokens tokens each.
+    #[arg(long, default_value_t = 0)]
+    check: usize,
+    #[arg(long, default_value_t = 32)]
+    check_tokens: usize,
 }
 
 #[derive(clap::Args)]

@@ -114,6 +114,30 @@ pub(super) fn eval(a: EvalArgs) -> Result<()> {
     }
     let refs: Vec<&crate::model::Decoder> = variants.iter().collect();
     let rows = eval::compare(&teacher, &student, &refs, &valid, r.optim.batch_size, &device);
+    let policy = (a.policy > 0).then(|| -> Result<_> {
+        let stops = pipeline::chat::stop_ids(&r, run_dir)?;
+        let batch = r.optim.batch_size;
+        Ok(crate::on_policy::eval::policy_eval(
+            &student,
+            &teacher,
+            &valid,
+            a.policy,
+            a.policy_tokens,
+            &stops,
+            batch,
+            &device,
+        ))
+    });
+    let policy = policy.transpose()?;
+    if a.json {
+        let names = ["teacher".to_string(), "student f32".to_string()].into_iter().chain(names);
+        let models: Vec<serde_json::Value> = names
+            .zip(&rows)
+            .map(|(name, c)| serde_json::json!({"model": name, "loss": c.eval.loss, "ppl": c.eval.ppl, "kl_student": c.kl_student, "kl_teacher": c.kl_teacher}))
+            .collect();
+        println!("{}", serde_json::json!({"models": models, "policy": policy}));
+        return Ok(());
+    }
     // KL(student f32 || variant) and KL(teacher || variant), nats per token.
     println!("{:<28} {:>8} {:>10} {:>12} {:>12}", "model", "loss", "perplexity", "KL(f32||.)", "KL(teach||.)");
     let names = ["teacher".to_string(), "student f32".to_string()].into_iter().chain(names);
@@ -123,6 +147,12 @@ pub(super) fn eval(a: EvalArgs) -> Result<()> {
             _ => (format!("{:.5}", c.kl_student), format!("{:.5}", c.kl_teacher)),
         };
         println!("{name:<28} {:>8.4} {:>10.4} {ks:>12} {kt:>12}", c.eval.loss, c.eval.ppl);
+    }
+    if let Some(p) = policy {
+        println!(
+            "student's greedy text on {} held-out prompts ({} tokens): teacher log-prob {:.4} per token, top-1 agreement {:.4}",
+            p.prompts, p.tokens, p.teacher_logprob, p.agreement
+        );
     }
     Ok(())
 }

@@ -20,6 +20,7 @@ use crate::kd_loss::Divergence;
 use crate::model::Decoder;
 use crate::rng::SplitMix;
 
+pub mod eval;
 #[cfg(test)]
 mod tests;
 

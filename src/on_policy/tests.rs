@@ -186,3 +186,39 @@ fn the_on_policy_share_follows_fraction() {
     assert!((0..50).all(|s| OnPolicySection { fraction: 1.0, ..cfg.clone() }.takes(11, s, 0)));
     assert!((0..50).all(|s| !OnPolicySection { fraction: 0.0, ..cfg.clone() }.takes(11, s, 0)));
 }
+
+/// The policy evaluation against one prompt at a time: each prompt's greedy completion alone,
+/// the teacher's full forward over it alone, log-softmax and argmax in f64 on the host.
+#[test]
+fn policy_eval_matches_one_prompt_at_a_time() {
+    let dev = Device::flex();
+    let (student, teacher) = (model(3, 16, 2, &dev), model(9, 32, 3, &dev));
+    let valid = data(16);
+    let got = super::eval::policy_eval(&student, &teacher, &valid, 3, 6, &[EOS], 2, &dev);
+    let (mut sum, mut agree, mut n) = (0.0f64, 0usize, 0usize);
+    for r in 0..3 {
+        let (i, _, m) = valid.row(r);
+        let p = prompt_of(&i, &m).unwrap();
+        let mut seq = p.clone();
+        let w = generate(&student, &p, EOS, &Sampling::greedy(6), &dev, |_| {});
+        let stopped = w.len() < 6;
+        seq.extend(&w);
+        if stopped {
+            seq.push(EOS);
+        }
+        let logits: Vec<f32> =
+            teacher.forward(crate::model::token_tensor(&seq, &dev)).into_data().try_to_vec().unwrap();
+        for pos in p.len() - 1..seq.len() - 1 {
+            let row = &logits[pos * V..(pos + 1) * V];
+            let m = row.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b as f64));
+            let z: f64 = row.iter().map(|&x| (x as f64 - m).exp()).sum();
+            let next = seq[pos + 1] as usize;
+            sum += row[next] as f64 - m - z.ln();
+            agree += (row.iter().enumerate().fold(0, |b, (j, &x)| if x > row[b] { j } else { b }) == next) as usize;
+            n += 1;
+        }
+    }
+    assert_eq!(got.tokens, n);
+    assert!((got.teacher_logprob - sum / n as f64).abs() < 1e-5, "{} vs {}", got.teacher_logprob, sum / n as f64);
+    assert!((got.agreement - agree as f64 / n as f64).abs() < 1e-12);
+}
