@@ -349,7 +349,7 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
             lr,
             loss: loss_sum,
             ce: ce_sum,
-            kl: targets.then_some(kl_sum),
+            kl: (targets || on_policy_batches > 0).then_some(kl_sum),
             hidden: hidden_sum,
             grad_norm,
             tokens: st.tokens,
