@@ -109,9 +109,7 @@ fn batches(
         let first = b * a.batch_size;
         let rngs = (0..chunk.len()).map(|i| row_rng(a.seed, (first + i) as u64)).collect();
         let (rows, t) = generate_batch(m, chunk, rngs, &stops, &s, device);
-        (total.prefill_s, total.decode_s, total.sample_s) =
-            (total.prefill_s + t.prefill_s, total.decode_s + t.decode_s, total.sample_s + t.sample_s);
-        total.steps += t.steps;
+        total += t;
         for (i, g) in rows.iter().enumerate() {
             generated += g.tokens.len();
             let line = serde_json::json!({

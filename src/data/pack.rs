@@ -33,6 +33,30 @@ pub struct Batch {
     pub docs: Option<DocPositions>,
 }
 
+impl Batch {
+    /// A batch of `[b, t]` rows from their inputs, targets and mask (row-major, `b * t` each) on
+    /// the host; `input_tokens` real input positions; the loss tokens counted from the mask.
+    pub fn from_host(
+        inputs: Vec<i64>,
+        targets: Vec<i64>,
+        mask: Vec<f32>,
+        [b, t]: [usize; 2],
+        input_tokens: usize,
+        docs: Option<DocPositions>,
+        device: &Device,
+    ) -> Batch {
+        let real_tokens = mask.iter().filter(|m| **m > 0.0).count();
+        Batch {
+            inputs: Tensor::from_data(TensorData::new(inputs, [b, t]), device),
+            targets: Tensor::from_data(TensorData::new(targets, [b * t]), device),
+            mask: Tensor::from_data(TensorData::new(mask, [b * t]), device),
+            real_tokens,
+            input_tokens,
+            docs,
+        }
+    }
+}
+
 // Not burn-dataset's `Dataset`: rows are drawn by a cursor-addressed permutation over memory-mapped token files and batched straight into tensors, which `get(i) -> item` adds nothing to, and it would add burn's `dataset` feature (new crates, a new Cargo.lock).
 pub struct Packed {
     tokens: Tokens,
@@ -342,17 +366,9 @@ impl Packed {
             msk.extend(m);
             input_tokens += self.row_len(r);
         }
-        let real_tokens = msk.iter().filter(|m| **m > 0.0).count();
         let docs =
             self.bounded.then(|| DocPositions::new(rows.iter().flat_map(|&r| self.positions(r)).collect(), b, t));
-        Batch {
-            inputs: Tensor::from_data(TensorData::new(inp, [b, t]), device),
-            targets: Tensor::from_data(TensorData::new(tgt, [b * t]), device),
-            mask: Tensor::from_data(TensorData::new(msk, [b * t]), device),
-            real_tokens,
-            input_tokens,
-            docs,
-        }
+        Batch::from_host(inp, tgt, msk, [b, t], input_tokens, docs, device)
     }
 
     /// As [`Packed::rows_at`], but the first epoch visits rows in `first_epoch`'s order.

@@ -38,6 +38,16 @@ pub enum Stop {
 pub struct Generated {
     pub tokens: Vec<u32>,
     pub stop: Stop,
+    /// The stop id drawn ([`Stop::Eos`]), which `tokens` leaves out.
+    pub ended_by: Option<u32>,
+}
+
+impl Generated {
+    /// What the model wrote after `prompt`, as it wrote it: the prompt, the tokens and the
+    /// stop id it drew (what on-policy training and grading read).
+    pub fn sequence(&self, prompt: &[u32]) -> Vec<u32> {
+        prompt.iter().chain(&self.tokens).chain(&self.ended_by).copied().collect()
+    }
 }
 
 /// Where a batch's time went, in seconds: the prompts' forward pass, the one-token steps, and
@@ -48,6 +58,15 @@ pub struct Timing {
     pub decode_s: f64,
     pub sample_s: f64,
     pub steps: usize,
+}
+
+impl std::ops::AddAssign for Timing {
+    fn add_assign(&mut self, o: Timing) {
+        self.prefill_s += o.prefill_s;
+        self.decode_s += o.decode_s;
+        self.sample_s += o.sample_s;
+        self.steps += o.steps;
+    }
 }
 
 /// Continuations of `prompts`, row `i` drawing from `rngs[i]` (see [`row_rng`]); `stops` are
@@ -73,7 +92,8 @@ pub fn generate_batch(
         })
         .collect();
     let n = prompts.len();
-    let mut out: Vec<Generated> = (0..n).map(|_| Generated { tokens: Vec::new(), stop: Stop::Limit }).collect();
+    let mut out: Vec<Generated> =
+        (0..n).map(|_| Generated { tokens: Vec::new(), stop: Stop::Limit, ended_by: None }).collect();
     if n == 0 || s.max_tokens == 0 {
         return (out, timing);
     }
@@ -105,7 +125,7 @@ pub fn generate_batch(
             }
             let g = &mut out[row];
             if stops.contains(&id) {
-                g.stop = Stop::Eos;
+                (g.stop, g.ended_by) = (Stop::Eos, Some(id));
             } else {
                 g.tokens.push(id);
                 if prompts[row].len() + g.tokens.len() >= ctx {
@@ -189,8 +209,10 @@ fn select_rows(mut cache: Cache, keep: &[i64], device: &Device) -> Cache {
     cache
 }
 
-/// [`generate_batch`] of one prompt seeded with `s.seed`; `on_token` sees each new id as it
-/// is produced (streaming to a terminal).
+/// One prompt alone, seeded with `s.seed`, stopping at `eos`: no padding, its own cache, the
+/// logits of every step crossing to the host. `on_token` sees each new id as it is produced
+/// (streaming to a terminal). Kept apart from [`generate_batch`] as the plain loop the batched
+/// one is tested against.
 pub fn generate(
     model: &Decoder,
     prompt: &[u32],

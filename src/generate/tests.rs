@@ -187,6 +187,7 @@ fn batched_generation_equals_one_prompt_at_a_time() {
                     let want = generate(&m, p, stop, &alone, &dev, |_| {});
                     let tag = format!("{pattern} window {window:?} fused {fused} t {temperature} row {i}");
                     assert_eq!(got[i].tokens, want, "{tag}");
+                    assert_eq!(got[i].ended_by, (got[i].stop == Stop::Eos).then_some(stop), "{tag}");
                 }
                 assert_eq!(got[4].stop, Stop::Context, "the 33-token prompt fills the 40-token context");
                 assert!(got.iter().any(|g| g.tokens.len() > 1), "something is generated");

@@ -49,18 +49,7 @@ pub fn policy_eval(
         let (written, _) = generate_batch(student, chunk, rngs, stops, &s, device);
         // Prompt and completion (and the stop id drawn) per row, right-padded: the teacher reads
         // each row causally, the padding after it changes nothing.
-        let seqs: Vec<(usize, Vec<u32>)> = chunk
-            .iter()
-            .zip(&written)
-            .map(|(p, w)| {
-                let mut seq = p.clone();
-                seq.extend(&w.tokens);
-                if w.stop == crate::generate::Stop::Eos {
-                    seq.push(stops[0]);
-                }
-                (p.len(), seq)
-            })
-            .collect();
+        let seqs: Vec<(usize, Vec<u32>)> = chunk.iter().zip(&written).map(|(p, w)| (p.len(), w.sequence(p))).collect();
         let t = seqs.iter().map(|(_, s)| s.len()).max().unwrap_or(1);
         let ids: Vec<i64> = seqs
             .iter()

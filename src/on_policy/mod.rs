@@ -11,7 +11,7 @@
 //! Which batches, and every draw, are functions of (seed, step, micro-batch, row): a resumed
 //! run makes the same choices and samples with no generator state to save.
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::data::pack::{Batch, Packed};
@@ -146,16 +146,11 @@ pub fn rollout(
         written[i] = Some(g);
     }
     let (mut inp, mut tgt, mut msk) = (Vec::with_capacity(rows.len() * t), Vec::new(), Vec::new());
-    let (mut sampled, mut input_tokens) = (0, 0);
+    let mut input_tokens = 0;
     for (i, (ri, rt, rm)) in raw.into_iter().enumerate() {
         let (ri, rt, rm) = match (&prompts[i], &written[i]) {
             (Some(p), Some(g)) => {
-                // The sequence the student wrote: prompt, its tokens, and the stop id it drew.
-                let mut seq = p.clone();
-                seq.extend(&g.tokens);
-                if g.stop == crate::generate::Stop::Eos {
-                    seq.push(stops[0]);
-                }
+                let mut seq = g.sequence(p);
                 seq.truncate(t + 1);
                 let n = seq.len() - 1;
                 let mut m = vec![0f32; t];
@@ -171,19 +166,11 @@ pub fn rollout(
                 (ri, rt, rm)
             }
         };
-        sampled += rm.iter().filter(|&&m| m > 0.0).count();
         inp.extend(ri.into_iter().map(|x| x as i64));
         tgt.extend(rt.into_iter().map(|x| x as i64));
         msk.extend(rm);
     }
-    let b = rows.len();
-    let batch = Batch {
-        inputs: Tensor::from_data(TensorData::new(inp, [b, t]), device),
-        targets: Tensor::from_data(TensorData::new(tgt, [b * t]), device),
-        mask: Tensor::from_data(TensorData::new(msk, [b * t]), device),
-        real_tokens: sampled,
-        input_tokens,
-        docs: None,
-    };
+    let batch = Batch::from_host(inp, tgt, msk, [rows.len(), t], input_tokens, None, device);
+    let sampled = batch.real_tokens;
     Rollout { batch, timing, sampled }
 }
