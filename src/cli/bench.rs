@@ -275,6 +275,11 @@ pub(super) fn generate(a: super::BenchGenerateArgs) -> Result<()> {
     if a.batch == 0 || a.new_tokens == 0 || a.prompt_len == 0 {
         return Err(Error::input("--batch, --prompt-len and --new-tokens: expected at least 1"));
     }
+    // Rows are allocated before the model's context can bound them.
+    const MAX_ROWS: usize = 4096;
+    if a.batch > MAX_ROWS || a.check > MAX_ROWS {
+        return Err(Error::input(format!("--batch and --check: expected at most {MAX_ROWS} rows")));
+    }
     let m = super::probes::open_model(&a.model, false, &device, dtype)?.cast(dtype);
     let (v, ctx) = (m.config.vocab_size, m.config.shape.max_seq_len);
     if a.prompt_len + a.new_tokens > ctx {
