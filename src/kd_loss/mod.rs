@@ -97,9 +97,14 @@ pub struct TopK {
 // handles' types, not in data, and boxing would add an allocation per batch for nothing.
 #[allow(clippy::large_enum_variant)]
 pub enum Target {
-    /// Full teacher logits (tokens, vocab) (online teacher).
+    /// Full teacher logits (tokens, vocab).
     Full(Tensor<2>),
     TopK(TopK),
+    /// An online teacher's final hidden states `(tokens, d)` and its LM head `(vocab, d)`
+    /// (plain tensors): each chunk's logits are made from them just before the loss needs
+    /// them, so that the teacher's `[tokens, vocab]` logits never exist beyond one chunk (at
+    /// vocabulary 128k they are the largest tensor of the step: 8.4 GB in f32 for 16k tokens).
+    Hidden { hidden: Tensor<2>, head: Tensor<2> },
 }
 
 /// log(sum(exp(x))) over dim 1, as (rows, 1).
@@ -176,19 +181,19 @@ fn kd_sums(
         let logp = log_softmax(s.clone(), 1);
         let nll = logp.gather(1, tgt).squeeze_dim::<1>(1).neg();
         ce_sum = ce_sum + (nll * m.clone()).sum();
-        let per_row = match teacher {
+        let per_row = match teacher.map(|t| t.rows(start, end)) {
             None => None,
+            Some(Target::Hidden { .. }) => unreachable!("rows() makes a chunk's logits"),
             Some(Target::Full(t)) => {
-                let t = as_dtype(t.clone().slice([start..end, 0..v]), DType::F32);
+                let t = as_dtype(t, DType::F32);
                 Some(divergence_rows(cfg.divergence, log_softmax(t / tau, 1), log_softmax(s / tau, 1)))
             }
             Some(Target::TopK(tk)) => {
                 let k = tk.ids.dims()[1];
-                let ids = tk.ids.clone().slice([start..end, 0..k]);
-                let lt = tk.logp.clone().slice([start..end, 0..k]);
+                let (ids, lt) = (tk.ids, tk.logp);
                 let s = s / tau;
                 let kept = s.clone().gather(1, ids.clone());
-                let (lt, ls) = match &tk.tail {
+                let (lt, ls) = match tk.tail {
                     Some(tail) => {
                         // The student's tail exactly: the log-sum-exp of the entries not kept.
                         let lse = logsumexp_rows(s.clone());
@@ -200,7 +205,7 @@ fn kd_sums(
                             IndexingUpdateOp::Add,
                         );
                         let ls_other = logsumexp_rows(s - kept_mask * 1e9) - lse.clone();
-                        let lt_other = tail.clone().slice([start..end]).unsqueeze_dim::<2>(1);
+                        let lt_other = tail.unsqueeze_dim::<2>(1);
                         (Tensor::cat(vec![lt, lt_other], 1), Tensor::cat(vec![kept - lse, ls_other], 1))
                     }
                     // The teacher's kept entries were renormalized to sum to one: renormalize the
@@ -224,9 +229,13 @@ fn kd_sums(
 }
 
 impl Target {
-    /// Rows `start..end` of the targets.
+    /// Rows `start..end` of the targets; teacher hidden states become those rows' logits (f32).
     fn rows(&self, start: usize, end: usize) -> Target {
         match self {
+            Target::Hidden { hidden, head } => {
+                let logits = hidden.clone().slice([start..end]).matmul(head.clone().transpose());
+                Target::Full(as_dtype(logits, DType::F32))
+            }
             Target::Full(t) => {
                 let v = t.dims()[1];
                 Target::Full(t.clone().slice([start..end, 0..v]))
@@ -264,7 +273,7 @@ pub fn kd_loss_streamed(
 fn has_closed_form(teacher: Option<&Target>, d: Divergence) -> bool {
     match teacher {
         None => true,
-        Some(Target::Full(_)) => d == Divergence::ForwardKl || d == Divergence::Jsd { beta: 0.0 },
+        Some(Target::Full(_) | Target::Hidden { .. }) => d == Divergence::ForwardKl || d == Divergence::Jsd { beta: 0.0 },
         Some(Target::TopK(_)) => false,
     }
 }
@@ -351,10 +360,10 @@ fn chunk_loss(
     let (start, end) = (rows.start, rows.end);
     let v = s.dims()[1];
     if closed_form {
-        let t = match teacher {
+        let t = match teacher.map(|t| t.rows(start, end)) {
             // Plain (`inner` leaves the online teacher's plain logits as they are) and in f32
             // whatever the teacher's precision: its log-probabilities as exact as the student's.
-            Some(Target::Full(t)) => Some(as_dtype(t.clone().slice([start..end, 0..v]).inner(), DType::F32)),
+            Some(Target::Full(t)) => Some(as_dtype(t.inner(), DType::F32)),
             _ => None,
         };
         let tgt = targets.clone().slice([start..end]).inner().unsqueeze_dim::<2>(1);

@@ -523,3 +523,57 @@ fn fused_head_on(plain: &Device) {
         }
     }
 }
+
+/// An online teacher's hidden states and head, made into logits chunk by chunk, give the loss
+/// and gradients of its materialized logits (`hidden head^T`, multiplied out naively here):
+/// through the unfused, the streamed (closed form and autodiff chunks) and the fused-head loss.
+#[test]
+fn teacher_head_in_the_chunks_equals_its_materialized_logits() {
+    let (dev, plain) = (Device::flex().autodiff(), Device::flex());
+    let (n, d, dt, v) = (7, 5, 4, 9);
+    let mut rng = crate::rng::SplitMix(17);
+    let mut r = |m: usize, s: f64| -> Vec<f32> { (0..m).map(|_| ((rng.uniform() * 2.0 - 1.0) * s) as f32).collect() };
+    let (hv, wv, th, tw) = (r(n * d, 1.5), r(v * d, 1.0), r(n * dt, 2.0), r(v * dt, 2.0));
+    let logits: Vec<f32> = (0..n)
+        .flat_map(|i| {
+            let (th, tw) = (&th, &tw);
+            (0..v).map(move |j| (0..dt).map(|k| th[i * dt + k] as f64 * tw[j * dt + k] as f64).sum::<f64>() as f32)
+        })
+        .collect();
+    let labels: Vec<i64> = (0..n as i64).map(|i| (2 * i + 1) % v as i64).collect();
+    let mask = vec![1f32, 0.5, 0.0, 1.0, 1.0, 0.25, 1.0];
+    for d_kind in [Divergence::ForwardKl, Divergence::ReverseKl] {
+        let c = KdConfig { alpha: 0.4, temperature: 2.0, chunk_tokens: 3, divergence: d_kind };
+        let run = |path: usize, hidden_target: bool| {
+            let target = match hidden_target {
+                true => Target::Hidden { hidden: t2(th.clone(), n, &plain), head: t2(tw.clone(), v, &plain) },
+                false => Target::Full(t2(logits.clone(), n, &plain)),
+            };
+            let h = t2(hv.clone(), n, &dev).require_grad();
+            let w = t2(wv.clone(), v, &dev).require_grad();
+            let y = Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [n]), &dev);
+            let m = Tensor::<1>::from_data(TensorData::new(mask.clone(), [n]), &dev);
+            let s = || h.clone().matmul(w.clone().transpose());
+            let out = match path {
+                0 => kd_loss_to(s(), Some(target), y, m, c),
+                1 => kd_loss_streamed(s(), Some(target), y, m, c),
+                _ => kd_loss_fused_head(h.clone(), w.clone(), Some(target), y, m, c),
+            };
+            let parts = [scalar(out.total.clone()), scalar(out.ce), scalar(out.kl)];
+            let g = out.total.backward();
+            let vec = |x: Tensor<2>| x.into_data().try_to_vec::<f32>().unwrap();
+            (parts, vec(h.grad(&g).unwrap()), vec(w.grad(&g).unwrap()))
+        };
+        for path in 0..3 {
+            let (want, got) = (run(path, false), run(path, true));
+            for (a, b) in want.0.iter().zip(&got.0) {
+                assert!((a - b).abs() < 1e-5 * a.abs().max(1.0), "{d_kind:?} path {path}: {:?} vs {:?}", got.0, want.0);
+            }
+            assert!(want.0[2] > 1e-3, "a divergence to compare");
+            for (name, a, b) in [("dH", &want.1, &got.1), ("dW", &want.2, &got.2)] {
+                let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+                assert!(worst < 1e-5, "{d_kind:?} path {path}: {name} differs by {worst}");
+            }
+        }
+    }
+}

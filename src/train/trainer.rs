@@ -197,8 +197,10 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
                     let layers = job.hidden.as_ref().map(|h| h.teacher_layers()).unwrap_or_default();
                     let (h, layers) =
                         tm.forward_with_layers(batch.inputs.clone().inner(), &layers, batch.docs.as_ref());
-                    let logits = targets.then(|| Target::Full(tm.logits_of(h).reshape([b * t, v])));
-                    (logits, Some(layers))
+                    // The teacher's head runs inside the loss chunks (see Target::Hidden).
+                    let d = h.dims()[2];
+                    let target = targets.then(|| Target::Hidden { hidden: h.reshape([b * t, d]), head: tm.head_weight() });
+                    (target, Some(layers))
                 }
                 TeacherSource::None | TeacherSource::Online(_) => (None, None),
                 TeacherSource::Cache { reader, tail } => {
