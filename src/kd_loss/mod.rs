@@ -104,7 +104,10 @@ pub enum Target {
     /// (plain tensors): each chunk's logits are made from them just before the loss needs
     /// them, so that the teacher's `[tokens, vocab]` logits never exist beyond one chunk (at
     /// vocabulary 128k they are the largest tensor of the step: 8.4 GB in f32 for 16k tokens).
-    Hidden { hidden: Tensor<2>, head: Tensor<2> },
+    Hidden {
+        hidden: Tensor<2>,
+        head: Tensor<2>,
+    },
 }
 
 /// log(sum(exp(x))) over dim 1, as (rows, 1).
@@ -273,7 +276,9 @@ pub fn kd_loss_streamed(
 fn has_closed_form(teacher: Option<&Target>, d: Divergence) -> bool {
     match teacher {
         None => true,
-        Some(Target::Full(_) | Target::Hidden { .. }) => d == Divergence::ForwardKl || d == Divergence::Jsd { beta: 0.0 },
+        Some(Target::Full(_) | Target::Hidden { .. }) => {
+            d == Divergence::ForwardKl || d == Divergence::Jsd { beta: 0.0 }
+        }
         Some(Target::TopK(_)) => false,
     }
 }

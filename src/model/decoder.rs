@@ -384,6 +384,51 @@ impl Decoder {
         }
     }
 
+    /// RoPE's tables for `t` positions after `start`, or for packed rows' positions.
+    fn rope_tables(
+        &self,
+        t: usize,
+        start: usize,
+        docs: Option<&DocPositions>,
+        device: &Device,
+        dtype: DType,
+    ) -> (Tensor<2>, Tensor<2>) {
+        let c = &self.config;
+        let scaling = c.shape.rope_scaling.as_ref();
+        let (cos, sin) = match docs {
+            Some(d) => rope::tables_at(&d.pos, c.head_dim(), c.shape.rope_theta, scaling, device),
+            None => rope::tables(t, start, c.head_dim(), c.shape.rope_theta, scaling, device),
+        };
+        (cos.cast(dtype), sin.cast(dtype))
+    }
+
+    /// The token embeddings `(batch, seq, d_model)`: the first block's input.
+    pub fn embed_tokens(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
+        self.embed.forward(tokens)
+    }
+
+    /// The blocks `range` applied to `x`, the first one's input, as in a training pass (no
+    /// cache; packed rows with `docs`): the pieces of [`Decoder::forward_hidden`] that
+    /// activation checkpointing recomputes. `forward_hidden` is `final_norm` of all of them.
+    pub fn blocks_forward(
+        &self,
+        mut x: Tensor<3>,
+        range: std::ops::Range<usize>,
+        docs: Option<&DocPositions>,
+    ) -> Tensor<3> {
+        let t = x.dims()[1];
+        let (cos, sin) = self.rope_tables(t, 0, docs, &x.device(), x.dtype());
+        for block in &self.blocks[range] {
+            x = block.forward(x, &cos, &sin, None, docs);
+        }
+        x
+    }
+
+    /// The final norm: the last blocks' output to what the LM head reads.
+    pub fn final_norm(&self, x: Tensor<3>) -> Tensor<3> {
+        rms_norm(&self.norm, x)
+    }
+
     /// The final hidden states (after the final norm) and the outputs of the blocks `layers`:
     /// one loop for every caller, so the layers handed out are those of the plain forward pass.
     fn hidden(
@@ -399,20 +444,14 @@ impl Decoder {
         }
         let [_, t] = tokens.dims();
         let device = tokens.device();
-        let c = &self.config;
         let start = cache.as_ref().map_or(0, |c| c.pos);
         let padded = cache
             .as_ref()
             .filter(|c| c.pads.iter().any(|&p| p > 0))
             .map(|c| DocPositions::left_padded(&c.pads, start, t));
         let docs = docs.or(padded.as_ref());
-        let scaling = c.shape.rope_scaling.as_ref();
-        let (cos, sin) = match docs {
-            Some(d) => rope::tables_at(&d.pos, c.head_dim(), c.shape.rope_theta, scaling, &device),
-            None => rope::tables(t, start, c.head_dim(), c.shape.rope_theta, scaling, &device),
-        };
         let mut x = self.embed.forward(tokens);
-        let (cos, sin) = (cos.cast(x.dtype()), sin.cast(x.dtype()));
+        let (cos, sin) = self.rope_tables(t, start, docs, &device, x.dtype());
         let mut taken: Vec<Option<Tensor<3>>> = vec![None; layers.len()];
         for (i, block) in self.blocks.iter().enumerate() {
             let layer_cache = cache.as_mut().map(|c| &mut c.layers[i]);

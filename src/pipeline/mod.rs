@@ -220,6 +220,7 @@ fn obtain_teacher(
                     freeze: Default::default(),
                     hidden: None,
                     on_policy: None,
+                    recompute: recipe.run.recompute_every(),
                 };
                 train(&job, device)
             },

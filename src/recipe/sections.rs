@@ -22,6 +22,7 @@ pub use crate::kd_loss::hidden::{HiddenLoss, HiddenSection, LayerPairs};
 pub use crate::quant::fake_quant::{QatSection, Scheme};
 pub use crate::teacher::config::{CacheSection, LogitsSource, TeacherDtype, TeacherKind};
 pub use crate::train::config::{CheckpointSection, EvalSection, OnNan, OptimSection, Precision};
+pub use crate::train::recompute::Checkpointing;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -44,6 +45,27 @@ pub struct RunSection {
     /// How many skips in a row, or rollbacks in all, `on_nan` may take before it stops.
     #[serde(default = "d_nan_retries", skip_serializing_if = "is_default_retries")]
     pub nan_retries: u32,
+    /// `none`, `layers` or `every_n`: which decoder blocks keep only their inputs through the
+    /// forward pass and run again in the backward (`train::recompute`).
+    #[serde(default, skip_serializing_if = "Checkpointing::is_none")]
+    pub activation_checkpointing: Checkpointing,
+    /// With `every_n`: one block in this many is recomputed.
+    #[serde(default = "d_checkpoint_every", skip_serializing_if = "is_default_checkpoint_every")]
+    pub checkpoint_every: usize,
+}
+
+impl RunSection {
+    /// Every how many blocks one is recomputed; `None` without activation checkpointing.
+    pub fn recompute_every(&self) -> Option<usize> {
+        self.activation_checkpointing.every(self.checkpoint_every)
+    }
+}
+
+fn d_checkpoint_every() -> usize {
+    2
+}
+fn is_default_checkpoint_every(n: &usize) -> bool {
+    *n == d_checkpoint_every()
 }
 
 fn d_nan_retries() -> u32 {

@@ -324,3 +324,19 @@ fn shipped_recipes_validate() {
         assert!(checked.iter().any(|c| c == want), "{want} not checked: {checked:?}");
     }
 }
+
+#[test]
+fn activation_checkpointing_keys() {
+    let r = Recipe::from_str_with(BASE, Path::new("r.toml"), &[]).unwrap();
+    assert_eq!(r.run.recompute_every(), None);
+    for (set, want) in [("layers", Some(1)), ("every_n", Some(2))] {
+        let ov = [format!("run.activation_checkpointing=\"{set}\"")];
+        assert_eq!(Recipe::from_str_with(BASE, Path::new("r.toml"), &ov).unwrap().run.recompute_every(), want);
+    }
+    let ov = ["run.activation_checkpointing=\"every_n\"".into(), "run.checkpoint_every=4".into()];
+    assert_eq!(Recipe::from_str_with(BASE, Path::new("r.toml"), &ov).unwrap().run.recompute_every(), Some(4));
+    assert!(err(BASE, &["run.activation_checkpointing=\"all\""]).contains("unknown variant `all`"));
+    assert!(err(BASE, &["run.checkpoint_every=0"]).contains("key `run.checkpoint_every`: expected a positive"));
+    let m = err(BASE, &["run.activation_checkpointing=\"layers\"", "distill.hidden.weight=1"]);
+    assert!(m.contains("key `run.activation_checkpointing`: the hidden-state loss"), "{m}");
+}

@@ -133,6 +133,9 @@ fn run(r: &RunSection) -> Rule {
             format!("backend {b:?} is not compiled into this binary; rebuild with `--features {}`", b.cargo_feature()),
         );
     }
+    if r.checkpoint_every == 0 {
+        return fail("run.checkpoint_every", "expected a positive number of blocks, got 0");
+    }
     Ok(())
 }
 
@@ -370,6 +373,12 @@ fn hidden(r: &Recipe) -> Rule {
     let h = &r.distill.hidden;
     if !(h.weight >= 0.0 && h.weight.is_finite()) {
         return fail("distill.hidden.weight", format!("expected a finite weight >= 0, got {}", h.weight));
+    }
+    if h.weight > 0.0 && r.run.recompute_every().is_some() {
+        return fail(
+            "run.activation_checkpointing",
+            "the hidden-state loss reads the student's block outputs, which checkpointing does not keep: set it to \"none\" or distill.hidden.weight to 0",
+        );
     }
     if h.weight > 0.0 && r.teacher.logits == LogitsSource::Cache {
         return fail(

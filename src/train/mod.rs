@@ -15,6 +15,7 @@ pub mod freeze;
 pub mod hidden;
 pub mod metrics;
 mod read_ahead;
+pub mod recompute;
 pub mod schedule;
 pub mod trainer;
 

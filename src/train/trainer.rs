@@ -16,6 +16,7 @@ use super::checkpoint::{self, TrainState};
 use super::config::{CheckpointSection, EvalSection, OnNan, OptimSection, Precision};
 use super::metrics::{MetricsLog, MetricsRow};
 use super::read_ahead::ReadAhead;
+use super::recompute::Recompute;
 use super::schedule::lr_at;
 use crate::curriculum;
 use crate::curriculum::{CurriculumSection, Schedule};
@@ -90,6 +91,8 @@ pub struct TrainJob<'a> {
     pub hidden: Option<super::hidden::HiddenJob>,
     /// On-policy distillation: the share of micro-batches the student writes.
     pub on_policy: Option<OnPolicyJob>,
+    /// Activation checkpointing: one block in this many is recomputed in the backward.
+    pub recompute: Option<usize>,
 }
 
 /// `[distill.on_policy]` and the ids that end a completion (EOS, a template's end of turn).
@@ -199,7 +202,8 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
                         tm.forward_with_layers(batch.inputs.clone().inner(), &layers, batch.docs.as_ref());
                     // The teacher's head runs inside the loss chunks (see Target::Hidden).
                     let d = h.dims()[2];
-                    let target = targets.then(|| Target::Hidden { hidden: h.reshape([b * t, d]), head: tm.head_weight() });
+                    let target =
+                        targets.then(|| Target::Hidden { hidden: h.reshape([b * t, d]), head: tm.head_weight() });
                     (target, Some(layers))
                 }
                 TeacherSource::None | TeacherSource::Online(_) => (None, None),
@@ -212,19 +216,21 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
             prof.mark("teacher");
             // Mixed precision: the forward and backward run through a bf16 copy of the weights
             // (the cast's backward returns f32 gradients to the master weights).
-            let fwd = match job.precision.compute_dtype() {
-                Some(dtype) => model.clone().cast(dtype),
-                None => model.clone(),
-            };
-            let fwd = match job.qat {
-                Some((plan, start)) if st.step >= start => qat_view(&fwd, &plan)?,
-                _ => fwd,
-            };
+            let fwd = prepare(job, &model, st.step)?;
             // The loss fuses the LM head into its chunks, unless self-paced learning needs the
             // logits of every row.
             let self_paced = job.curriculum.as_ref().is_some_and(|c| c.cfg.schedule == Schedule::SelfPaced);
             let layers = job.hidden.as_ref().map(|h| h.student_layers()).unwrap_or_default();
-            let (h, student_layers) = fwd.forward_with_layers(batch.inputs, &layers, batch.docs.as_ref());
+            let (h, student_layers, recompute) = match job.recompute {
+                Some(every) => {
+                    let (h, r) = Recompute::forward(&fwd, batch.inputs, batch.docs.as_ref(), every);
+                    (h, Vec::new(), Some(r))
+                }
+                None => {
+                    let (h, layers) = fwd.forward_with_layers(batch.inputs, &layers, batch.docs.as_ref());
+                    (h, layers, None)
+                }
+            };
             let student = match self_paced {
                 true => Student::Logits(fwd.logits_of(h).reshape([b * t, v])),
                 false => Student::Hidden(h.reshape([b * t, job.model.shape.d_model]), fwd.head_weight()),
@@ -281,6 +287,18 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
             step_tokens += batch.input_tokens;
             loss_tokens += batch.real_tokens;
             let grads = (total * Tensor::from_inner(w_m)).backward();
+            if let Some(r) = recompute {
+                // A tied embedding's graph node went with the head's backward: block 0's
+                // recomputation reads the embedding through a graph of its own.
+                let embed = match model.lm_head {
+                    None => {
+                        prepare(job, &Decoder { blocks: Vec::new(), hidden_proj: None, ..model.clone() }, st.step)?
+                            .embed
+                    }
+                    Some(_) => fwd.embed.clone(),
+                };
+                r.backward(&grads, &embed, |g| acc.accumulate(&model, GradientsParams::from_grads(g, &model)));
+            }
             acc.accumulate(&model, GradientsParams::from_grads(grads, &model));
             prof.mark("student backward");
         }
@@ -411,6 +429,19 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
     let mut model = model.valid();
     model.hidden_proj = None;
     Ok(model)
+}
+
+/// The weights the step computes with: the bf16 copy under mixed precision, seen through
+/// QAT's fake quantization once it has started (both graph nodes over the f32 master).
+fn prepare(job: &TrainJob, model: &Decoder, step: usize) -> Result<Decoder> {
+    let fwd = match job.precision.compute_dtype() {
+        Some(dtype) => model.clone().cast(dtype),
+        None => model.clone(),
+    };
+    match job.qat {
+        Some((plan, start)) if step >= start => qat_view(&fwd, &plan),
+        _ => Ok(fwd),
+    }
 }
 
 fn phase_salt(p: Phase) -> u64 {
