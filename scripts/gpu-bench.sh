@@ -2,15 +2,18 @@
 # The GPU training benchmark of BENCHMARKS.md ("GPU training at the P1 shapes"), ours and
 # PyTorch back to back on one machine. Needs a `--features tch` distill binary, PyTorch and
 # transformers, and a CUDA GPU:
-#   scripts/gpu-bench.sh <distill binary> [out dir]
-# Prints our bench-train (the default chunking and chunk 4096, with a DISTILL_PROFILE breakdown),
+#   scripts/gpu-bench.sh <distill binary> [out dir] [p1,p1l,p1l-batch,p1l-peer] (default: all)
+# P1 prints our bench-train (the default chunking and chunk 4096, with a DISTILL_PROFILE breakdown),
 # the PyTorch peer eager (with --profile) and torch.compile, and the teacher-cache build rate.
 set -uo pipefail
 bin=${1:?distill binary built with --features tch}
 out=${2:-/tmp/gpu-bench}
 here=$(dirname "$0")
+sections=${3:-p1,p1l,p1l-batch,p1l-peer}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
+want() { [[ ",$sections," == *",$1,"* ]]; }
+if want p1; then
 [ -f /tmp/t1b/model.safetensors ] ||
   python3 "$here/make_random_hf_teacher.py" /tmp/t1b "$here/../tests/fixtures/hf/llama-gqa" 2048 22 5632 32 4 32000
 recipe="$here/../recipes/bench/p1-gpu.toml"
@@ -37,3 +40,43 @@ echo "== distillation-loss memory at vocab 128k on the GPU (bench-loss; each mod
 "$bin" bench-loss --backend libtorch --vocab 128256 --tokens 8192 --hidden 4096 --chunk 256 2>&1 | tail -6
 "$bin" bench-loss --backend libtorch --vocab 128256 --tokens 8192 --hidden 4096 --chunk 1024 2>&1 | tail -1
 "$bin" bench-loss --backend libtorch --vocab 128256 --tokens 2048 --hidden 1024 --chunk 128 2>&1 | tail -5
+fi
+
+# P1-L (issue 37): a Llama-3.2-1B-shaped student taught by a random Llama-3.1-8B-shaped teacher,
+# vocabulary 128,256. Ours with and without activation checkpointing, the largest batch of
+# 2,048-token rows each trains, and 8,192-token rows; then the PyTorch peer.
+if want p1l || want p1l-batch || want p1l-peer; then
+  [ -f /tmp/t8b/model.safetensors ] ||
+    python3 "$here/make_random_hf_teacher.py" /tmp/t8b "$here/../tests/fixtures/hf/llama-gqa" 4096 32 14336 32 8 128256 8192
+fi
+if want p1l; then
+  L="$bin bench-train $here/../recipes/bench/p1l-gpu.toml --warm 2"
+  ac() { echo "--set run.activation_checkpointing=\"$1\""; }
+  for a in none layers; do
+    echo "== distill P1-L, 8 x 2048, activation_checkpointing = $a"
+    $L --steps 6 $(ac $a) --jsonl "$out/ours-p1l.jsonl" 2>&1 | grep -A9 "^bench-train\|rror"
+  done
+  echo "== distill P1-L, 8192-token rows"
+  for a in none layers; do
+    $L --steps 4 $(ac $a) --set data.seq_len=8192 --set student.model.max_seq_len=8192 --set optim.batch_size=2 --set run.name=p1l8k \
+      --jsonl "$out/ours-p1l-8k.jsonl" 2>&1 | grep -A9 "^bench-train\|rror"
+  done
+fi
+if want p1l-batch; then
+  L="$bin bench-train $here/../recipes/bench/p1l-gpu.toml --warm 1"
+  ac() { echo "--set run.activation_checkpointing=\"$1\""; }
+  echo "== distill P1-L, largest batch of 2048-token rows (none, then layers)"
+  for a in none layers; do
+    for b in ${P1L_BATCHES:-12 16 24 32 48}; do
+      $L --steps 3 $(ac $a) --set optim.batch_size=$b --jsonl "$out/ours-p1l-batch.jsonl" >"$out/p1l-$a-$b.log" 2>&1 &&
+        echo "$a: batch $b trains" || { echo "$a: batch $b fails: $(grep -m1 -i "out of memory\|error" "$out/p1l-$a-$b.log")"; break; }
+    done
+  done
+fi
+if want p1l-peer; then
+  echo "== PyTorch peer P1-L, 8 x 2048: eager, torch.compile"
+  P1L_TEACHER=0 python3 "$here/torch_kd_peer_l.py" 6 eager | tee -a "$out/peer-p1l.jsonl"
+  P1L_CKPT=1 P1L_TEACHER=0 python3 "$here/torch_kd_peer_l.py" 6 eager | tee -a "$out/peer-p1l.jsonl"
+  P1L_T=8192 P1L_B=2 P1L_TEACHER=0 python3 "$here/torch_kd_peer_l.py" 4 eager | tee -a "$out/peer-p1l.jsonl"
+  timeout 300 python3 "$here/torch_kd_peer_l.py" 6 compile | tee -a "$out/peer-p1l.jsonl"
+fi
