@@ -234,11 +234,13 @@ pub(super) fn train(a: BenchTrainArgs) -> Result<()> {
     let gpu = bench::train::gpu_mib_of_this_process();
     let teacher = if run.online_teacher.is_some() { "online teacher" } else { "cached teacher" };
     println!(
-        "bench-train {}: {:?}, {:?} precision, {teacher}, {:.0} tokens/step, {} steps ({} warm-up)",
+        "bench-train {}: {:?}, {:?} precision, {teacher}, {} x {} tokens/step, activation checkpointing {:?}, {} steps ({} warm-up)",
         recipe.recipe.display(),
         r.run.backend,
         r.run.precision,
-        b.tokens_per_step,
+        r.optim.batch_size * r.optim.grad_accum,
+        r.data.seq_len,
+        r.run.activation_checkpointing,
         b.steps,
         b.warm_steps
     );
@@ -260,6 +262,9 @@ pub(super) fn train(a: BenchTrainArgs) -> Result<()> {
         v["backend"] = format!("{:?}", r.run.backend).into();
         v["precision"] = format!("{:?}", r.run.precision).into();
         v["host_peak_mib"] = host.into();
+        v["batch"] = (r.optim.batch_size * r.optim.grad_accum).into();
+        v["seq_len"] = r.data.seq_len.into();
+        v["activation_checkpointing"] = serde_json::to_value(r.run.activation_checkpointing).unwrap_or_default();
         v["gpu_mib"] = gpu.into();
         bench::append_jsonl(&p, &format!("{v}\n"))?;
     }
