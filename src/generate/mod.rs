@@ -161,9 +161,9 @@ pub fn generate_batch(
     (out, timing)
 }
 
-/// The next token of each of `live`'s rows from their logits `[b, vocab]`: the argmax on the
-/// device when greedy (b ids cross to the host, not b x vocab logits), else drawn on the host,
-/// rows in parallel, each from its own generator (a row's draws depend on its own logits only).
+/// The next token of each of `live`'s rows from their logits `[b, vocab]`, each row with its own
+/// generator (a row's draws depend on its own logits only): on the device when greedy or on a
+/// GPU (b ids cross to the host, not b x vocab logits), else drawn by the host, rows in parallel.
 fn pick(
     logits: Tensor<2>,
     live: &[usize],
@@ -173,9 +173,13 @@ fn pick(
 ) -> Vec<u32> {
     let clock = std::time::Instant::now();
     let [b, v] = logits.dims();
-    let picked = if s.temperature <= 0.0 {
-        let ids = logits.argmax(1).reshape([b]).into_data();
-        ids.convert::<i64>().try_into_vec::<i64>().expect("i64 ids").into_iter().map(|i| i as u32).collect()
+    let picked = if s.temperature <= 0.0 || on_accelerator(&logits.device()) {
+        // Each live row's uniform from its own generator, as `sample` takes it (greedy takes none).
+        let u: Vec<f64> = match s.temperature <= 0.0 {
+            true => vec![0.0; b],
+            false => live.iter().map(|&r| rngs[r].as_mut().expect("a live row's generator").uniform()).collect(),
+        };
+        sample::sample_on_device(logits, &u, s)
     } else {
         let rows: Vec<f32> = logits.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 logits");
         let mut taken: Vec<SplitMix> = live.iter().map(|&r| rngs[r].take().expect("a live row's generator")).collect();
@@ -188,6 +192,17 @@ fn pick(
     };
     timing.sample_s += clock.elapsed().as_secs_f64();
     picked
+}
+
+/// Whether tensors on `device` live apart from the host's memory (a GPU): there, rows are
+/// drawn on the device ([`sample::sample_on_device`]); on the CPU, by the host in parallel.
+fn on_accelerator(device: &Device) -> bool {
+    #[cfg(feature = "tch")]
+    #[allow(deprecated)]
+    if *device == Device::libtorch() {
+        return false;
+    }
+    *device != Device::flex()
 }
 
 /// The cache of rows `keep` (indices into the batch) only.

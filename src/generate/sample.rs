@@ -2,6 +2,9 @@
 //! seeded generator. Each row of a batch has its own generator, so a row's tokens do not depend
 //! on which other rows share its batch.
 
+use burn::tensor::activation::softmax;
+use burn::tensor::{DType, Tensor, TensorData};
+
 use crate::rng::SplitMix;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -58,7 +61,9 @@ pub fn sample(logits: &[f32], s: &Sampling, rng: &mut SplitMix) -> u32 {
         return argmax(logits);
     }
     let rank = |a: &(usize, f64), b: &(usize, f64)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
-    let mut cand: Vec<(usize, f64)> = match s.top_k {
+    // The candidates, and the mass of the set top-p cuts from: the whole vocabulary's, or the
+    // top k's.
+    let (mut cand, z): (Vec<(usize, f64)>, f64) = match s.top_k {
         0 => {
             // top-p alone keeps a prefix of the ranking; tokens below a weight `c` whose
             // heavier set already holds `top_p` of the mass can never be in it, so only the
@@ -69,7 +74,7 @@ pub fn sample(logits: &[f32], s: &Sampling, rng: &mut SplitMix) -> u32 {
             while c > 0.0 && all.iter().filter(|&&w| w >= c).sum::<f64>() < s.top_p * z {
                 c /= 16.0;
             }
-            all.iter().enumerate().filter(|(_, w)| **w >= c).map(|(i, w)| (i, *w)).collect()
+            (all.iter().enumerate().filter(|(_, w)| **w >= c).map(|(i, w)| (i, *w)).collect(), z)
         }
         k => {
             let mut all: Vec<(usize, f64)> = logits.iter().map(|&v| weight(v)).enumerate().collect();
@@ -77,11 +82,11 @@ pub fn sample(logits: &[f32], s: &Sampling, rng: &mut SplitMix) -> u32 {
                 all.select_nth_unstable_by(k - 1, rank);
                 all.truncate(k);
             }
-            all
+            let z = all.iter().map(|c| c.1).sum();
+            (all, z)
         }
     };
     cand.sort_unstable_by(rank);
-    let z: f64 = cand.iter().map(|c| c.1).sum();
     if s.top_p < 1.0 {
         let (mut cum, mut keep) = (0.0, 0);
         while keep < cand.len() && cum < s.top_p * z {
@@ -99,4 +104,61 @@ pub fn sample(logits: &[f32], s: &Sampling, rng: &mut SplitMix) -> u32 {
         u -= w;
     }
     cand.last().expect("non-empty").0 as u32
+}
+
+/// [`sample`] for a batch of rows of `logits` `[b, vocab]` on their device, each row drawn
+/// with its uniform in `u` (one per row, as `sample` takes one from the row's generator): the
+/// same inverse-CDF draw over the same ranking, so with the same uniforms both pick the same
+/// tokens up to float rounding at an interval's edge (and the order of tied tokens, which the
+/// device's sort leaves open). Only `b` ids cross to the host, not `b x vocab` logits: on a GPU
+/// the host's draw cost as much as the decode step itself (BENCHMARKS.md, generation).
+/// Probabilities in f32, their running sums in f64. Greedy (temperature 0) is the argmax.
+pub fn sample_on_device(logits: Tensor<2>, u: &[f64], s: &Sampling) -> Vec<u32> {
+    let [b, v] = logits.dims();
+    assert_eq!(u.len(), b, "one uniform per row");
+    let ids = match s.temperature <= 0.0 {
+        true => logits.argmax(1),
+        false => {
+            let dev = logits.device();
+            let p = softmax(logits.cast(DType::F32) / s.temperature, 1);
+            let ranked = (s.top_k > 0 && s.top_k < v) || s.top_p < 1.0;
+            let (w, order) = match ranked {
+                true => {
+                    let (w, order) = match s.top_k {
+                        k if k > 0 && k < v => p.topk_with_indices(k, 1),
+                        _ => p.sort_descending_with_indices(1),
+                    };
+                    (w.cast(DType::F64), Some(order))
+                }
+                false => (p.cast(DType::F64), None),
+            };
+            let n = w.dims()[1];
+            let w = match s.top_p < 1.0 {
+                // Keep a token while the mass ranked before it is below top_p of the kept set's
+                // (the crossing token kept, as `sample`).
+                true => {
+                    let c = w.clone().cumsum(1);
+                    let z = c.clone().slice([0..b, n - 1..n]).expand([b, n]);
+                    let before = c - w.clone();
+                    w.clone().mask_fill(before.greater_equal(z * s.top_p), 0.0)
+                }
+                false => w,
+            };
+            let c = w.cumsum(1);
+            let z = c.clone().slice([0..b, n - 1..n]);
+            // u as two f32 parts (devices take f32 data): exact to about 1e-14 once added in f64.
+            let hi: Vec<f32> = u.iter().map(|&x| x as f32).collect();
+            let lo: Vec<f32> = u.iter().zip(&hi).map(|(&x, &h)| (x - h as f64) as f32).collect();
+            let part = |x: Vec<f32>| Tensor::<2>::from_data(TensorData::new(x, [b, 1]), &dev).cast(DType::F64);
+            let u = part(hi) + part(lo);
+            // The first token whose running sum passes u z: the count of those that do not.
+            let at = c.lower_equal((u * z).expand([b, n])).int().sum_dim(1).clamp_max(n as i64 - 1);
+            match order {
+                Some(order) => order.gather(1, at),
+                None => at,
+            }
+        }
+    };
+    let ids = ids.reshape([b]).into_data().convert::<i64>();
+    ids.try_into_vec::<i64>().expect("i64 ids").into_iter().map(|i| i as u32).collect()
 }

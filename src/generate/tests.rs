@@ -195,3 +195,53 @@ fn batched_generation_equals_one_prompt_at_a_time() {
         }
     }
 }
+
+/// The device's draw picks the tokens the host's `sample` picks from the same uniforms (the
+/// same ranking and inverse CDF), under every setting; fails when a cut, the temperature or
+/// the uniform's use differ.
+#[test]
+fn device_draws_equal_host_draws_from_the_same_uniforms() {
+    let dev = Device::flex();
+    let (b, v) = (64, 50);
+    let mut rng = crate::rng::SplitMix(8);
+    // Distinct values: the order of tied tokens is the device sort's to choose.
+    let logits: Vec<f32> = (0..b * v).map(|i| (rng.uniform() * 6.0 - 3.0) as f32 + i as f32 * 1e-5).collect();
+    for (t, k, p) in [(1.0, 0, 1.0), (0.5, 0, 1.0), (1.0, 7, 1.0), (0.8, 0, 0.6), (1.3, 20, 0.9), (0.0, 0, 1.0)] {
+        let s = Sampling { temperature: t, top_k: k, top_p: p, seed: 0, max_tokens: 1 };
+        let rngs: Vec<_> = (0..b as u64).map(|r| row_rng(31, r)).collect();
+        let u: Vec<f64> = rngs.iter().map(|r| crate::rng::SplitMix(r.0).uniform()).collect();
+        let x = Tensor::<2>::from_data(TensorData::new(logits.clone(), [b, v]), &dev);
+        let got = sample::sample_on_device(x, &u, &s);
+        let want: Vec<u32> = logits.chunks(v).zip(rngs).map(|(row, mut r)| sample(row, &s, &mut r)).collect();
+        assert_eq!(got, want, "t={t} k={k} p={p}");
+        assert!(want.iter().collect::<std::collections::HashSet<_>>().len() > 1, "draws that vary");
+    }
+}
+
+/// The device's draw is distributed as the model says (chi-square as for `sample`, ties
+/// included): 40,000 draws, 4,000 rows of the same logits at a time.
+#[test]
+fn device_draws_follow_the_model_distribution_chi_square() {
+    let dev = Device::flex();
+    let logits = [1.2f32, -0.3, 2.0, 0.4, 2.0, -1.5, 0.9, 1.7];
+    let critical = [10.83, 13.82, 16.27, 18.47, 20.52, 22.46, 24.32];
+    let rows = 4000;
+    for (t, k, p) in [(1.0, 0, 1.0), (1.7, 0, 1.0), (1.0, 5, 1.0), (0.8, 0, 0.7), (1.3, 6, 0.85)] {
+        let s = Sampling { temperature: t, top_k: k, top_p: p, seed: 0, max_tokens: 1 };
+        let want = naive_distribution(&logits, t, k, p);
+        let mut rng = row_rng(77, (t * 100.0) as u64 + k as u64);
+        let mut counts = [0usize; 8];
+        for _ in 0..10 {
+            let x: Vec<f32> = (0..rows).flat_map(|_| logits).collect();
+            let u: Vec<f64> = (0..rows).map(|_| rng.uniform()).collect();
+            let x = Tensor::<2>::from_data(TensorData::new(x, [rows, 8]), &dev);
+            for id in sample::sample_on_device(x, &u, &s) {
+                counts[id as usize] += 1;
+            }
+        }
+        let (x2, stray) = chi_square(&counts, &want);
+        let df = want.iter().filter(|p| **p > 0.0).count() - 1;
+        assert!(!stray, "t={t} k={k} p={p}: drew a token outside the kept set: {counts:?} vs {want:?}");
+        assert!(x2 < critical[df - 1], "t={t} k={k} p={p}: chi-square {x2:.1} with {df} df; {counts:?} vs {want:?}");
+    }
+}
