@@ -19,6 +19,8 @@ c = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_h
                 rope_theta=100000.0, rms_norm_eps=1e-5, tie_word_embeddings=True)
 LlamaForCausalLM(c).to(torch.bfloat16).save_pretrained(sys.argv[1])
 PY
+# Our loader reads the folder's tokenizer.json (the model's vocabulary is what matters here).
+[ -f $model/tokenizer.json ] || cp "$here/../tests/fixtures/hf/llama-gqa/tokenizer.json" $model/
 for shape in "1 128 256" "8 128 256" "32 128 256" "64 256 256"; do
   set -- $shape
   echo "== batch $1, prompt $2, new $3"

@@ -221,6 +221,7 @@ fn obtain_teacher(
                     hidden: None,
                     on_policy: None,
                     recompute: recipe.run.recompute_every(),
+                    checkpoints: true,
                 };
                 train(&job, device)
             },
@@ -291,7 +292,8 @@ pub fn bench_train(recipe: &Recipe, opts: &RunOptions, log: &mut dyn FnMut(Strin
     let setup = StudentSetup::load(recipe, &dir, opts, log)?;
     let curriculum = setup.curriculum(recipe, &dir, log)?;
     log(format!("training the student for {} steps on {:?}", recipe.optim.steps, recipe.run.backend));
-    train(&setup.job(recipe, &dir, curriculum, opts, None), &setup.device)?;
+    let job = TrainJob { checkpoints: false, ..setup.job(recipe, &dir, curriculum, opts, None) };
+    train(&job, &setup.device)?;
     let rows = metrics::read(&metrics_path).into_iter().filter(|r| r.phase == "student").collect();
     let online_teacher = match setup.source() {
         TeacherSource::Online(t) => Some(t.config.clone()),

@@ -202,6 +202,7 @@ impl StudentSetup {
             on_policy: (!crate::on_policy::off(&recipe.distill.on_policy))
                 .then(|| OnPolicyJob { cfg: recipe.distill.on_policy.clone(), stops: self.stops.clone() }),
             recompute: recipe.run.recompute_every(),
+            checkpoints: true,
         }
     }
 }

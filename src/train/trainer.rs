@@ -93,6 +93,9 @@ pub struct TrainJob<'a> {
     pub on_policy: Option<OnPolicyJob>,
     /// Activation checkpointing: one block in this many is recomputed in the backward.
     pub recompute: Option<usize>,
+    /// Whether checkpoints are written (not by benchmarks: at a 1B student the last step's
+    /// checkpoint is 15 GB of writing that nothing reads).
+    pub checkpoints: bool,
 }
 
 /// `[distill.on_policy]` and the ids that end a completion (EOS, a template's end of turn).
@@ -413,7 +416,8 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
         }
         log.write(&row)?;
         let interrupted = job.stop.load(Ordering::SeqCst) || job.stop_after == Some(st.step);
-        if st.step % job.checkpoint.every_steps == 0 || st.step == o.steps || interrupted {
+        let due = st.step % job.checkpoint.every_steps == 0 || st.step == o.steps || interrupted;
+        if due && job.checkpoints {
             checkpoint::save(&ck_dir, &model, &optim, &st, job.checkpoint.keep_last)?;
         }
         if interrupted && st.step < o.steps {

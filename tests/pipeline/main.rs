@@ -447,6 +447,11 @@ fn bench_train_times_the_recipes_own_loop() {
     let rows = distill::train::metrics::read(&dir.join("bt-bench/metrics.jsonl"));
     assert_eq!(rows.iter().filter(|r| r.phase == "student").count(), 5);
     assert!(!dir.join("bt").exists(), "the recipe's own run directory is not touched");
+    let checkpoints = dir.join("bt-bench/student/checkpoints");
+    assert!(
+        !checkpoints.exists() || std::fs::read_dir(&checkpoints).unwrap().next().is_none(),
+        "a benchmark writes no checkpoints"
+    );
     let (code, _, err) = distill_cmd(&["bench-train", r, "--steps", "2", "--set", "optim.lr=0.005"]);
     assert_eq!(code, 0, "{err}");
     std::fs::remove_dir_all(&dir).ok();

@@ -54,6 +54,7 @@ fn test_job<'a>(
         hidden: None,
         on_policy: None,
         recompute: None,
+        checkpoints: true,
     }
 }
 
