@@ -181,10 +181,8 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
             let (batch, kd, targets) = match &job.on_policy {
                 Some(op) if op.cfg.takes(job.seed, st.step, micro) => {
                     let clock = Instant::now();
-                    let writer = match job.precision.compute_dtype() {
-                        Some(dtype) => model.valid().cast(dtype),
-                        None => model.valid(),
-                    };
+                    // The policy being trained writes: in bf16, and through QAT's rounding once on.
+                    let writer = prepare(job, &model.valid(), st.step)?;
                     let at = (job.seed, st.step, micro);
                     let r = crate::on_policy::rollout(&op.cfg, &writer, job.train, &rows, &op.stops, at, device, &ad);
                     (on_policy_batches, rollout_s) = (on_policy_batches + 1, rollout_s + clock.elapsed().as_secs_f64());
@@ -436,7 +434,7 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
 }
 
 /// The weights the step computes with: the bf16 copy under mixed precision, seen through
-/// QAT's fake quantization once it has started (both graph nodes over the f32 master).
+/// QAT's fake quantization once it has started (graph nodes over an autodiff master).
 fn prepare(job: &TrainJob, model: &Decoder, step: usize) -> Result<Decoder> {
     let fwd = match job.precision.compute_dtype() {
         Some(dtype) => model.clone().cast(dtype),
