@@ -68,25 +68,37 @@ pub struct Recompute<'a> {
     pieces: Vec<Piece>,
     /// The last blocks' output as a leaf: where the loss's backward stops.
     top: Tensor<3>,
+    /// Blocks' outputs handed to the loss, as leaves.
+    outs: Vec<(usize, Tensor<3>)>,
 }
 
 impl<'a> Recompute<'a> {
     /// The final hidden states (after the final norm, with graph from a leaf standing for the
     /// blocks' output) of `model` over `tokens`, recomputing every `every`-th block.
+    ///
+    /// With `layers` (every block recomputed only: `every` = 1), the outputs of those blocks
+    /// too, as leaves whose gradients join the pieces' in the backward (what a hidden-state
+    /// loss reads).
     pub fn forward(
         model: &'a Decoder,
         tokens: Tensor<2, Int>,
         docs: Option<&DocPositions>,
         every: usize,
-    ) -> (Tensor<3>, Recompute<'a>) {
+        layers: &[usize],
+    ) -> (Tensor<3>, Vec<Tensor<3>>, Recompute<'a>) {
+        assert!(layers.is_empty() || every == 1, "block outputs are handed out when every block is recomputed");
         let plain = model.valid();
         let n = model.blocks.len();
         let mut x = plain.embed_tokens(tokens.clone().inner());
         let mut pieces = Vec::new();
+        let mut outs: Vec<(usize, Tensor<3>)> = Vec::new();
         for block in (0..n).step_by(every.max(1)) {
             let end = (block + every.max(1)).min(n);
             let input = (block > 0).then(|| x.clone());
             x = plain.blocks_forward(x, block..block + 1, docs);
+            if block + 1 < n && layers.contains(&block) {
+                outs.push((block, Tensor::<3>::from_inner(x.clone()).require_grad()));
+            }
             let kept = (end > block + 1).then(|| {
                 let leaf = Tensor::<3>::from_inner(x.clone()).require_grad();
                 let out = model.blocks_forward(leaf.clone(), block + 1..end, docs);
@@ -97,7 +109,17 @@ impl<'a> Recompute<'a> {
         }
         let top = Tensor::<3>::from_inner(x).require_grad();
         let h = model.final_norm(top.clone());
-        (h, Recompute { model, tokens, docs: docs.cloned(), pieces, top })
+        let taken = layers
+            .iter()
+            .map(|&l| match outs.iter().find(|(b, _)| *b == l) {
+                Some((_, leaf)) => leaf.clone(),
+                None => {
+                    assert_eq!(l, n - 1, "block output {l} asked for, but the model has {n} blocks");
+                    top.clone()
+                }
+            })
+            .collect();
+        (h, taken, Recompute { model, tokens, docs: docs.cloned(), pieces, top, outs })
     }
 
     /// The blocks' and the embedding's gradients, given the gradients of the loss's backward
@@ -108,8 +130,13 @@ impl<'a> Recompute<'a> {
         let Some(mut g) = self.top.grad(grads) else {
             return;
         };
+        // What the loss sends straight to a block's output (a hidden-state loss).
+        let extra: Vec<(usize, Option<Tensor<3>>)> = self.outs.iter().map(|(b, leaf)| (*b, leaf.grad(grads))).collect();
         let docs = self.docs.as_ref();
         for piece in self.pieces.into_iter().rev() {
+            if let Some((_, Some(e))) = extra.iter().find(|(b, _)| *b == piece.block) {
+                g = g + e.clone();
+            }
             if let Some((leaf, out)) = piece.kept {
                 let back = (out * Tensor::from_inner(g)).sum().backward();
                 g = leaf.grad(&back).expect("the kept blocks read their leaf");

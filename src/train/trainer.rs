@@ -224,8 +224,8 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
             let layers = job.hidden.as_ref().map(|h| h.student_layers()).unwrap_or_default();
             let (h, student_layers, recompute) = match job.recompute {
                 Some(every) => {
-                    let (h, r) = Recompute::forward(&fwd, batch.inputs, batch.docs.as_ref(), every);
-                    (h, Vec::new(), Some(r))
+                    let (h, taken, r) = Recompute::forward(&fwd, batch.inputs, batch.docs.as_ref(), every, &layers);
+                    (h, taken, Some(r))
                 }
                 None => {
                     let (h, layers) = fwd.forward_with_layers(batch.inputs, &layers, batch.docs.as_ref());

@@ -42,6 +42,15 @@ fn model(pattern: &str, tied: bool) -> DecoderConfig {
     DecoderConfig { vocab_size: 24, shape: shape.to_shape().unwrap() }
 }
 
+/// What a hidden-state loss adds: the block outputs' squares, unevenly weighted.
+fn layers_loss(outs: &[Tensor<3>]) -> Tensor<1> {
+    outs.iter()
+        .enumerate()
+        .map(|(i, y)| y.clone().powf_scalar(2.0).sum() * (0.3 + i as f64))
+        .reduce(|a, b| a + b)
+        .unwrap()
+}
+
 /// A loss that reads every logit unevenly: sum of (logits * a fixed pattern)^2.
 fn loss_of(h: Tensor<3>, m: &Decoder) -> Tensor<1> {
     let logits = m.logits_of(h);
@@ -54,6 +63,16 @@ fn loss_of(h: Tensor<3>, m: &Decoder) -> Tensor<1> {
 /// The gradients of one loss through the plain graph (the reference) and through the
 /// recomputed pieces, every `every` blocks.
 fn grads(cfg: &DecoderConfig, every: Option<usize>, docs: Option<&DocPositions>) -> Vec<Option<Vec<f32>>> {
+    grads_with(cfg, every, docs, &[])
+}
+
+/// [`grads`] with the outputs of blocks `layers` in the loss too.
+fn grads_with(
+    cfg: &DecoderConfig,
+    every: Option<usize>,
+    docs: Option<&DocPositions>,
+    layers: &[usize],
+) -> Vec<Option<Vec<f32>>> {
     let ad = Device::flex().autodiff();
     let master = cfg.init(5, &ad);
     // The casts of a bf16 copy are graph nodes, which a backward consumes.
@@ -61,11 +80,19 @@ fn grads(cfg: &DecoderConfig, every: Option<usize>, docs: Option<&DocPositions>)
     let ids: Vec<i64> = (0..2 * 9).map(|i| (i * 7 + 3) % 24).collect();
     let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [2, 9]), &ad);
     let Some(every) = every else {
-        let h = fwd.final_norm(fwd.blocks_forward(fwd.embed_tokens(tokens), 0..cfg.shape.n_layers, docs));
-        return per_param(&master, &GradientsParams::from_grads(loss_of(h, &fwd).backward(), &master));
+        let (h, outs) = fwd.forward_with_layers(tokens, layers, docs);
+        let mut loss = loss_of(h, &fwd);
+        if !layers.is_empty() {
+            loss = loss + layers_loss(&outs);
+        }
+        return per_param(&master, &GradientsParams::from_grads(loss.backward(), &master));
     };
-    let (h, r) = Recompute::forward(&fwd, tokens, docs, every);
-    let top = loss_of(h, &fwd).backward();
+    let (h, outs, r) = Recompute::forward(&fwd, tokens, docs, every, layers);
+    let mut loss = loss_of(h, &fwd);
+    if !layers.is_empty() {
+        loss = loss + layers_loss(&outs);
+    }
+    let top = loss.backward();
     let mut acc = GradientsAccumulator::<Decoder>::new();
     // The embedding block 0 reads: a graph of its own (the tied head's was consumed above).
     let embed = master.embed.clone().map(&mut Fresh);
@@ -100,6 +127,25 @@ fn recomputed_blocks_give_the_plain_gradients() {
                     "{pattern} every {every}: param {i} differs by {worst} (scale {scale})"
                 );
             }
+        }
+    }
+}
+
+/// Block outputs handed to a loss (a hidden-state loss) while every block is recomputed: their
+/// gradients join the pieces', and the parameters' gradients are the plain backward's.
+#[test]
+fn recomputed_blocks_hand_out_their_outputs() {
+    for (pattern, tied, layers) in [("AAAA", true, vec![1, 3]), ("AMA", false, vec![0, 1])] {
+        let cfg = model(pattern, tied);
+        let want = grads_with(&cfg, None, None, &layers);
+        let got = grads_with(&cfg, Some(1), None, &layers);
+        let plain = grads(&cfg, None, None);
+        assert_ne!(want, plain, "{pattern}: the layers' loss changes the gradients");
+        for (i, (a, b)) in want.iter().zip(&got).enumerate() {
+            let (a, b) = (a.as_ref().unwrap(), b.as_ref().unwrap());
+            let scale = a.iter().fold(0f32, |m, x| m.max(x.abs()));
+            let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+            assert!(worst <= 1e-5 * scale.max(1.0), "{pattern} {layers:?}: param {i} differs by {worst}");
         }
     }
 }
