@@ -140,17 +140,13 @@ pub fn sample_on_device(logits: Tensor<2>, u: &[f64], s: &Sampling) -> Vec<u32> 
                     let c = w.clone().cumsum(1);
                     let z = c.clone().slice([0..b, n - 1..n]).expand([b, n]);
                     let before = c - w.clone();
-                    w.clone().mask_fill(before.greater_equal(z * s.top_p), 0.0)
+                    w.mask_fill(before.greater_equal(z * s.top_p), 0.0)
                 }
                 false => w,
             };
             let c = w.cumsum(1);
             let z = c.clone().slice([0..b, n - 1..n]);
-            // u as two f32 parts (devices take f32 data): exact to about 1e-14 once added in f64.
-            let hi: Vec<f32> = u.iter().map(|&x| x as f32).collect();
-            let lo: Vec<f32> = u.iter().zip(&hi).map(|(&x, &h)| (x - h as f64) as f32).collect();
-            let part = |x: Vec<f32>| Tensor::<2>::from_data(TensorData::new(x, [b, 1]), &dev).cast(DType::F64);
-            let u = part(hi) + part(lo);
+            let u = Tensor::<2>::from_data(TensorData::new(u.to_vec(), [b, 1]), (&dev, DType::F64));
             // The first token whose running sum passes u z: the count of those that do not.
             let at = c.lower_equal((u * z).expand([b, n])).int().sum_dim(1).clamp_max(n as i64 - 1);
             match order {

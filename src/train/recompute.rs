@@ -58,6 +58,8 @@ struct Piece {
     block: usize,
     /// The kept blocks' first input (a leaf) and last output (with their graph).
     kept: Option<(Tensor<3>, Tensor<3>)>,
+    /// The block's output as a leaf handed to the loss (a hidden-state loss reads it).
+    out: Option<Tensor<3>>,
 }
 
 /// The forward pass's state between the loss and the pieces' backward.
@@ -68,8 +70,6 @@ pub struct Recompute<'a> {
     pieces: Vec<Piece>,
     /// The last blocks' output as a leaf: where the loss's backward stops.
     top: Tensor<3>,
-    /// Blocks' outputs handed to the loss, as leaves.
-    outs: Vec<(usize, Tensor<3>)>,
 }
 
 impl<'a> Recompute<'a> {
@@ -88,38 +88,36 @@ impl<'a> Recompute<'a> {
     ) -> (Tensor<3>, Vec<Tensor<3>>, Recompute<'a>) {
         assert!(layers.is_empty() || every == 1, "block outputs are handed out when every block is recomputed");
         let plain = model.valid();
-        let n = model.blocks.len();
+        let (n, every) = (model.blocks.len(), every.max(1));
         let mut x = plain.embed_tokens(tokens.clone().inner());
         let mut pieces = Vec::new();
-        let mut outs: Vec<(usize, Tensor<3>)> = Vec::new();
-        for block in (0..n).step_by(every.max(1)) {
-            let end = (block + every.max(1)).min(n);
+        for block in (0..n).step_by(every) {
+            let end = (block + every).min(n);
             let input = (block > 0).then(|| x.clone());
             x = plain.blocks_forward(x, block..block + 1, docs);
-            if block + 1 < n && layers.contains(&block) {
-                outs.push((block, Tensor::<3>::from_inner(x.clone()).require_grad()));
-            }
+            let out =
+                (block + 1 < n && layers.contains(&block)).then(|| Tensor::<3>::from_inner(x.clone()).require_grad());
             let kept = (end > block + 1).then(|| {
                 let leaf = Tensor::<3>::from_inner(x.clone()).require_grad();
                 let out = model.blocks_forward(leaf.clone(), block + 1..end, docs);
                 x = out.clone().inner();
                 (leaf, out)
             });
-            pieces.push(Piece { input, block, kept });
+            pieces.push(Piece { input, block, kept, out });
         }
         let top = Tensor::<3>::from_inner(x).require_grad();
         let h = model.final_norm(top.clone());
         let taken = layers
             .iter()
-            .map(|&l| match outs.iter().find(|(b, _)| *b == l) {
-                Some((_, leaf)) => leaf.clone(),
+            .map(|&l| match pieces.iter().find(|p| p.block == l).and_then(|p| p.out.clone()) {
+                Some(leaf) => leaf,
                 None => {
                     assert_eq!(l, n - 1, "block output {l} asked for, but the model has {n} blocks");
                     top.clone()
                 }
             })
             .collect();
-        (h, taken, Recompute { model, tokens, docs: docs.cloned(), pieces, top, outs })
+        (h, taken, Recompute { model, tokens, docs: docs.cloned(), pieces, top })
     }
 
     /// The blocks' and the embedding's gradients, given the gradients of the loss's backward
@@ -130,12 +128,11 @@ impl<'a> Recompute<'a> {
         let Some(mut g) = self.top.grad(grads) else {
             return;
         };
-        // What the loss sends straight to a block's output (a hidden-state loss).
-        let extra: Vec<(usize, Option<Tensor<3>>)> = self.outs.iter().map(|(b, leaf)| (*b, leaf.grad(grads))).collect();
         let docs = self.docs.as_ref();
         for piece in self.pieces.into_iter().rev() {
-            if let Some((_, Some(e))) = extra.iter().find(|(b, _)| *b == piece.block) {
-                g = g + e.clone();
+            // What the loss sends straight to this block's output (a hidden-state loss).
+            if let Some(e) = piece.out.and_then(|leaf| leaf.grad(grads)) {
+                g = g + e;
             }
             if let Some((leaf, out)) = piece.kept {
                 let back = (out * Tensor::from_inner(g)).sum().backward();

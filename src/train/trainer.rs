@@ -420,7 +420,8 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
         }
         if interrupted && st.step < o.steps {
             pb.abandon();
-            return Err(Error::Interrupted(format!("{phase} training stopped at step {} (checkpoint saved)", st.step)));
+            let saved = if job.checkpoints { " (checkpoint saved)" } else { "" };
+            return Err(Error::Interrupted(format!("{phase} training stopped at step {}{saved}", st.step)));
         }
     }
     pb.finish_and_clear();
