@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use burn::tensor::{DType, Device};
+use burn::tensor::{DType, Device, TensorData};
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 use serde::Deserialize;
@@ -356,6 +356,37 @@ impl WeightSource for HfWeights {
             )));
         }
         Ok((data, shape))
+    }
+
+    fn get_data(&self, name: &str) -> Result<(TensorData, Vec<usize>)> {
+        let (path, view) = self.view(name)?;
+        // Half precision is passed on as stored (little-endian, as safetensors and the
+        // tensor data both are); the dtype the model asks for is made from it on arrival.
+        let (dtype, exponent_mask) = match view.dtype() {
+            Dtype::BF16 if cfg!(target_endian = "little") => (DType::BF16, 0x7f80u16),
+            Dtype::F16 if cfg!(target_endian = "little") => (DType::F16, 0x7c00u16),
+            _ => {
+                let (values, shape) = self.get(name)?;
+                let n = values.len();
+                return Ok((TensorData::new(values, [n]), shape));
+            }
+        };
+        let bytes = view.data();
+        // All exponent bits set: an infinity or a NaN (see `get`).
+        let bad = bytes.chunks_exact(2).position(|c| u16::from_le_bytes([c[0], c[1]]) & exponent_mask == exponent_mask);
+        if let Some(j) = bad {
+            let bits = u16::from_le_bytes([bytes[2 * j], bytes[2 * j + 1]]);
+            let value = if dtype == DType::BF16 {
+                half::bf16::from_bits(bits).to_f32()
+            } else {
+                half::f16::from_bits(bits).to_f32()
+            };
+            return Err(Error::input(format!(
+                "{}: tensor `{name}` holds a non-finite value ({value}) at flat index {j}: the checkpoint is damaged",
+                path.display()
+            )));
+        }
+        Ok((TensorData::from_bytes_vec(bytes.to_vec(), [bytes.len() / 2], dtype), view.shape().to_vec()))
     }
 
     fn check_all_used(&self) -> Result<()> {

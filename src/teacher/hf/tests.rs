@@ -339,6 +339,28 @@ fn errors_name_the_problem() {
         "{}",
         msg(&d)
     );
+    // The same in a half-precision file loaded in its own dtype (read without widening):
+    // an infinity in f16, found by its exponent bits.
+    let d = copy_fixture("qwen2-tied", "inf16");
+    let bytes = std::fs::read(d.join("model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let norm = st.tensor("model.norm.weight").unwrap();
+    assert_eq!(norm.dtype(), Dtype::F16);
+    let mut raw = norm.data().to_vec();
+    raw[2 * 7..2 * 8].copy_from_slice(&half::f16::NEG_INFINITY.to_le_bytes());
+    let view = safetensors::tensor::TensorView::new(norm.dtype(), norm.shape().to_vec(), &raw).unwrap();
+    let mut all: Vec<(String, safetensors::tensor::TensorView)> =
+        st.tensors().into_iter().filter(|(n, _)| n != "model.norm.weight").collect();
+    all.push(("model.norm.weight".into(), view));
+    std::fs::write(d.join("model.safetensors"), safetensors::serialize(all, None).unwrap()).unwrap();
+    for dtype in [DType::F16, DType::F32] {
+        let e = load(&d, &dev, dtype).err().expect("an infinite weight is refused");
+        assert_eq!(e.exit_code(), 2);
+        assert!(
+            e.to_string().contains("tensor `model.norm.weight` holds a non-finite value (-inf) at flat index 7"),
+            "{dtype:?}: {e}"
+        );
+    }
     // No weights at all.
     let d = copy_fixture("llama-gqa", "noweights");
     std::fs::remove_file(d.join("model.safetensors")).unwrap();
