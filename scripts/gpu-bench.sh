@@ -2,14 +2,14 @@
 # The GPU training benchmark of BENCHMARKS.md ("GPU training at the P1 shapes"), ours and
 # PyTorch back to back on one machine. Needs a `--features tch` distill binary, PyTorch and
 # transformers, and a CUDA GPU:
-#   scripts/gpu-bench.sh <distill binary> [out dir] [p1,p1l,p1l-batch,p1l-peer] (default: all)
+#   scripts/gpu-bench.sh <distill binary> [out dir] [p1,p1l,p1l-batch,p1l-peer,p1l-cache] (default: all)
 # P1 prints our bench-train (the default chunking and chunk 4096, with a DISTILL_PROFILE breakdown),
 # the PyTorch peer eager (with --profile) and torch.compile, and the teacher-cache build rate.
 set -uo pipefail
 bin=${1:?distill binary built with --features tch}
 out=${2:-/tmp/gpu-bench}
 here=$(dirname "$0")
-sections=${3:-p1,p1l,p1l-batch,p1l-peer}
+sections=${3:-p1,p1l,p1l-batch,p1l-peer,p1l-cache}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 want() { [[ ",$sections," == *",$1,"* ]]; }
@@ -45,7 +45,7 @@ fi
 # P1-L (issue 37): a Llama-3.2-1B-shaped student taught by a random Llama-3.1-8B-shaped teacher,
 # vocabulary 128,256. Ours with and without activation checkpointing, the largest batch of
 # 2,048-token rows each trains, and 8,192-token rows; then the PyTorch peer.
-if want p1l || want p1l-batch || want p1l-peer; then
+if want p1l || want p1l-batch || want p1l-peer || want p1l-cache; then
   [ -f /tmp/t8b/model.safetensors ] ||
     python3 "$here/make_random_hf_teacher.py" /tmp/t8b "$here/../tests/fixtures/hf/llama-gqa" 4096 32 14336 32 8 128256 8192
 fi
@@ -63,15 +63,31 @@ if want p1l; then
   done
 fi
 if want p1l-batch; then
+  # The issue asks for an 80 GB card: on a larger one (an H200), a second process holds the
+  # memory beyond an H100's 81,559 MiB for the length of the search (its own CUDA context,
+  # ~0.5 GiB, comes off the H100's figure too: the search errs on the small side).
+  python3 - <<'PY' &
+import torch, time
+free, total = torch.cuda.mem_get_info()
+extra = total - 81559 * 2**20
+if extra > 0:
+    x = torch.empty(extra, dtype=torch.uint8, device="cuda")
+    print(f"holding {extra / 2**30:.1f} GiB of {total / 2**30:.1f} GiB: an 80 GB card's memory is left", flush=True)
+time.sleep(3600)
+PY
+  ballast=$!
+  sleep 15
   L="$bin bench-train $here/../recipes/bench/p1l-gpu.toml --warm 1"
   ac() { echo "--set run.activation_checkpointing=\"$1\""; }
   echo "== distill P1-L, largest batch of 2048-token rows (none, then layers)"
   for a in none layers; do
     for b in ${P1L_BATCHES:-12 16 24 32 48}; do
       $L --steps 3 $(ac $a) --set optim.batch_size=$b --jsonl "$out/ours-p1l-batch.jsonl" >"$out/p1l-$a-$b.log" 2>&1 &&
-        echo "$a: batch $b trains" || { echo "$a: batch $b fails: $(grep -m1 -i "out of memory\|error" "$out/p1l-$a-$b.log")"; break; }
+        echo "$a: batch $b trains ($(grep "GPU memory" "$out/p1l-$a-$b.log" | tr -s ' '))" ||
+        { echo "$a: batch $b fails: $(grep -m1 -i "out of memory\|error" "$out/p1l-$a-$b.log" | cut -c1-200)"; break; }
     done
   done
+  kill $ballast
 fi
 if want p1l-peer; then
   echo "== PyTorch peer P1-L, 8 x 2048: eager, torch.compile"
@@ -79,4 +95,15 @@ if want p1l-peer; then
   P1L_CKPT=1 P1L_TEACHER=0 python3 "$here/torch_kd_peer_l.py" 6 eager | tee -a "$out/peer-p1l.jsonl"
   P1L_T=8192 P1L_B=2 P1L_TEACHER=0 python3 "$here/torch_kd_peer_l.py" 4 eager | tee -a "$out/peer-p1l.jsonl"
   timeout 300 python3 "$here/torch_kd_peer_l.py" 6 compile | tee -a "$out/peer-p1l.jsonl"
+fi
+if want p1l-cache; then
+  # The teacher cache at vocabulary 128k (top-32, q8, two temperatures as at P1), against the
+  # 8B teacher's forward alone in PyTorch, back to back.
+  rm -rf runs/p1l-cache-bench
+  DISTILL_PROFILE=1 timeout 400 "$bin" cache-teacher "$here/../recipes/bench/p1l-gpu.toml" --set teacher.logits=cache \
+    --set run.name=p1l-cache-bench --set data.synthetic_docs=3000 --quiet 2>&1 |
+    grep -A8 "teacher cache:\|teacher cache profile\|rror" | grep -v "^\s*$"
+  rm -rf runs/p1l-cache-bench
+  echo "== PyTorch: the 8B teacher's forward alone, 8 x 2048"
+  python3 "$here/torch_kd_peer_l.py" 0 none | tee -a "$out/peer-p1l.jsonl"
 fi

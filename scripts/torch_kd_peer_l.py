@@ -14,6 +14,7 @@ T, B = int(os.environ.get("P1L_T", "2048")), int(os.environ.get("P1L_B", "8"))
 ckpt = os.environ.get("P1L_CKPT") == "1"
 steps, warm = int(sys.argv[1]) if len(sys.argv) > 1 else 10, 3
 modes = sys.argv[2].split(",") if len(sys.argv) > 2 else ["eager"]
+modes = [m for m in modes if m != "none"]  # "none": the teacher's forward alone
 def cfg(d, L, h, kv, ff, tied):
     return LlamaConfig(vocab_size=V, hidden_size=d, intermediate_size=ff, num_hidden_layers=L, num_attention_heads=h,
                        num_key_value_heads=kv, max_position_embeddings=T, rope_theta=500000.0,
