@@ -374,12 +374,6 @@ fn hidden(r: &Recipe) -> Rule {
     if !(h.weight >= 0.0 && h.weight.is_finite()) {
         return fail("distill.hidden.weight", format!("expected a finite weight >= 0, got {}", h.weight));
     }
-    if h.weight > 0.0 && r.run.recompute_every().is_some_and(|n| n > 1) {
-        return fail(
-            "run.activation_checkpointing",
-            "the hidden-state loss reads the student's block outputs, which every_n checkpointing does not hand out: use \"layers\" or \"none\" (or distill.hidden.weight = 0)",
-        );
-    }
     if h.weight > 0.0 && r.teacher.logits == LogitsSource::Cache {
         return fail(
             "distill.hidden.weight",

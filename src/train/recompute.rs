@@ -50,15 +50,25 @@ impl Checkpointing {
     }
 }
 
-/// One recomputed block and the blocks after it that keep their graph.
+/// A run of blocks that keep their graph from the forward.
+struct Segment {
+    /// Its input as a leaf, and its output with the graph from it.
+    leaf: Tensor<3>,
+    out: Tensor<3>,
+    /// The loss's own leaf for the same input, when a hidden-state loss reads it (a separate
+    /// node, so that the loss's backward and this segment's never share one).
+    handed: Option<Tensor<3>>,
+}
+
+/// One recomputed block and the blocks after it that keep their graph (split into segments
+/// where a hidden-state loss reads a block's output).
 struct Piece {
     /// The recomputed block's input (plain); `None` for block 0, whose input the embedding
     /// makes again in the backward (so the embedding's gradient flows too).
     input: Option<Tensor<3>>,
     block: usize,
-    /// The kept blocks' first input (a leaf) and last output (with their graph).
-    kept: Option<(Tensor<3>, Tensor<3>)>,
-    /// The block's output as a leaf handed to the loss (a hidden-state loss reads it).
+    kept: Vec<Segment>,
+    /// The piece's last output as a leaf handed to the loss (a hidden-state loss reads it).
     out: Option<Tensor<3>>,
 }
 
@@ -74,11 +84,9 @@ pub struct Recompute<'a> {
 
 impl<'a> Recompute<'a> {
     /// The final hidden states (after the final norm, with graph from a leaf standing for the
-    /// blocks' output) of `model` over `tokens`, recomputing every `every`-th block.
-    ///
-    /// With `layers` (every block recomputed only: `every` = 1), the outputs of those blocks
-    /// too, as leaves whose gradients join the pieces' in the backward (what a hidden-state
-    /// loss reads).
+    /// blocks' output) of `model` over `tokens`, recomputing every `every`-th block, and the
+    /// outputs of blocks `layers` as leaves whose gradients join the pieces' in the backward
+    /// (what a hidden-state loss reads).
     pub fn forward(
         model: &'a Decoder,
         tokens: Tensor<2, Int>,
@@ -86,31 +94,45 @@ impl<'a> Recompute<'a> {
         every: usize,
         layers: &[usize],
     ) -> (Tensor<3>, Vec<Tensor<3>>, Recompute<'a>) {
-        assert!(layers.is_empty() || every == 1, "block outputs are handed out when every block is recomputed");
         let plain = model.valid();
         let (n, every) = (model.blocks.len(), every.max(1));
+        let leaf = |x: &Tensor<3>| Tensor::<3>::from_inner(x.clone()).require_grad();
+        let mut handed_out = std::collections::HashMap::new();
+        // The loss's leaf for block `l`'s output, where it asks for it (the last block's is `top`).
+        let mut hand = |l: usize, x: &Tensor<3>| {
+            (l + 1 < n && layers.contains(&l)).then(|| {
+                let h = leaf(x);
+                handed_out.insert(l, h.clone());
+                h
+            })
+        };
         let mut x = plain.embed_tokens(tokens.clone().inner());
         let mut pieces = Vec::new();
         for block in (0..n).step_by(every) {
             let end = (block + every).min(n);
             let input = (block > 0).then(|| x.clone());
             x = plain.blocks_forward(x, block..block + 1, docs);
-            let out =
-                (block + 1 < n && layers.contains(&block)).then(|| Tensor::<3>::from_inner(x.clone()).require_grad());
-            let kept = (end > block + 1).then(|| {
-                let leaf = Tensor::<3>::from_inner(x.clone()).require_grad();
-                let out = model.blocks_forward(leaf.clone(), block + 1..end, docs);
+            let mut kept = Vec::new();
+            let mut s = block + 1;
+            while s < end {
+                // A segment ends after a block whose output the loss reads.
+                let e = (s..end - 1).find(|l| layers.contains(l)).map_or(end, |l| l + 1);
+                let handed = hand(s - 1, &x);
+                let leaf = leaf(&x);
+                let out = model.blocks_forward(leaf.clone(), s..e, docs);
                 x = out.clone().inner();
-                (leaf, out)
-            });
+                kept.push(Segment { leaf, out, handed });
+                s = e;
+            }
+            let out = hand(end - 1, &x);
             pieces.push(Piece { input, block, kept, out });
         }
         let top = Tensor::<3>::from_inner(x).require_grad();
         let h = model.final_norm(top.clone());
         let taken = layers
             .iter()
-            .map(|&l| match pieces.iter().find(|p| p.block == l).and_then(|p| p.out.clone()) {
-                Some(leaf) => leaf,
+            .map(|&l| match handed_out.get(&l) {
+                Some(leaf) => leaf.clone(),
                 None => {
                     assert_eq!(l, n - 1, "block output {l} asked for, but the model has {n} blocks");
                     top.clone()
@@ -129,14 +151,16 @@ impl<'a> Recompute<'a> {
             return;
         };
         let docs = self.docs.as_ref();
+        // What the loss sends straight to a block's output (a hidden-state loss).
+        let from_loss = |g, handed: Option<Tensor<3>>| match handed.and_then(|leaf| leaf.grad(grads)) {
+            Some(e) => g + e,
+            None => g,
+        };
         for piece in self.pieces.into_iter().rev() {
-            // What the loss sends straight to this block's output (a hidden-state loss).
-            if let Some(e) = piece.out.and_then(|leaf| leaf.grad(grads)) {
-                g = g + e;
-            }
-            if let Some((leaf, out)) = piece.kept {
-                let back = (out * Tensor::from_inner(g)).sum().backward();
-                g = leaf.grad(&back).expect("the kept blocks read their leaf");
+            g = from_loss(g, piece.out);
+            for seg in piece.kept.into_iter().rev() {
+                let back = (seg.out * Tensor::from_inner(g)).sum().backward();
+                g = from_loss(seg.leaf.grad(&back).expect("the kept blocks read their leaf"), seg.handed);
                 sink(back);
             }
             let x = match piece.input {

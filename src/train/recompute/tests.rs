@@ -131,21 +131,29 @@ fn recomputed_blocks_give_the_plain_gradients() {
     }
 }
 
-/// Block outputs handed to a loss (a hidden-state loss) while every block is recomputed: their
-/// gradients join the pieces', and the parameters' gradients are the plain backward's.
+/// Block outputs handed to a loss (a hidden-state loss) while every block, or every second or
+/// third, is recomputed: their gradients join the pieces', and the parameters' gradients are
+/// the plain backward's. The layers fall on recomputed blocks, on kept ones inside a piece
+/// and at a piece's end.
 #[test]
 fn recomputed_blocks_hand_out_their_outputs() {
-    for (pattern, tied, layers) in [("AAAA", true, vec![1, 3]), ("AMA", false, vec![0, 1])] {
+    for (pattern, tied, layers, every) in [
+        ("AAAA", true, vec![1, 3], 1),
+        ("AMA", false, vec![0, 1], 1),
+        ("AAAAA", true, vec![0, 1, 3], 2),
+        ("AAAAAAA", false, vec![1, 2, 4, 6], 3),
+        ("AMAMA", false, vec![2, 3], 3),
+    ] {
         let cfg = model(pattern, tied);
         let want = grads_with(&cfg, None, None, &layers);
-        let got = grads_with(&cfg, Some(1), None, &layers);
+        let got = grads_with(&cfg, Some(every), None, &layers);
         let plain = grads(&cfg, None, None);
         assert_ne!(want, plain, "{pattern}: the layers' loss changes the gradients");
         for (i, (a, b)) in want.iter().zip(&got).enumerate() {
             let (a, b) = (a.as_ref().unwrap(), b.as_ref().unwrap());
             let scale = a.iter().fold(0f32, |m, x| m.max(x.abs()));
             let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
-            assert!(worst <= 1e-5 * scale.max(1.0), "{pattern} {layers:?}: param {i} differs by {worst}");
+            assert!(worst <= 1e-5 * scale.max(1.0), "{pattern} {layers:?} every {every}: param {i} differs by {worst}");
         }
     }
 }
