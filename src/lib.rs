@@ -30,6 +30,7 @@ pub mod quant;
 pub mod recipe;
 pub mod rng;
 pub mod run_dir;
+pub mod speculative;
 pub mod synth;
 pub mod teacher;
 pub mod train;

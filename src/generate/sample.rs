@@ -106,6 +106,47 @@ pub fn sample(logits: &[f32], s: &Sampling, rng: &mut SplitMix) -> u32 {
     cand.last().expect("non-empty").0 as u32
 }
 
+/// The distribution [`sample`] draws from, as `(id, probability)` pairs, most likely first
+/// (ties: the lower id first), summing to 1: greedy is the argmax alone; otherwise the softmax
+/// of `logits / temperature`, cut to the top k, then to the top-p prefix of that set's mass (the
+/// crossing token kept), renormalized. Speculative decoding's acceptance rule reads it.
+pub fn distribution(logits: &[f32], s: &Sampling) -> Vec<(u32, f64)> {
+    if s.temperature <= 0.0 {
+        return vec![(argmax(logits), 1.0)];
+    }
+    let m = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+    let mut all: Vec<(u32, f64)> =
+        logits.iter().enumerate().map(|(i, &v)| (i as u32, ((v as f64 - m) / s.temperature).exp())).collect();
+    all.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    if s.top_k > 0 {
+        all.truncate(s.top_k);
+    }
+    if s.top_p < 1.0 {
+        let z: f64 = all.iter().map(|c| c.1).sum();
+        let (mut cum, mut keep) = (0.0, 0);
+        while keep < all.len() && cum < s.top_p * z {
+            cum += all[keep].1;
+            keep += 1;
+        }
+        all.truncate(keep.max(1));
+    }
+    let z: f64 = all.iter().map(|c| c.1).sum();
+    all.iter_mut().for_each(|c| c.1 /= z);
+    all
+}
+
+/// A draw from `dist` (pairs as [`distribution`] makes them) with the uniform `u` in [0, 1).
+pub fn draw(dist: &[(u32, f64)], u: f64) -> u32 {
+    let mut u = u * dist.iter().map(|c| c.1).sum::<f64>();
+    for &(id, p) in dist {
+        if u < p {
+            return id;
+        }
+        u -= p;
+    }
+    dist.last().expect("a non-empty distribution").0
+}
+
 /// [`sample`] for a batch of rows of `logits` `[b, vocab]` on their device, each row drawn
 /// with its uniform in `u` (one per row, as `sample` takes one from the row's generator): the
 /// same inverse-CDF draw over the same ranking, so with the same uniforms both pick the same

@@ -55,6 +55,32 @@ pub struct Cache {
     pub pads: Vec<usize>,
 }
 
+impl Cache {
+    /// Forget every column from `len` on (speculative decoding's rejected drafts): keys and
+    /// values are cut; a Mamba-2 state cannot be taken back, so a cache holding one is left
+    /// as it is and `false` returned (the caller restores a copy and feeds the kept tokens).
+    pub fn truncate(&mut self, len: usize) -> bool {
+        if len >= self.pos {
+            return true;
+        }
+        if self.layers.iter().any(|l| matches!(l, LayerCache::Mamba(_))) {
+            return false;
+        }
+        for layer in &mut self.layers {
+            if let LayerCache::Attention(c) = layer {
+                let cut = |t: Tensor<4>| {
+                    let [b, h, _, d] = t.dims();
+                    t.slice([0..b, 0..h, 0..len, 0..d])
+                };
+                c.k = c.k.take().map(cut);
+                c.v = c.v.take().map(cut);
+            }
+        }
+        self.pos = len;
+        true
+    }
+}
+
 impl Block {
     /// The block's matrices with their Hugging Face names (Llama attention and MLP, Mamba2
     /// mixer), in a fixed order shared by export and quantization.
