@@ -98,7 +98,8 @@ fn prob(dist: &[(u32, f64)], id: u32) -> f64 {
 /// `normalize(max(0, p - q))`; `p` itself where the difference is nowhere positive (p = q,
 /// where a rejection cannot happen).
 fn residual(p: &[(u32, f64)], q: &[(u32, f64)]) -> Vec<(u32, f64)> {
-    let r: Vec<(u32, f64)> = p.iter().map(|&(id, pp)| (id, (pp - prob(q, id)).max(0.0))).filter(|c| c.1 > 0.0).collect();
+    let r: Vec<(u32, f64)> =
+        p.iter().map(|&(id, pp)| (id, (pp - prob(q, id)).max(0.0))).filter(|c| c.1 > 0.0).collect();
     match r.is_empty() {
         true => p.to_vec(),
         false => r,
@@ -108,6 +109,7 @@ fn residual(p: &[(u32, f64)], q: &[(u32, f64)]) -> Vec<(u32, f64)> {
 /// The teacher's continuation of `prompt`, drafted by the student `draft_len` tokens at a time;
 /// stops, limits and prompt handling as [`crate::generate::generate_batch`] (the context is the
 /// smaller of the two models'). Both models share the vocabulary.
+#[allow(clippy::too_many_arguments)]
 pub fn speculate(
     teacher: &Decoder,
     student: &Decoder,
@@ -127,7 +129,8 @@ pub fn speculate(
     let prompt_len = seq.len();
     let mut out = Generated { tokens: Vec::new(), stop: Stop::Limit, ended_by: None };
     let mut stats = SpecStats::default();
-    let (mut t, mut d) = (Side { model: teacher, cache: teacher.new_cache() }, Side { model: student, cache: student.new_cache() });
+    let (mut t, mut d) =
+        (Side { model: teacher, cache: teacher.new_cache() }, Side { model: student, cache: student.new_cache() });
     loop {
         // Tokens this row may still produce; a round produces at most k + 1.
         let room = s.max_tokens.saturating_sub(out.tokens.len()).min(ctx.saturating_sub(seq.len()));
