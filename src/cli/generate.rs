@@ -75,26 +75,8 @@ fn batches(
     if a.batch_size == 0 {
         return Err(Error::input("--batch-size: expected at least 1"));
     }
-    let text = crate::error::read_to_string(file)?;
-    let jsonl = file.extension().is_some_and(|e| e == "jsonl" || e == "json");
-    let specs = prompts::parse(&text, &file.display().to_string(), jsonl).map_err(Error::input)?;
-    let chat = specs.iter().any(|p| matches!(p, PromptSpec::Messages(_)));
-    let template = match chat {
-        true => pipeline::chat::run_template(r, &a.run_dir)?,
-        false => None,
-    };
-    let mut ids = Vec::with_capacity(specs.len());
-    let mut shown = Vec::with_capacity(specs.len());
-    for (i, p) in specs.iter().enumerate() {
-        let (text, templated) = prompts::render(p, template.as_ref())
-            .map_err(|e| Error::input(format!("{}: prompt {}: {e}", file.display(), i + 1)))?;
-        ids.push(if templated { tok.encode(&text)? } else { tok.encode_prompt(&text)? });
-        shown.push(text);
-    }
-    let stops = match a.ignore_eos {
-        true => Vec::new(),
-        false => pipeline::chat::stops_of(tok, template.as_ref()),
-    };
+    let Prompts { ids, shown, stops } = prompt_file(file, tok, r, &a.run_dir)?;
+    let stops = if a.ignore_eos { Vec::new() } else { stops };
     let s =
         Sampling { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, seed: a.seed, max_tokens: a.max_tokens };
     let mut out: Box<dyn Write> = match &a.out {
@@ -136,4 +118,38 @@ fn batches(
         );
     }
     Ok(())
+}
+
+/// A prompts file's prompts as token ids (chat messages through the run's template), the text
+/// each was rendered to, and the ids that end a completion (EOS, the template's end of turn).
+pub(super) struct Prompts {
+    pub ids: Vec<Vec<u32>>,
+    pub shown: Vec<String>,
+    pub stops: Vec<u32>,
+}
+
+/// Read `file` (JSON Lines or one prompt per line; see `--prompts`) for the run in `run_dir`.
+pub(super) fn prompt_file(
+    file: &std::path::Path,
+    tok: &Tokenizer,
+    r: &Recipe,
+    run_dir: &std::path::Path,
+) -> Result<Prompts> {
+    let text = crate::error::read_to_string(file)?;
+    let jsonl = file.extension().is_some_and(|e| e == "jsonl" || e == "json");
+    let specs = prompts::parse(&text, &file.display().to_string(), jsonl).map_err(Error::input)?;
+    let chat = specs.iter().any(|p| matches!(p, PromptSpec::Messages(_)));
+    let template = match chat {
+        true => pipeline::chat::run_template(r, run_dir)?,
+        false => None,
+    };
+    let mut ids = Vec::with_capacity(specs.len());
+    let mut shown = Vec::with_capacity(specs.len());
+    for (i, p) in specs.iter().enumerate() {
+        let (text, templated) = prompts::render(p, template.as_ref())
+            .map_err(|e| Error::input(format!("{}: prompt {}: {e}", file.display(), i + 1)))?;
+        ids.push(if templated { tok.encode(&text)? } else { tok.encode_prompt(&text)? });
+        shown.push(text);
+    }
+    Ok(Prompts { ids, shown, stops: pipeline::chat::stops_of(tok, template.as_ref()) })
 }

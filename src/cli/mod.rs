@@ -8,6 +8,7 @@ mod generate;
 mod probes;
 mod run;
 mod signals;
+mod speculative;
 
 use std::path::{Path, PathBuf};
 
@@ -46,6 +47,10 @@ enum Cmd {
     Export(ExportArgs),
     /// Sample text from a run's student (or teacher).
     Generate(GenerateArgs),
+    /// Speculative decoding: the run's student drafts tokens and its teacher verifies them
+    /// (Leviathan et al.'s rule: the output is distributed as the teacher's own). Prints the
+    /// acceptance rate, tokens per teacher call and the speedup over the teacher alone.
+    Speculative(SpeculativeArgs),
     /// Print (as JSON) or save (as safetensors) a model's logits for given tokens: the
     /// interface for parity checks against other implementations.
     Logits(LogitsArgs),
@@ -233,6 +238,32 @@ struct GenerateArgs {
     /// Print the time split (prefill, decode, sampling) and tokens/s to stderr.
     #[arg(long)]
     stats: bool,
+}
+
+#[derive(clap::Args)]
+struct SpeculativeArgs {
+    run_dir: PathBuf,
+    /// The prompts: JSON Lines (a string, or an object with a `prompt` string or a `messages`
+    /// list, rendered with the run's chat template) or plain text, one prompt per line.
+    #[arg(long)]
+    prompts: PathBuf,
+    /// Tokens the student drafts per teacher call.
+    #[arg(long, default_value_t = 4)]
+    draft_len: usize,
+    #[arg(long, default_value_t = 128)]
+    max_tokens: usize,
+    /// 0 = greedy (the output is then the teacher's greedy output).
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// One JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -469,6 +500,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
         Cmd::Eval(a) => run::eval(a),
         Cmd::Export(a) => run::export(a),
         Cmd::Generate(a) => generate::generate(a),
+        Cmd::Speculative(a) => speculative::speculative(a),
         Cmd::Logits(a) => probes::logits(a),
         Cmd::Attention(a) => probes::attention(a),
         Cmd::Bench(a) => bench::layers(a),

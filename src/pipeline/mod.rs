@@ -132,6 +132,28 @@ pub fn load_run_recipe(dir: &Path) -> Result<Recipe> {
     Ok(recipe)
 }
 
+/// A finished run's live teacher (wherever it lives, checked against the run's data as the
+/// run did) and its student, `load_final` giving a model the run trained itself.
+pub fn teacher_and_student(
+    r: &Recipe,
+    run_dir: &Path,
+    device: &Device,
+    load_final: impl Fn(Phase) -> Result<Decoder>,
+) -> Result<(Decoder, Decoder)> {
+    let d = data::load_prepared(run_dir)?.pack(r.data.seq_len, r.data.packing);
+    let teacher = Teacher::of(r, run_dir).obtain(&d, device, &mut |_| {}, |_| load_final(Phase::Teacher))?;
+    let student = load_final(Phase::Student)?;
+    if teacher.config.vocab_size != student.config.vocab_size {
+        return Err(Error::input(format!(
+            "{}: the teacher has a vocabulary of {}, the student {}",
+            run_dir.display(),
+            teacher.config.vocab_size,
+            student.config.vocab_size
+        )));
+    }
+    Ok((teacher, student))
+}
+
 /// `f` on the data job of `recipe` in `dir`. The teacher sits above the data, so the pipeline
 /// says where the teacher's tokenizer.json is and how the teacher scores documents.
 fn with_data_job<T>(recipe: &Recipe, dir: &Path, f: impl FnOnce(&data::DataJob) -> Result<T>) -> Result<T> {

@@ -191,5 +191,80 @@ pub fn speculate(
     (out, stats)
 }
 
+/// Speculative decoding against the teacher alone on the same prompts, backend and sampling:
+/// the drafts' acceptance, tokens per teacher call, and the measured wall-clock speedup.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SpecReport {
+    pub prompts: usize,
+    pub draft_len: usize,
+    pub temperature: f64,
+    /// Accepted over drafted tokens, as vLLM counts it.
+    pub acceptance: f64,
+    /// Tokens per teacher forward pass, and what independent acceptance at `acceptance` would
+    /// give: (1 - a^(k+1)) / (1 - a).
+    pub tokens_per_call: f64,
+    pub expected_tokens_per_call: f64,
+    pub speculative_tok_s: f64,
+    pub teacher_tok_s: f64,
+    /// `speculative_tok_s / teacher_tok_s`.
+    pub speedup: f64,
+    pub stats: SpecStats,
+    pub teacher_tokens: usize,
+    pub teacher_s: f64,
+}
+
+/// Decode every prompt both ways, one at a time: the teacher alone (the batched engine at a
+/// batch of one) and drafted by the student; prompt `i` draws from [`row_rng`]`(seed, i)`
+/// either way. The first prompt runs once untimed on both first (allocation, kernels' first use).
+/// Returns the report and the speculative completions.
+#[allow(clippy::too_many_arguments)]
+pub fn measure(
+    teacher: &Decoder,
+    student: &Decoder,
+    prompts: &[Vec<u32>],
+    stops: &[u32],
+    s: &Sampling,
+    draft_len: usize,
+    seed: u64,
+    device: &Device,
+) -> (SpecReport, Vec<Generated>) {
+    use crate::generate::{generate_batch, row_rng};
+    if let Some(p) = prompts.first() {
+        let _ = generate_batch(teacher, std::slice::from_ref(p), vec![row_rng(seed, 0)], stops, s, device);
+        let _ = speculate(teacher, student, p, stops, s, draft_len, &mut row_rng(seed, 0), device);
+    }
+    let clock = std::time::Instant::now();
+    let mut teacher_tokens = 0;
+    for (i, p) in prompts.iter().enumerate() {
+        let (g, _) = generate_batch(teacher, std::slice::from_ref(p), vec![row_rng(seed, i as u64)], stops, s, device);
+        teacher_tokens += g[0].tokens.len() + g[0].ended_by.is_some() as usize;
+    }
+    let teacher_s = clock.elapsed().as_secs_f64();
+    let mut stats = SpecStats::default();
+    let mut out = Vec::with_capacity(prompts.len());
+    for (i, p) in prompts.iter().enumerate() {
+        let (g, st) = speculate(teacher, student, p, stops, s, draft_len, &mut row_rng(seed, i as u64), device);
+        stats += st;
+        out.push(g);
+    }
+    let a = stats.acceptance();
+    let (spec_rate, teacher_rate) = (stats.tokens as f64 / stats.seconds, teacher_tokens as f64 / teacher_s);
+    let report = SpecReport {
+        prompts: prompts.len(),
+        draft_len,
+        temperature: s.temperature,
+        acceptance: a,
+        tokens_per_call: stats.tokens_per_call(),
+        expected_tokens_per_call: expected_tokens_per_call(a, draft_len),
+        speculative_tok_s: spec_rate,
+        teacher_tok_s: teacher_rate,
+        speedup: spec_rate / teacher_rate,
+        stats,
+        teacher_tokens,
+        teacher_s,
+    };
+    (report, out)
+}
+
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,61 @@
+//! `distill speculative`: the run's student drafts, its teacher verifies; acceptance and the
+//! wall-clock speedup over the teacher alone on the same prompts.
+
+use super::generate::{Prompts, prompt_file};
+use super::{SpeculativeArgs, load_final};
+use crate::data::tokenizer::Tokenizer;
+use crate::error::{Error, Result};
+use crate::generate::Sampling;
+use crate::pipeline::{self, load_run_recipe};
+
+pub(super) fn speculative(a: SpeculativeArgs) -> Result<()> {
+    if a.draft_len == 0 || a.draft_len > 64 {
+        return Err(Error::input(format!("--draft-len: expected 1 to 64 tokens, got {}", a.draft_len)));
+    }
+    if !(a.temperature >= 0.0 && a.temperature.is_finite()) {
+        return Err(Error::input(format!("--temperature: expected a finite value >= 0, got {}", a.temperature)));
+    }
+    if !(a.top_p > 0.0 && a.top_p <= 1.0) {
+        return Err(Error::input(format!("--top-p: expected a value in (0, 1], got {}", a.top_p)));
+    }
+    let r = load_run_recipe(&a.run_dir)?;
+    let device = pipeline::device_for(r.run.backend);
+    let tok = Tokenizer::load(&a.run_dir.join("tokenizer.json"))?;
+    let Prompts { ids, stops, .. } = prompt_file(&a.prompts, &tok, &r, &a.run_dir)?;
+    if ids.is_empty() {
+        return Err(Error::input(format!("{}: no prompts", a.prompts.display())));
+    }
+    let (teacher, student) =
+        pipeline::teacher_and_student(&r, &a.run_dir, &device, |p| load_final(&a.run_dir, p, &device))?;
+    let s =
+        Sampling { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, seed: a.seed, max_tokens: a.max_tokens };
+    let (rep, _) = crate::speculative::measure(&teacher, &student, &ids, &stops, &s, a.draft_len, a.seed, &device);
+    if a.json {
+        println!("{}", serde_json::to_string(&rep).map_err(|e| Error::runtime(e.to_string()))?);
+        return Ok(());
+    }
+    println!(
+        "speculative decoding, {} prompts, {} draft tokens, temperature {}, {:?}",
+        rep.prompts, rep.draft_len, rep.temperature, r.run.backend
+    );
+    println!(
+        "  acceptance          {:>8.1}%  ({} of {} drafted tokens)",
+        100.0 * rep.acceptance,
+        rep.stats.accepted,
+        rep.stats.drafted
+    );
+    println!(
+        "  tokens per call     {:>8.2}   (independent acceptance at that rate: {:.2})",
+        rep.tokens_per_call, rep.expected_tokens_per_call
+    );
+    println!(
+        "  speculative         {:>8.1} tokens/s  ({} tokens, {:.2} s)",
+        rep.speculative_tok_s, rep.stats.tokens, rep.stats.seconds
+    );
+    println!(
+        "  teacher alone       {:>8.1} tokens/s  ({} tokens, {:.2} s)",
+        rep.teacher_tok_s, rep.teacher_tokens, rep.teacher_s
+    );
+    println!("  speedup             {:>8.2}x", rep.speedup);
+    Ok(())
+}
