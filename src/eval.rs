@@ -111,13 +111,51 @@ pub fn kl_divergence(reference: &Decoder, model: &Decoder, data: &Packed, batch_
     sum / tokens.max(1) as f64
 }
 
-/// A model's held-out figures in [`compare`]: its loss and perplexity, and the KL of its
-/// next-token distributions from the student's and from the teacher's (nats per token).
+/// A model's held-out figures in [`compare`]: its loss and perplexity, the KL of its
+/// next-token distributions from the student's and from the teacher's and the teacher's from
+/// its (nats per token), how often its most likely token is the teacher's, and its expected
+/// calibration error.
 #[derive(Debug, Clone, Copy)]
 pub struct Compared {
     pub eval: EvalResult,
+    /// KL(student || model).
     pub kl_student: f64,
+    /// KL(teacher || model): forward KL, what distillation minimizes by default.
     pub kl_teacher: f64,
+    /// KL(model || teacher): reverse KL, what on-policy distillation minimizes.
+    pub kl_reverse: f64,
+    /// The share of held-out tokens where the model's argmax is the teacher's.
+    pub agreement: f64,
+    /// Expected calibration error of the model's top-1 prediction against the held-out next
+    /// token, over [`ECE_BINS`] equal-width confidence bins.
+    pub ece: f64,
+}
+
+/// Confidence bins of the expected calibration error (Guo et al. 2017 use 15).
+pub const ECE_BINS: usize = 15;
+
+/// Tokens, confidence sums and correct counts per confidence bin: the parts of an ECE.
+#[derive(Debug, Clone, Default)]
+pub struct Calibration {
+    count: [f64; ECE_BINS],
+    confidence: [f64; ECE_BINS],
+    correct: [f64; ECE_BINS],
+}
+
+impl Calibration {
+    /// One token predicted with top-1 probability `confidence`, right or not.
+    pub fn add(&mut self, confidence: f64, correct: bool) {
+        let b = ((confidence * ECE_BINS as f64) as usize).min(ECE_BINS - 1);
+        self.count[b] += 1.0;
+        self.confidence[b] += confidence;
+        self.correct[b] += correct as u8 as f64;
+    }
+
+    /// sum over bins of (tokens in the bin / all tokens) * |accuracy - mean confidence|.
+    pub fn ece(&self) -> f64 {
+        let n: f64 = self.count.iter().sum();
+        (0..ECE_BINS).filter(|&b| self.count[b] > 0.0).map(|b| (self.correct[b] - self.confidence[b]).abs() / n).sum()
+    }
 }
 
 /// [`evaluate`] and [`kl_divergence`] from the student and from the teacher, for the teacher,
@@ -135,7 +173,9 @@ pub fn compare(
 ) -> Vec<Compared> {
     use burn::tensor::activation::log_softmax;
     let n = variants.len() + 2;
-    let (mut ce, mut kl_s, mut kl_t) = (vec![0.0f64; n], vec![0.0f64; n], vec![0.0f64; n]);
+    let (mut ce, mut kl_s, mut kl_t, mut kl_r, mut agree) =
+        (vec![0.0f64; n], vec![0.0f64; n], vec![0.0f64; n], vec![0.0f64; n], vec![0.0f64; n]);
+    let mut cal = vec![Calibration::default(); n];
     let rows: Vec<usize> = (0..data.n_rows()).collect();
     let mut tokens = 0usize;
     for chunk in rows.chunks(batch_size) {
@@ -145,6 +185,12 @@ pub fn compare(
         let logits = |m: &Decoder| m.forward_docs(batch.inputs.clone(), batch.docs.as_ref()).reshape([b * t, v]);
         let (zt, zs) = (logits(teacher), logits(student));
         let (lt, ls) = (log_softmax(zt.clone(), 1), log_softmax(zs.clone(), 1));
+        let mask: Vec<f32> = batch.mask.clone().into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 mask");
+        let host_ids = |x: Tensor<2, burn::tensor::Int>| -> Vec<i64> {
+            x.reshape([b * t]).into_data().convert::<i64>().try_into_vec::<i64>().expect("i64 ids")
+        };
+        let targets = host_ids(batch.targets.clone().reshape([b * t, 1]));
+        let teacher_top = host_ids(zt.clone().argmax(1));
         // KL(p || q) summed over the batch's real tokens, as `kl_divergence` sums it.
         let kl = |lp: &Tensor<2>, lq: &Tensor<2>| -> f64 {
             let per_row: Tensor<1> = (lp.clone().exp() * (lp.clone() - lq.clone())).sum_dim(1).reshape([b * t]);
@@ -156,12 +202,28 @@ pub fn compare(
             ce[i] += ce_sum(z, &batch);
             kl_s[i] += kl(&ls, &lq);
             kl_t[i] += kl(&lt, &lq);
+            kl_r[i] += kl(&lq, &lt);
+            let (top, at) = lq.max_dim_with_indices(1);
+            let conf: Vec<f32> =
+                top.exp().reshape([b * t]).into_data().convert::<f32>().try_into_vec::<f32>().expect("f32");
+            let at = host_ids(at);
+            for j in (0..b * t).filter(|&j| mask[j] > 0.0) {
+                agree[i] += (at[j] == teacher_top[j]) as u8 as f64;
+                cal[i].add(conf[j] as f64, at[j] == targets[j]);
+            }
         }
         tokens += batch.real_tokens;
     }
     let per = |x: f64| x / tokens.max(1) as f64;
     (0..n)
-        .map(|i| Compared { eval: result(ce[i], tokens), kl_student: per(kl_s[i]), kl_teacher: per(kl_t[i]) })
+        .map(|i| Compared {
+            eval: result(ce[i], tokens),
+            kl_student: per(kl_s[i]),
+            kl_teacher: per(kl_t[i]),
+            kl_reverse: per(kl_r[i]),
+            agreement: per(agree[i]),
+            ece: cal[i].ece(),
+        })
         .collect()
 }
 
@@ -226,6 +288,71 @@ mod tests {
         let e = evaluate_or_stop(&m, &data, 2, &dev, &stop, "the test's evaluation").unwrap_err();
         assert!(matches!(e, Error::Interrupted(_)) && e.exit_code() == 130, "{e}");
         assert!(e.to_string().contains("during the test's evaluation"), "{e}");
+    }
+
+    /// The expected calibration error of three predictions, by hand: two at confidence 0.95
+    /// (bin 14; one right: accuracy 0.5) and one at 0.5 (bin 7, right):
+    /// 2/3 * |0.5 - 0.95| + 1/3 * |1 - 0.5| = 0.3 + 0.1667.
+    #[test]
+    fn calibration_error_by_hand() {
+        let mut c = Calibration::default();
+        c.add(0.95, true);
+        c.add(0.95, false);
+        c.add(0.5, true);
+        assert!((c.ece() - (0.3 + 0.5 / 3.0)).abs() < 1e-12, "{}", c.ece());
+        // A confidence of 1 falls in the last bin, not past it.
+        let mut one = Calibration::default();
+        one.add(1.0, true);
+        assert_eq!(one.ece(), 0.0);
+    }
+
+    /// Agreement with the teacher, reverse KL and ECE in `compare` against naive per-token
+    /// figures from each real row's softmaxes on the host.
+    #[test]
+    fn compare_agreement_reverse_kl_and_ece_are_the_naive_ones() {
+        let dev = Device::flex();
+        let c = DecoderConfig { vocab_size: 12, shape: ModelShape::for_tests(16, 1, 2, 1, 32) };
+        let (teacher, student) = (c.init(1, &dev), c.init(2, &dev));
+        let data = Packed::per_document((0..50u32).map(|i| (i * 7) % 11 + 1).collect::<Vec<u32>>(), 4, 0);
+        let rows = compare(&teacher, &student, &[], &data, 3, &dev);
+        let softmax_rows = |m: &Decoder, ids: &[u32]| -> Vec<Vec<f64>> {
+            let t = Tensor::<2, burn::tensor::Int>::from_data(
+                burn::tensor::TensorData::new(ids.iter().map(|&x| x as i64).collect(), [1, ids.len()]),
+                &dev,
+            );
+            let z: Vec<f32> = m.forward(t).into_data().iter::<f32>().collect();
+            z.chunks(12)
+                .map(|r| {
+                    let e: Vec<f64> = r.iter().map(|&v| (v as f64).exp()).collect();
+                    let s: f64 = e.iter().sum();
+                    e.iter().map(|x| x / s).collect()
+                })
+                .collect()
+        };
+        let argmax = |p: &[f64]| (0..p.len()).fold(0, |b, i| if p[i] > p[b] { i } else { b });
+        for (which, m) in [(0, &teacher), (1, &student)] {
+            let (mut agree, mut rkl, mut n) = (0.0, 0.0, 0.0);
+            let mut bins = vec![(0.0f64, 0.0f64, 0.0f64); ECE_BINS];
+            for r in 0..data.n_rows() {
+                let (inputs, targets, mask) = data.row(r);
+                let (pt, pm) = (softmax_rows(&teacher, &inputs), softmax_rows(m, &inputs));
+                for i in (0..mask.len()).filter(|&i| mask[i] > 0.0) {
+                    n += 1.0;
+                    agree += (argmax(&pm[i]) == argmax(&pt[i])) as u8 as f64;
+                    rkl += pm[i].iter().zip(&pt[i]).map(|(q, p)| q * (q.ln() - p.ln())).sum::<f64>();
+                    let conf = pm[i][argmax(&pm[i])];
+                    let bin = &mut bins[((conf * 15.0).floor() as usize).min(14)];
+                    *bin = (bin.0 + 1.0, bin.1 + conf, bin.2 + (argmax(&pm[i]) == targets[i] as usize) as u8 as f64);
+                }
+            }
+            let ece: f64 = bins.iter().filter(|b| b.0 > 0.0).map(|b| b.0 / n * (b.2 / b.0 - b.1 / b.0).abs()).sum();
+            let got = rows[which];
+            assert!((got.agreement - agree / n).abs() < 1e-12, "{which}: {} vs {}", got.agreement, agree / n);
+            assert!((got.kl_reverse - rkl / n).abs() < 1e-5, "{which}: {} vs {}", got.kl_reverse, rkl / n);
+            assert!((got.ece - ece).abs() < 1e-5, "{which}: {} vs {ece}", got.ece);
+        }
+        assert_eq!(rows[0].agreement, 1.0);
+        assert!(rows[1].agreement < 1.0 && rows[1].kl_reverse > 1e-3 && rows[1].ece > 0.0);
     }
 
     /// One pass gives what the figure-by-figure functions give, to the bit: each model's

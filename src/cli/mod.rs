@@ -146,6 +146,10 @@ struct ResumeArgs {
 #[derive(clap::Args)]
 struct EvalArgs {
     run_dir: PathBuf,
+    /// Evaluate the student of a checkpoint instead of its final weights: `latest` or `step-N`
+    /// (a run still training, or an earlier point of a finished one).
+    #[arg(long)]
+    checkpoint: Option<String>,
     /// Also evaluate the student after post-training quantization of its block linears with
     /// ggml's block quantizers, bit-exact, or grouped int4 (comma-separated: q8_0,q4_0,int4-g128).
     #[arg(long, value_delimiter = ',')]
@@ -169,6 +173,13 @@ struct EvalArgs {
     /// Tokens per completion with --policy.
     #[arg(long, default_value_t = 64)]
     policy_tokens: usize,
+    /// Also measure speculative decoding with the student drafting for the teacher on the
+    /// prompts of this file (as `distill speculative`, greedy, 64 tokens each).
+    #[arg(long)]
+    speculative: Option<PathBuf>,
+    /// Draft tokens per teacher call with --speculative.
+    #[arg(long, default_value_t = 4)]
+    draft_len: usize,
     /// Print the results as one JSON object instead of a table.
     #[arg(long)]
     json: bool,

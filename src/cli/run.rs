@@ -80,7 +80,10 @@ pub(super) fn eval(a: EvalArgs) -> Result<()> {
     let teacher = pipeline::teacher::Teacher::of(&r, run_dir)
         .obtain(&d, &device, &mut |_| {}, |_| load_final(run_dir, Phase::Teacher, &device))?;
     let valid = d.valid;
-    let student = load_final(run_dir, Phase::Student, &device)?;
+    let student = match &a.checkpoint {
+        Some(which) => pipeline::student_checkpoint(&r, run_dir, which, teacher.config.vocab_size, &device)?,
+        None => load_final(run_dir, Phase::Student, &device)?,
+    };
     let schemes = a.ptq.iter().map(|s| flag::<Scheme>("--ptq", s)).collect::<Result<Vec<_>>>()?;
     // The run's `[qat]` says whether the embedding table and LM head are quantized too.
     let base = r.qat.plan();
@@ -129,24 +132,68 @@ pub(super) fn eval(a: EvalArgs) -> Result<()> {
         ))
     });
     let policy = policy.transpose()?;
+    let speculative = match &a.speculative {
+        Some(file) => {
+            if a.draft_len == 0 || a.draft_len > 64 {
+                return Err(Error::input(format!("--draft-len: expected 1 to 64 tokens, got {}", a.draft_len)));
+            }
+            let tok = crate::data::tokenizer::Tokenizer::load(&RunDir(run_dir).tokenizer())?;
+            let p = super::generate::prompt_file(file, &tok, &r, run_dir)?;
+            let s = crate::generate::Sampling::greedy(64);
+            Some(crate::speculative::measure(&teacher, &student, &p.ids, &p.stops, &s, a.draft_len, 0, &device).0)
+        }
+        None => None,
+    };
     if a.json {
         let names = ["teacher".to_string(), "student f32".to_string()].into_iter().chain(names);
         let models: Vec<serde_json::Value> = names
             .zip(&rows)
-            .map(|(name, c)| serde_json::json!({"model": name, "loss": c.eval.loss, "ppl": c.eval.ppl, "kl_student": c.kl_student, "kl_teacher": c.kl_teacher}))
+            .map(|(name, c)| {
+                serde_json::json!({
+                    "model": name, "loss": c.eval.loss, "ppl": c.eval.ppl, "tokens": c.eval.tokens,
+                    "kl_student": c.kl_student, "kl_teacher": c.kl_teacher, "kl_reverse": c.kl_reverse,
+                    "agreement": c.agreement, "ece": c.ece,
+                })
+            })
             .collect();
-        println!("{}", serde_json::json!({"models": models, "policy": policy}));
+        println!("{}", serde_json::json!({"models": models, "policy": policy, "speculative": speculative}));
         return Ok(());
     }
-    // KL(student f32 || variant) and KL(teacher || variant), nats per token.
-    println!("{:<28} {:>8} {:>10} {:>12} {:>12}", "model", "loss", "perplexity", "KL(f32||.)", "KL(teach||.)");
+    // KL(student f32 || model), KL(teacher || model) and KL(model || teacher), nats per token;
+    // top-1 agreement with the teacher; expected calibration error against the data.
+    println!(
+        "held-out: {} tokens{}",
+        rows[0].eval.tokens,
+        a.checkpoint.as_ref().map(|c| format!(", student of checkpoint {c}")).unwrap_or_default()
+    );
+    println!(
+        "{:<28} {:>8} {:>10} {:>12} {:>12} {:>12} {:>9} {:>7}",
+        "model", "loss", "perplexity", "KL(f32||.)", "KL(teach||.)", "KL(.||teach)", "agreement", "ECE"
+    );
     let names = ["teacher".to_string(), "student f32".to_string()].into_iter().chain(names);
     for (i, (name, c)) in names.zip(&rows).enumerate() {
-        let (ks, kt) = match i {
-            0 => (String::new(), String::new()),
-            _ => (format!("{:.5}", c.kl_student), format!("{:.5}", c.kl_teacher)),
-        };
-        println!("{name:<28} {:>8.4} {:>10.4} {ks:>12} {kt:>12}", c.eval.loss, c.eval.ppl);
+        let kl = |x: f64| if i == 0 { String::new() } else { format!("{x:.5}") };
+        println!(
+            "{name:<28} {:>8.4} {:>10.4} {:>12} {:>12} {:>12} {:>9.4} {:>7.4}",
+            c.eval.loss,
+            c.eval.ppl,
+            kl(c.kl_student),
+            kl(c.kl_teacher),
+            kl(c.kl_reverse),
+            c.agreement,
+            c.ece
+        );
+    }
+    if let Some(sp) = &speculative {
+        println!(
+            "speculative decoding (greedy, {} prompts, {} draft tokens): acceptance {:.1}%, {:.2} tokens per teacher call (independent acceptance: {:.2}), {:.2}x the teacher alone",
+            sp.prompts,
+            sp.draft_len,
+            100.0 * sp.acceptance,
+            sp.tokens_per_call,
+            sp.expected_tokens_per_call,
+            sp.speedup
+        );
     }
     if let Some(p) = policy {
         println!(

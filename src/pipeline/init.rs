@@ -19,7 +19,7 @@ use crate::recipe::Recipe;
 use crate::run_dir::{Phase, RunDir};
 
 /// Where the first weights of the run in `dir` are kept.
-fn init_dir(dir: &Path) -> PathBuf {
+pub fn init_dir(dir: &Path) -> PathBuf {
     RunDir(dir).phase(Phase::Student).join("init")
 }
 

@@ -154,6 +154,38 @@ pub fn teacher_and_student(
     Ok((teacher, student))
 }
 
+/// The run's student at checkpoint `which` (`latest` or `step-N`) rather than its final weights:
+/// the newest checkpoint or the one of that step, into the student's shape (its finished or
+/// first weights' config, else the recipe's over the teacher's vocabulary).
+pub fn student_checkpoint(r: &Recipe, run_dir: &Path, which: &str, vocab: usize, device: &Device) -> Result<Decoder> {
+    let dir = RunDir(run_dir).checkpoints(Phase::Student);
+    let ck = match which {
+        "latest" => crate::train::checkpoint::list(&dir).pop(),
+        step => {
+            let n: u64 = step
+                .strip_prefix("step-")
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| Error::input(format!("--checkpoint: expected `latest` or `step-N`, got `{step}`")))?;
+            crate::train::checkpoint::list(&dir).into_iter().find(|p| {
+                p.file_name()
+                    .and_then(|f| f.to_str())
+                    .and_then(|f| f.strip_prefix("step-"))
+                    .and_then(|f| f.parse().ok())
+                    == Some(n)
+            })
+        }
+    }
+    .ok_or_else(|| Error::input(format!("{}: no checkpoint `{which}` here", dir.display())))?;
+    let fin = RunDir(run_dir).final_model(Phase::Student);
+    let first = init::init_dir(run_dir);
+    let cfg = match (fin.join("model.json").is_file(), first.join("model.json").is_file()) {
+        (true, _) => store::read_config(&fin)?,
+        (false, true) => store::read_config(&first)?,
+        _ => DecoderConfig { vocab_size: vocab, shape: r.student.shape() },
+    };
+    crate::train::checkpoint::load_model(&ck, cfg.init(0, device))
+}
+
 /// `f` on the data job of `recipe` in `dir`. The teacher sits above the data, so the pipeline
 /// says where the teacher's tokenizer.json is and how the teacher scores documents.
 fn with_data_job<T>(recipe: &Recipe, dir: &Path, f: impl FnOnce(&data::DataJob) -> Result<T>) -> Result<T> {

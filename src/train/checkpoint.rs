@@ -93,7 +93,7 @@ pub fn save(dir: &Path, model: &Decoder, optim: &AdamW, state: &TrainState, keep
     prune(dir, keep_last)
 }
 
-fn list(dir: &Path) -> Vec<PathBuf> {
+pub fn list(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> =
         std::fs::read_dir(dir).map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect()).unwrap_or_default();
     v.retain(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step-")));
@@ -156,6 +156,14 @@ pub fn load(
             ck.display()
         )));
     }
+    let model = load_model(ck, model)?;
+    let optim = AdamW::load(o, &model, &ck.join("optimizer.safetensors"), device)?;
+    let state: TrainState = read_json(&ck.join("state.json"))?;
+    Ok((model, optim, state))
+}
+
+/// The model weights of checkpoint `ck` into `model`, every file checked against the manifest.
+pub fn load_model(ck: &Path, model: Decoder) -> Result<Decoder> {
     let manifest: BTreeMap<String, String> = read_json(&ck.join("MANIFEST"))?;
     for f in FILES {
         let p = ck.join(f);
@@ -170,13 +178,10 @@ pub fn load(
     let record = ModuleRecord::load(ck.join("model.bpk"))
         .map_err(|e| Error::input(format!("{}: {e}", ck.join("model.bpk").display())))?;
     // A checkpoint of another model (a recipe edited between runs) is refused, not a panic.
-    let model = model.try_load_record(record).map_err(|e| {
+    model.try_load_record(record).map_err(|e| {
         Error::input(format!(
             "{}: does not fit the model the recipe describes ({e}); the recipe changed since this checkpoint was written",
             ck.join("model.bpk").display()
         ))
-    })?;
-    let optim = AdamW::load(o, &model, &ck.join("optimizer.safetensors"), device)?;
-    let state: TrainState = read_json(&ck.join("state.json"))?;
-    Ok((model, optim, state))
+    })
 }
