@@ -28,6 +28,7 @@ pub mod pipeline;
 pub mod profile;
 pub mod quant;
 pub mod recipe;
+pub mod report;
 pub mod rng;
 pub mod run_dir;
 pub mod speculative;

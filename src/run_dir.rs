@@ -117,6 +117,69 @@ impl RunDir<'_> {
     pub fn summary(&self) -> PathBuf {
         self.0.join("summary.json")
     }
+
+    /// The latest `distill eval --json` object (the report's eval table).
+    pub fn eval_report(&self) -> PathBuf {
+        self.0.join("eval.json")
+    }
+
+    /// The latest `distill speculative --json` object.
+    pub fn speculative_report(&self) -> PathBuf {
+        self.0.join("speculative.json")
+    }
+
+    /// The error that ended the last `run` / `resume` of this directory (removed when one
+    /// starts again).
+    pub fn failure(&self) -> PathBuf {
+        self.0.join("FAILED")
+    }
+
+    /// `plots/*.svg`, redrawn at each evaluation.
+    pub fn plots(&self) -> PathBuf {
+        self.0.join("plots")
+    }
+
+    pub fn report(&self) -> PathBuf {
+        self.0.join("report.html")
+    }
+
+    /// Where the run stands: running (its LOCK names a live process), finished (it wrote its
+    /// summary), failed (its last process wrote an error, or died holding the LOCK), stopped.
+    pub fn status(&self) -> RunStatus {
+        let lock = std::fs::read_to_string(self.0.join("LOCK")).ok().and_then(|t| t.trim().parse::<u32>().ok());
+        match lock {
+            Some(pid) if alive(pid) => return RunStatus::Running(pid),
+            Some(pid) => return RunStatus::Failed(format!("process {pid} ended holding the run (killed?)")),
+            None => {}
+        }
+        if self.summary().is_file() {
+            return RunStatus::Finished;
+        }
+        match std::fs::read_to_string(self.failure()) {
+            Ok(why) => RunStatus::Failed(why.lines().next().unwrap_or_default().to_string()),
+            Err(_) => RunStatus::Stopped,
+        }
+    }
+}
+
+/// [`RunDir::status`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunStatus {
+    Running(u32),
+    Finished,
+    Stopped,
+    Failed(String),
+}
+
+impl RunStatus {
+    pub fn word(&self) -> &'static str {
+        match self {
+            RunStatus::Running(_) => "running",
+            RunStatus::Finished => "finished",
+            RunStatus::Stopped => "stopped",
+            RunStatus::Failed(_) => "failed",
+        }
+    }
 }
 
 /// A run directory held by one process: `LOCK` holds its pid, created exclusively, removed

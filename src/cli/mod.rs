@@ -51,6 +51,11 @@ enum Cmd {
     /// (Leviathan et al.'s rule: the output is distributed as the teacher's own). Prints the
     /// acceptance rate, tokens per teacher call and the speedup over the teacher alone.
     Speculative(SpeculativeArgs),
+    /// Write one self-contained HTML page of a run (recipe, data filter table, training curves,
+    /// eval table, exports, speculative figures): `<run>/report.html`.
+    Report(ReportArgs),
+    /// List the runs of a folder (default `runs`): status, step, best held-out loss, exports.
+    Runs(RunsArgs),
     /// Print (as JSON) or save (as safetensors) a model's logits for given tokens: the
     /// interface for parity checks against other implementations.
     Logits(LogitsArgs),
@@ -273,6 +278,24 @@ struct SpeculativeArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// One JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct ReportArgs {
+    run_dir: PathBuf,
+    /// Where to write the page (default `<run>/report.html`).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct RunsArgs {
+    /// The folder holding run directories.
+    #[arg(default_value = "runs")]
+    dir: PathBuf,
+    /// One JSON line per run instead of the table.
     #[arg(long)]
     json: bool,
 }
@@ -512,6 +535,8 @@ fn dispatch(cmd: Cmd) -> Result<()> {
         Cmd::Export(a) => run::export(a),
         Cmd::Generate(a) => generate::generate(a),
         Cmd::Speculative(a) => speculative::speculative(a),
+        Cmd::Report(a) => speculative::report(a),
+        Cmd::Runs(a) => speculative::runs(a),
         Cmd::Logits(a) => probes::logits(a),
         Cmd::Attention(a) => probes::attention(a),
         Cmd::Bench(a) => bench::layers(a),

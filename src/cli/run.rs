@@ -144,19 +144,24 @@ pub(super) fn eval(a: EvalArgs) -> Result<()> {
         }
         None => None,
     };
-    if a.json {
-        let names = ["teacher".to_string(), "student f32".to_string()].into_iter().chain(names);
-        let models: Vec<serde_json::Value> = names
-            .zip(&rows)
-            .map(|(name, c)| {
-                serde_json::json!({
-                    "model": name, "loss": c.eval.loss, "ppl": c.eval.ppl, "tokens": c.eval.tokens,
-                    "kl_student": c.kl_student, "kl_teacher": c.kl_teacher, "kl_reverse": c.kl_reverse,
-                    "agreement": c.agreement, "ece": c.ece,
-                })
+    let models: Vec<serde_json::Value> = ["teacher".to_string(), "student f32".to_string()]
+        .iter()
+        .chain(&names)
+        .zip(&rows)
+        .map(|(name, c)| {
+            serde_json::json!({
+                "model": name, "loss": c.eval.loss, "ppl": c.eval.ppl, "tokens": c.eval.tokens,
+                "kl_student": c.kl_student, "kl_teacher": c.kl_teacher, "kl_reverse": c.kl_reverse,
+                "agreement": c.agreement, "ece": c.ece,
             })
-            .collect();
-        println!("{}", serde_json::json!({"models": models, "policy": policy, "speculative": speculative}));
+        })
+        .collect();
+    let json =
+        serde_json::json!({"models": models, "policy": policy, "speculative": speculative, "checkpoint": a.checkpoint});
+    // The latest evaluation stays with the run, for its report.
+    crate::util::write_atomic(&RunDir(run_dir).eval_report(), format!("{json}\n").as_bytes())?;
+    if a.json {
+        println!("{json}");
         return Ok(());
     }
     // KL(student f32 || model), KL(teacher || model) and KL(model || teacher), nats per token;

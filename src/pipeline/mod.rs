@@ -59,7 +59,21 @@ pub fn run(recipe: &Recipe, opts: &RunOptions, log: &mut dyn FnMut(String)) -> R
     let dir = recipe.run_dir();
     let _lock = RunLock::acquire(&dir)?;
     claim_run_dir(recipe, &dir)?;
-    execute(recipe, &dir, opts, log)
+    recording_failure(&dir, || execute(recipe, &dir, opts, log))
+}
+
+/// `f`'s result, its error (not a stop) kept in the run's `FAILED` for `distill runs` and the
+/// report; an earlier one is removed first.
+fn recording_failure<T>(dir: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let failed = RunDir(dir).failure();
+    let _ = std::fs::remove_file(&failed);
+    let out = f();
+    if let Err(e) = &out
+        && !matches!(e, Error::Interrupted(_))
+    {
+        let _ = std::fs::write(&failed, format!("{e}\n"));
+    }
+    out
 }
 
 /// What the recipe's files must allow, checked before anything is written (recipe validation
@@ -113,7 +127,7 @@ fn claim_run_dir(recipe: &Recipe, dir: &Path) -> Result<()> {
 pub fn resume(dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(String)) -> Result<Summary> {
     let recipe = load_run_recipe(dir)?;
     let _lock = RunLock::acquire(dir)?;
-    execute(&recipe, dir, opts, log)
+    recording_failure(dir, || execute(&recipe, dir, opts, log))
 }
 
 pub fn load_run_recipe(dir: &Path) -> Result<Recipe> {

@@ -413,6 +413,12 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
             }
         }
         log.write(&row)?;
+        if row.eval_loss.is_some()
+            && let Err(e) = crate::report::plots::refresh(&job.metrics, None)
+        {
+            // The curves are for watching; a failed drawing does not stop training.
+            eprintln!("warning: {e}");
+        }
         let interrupted = job.stop.load(Ordering::SeqCst) || job.stop_after == Some(st.step);
         let due = st.step % job.checkpoint.every_steps == 0 || st.step == o.steps || interrupted;
         if due && job.checkpoints {
