@@ -183,6 +183,48 @@ fn tiny_end_to_end_run_learns_and_exports() {
     };
     assert_eq!(numbers("student q4_0 PTQ"), numbers(gguf.to_str().unwrap()), "{stdout}");
     assert_ne!(numbers("student q4_0 PTQ"), numbers("student f32"), "{stdout}");
+    // The latest eval stays in the run as eval.json, with the documented keys.
+    let ev: Value = serde_json::from_str(&std::fs::read_to_string(run.join("eval.json")).unwrap()).unwrap();
+    let keys = ["model", "loss", "ppl", "tokens", "kl_student", "kl_teacher", "kl_reverse", "agreement", "ece"];
+    for m in ev["models"].as_array().unwrap() {
+        assert!(keys.iter().all(|k| !m[*k].is_null()), "{m}");
+    }
+    assert_eq!(ev["models"][0]["agreement"], 1.0, "the teacher agrees with itself");
+    // A checkpoint's student, and speculative decoding on two prompts (greedy).
+    let (code, stdout, err) = distill_cmd(&["eval", r, "--checkpoint", "latest", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("\"checkpoint\":\"latest\""), "{stdout}");
+    let (code, _, err) = distill_cmd(&["eval", r, "--checkpoint", "step-x"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--checkpoint: expected `latest` or `step-N`, got `step-x`"), "{err}");
+    let prompts = dir.join("prompts.txt");
+    std::fs::write(&prompts, "Once upon a time\nThe cat\n").unwrap();
+    let p = prompts.to_str().unwrap();
+    let (code, stdout, err) = distill_cmd(&["speculative", r, "--prompts", p, "--max-tokens", "12", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let sp: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let a = sp["acceptance"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&a) && sp["prompts"] == 2 && sp["speedup"].as_f64().unwrap() > 0.0, "{sp}");
+    assert!(run.join("speculative.json").is_file());
+    let (code, _, err) = distill_cmd(&["speculative", r, "--prompts", p, "--draft-len", "0"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--draft-len: expected 1 to 64 tokens, got 0"), "{err}");
+    // The report holds every section; `runs` lists the run as finished.
+    let (code, _, err) = distill_cmd(&["report", r]);
+    assert_eq!(code, 0, "{err}");
+    let page = std::fs::read_to_string(run.join("report.html")).unwrap();
+    for id in ["recipe", "data", "plots", "eval", "exports", "speculative"] {
+        assert!(page.contains(&format!("<section id=\"{id}\">")), "{id}");
+    }
+    assert!(page.contains("<svg") && page.contains("tokens per teacher call"));
+    let (code, stdout, err) = distill_cmd(&["runs", dir.to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let listed: Value = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|v| run.ends_with(v["name"].as_str().unwrap()))
+        .unwrap();
+    assert_eq!(listed["status"], "finished", "{listed}");
     let (code, _, err) = distill_cmd(&["export", r, "--format", "gguf-q5_1"]);
     assert_eq!(code, 2);
     assert!(
@@ -310,6 +352,9 @@ fn cli_exit_codes_and_messages() {
         "bench-cache",
         "data",
         "validate",
+        "speculative",
+        "report",
+        "runs",
     ] {
         let (code, out, _) = distill_cmd(&[sub, "--help"]);
         assert_eq!(code, 0, "{sub} --help");
