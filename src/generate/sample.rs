@@ -87,14 +87,7 @@ pub fn sample(logits: &[f32], s: &Sampling, rng: &mut SplitMix) -> u32 {
         }
     };
     cand.sort_unstable_by(rank);
-    if s.top_p < 1.0 {
-        let (mut cum, mut keep) = (0.0, 0);
-        while keep < cand.len() && cum < s.top_p * z {
-            cum += cand[keep].1;
-            keep += 1;
-        }
-        cand.truncate(keep.max(1));
-    }
+    top_p_prefix(&mut cand, s.top_p, z);
     let z: f64 = cand.iter().map(|c| c.1).sum();
     let mut u = rng.uniform() * z;
     for &(i, w) in &cand {
@@ -104,6 +97,20 @@ pub fn sample(logits: &[f32], s: &Sampling, rng: &mut SplitMix) -> u32 {
         u -= w;
     }
     cand.last().expect("non-empty").0 as u32
+}
+
+/// Cut `ranked` (weights, most likely first) to its shortest prefix holding `top_p` of the mass
+/// `z`, the token that crosses it kept (as transformers does); at least one token.
+fn top_p_prefix<T>(ranked: &mut Vec<(T, f64)>, top_p: f64, z: f64) {
+    if top_p >= 1.0 {
+        return;
+    }
+    let (mut cum, mut keep) = (0.0, 0);
+    while keep < ranked.len() && cum < top_p * z {
+        cum += ranked[keep].1;
+        keep += 1;
+    }
+    ranked.truncate(keep.max(1));
 }
 
 /// The distribution [`sample`] draws from, as `(id, probability)` pairs, most likely first
@@ -121,15 +128,8 @@ pub fn distribution(logits: &[f32], s: &Sampling) -> Vec<(u32, f64)> {
     if s.top_k > 0 {
         all.truncate(s.top_k);
     }
-    if s.top_p < 1.0 {
-        let z: f64 = all.iter().map(|c| c.1).sum();
-        let (mut cum, mut keep) = (0.0, 0);
-        while keep < all.len() && cum < s.top_p * z {
-            cum += all[keep].1;
-            keep += 1;
-        }
-        all.truncate(keep.max(1));
-    }
+    let z: f64 = all.iter().map(|c| c.1).sum();
+    top_p_prefix(&mut all, s.top_p, z);
     let z: f64 = all.iter().map(|c| c.1).sum();
     all.iter_mut().for_each(|c| c.1 /= z);
     all
