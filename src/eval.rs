@@ -185,11 +185,7 @@ pub fn compare(
         let logits = |m: &Decoder| m.forward_docs(batch.inputs.clone(), batch.docs.as_ref()).reshape([b * t, v]);
         let (zt, zs) = (logits(teacher), logits(student));
         let (lt, ls) = (log_softmax(zt.clone(), 1), log_softmax(zs.clone(), 1));
-        let mask: Vec<f32> = batch.mask.clone().into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 mask");
-        let host_ids = |x: Tensor<2, burn::tensor::Int>| -> Vec<i64> {
-            x.reshape([b * t]).into_data().convert::<i64>().try_into_vec::<i64>().expect("i64 ids")
-        };
-        let targets = host_ids(batch.targets.clone().reshape([b * t, 1]));
+        let (mask, targets) = host_mask_targets(&batch);
         let teacher_top = host_ids(zt.clone().argmax(1));
         // KL(p || q) summed over the batch's real tokens, as `kl_divergence` sums it.
         let kl = |lp: &Tensor<2>, lq: &Tensor<2>| -> f64 {
@@ -199,18 +195,12 @@ pub fn compare(
         for (i, z) in [Some(zt), Some(zs)].into_iter().chain(variants.iter().map(|_| None)).enumerate() {
             let z = z.unwrap_or_else(|| logits(variants[i - 2]));
             let lq = log_softmax(z.clone(), 1);
-            ce[i] += ce_sum(z, &batch);
             kl_s[i] += kl(&ls, &lq);
             kl_t[i] += kl(&lt, &lq);
             kl_r[i] += kl(&lq, &lt);
-            let (top, at) = lq.max_dim_with_indices(1);
-            let conf: Vec<f32> =
-                top.exp().reshape([b * t]).into_data().convert::<f32>().try_into_vec::<f32>().expect("f32");
-            let at = host_ids(at);
-            for j in (0..b * t).filter(|&j| mask[j] > 0.0) {
-                agree[i] += (at[j] == teacher_top[j]) as u8 as f64;
-                cal[i].add(conf[j] as f64, at[j] == targets[j]);
-            }
+            let (sum, at) = score(z, &batch, &mask, &targets, &mut cal[i]);
+            ce[i] += sum;
+            agree[i] += (0..b * t).filter(|&j| mask[j] > 0.0 && at[j] == teacher_top[j]).count() as f64;
         }
         tokens += batch.real_tokens;
     }
@@ -225,6 +215,106 @@ pub fn compare(
             ece: cal[i].ece(),
         })
         .collect()
+}
+
+fn host_ids(x: Tensor<2, burn::tensor::Int>) -> Vec<i64> {
+    let n = x.dims().iter().product::<usize>();
+    x.reshape([n]).into_data().convert::<i64>().try_into_vec::<i64>().expect("i64 ids")
+}
+
+/// A batch's loss mask and next-token targets on the host.
+fn host_mask_targets(batch: &Batch) -> (Vec<f32>, Vec<i64>) {
+    let mask: Vec<f32> = batch.mask.clone().into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 mask");
+    let n = mask.len();
+    (mask, host_ids(batch.targets.clone().reshape([n, 1])))
+}
+
+/// One model's logits `z` `[n, vocab]` over `batch`: its cross-entropy summed over the real
+/// tokens, each real token's top-1 confidence and correctness added to `cal`, and its argmax ids.
+fn score(z: Tensor<2>, batch: &Batch, mask: &[f32], targets: &[i64], cal: &mut Calibration) -> (f64, Vec<i64>) {
+    let (top, at) = burn::tensor::activation::log_softmax(z.clone(), 1).max_dim_with_indices(1);
+    let n = mask.len();
+    let conf: Vec<f32> = top.exp().reshape([n]).into_data().convert::<f32>().try_into_vec::<f32>().expect("f32");
+    let at = host_ids(at);
+    for j in (0..n).filter(|&j| mask[j] > 0.0) {
+        cal.add(conf[j] as f64, at[j] == targets[j]);
+    }
+    (ce_sum(z, batch), at)
+}
+
+/// What a cached teacher allows (its logits exist only as the cache's top-k over the training
+/// split): a model's held-out loss, perplexity and calibration error, and its top-1 agreement
+/// with the cache's top-1 ids at the cached positions of the first training rows.
+#[derive(Debug, Clone, Copy)]
+pub struct CachedCompared {
+    pub eval: EvalResult,
+    pub ece: f64,
+    pub agreement: f64,
+    /// The training positions the agreement is over.
+    pub agreement_tokens: usize,
+}
+
+/// [`CachedCompared`] for each of `models`: the held-out split `valid`, and the first `rows`
+/// rows of the cached training split `train`.
+pub fn compare_cached(
+    models: &[&Decoder],
+    valid: &Packed,
+    train: &Packed,
+    cache: &crate::teacher::cache::CacheReader,
+    rows: usize,
+    batch_size: usize,
+    device: &Device,
+) -> Result<Vec<CachedCompared>> {
+    let n = models.len();
+    let (mut ce, mut cal, mut tokens) = (vec![0.0; n], vec![Calibration::default(); n], 0);
+    let all: Vec<usize> = (0..valid.n_rows()).collect();
+    for chunk in all.chunks(batch_size) {
+        let batch = valid.batch(chunk, device);
+        let [b, t] = batch.inputs.dims();
+        let (mask, targets) = host_mask_targets(&batch);
+        for (i, m) in models.iter().enumerate() {
+            let z = m.forward_docs(batch.inputs.clone(), batch.docs.as_ref()).reshape([b * t, m.config.vocab_size]);
+            ce[i] += score(z, &batch, &mask, &targets, &mut cal[i]).0;
+        }
+        tokens += batch.real_tokens;
+    }
+    // The cache stores each row's loss positions in order; its top-1 is the largest stored logit.
+    let (mut agree, mut positions) = (vec![0usize; n], 0usize);
+    let cached: Vec<usize> = (0..rows.min(train.n_rows())).collect();
+    for chunk in cached.chunks(batch_size) {
+        let batch = train.batch(chunk, device);
+        let [b, t] = batch.inputs.dims();
+        let mut want = Vec::new();
+        for (j, &r) in chunk.iter().enumerate() {
+            let recs = cache.row(r)?;
+            let at = train.loss_positions(r);
+            if recs.len() != at.len() {
+                return Err(Error::input(format!(
+                    "teacher cache row {r}: {} records for {} loss positions: the cache is not this run's",
+                    recs.len(),
+                    at.len()
+                )));
+            }
+            for (rec, p) in recs.iter().zip(at) {
+                let top = (0..rec.ids.len()).fold(0, |a, k| if rec.logits[k] > rec.logits[a] { k } else { a });
+                want.push((j * t + p, rec.ids[top] as i64));
+            }
+        }
+        positions += want.len();
+        for (i, m) in models.iter().enumerate() {
+            let z = m.forward_docs(batch.inputs.clone(), batch.docs.as_ref()).reshape([b * t, m.config.vocab_size]);
+            let at = host_ids(z.argmax(1));
+            agree[i] += want.iter().filter(|(p, id)| at[*p] == *id).count();
+        }
+    }
+    Ok((0..n)
+        .map(|i| CachedCompared {
+            eval: result(ce[i], tokens),
+            ece: cal[i].ece(),
+            agreement: agree[i] as f64 / positions.max(1) as f64,
+            agreement_tokens: positions,
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -353,6 +443,47 @@ mod tests {
         }
         assert_eq!(rows[0].agreement, 1.0);
         assert!(rows[1].agreement < 1.0 && rows[1].kl_reverse > 1e-3 && rows[1].ece > 0.0);
+    }
+
+    /// From a cache of the teacher (every logit kept, f16): the held-out loss and ECE are
+    /// `compare`'s, the student's agreement is the naive count of its argmax equal to the live
+    /// teacher's at the cached positions of the first rows, and the teacher agrees with itself.
+    #[test]
+    fn cached_comparison_is_what_the_cache_allows() {
+        use crate::teacher::cache::{self, test_fixture as fx};
+        let dev = Device::flex();
+        let c = DecoderConfig { vocab_size: fx::V, shape: ModelShape::for_tests(16, 1, 2, 1, 32) };
+        let (teacher, student) = (c.init(1, &dev), c.init(2, &dev));
+        let mut rng = crate::rng::SplitMix(3);
+        let train = Packed::new((0..5 * fx::T + 1).map(|_| rng.below(fx::V) as u32).collect::<Vec<u32>>(), fx::T, 0);
+        let valid = Packed::per_document((0..50u32).map(|i| (i * 7) % 200 + 1).collect::<Vec<u32>>(), 4, 0);
+        let dir = fx::tmp("eval-cached");
+        let id = fx::ident(fx::V, crate::teacher::codec::ValueCodec::F16, train.n_rows(), "data");
+        let stop = AtomicBool::new(false);
+        let opts = cache::BuildOptions { batch_size: 2, quiet: true, stop: &stop, teacher: Default::default() };
+        cache::build(&dir, &id, &train, cache::decoder_select(&teacher, &train, &dev, &id), &opts).unwrap();
+        let reader = cache::CacheReader::open(&dir, &fx::expect(&id)).unwrap();
+        let got = compare_cached(&[&student, &teacher], &valid, &train, &reader, 4, 3, &dev).unwrap();
+        let live = compare(&teacher, &student, &[], &valid, 3, &dev);
+        assert_eq!((got[0].eval.loss, got[0].ece), (live[1].eval.loss, live[1].ece));
+        let argmaxes = |m: &Decoder, ids: &[u32]| -> Vec<usize> {
+            let z: Vec<f32> = m.forward(crate::model::token_tensor(ids, &dev)).into_data().iter::<f32>().collect();
+            z.chunks(fx::V).map(|r| (0..r.len()).fold(0, |b, i| if r[i] > r[b] { i } else { b })).collect()
+        };
+        let (mut agree, mut n) = (0usize, 0usize);
+        for r in 0..4 {
+            let (inputs, _, _) = train.row(r);
+            let (t, s) = (argmaxes(&teacher, &inputs), argmaxes(&student, &inputs));
+            for p in train.loss_positions(r) {
+                n += 1;
+                agree += (t[p] == s[p]) as usize;
+            }
+        }
+        assert_eq!(got[0].agreement_tokens, n);
+        assert!((got[0].agreement - agree as f64 / n as f64).abs() < 1e-12, "{} vs {agree}/{n}", got[0].agreement);
+        // The teacher against its own cache: all but f16 near-ties.
+        assert!(got[1].agreement > 0.95, "{}", got[1].agreement);
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     /// One pass gives what the figure-by-figure functions give, to the bit: each model's

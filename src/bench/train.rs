@@ -95,6 +95,39 @@ pub fn gpu_mib_of_this_process() -> Option<f64> {
     })
 }
 
+/// The largest [`gpu_mib_of_this_process`] reading, taken every `every` on a thread of its
+/// own until [`GpuPeak::stop`]. LibTorch's caching allocator keeps what it reserved until an
+/// allocation fails, then frees its cache and retries: a reading at the end of a run that
+/// brushed the card's limit shows less than the run needed; the sampled peak does not.
+pub struct GpuPeak {
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Option<f64>>,
+}
+
+impl GpuPeak {
+    /// `None` where nvidia-smi does not see this process (no NVIDIA GPU).
+    pub fn start(every: std::time::Duration) -> GpuPeak {
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = done.clone();
+        let thread = std::thread::spawn(move || {
+            let mut peak: Option<f64> = None;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(m) = gpu_mib_of_this_process() {
+                    peak = Some(peak.map_or(m, |p| p.max(m)));
+                }
+                std::thread::sleep(every);
+            }
+            peak
+        });
+        GpuPeak { done, thread }
+    }
+
+    pub fn stop(self) -> Option<f64> {
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().ok().flatten()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

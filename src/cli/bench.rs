@@ -223,7 +223,10 @@ pub(super) fn train(a: BenchTrainArgs) -> Result<()> {
     let stop = stop_flag();
     let opts = RunOptions { stop: &stop, stop_after: None, quiet: true };
     let started = std::time::Instant::now();
-    let run = pipeline::bench_train(&r, &opts, &mut say)?;
+    let sampler = bench::train::GpuPeak::start(std::time::Duration::from_millis(250));
+    let run = pipeline::bench_train(&r, &opts, &mut say);
+    let gpu_peak = sampler.stop();
+    let run = run?;
     // Everything before the first step: data, the teacher's load and the student's build.
     let setup_s = started.elapsed().as_secs_f64() - run.rows.last().map_or(0.0, |r| r.elapsed_s);
     let peak = peak_tflops.or(match r.run.backend {
@@ -257,8 +260,8 @@ pub(super) fn train(a: BenchTrainArgs) -> Result<()> {
     println!("  first step      {:>10.1} s  (warm-up {:.1} s beyond a steady step)", b.first_step_s, b.warmup_s);
     println!("  setup           {setup_s:>10.1} s  (outside the steps: data, teacher load, student build)");
     println!("  host peak RSS   {:>10.0} MiB", host.unwrap_or(f64::NAN));
-    if let Some(g) = gpu {
-        println!("  GPU memory      {:>10.0} MiB  (held at the end: the caching allocator's peak)", g);
+    if let (Some(g), Some(p)) = (gpu, gpu_peak) {
+        println!("  GPU memory peak {:>10.0} MiB  (nvidia-smi every 0.25 s; {g:.0} MiB held at the end)", p.max(g));
     }
     if let Some(p) = jsonl {
         let mut v = serde_json::to_value(&b).map_err(|e| Error::runtime(e.to_string()))?;
@@ -270,6 +273,7 @@ pub(super) fn train(a: BenchTrainArgs) -> Result<()> {
         v["seq_len"] = r.data.seq_len.into();
         v["activation_checkpointing"] = serde_json::to_value(r.run.activation_checkpointing).unwrap_or_default();
         v["gpu_mib"] = gpu.into();
+        v["gpu_peak_mib"] = gpu_peak.zip(gpu).map(|(p, g)| p.max(g)).into();
         v["setup_s"] = setup_s.into();
         bench::append_jsonl(&p, &format!("{v}\n"))?;
     }

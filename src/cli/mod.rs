@@ -3,6 +3,7 @@
 //! flags into library calls and print the results; the work itself lives in the library.
 
 mod bench;
+mod eval;
 mod flags;
 mod generate;
 mod probes;
@@ -531,7 +532,7 @@ fn dispatch(cmd: Cmd) -> Result<()> {
         Cmd::Run(a) => run::run(a),
         Cmd::CacheTeacher(a) => run::cache_teacher(a),
         Cmd::Resume(a) => run::resume(a),
-        Cmd::Eval(a) => run::eval(a),
+        Cmd::Eval(a) => eval::eval(a),
         Cmd::Export(a) => run::export(a),
         Cmd::Generate(a) => generate::generate(a),
         Cmd::Speculative(a) => speculative::speculative(a),

@@ -168,6 +168,21 @@ pub fn teacher_and_student(
     Ok((teacher, student))
 }
 
+/// The run's teacher cache, opened, when the recipe trains from one and the teacher's own files
+/// are gone (what `eval` can then still measure); `None` when the teacher is there.
+pub fn cache_without_teacher(r: &Recipe, run_dir: &Path) -> Result<Option<cache::CacheReader>> {
+    if r.teacher.logits != crate::recipe::LogitsSource::Cache
+        || Teacher::of(r, run_dir).files().is_ok_and(|f| f.iter().all(|p| p.is_file()))
+    {
+        return Ok(None);
+    }
+    let d = data::load_prepared(run_dir)?.pack(r.data.seq_len, r.data.packing);
+    match cached::offline(r, run_dir, &d)? {
+        Some(m) => Ok(Some(cached::open_offline(r, &d, &m)?)),
+        None => Ok(None),
+    }
+}
+
 /// The run's student at checkpoint `which` (`latest` or `step-N`) rather than its final weights:
 /// the newest checkpoint or the one of that step, into the student's shape (its finished or
 /// first weights' config, else the recipe's over the teacher's vocabulary).

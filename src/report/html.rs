@@ -36,6 +36,8 @@ fn read_json(p: &Path) -> Option<Value> {
 fn num(v: &Value, digits: usize) -> String {
     match v.as_f64() {
         Some(x) => format!("{x:.digits$}"),
+        // A figure the evaluation could not make (a cached teacher's KLs).
+        None if v.is_null() => "-".into(),
         None => escape(&v.to_string()),
     }
 }

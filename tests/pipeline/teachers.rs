@@ -47,6 +47,29 @@ fn cached_teacher_matches_online_teacher() {
     let e = pipeline::run(&other, &opts(&stop, None), &mut |_| {}).unwrap_err().to_string();
     assert!(e.contains("made for") && e.contains("distill cache-teacher"), "{e}");
     assert!(!dir.join("other/student/checkpoints/LATEST").exists());
+    // `eval` with the teacher, then from its cache alone once the teacher's files are gone:
+    // the student's held-out figures need no teacher; agreement comes from the cache's top-1.
+    let run = dir.join("cached");
+    let r = run.to_str().unwrap();
+    let (code, live, err) = distill_cmd(&["eval", r, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let live: Value = serde_json::from_str(live.trim()).unwrap();
+    std::fs::remove_dir_all(run.join("teacher/final")).unwrap();
+    let (code, out, err) = distill_cmd(&["eval", r, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let c: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(c["teacher"], "cache", "{c}");
+    for key in ["loss", "ece", "tokens"] {
+        assert_eq!(c["models"][1][key], live["models"][1][key], "student {key}");
+    }
+    let (t, l) = (c["models"][0]["loss"].as_f64().unwrap(), live["models"][0]["loss"].as_f64().unwrap());
+    assert!((t - l).abs() < 1e-6 * l, "the teacher's held-out loss as the cache recorded it: {t} vs {l}");
+    let ag = c["models"][1]["agreement"].as_f64().unwrap();
+    assert!(ag > 0.0 && ag <= 1.0 && c["models"][1]["agreement_tokens"].as_u64().unwrap() > 0, "{c}");
+    assert!(c["models"][1]["kl_teacher"].is_null() && c["missing"].as_str().unwrap().contains("live teacher"));
+    let (code, _, err) = distill_cmd(&["eval", r, "--policy", "2"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("need the live teacher"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
 
