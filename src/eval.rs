@@ -198,7 +198,7 @@ pub fn compare(
             kl_s[i] += kl(&ls, &lq);
             kl_t[i] += kl(&lt, &lq);
             kl_r[i] += kl(&lq, &lt);
-            let (sum, at) = score(z, &batch, &mask, &targets, &mut cal[i]);
+            let (sum, at) = score(z, lq, &batch, &mask, &targets, &mut cal[i]);
             ce[i] += sum;
             agree[i] += (0..b * t).filter(|&j| mask[j] > 0.0 && at[j] == teacher_top[j]).count() as f64;
         }
@@ -229,10 +229,18 @@ fn host_mask_targets(batch: &Batch) -> (Vec<f32>, Vec<i64>) {
     (mask, host_ids(batch.targets.clone().reshape([n, 1])))
 }
 
-/// One model's logits `z` `[n, vocab]` over `batch`: its cross-entropy summed over the real
-/// tokens, each real token's top-1 confidence and correctness added to `cal`, and its argmax ids.
-fn score(z: Tensor<2>, batch: &Batch, mask: &[f32], targets: &[i64], cal: &mut Calibration) -> (f64, Vec<i64>) {
-    let (top, at) = burn::tensor::activation::log_softmax(z.clone(), 1).max_dim_with_indices(1);
+/// One model's logits `z` `[n, vocab]` and their log-softmax `lq` over `batch`: its
+/// cross-entropy summed over the real tokens, each real token's top-1 confidence and
+/// correctness added to `cal`, and its argmax ids.
+fn score(
+    z: Tensor<2>,
+    lq: Tensor<2>,
+    batch: &Batch,
+    mask: &[f32],
+    targets: &[i64],
+    cal: &mut Calibration,
+) -> (f64, Vec<i64>) {
+    let (top, at) = lq.max_dim_with_indices(1);
     let n = mask.len();
     let conf: Vec<f32> = top.exp().reshape([n]).into_data().convert::<f32>().try_into_vec::<f32>().expect("f32");
     let at = host_ids(at);
@@ -274,7 +282,8 @@ pub fn compare_cached(
         let (mask, targets) = host_mask_targets(&batch);
         for (i, m) in models.iter().enumerate() {
             let z = m.forward_docs(batch.inputs.clone(), batch.docs.as_ref()).reshape([b * t, m.config.vocab_size]);
-            ce[i] += score(z, &batch, &mask, &targets, &mut cal[i]).0;
+            let lq = burn::tensor::activation::log_softmax(z.clone(), 1);
+            ce[i] += score(z, lq, &batch, &mask, &targets, &mut cal[i]).0;
         }
         tokens += batch.real_tokens;
     }

@@ -21,29 +21,35 @@ pub(super) fn eval(a: EvalArgs) -> Result<()> {
         Some(p) => flag::<crate::data::config::Packing>("--packing", p)?,
         None => r.data.packing,
     };
-    let d = data::load_prepared(run_dir)?.pack(r.data.seq_len, packing);
-    if let Some(cache) = pipeline::cache_without_teacher(&r, run_dir)? {
-        return cached(&a, &r, &d.valid, &cache, &device);
+    // The data as the run packed it (what its cache was made from), and the held-out split
+    // packed as asked when that differs.
+    let d = data::load_prepared(run_dir)?.pack(r.data.seq_len, r.data.packing);
+    let repacked = match packing == r.data.packing {
+        true => None,
+        false => Some(data::load_prepared(run_dir)?.pack(r.data.seq_len, packing).valid),
+    };
+    let valid = repacked.as_ref().unwrap_or(&d.valid);
+    if let Some(cache) = pipeline::cache_without_teacher(&r, run_dir, &d)? {
+        return cached(&a, &r, valid, &d.train, &cache, &device);
     }
     // The run's teacher wherever it lives: pretrained in the run, a checkpoint or an HF folder
     // (checked against the run's tokenizer, as the run did).
     let teacher = pipeline::teacher::Teacher::of(&r, run_dir)
         .obtain(&d, &device, &mut |_| {}, |_| load_final(run_dir, Phase::Teacher, &device))?;
-    let valid = d.valid;
     let student = match &a.checkpoint {
         Some(which) => pipeline::student_checkpoint(&r, run_dir, which, teacher.config.vocab_size, &device)?,
         None => load_final(run_dir, Phase::Student, &device)?,
     };
     let (names, variants) = variants(&a, &r, &student, &device)?;
     let refs: Vec<&crate::model::Decoder> = variants.iter().collect();
-    let rows = eval::compare(&teacher, &student, &refs, &valid, r.optim.batch_size, &device);
+    let rows = eval::compare(&teacher, &student, &refs, valid, r.optim.batch_size, &device);
     let policy = (a.policy > 0).then(|| -> Result<_> {
         let stops = pipeline::chat::stop_ids(&r, run_dir)?;
         let batch = r.optim.batch_size;
         Ok(crate::on_policy::eval::policy_eval(
             &student,
             &teacher,
-            &valid,
+            valid,
             a.policy,
             a.policy_tokens,
             &stops,
@@ -54,13 +60,11 @@ pub(super) fn eval(a: EvalArgs) -> Result<()> {
     let policy = policy.transpose()?;
     let speculative = match &a.speculative {
         Some(file) => {
-            if a.draft_len == 0 || a.draft_len > 64 {
-                return Err(Error::input(format!("--draft-len: expected 1 to 64 tokens, got {}", a.draft_len)));
-            }
+            let draft_len = super::flags::draft_len(a.draft_len)?;
             let tok = crate::data::tokenizer::Tokenizer::load(&RunDir(run_dir).tokenizer())?;
             let p = super::generate::prompt_file(file, &tok, &r, run_dir)?;
             let s = crate::generate::Sampling::greedy(64);
-            Some(crate::speculative::measure(&teacher, &student, &p.ids, &p.stops, &s, a.draft_len, 0, &device).0)
+            Some(crate::speculative::measure(&teacher, &student, &p.ids, &p.stops, &s, draft_len, 0, &device).0)
         }
         None => None,
     };
@@ -179,6 +183,7 @@ fn cached(
     a: &EvalArgs,
     r: &Recipe,
     valid: &crate::data::pack::Packed,
+    train: &crate::data::pack::Packed,
     cache: &crate::teacher::cache::CacheReader,
     device: &burn::tensor::Device,
 ) -> Result<()> {
@@ -194,9 +199,8 @@ fn cached(
     };
     let (names, variants) = variants(a, r, &student, device)?;
     let models: Vec<&Decoder> = std::iter::once(&student).chain(&variants).collect();
-    let train = data::load_prepared(run_dir)?.pack(r.data.seq_len, r.data.packing).train;
     // Agreement over the first 64 rows: enough tokens for a steady share, one pass of each model.
-    let rows = eval::compare_cached(&models, valid, &train, cache, 64, r.optim.batch_size, device)?;
+    let rows = eval::compare_cached(&models, valid, train, cache, 64, r.optim.batch_size, device)?;
     let held = cache.manifest.teacher.held_out.as_ref();
     let names: Vec<String> = std::iter::once("student f32".to_string()).chain(names).collect();
     let need = "KL(teacher||model), KL(model||teacher) and held-out agreement need the live teacher";

@@ -56,6 +56,22 @@ pub(super) fn flag<T: FromStr<Err = String>>(name: &str, value: &str) -> Result<
     value.parse().map_err(|e| Error::input(format!("{name}: {e}")))
 }
 
+/// `--top-p`: a share of the probability mass, in (0, 1].
+pub(super) fn top_p(p: f64) -> Result<f64> {
+    match p > 0.0 && p <= 1.0 {
+        true => Ok(p),
+        false => Err(Error::input(format!("--top-p: expected a value in (0, 1], got {p}"))),
+    }
+}
+
+/// `--draft-len`: speculative decoding's draft tokens per teacher call, 1 to 64.
+pub(super) fn draft_len(k: usize) -> Result<usize> {
+    match (1..=64).contains(&k) {
+        true => Ok(k),
+        false => Err(Error::input(format!("--draft-len: expected 1 to 64 tokens, got {k}"))),
+    }
+}
+
 /// `--backend cpu|cuda|wgpu`, refusing a backend this binary was built without.
 pub(super) fn backend_device(backend: &str) -> Result<burn::tensor::Device> {
     let b: Backend = flag("--backend", backend)?;

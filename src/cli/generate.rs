@@ -16,10 +16,7 @@ use crate::recipe::Recipe;
 pub(super) fn generate(a: GenerateArgs) -> Result<()> {
     let r = load_run_recipe(&a.run_dir)?;
     let device = pipeline::device_for(r.run.backend);
-    let top_p = a.top_p;
-    if !(0.0..=1.0).contains(&top_p) || top_p == 0.0 {
-        return Err(Error::input(format!("--top-p: expected a value in (0, 1], got {top_p}")));
-    }
+    let top_p = super::flags::top_p(a.top_p)?;
     let mut m = match &a.exported {
         Some(path) => crate::export::open(path, &device)?,
         None => load_final(&a.run_dir, which(a.teacher), &device)?,

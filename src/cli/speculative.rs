@@ -11,15 +11,11 @@ use crate::pipeline::{self, load_run_recipe};
 use crate::run_dir::RunDir;
 
 pub(super) fn speculative(a: SpeculativeArgs) -> Result<()> {
-    if a.draft_len == 0 || a.draft_len > 64 {
-        return Err(Error::input(format!("--draft-len: expected 1 to 64 tokens, got {}", a.draft_len)));
-    }
+    let draft_len = super::flags::draft_len(a.draft_len)?;
     if !(a.temperature >= 0.0 && a.temperature.is_finite()) {
         return Err(Error::input(format!("--temperature: expected a finite value >= 0, got {}", a.temperature)));
     }
-    if !(a.top_p > 0.0 && a.top_p <= 1.0) {
-        return Err(Error::input(format!("--top-p: expected a value in (0, 1], got {}", a.top_p)));
-    }
+    let top_p = super::flags::top_p(a.top_p)?;
     let r = load_run_recipe(&a.run_dir)?;
     let device = pipeline::device_for(r.run.backend);
     let tok = Tokenizer::load(&a.run_dir.join("tokenizer.json"))?;
@@ -29,9 +25,8 @@ pub(super) fn speculative(a: SpeculativeArgs) -> Result<()> {
     }
     let (teacher, student) =
         pipeline::teacher_and_student(&r, &a.run_dir, &device, |p| load_final(&a.run_dir, p, &device))?;
-    let s =
-        Sampling { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, seed: a.seed, max_tokens: a.max_tokens };
-    let (rep, _) = crate::speculative::measure(&teacher, &student, &ids, &stops, &s, a.draft_len, a.seed, &device);
+    let s = Sampling { temperature: a.temperature, top_k: a.top_k, top_p, seed: a.seed, max_tokens: a.max_tokens };
+    let (rep, _) = crate::speculative::measure(&teacher, &student, &ids, &stops, &s, draft_len, a.seed, &device);
     let json = serde_json::to_string(&rep).map_err(|e| Error::runtime(e.to_string()))?;
     // The latest figures stay with the run, for its report.
     crate::util::write_atomic(&RunDir(&a.run_dir).speculative_report(), format!("{json}\n").as_bytes())?;

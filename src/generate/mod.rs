@@ -83,14 +83,7 @@ pub fn generate_batch(
     assert_eq!(prompts.len(), rngs.len(), "one generator per prompt");
     let ctx = model.config.shape.max_seq_len;
     let mut timing = Timing::default();
-    let start = [stops.first().copied().unwrap_or(0)];
-    let prompts: Vec<&[u32]> = prompts
-        .iter()
-        .map(|p| match p.is_empty() {
-            true => &start[..],
-            false => &p[p.len().saturating_sub(ctx - 1)..],
-        })
-        .collect();
+    let prompts: Vec<&[u32]> = prompts.iter().map(|p| fit_prompt(p, stops, ctx)).collect();
     let n = prompts.len();
     let mut out: Vec<Generated> =
         (0..n).map(|_| Generated { tokens: Vec::new(), stop: Stop::Limit, ended_by: None }).collect();
@@ -159,6 +152,16 @@ pub fn generate_batch(
         timing.decode_s += step.elapsed().as_secs_f64();
     }
     (out, timing)
+}
+
+/// What a model reads of `prompt` within a context of `ctx`: its last `ctx - 1` tokens (one
+/// place left to generate), or for an empty prompt the first stop id (else id 0).
+pub fn fit_prompt<'a>(prompt: &'a [u32], stops: &'a [u32], ctx: usize) -> &'a [u32] {
+    match (prompt.is_empty(), stops.is_empty()) {
+        (true, false) => &stops[..1],
+        (true, true) => &[0],
+        (false, _) => &prompt[prompt.len().saturating_sub(ctx - 1)..],
+    }
 }
 
 /// The next token of each of `live`'s rows from their logits `[b, vocab]`, each row with its own

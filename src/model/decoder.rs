@@ -364,11 +364,18 @@ impl Decoder {
     /// The last column's logits `[b, vocab]` of `tokens` after `cache` (extended with them):
     /// the LM head runs on that column only, never on a prompt's every position.
     pub fn forward_cached_last(&self, tokens: Tensor<2, Int>, cache: &mut Cache) -> Tensor<2> {
+        let b = tokens.dims()[0];
+        self.forward_cached_tail(tokens, cache, 1).reshape([b, self.config.vocab_size])
+    }
+
+    /// The last `n` columns' logits `[b, n, vocab]` of `tokens` after `cache` (extended with
+    /// them): speculative decoding's verification reads the drafts' columns only.
+    pub fn forward_cached_tail(&self, tokens: Tensor<2, Int>, cache: &mut Cache, n: usize) -> Tensor<3> {
         let [b, t] = tokens.dims();
         let (x, _) = self.hidden(tokens, Some(cache), &[], None);
         cache.pos += t;
         let d = x.dims()[2];
-        self.logits_of(x.slice([0..b, t - 1..t, 0..d])).reshape([b, self.config.vocab_size])
+        self.logits_of(x.slice([0..b, t - n..t, 0..d]))
     }
 
     fn run(&self, tokens: Tensor<2, Int>, cache: Option<&mut Cache>) -> Tensor<3> {

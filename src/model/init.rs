@@ -26,15 +26,19 @@ pub trait WeightSource {
     /// file loaded in half precision is never widened on the host (for an 8B bf16 teacher: no
     /// 32 GB of f32 and two fewer passes over it). By default, `get`'s f32 values.
     fn get_data(&self, name: &str) -> Result<(TensorData, Vec<usize>)> {
-        let (values, shape) = self.get(name)?;
-        let n = values.len();
-        Ok((TensorData::new(values, [n]), shape))
+        self.get(name).map(flat_f32)
     }
     /// Once a checking build has asked for every tensor the model needs: an error naming a
     /// stored tensor that was never asked for (it would be silently dropped).
     fn check_all_used(&self) -> Result<()> {
         Ok(())
     }
+}
+
+/// [`WeightSource::get`]'s values as flat f32 tensor data, with their shape.
+pub fn flat_f32((values, shape): (Vec<f32>, Vec<usize>)) -> (TensorData, Vec<usize>) {
+    let n = values.len();
+    (TensorData::new(values, [n]), shape)
 }
 
 pub struct Init<'a> {

@@ -170,15 +170,15 @@ pub fn teacher_and_student(
 
 /// The run's teacher cache, opened, when the recipe trains from one and the teacher's own files
 /// are gone (what `eval` can then still measure); `None` when the teacher is there.
-pub fn cache_without_teacher(r: &Recipe, run_dir: &Path) -> Result<Option<cache::CacheReader>> {
+/// `d`: the run's data as it packed it.
+pub fn cache_without_teacher(r: &Recipe, run_dir: &Path, d: &RunData) -> Result<Option<cache::CacheReader>> {
     if r.teacher.logits != crate::recipe::LogitsSource::Cache
         || Teacher::of(r, run_dir).files().is_ok_and(|f| f.iter().all(|p| p.is_file()))
     {
         return Ok(None);
     }
-    let d = data::load_prepared(run_dir)?.pack(r.data.seq_len, r.data.packing);
-    match cached::offline(r, run_dir, &d)? {
-        Some(m) => Ok(Some(cached::open_offline(r, &d, &m)?)),
+    match cached::offline(r, run_dir, d)? {
+        Some(m) => Ok(Some(cached::open_offline(r, d, &m)?)),
         None => Ok(None),
     }
 }
@@ -195,13 +195,7 @@ pub fn student_checkpoint(r: &Recipe, run_dir: &Path, which: &str, vocab: usize,
                 .strip_prefix("step-")
                 .and_then(|n| n.parse().ok())
                 .ok_or_else(|| Error::input(format!("--checkpoint: expected `latest` or `step-N`, got `{step}`")))?;
-            crate::train::checkpoint::list(&dir).into_iter().find(|p| {
-                p.file_name()
-                    .and_then(|f| f.to_str())
-                    .and_then(|f| f.strip_prefix("step-"))
-                    .and_then(|f| f.parse().ok())
-                    == Some(n)
-            })
+            crate::train::checkpoint::list(&dir).into_iter().find(|p| crate::train::checkpoint::step_of(p) == Some(n))
         }
     }
     .ok_or_else(|| Error::input(format!("{}: no checkpoint `{which}` here", dir.display())))?;

@@ -69,9 +69,9 @@ struct Side<'a> {
 impl Side<'_> {
     /// The logits rows `[n, vocab]` (on the host) of the last `n` of `tokens`, fed after the cache.
     fn feed(&mut self, tokens: &[u32], n: usize, device: &Device) -> Vec<Vec<f32>> {
-        let logits = self.model.forward_cached(crate::model::token_tensor(tokens, device), &mut self.cache);
-        let [_, t, v] = logits.dims();
-        let last = logits.slice([0..1, t - n..t, 0..v]);
+        let t = crate::model::token_tensor(tokens, device);
+        let last = self.model.forward_cached_tail(t, &mut self.cache, n);
+        let v = last.dims()[2];
         let flat: Vec<f32> = last.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 logits");
         flat.chunks(v).map(|r| r.to_vec()).collect()
     }
@@ -122,10 +122,7 @@ pub fn speculate(
 ) -> (Generated, SpecStats) {
     let clock = std::time::Instant::now();
     let ctx = teacher.config.shape.max_seq_len.min(student.config.shape.max_seq_len);
-    let mut seq: Vec<u32> = match prompt.is_empty() {
-        true => vec![stops.first().copied().unwrap_or(0)],
-        false => prompt[prompt.len().saturating_sub(ctx - 1)..].to_vec(),
-    };
+    let mut seq: Vec<u32> = crate::generate::fit_prompt(prompt, stops, ctx).to_vec();
     let prompt_len = seq.len();
     let mut out = Generated { tokens: Vec::new(), stop: Stop::Limit, ended_by: None };
     let mut stats = SpecStats::default();
@@ -142,12 +139,15 @@ pub fn speculate(
         let (t_start, d_start) = (t.cache.clone(), d.cache.clone());
         // The student drafts, each token from its own distribution.
         let (mut drafts, mut q) = (Vec::with_capacity(k), Vec::with_capacity(k));
+        // What the student has not read yet, then each draft as it is drawn.
+        let mut feed = seq[d.cache.pos..].to_vec();
         for _ in 0..k {
-            let all: Vec<u32> = seq.iter().chain(&drafts).copied().collect();
-            let row = d.feed(&all[d.cache.pos..], 1, device).pop().expect("one row");
+            let row = d.feed(&feed, 1, device).pop().expect("one row");
             let dist = distribution(&row, s);
-            drafts.push(draw(&dist, rng.uniform()));
+            let x = draw(&dist, rng.uniform());
+            drafts.push(x);
             q.push(dist);
+            feed = vec![x];
         }
         // The teacher scores the pending tokens and every draft in one pass: k + 1 rows.
         let feed: Vec<u32> = seq[t.cache.pos..].iter().chain(&drafts).copied().collect();

@@ -93,6 +93,11 @@ pub fn save(dir: &Path, model: &Decoder, optim: &AdamW, state: &TrainState, keep
     prune(dir, keep_last)
 }
 
+/// The step of checkpoint directory `p` (`step-00001000`), from its name.
+pub fn step_of(p: &Path) -> Option<u64> {
+    p.file_name()?.to_str()?.strip_prefix("step-")?.parse().ok()
+}
+
 pub fn list(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> =
         std::fs::read_dir(dir).map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect()).unwrap_or_default();

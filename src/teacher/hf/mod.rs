@@ -316,6 +316,14 @@ impl HfWeights {
     }
 }
 
+/// A NaN or infinity in a teacher's weights would surface as a NaN loss much later.
+fn non_finite(path: &Path, name: &str, value: f32, j: usize) -> Error {
+    Error::input(format!(
+        "{}: tensor `{name}` holds a non-finite value ({value}) at flat index {j}: the checkpoint is damaged",
+        path.display()
+    ))
+}
+
 impl WeightSource for HfWeights {
     fn shape(&self, name: &str) -> Result<Vec<usize>> {
         let view = self.view(name)?.1;
@@ -347,13 +355,8 @@ impl WeightSource for HfWeights {
             Dtype::I8 | Dtype::U8 => self.quantized(name, path, &view)?,
             _ => unreachable!("checked by view"),
         };
-        // A NaN or infinity in a teacher's weights would surface as a NaN loss much later.
         if let Some(j) = data.iter().position(|x| !x.is_finite()) {
-            return Err(Error::input(format!(
-                "{}: tensor `{name}` holds a non-finite value ({}) at flat index {j}: the checkpoint is damaged",
-                path.display(),
-                data[j]
-            )));
+            return Err(non_finite(path, name, data[j], j));
         }
         Ok((data, shape))
     }
@@ -365,11 +368,7 @@ impl WeightSource for HfWeights {
         let (dtype, exponent_mask) = match view.dtype() {
             Dtype::BF16 if cfg!(target_endian = "little") => (DType::BF16, 0x7f80u16),
             Dtype::F16 if cfg!(target_endian = "little") => (DType::F16, 0x7c00u16),
-            _ => {
-                let (values, shape) = self.get(name)?;
-                let n = values.len();
-                return Ok((TensorData::new(values, [n]), shape));
-            }
+            _ => return self.get(name).map(crate::model::init::flat_f32),
         };
         let bytes = view.data();
         // All exponent bits set: an infinity or a NaN (see `get`).
@@ -381,10 +380,7 @@ impl WeightSource for HfWeights {
             } else {
                 half::f16::from_bits(bits).to_f32()
             };
-            return Err(Error::input(format!(
-                "{}: tensor `{name}` holds a non-finite value ({value}) at flat index {j}: the checkpoint is damaged",
-                path.display()
-            )));
+            return Err(non_finite(path, name, value, j));
         }
         Ok((TensorData::from_bytes_vec(bytes.to_vec(), [bytes.len() / 2], dtype), view.shape().to_vec()))
     }
