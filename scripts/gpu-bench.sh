@@ -2,7 +2,7 @@
 # The GPU training benchmark of BENCHMARKS.md ("GPU training at the P1 shapes"), ours and
 # PyTorch back to back on one machine. Needs a `--features tch` distill binary, PyTorch and
 # transformers, and a CUDA GPU:
-#   scripts/gpu-bench.sh <distill binary> [out dir] [p1,p1l,p1l-batch,p1l-peer,p1l-cache] (default: all)
+#   scripts/gpu-bench.sh <distill binary> [out dir] [p1,p1l,p1l-mem,p1l-batch,p1l-peer,p1l-cache] (default: all)
 # P1 prints our bench-train (the default chunking and chunk 4096, with a DISTILL_PROFILE breakdown),
 # the PyTorch peer eager (with --profile) and torch.compile, and the teacher-cache build rate.
 set -uo pipefail
@@ -60,6 +60,34 @@ if want p1l; then
   for a in none layers; do
     $L --steps 4 $(ac $a) --set data.seq_len=8192 --set student.model.max_seq_len=8192 --set optim.batch_size=2 --set run.name=p1l8k \
       --jsonl "$out/ours-p1l-8k.jsonl" 2>&1 | grep -A9 "^bench-train\|rror"
+  done
+fi
+if want p1l-mem; then
+  # Peak GPU memory, ours against PyTorch eager at the same shapes, each read the same way: the
+  # device's memory.used sampled by nvidia-smi every 0.25 s while the process runs, less what
+  # was in use before it started (PyTorch's own max_memory_reserved is in its JSON line too).
+  sampled() {
+    local base f=$(mktemp)
+    base=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)
+    nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 250 >"$f" &
+    local smi=$!
+    "$@"
+    kill $smi; wait $smi 2>/dev/null
+    echo "   sampled device peak: $(( $(sort -n "$f" | tail -1) - base )) MiB above the $base MiB in use before"
+  }
+  # Seconds since the start on each line: where the setup goes.
+  stamped() { python3 -uc 'import sys, time
+t = time.time()
+for l in sys.stdin: print(f"{time.time() - t:7.1f} {l}", end="")'; }
+  L="$bin bench-train $here/../recipes/bench/p1l-gpu.toml --warm 2"
+  for b in ${P1L_MEM_BATCHES:-8 2}; do
+    for a in none layers; do
+      echo "== distill P1-L, $b x 2048, activation_checkpointing = $a"
+      sampled $L --steps 5 --set run.activation_checkpointing=\"$a\" --set optim.batch_size=$b \
+        --jsonl "$out/ours-p1l-mem.jsonl" 2>&1 | stamped | grep -v "^ *[0-9.]* *$" | tail -40
+    done
+    echo "== PyTorch eager P1-L, $b x 2048"
+    sampled env P1L_B=$b P1L_TEACHER=0 python3 "$here/torch_kd_peer_l.py" 5 eager 2>&1 | tail -3 | tee -a "$out/peer-p1l-mem.jsonl"
   done
 fi
 if want p1l-batch; then
