@@ -130,6 +130,9 @@ pub fn config_of(g: &Gguf, what: &str) -> Result<DecoderConfig> {
         rope_scaling: rope_scaling_of(g, what)?,
         mamba: Default::default(),
         attention_impl: Default::default(),
+        linformer: Default::default(),
+        performer: Default::default(),
+        moe: None,
     };
     let vocab_size = match (or("vocab_size"), g.tensor("token_embd.weight")) {
         (true, _) => u("vocab_size")?,

@@ -72,6 +72,9 @@ pub fn architecture(s: &ModelShape) -> Result<&'static str> {
             s.layer_pattern
         ));
     }
+    if let Some(why) = s.export_gap() {
+        return refuse(&why);
+    }
     if let Some(w) = s.window {
         return refuse(&format!(
             "it attends through a sliding window of {w} tokens, which llama.cpp's llama and qwen2 ignore"
@@ -384,7 +387,7 @@ pub fn to_gguf(model: &Decoder, quant: GgufQuant, embeddings: bool, lm_head: boo
         let norm = |ours: &str| format!("{p}.{}.weight", gguf_name(&LAYER_NAMES, ours));
         tensors.push(tensor(&norm("input_layernorm"), &values(b.mixer_norm.gamma.val()), &[d], ty)?);
         for (name, l) in b.linears() {
-            let short = gguf_name(&LAYER_NAMES, name);
+            let short = gguf_name(&LAYER_NAMES, &name);
             let heads = match short {
                 "attn_q" if permute => Some(s.n_heads),
                 "attn_k" if permute => Some(s.n_kv_heads),

@@ -51,6 +51,9 @@ pub fn export(
     dir: &Path,
     tokenizer_json: &Path,
 ) -> Result<(PathBuf, u64)> {
+    if let Some(why) = model.config.shape.export_gap() {
+        return Err(crate::Error::input(format!("cannot export this model: {why}")));
+    }
     let gguf = |q: GgufQuant| gguf_model::export(model, q, qat, dir, tokenizer_json);
     match format {
         ExportFormat::Int8 | ExportFormat::Int4 | ExportFormat::F32 => {

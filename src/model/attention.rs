@@ -10,6 +10,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Tensor};
 
 use super::DocPositions;
+use super::approx_attention::Approx;
 use super::init::Init;
 use super::rope;
 
@@ -28,6 +29,8 @@ pub struct Attention {
     pub act_quant: bool,
     /// `attention_impl = "fused"`: the fused kernel where the backend has one.
     pub fused: bool,
+    /// Linformer or Performer scoring in place of softmax attention (`L`, `P` layers).
+    pub approx: Option<Approx>,
 }
 
 /// Keys and values of the tokens seen so far: (batch, n_kv_heads, seen, head_dim) each.
@@ -74,7 +77,12 @@ impl Attention {
             window,
             act_quant: false,
             fused,
+            approx: None,
         }
+    }
+
+    pub fn with_approx(self, approx: Option<Approx>) -> Self {
+        Attention { approx, ..self }
     }
 
     /// `x`: (batch, seq, d_model) at positions `cache.len()..`; `cos`/`sin`: RoPE tables for
@@ -111,7 +119,7 @@ impl Attention {
         let (q, k, v) = (linear(&self.wq, x.clone()), linear(&self.wk, x.clone()), linear(&self.wv, x));
         // Training and scoring (no cache): on the CPU route, RoPE and attention as one op,
         // forward and backward, from the projections' layout and back to it.
-        let (q, k, v) = match cache.is_none() && self.fused {
+        let (q, k, v) = match cache.is_none() && self.fused && self.approx.is_none() {
             true => {
                 let (h, kv, w) = (self.n_heads, self.n_kv_heads, self.window);
                 match crate::kernels::cpu::rope_attention(q, k, v, cos, sin, h, kv, w, docs.map(|d| &d.pos)) {
@@ -132,6 +140,13 @@ impl Attention {
             }
             c.k = Some(k.clone());
             c.v = Some(v.clone());
+        }
+        if let Some(a) = &self.approx {
+            // The recipe refuses packed documents for these layers, and generation of unequal
+            // prompts pads on the left, which their chunking would mix in.
+            assert!(docs.is_none(), "packed or left-padded rows through a Linformer or Performer layer");
+            let n_rep = self.n_heads / self.n_kv_heads;
+            return self.merge(a.attend(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), start), b, t);
         }
         if let Some(d) = docs {
             // Packed documents, or left-padded generation. On a GPU without cached keys,

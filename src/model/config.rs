@@ -16,7 +16,8 @@ pub struct ModelShape {
     pub rope_theta: f64,
     pub tie_embeddings: bool,
     pub norm_eps: f64,
-    /// Layer kinds, repeated to `n_layers`: `A` = GQA attention, `M` = Mamba-2, e.g. "AAAM".
+    /// Layer kinds, repeated to `n_layers`: `A` = GQA attention, `M` = Mamba-2, `L` =
+    /// Linformer, `P` = Performer attention, e.g. "AAAM".
     #[serde(default = "default_layer_pattern")]
     pub layer_pattern: String,
     /// Sliding attention window in tokens (each token sees itself and `window - 1` before it).
@@ -41,6 +42,95 @@ pub struct ModelShape {
     /// function). Left out when `fused`, so model.json files stay as they were.
     #[serde(default, skip_serializing_if = "AttentionImpl::is_fused")]
     pub attention_impl: AttentionImpl,
+    /// The `L` layers' sequence projection (students only).
+    #[serde(default, skip_serializing_if = "LinformerShape::is_default")]
+    pub linformer: LinformerShape,
+    /// The `P` layers' random features (students only).
+    #[serde(default, skip_serializing_if = "PerformerShape::is_default")]
+    pub performer: PerformerShape,
+    /// A sparse mixture of SwiGLU experts in place of the dense FFN of every `every`-th layer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moe: Option<MoeShape>,
+}
+
+/// Linformer (`L`), causal form: the sequence is cut into chunks of `chunk` tokens; a query
+/// attends exactly to the tokens of its own chunk up to itself, and to each earlier chunk
+/// through `rows` learned mixtures of that chunk's keys and values (`E`, `F`: `[rows, chunk]`,
+/// shared by the chunks of a layer). No query sees a later token, and the scores are
+/// `t x (t * rows / chunk + chunk)` instead of `t x t`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LinformerShape {
+    pub chunk: usize,
+    pub rows: usize,
+}
+
+impl Default for LinformerShape {
+    fn default() -> Self {
+        LinformerShape { chunk: 64, rows: 8 }
+    }
+}
+
+impl LinformerShape {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Performer (`P`): FAVOR+ positive orthogonal random features, `features` per head, causal
+/// by prefix sums. The features are a function of the run's seed, the layer and the training
+/// step / `redraw` (0 = drawn once), held with the weights so that a resumed run and the
+/// final model compute what training computed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PerformerShape {
+    pub features: usize,
+    pub redraw: usize,
+    /// Tokens per block of the causal prefix sums in training (the memory is
+    /// `t * (chunk + features)` per head instead of `t * t`).
+    pub chunk: usize,
+}
+
+impl Default for PerformerShape {
+    fn default() -> Self {
+        PerformerShape { features: 64, redraw: 0, chunk: 64 }
+    }
+}
+
+impl PerformerShape {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// `[model.moe]`: each expert a SwiGLU FFN of `d_ff_expert`; the router's softmax top-`active`
+/// gates renormalized to sum to 1 (Mixtral, OLMoE and Qwen3-MoE style).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoeShape {
+    pub experts: usize,
+    pub active: usize,
+    pub d_ff_expert: usize,
+    /// Layer `i` is MoE when `i % every == every - 1` (1: every layer).
+    #[serde(default = "one")]
+    pub every: usize,
+    /// Coefficient of the load-balancing loss `experts * sum_i f_i * P_i` added to the loss.
+    #[serde(default = "d_router_aux")]
+    pub router_aux_loss: f64,
+    /// Upcycling (a dense student's FFN copied into each expert): the relative size of the
+    /// noise added to each copy, so that the experts can diverge.
+    #[serde(default = "d_upcycle_noise")]
+    pub upcycle_noise: f64,
+}
+
+fn one() -> usize {
+    1
+}
+fn d_router_aux() -> f64 {
+    0.01
+}
+fn d_upcycle_noise() -> f64 {
+    0.01
 }
 
 /// `attention_impl`: `fused` runs RoPE and causal or sliding-window GQA attention as one op,
@@ -75,6 +165,42 @@ impl ModelShape {
     pub fn layer_kind(&self, i: usize) -> char {
         let p = self.layer_pattern.as_bytes();
         p[i % p.len()] as char
+    }
+
+    /// Why this shape cannot be exported yet, if it cannot: linear-time attention layers (no
+    /// runtime computes them) or mixture-of-experts layers (the Mixtral and GGUF MoE writers
+    /// are not built yet).
+    pub fn export_gap(&self) -> Option<String> {
+        self.approx_attention().or_else(|| {
+            self.moe.as_ref().map(|_| {
+                "it has mixture-of-experts layers, which this version exports to no format yet (the trained \
+                 model is student/final, which distill's eval, generate and speculative read)"
+                    .to_string()
+            })
+        })
+    }
+
+    /// Whether layer `i`'s FFN is a mixture of experts.
+    pub fn is_moe(&self, i: usize) -> bool {
+        self.moe.as_ref().is_some_and(|m| i % m.every == m.every - 1)
+    }
+
+    /// Why no outside runtime (transformers, llama.cpp) computes this shape's linear-time
+    /// attention layers, if it has any.
+    pub fn approx_attention(&self) -> Option<String> {
+        let kinds: Vec<&str> = [('L', "Linformer"), ('P', "Performer")]
+            .iter()
+            .filter(|(c, _)| self.layer_pattern.contains(*c))
+            .map(|(_, n)| *n)
+            .collect();
+        (!kinds.is_empty()).then(|| {
+            format!(
+                "its layer pattern {:?} has {} layers, which neither transformers nor llama.cpp computes \
+                 (the trained model is student/final, which distill's eval, generate and speculative read)",
+                self.layer_pattern,
+                kinds.join(" and ")
+            )
+        })
     }
 
     /// The attention window of layer `i`, if it has one.
@@ -171,11 +297,52 @@ impl ModelShape {
         if s.norm_eps.is_nan() || s.norm_eps <= 0.0 || s.norm_eps >= 1.0 {
             return fail("norm_eps", format!("expected a value in (0, 1), got {}", s.norm_eps));
         }
-        if s.layer_pattern.is_empty() || !s.layer_pattern.chars().all(|c| c == 'A' || c == 'M') {
+        if s.layer_pattern.is_empty() || !s.layer_pattern.chars().all(|c| "AMLP".contains(c)) {
             return fail(
                 "layer_pattern",
-                format!("expected a non-empty string of A (attention) and M (Mamba-2), got {:?}", s.layer_pattern),
+                format!(
+                    "expected a non-empty string of A (attention), M (Mamba-2), L (Linformer) and P (Performer), got {:?}",
+                    s.layer_pattern
+                ),
             );
+        }
+        if s.layer_pattern.contains('L') {
+            let l = &s.linformer;
+            if l.chunk == 0 || l.rows == 0 || l.rows > l.chunk {
+                return fail(
+                    "linformer.rows",
+                    format!("expected 1 <= rows <= chunk ({}) and chunk >= 1, got rows {}", l.chunk, l.rows),
+                );
+            }
+        }
+        if s.layer_pattern.contains('P') {
+            let p = &s.performer;
+            if p.features == 0 || p.features > 65_536 || p.chunk == 0 {
+                return fail(
+                    "performer.features",
+                    format!("expected 1..=65536 features and a chunk >= 1, got {} and {}", p.features, p.chunk),
+                );
+            }
+        }
+        if let Some(m) = &s.moe {
+            if m.experts == 0 || m.experts > 1024 {
+                return fail("moe.experts", format!("expected 1..=1024 experts, got {}", m.experts));
+            }
+            if m.active == 0 || m.active > m.experts {
+                return fail("moe.active", format!("expected 1..={} (experts), got {}", m.experts, m.active));
+            }
+            if m.d_ff_expert == 0 {
+                return fail("moe.d_ff_expert", "expected a positive integer, got 0".into());
+            }
+            if m.every == 0 {
+                return fail("moe.every", "expected a positive integer, got 0".into());
+            }
+            if !(m.router_aux_loss.is_finite() && m.router_aux_loss >= 0.0) {
+                return fail("moe.router_aux_loss", format!("expected a finite value >= 0, got {}", m.router_aux_loss));
+            }
+            if !(m.upcycle_noise.is_finite() && (0.0..=1.0).contains(&m.upcycle_noise)) {
+                return fail("moe.upcycle_noise", format!("expected a value in [0, 1], got {}", m.upcycle_noise));
+            }
         }
         if s.window == Some(0) {
             return fail("window", "expected a window of at least 1 token".into());
@@ -255,6 +422,9 @@ impl ModelShape {
             rope_scaling: None,
             mamba: Default::default(),
             attention_impl: AttentionImpl::Fused,
+            linformer: Default::default(),
+            performer: Default::default(),
+            moe: None,
         }
     }
 }

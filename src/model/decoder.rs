@@ -6,11 +6,13 @@ use burn::tensor::{DType, Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::DocPositions;
+use super::approx_attention::{Approx, Linformer, Performer};
 use super::attention::{Attention, KvCache};
 use super::config::ModelShape;
 use super::init::{Init, WeightSource};
 use super::mamba::{Mamba2, MambaState};
 use super::mlp::SwiGlu;
+use super::moe::{Moe, Routing};
 use super::norm::rms_norm;
 use super::rope;
 
@@ -29,12 +31,44 @@ pub enum Mixer {
     Mamba(Mamba2),
 }
 
+/// The feed-forward part of a layer: dense SwiGLU, or a sparse mixture of SwiGLU experts.
+#[derive(Module, Debug)]
+pub enum Ffn {
+    Dense(SwiGlu),
+    Moe(Moe),
+}
+
+impl Ffn {
+    /// The dense FFN, if this is one (pruning and its reference read only those).
+    pub fn dense(&self) -> Option<&SwiGlu> {
+        match self {
+            Ffn::Dense(m) => Some(m),
+            Ffn::Moe(_) => None,
+        }
+    }
+
+    pub fn dense_mut(&mut self) -> Option<&mut SwiGlu> {
+        match self {
+            Ffn::Dense(m) => Some(m),
+            Ffn::Moe(_) => None,
+        }
+    }
+
+    /// Every SwiGLU of the layer (one, or the experts): what QAT marks.
+    pub fn swiglus_mut(&mut self) -> Vec<&mut SwiGlu> {
+        match self {
+            Ffn::Dense(m) => vec![m],
+            Ffn::Moe(m) => m.experts.iter_mut().collect(),
+        }
+    }
+}
+
 #[derive(Module, Debug)]
 pub struct Block {
     pub mixer_norm: RmsNorm,
     pub mixer: Mixer,
     pub mlp_norm: RmsNorm,
-    pub mlp: SwiGlu,
+    pub mlp: Ffn,
 }
 
 /// What generation carries between steps, per layer.
@@ -84,8 +118,8 @@ impl Cache {
 impl Block {
     /// The block's matrices with their Hugging Face names (Llama attention and MLP, Mamba2
     /// mixer), in a fixed order shared by export and quantization.
-    pub fn linears(&self) -> Vec<(&'static str, &Linear)> {
-        let mut v: Vec<(&'static str, &Linear)> = match &self.mixer {
+    pub fn linears(&self) -> Vec<(String, &Linear)> {
+        let v: Vec<(&'static str, &Linear)> = match &self.mixer {
             Mixer::Attention(a) => vec![
                 ("self_attn.q_proj", &a.wq),
                 ("self_attn.k_proj", &a.wk),
@@ -94,12 +128,33 @@ impl Block {
             ],
             Mixer::Mamba(m) => vec![("mixer.in_proj", &m.in_proj), ("mixer.out_proj", &m.out_proj)],
         };
-        v.extend([
-            ("mlp.gate_proj", &self.mlp.w_gate),
-            ("mlp.up_proj", &self.mlp.w_up),
-            ("mlp.down_proj", &self.mlp.w_down),
-        ]);
+        let mut v: Vec<(String, &Linear)> = v.into_iter().map(|(n, l)| (n.to_string(), l)).collect();
+        match &self.mlp {
+            Ffn::Dense(m) => v.extend([
+                ("mlp.gate_proj".to_string(), &m.w_gate),
+                ("mlp.up_proj".to_string(), &m.w_up),
+                ("mlp.down_proj".to_string(), &m.w_down),
+            ]),
+            Ffn::Moe(m) => {
+                v.push(("mlp.gate".to_string(), &m.router));
+                for (e, x) in m.experts.iter().enumerate() {
+                    v.extend([
+                        (format!("mlp.experts.{e}.gate_proj"), &x.w_gate),
+                        (format!("mlp.experts.{e}.up_proj"), &x.w_up),
+                        (format!("mlp.experts.{e}.down_proj"), &x.w_down),
+                    ]);
+                }
+            }
+        }
         v
+    }
+
+    /// A Linformer or Performer layer's own part, if this is one.
+    pub fn approx_mut(&mut self) -> Option<&mut Approx> {
+        match &mut self.mixer {
+            Mixer::Attention(a) => a.approx.as_mut(),
+            Mixer::Mamba(_) => None,
+        }
     }
 
     pub fn linears_mut(&mut self) -> Vec<&mut Linear> {
@@ -107,7 +162,15 @@ impl Block {
             Mixer::Attention(a) => vec![&mut a.wq, &mut a.wk, &mut a.wv, &mut a.wo],
             Mixer::Mamba(m) => vec![&mut m.in_proj, &mut m.out_proj],
         };
-        v.extend([&mut self.mlp.w_gate, &mut self.mlp.w_up, &mut self.mlp.w_down]);
+        match &mut self.mlp {
+            Ffn::Dense(m) => v.extend([&mut m.w_gate, &mut m.w_up, &mut m.w_down]),
+            Ffn::Moe(m) => {
+                v.push(&mut m.router);
+                for x in &mut m.experts {
+                    v.extend([&mut x.w_gate, &mut x.w_up, &mut x.w_down]);
+                }
+            }
+        }
         v
     }
 
@@ -119,7 +182,7 @@ impl Block {
         sin: &Tensor<2>,
         cache: Option<&mut LayerCache>,
         docs: Option<&DocPositions>,
-    ) -> Tensor<3> {
+    ) -> (Tensor<3>, Option<Routing>) {
         let h = rms_norm(&self.mixer_norm, x.clone());
         let h = match (&self.mixer, cache) {
             (Mixer::Attention(a), None) => a.forward(h, cos, sin, None, docs),
@@ -152,7 +215,14 @@ impl Block {
             _ => unreachable!("a cache is built from the same layer pattern"),
         };
         let x = x + h;
-        x.clone() + self.mlp.forward(rms_norm(&self.mlp_norm, x))
+        let h = rms_norm(&self.mlp_norm, x.clone());
+        match &self.mlp {
+            Ffn::Dense(m) => (x + m.forward(h), None),
+            Ffn::Moe(m) => {
+                let (y, r) = m.forward(h);
+                (x + y, Some(r))
+            }
+        }
     }
 }
 
@@ -229,20 +299,30 @@ impl DecoderConfig {
                     mixer_norm: init.named_norm(&format!("{p}.input_layernorm"), s.d_model, s.norm_eps),
                     mixer: match s.layer_kind(i) {
                         'M' => Mixer::Mamba(Mamba2::new(s.d_model, &s.mamba, s.norm_eps, init)),
-                        _ => Mixer::Attention(Attention::new(
-                            &format!("{p}.self_attn"),
-                            s.d_model,
-                            s.n_heads,
-                            s.n_kv_heads,
-                            s.qkv_bias,
-                            s.o_bias,
-                            s.window_of(i),
-                            s.attention_impl.is_fused(),
-                            init,
-                        )),
+                        kind => Mixer::Attention(
+                            Attention::new(
+                                &format!("{p}.self_attn"),
+                                s.d_model,
+                                s.n_heads,
+                                s.n_kv_heads,
+                                s.qkv_bias,
+                                s.o_bias,
+                                s.window_of(i),
+                                s.attention_impl.is_fused(),
+                                init,
+                            )
+                            .with_approx(match kind {
+                                'L' => Some(Approx::Linformer(Linformer::new(&s.linformer, init))),
+                                'P' => Some(Approx::Performer(Performer::new(&s.performer, self.head_dim(), i, init))),
+                                _ => None,
+                            }),
+                        ),
                     },
                     mlp_norm: init.named_norm(&format!("{p}.post_attention_layernorm"), s.d_model, s.norm_eps),
-                    mlp: SwiGlu::new(&format!("{p}.mlp"), s.d_model, s.d_ff, init),
+                    mlp: match &s.moe {
+                        Some(m) if s.is_moe(i) => Ffn::Moe(Moe::new(&format!("{p}.mlp"), s.d_model, m, init)),
+                        _ => Ffn::Dense(SwiGlu::new(&format!("{p}.mlp"), s.d_model, s.d_ff, init)),
+                    },
                 }
             })
             .collect();
@@ -331,7 +411,7 @@ impl Decoder {
 
     /// [`Decoder::forward`] of packed rows: with `docs`, each token sees only its document.
     pub fn forward_docs(&self, tokens: Tensor<2, Int>, docs: Option<&DocPositions>) -> Tensor<3> {
-        let (x, _) = self.hidden(tokens, None, &[], docs);
+        let (x, _, _) = self.hidden(tokens, None, &[], docs);
         self.logits_of(x)
     }
 
@@ -372,14 +452,14 @@ impl Decoder {
     /// them): speculative decoding's verification reads the drafts' columns only.
     pub fn forward_cached_tail(&self, tokens: Tensor<2, Int>, cache: &mut Cache, n: usize) -> Tensor<3> {
         let [b, t] = tokens.dims();
-        let (x, _) = self.hidden(tokens, Some(cache), &[], None);
+        let (x, _, _) = self.hidden(tokens, Some(cache), &[], None);
         cache.pos += t;
         let d = x.dims()[2];
         self.logits_of(x.slice([0..b, t - n..t, 0..d]))
     }
 
     fn run(&self, tokens: Tensor<2, Int>, cache: Option<&mut Cache>) -> Tensor<3> {
-        let (x, _) = self.hidden(tokens, cache, &[], None);
+        let (x, _, _) = self.hidden(tokens, cache, &[], None);
         self.logits_of(x)
     }
 
@@ -405,6 +485,18 @@ impl Decoder {
         layers: &[usize],
         docs: Option<&DocPositions>,
     ) -> (Tensor<3>, Vec<Tensor<3>>) {
+        let (x, taken, _) = self.hidden(tokens, None, layers, docs);
+        (x, taken)
+    }
+
+    /// [`Decoder::forward_with_layers`] and the routing of each MoE layer (in block order):
+    /// what training adds the load-balancing loss from.
+    pub fn forward_routed(
+        &self,
+        tokens: Tensor<2, Int>,
+        layers: &[usize],
+        docs: Option<&DocPositions>,
+    ) -> (Tensor<3>, Vec<Tensor<3>>, Vec<Routing>) {
         self.hidden(tokens, None, layers, docs)
     }
 
@@ -452,7 +544,7 @@ impl Decoder {
         let t = x.dims()[1];
         let (cos, sin) = self.rope_tables(t, 0, docs, &x.device(), x.dtype());
         for block in &self.blocks[range] {
-            x = block.forward(x, &cos, &sin, None, docs);
+            x = block.forward(x, &cos, &sin, None, docs).0;
         }
         x
     }
@@ -470,7 +562,7 @@ impl Decoder {
         mut cache: Option<&mut Cache>,
         layers: &[usize],
         docs: Option<&DocPositions>,
-    ) -> (Tensor<3>, Vec<Tensor<3>>) {
+    ) -> (Tensor<3>, Vec<Tensor<3>>, Vec<Routing>) {
         let n = self.blocks.len();
         if let Some(l) = layers.iter().find(|&&l| l >= n) {
             panic!("block output {l} asked for, but the model has {n} blocks (0..{n})");
@@ -486,15 +578,18 @@ impl Decoder {
         let mut x = self.embed.forward(tokens);
         let (cos, sin) = self.rope_tables(t, start, docs, &device, x.dtype());
         let mut taken: Vec<Option<Tensor<3>>> = vec![None; layers.len()];
+        let mut routing = Vec::new();
         for (i, block) in self.blocks.iter().enumerate() {
             let layer_cache = cache.as_mut().map(|c| &mut c.layers[i]);
-            x = block.forward(x, &cos, &sin, layer_cache, docs);
+            let r;
+            (x, r) = block.forward(x, &cos, &sin, layer_cache, docs);
+            routing.extend(r);
             for (slot, _) in taken.iter_mut().zip(layers).filter(|(_, l)| **l == i) {
                 *slot = Some(x.clone());
             }
         }
         let taken = taken.into_iter().map(|o| o.expect("every index is below the block count")).collect();
-        (rms_norm(&self.norm, x), taken)
+        (rms_norm(&self.norm, x), taken, routing)
     }
 }
 
@@ -655,7 +750,7 @@ mod tests {
         let mut x = m.embed.forward(ids);
         let mut by_hand = Vec::new();
         for block in &m.blocks {
-            x = block.forward(x, &cos, &sin, None, None);
+            x = block.forward(x, &cos, &sin, None, None).0;
             by_hand.push(bits(x.clone()));
         }
         for (got, i) in outs.into_iter().zip([2, 0, 1, 2]) {

@@ -136,6 +136,11 @@ impl<'a> Init<'a> {
         }
     }
 
+    /// A seed for a module's own draws (random features), from this build's stream.
+    pub fn seed(&mut self) -> u64 {
+        self.rng.next_u64()
+    }
+
     fn draw_uniform(&mut self, n: usize, lo: f64, hi: f64) -> Vec<f32> {
         (0..n).map(|_| (lo + (hi - lo) * self.rng.uniform()) as f32).collect()
     }

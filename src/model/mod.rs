@@ -1,6 +1,7 @@
 //! The decoder family shared by teacher and student: token embedding, a stack of pre-norm
 //! blocks (RMSNorm -> GQA attention with RoPE -> RMSNorm -> SwiGLU), final RMSNorm, LM head.
 
+pub mod approx_attention;
 pub mod attention;
 pub mod config;
 pub mod decoder;
@@ -9,6 +10,7 @@ pub mod init;
 pub mod linear;
 pub mod mamba;
 pub mod mlp;
+pub mod moe;
 pub mod norm;
 pub mod prune;
 pub mod qkv_file;

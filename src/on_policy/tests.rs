@@ -162,7 +162,14 @@ fn on_policy_loss_and_gradients_equal_a_naive_reference() {
                 p.grad(&g).unwrap().into_data().convert::<f32>().try_to_vec().unwrap()
             };
             let crate::model::decoder::Mixer::Attention(a) = &student.blocks[1].mixer else { unreachable!() };
-            (value, [grad(&student.embed.weight), grad(&a.wq.weight), grad(&student.blocks[0].mlp.w_down.weight)])
+            (
+                value,
+                [
+                    grad(&student.embed.weight),
+                    grad(&a.wq.weight),
+                    grad(&student.blocks[0].mlp.dense().unwrap().w_down.weight),
+                ],
+            )
         };
         let ((lf, gf), (ln, gn)) = (grads_of(true), grads_of(false));
         assert!((lf - ln).abs() < 1e-5 * ln.abs().max(1.0), "{div:?} tau {tau}: loss {lf} vs naive {ln}");

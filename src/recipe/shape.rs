@@ -8,7 +8,9 @@ use super::locate::{locate, toml_error};
 use super::{Recipe, StudentInit, StudentSection, TeacherKind, TeacherSection};
 use crate::error::{Error, Result};
 use crate::import::ModelFiles;
-use crate::model::config::{AttentionImpl, MambaShape, ModelShape, RopeScaling, default_layer_pattern};
+use crate::model::config::{
+    AttentionImpl, LinformerShape, MambaShape, ModelShape, MoeShape, PerformerShape, RopeScaling, default_layer_pattern,
+};
 
 /// A model shape, as written in a recipe or a `configs/*.toml` file: every key optional so that
 /// inline keys can override a shared config file. `to_shape` turns it into a [`ModelShape`].
@@ -45,6 +47,12 @@ pub struct PartialShape {
     pub mamba: Option<MambaShape>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attention_impl: Option<AttentionImpl>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub linformer: Option<LinformerShape>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub performer: Option<PerformerShape>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub moe: Option<MoeShape>,
 }
 
 impl PartialShape {
@@ -66,6 +74,9 @@ impl PartialShape {
             rope_scaling: self.rope_scaling.clone().or_else(|| base.rope_scaling.clone()),
             mamba: self.mamba.clone().or_else(|| base.mamba.clone()),
             attention_impl: self.attention_impl.or(base.attention_impl),
+            linformer: self.linformer.clone().or_else(|| base.linformer.clone()),
+            performer: self.performer.clone().or_else(|| base.performer.clone()),
+            moe: self.moe.clone().or_else(|| base.moe.clone()),
         }
     }
 
@@ -89,6 +100,9 @@ impl PartialShape {
             rope_scaling: self.rope_scaling.clone(),
             mamba: self.mamba.clone().unwrap_or_default(),
             attention_impl: self.attention_impl.unwrap_or_default(),
+            linformer: self.linformer.clone().unwrap_or_default(),
+            performer: self.performer.clone().unwrap_or_default(),
+            moe: self.moe.clone(),
         })
     }
 
@@ -109,6 +123,9 @@ impl PartialShape {
             rope_scaling: s.rope_scaling.clone(),
             mamba: Some(s.mamba.clone()),
             attention_impl: (!s.attention_impl.is_fused()).then_some(s.attention_impl),
+            linformer: (!s.linformer.is_default()).then(|| s.linformer.clone()),
+            performer: (!s.performer.is_default()).then(|| s.performer.clone()),
+            moe: s.moe.clone(),
         }
     }
 }
@@ -150,12 +167,13 @@ impl Recipe {
         let key = if s.init == StudentInit::Prune { "teacher.path" } else { "student.path" };
         let own = PartialShape::from_shape(&files.config().map_err(|e| at(key, e.to_string()))?.shape);
         // A loaded student's keys may only repeat its files' values (a resolved recipe does).
-        let given = PartialShape { attention_impl: None, ..s.model.clone() };
+        // `moe` turns the loaded dense FFNs into experts (upcycling).
+        let given = PartialShape { attention_impl: None, moe: None, ..s.model.clone() };
         if s.init != StudentInit::Prune && (s.config.is_some() || given.over(&own) != own) {
             return Err(at(
                 "student.model",
                 format!(
-                    "a student loaded from {} takes its shape from its files: leave [student.model] and student.config out (attention_impl excepted)",
+                    "a student loaded from {} takes its shape from its files: leave [student.model] and student.config out (attention_impl and moe excepted)",
                     files.path().display()
                 ),
             ));

@@ -53,6 +53,7 @@ fn check(r: &Recipe) -> Rule {
         shape("teacher", &r.teacher.shape(), r.data.seq_len)?;
     }
     shape("student", &r.student.shape(), r.data.seq_len)?;
+    student_kinds(r)?;
     student_start(r)?;
     hidden(r)?;
     on_policy(r)?;
@@ -108,6 +109,16 @@ fn qat(r: &Recipe) -> Rule {
 fn exports(r: &Recipe) -> Rule {
     use crate::export::ExportFormat as F;
     let s = r.student.shape();
+    if let (Some(why), Some(f)) = (s.export_gap(), r.export.formats.first()) {
+        let name = serde_json::to_value(f).expect("a unit variant");
+        return fail(
+            "export.formats",
+            format!(
+                "{}: cannot export this student: {why}; set export.formats = []",
+                name.as_str().unwrap_or_default()
+            ),
+        );
+    }
     for f in &r.export.formats {
         let refused = match f {
             F::GgufF16 | F::GgufQ8_0 | F::GgufQ4_0 => crate::export::gguf_model::architecture(&s).err(),
@@ -444,6 +455,50 @@ fn shape(who: &str, s: &ModelShape, seq_len: usize) -> Rule {
             "data.seq_len",
             format!("seq_len ({}) exceeds the {who}'s context {who}.model.max_seq_len ({})", seq_len, s.max_seq_len),
         );
+    }
+    Ok(())
+}
+
+/// Linformer and Performer layers are for students (a teacher's come from files that have
+/// none); what they and MoE layers cannot do yet is refused before anything runs.
+fn student_kinds(r: &Recipe) -> Rule {
+    if r.teacher.kind == TeacherKind::Pretrain && r.teacher.shape().approx_attention().is_some() {
+        return fail("teacher.model.layer_pattern", "L (Linformer) and P (Performer) layers are for students only");
+    }
+    let s = r.student.shape();
+    if s.approx_attention().is_some() {
+        if r.data.packing == Packing::Documents {
+            return fail(
+                "data.packing",
+                "\"documents\" needs attention that restarts at each document; Linformer and Performer layers mix \
+                 whole chunks (use \"doc_per_row\")",
+            );
+        }
+        if r.distill.on_policy.fraction > 0.0 {
+            return fail(
+                "distill.on_policy.fraction",
+                "on-policy batches are generated from left-padded prompts, which Linformer and Performer layers \
+                 would mix into their chunks; use a student of A and M layers",
+            );
+        }
+    }
+    if let Some(m) = &s.moe {
+        if r.run.activation_checkpointing != crate::train::recompute::Checkpointing::None {
+            return fail(
+                "run.activation_checkpointing",
+                "not yet for MoE students: the recomputed blocks would not carry the router's load-balancing loss",
+            );
+        }
+        let block = r.qat.scheme.block();
+        if r.qat.enabled && !m.d_ff_expert.is_multiple_of(block) {
+            return fail(
+                "student.model.moe.d_ff_expert",
+                format!(
+                    "[qat] scheme {} quantizes blocks of {block} inputs; expected a multiple of {block}, got {}",
+                    r.qat.scheme, m.d_ff_expert
+                ),
+            );
+        }
     }
     Ok(())
 }

@@ -58,6 +58,10 @@ impl Freeze {
     /// Whether the parameter at `path` (module names from the root: "embed", "blocks", "3",
     /// "mixer_norm", ...) is frozen.
     fn frozen(&self, path: &[String]) -> bool {
+        // A Performer's random features are drawn, never trained.
+        if path.last().is_some_and(|p| p == "omega") {
+            return true;
+        }
         let top = path.first().map(String::as_str);
         match top {
             Some("embed") => self.embedding,

@@ -24,6 +24,12 @@ pub struct MetricsRow {
     /// The hidden-state loss (`[distill.hidden]`), before its weight; `loss` includes it weighted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hidden: Option<f64>,
+    /// MoE students: the load-balancing loss (mean over MoE layers, before its coefficient;
+    /// `loss` includes it weighted), and each MoE layer's share of assignments per expert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router_aux: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expert_load: Option<Vec<Vec<f64>>>,
     /// Global gradient L2 norm before clipping.
     pub grad_norm: f64,
     /// Real (unpadded) input tokens trained on so far in this phase.

@@ -161,6 +161,7 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
             TeacherSource::Online(_) => kd.alpha < 1.0,
             TeacherSource::Cache { .. } => true,
         };
+        model = crate::model::approx_attention::redraw(model, job.seed, st.step);
         let mut acc = GradientsAccumulator::<Decoder>::new();
         // The step's loss is the weighted mean over the real tokens of all its micro-batches:
         // each micro-batch contributes its weighted sum (its mean times its weight W_m), and
@@ -171,6 +172,7 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
         let mut sums: Option<Tensor<1>> = None;
         let (mut step_tokens, mut loss_tokens) = (0usize, 0usize);
         let mut wsum = [0.0f64; 4];
+        let mut loads: Vec<Vec<f64>> = Vec::new();
         let (mut on_policy_batches, mut rollout_s) = (0usize, 0.0f64);
         let step_kd = kd;
         for micro in 0..o.grad_accum {
@@ -222,16 +224,18 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
             // logits of every row.
             let self_paced = job.curriculum.as_ref().is_some_and(|c| c.cfg.schedule == Schedule::SelfPaced);
             let layers = job.hidden.as_ref().map(|h| h.student_layers()).unwrap_or_default();
-            let (h, student_layers, recompute) = match job.recompute {
+            // (The recipe refuses activation checkpointing for MoE students: no routing there.)
+            let (h, student_layers, recompute, routing) = match job.recompute {
                 Some(every) => {
                     let (h, taken, r) = Recompute::forward(&fwd, batch.inputs, batch.docs.as_ref(), every, &layers);
-                    (h, taken, Some(r))
+                    (h, taken, Some(r), Vec::new())
                 }
                 None => {
-                    let (h, layers) = fwd.forward_with_layers(batch.inputs, &layers, batch.docs.as_ref());
-                    (h, layers, None)
+                    let (h, layers, routing) = fwd.forward_routed(batch.inputs, &layers, batch.docs.as_ref());
+                    (h, layers, None, routing)
                 }
             };
+            let aux = crate::model::moe::aux_loss(&routing, o.grad_accum, &mut loads);
             let student = match self_paced {
                 true => Student::Logits(fwd.logits_of(h).reshape([b * t, v])),
                 false => Student::Hidden(h.reshape([b * t, job.model.shape.d_model]), fwd.head_weight()),
@@ -282,8 +286,14 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
                 Some((weight, hl)) => out.total + hl.clone() * *weight,
                 None => out.total,
             };
+            let coef = job.model.shape.moe.as_ref().map_or(0.0, |m| m.router_aux_loss);
+            let total = match &aux {
+                Some(a) => total + a.clone().mul_scalar(coef),
+                None => total,
+            };
             let mut row = vec![total.clone().inner() * w(), out.ce.inner() * w(), out.kl.inner() * w(), w()];
             row.extend(hidden.map(|(_, hl)| hl.inner() * w()));
+            row.extend(aux.map(|a| a.inner() * w()));
             crate::util::accumulate(&mut sums, Tensor::cat(row, 0));
             step_tokens += batch.input_tokens;
             loss_tokens += batch.real_tokens;
@@ -313,6 +323,7 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
             (fault, loss_sum) = (None, f64::NAN);
         }
         let hidden_sum = job.hidden.is_some().then(|| read[4] / w);
+        let aux_sum = (!loads.is_empty()).then(|| read[4 + hidden_sum.is_some() as usize] / w);
         let grad_norm = read[read.len() - 1].sqrt() / w;
         prof.mark("norm + read");
         if !loss_sum.is_finite() || !grad_norm.is_finite() {
@@ -372,6 +383,8 @@ pub fn train(job: &TrainJob, device: &Device) -> Result<Decoder> {
             ce: ce_sum,
             kl: (targets || on_policy_batches > 0).then_some(kl_sum),
             hidden: hidden_sum,
+            router_aux: aux_sum,
+            expert_load: (!loads.is_empty()).then_some(loads),
             grad_norm,
             tokens: st.tokens,
             loss_tokens: loss_tokens as u64,

@@ -2,6 +2,7 @@
 //! tests are modules of this one). Runs, resume and the CLI here; teachers, caches, curricula
 //! and data in `teachers.rs`; students from trained models in `students.rs`.
 
+mod architectures;
 mod chat;
 mod crash;
 mod hostile;

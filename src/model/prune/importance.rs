@@ -33,6 +33,16 @@ pub fn importance(model: &Decoder, batches: &[Tensor<2, Int>]) -> Result<Importa
 }
 
 pub(super) fn refuse_mamba(model: &Decoder) -> Result<()> {
+    let special = |b: &crate::model::decoder::Block| match &b.mixer {
+        Mixer::Attention(a) => a.approx.is_some() || b.mlp.dense().is_none(),
+        Mixer::Mamba(_) => false,
+    };
+    if let Some(i) = model.blocks.iter().position(special) {
+        return Err(Error::input(format!(
+            "pruning: layer {i} is a Linformer, Performer or mixture-of-experts layer; pruning cuts dense \
+             attention teachers (prune first, then set [student.model.moe] to upcycle)"
+        )));
+    }
     match model.blocks.iter().position(|b| matches!(b.mixer, Mixer::Mamba(_))) {
         Some(i) => Err(Error::input(format!(
             "pruning: layer {i} is a Mamba-2 layer (layer_pattern {:?}); only attention layers have heads and \
@@ -95,7 +105,7 @@ impl Sums {
             let mid = x.clone() + linear(&a.wo, act_quant(ctx, a.act_quant));
             let h = rms_norm(&block.mlp_norm, mid.clone());
             add(&mut self.embed, token_sums(h.clone().abs()));
-            let m = &block.mlp;
+            let m = block.mlp.dense().expect("refused before the pass");
             let h = act_quant(h, m.act_quant);
             let (gate, up) = (linear(&m.w_gate, h.clone()), linear(&m.w_up, h));
             // The model's own SwiGLU kernel, so that the stream below is the model's to the bit.

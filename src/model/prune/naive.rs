@@ -98,9 +98,10 @@ pub(super) fn importance(m: &Decoder, seqs: &[Vec<usize>]) -> (Importance, Vec<V
                 }
                 let mid: Vec<f64> = xi.iter().zip(mat_vec(&a.wo, &ctx)).map(|(a, b)| a + b).collect();
                 let h2 = rms(&mid, &g2, s.norm_eps);
-                let (gate, up) = (mat_vec(&b.mlp.w_gate, &h2), mat_vec(&b.mlp.w_up, &h2));
+                let m = b.mlp.dense().expect("dense FFN");
+                let (gate, up) = (mat_vec(&m.w_gate, &h2), mat_vec(&m.w_up, &h2));
                 let act: Vec<f64> = gate.iter().zip(&up).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect();
-                let o: Vec<f64> = mid.iter().zip(mat_vec(&b.mlp.w_down, &act)).map(|(a, b)| a + b).collect();
+                let o: Vec<f64> = mid.iter().zip(mat_vec(&m.w_down, &act)).map(|(a, b)| a + b).collect();
                 imp.ffn[l].iter_mut().zip(&act).for_each(|(f, a)| *f += a.abs());
                 imp.embed.iter_mut().zip(h[i].iter().zip(&h2)).for_each(|(e, (a, b))| *e += a.abs() + b.abs());
                 let dot: f64 = xi.iter().zip(&o).map(|(a, b)| a * b).sum();

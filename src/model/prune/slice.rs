@@ -114,6 +114,8 @@ fn check_target(teacher: &ModelShape, target: &ModelShape) -> Result<()> {
         // how its attention is computed are the target's to choose.
         max_seq_len: _,
         attention_impl: _,
+        // The dense pruned student is upcycled into the target's experts afterwards.
+        moe: _,
         rope_theta,
         tie_embeddings,
         norm_eps,
@@ -124,6 +126,8 @@ fn check_target(teacher: &ModelShape, target: &ModelShape) -> Result<()> {
         window_from_layer,
         rope_scaling,
         mamba,
+        linformer,
+        performer,
     } = target;
     let t = teacher;
     differ("rope_theta", rope_theta, &t.rope_theta)?;
@@ -135,7 +139,9 @@ fn check_target(teacher: &ModelShape, target: &ModelShape) -> Result<()> {
     differ("o_bias", o_bias, &t.o_bias)?;
     differ("window_from_layer", window_from_layer, &t.window_from_layer)?;
     differ("rope_scaling", rope_scaling, &t.rope_scaling)?;
-    differ("mamba", mamba, &t.mamba)
+    differ("mamba", mamba, &t.mamba)?;
+    differ("linformer", linformer, &t.linformer)?;
+    differ("performer", performer, &t.performer)
 }
 
 fn differ<T: PartialEq + std::fmt::Debug>(key: &str, target: &T, teacher: &T) -> Result<()> {
@@ -243,7 +249,7 @@ fn sliced(model: &Decoder, plan: &PrunePlan) -> Sliced {
         // Export's names and order, so the student reads what a saved teacher would hold.
         for (name, lin) in b.linears() {
             // (output channels kept, input channels kept), in the Hugging Face [out, in] layout.
-            let (rows, cols): (&[usize], &[usize]) = match name {
+            let (rows, cols): (&[usize], &[usize]) = match name.as_str() {
                 "self_attn.q_proj" => (&q, emb),
                 "self_attn.k_proj" | "self_attn.v_proj" => (&kv, emb),
                 "self_attn.o_proj" => (emb, &q),

@@ -174,6 +174,9 @@ impl HfConfig {
                 rope_scaling,
                 mamba: MambaShape::default(),
                 attention_impl: Default::default(),
+                linformer: Default::default(),
+                performer: Default::default(),
+                moe: None,
             },
         };
         config.validate().map_err(|e| bad(format!("the converted model is invalid: {e}")))?;
