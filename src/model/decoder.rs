@@ -32,6 +32,8 @@ pub enum Mixer {
 }
 
 /// The feed-forward part of a layer: dense SwiGLU, or a sparse mixture of SwiGLU experts.
+// (A dense FFN is the common case: boxing it to even the sizes would add a hop per layer.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Ffn {
     Dense(SwiGlu),

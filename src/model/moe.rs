@@ -141,6 +141,26 @@ pub fn upcycle(prefix: &str, dense: &SwiGlu, d_model: usize, s: &MoeShape, init:
     m
 }
 
+/// A dense model's FFNs turned into `s`'s experts in the layers `s.every` names (the rest
+/// stay dense): the start of an MoE student from a pretrained or pruned dense one. With no
+/// noise it computes exactly what the dense model does (every expert is the same FFN and the
+/// gates sum to 1).
+pub fn upcycle_decoder(mut m: super::Decoder, s: &MoeShape, seed: u64) -> super::Decoder {
+    use super::decoder::Ffn;
+    let d = m.config.shape.d_model;
+    let device = m.embed.weight.device();
+    let mut init = Init::new(seed, &device);
+    m.config.shape.moe = Some(s.clone());
+    for (i, b) in m.blocks.iter_mut().enumerate() {
+        if let Ffn::Dense(dense) = &b.mlp
+            && m.config.shape.is_moe(i)
+        {
+            b.mlp = Ffn::Moe(upcycle(&format!("model.layers.{i}.mlp"), dense, d, s, &mut init));
+        }
+    }
+    m
+}
+
 fn noise_std(rms: f64, rel: f64) -> f64 {
     (rms * rel).max(f64::MIN_POSITIVE)
 }

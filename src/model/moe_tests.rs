@@ -69,7 +69,9 @@ fn layer(d: usize, e: usize, k: usize, ff: usize, seed: u64, dev: &Device) -> Mo
     m
 }
 
-fn weights(m: &Moe) -> ((Vec<f64>, usize), Vec<[(Vec<f64>, usize); 3]>) {
+type Expert = [(Vec<f64>, usize); 3];
+
+fn weights(m: &Moe) -> ((Vec<f64>, usize), Vec<Expert>) {
     (w(&m.router), m.experts.iter().map(|x| [w(&x.w_gate), w(&x.w_up), w(&x.w_down)]).collect())
 }
 
@@ -129,9 +131,9 @@ fn moe_gradients_match_finite_differences() {
     };
     let h = 1e-4;
     let check = |what: &str, got: &[f64], n: usize, at: &dyn Fn(usize, f64) -> f64| {
-        for i in 0..n {
+        for (i, g) in got.iter().enumerate().take(n) {
             let want = (at(i, h) - at(i, -h)) / (2.0 * h);
-            assert!((got[i] - want).abs() < 2e-3 * (1.0 + want.abs()), "{what}[{i}]: {} vs {want}", got[i]);
+            assert!((g - want).abs() < 2e-3 * (1.0 + want.abs()), "{what}[{i}]: {g} vs {want}");
         }
     };
     check("router", &g_router, router.0.len(), &|i, dh| {
@@ -184,4 +186,24 @@ fn upcycled_experts_copy_the_dense_ffn_with_noise() {
         assert!(dev_rms > 0.005 * rms && dev_rms < 0.02 * rms, "noise {dev_rms} vs weight rms {rms}");
     }
     assert_ne!(ups[0], ups[1]);
+}
+
+/// Upcycling a dense decoder without noise keeps its function exactly (every expert the same
+/// FFN, gates summing to 1), in the layers `every` names only.
+#[test]
+fn upcycled_decoder_without_noise_computes_the_dense_model() {
+    use crate::model::{DecoderConfig, ModelShape};
+    use burn::tensor::Int;
+    let dev = Device::flex();
+    let dense = DecoderConfig { vocab_size: 30, shape: ModelShape::for_tests(16, 4, 2, 1, 24) }.init(5, &dev);
+    let ids =
+        Tensor::<2, Int>::from_data(TensorData::new((0..12i64).map(|i| i * 7 % 30).collect::<Vec<_>>(), [2, 6]), &dev);
+    let want = host(dense.forward(ids.clone()));
+    let s = MoeShape { experts: 3, active: 2, d_ff_expert: 24, every: 2, router_aux_loss: 0.01, upcycle_noise: 0.0 };
+    let m = upcycle_decoder(dense, &s, 1);
+    let kinds: Vec<bool> = m.blocks.iter().map(|b| b.mlp.dense().is_none()).collect();
+    assert_eq!(kinds, vec![false, true, false, true]);
+    let got = host(m.forward(ids));
+    let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    assert!(err < 1e-5, "{err}");
 }

@@ -71,7 +71,14 @@ pub fn student_init(
         }
     };
     // The float values as trained: a half-precision teacher's pruned copy trains in f32.
-    let model = model.cast(DType::F32);
+    let mut model = model.cast(DType::F32);
+    if let Some(moe) = &recipe.student.shape().moe {
+        model = crate::model::moe::upcycle_decoder(model, moe, recipe.run.seed);
+        log(format!(
+            "student: upcycled to {} experts (top-{}) in every {} layer(s)",
+            moe.experts, moe.active, moe.every
+        ));
+    }
     store::save(&kept, &model, &d.tok_hash)?;
     Ok(Some(model))
 }

@@ -483,6 +483,15 @@ fn student_kinds(r: &Recipe) -> Rule {
         }
     }
     if let Some(m) = &s.moe {
+        if !r.student.init.is_random() && m.d_ff_expert != s.d_ff {
+            return fail(
+                "student.model.moe.d_ff_expert",
+                format!(
+                    "upcycling copies the dense FFN into each expert: expected the student's d_ff ({}), got {}",
+                    s.d_ff, m.d_ff_expert
+                ),
+            );
+        }
         if r.run.activation_checkpointing != crate::train::recompute::Checkpointing::None {
             return fail(
                 "run.activation_checkpointing",

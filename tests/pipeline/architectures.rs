@@ -70,3 +70,25 @@ fn linear_attention_and_moe_limits_are_refused_at_load() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A student pruned from the teacher and upcycled: its first weights hold a mixture in each
+/// layer whose experts (without noise) are one FFN, the pruned one; it then trains.
+#[test]
+fn pruned_student_is_upcycled_into_experts() {
+    let dir = tmp("upcycle");
+    let text = tiny_recipe(&dir, "u", 6)
+        .replace("[student.model]", "[student]\ninit = \"prune\"\n\n[student.model]")
+        .replace("n_heads = 4\nn_kv_heads = 1", "n_heads = 2\nn_kv_heads = 1")
+        .replace("tie_embeddings = true", "tie_embeddings = false\n\n[student.model.moe]\nexperts = 3\nactive = 2\nd_ff_expert = 64\nupcycle_noise = 0.0")
+        .replace("[checkpoint]", "[export]\nformats = []\n\n[checkpoint]");
+    let stop = AtomicBool::new(false);
+    let mut log = Vec::new();
+    pipeline::run(&load(&text, &dir), &opts(&stop, None), &mut |l| log.push(l)).unwrap();
+    assert!(log.iter().any(|l| l.contains("upcycled to 3 experts")), "{log:?}");
+    let (init, _) = distill::model::store::load(&dir.join("u/student/init"), &Device::flex()).unwrap();
+    let distill::model::decoder::Ffn::Moe(m) = &init.blocks[0].mlp else { panic!("a dense FFN after upcycling") };
+    let w = |i: usize| m.experts[i].w_down.weight.val().into_data().try_to_vec::<f32>().unwrap();
+    assert_eq!(w(0), w(2));
+    assert!(rows(&dir.join("u"), "student").iter().all(|r| r["router_aux"].as_f64().is_some()));
+    std::fs::remove_dir_all(&dir).ok();
+}
