@@ -38,6 +38,15 @@ overrides() {
     cur_order_root) echo "$CACHED --set curriculum.order=easy_to_hard --set curriculum.schedule=root --set curriculum.min_weight=0.5" ;;
     noise_nofilter) echo "--set data.synthetic_noise=0.3 --set data.filter.enabled=false" ;;
     noise_filter) echo "--set data.synthetic_noise=0.3 --set data.filter.dedup=minhash --set data.filter.teacher_ppl_max=6" ;;
+    # Student architectures (issue 39) at the quickstart student's active parameters: MoE of
+    # 4 and 8 experts of half the FFN width, top-2; Linformer and Performer in both layers;
+    # the Mamba-2 hybrid. Nothing of these exports yet: no formats.
+    arch_gqa) echo "--set export.formats=[]" ;;
+    arch_moe4) echo "--set export.formats=[] --set student.model.moe={experts=4,active=2,d_ff_expert=176}" ;;
+    arch_moe8) echo "--set export.formats=[] --set student.model.moe={experts=8,active=2,d_ff_expert=176}" ;;
+    arch_linformer) echo "--set export.formats=[] --set student.model.layer_pattern=\"LL\" --set student.model.linformer.chunk=32 --set student.model.linformer.rows=8" ;;
+    arch_performer) echo "--set export.formats=[] --set student.model.layer_pattern=\"PP\" --set student.model.performer.chunk=32" ;;
+    arch_hybrid) echo "--set export.formats=[] --set student.config=configs/student-hybrid.toml" ;;
     *) echo "unknown variant $1" >&2; exit 2 ;;
   esac
 }
@@ -63,7 +72,7 @@ import json, sys
 d, v, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
 s = json.load(open(f"{d}/summary.json"))
 print(json.dumps({"variant": v, "seed": seed, "student_ppl": s["student"]["ppl"], "student_loss": s["student"]["loss"],
-                  "teacher_ppl": s["teacher"]["ppl"], "int8_ppl": s["student_int8"]["ppl"],
+                  "teacher_ppl": s["teacher"]["ppl"], "int8_ppl": (s.get("student_int8") or {}).get("ppl"),
                   "held_out_tokens": s["student"]["tokens"], "wall_s": s["wall_s"], "student_tok_per_s": s["student_tok_per_s"]}))
 EOF
 }

@@ -16,8 +16,10 @@ use crate::model::rope;
 
 /// The layer kinds `distill bench` sweeps, in the order it prints them: attention through the
 /// fused kernel (`attention_impl = "fused"`) and through burn's materialized composition
-/// (`"reference"`), and Mamba-2.
-pub const KINDS: [&str; 3] = ["attention", "attention-ref", "mamba"];
+/// (`"reference"`), causal Linformer (chunk 64, 8 rows), Performer (64 features, chunk 64),
+/// Mamba-2; then the FFNs: dense SwiGLU of 4 d_model, and an MoE of 8 experts of 2 d_model,
+/// top-2 (the same active parameters).
+pub const KINDS: [&str; 7] = ["attention", "attention-ref", "linformer", "performer", "mamba", "ffn", "moe"];
 
 #[derive(Debug, Clone, Copy)]
 pub struct LayerBench {
@@ -40,6 +42,36 @@ pub fn time_layer(kind: &str, seq: usize, cfg: LayerBench) -> Result<f64> {
             let a = Attention::new("bench", d, cfg.n_heads, cfg.n_kv_heads, false, false, None, fused, &mut init);
             let (cos, sin) = rope::tables(seq, 0, d / cfg.n_heads, 10_000.0, None, &device);
             Box::new(move |x| a.forward(x, &cos, &sin, None, None))
+        }
+        "linformer" | "performer" => {
+            use crate::model::approx_attention::{Approx, Linformer, Performer};
+            let approx = match kind {
+                "linformer" => Approx::Linformer(Linformer::new(&Default::default(), &mut init)),
+                _ => Approx::Performer(Performer::new(&Default::default(), d / cfg.n_heads, 0, &mut init)),
+            };
+            let a = Attention::new("bench", d, cfg.n_heads, cfg.n_kv_heads, false, false, None, false, &mut init)
+                .with_approx(Some(approx));
+            let (cos, sin) = rope::tables(seq, 0, d / cfg.n_heads, 10_000.0, None, &device);
+            Box::new(move |x| a.forward(x, &cos, &sin, None, None))
+        }
+        "ffn" => {
+            let m = crate::model::mlp::SwiGlu::new("bench", d, 4 * d, &mut init);
+            Box::new(move |x| m.forward(x))
+        }
+        "moe" => {
+            let s = crate::model::config::MoeShape {
+                experts: 8,
+                active: 2,
+                d_ff_expert: 2 * d,
+                every: 1,
+                router_aux_loss: 0.01,
+                upcycle_noise: 0.0,
+            };
+            let m = crate::model::moe::Moe::new("bench", d, &s, &mut init);
+            Box::new(move |x| {
+                let (y, r) = m.forward(x);
+                y + r.aux.reshape([1, 1, 1])
+            })
         }
         "mamba" => {
             let shape = MambaShape { head_dim: 64, d_state: 64, chunk_size: 64, ..MambaShape::default() };

@@ -365,8 +365,9 @@ struct BenchArgs {
     #[arg(long)]
     jsonl: Option<PathBuf>,
     /// Layers to sweep: attention (the fused kernel), attention-ref (burn's materialized
-    /// composition), mamba.
-    #[arg(long, value_delimiter = ',', default_value = "attention,attention-ref,mamba")]
+    /// composition), linformer, performer, mamba; ffn (dense SwiGLU, 4 d_model) and moe (8
+    /// experts of 2 d_model, top-2).
+    #[arg(long, value_delimiter = ',', default_value = "attention,attention-ref,linformer,performer,mamba,ffn,moe")]
     kinds: Vec<String>,
     /// Internal: measure one `kind:seq` in this process.
     #[arg(long, hide = true)]

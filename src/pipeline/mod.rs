@@ -412,7 +412,7 @@ fn execute(recipe: &Recipe, dir: &Path, opts: &RunOptions, log: &mut dyn FnMut(S
         |stop_after| train(&setup.job(recipe, dir, curriculum, opts, stop_after), device),
         opts,
     )?;
-    metrics::plot(&metrics_path, &RunDir(dir).loss_plot())?;
+    crate::report::plots::loss_svg(&metrics_path, &RunDir(dir).loss_plot())?;
     let valid_data = &d.valid;
 
     log("evaluating on the held-out split".into());

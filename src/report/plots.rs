@@ -125,6 +125,12 @@ pub fn charts(rows: &[MetricsRow], teacher_held_out: Option<f64>) -> Vec<Chart> 
             ],
         ),
         (
+            "router",
+            "MoE load balancing (1 = balanced)",
+            "experts * sum f P",
+            vec![of("router aux loss", &student, |r| r.router_aux)],
+        ),
+        (
             "grad_norm",
             "gradient norm (before clipping)",
             "L2 norm",
@@ -135,6 +141,26 @@ pub fn charts(rows: &[MetricsRow], teacher_held_out: Option<f64>) -> Vec<Chart> 
         .into_iter()
         .filter_map(|(stem, title, y, series)| Some(Chart { stem, title, svg: line_chart(title, y, &series)? }))
         .collect()
+}
+
+/// `loss.svg`: train and held-out loss of both phases against step, in one chart (the run's
+/// first picture, beside the metrics).
+pub fn loss_svg(metrics_path: &Path, out: &Path) -> Result<()> {
+    let rows = metrics::read(metrics_path);
+    let of = |name: &str, phase: &str, f: fn(&MetricsRow) -> Option<f64>| Series {
+        name: name.to_string(),
+        points: rows.iter().filter(|r| r.phase == phase).filter_map(|r| Some((r.step as f64, f(r)?))).collect(),
+    };
+    let series = [
+        of("teacher train", "teacher", |r| Some(r.loss)),
+        of("teacher held-out", "teacher", |r| r.eval_loss),
+        of("student train", "student", |r| Some(r.loss)),
+        of("student held-out", "student", |r| r.eval_loss),
+    ];
+    match line_chart("distill: loss", "loss (nats/token)", &series) {
+        Some(svg) => crate::util::write_atomic(out, svg.as_bytes()),
+        None => Ok(()),
+    }
 }
 
 /// Redraw `plots/*.svg` beside `metrics` from its rows.

@@ -1,9 +1,8 @@
-//! `metrics.jsonl` (one JSON object per line) and the loss curves drawn from it (`loss.svg`).
+//! `metrics.jsonl`: one JSON object per line (its curves are drawn by `report::plots`).
 
 use std::io::Write;
 use std::path::Path;
 
-use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, io_ctx};
@@ -108,46 +107,4 @@ impl MetricsLog {
 /// may have cut the last line short).
 pub fn read(path: &Path) -> Vec<MetricsRow> {
     std::fs::read_to_string(path).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
-}
-
-/// Train and held-out loss against step, one colour per phase.
-pub fn plot(metrics: &Path, out: &Path) -> Result<()> {
-    let rows = read(metrics);
-    let series = |phase: &str, value: fn(&MetricsRow) -> Option<f64>| -> Vec<(f64, f64)> {
-        rows.iter().filter(|v| v.phase == phase).filter_map(|v| Some((v.step as f64, value(v)?))).collect()
-    };
-    let all: Vec<Vec<(f64, f64)>> =
-        ["teacher", "student"].iter().flat_map(|p| [series(p, |v| Some(v.loss)), series(p, |v| v.eval_loss)]).collect();
-    let pts: Vec<&(f64, f64)> = all.iter().flatten().collect();
-    if pts.is_empty() {
-        return Ok(());
-    }
-    let xmax = pts.iter().map(|p| p.0).fold(1.0, f64::max);
-    let ymax = pts.iter().map(|p| p.1).fold(0.1, f64::max) * 1.05;
-    let draw = || -> std::result::Result<(), Box<dyn std::error::Error>> {
-        let root = SVGBackend::new(out, (900, 500)).into_drawing_area();
-        root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption("distill: loss", ("sans-serif", 22))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(50)
-            .build_cartesian_2d(0f64..xmax, 0f64..ymax)?;
-        chart.configure_mesh().x_desc("step").y_desc("loss (nats/token)").draw()?;
-        let names = ["teacher train", "teacher held-out", "student train", "student held-out"];
-        let colors = [BLUE.mix(0.5), BLUE.mix(1.0), RED.mix(0.5), RED.mix(1.0)];
-        for ((s, name), color) in all.iter().zip(names).zip(colors) {
-            if s.is_empty() {
-                continue;
-            }
-            chart
-                .draw_series(LineSeries::new(s.iter().cloned(), color.stroke_width(2)))?
-                .label(name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-        }
-        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
-        root.present()?;
-        Ok(())
-    };
-    draw().map_err(|e| crate::error::Error::runtime(format!("{}: cannot draw: {e}", out.display())))
 }
