@@ -39,7 +39,25 @@ fn hf_name(name: &str) -> Option<String> {
     }
     let (layer, rest) = name.strip_prefix("blk.")?.split_once('.')?;
     let (short, kind) = rest.rsplit_once('.')?;
-    Some(format!("model.layers.{}.{}.{kind}", layer.parse::<usize>().ok()?, ours(&LAYER_NAMES, short)?))
+    let short = match short {
+        "ffn_gate_inp" => "mlp.gate",
+        s => ours(&LAYER_NAMES, s)?,
+    };
+    Some(format!("model.layers.{}.{short}.{kind}", layer.parse::<usize>().ok()?))
+}
+
+/// A mixture's expert tensor (`ffn_{gate,up,down}_exps`, `[experts, rows, cols]`): each
+/// expert's name and index, as our model asks for them one by one.
+fn expert_names(name: &str, experts: usize) -> Option<Vec<(String, usize)>> {
+    let (layer, rest) = name.strip_prefix("blk.")?.split_once('.')?;
+    let proj = match rest {
+        "ffn_gate_exps.weight" => "gate_proj",
+        "ffn_up_exps.weight" => "up_proj",
+        "ffn_down_exps.weight" => "down_proj",
+        _ => return None,
+    };
+    let layer = layer.parse::<usize>().ok()?;
+    Some((0..experts).map(|e| (format!("model.layers.{layer}.mlp.experts.{e}.{proj}.weight"), e)).collect())
 }
 
 /// The file's architecture, one we write.
@@ -56,8 +74,9 @@ fn architecture_of(g: &Gguf, what: &str) -> Result<String> {
 /// asks for it (an 8B teacher never exists as f32 in whole: each tensor is cast to the run's
 /// dtype as it arrives).
 struct GgufWeights<'a> {
-    /// Our Hugging Face name -> the file's tensor, and the heads its rows were permuted by.
-    map: HashMap<String, (&'a GgufTensor, Option<usize>)>,
+    /// Our Hugging Face name -> the file's tensor, the heads its rows were permuted by, and
+    /// for a mixture's stacked experts which one.
+    map: HashMap<String, (&'a GgufTensor, Option<usize>, Option<usize>)>,
     asked: RefCell<HashSet<String>>,
     what: String,
 }
@@ -65,14 +84,23 @@ struct GgufWeights<'a> {
 impl WeightSource for GgufWeights<'_> {
     fn shape(&self, name: &str) -> Result<Vec<usize>> {
         self.asked.borrow_mut().insert(name.into());
-        self.map.get(name).map(|(t, _)| shape_of(t)).ok_or_else(|| self.missing(name))
+        self.map
+            .get(name)
+            .map(|(t, _, expert)| if expert.is_some() { shape_of(t)[1..].to_vec() } else { shape_of(t) })
+            .ok_or_else(|| self.missing(name))
     }
 
     fn get(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
         self.asked.borrow_mut().insert(name.into());
-        let (t, heads) = self.map.get(name).ok_or_else(|| self.missing(name))?;
-        let shape = shape_of(t);
+        let (t, heads, expert) = self.map.get(name).ok_or_else(|| self.missing(name))?;
+        let mut shape = shape_of(t);
         let mut v = dequantize(t);
+        if let Some(e) = expert {
+            // (Each expert dequantizes the whole stack: the files this reads are students.)
+            shape.remove(0);
+            let n = shape.iter().product::<usize>();
+            v = v[e * n..(e + 1) * n].to_vec();
+        }
         if let Some(n) = heads {
             let cols = if shape.len() == 2 { shape[1] } else { 1 };
             v = unpermute_rows(&v, shape[0], cols, *n);
@@ -132,7 +160,17 @@ pub fn config_of(g: &Gguf, what: &str) -> Result<DecoderConfig> {
         attention_impl: Default::default(),
         linformer: Default::default(),
         performer: Default::default(),
-        moe: None,
+        moe: match or("expert_count") {
+            true => Some(crate::model::config::MoeShape {
+                experts: u("expert_count")?,
+                active: u("expert_used_count")?,
+                d_ff_expert: u("feed_forward_length")?,
+                every: 1,
+                router_aux_loss: 0.01,
+                upcycle_noise: 0.01,
+            }),
+            false => None,
+        },
     };
     let vocab_size = match (or("vocab_size"), g.tensor("token_embd.weight")) {
         (true, _) => u("vocab_size")?,
@@ -235,14 +273,20 @@ pub fn load_as(g: &Gguf, config: &DecoderConfig, device: &Device, dtype: DType, 
     for (key, want) in [
         ("block_count", s.n_layers),
         ("embedding_length", s.d_model),
-        ("feed_forward_length", s.d_ff),
+        ("feed_forward_length", s.moe.as_ref().map_or(s.d_ff, |m| m.d_ff_expert)),
         ("attention.head_count", s.n_heads),
         ("attention.head_count_kv", s.n_kv_heads),
         ("vocab_size", config.vocab_size),
+        ("expert_count", s.moe.as_ref().map_or(0, |m| m.experts)),
+        ("expert_used_count", s.moe.as_ref().map_or(0, |m| m.active)),
     ] {
         let key = format!("{arch}.{key}");
         // Without the key (older converters) the embedding's shape is checked at the load.
         if key.ends_with(".vocab_size") && g.get(&key).is_none() {
+            continue;
+        }
+        // A dense model's file has no expert keys.
+        if key.contains(".expert_") && want == 0 && g.get(&key).is_none() {
             continue;
         }
         if g.get(&key) != Some(&Value::U32(want as u32)) {
@@ -261,6 +305,20 @@ pub fn load_as(g: &Gguf, config: &DecoderConfig, device: &Device, dtype: DType, 
     }
     let mut map = HashMap::new();
     for t in g.tensors.iter().filter(|t| t.name != ROPE_FREQS) {
+        let experts = s.moe.as_ref().map_or(0, |m| m.experts);
+        if let Some(names) = expert_names(&t.name, experts) {
+            if shape_of(t).first() != Some(&experts) {
+                return Err(Error::input(format!(
+                    "{what}: tensor `{}` has shape {:?}, expected {experts} experts first",
+                    t.name,
+                    shape_of(t)
+                )));
+            }
+            for (n, e) in names {
+                map.insert(n, (t, None, Some(e)));
+            }
+            continue;
+        }
         let name = hf_name(&t.name)
             .ok_or_else(|| Error::input(format!("{what}: tensor `{}` is not one of a llama model's", t.name)))?;
         // llama.cpp's converter permutes the q/k rows of `llama` files for its RoPE layout.
@@ -269,7 +327,7 @@ pub fn load_as(g: &Gguf, config: &DecoderConfig, device: &Device, dtype: DType, 
             ("llama", Some("attn_k")) => Some(s.n_kv_heads),
             _ => None,
         };
-        map.insert(name, (t, heads));
+        map.insert(name, (t, heads, None));
     }
     let weights = GgufWeights { map, asked: RefCell::new(HashSet::new()), what: what.into() };
     config.load(&weights, device, dtype).map_err(|e| Error::input(format!("{what}: {e}")))
@@ -323,6 +381,39 @@ mod tests {
         let err: f32 = (a - b).abs().max().into_scalar();
         assert!(err > 0.0 && err < 1e-2, "f16: {err}");
         assert_eq!(g.tensor("rope_freqs.weight").is_some(), model.config.shape.rope_scaling.is_some(), "{fixture}");
+    }
+
+    /// A mixture of experts (upcycled from a fixture, every layer) written as Q8_0 and read
+    /// back is its QAT round trip, bit for bit: the experts stacked per projection and split
+    /// again, the router kept f32; its metadata gives back the same shape.
+    #[test]
+    fn moe_file_round_trips() {
+        let dev = Device::flex();
+        let (dense, vocab) = fixture_model("llama-gqa");
+        let d_ff = dense.config.shape.d_ff;
+        let s = crate::model::config::MoeShape {
+            experts: 3,
+            active: 2,
+            d_ff_expert: d_ff,
+            every: 1,
+            router_aux_loss: 0.01,
+            upcycle_noise: 0.01,
+        };
+        let model = crate::model::moe::upcycle_decoder(dense, &s, 4);
+        let ids = crate::model::token_tensor(&[5, 9, 77, 1000, 3, 3, 41], &dev);
+        let g = to_gguf(&model, GgufQuant::Q8_0, false, false, vocab).unwrap();
+        assert_eq!(g.get("llama.expert_count"), Some(&Value::U32(3)));
+        assert_eq!(g.tensor("blk.0.ffn_up_exps.weight").unwrap().ne, vec![64, d_ff as u64, 3]);
+        assert_eq!(g.tensor("blk.0.ffn_gate_inp.weight").unwrap().ty, crate::export::gguf::GgmlType::F32);
+        assert_eq!(config_of(&g, "m.gguf").unwrap(), model.config);
+        let back = load(&g, &model.config, &dev, "m.gguf").unwrap();
+        let rt = round_trip_model(&model, &Plan::linears(Scheme::Q8_0)).unwrap();
+        let (a, b) = (back.forward(ids.clone()), rt.forward(ids.clone()));
+        let err: f32 = (a - b).abs().max().into_scalar();
+        let moved: f32 = (back.forward(ids.clone()) - model.forward(ids.clone())).abs().max().into_scalar();
+        // (Not bit for bit: the router read back is a transposed view of the stored [out, in]
+        // matrix, the original a contiguous one, and the matmul sums in another order.)
+        assert!(err < 1e-6 && moved > 1e-3, "file vs round trip {err}, vs f32 {moved}");
     }
 
     /// Llama-3 RoPE scaling goes to llama.cpp as the converter writes it: `rope_freqs.weight`

@@ -72,7 +72,7 @@ pub fn architecture(s: &ModelShape) -> Result<&'static str> {
             s.layer_pattern
         ));
     }
-    if let Some(why) = s.export_gap() {
+    if let Some(why) = s.export_gap().or_else(|| s.gguf_moe_gap()) {
         return refuse(&why);
     }
     if let Some(w) = s.window {
@@ -337,7 +337,7 @@ pub fn to_gguf(model: &Decoder, quant: GgufQuant, embeddings: bool, lm_head: boo
         (key("block_count"), u(s.n_layers)),
         (key("context_length"), u(s.max_seq_len)),
         (key("embedding_length"), u(s.d_model)),
-        (key("feed_forward_length"), u(s.d_ff)),
+        (key("feed_forward_length"), u(s.moe.as_ref().map_or(s.d_ff, |m| m.d_ff_expert))),
         (key("attention.head_count"), u(s.n_heads)),
         (key("attention.head_count_kv"), u(s.n_kv_heads)),
         (key("rope.freq_base"), Value::F32(s.rope_theta as f32)),
@@ -351,6 +351,9 @@ pub fn to_gguf(model: &Decoder, quant: GgufQuant, embeddings: bool, lm_head: boo
         ("tokenizer.ggml.model".into(), Value::Str("gpt2".into())),
         ("tokenizer.ggml.pre".into(), Value::Str(vocab.pre.into())),
     ];
+    if let Some(m) = &s.moe {
+        kv.extend([(key("expert_count"), u(m.experts)), (key("expert_used_count"), u(m.active))]);
+    }
     if vocab.tokens.len() != c.vocab_size {
         return Err(Error::input(format!(
             "the tokenizer has {} tokens for a model of {} embedding rows",
@@ -386,7 +389,23 @@ pub fn to_gguf(model: &Decoder, quant: GgufQuant, embeddings: bool, lm_head: boo
         let p = format!("blk.{i}");
         let norm = |ours: &str| format!("{p}.{}.weight", gguf_name(&LAYER_NAMES, ours));
         tensors.push(tensor(&norm("input_layernorm"), &values(b.mixer_norm.gamma.val()), &[d], ty)?);
+        let mut experts: [Vec<f32>; 3] = Default::default();
         for (name, l) in b.linears() {
+            // A mixture's experts go into one [experts, rows, cols] tensor per projection, its
+            // router stays f32 (llama.cpp's converter keeps ffn_gate_inp unquantized).
+            if let Some(rest) = name.strip_prefix("mlp.experts.") {
+                let which = ["gate_proj", "up_proj", "down_proj"]
+                    .iter()
+                    .position(|p| rest.ends_with(p))
+                    .expect("an expert linear");
+                experts[which].extend(linear_out_in(l).0);
+                continue;
+            }
+            if name == "mlp.gate" {
+                let (w, rows, cols) = linear_out_in(l);
+                tensors.push(tensor(&format!("{p}.ffn_gate_inp.weight"), &w, &[rows, cols], GgmlType::F32)?);
+                continue;
+            }
             let short = gguf_name(&LAYER_NAMES, &name);
             let heads = match short {
                 "attn_q" if permute => Some(s.n_heads),
@@ -407,6 +426,14 @@ pub fn to_gguf(model: &Decoder, quant: GgufQuant, embeddings: bool, lm_head: boo
             }
             if short == "attn_output" {
                 tensors.push(tensor(&norm("post_attention_layernorm"), &values(b.mlp_norm.gamma.val()), &[d], ty)?);
+            }
+        }
+        if let Some(m) = &b.moe {
+            let (e, ff) = (m.experts.len(), m.experts[0].w_up.weight.dims()[1]);
+            for (which, (w, short)) in experts.iter().zip(["ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"]).enumerate()
+            {
+                let (rows, cols) = if which == 2 { (d, ff) } else { (ff, d) };
+                tensors.push(tensor(&format!("{p}.{short}.weight"), w, &[e, rows, cols], ty)?);
             }
         }
     }

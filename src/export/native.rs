@@ -91,6 +91,9 @@ pub fn hf_architecture(s: &ModelShape) -> Result<(&'static str, &'static str, se
             s.qkv_bias, s.o_bias, s.window, s.window_from_layer
         )))
     };
+    if s.moe.is_some() {
+        return refuse("its mixture-of-experts layers are written only as GGUF (llama.cpp's llama MoE) for now");
+    }
     match (s.qkv_bias, s.o_bias, s.window) {
         (false, true, _) => refuse("no architecture has an o_proj bias without q/k/v biases"),
         (true, true, Some(_)) => refuse("Llama has no sliding window"),

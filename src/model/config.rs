@@ -167,17 +167,26 @@ impl ModelShape {
         p[i % p.len()] as char
     }
 
-    /// Why this shape cannot be exported yet, if it cannot: linear-time attention layers (no
-    /// runtime computes them) or mixture-of-experts layers (the Mixtral and GGUF MoE writers
-    /// are not built yet).
+    /// Why this shape cannot be exported in a format at all: linear-time attention layers,
+    /// which no other runtime computes.
     pub fn export_gap(&self) -> Option<String> {
-        self.approx_attention().or_else(|| {
-            self.moe.as_ref().map(|_| {
-                "it has mixture-of-experts layers, which this version exports to no format yet (the trained \
-                 model is student/final, which distill's eval, generate and speculative read)"
-                    .to_string()
-            })
-        })
+        self.approx_attention()
+    }
+
+    /// Why llama.cpp's `llama` architecture cannot hold this shape's mixture of experts, if it
+    /// has one: llama.cpp's llama MoE (Mixtral's) routes every layer, with biases nowhere.
+    pub fn gguf_moe_gap(&self) -> Option<String> {
+        let m = self.moe.as_ref()?;
+        if m.every != 1 {
+            return Some(format!(
+                "its experts are in every {}th layer; llama.cpp's llama MoE has them in every layer",
+                m.every
+            ));
+        }
+        if self.qkv_bias || self.o_bias {
+            return Some("llama.cpp's MoE llama has no attention biases".into());
+        }
+        None
     }
 
     /// Whether layer `i`'s FFN is a mixture of experts.

@@ -32,37 +32,9 @@ pub enum Mixer {
 }
 
 /// The feed-forward part of a layer: dense SwiGLU, or a sparse mixture of SwiGLU experts.
-// (A dense FFN is the common case: boxing it to even the sizes would add a hop per layer.)
-#[allow(clippy::large_enum_variant)]
-#[derive(Module, Debug)]
-pub enum Ffn {
-    Dense(SwiGlu),
-    Moe(Moe),
-}
-
-impl Ffn {
-    /// The dense FFN, if this is one (pruning and its reference read only those).
-    pub fn dense(&self) -> Option<&SwiGlu> {
-        match self {
-            Ffn::Dense(m) => Some(m),
-            Ffn::Moe(_) => None,
-        }
-    }
-
-    pub fn dense_mut(&mut self) -> Option<&mut SwiGlu> {
-        match self {
-            Ffn::Dense(m) => Some(m),
-            Ffn::Moe(_) => None,
-        }
-    }
-
-    /// Every SwiGLU of the layer (one, or the experts): what QAT marks.
-    pub fn swiglus_mut(&mut self) -> Vec<&mut SwiGlu> {
-        match self {
-            Ffn::Dense(m) => vec![m],
-            Ffn::Moe(m) => m.experts.iter_mut().collect(),
-        }
-    }
+pub enum Ffn<'a> {
+    Dense(&'a SwiGlu),
+    Moe(&'a Moe),
 }
 
 #[derive(Module, Debug)]
@@ -70,7 +42,11 @@ pub struct Block {
     pub mixer_norm: RmsNorm,
     pub mixer: Mixer,
     pub mlp_norm: RmsNorm,
-    pub mlp: Ffn,
+    /// The dense FFN; `None` in a mixture-of-experts layer. (Two options rather than one
+    /// enum: an enum's variant name would enter every weight's path in model.bpk, and the
+    /// files of dense models written before MoE existed would no longer load.)
+    pub mlp: Option<SwiGlu>,
+    pub moe: Option<Moe>,
 }
 
 /// What generation carries between steps, per layer.
@@ -118,6 +94,19 @@ impl Cache {
 }
 
 impl Block {
+    pub fn ffn(&self) -> Ffn<'_> {
+        match (&self.mlp, &self.moe) {
+            (_, Some(m)) => Ffn::Moe(m),
+            (Some(d), None) => Ffn::Dense(d),
+            (None, None) => unreachable!("a block has a dense FFN or experts"),
+        }
+    }
+
+    /// Every SwiGLU of the layer (one, or the experts): what QAT marks.
+    pub fn swiglus_mut(&mut self) -> Vec<&mut SwiGlu> {
+        self.mlp.iter_mut().chain(self.moe.iter_mut().flat_map(|m| m.experts.iter_mut())).collect()
+    }
+
     /// The block's matrices with their Hugging Face names (Llama attention and MLP, Mamba2
     /// mixer), in a fixed order shared by export and quantization.
     pub fn linears(&self) -> Vec<(String, &Linear)> {
@@ -131,7 +120,7 @@ impl Block {
             Mixer::Mamba(m) => vec![("mixer.in_proj", &m.in_proj), ("mixer.out_proj", &m.out_proj)],
         };
         let mut v: Vec<(String, &Linear)> = v.into_iter().map(|(n, l)| (n.to_string(), l)).collect();
-        match &self.mlp {
+        match self.ffn() {
             Ffn::Dense(m) => v.extend([
                 ("mlp.gate_proj".to_string(), &m.w_gate),
                 ("mlp.up_proj".to_string(), &m.w_up),
@@ -164,14 +153,10 @@ impl Block {
             Mixer::Attention(a) => vec![&mut a.wq, &mut a.wk, &mut a.wv, &mut a.wo],
             Mixer::Mamba(m) => vec![&mut m.in_proj, &mut m.out_proj],
         };
-        match &mut self.mlp {
-            Ffn::Dense(m) => v.extend([&mut m.w_gate, &mut m.w_up, &mut m.w_down]),
-            Ffn::Moe(m) => {
-                v.push(&mut m.router);
-                for x in &mut m.experts {
-                    v.extend([&mut x.w_gate, &mut x.w_up, &mut x.w_down]);
-                }
-            }
+        // A mixture's router is left out: it stays f32 in QAT and in llama.cpp's files alike.
+        let swiglus = self.mlp.iter_mut().chain(self.moe.iter_mut().flat_map(|m| m.experts.iter_mut()));
+        for x in swiglus {
+            v.extend([&mut x.w_gate, &mut x.w_up, &mut x.w_down]);
         }
         v
     }
@@ -218,7 +203,7 @@ impl Block {
         };
         let x = x + h;
         let h = rms_norm(&self.mlp_norm, x.clone());
-        match &self.mlp {
+        match self.ffn() {
             Ffn::Dense(m) => (x + m.forward(h), None),
             Ffn::Moe(m) => {
                 let (y, r) = m.forward(h);
@@ -321,10 +306,12 @@ impl DecoderConfig {
                         ),
                     },
                     mlp_norm: init.named_norm(&format!("{p}.post_attention_layernorm"), s.d_model, s.norm_eps),
-                    mlp: match &s.moe {
-                        Some(m) if s.is_moe(i) => Ffn::Moe(Moe::new(&format!("{p}.mlp"), s.d_model, m, init)),
-                        _ => Ffn::Dense(SwiGlu::new(&format!("{p}.mlp"), s.d_model, s.d_ff, init)),
-                    },
+                    mlp: (!s.is_moe(i)).then(|| SwiGlu::new(&format!("{p}.mlp"), s.d_model, s.d_ff, init)),
+                    moe: s
+                        .moe
+                        .as_ref()
+                        .filter(|_| s.is_moe(i))
+                        .map(|m| Moe::new(&format!("{p}.mlp"), s.d_model, m, init)),
                 }
             })
             .collect();
@@ -618,6 +605,35 @@ mod tests {
             let err = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
             assert!(err < 1e-4 && a != b, "window {window:?}: max diff {err}");
         }
+    }
+
+    /// A dense model's weights keep the paths its files have always had (`blocks.0.mlp.w_gate`):
+    /// models written before mixtures of experts existed still load. An MoE layer's live under
+    /// `moe`. (With one `Ffn` enum the variant name entered the paths and old files failed.)
+    #[test]
+    fn dense_weight_paths_are_unchanged_by_moe() {
+        let dev = Device::flex();
+        let dir = std::env::temp_dir().join(format!("distill-paths-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut c = DecoderConfig { vocab_size: 40, shape: ModelShape::for_tests(16, 2, 4, 2, 32) };
+        let bytes = |c: &DecoderConfig| {
+            let p = dir.join("m.bpk");
+            c.init(3, &dev).save_file(&p).unwrap();
+            String::from_utf8_lossy(&std::fs::read(p).unwrap()).into_owned()
+        };
+        let dense = bytes(&c);
+        assert!(dense.contains("blocks.1.mlp.w_gate.weight") && !dense.contains("Dense"), "dense paths moved");
+        c.shape.moe = Some(super::super::config::MoeShape {
+            experts: 2,
+            active: 1,
+            d_ff_expert: 8,
+            every: 2,
+            router_aux_loss: 0.01,
+            upcycle_noise: 0.01,
+        });
+        let moe = bytes(&c);
+        assert!(moe.contains("blocks.0.mlp.w_gate.weight") && moe.contains("blocks.1.moe.experts.1.w_up.weight"));
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     /// Parameter ids are part of model.bpk: the same seed gives the same file, byte for byte

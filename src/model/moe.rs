@@ -146,16 +146,16 @@ pub fn upcycle(prefix: &str, dense: &SwiGlu, d_model: usize, s: &MoeShape, init:
 /// noise it computes exactly what the dense model does (every expert is the same FFN and the
 /// gates sum to 1).
 pub fn upcycle_decoder(mut m: super::Decoder, s: &MoeShape, seed: u64) -> super::Decoder {
-    use super::decoder::Ffn;
     let d = m.config.shape.d_model;
     let device = m.embed.weight.device();
     let mut init = Init::new(seed, &device);
     m.config.shape.moe = Some(s.clone());
     for (i, b) in m.blocks.iter_mut().enumerate() {
-        if let Ffn::Dense(dense) = &b.mlp
+        if let Some(dense) = &b.mlp
             && m.config.shape.is_moe(i)
         {
-            b.mlp = Ffn::Moe(upcycle(&format!("model.layers.{i}.mlp"), dense, d, s, &mut init));
+            b.moe = Some(upcycle(&format!("model.layers.{i}.mlp"), dense, d, s, &mut init));
+            b.mlp = None;
         }
     }
     m

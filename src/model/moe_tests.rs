@@ -201,7 +201,7 @@ fn upcycled_decoder_without_noise_computes_the_dense_model() {
     let want = host(dense.forward(ids.clone()));
     let s = MoeShape { experts: 3, active: 2, d_ff_expert: 24, every: 2, router_aux_loss: 0.01, upcycle_noise: 0.0 };
     let m = upcycle_decoder(dense, &s, 1);
-    let kinds: Vec<bool> = m.blocks.iter().map(|b| b.mlp.dense().is_none()).collect();
+    let kinds: Vec<bool> = m.blocks.iter().map(|b| b.mlp.is_none()).collect();
     assert_eq!(kinds, vec![false, true, false, true]);
     let got = host(m.forward(ids));
     let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);

@@ -167,7 +167,7 @@ fn on_policy_loss_and_gradients_equal_a_naive_reference() {
                 [
                     grad(&student.embed.weight),
                     grad(&a.wq.weight),
-                    grad(&student.blocks[0].mlp.dense().unwrap().w_down.weight),
+                    grad(&student.blocks[0].mlp.as_ref().unwrap().w_down.weight),
                 ],
             )
         };

@@ -262,7 +262,7 @@ fn with_planned(
         for (j, l) in b.linears_mut().into_iter().enumerate() {
             linear(l, &format!("layer {i}, linear {j}"))?;
         }
-        b.mlp.swiglus_mut().into_iter().for_each(|m| m.act_quant = plan.activations);
+        b.swiglus_mut().into_iter().for_each(|m| m.act_quant = plan.activations);
         match &mut b.mixer {
             Mixer::Attention(a) => a.act_quant = plan.activations,
             Mixer::Mamba(mb) => mb.act_quant = plan.activations,
@@ -450,7 +450,7 @@ mod tests {
                 Mixer::Attention(a) => a.act_quant,
                 Mixer::Mamba(m) => m.act_quant,
             };
-            assert!(b.mlp.dense().unwrap().act_quant && mixer);
+            assert!(b.mlp.as_ref().unwrap().act_quant && mixer);
         }
     }
 

@@ -123,6 +123,7 @@ fn exports(r: &Recipe) -> Rule {
         let refused = match f {
             F::GgufF16 | F::GgufQ8_0 | F::GgufQ4_0 => crate::export::gguf_model::architecture(&s).err(),
             F::F32 if !s.layer_pattern.contains('M') => crate::export::native::hf_architecture(&s).err(),
+            F::Int8 | F::Int4 if s.moe.is_some() => crate::export::native::hf_architecture(&s).err(),
             _ => None,
         };
         if let Some(e) = refused {

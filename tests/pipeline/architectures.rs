@@ -86,7 +86,7 @@ fn pruned_student_is_upcycled_into_experts() {
     pipeline::run(&load(&text, &dir), &opts(&stop, None), &mut |l| log.push(l)).unwrap();
     assert!(log.iter().any(|l| l.contains("upcycled to 3 experts")), "{log:?}");
     let (init, _) = distill::model::store::load(&dir.join("u/student/init"), &Device::flex()).unwrap();
-    let distill::model::decoder::Ffn::Moe(m) = &init.blocks[0].mlp else { panic!("a dense FFN after upcycling") };
+    let Some(m) = &init.blocks[0].moe else { panic!("a dense FFN after upcycling") };
     let w = |i: usize| m.experts[i].w_down.weight.val().into_data().try_to_vec::<f32>().unwrap();
     assert_eq!(w(0), w(2));
     assert!(rows(&dir.join("u"), "student").iter().all(|r| r["router_aux"].as_f64().is_some()));

@@ -34,7 +34,7 @@ pub fn importance(model: &Decoder, batches: &[Tensor<2, Int>]) -> Result<Importa
 
 pub(super) fn refuse_mamba(model: &Decoder) -> Result<()> {
     let special = |b: &crate::model::decoder::Block| match &b.mixer {
-        Mixer::Attention(a) => a.approx.is_some() || b.mlp.dense().is_none(),
+        Mixer::Attention(a) => a.approx.is_some() || b.mlp.is_none(),
         Mixer::Mamba(_) => false,
     };
     if let Some(i) = model.blocks.iter().position(special) {
@@ -105,7 +105,7 @@ impl Sums {
             let mid = x.clone() + linear(&a.wo, act_quant(ctx, a.act_quant));
             let h = rms_norm(&block.mlp_norm, mid.clone());
             add(&mut self.embed, token_sums(h.clone().abs()));
-            let m = block.mlp.dense().expect("refused before the pass");
+            let m = block.mlp.as_ref().expect("refused before the pass");
             let h = act_quant(h, m.act_quant);
             let (gate, up) = (linear(&m.w_gate, h.clone()), linear(&m.w_up, h));
             // The model's own SwiGLU kernel, so that the stream below is the model's to the bit.

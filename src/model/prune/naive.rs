@@ -98,7 +98,7 @@ pub(super) fn importance(m: &Decoder, seqs: &[Vec<usize>]) -> (Importance, Vec<V
                 }
                 let mid: Vec<f64> = xi.iter().zip(mat_vec(&a.wo, &ctx)).map(|(a, b)| a + b).collect();
                 let h2 = rms(&mid, &g2, s.norm_eps);
-                let m = b.mlp.dense().expect("dense FFN");
+                let m = b.mlp.as_ref().expect("dense FFN");
                 let (gate, up) = (mat_vec(&m.w_gate, &h2), mat_vec(&m.w_up, &h2));
                 let act: Vec<f64> = gate.iter().zip(&up).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect();
                 let o: Vec<f64> = mid.iter().zip(mat_vec(&m.w_down, &act)).map(|(a, b)| a + b).collect();

@@ -165,7 +165,7 @@ fn planted_structure_is_found_and_cut() {
     let c = config(32, 3, 8, 2, 8, false, true);
     let mut m = c.init(11, &Device::flex());
     let (x, _) = ids(2, 8, 30, 5);
-    edit(&mut m.blocks[0].mlp.dense_mut().unwrap().w_gate, |r, _, w| if [1, 4, 6].contains(&r) { 0.0 } else { w });
+    edit(&mut m.blocks[0].mlp.as_mut().unwrap().w_gate, |r, _, w| if [1, 4, 6].contains(&r) { 0.0 } else { w });
     let a0 = attn(&mut m, 0);
     let triple = |r: usize, w: f32| if r >= 4 { 3.0 * w } else { w };
     edit(&mut a0.wv, |r, _, w| triple(r, w));
@@ -173,7 +173,7 @@ fn planted_structure_is_found_and_cut() {
     let a1 = attn(&mut m, 1);
     edit(&mut a1.wo, |_, _, _| 0.0);
     edit_vec(a1.wo.bias.as_mut().unwrap(), |_, _| 0.0);
-    edit(&mut m.blocks[1].mlp.dense_mut().unwrap().w_down, |_, _, _| 0.0);
+    edit(&mut m.blocks[1].mlp.as_mut().unwrap().w_down, |_, _, _| 0.0);
     for b in &mut m.blocks {
         zero_gamma(&mut b.mixer_norm, &[3, 9, 12]);
         zero_gamma(&mut b.mlp_norm, &[3, 9, 12]);
