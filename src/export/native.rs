@@ -45,6 +45,7 @@ fn named_weights(m: &Decoder) -> Vec<(String, Weight)> {
         out.push((format!("{p}.post_attention_layernorm.weight"), Weight::Vector(vec_of(b.mlp_norm.gamma.val()))));
         for (name, l) in b.linears() {
             let (w, r, c) = linear_out_in(l);
+            let name = mixtral_name(&name).unwrap_or(name);
             out.push((format!("{p}.{name}.weight"), Weight::Matrix(w, r, c)));
             if let Some(bias) = &l.bias {
                 out.push((format!("{p}.{name}.bias"), Weight::Vector(vec_of(bias.val()))));
@@ -78,6 +79,23 @@ fn named_weights(m: &Decoder) -> Vec<(String, Weight)> {
     out
 }
 
+/// Mixtral's name of a mixture's tensor (our `mlp.gate`, `mlp.experts.E.{gate,up,down}_proj`
+/// are its `block_sparse_moe.gate`, `block_sparse_moe.experts.E.{w1,w3,w2}`), without the
+/// `.weight`; `None` for every other name.
+pub fn mixtral_name(ours: &str) -> Option<String> {
+    if ours == "mlp.gate" {
+        return Some("block_sparse_moe.gate".into());
+    }
+    let (e, proj) = ours.strip_prefix("mlp.experts.")?.split_once('.')?;
+    let w = match proj {
+        "gate_proj" => "w1",
+        "down_proj" => "w2",
+        "up_proj" => "w3",
+        _ => return None,
+    };
+    Some(format!("block_sparse_moe.experts.{e}.{w}"))
+}
+
 /// The transformers architecture that computes exactly our attention, as
 /// `(architectures, model_type, extra config.json keys)`, or why none does. Llama's
 /// `attention_bias` biases q, k, v AND o_proj and Llama ignores `sliding_window`; Qwen2 always
@@ -91,8 +109,23 @@ pub fn hf_architecture(s: &ModelShape) -> Result<(&'static str, &'static str, se
             s.qkv_bias, s.o_bias, s.window, s.window_from_layer
         )))
     };
-    if s.moe.is_some() {
-        return refuse("its mixture-of-experts layers are written only as GGUF (llama.cpp's llama MoE) for now");
+    if let Some(m) = &s.moe {
+        // Mixtral: every layer's FFN a softmax top-k mixture with renormalized gates, Llama
+        // attention without biases, Mistral's window on every layer if any.
+        return match (m.every, s.qkv_bias || s.o_bias, s.window_from_layer) {
+            (1, false, 0) => Ok((
+                "MixtralForCausalLM",
+                "mixtral",
+                serde_json::json!({
+                    "num_local_experts": m.experts, "num_experts_per_tok": m.active,
+                    "intermediate_size": m.d_ff_expert, "router_aux_loss_coef": m.router_aux_loss,
+                    "sliding_window": s.window, "output_router_logits": false,
+                }),
+            )),
+            (1, false, _) => refuse("Mixtral's window is on every layer or none"),
+            (1, true, _) => refuse("Mixtral has no attention biases"),
+            (every, ..) => refuse(&format!("its experts are in one layer in every {every}; Mixtral has them in every layer")),
+        };
     }
     match (s.qkv_bias, s.o_bias, s.window) {
         (false, true, _) => refuse("no architecture has an o_proj bias without q/k/v biases"),
@@ -389,6 +422,43 @@ mod tests {
             let g: serde_json::Value = crate::util::read_json(&d.join("generation_config.json")).unwrap();
             assert!(g["eos_token_id"].is_u64(), "{name}: {g}");
         }
+    }
+
+    /// A mixture of experts in every layer exports as a Mixtral folder (its config keys, its
+    /// tensor names) and reads back, through the Hugging Face loader's Mixtral names, as the
+    /// same model; experts in every other layer, which Mixtral cannot hold, are refused.
+    #[test]
+    fn moe_exports_as_mixtral_and_reloads() {
+        let dev = Device::flex();
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf/llama-gqa");
+        let (dense, _) = crate::teacher::hf::load(&src, &dev, burn::tensor::DType::F32).unwrap();
+        let mut s = crate::model::config::MoeShape {
+            experts: 3,
+            active: 2,
+            d_ff_expert: dense.config.shape.d_ff,
+            every: 1,
+            router_aux_loss: 0.02,
+            upcycle_noise: 0.05,
+        };
+        let model = crate::model::moe::upcycle_decoder(dense, &s, 7);
+        let d = tmp("mixtral");
+        export(&model, ExportFormat::F32, &NO_PLAN, &d, &src.join("tokenizer.json")).unwrap();
+        let c: serde_json::Value = crate::util::read_json(&d.join("config.json")).unwrap();
+        assert_eq!((c["architectures"][0].as_str(), c["num_local_experts"].as_u64(), c["num_experts_per_tok"].as_u64()), (Some("MixtralForCausalLM"), Some(3), Some(2)));
+        let bytes = std::fs::read(d.join("model.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        assert!(st.tensor("model.layers.0.block_sparse_moe.experts.2.w3.weight").is_ok());
+        assert!(st.tensor("model.layers.0.block_sparse_moe.gate.weight").is_ok());
+        let (back, _) = crate::teacher::hf::load(&d, &dev, burn::tensor::DType::F32).unwrap();
+        let key = |m: &Decoder| m.config.shape.moe.as_ref().map(|m| (m.experts, m.active, m.d_ff_expert, m.every, m.router_aux_loss));
+        assert_eq!(key(&back), key(&model));
+        let ids = crate::model::token_tensor(&[5, 9, 77, 100, 3, 3, 41], &dev);
+        let err: f32 = (back.forward(ids.clone()) - model.forward(ids)).abs().max().into_scalar();
+        assert!(err < 1e-5, "{err}");
+        s.every = 2;
+        let half = crate::model::moe::upcycle_decoder(crate::teacher::hf::load(&src, &dev, burn::tensor::DType::F32).unwrap().0, &s, 7);
+        let e = export(&half, ExportFormat::F32, &NO_PLAN, &tmp("mixtral-half"), &src.join("tokenizer.json")).unwrap_err();
+        assert!(e.to_string().contains("one layer in every 2") && e.to_string().contains("Mixtral"), "{e}");
     }
 
     /// The same weights give the same bytes, every time (the header's metadata map used to

@@ -179,7 +179,7 @@ impl ModelShape {
         let m = self.moe.as_ref()?;
         if m.every != 1 {
             return Some(format!(
-                "its experts are in every {}th layer; llama.cpp's llama MoE has them in every layer",
+                "its experts are in one layer in every {}; llama.cpp's llama MoE has them in every layer",
                 m.every
             ));
         }

@@ -18,7 +18,7 @@ use crate::model::config::{MambaShape, ModelShape, RopeScaling};
 use crate::model::init::WeightSource;
 use crate::model::{Decoder, DecoderConfig};
 
-pub const SUPPORTED: [&str; 3] = ["llama", "mistral", "qwen2"];
+pub const SUPPORTED: [&str; 4] = ["llama", "mistral", "mixtral", "qwen2"];
 
 /// `config.json` as transformers writes it for the Llama, Mistral and Qwen2 families.
 #[derive(Debug, Deserialize)]
@@ -48,6 +48,10 @@ pub struct HfConfig {
     pub layer_types: Option<Vec<String>>,
     pub hidden_act: Option<String>,
     pub mlp_bias: Option<bool>,
+    /// Mixtral: experts per layer, experts per token, the load-balancing coefficient.
+    pub num_local_experts: Option<usize>,
+    pub num_experts_per_tok: Option<usize>,
+    pub router_aux_loss_coef: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -125,7 +129,7 @@ impl HfConfig {
         // use_sliding_window, on the layers that layer_types mark sliding (by default those
         // from max_window_layers on).
         let (window, window_from_layer) = match self.model_type.as_str() {
-            "mistral" => (self.sliding_window, 0),
+            "mistral" | "mixtral" => (self.sliding_window, 0),
             "qwen2" => {
                 let sliding: Vec<bool> = match &self.layer_types {
                     Some(t) if t.len() != n => return Err(bad(format!("layer_types has {} entries for {n} layers", t.len()))),
@@ -176,7 +180,17 @@ impl HfConfig {
                 attention_impl: Default::default(),
                 linformer: Default::default(),
                 performer: Default::default(),
-                moe: None,
+                moe: match self.model_type.as_str() {
+                    "mixtral" => Some(crate::model::config::MoeShape {
+                        experts: self.num_local_experts.ok_or_else(|| bad("mixtral: no num_local_experts".into()))?,
+                        active: self.num_experts_per_tok.ok_or_else(|| bad("mixtral: no num_experts_per_tok".into()))?,
+                        d_ff_expert: self.intermediate_size,
+                        every: 1,
+                        router_aux_loss: self.router_aux_loss_coef.unwrap_or(0.02),
+                        upcycle_noise: 0.01,
+                    }),
+                    _ => None,
+                },
             },
         };
         config.validate().map_err(|e| bad(format!("the converted model is invalid: {e}")))?;
@@ -249,7 +263,22 @@ impl HfWeights {
         Ok(HfWeights { maps, index, asked: RefCell::new(HashSet::new()) })
     }
 
+    /// `name` as the files hold it: ours, or Mixtral's name of a mixture's tensor.
+    fn resolve(&self, name: &str) -> String {
+        let alias = || {
+            let (layer, rest) = name.strip_prefix("model.layers.")?.split_once('.')?;
+            let (ours, tail) = rest.split_once(".weight")?;
+            let m = crate::export::native::mixtral_name(ours)?;
+            Some(format!("model.layers.{layer}.{m}.weight{tail}"))
+        };
+        match self.index.contains_key(name) {
+            true => name.to_string(),
+            false => alias().filter(|a| self.index.contains_key(a)).unwrap_or_else(|| name.to_string()),
+        }
+    }
+
     fn view<'a>(&'a self, name: &str) -> Result<(&'a Path, safetensors::tensor::TensorView<'a>)> {
+        let name = &self.resolve(name);
         self.asked.borrow_mut().insert(name.to_string());
         let &i = self.index.get(name).ok_or_else(|| Error::input(format!("missing tensor `{name}`")))?;
         let (path, map) = &self.maps[i];
@@ -333,7 +362,7 @@ impl WeightSource for HfWeights {
         let mut shape = view.shape().to_vec();
         if matches!(view.dtype(), Dtype::I8 | Dtype::U8) {
             // A quantized matrix is read with its scale.
-            self.asked.borrow_mut().insert(format!("{name}_scale"));
+            self.asked.borrow_mut().insert(format!("{}_scale", self.resolve(name)));
         }
         // int4 stores two values per byte.
         if let (Dtype::U8, Some(last)) = (view.dtype(), shape.last_mut()) {
