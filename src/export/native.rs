@@ -124,7 +124,9 @@ pub fn hf_architecture(s: &ModelShape) -> Result<(&'static str, &'static str, se
             )),
             (1, false, _) => refuse("Mixtral's window is on every layer or none"),
             (1, true, _) => refuse("Mixtral has no attention biases"),
-            (every, ..) => refuse(&format!("its experts are in one layer in every {every}; Mixtral has them in every layer")),
+            (every, ..) => {
+                refuse(&format!("its experts are in one layer in every {every}; Mixtral has them in every layer"))
+            }
         };
     }
     match (s.qkv_bias, s.o_bias, s.window) {
@@ -444,20 +446,37 @@ mod tests {
         let d = tmp("mixtral");
         export(&model, ExportFormat::F32, &NO_PLAN, &d, &src.join("tokenizer.json")).unwrap();
         let c: serde_json::Value = crate::util::read_json(&d.join("config.json")).unwrap();
-        assert_eq!((c["architectures"][0].as_str(), c["num_local_experts"].as_u64(), c["num_experts_per_tok"].as_u64()), (Some("MixtralForCausalLM"), Some(3), Some(2)));
+        assert_eq!(
+            (c["architectures"][0].as_str(), c["num_local_experts"].as_u64(), c["num_experts_per_tok"].as_u64()),
+            (Some("MixtralForCausalLM"), Some(3), Some(2))
+        );
         let bytes = std::fs::read(d.join("model.safetensors")).unwrap();
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
         assert!(st.tensor("model.layers.0.block_sparse_moe.experts.2.w3.weight").is_ok());
         assert!(st.tensor("model.layers.0.block_sparse_moe.gate.weight").is_ok());
         let (back, _) = crate::teacher::hf::load(&d, &dev, burn::tensor::DType::F32).unwrap();
-        let key = |m: &Decoder| m.config.shape.moe.as_ref().map(|m| (m.experts, m.active, m.d_ff_expert, m.every, m.router_aux_loss));
+        let key = |m: &Decoder| {
+            m.config.shape.moe.as_ref().map(|m| (m.experts, m.active, m.d_ff_expert, m.every, m.router_aux_loss))
+        };
         assert_eq!(key(&back), key(&model));
         let ids = crate::model::token_tensor(&[5, 9, 77, 100, 3, 3, 41], &dev);
         let err: f32 = (back.forward(ids.clone()) - model.forward(ids)).abs().max().into_scalar();
         assert!(err < 1e-5, "{err}");
+        // int8 through the same names (and their `_scale`s): near the f32 model, not equal.
+        let d8 = tmp("mixtral-int8");
+        export(&model, ExportFormat::Int8, &NO_PLAN, &d8, &src.join("tokenizer.json")).unwrap();
+        let (back8, _) = crate::teacher::hf::load(&d8, &dev, burn::tensor::DType::F32).unwrap();
+        let ids = crate::model::token_tensor(&[5, 9, 77, 100, 3, 3, 41], &dev);
+        let err8: f32 = (back8.forward(ids.clone()) - model.forward(ids)).abs().max().into_scalar();
+        assert!(err8 > 0.0 && err8 < 0.05, "{err8}");
         s.every = 2;
-        let half = crate::model::moe::upcycle_decoder(crate::teacher::hf::load(&src, &dev, burn::tensor::DType::F32).unwrap().0, &s, 7);
-        let e = export(&half, ExportFormat::F32, &NO_PLAN, &tmp("mixtral-half"), &src.join("tokenizer.json")).unwrap_err();
+        let half = crate::model::moe::upcycle_decoder(
+            crate::teacher::hf::load(&src, &dev, burn::tensor::DType::F32).unwrap().0,
+            &s,
+            7,
+        );
+        let e =
+            export(&half, ExportFormat::F32, &NO_PLAN, &tmp("mixtral-half"), &src.join("tokenizer.json")).unwrap_err();
         assert!(e.to_string().contains("one layer in every 2") && e.to_string().contains("Mixtral"), "{e}");
     }
 

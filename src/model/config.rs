@@ -317,11 +317,14 @@ impl ModelShape {
         }
         if s.layer_pattern.contains('L') {
             let l = &s.linformer;
-            if l.chunk == 0 || l.rows == 0 || l.rows > l.chunk {
+            if l.chunk == 0 || l.chunk > s.max_seq_len {
                 return fail(
-                    "linformer.rows",
-                    format!("expected 1 <= rows <= chunk ({}) and chunk >= 1, got rows {}", l.chunk, l.rows),
+                    "linformer.chunk",
+                    format!("expected 1..={} (max_seq_len), got {}", s.max_seq_len, l.chunk),
                 );
+            }
+            if l.rows == 0 || l.rows > l.chunk {
+                return fail("linformer.rows", format!("expected 1..={} (chunk), got {}", l.chunk, l.rows));
             }
         }
         if s.layer_pattern.contains('P') {

@@ -63,6 +63,8 @@ fn linear_attention_and_moe_limits_are_refused_at_load() {
         ("run.activation_checkpointing=\"layers\"", "run.activation_checkpointing"),
         ("student.model.moe.active=5", "moe.active"),
         ("student.model.layer_pattern=\"AX\"", "layer_pattern"),
+        ("student.model.linformer.chunk=1000000000000", "linformer.chunk"),
+        ("student.model.performer.features=0", "performer.features"),
     ] {
         std::fs::write(dir.join("r.toml"), moe_recipe(&dir, "r", 4)).unwrap();
         let e = Recipe::load(&dir.join("r.toml"), &[set.to_string()]).unwrap_err().to_string();

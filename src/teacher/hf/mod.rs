@@ -183,7 +183,9 @@ impl HfConfig {
                 moe: match self.model_type.as_str() {
                     "mixtral" => Some(crate::model::config::MoeShape {
                         experts: self.num_local_experts.ok_or_else(|| bad("mixtral: no num_local_experts".into()))?,
-                        active: self.num_experts_per_tok.ok_or_else(|| bad("mixtral: no num_experts_per_tok".into()))?,
+                        active: self
+                            .num_experts_per_tok
+                            .ok_or_else(|| bad("mixtral: no num_experts_per_tok".into()))?,
                         d_ff_expert: self.intermediate_size,
                         every: 1,
                         router_aux_loss: self.router_aux_loss_coef.unwrap_or(0.02),
