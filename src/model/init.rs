@@ -142,7 +142,25 @@ impl<'a> Init<'a> {
     }
 
     fn draw_uniform(&mut self, n: usize, lo: f64, hi: f64) -> Vec<f32> {
-        (0..n).map(|_| (lo + (hi - lo) * self.rng.uniform()) as f32).collect()
+        self.draw(n, 1, |r| (lo + (hi - lo) * r.uniform()) as f32)
+    }
+
+    /// `n` values of `one`, which takes `per` draws of the stream each: the values the
+    /// sequential loop gives, made in parallel. SplitMix's state after k draws is the seed plus
+    /// k times its increment, so each chunk starts its own generator where the loop would be
+    /// (a 1.2B-parameter student took 20 s on one core).
+    fn draw(&mut self, n: usize, per: u64, one: impl Fn(&mut SplitMix) -> f32 + Sync) -> Vec<f32> {
+        use rayon::prelude::*;
+        const CHUNK: usize = 1 << 16;
+        const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+        let start = self.rng.0;
+        let mut out = vec![0f32; n];
+        out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, part)| {
+            let mut r = SplitMix(start.wrapping_add(GAMMA.wrapping_mul((c * CHUNK) as u64).wrapping_mul(per)));
+            part.iter_mut().for_each(|x| *x = one(&mut r));
+        });
+        self.rng.0 = start.wrapping_add(GAMMA.wrapping_mul(n as u64).wrapping_mul(per));
+        out
     }
 
     pub fn uniform<const D: usize>(&mut self, shape: [usize; D], lo: f64, hi: f64) -> Tensor<D> {
@@ -154,13 +172,11 @@ impl<'a> Init<'a> {
         let n: usize = shape.iter().product();
         // Box-Muller: two uniforms to one standard normal (the second value is dropped, so
         // the stream stays simple to reason about).
-        let v: Vec<f32> = (0..n)
-            .map(|_| {
-                let u1 = self.rng.uniform().max(1e-300);
-                let u2 = self.rng.uniform();
-                ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos() * std) as f32
-            })
-            .collect();
+        let v = self.draw(n, 2, |r| {
+            let u1 = r.uniform().max(1e-300);
+            let u2 = r.uniform();
+            ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos() * std) as f32
+        });
         Tensor::from_data(TensorData::new(v, shape), self.device)
     }
 
@@ -182,6 +198,30 @@ impl<'a> Init<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The parallel draws are the sequential stream's, value for value, across chunk
+    /// boundaries, and leave the generator where the loop would (the next draw agrees too).
+    #[test]
+    fn parallel_draws_are_the_sequential_stream() {
+        let dev = Device::flex();
+        let n = (1 << 16) * 2 + 123;
+        let mut init = Init::new(5, &dev);
+        let got: Vec<f32> = init.normal([n], 0.7).into_data().try_to_vec::<f32>().unwrap();
+        let next = init.seed();
+        let mut r = SplitMix(5);
+        let want: Vec<f32> = (0..n)
+            .map(|_| {
+                let u1 = r.uniform().max(1e-300);
+                let u2 = r.uniform();
+                ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos() * 0.7) as f32
+            })
+            .collect();
+        assert!(got == want, "parallel normals differ from the sequential stream");
+        assert_eq!(next, r.next_u64());
+        let u: Vec<f32> = Init::new(6, &dev).uniform([n], -0.5, 0.5).into_data().try_to_vec::<f32>().unwrap();
+        let mut r = SplitMix(6);
+        assert!(u == (0..n).map(|_| (-0.5 + r.uniform()) as f32).collect::<Vec<_>>());
+    }
 
     #[test]
     fn init_is_seeded_and_has_the_requested_moments() {
