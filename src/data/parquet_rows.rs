@@ -55,6 +55,7 @@ pub fn for_each_row(
     sink: &mut dyn FnMut(usize, Value) -> Result<(), String>,
 ) -> Result<(), String> {
     let shown = path.display();
+    crate::error::regular_file(path).map_err(|e| e.to_string())?;
     let mut file = File::open(path).map_err(|e| format!("{shown}: cannot open: {e}"))?;
     let file_len = file.metadata().map_err(|e| format!("{shown}: cannot stat: {e}"))?.len();
     check_envelope(&mut file, file_len).map_err(|e| format!("{shown}: {e}"))?;

@@ -122,7 +122,7 @@ pub fn for_each_row(
 }
 
 fn lines(path: &Path) -> Result<impl Iterator<Item = std::io::Result<Vec<u8>>>> {
-    let f = std::fs::File::open(path).map_err(|e| Error::input(format!("{}: cannot open: {e}", path.display())))?;
+    let f = crate::error::open_regular(path)?;
     Ok(std::io::BufReader::new(f).split(b'\n'))
 }
 

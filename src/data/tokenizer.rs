@@ -65,7 +65,9 @@ impl Tokenizer {
     /// A `tokenizer.json`; an `add_bos_token` in the `tokenizer_config.json` beside it
     /// overrides its post-processor, as transformers does.
     pub fn load(path: &Path) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_file(path)
+        // Bounded and regular first: the tokenizers crate reads whatever the path gives.
+        let bytes = crate::error::read_bounded(path, crate::error::TEXT_LIMIT)?;
+        let inner = tokenizers::Tokenizer::from_bytes(&bytes)
             .map_err(|e| Error::input(format!("{}: not a valid tokenizer.json: {e}", path.display())))?;
         let mut tok = Self::wrap(inner, &path.display().to_string())?;
         let config = path.with_file_name("tokenizer_config.json");

@@ -238,7 +238,7 @@ fn rope_scaling_of(g: &Gguf, what: &str) -> Result<Option<RopeScaling>> {
 /// its shapes alone) from a memory map, with its path for errors.
 pub fn read(path: &Path, parse: fn(&[u8], &str) -> Result<Gguf>) -> Result<(Gguf, String)> {
     let what = path.display().to_string();
-    let f = std::fs::File::open(path).map_err(|e| Error::input(format!("{what}: {e}")))?;
+    let f = crate::error::open_regular(path)?;
     let meta = f.metadata().map_err(|e| Error::input(format!("{what}: {e}")))?;
     if !meta.is_file() {
         return Err(Error::input(format!("{what}: not a regular file (expected a .gguf model)")));

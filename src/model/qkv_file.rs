@@ -26,6 +26,7 @@ pub type Output = (String, Vec<usize>, Vec<f32>);
 impl QkvFile {
     pub fn open(path: &Path) -> Result<QkvFile> {
         let bad = |e: &dyn std::fmt::Display| Error::input(format!("{}: {e}", path.display()));
+        crate::error::regular_file(path)?;
         let bytes = std::fs::read(path).map_err(|e| bad(&e))?;
         safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(&e))?;
         let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(&e))?;

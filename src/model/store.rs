@@ -57,6 +57,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<(Decoder, String)> {
     let meta = read_meta(dir)?;
     let json = dir.join("model.json");
     let w = dir.join("model.bpk");
+    crate::error::regular_file(&w)?;
     let bytes = std::fs::read(&w).map_err(|e| Error::input(format!("{}: {e}", w.display())))?;
     if sha256_hex(&bytes) != meta.weights_sha256 {
         return Err(Error::input(format!("{}: checksum does not match model.json: the file is corrupt", w.display())));

@@ -100,8 +100,7 @@ pub fn chat_job(recipe: &Recipe, teacher_tokenizer: Option<&Path>) -> Result<Cha
         }
     }
     if let Some(p) = &d.chat_template {
-        let text = std::fs::read_to_string(p)
-            .map_err(|e| Error::input(format!("data.chat_template: {}: cannot read: {e}", p.display())))?;
+        let text = crate::error::read_to_string(p).map_err(|e| Error::input(format!("data.chat_template: {e}")))?;
         found.source = Some((text, format!("data.chat_template = {}", p.display())));
     }
     let tok = known_tokenizer(recipe, teacher_tokenizer)?;

@@ -32,6 +32,15 @@ fn fail(key: impl Into<String>, msg: impl Into<String>) -> Rule {
     Err(Broken { key: key.into(), msg: msg.into() })
 }
 
+/// `p` names a regular file: "does not exist" only when nothing is there; a directory, FIFO
+/// or device is called what it is.
+fn existing_file(key: &str, p: &std::path::Path) -> Rule {
+    if !p.exists() {
+        return fail(key, format!("file {} does not exist", p.display()));
+    }
+    crate::error::regular_file(p).map(|_| ()).or_else(|e| fail(key, e.to_string()))
+}
+
 impl Recipe {
     /// Every semantic rule; a failed one names the key and where it is set.
     pub(super) fn validate(&self, file: &str, text: &str, ov: &[String]) -> Result<()> {
@@ -189,8 +198,8 @@ fn data(d: &DataSection) -> Rule {
         // Parquet and JSONL paths may be globs over shards, expanded (and checked) when read.
         let glob = matches!(d.source, SourceKind::Parquet | SourceKind::Jsonl)
             && p.file_name().is_some_and(|n| n.to_string_lossy().contains(['*', '?']));
-        if !glob && !p.is_file() {
-            return fail("data.paths", format!("file {} does not exist", p.display()));
+        if !glob {
+            existing_file("data.paths", p)?;
         }
     }
     for (key, v) in [
@@ -203,10 +212,8 @@ fn data(d: &DataSection) -> Rule {
             return fail(key, "expected a field name, got an empty string");
         }
     }
-    if let Some(p) = &d.chat_template
-        && !p.is_file()
-    {
-        return fail("data.chat_template", format!("file {} does not exist", p.display()));
+    if let Some(p) = &d.chat_template {
+        existing_file("data.chat_template", p)?;
     }
     if d.synthetic_format == SyntheticFormat::Chat && d.source != SourceKind::Synthetic {
         return fail("data.synthetic_format", "applies to data.source = \"synthetic\" only");
@@ -289,8 +296,7 @@ fn tokenizer(t: &TokenizerSection) -> Rule {
         }
         TokenizerKind::File => match &t.path {
             None => fail("tokenizer.path", "required when tokenizer.kind = \"file\""),
-            Some(p) if !p.is_file() => fail("tokenizer.path", format!("file {} does not exist", p.display())),
-            _ => Ok(()),
+            Some(p) => existing_file("tokenizer.path", p),
         },
         _ => Ok(()),
     }

@@ -320,7 +320,7 @@ pub fn tokenizer_json(g: &Gguf, what: &str) -> Result<String> {
 /// mapped copy-on-write and the tensor count in the header zeroed in that private copy.
 pub fn read_metadata(path: &Path) -> Result<Gguf> {
     let what = path.display().to_string();
-    let f = std::fs::File::open(path).map_err(|e| Error::input(format!("{what}: cannot open: {e}")))?;
+    let f = crate::error::open_regular(path)?;
     // Safety: the mapping is private and only read (bar the one header field we write into our
     // own copy of its page); a concurrent writer is the user's error, as for any reader.
     let mut map = unsafe { memmap2::MmapOptions::new().map_copy(&f) }

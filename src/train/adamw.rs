@@ -113,6 +113,7 @@ impl AdamW {
     /// The state [`AdamW::save`] wrote, for `model`'s parameters on `device`. Every tensor is
     /// checked against the parameter it belongs to before anything is allocated for it.
     pub fn load(o: &OptimSection, model: &Decoder, path: &Path, device: &Device) -> Result<Self> {
+        crate::error::regular_file(path)?;
         let bytes = std::fs::read(path).map_err(|e| Error::input(format!("{}: {e}", path.display())))?;
         let st = safetensors::SafeTensors::deserialize(&bytes)
             .map_err(|e| Error::input(format!("{}: not a safetensors file: {e}", path.display())))?;

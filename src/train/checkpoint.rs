@@ -172,6 +172,7 @@ pub fn load_model(ck: &Path, model: Decoder) -> Result<Decoder> {
     let manifest: BTreeMap<String, String> = read_json(&ck.join("MANIFEST"))?;
     for f in FILES {
         let p = ck.join(f);
+        crate::error::regular_file(&p)?;
         let bytes = std::fs::read(&p).map_err(|e| Error::input(format!("{}: {e}", p.display())))?;
         if manifest.get(f).map(|s| s.as_str()) != Some(sha256_hex(&bytes).as_str()) {
             return Err(Error::input(format!(

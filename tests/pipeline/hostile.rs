@@ -739,6 +739,72 @@ fn cases(dir: &Path, done: &Path, cached: &Path) -> Vec<Case> {
         "written by another synth job (it differs in `settings.temperature`): remove the folder, or set synth.out to another",
         None,
     );
+    // Files that are not files, or far too large: refused from their metadata, before any
+    // read (a FIFO would block the open, a device never ends).
+    let fifo = dir.join("fifo.toml");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    add(
+        "recipe: /dev/zero",
+        vec!["validate".into(), "/dev/zero".into()],
+        "/dev/zero: is a device, expected a regular file",
+        None,
+    );
+    add(
+        "recipe: a FIFO",
+        vec!["validate".into(), s(&fifo)],
+        "fifo.toml: is a FIFO (named pipe), expected a regular file",
+        None,
+    );
+    let folder = dir.join("folder.toml");
+    std::fs::create_dir_all(&folder).unwrap();
+    add(
+        "recipe: a directory",
+        vec!["validate".into(), s(&folder)],
+        "folder.toml: is a directory, expected a regular file",
+        None,
+    );
+    let sparse = dir.join("sparse.toml");
+    std::fs::File::create(&sparse).unwrap().set_len(1 << 30).unwrap();
+    add(
+        "recipe: a 1 GB sparse file",
+        vec!["validate".into(), s(&sparse)],
+        "sparse.toml: 1073741824 bytes, more than the 268435456 this kind of file may hold",
+        None,
+    );
+    let urandom = dir.join("urandom.gguf");
+    std::os::unix::fs::symlink("/dev/urandom", &urandom).unwrap();
+    add(
+        "gguf: a link to /dev/urandom",
+        vec!["logits".into(), "--model".into(), s(&urandom), "--ids".into(), "1".into()],
+        "urandom.gguf: is a device, expected a regular file",
+        None,
+    );
+    let data_dir = dir.join("corpus.jsonl");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    add(
+        "data: a path that is a directory",
+        data("d-dir", jsonl_source("d-dir", &data_dir, "")),
+        "corpus.jsonl: is a directory, expected a regular file",
+        Some(dir.join("d-dir/data/meta.json")),
+    );
+    let hf_fifo = hf(dir, "hf-fifo-tok", |d| {
+        std::fs::remove_file(d.join("tokenizer.json")).unwrap();
+        assert!(Command::new("mkfifo").arg(d.join("tokenizer.json")).status().unwrap().success());
+    });
+    add(
+        "teacher folder: tokenizer.json a FIFO",
+        data(
+            "r-fifo",
+            base("r-fifo")
+                .replace(
+                    "[teacher.model]",
+                    &format!("[teacher]\nkind = \"hf\"\npath = \"{}\"\n\n[teacher.model]", hf_fifo.display()),
+                )
+                .replace("[tokenizer]\nvocab_size = 320", "[tokenizer]\nkind = \"teacher\""),
+        ),
+        "tokenizer.json: is a FIFO (named pipe), expected a regular file",
+        None,
+    );
     let bad_prompts = write(&dir.join("prompts.jsonl"), "\"fine\"\n{\"prompt\": 3}\n");
     add(
         "generate: a malformed prompts file",

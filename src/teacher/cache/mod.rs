@@ -113,7 +113,7 @@ pub fn hash_files(files: &[PathBuf]) -> Result<String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     for p in files {
-        let mut f = std::fs::File::open(p).map_err(|e| Error::input(format!("{}: {e}", p.display())))?;
+        let mut f = crate::error::open_regular(p)?;
         loop {
             let n = f.read(&mut buf).map_err(|e| Error::input(format!("{}: {e}", p.display())))?;
             if n == 0 {

@@ -250,7 +250,7 @@ impl HfWeights {
         let mut maps = Vec::new();
         let mut index = HashMap::new();
         for (i, f) in files.into_iter().enumerate() {
-            let file = std::fs::File::open(&f).map_err(|e| Error::input(format!("{}: {e}", f.display())))?;
+            let file = crate::error::open_regular(&f)?;
             // SAFETY: the file is opened read-only and not modified while mapped (a teacher's
             // weights are frozen inputs); a concurrent writer would be a user error.
             let map =

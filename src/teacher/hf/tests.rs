@@ -290,7 +290,11 @@ fn errors_name_the_problem() {
     let d = copy_fixture("llama-gqa", "arch");
     let cfg = std::fs::read_to_string(d.join("config.json")).unwrap().replace("\"llama\"", "\"gemma\"");
     std::fs::write(d.join("config.json"), cfg).unwrap();
-    assert!(msg(&d).contains("unsupported model_type \"gemma\"; supported: llama, mistral, mixtral, qwen2"), "{}", msg(&d));
+    assert!(
+        msg(&d).contains("unsupported model_type \"gemma\"; supported: llama, mistral, mixtral, qwen2"),
+        "{}",
+        msg(&d)
+    );
     // A missing tensor is named.
     let d = copy_fixture("llama-gqa", "missing");
     let bytes = std::fs::read(d.join("model.safetensors")).unwrap();
