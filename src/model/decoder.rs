@@ -263,6 +263,17 @@ impl DecoderConfig {
             return Err(crate::Error::input("loading Mamba-2 layers from Hugging Face weights is not supported"));
         }
         self.validate().map_err(crate::Error::input)?;
+        // The depth first, from one header: the build below holds a block per layer, and a
+        // config.json claiming 1e8 of them must not reach it.
+        let last = format!("model.layers.{}.input_layernorm.weight", self.shape.n_layers - 1);
+        let other = format!("model.layers.{}.post_attention_layernorm.weight", self.shape.n_layers - 1);
+        if source.shape(&last).is_err() && source.shape(&other).is_err() {
+            return Err(crate::Error::input(format!(
+                "missing tensor `{last}`: the config says {} layers (n_layers / num_hidden_layers / block_count), and the weights hold no layer {}",
+                self.shape.n_layers,
+                self.shape.n_layers - 1
+            )));
+        }
         // Names and shapes first, from the files' headers: the first mismatch (a config.json
         // that does not describe these weights) stops before any tensor of its sizes exists,
         // and a stored tensor the model would not use is refused rather than dropped.
@@ -338,6 +349,24 @@ impl DecoderConfig {
             return Err("key `vocab_size`: expected a positive integer, got 0".into());
         }
         self.shape.check().map_err(|(key, msg)| format!("key `{key}`: {msg}"))
+    }
+
+    /// The number of stored parameters this config describes (saturating: a hostile config's
+    /// sizes may multiply past any integer), to hold against the bytes of the file that should
+    /// contain them before anything of that size is allocated.
+    pub fn param_count(&self) -> u128 {
+        let s = &self.shape;
+        let u = |x: usize| x as u128;
+        let mul = |xs: &[u128]| xs.iter().fold(1u128, |a, &b| a.saturating_mul(b));
+        let (d, hd) = (u(s.d_model), u(s.d_model / s.n_heads.max(1)));
+        let attn = mul(&[d, hd, u(2 * s.n_heads) + u(2 * s.n_kv_heads)]);
+        let ffn = match &s.moe {
+            Some(m) => mul(&[u(m.experts), 3, d, u(m.d_ff_expert)]).saturating_add(mul(&[d, u(m.experts)])),
+            None => mul(&[3, d, u(s.d_ff)]),
+        };
+        let layer = attn.saturating_add(ffn).saturating_add(2 * d);
+        let table = mul(&[u(self.vocab_size), d]);
+        mul(&[u(s.n_layers), layer]).saturating_add(table).saturating_add(if s.tie_embeddings { 0 } else { table })
     }
 
     pub fn head_dim(&self) -> usize {

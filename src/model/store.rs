@@ -57,7 +57,21 @@ pub fn load(dir: &Path, device: &Device) -> Result<(Decoder, String)> {
     let meta = read_meta(dir)?;
     let json = dir.join("model.json");
     let w = dir.join("model.bpk");
-    crate::error::regular_file(&w)?;
+    let len = crate::error::regular_file(&w)?.len();
+    // Held against the file before a model of the described size is built: a hand-edited
+    // model.json (vocab_size 2^64 - 1) must not allocate it. Two bytes a parameter at least
+    // (Mamba-2's small vectors and the norms only add to the file).
+    let want = meta.config.param_count().saturating_mul(2);
+    if want > len as u128 {
+        return Err(Error::input(format!(
+            "{}: describes a model of at least {want} bytes (vocab_size {}, d_model {}, n_layers {}), but {} holds {len}",
+            json.display(),
+            meta.config.vocab_size,
+            meta.config.shape.d_model,
+            meta.config.shape.n_layers,
+            w.display()
+        )));
+    }
     let bytes = std::fs::read(&w).map_err(|e| Error::input(format!("{}: {e}", w.display())))?;
     if sha256_hex(&bytes) != meta.weights_sha256 {
         return Err(Error::input(format!("{}: checksum does not match model.json: the file is corrupt", w.display())));

@@ -500,7 +500,7 @@ fn cases(dir: &Path, done: &Path, cached: &Path) -> Vec<Case> {
     let missing_t = hf(dir, "missing-tensor", |d| {
         write(&d.join("model.safetensors"), safetensors(&[("model.norm.weight", "F32", vec![64], 256)]));
     });
-    add("teacher: missing tensor", logits(&missing_t), "missing tensor `model.layers.0.input_layernorm.weight`", None);
+    add("teacher: missing tensor", logits(&missing_t), "missing tensor `model.layers.1.input_layernorm.weight`", None);
     let wrong = hf(dir, "wrong-shape", |d| {
         replace(&d.join("config.json"), "\"intermediate_size\": 128", "\"intermediate_size\": 96")
     });
@@ -805,6 +805,23 @@ fn cases(dir: &Path, done: &Path, cached: &Path) -> Vec<Case> {
         "tokenizer.json: is a FIFO (named pipe), expected a regular file",
         None,
     );
+    // Sizes from a file, held against what the files hold before anything of that size exists.
+    let deep = hf(dir, "hf-deep", |d| {
+        replace(&d.join("config.json"), "\"num_hidden_layers\": 2", "\"num_hidden_layers\": 100000000")
+    });
+    add(
+        "teacher folder: config.json of 1e8 layers",
+        logits(&deep),
+        "missing tensor `model.layers.99999999.input_layernorm.weight`: the config says 100000000 layers (n_layers / num_hidden_layers / block_count), and the weights hold no layer 99999999",
+        None,
+    );
+    let wide = dir.join("wide-model");
+    copy_dir(&done.join("student/final"), &wide);
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(wide.join("model.json")).unwrap()).unwrap();
+    v["config"]["vocab_size"] = serde_json::json!(u64::MAX);
+    std::fs::write(wide.join("model.json"), v.to_string()).unwrap();
+    add("model.json: vocab_size 2^64 - 1", logits(&wide), "wide-model/model.json: describes a model of at least", None);
     let bad_prompts = write(&dir.join("prompts.jsonl"), "\"fine\"\n{\"prompt\": 3}\n");
     add(
         "generate: a malformed prompts file",
