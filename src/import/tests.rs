@@ -141,7 +141,7 @@ fn block_count_must_match_the_tensors() {
     std::fs::create_dir_all(&dir).unwrap();
     for (blocks, named) in [
         (1, "tensor for `model.layers.1.input_layernorm.weight` is not used"),
-        (3, "no tensor for `model.layers.2.input_layernorm.weight`"),
+        (3, "missing tensor `model.layers.2.input_layernorm.weight`: the config says 3 layers"),
     ] {
         let mut g = original.clone();
         let (_, v) = g.kv.iter_mut().find(|(k, _)| k == "llama.block_count").unwrap();
