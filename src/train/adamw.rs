@@ -515,7 +515,10 @@ mod tests {
         std::fs::remove_dir_all(&dir).ok();
         let v = |d: &Decoder| {
             let mut all = Vec::new();
-            for t in [d.embed.weight.val().flatten::<1>(0, 1), d.blocks[0].mlp.w_up.weight.val().flatten(0, 1)] {
+            for t in [
+                d.embed.weight.val().flatten::<1>(0, 1),
+                d.blocks[0].mlp.as_ref().unwrap().w_up.weight.val().flatten(0, 1),
+            ] {
                 all.extend(t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap());
             }
             all
