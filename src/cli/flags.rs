@@ -64,6 +64,14 @@ pub(super) fn top_p(p: f64) -> Result<f64> {
     }
 }
 
+/// `--temperature`: 0 (greedy) or a finite positive value.
+pub(super) fn temperature(t: f64) -> Result<f64> {
+    match t >= 0.0 && t.is_finite() {
+        true => Ok(t),
+        false => Err(Error::input(format!("--temperature: expected a finite value >= 0 (0 = greedy), got {t}"))),
+    }
+}
+
 /// `--draft-len`: speculative decoding's draft tokens per teacher call, 1 to 64.
 pub(super) fn draft_len(k: usize) -> Result<usize> {
     match (1..=64).contains(&k) {

@@ -17,6 +17,7 @@ pub(super) fn generate(a: GenerateArgs) -> Result<()> {
     let r = load_run_recipe(&a.run_dir)?;
     let device = pipeline::device_for(r.run.backend);
     let top_p = super::flags::top_p(a.top_p)?;
+    super::flags::temperature(a.temperature)?;
     let mut m = match &a.exported {
         Some(path) => crate::export::open(path, &device)?,
         None => load_final(&a.run_dir, which(a.teacher), &device)?,

@@ -76,6 +76,13 @@ pub(super) fn open_model(
     device: &burn::tensor::Device,
     dtype: burn::tensor::DType,
 ) -> Result<crate::model::Decoder> {
+    let run = crate::run_dir::RunDir(model).resolved_recipe().is_file();
+    if teacher && !run {
+        return Err(Error::input(format!(
+            "--teacher: {} is a single model, not a run directory: there is no teacher to choose",
+            model.display()
+        )));
+    }
     Ok(if model.extension().is_some_and(|e| e == "gguf") {
         crate::export::open(model, device)?
     } else if model.join("model.json").is_file() {

@@ -12,9 +12,7 @@ use crate::run_dir::RunDir;
 
 pub(super) fn speculative(a: SpeculativeArgs) -> Result<()> {
     let draft_len = super::flags::draft_len(a.draft_len)?;
-    if !(a.temperature >= 0.0 && a.temperature.is_finite()) {
-        return Err(Error::input(format!("--temperature: expected a finite value >= 0, got {}", a.temperature)));
-    }
+    super::flags::temperature(a.temperature)?;
     let top_p = super::flags::top_p(a.top_p)?;
     let r = load_run_recipe(&a.run_dir)?;
     let device = pipeline::device_for(r.run.backend);

@@ -6,6 +6,10 @@ use crate::error::{Error, Result};
 /// `a.b.c=value`: the value is read as a TOML value when it parses as one, else as a string,
 /// so `--set run.name=foo` works without quotes.
 pub(super) fn apply_override(table: &mut toml::Table, ov: &str) -> Result<()> {
+    // A newline would let one --set write further keys of its own ("x=1\n[run]\n...").
+    if ov.contains(['\n', '\r']) {
+        return Err(Error::input(format!("--set {ov:?}: a line break in an override; one KEY=VALUE per --set")));
+    }
     let (key, raw) = ov
         .split_once('=')
         .ok_or_else(|| Error::input(format!("--set {ov}: expected KEY=VALUE, e.g. optim.lr=3e-4")))?;

@@ -822,6 +822,36 @@ fn cases(dir: &Path, done: &Path, cached: &Path) -> Vec<Case> {
     v["config"]["vocab_size"] = serde_json::json!(u64::MAX);
     std::fs::write(wide.join("model.json"), v.to_string()).unwrap();
     add("model.json: vocab_size 2^64 - 1", logits(&wide), "wide-model/model.json: describes a model of at least", None);
+    // Flags.
+    for (name, t) in
+        [("generate: a negative temperature", "--temperature=-1"), ("generate: a NaN temperature", "--temperature=NaN")]
+    {
+        add(
+            name,
+            vec!["generate".into(), s(done), "--prompt".into(), "hi".into(), t.into()],
+            "--temperature: expected a finite value >= 0 (0 = greedy)",
+            None,
+        );
+    }
+    add(
+        "logits: --teacher of a single model",
+        vec![
+            "logits".into(),
+            "--model".into(),
+            s(&done.join("student/final")),
+            "--ids".into(),
+            "1".into(),
+            "--teacher".into(),
+        ],
+        "student/final is a single model, not a run directory: there is no teacher to choose",
+        None,
+    );
+    add(
+        "recipe: --set with a line break",
+        validate("r-nl", base("r-nl"), &["--set", "run.name=x\n[optim]\nsteps = 1"]),
+        "a line break in an override; one KEY=VALUE per --set",
+        None,
+    );
     let bad_prompts = write(&dir.join("prompts.jsonl"), "\"fine\"\n{\"prompt\": 3}\n");
     add(
         "generate: a malformed prompts file",
