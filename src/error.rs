@@ -81,7 +81,9 @@ pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>> {
         )));
     }
     let mut bytes = Vec::with_capacity(len as usize);
-    open_regular(path)?
+    // (Checked just above: not through open_regular, which would read the metadata again.)
+    std::fs::File::open(path)
+        .map_err(|e| Error::input(format!("{}: cannot open: {e}", path.display())))?
         .take(limit + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| Error::input(format!("{}: cannot read file: {e}", path.display())))?;
